@@ -1,0 +1,446 @@
+"""The native API: prune by strategy name, validated first, bool masks, atomic.
+
+Every function here validates everything it can before touching a module
+(the strategy, its parameters through its pydantic model, the tensor, the
+importance scores), then computes and checks every mask, then installs
+everything at once. A failure at any point leaves every module exactly as it
+was: parameters, buffers, hooks and state_dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
+
+from ._container import alive_slices, combine_masks, normalize_dim
+from ._errors import (
+    IncompatibleStrategyError,
+    InvalidImportanceScoresError,
+    InvalidMaskError,
+    InvalidParametersError,
+    InvalidTargetError,
+    PruneplugError,
+    StrategyFailedError,
+    StrategyNotFoundError,
+)
+from ._global import global_masks
+from ._registry import StrategySpec, get_registry, strategy_spec
+from ._reparam import (
+    NATIVE_POLICY,
+    PendingPrune,
+    TensorState,
+    check_importance_scores,
+    commit,
+    default_alive,
+    find_hook,
+    plan_prune,
+    pruned_tensors,
+    remove_pruning,
+    tensor_state,
+)
+from ._reparam import is_pruned as _is_pruned
+from .strategies import PrecomputedMask
+
+__all__ = [
+    "prune",
+    "prune_global",
+    "remove",
+    "is_pruned",
+    "list_strategies",
+    "get_strategy",
+    "register",
+    "unregister",
+    "registered",
+    "pruning_history",
+    "compute_mask",
+]
+
+StrategyLike = str | StrategySpec | type | torch_prune.BasePruningMethod
+
+
+def _resolve(strategy: StrategyLike) -> StrategySpec:
+    """A strategy given by registered name, spec, class or (configured) instance."""
+    if isinstance(strategy, str):
+        return get_registry().get(strategy)
+    if isinstance(strategy, StrategySpec):
+        return strategy
+    if inspect.isclass(strategy) and issubclass(strategy, torch_prune.BasePruningMethod):
+        return strategy_spec(strategy, provider="(passed directly)")
+    if isinstance(strategy, torch_prune.BasePruningMethod):
+        return strategy_spec(type(strategy), provider="(passed directly)")
+    raise StrategyNotFoundError(
+        repr(strategy),
+        get_registry().names(),
+        extra=" A strategy is a registered name, a StrategySpec, or a BasePruningMethod class or instance.",
+    )
+
+
+def _instantiate(strategy: StrategyLike, spec: StrategySpec, params: dict[str, Any]) -> torch_prune.BasePruningMethod:
+    if isinstance(strategy, torch_prune.BasePruningMethod):
+        if params:
+            raise InvalidParametersError(
+                f"a strategy instance is already configured; pass its class to give parameters ({', '.join(params)})",
+                strategy=spec.name,
+            )
+        return copy.copy(strategy)  # each tensor gets its own hook object
+    return spec.create(**params)
+
+
+def _context(module: nn.Module, name: str | None, spec_name: str | None) -> dict[str, str | None]:
+    return {
+        "module_type": type(module).__name__ if isinstance(module, nn.Module) else None,
+        "tensor": name,
+        "strategy": spec_name,
+    }
+
+
+def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
+    """The bias prune that goes with a structured prune of ``weight`` (``prune_bias=True``)."""
+    state = pending.state
+    module, method = state.module, pending.hook
+    method = method[-1] if isinstance(method, torch_prune.PruningContainer) else method
+    context = {"module_type": state.module_type, "tensor": state.name, "strategy": label}
+    if state.name != "weight":
+        raise InvalidParametersError("prune_bias=True only applies when pruning 'weight'", **context)
+    bias_present = "bias" in module._parameters and module._parameters["bias"] is not None
+    if not bias_present and find_hook(module, "bias") is None:
+        raise InvalidParametersError(f"prune_bias=True but {state.module_type} has no bias", **context)
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    if transposed and getattr(module, "groups", 1) != 1:
+        raise InvalidParametersError("prune_bias=True is not supported for grouped transposed convolutions", **context)
+    out_dim = 1 if transposed else 0
+    dim = normalize_dim(method.dim, pending.mask.dim())  # type: ignore[attr-defined]
+    if dim != out_dim:
+        raise InvalidParametersError(
+            f"prune_bias=True needs dim={out_dim} (the output channels of {state.module_type}), got dim={method.dim}",  # type: ignore[attr-defined]
+            **context,
+        )
+    bias_state = tensor_state(module, "bias")
+    channels = alive_slices(pending.alive, out_dim)
+    if bias_state.orig.shape != channels.shape:
+        raise InvalidParametersError(
+            f"prune_bias=True but the bias has shape {tuple(bias_state.orig.shape)}, not ({channels.numel()},)",
+            **context,
+        )
+    current = default_alive(bias_state)
+    new_mask = current & channels
+    if torch.equal(new_mask, current) and bias_state.pruned:
+        return None
+    if not bool((~new_mask).any()) and not bias_state.pruned:
+        return None
+    record = PrecomputedMask(new_mask, f"bias of the output channels pruned from weight by {label}")
+    return plan_prune(module, "bias", record, mask=new_mask, policy=NATIVE_POLICY, label=label)
+
+
+def prune(
+    module: nn.Module,
+    name: str,
+    strategy: StrategyLike,
+    *,
+    importance_scores: Tensor | None = None,
+    **params: Any,
+) -> nn.Module:
+    """Prune tensor ``name`` of ``module`` with a strategy; returns ``module``.
+
+    Afterwards ``module.<name>_orig`` is the original parameter (the same
+    object), ``module.<name>_mask`` a bool buffer, and ``module.<name>`` the
+    masked tensor, kept current by a forward pre-hook. Pruning an already
+    pruned tensor acts only on what is still unpruned.
+
+    Args:
+        module: the module that owns the tensor (e.g. ``model.conv1``).
+        name: the parameter's name in ``module`` (e.g. ``"weight"``).
+        strategy: a registered name (see :func:`list_strategies`), or a
+            strategy class or instance.
+        importance_scores: rank by these instead of the tensor's values
+            (same shape), for strategies that rank.
+        **params: the strategy's parameters, validated by its pydantic model
+            before anything is touched (e.g. ``amount=0.3``, ``dim=0``).
+
+    Raises:
+        StrategyNotFoundError: unknown strategy name (lists close matches).
+        InvalidParametersError: parameters rejected by the strategy's model.
+        TensorNotFoundError: ``module`` has no parameter ``name``.
+        InvalidAmountError, InvalidDimError, InvalidImportanceScoresError,
+        InvalidMaskError, StrategyFailedError: the prune cannot be done; the
+            module is unchanged.
+
+    >>> import torch, pruneplug
+    >>> layer = torch.nn.Linear(4, 2)
+    >>> pruneplug.prune(layer, "weight", "l1_unstructured", amount=3)
+    Linear(in_features=4, out_features=2, bias=True)
+    >>> int((layer.weight == 0).sum()), layer.weight_mask.dtype
+    (3, torch.bool)
+    """
+    label = strategy if isinstance(strategy, str) else None
+    try:
+        spec = _resolve(strategy)
+        label = spec.name
+        if importance_scores is not None and not spec.uses_importance_scores:
+            raise InvalidParametersError(f"{spec.name} does not use importance scores")
+        method = _instantiate(strategy, spec, params)
+        pending = plan_prune(
+            module, name, method, importance_scores=importance_scores, policy=NATIVE_POLICY, label=spec.name
+        )
+        pendings = [pending]
+        if getattr(method, "prune_bias", False):
+            bias = _plan_bias(pending, spec.name)
+            if bias is not None:
+                pendings.append(bias)
+    except PruneplugError as error:
+        raise error.add_context(**_context(module, name, label)) from error.__cause__
+    commit(pendings)
+    for extra in pendings[1:]:
+        _release(extra.hook)
+    return module
+
+
+def _release(hook: torch_prune.BasePruningMethod) -> None:
+    last = hook[-1] if isinstance(hook, torch_prune.PruningContainer) else hook
+    if isinstance(last, PrecomputedMask):
+        last.mask = None  # type: ignore[assignment]  # the _mask buffer holds it; do not keep a second copy
+
+
+def _targets(targets: Iterable[tuple[nn.Module, str]]) -> list[tuple[nn.Module, str]]:
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
+        raise InvalidTargetError(f"targets must be an iterable of (module, name) pairs, got {type(targets).__name__}")
+    out: list[tuple[nn.Module, str]] = []
+    seen: set[tuple[int, str]] = set()
+    for index, item in enumerate(targets):
+        if not (
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module) and isinstance(item[1], str)
+        ):
+            raise InvalidTargetError(f"target #{index} must be a (module, name) pair, got {item!r}")
+        key = (id(item[0]), item[1])
+        if key in seen:
+            raise InvalidTargetError(f"target #{index} ({type(item[0]).__name__}.{item[1]}) is listed twice")
+        seen.add(key)
+        out.append(item)
+    if not out:
+        raise InvalidTargetError("prune_global needs at least one (module, name) target")
+    return out
+
+
+def _importance_for(
+    targets: list[tuple[nn.Module, str]], states: list[TensorState], importance_scores: Mapping[Any, Tensor] | None
+) -> list[Tensor | None]:
+    if importance_scores is None:
+        return [None] * len(targets)
+    if not isinstance(importance_scores, Mapping):
+        raise InvalidImportanceScoresError(
+            "importance_scores must be a dict mapping (module, name) to a tensor, "
+            f"got {type(importance_scores).__name__}"
+        )
+    known = {(id(m), n) for m, n in targets}
+    for key in importance_scores:
+        if not (isinstance(key, tuple) and len(key) == 2 and (id(key[0]), key[1]) in known):
+            raise InvalidImportanceScoresError(f"importance_scores has a key that is not one of the targets: {key!r}")
+    by_key = {(id(k[0]), k[1]): v for k, v in importance_scores.items()}
+    out = []
+    for (module, name), state in zip(targets, states):
+        scores = by_key.get((id(module), name))
+        if scores is not None:
+            check_importance_scores(scores, state.orig, module_type=state.module_type, tensor=name)
+        out.append(scores)
+    return out
+
+
+def prune_global(
+    targets: Iterable[tuple[nn.Module, str]],
+    strategy: StrategyLike,
+    *,
+    amount: int | float,
+    importance_scores: Mapping[tuple[nn.Module, str], Tensor] | None = None,
+    **params: Any,
+) -> None:
+    """Prune the ``amount`` lowest-importance entries across all ``targets`` together.
+
+    Per-tensor sparsity follows from the data: layers whose entries matter
+    less lose more of them. ``amount`` counts (or is a fraction of) the
+    still-unpruned entries of all targets together.
+
+    Args:
+        targets: ``(module, name)`` pairs; any iterable, a generator too.
+        strategy: any unstructured strategy (``"l1_unstructured"``,
+            ``"random_unstructured"``, a plugin's).
+        amount: an int count or a float fraction in [0, 1].
+        importance_scores: optional ``{(module, name): tensor}``; targets
+            without an entry are ranked by their own values.
+        **params: the strategy's other parameters.
+
+    >>> import torch, pruneplug
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    >>> pruneplug.prune_global([(net[0], "weight"), (net[1], "weight")], "l1_unstructured", amount=0.5)
+    >>> int((net[0].weight == 0).sum() + (net[1].weight == 0).sum())
+    40
+    """
+    label = strategy if isinstance(strategy, str) else None
+    try:
+        pairs = _targets(targets)
+        spec = _resolve(strategy)
+        label = spec.name
+        if spec.kind != "unstructured":
+            raise IncompatibleStrategyError(
+                f"global pruning ranks entries across tensors, so it needs an unstructured strategy; "
+                f"{spec.name!r} is {spec.kind}"
+            )
+        if importance_scores is not None and not spec.uses_importance_scores:
+            raise InvalidParametersError(f"{spec.name} does not use importance scores")
+        method = _instantiate(strategy, spec, {"amount": amount, **params})
+        states = [tensor_state(module, name) for module, name in pairs]
+        importance = _importance_for(pairs, states, importance_scores)
+        alive = [default_alive(state) for state in states]
+        try:
+            masks = global_masks(states, method, importance, alive)
+        except PruneplugError:
+            raise
+        except Exception as error:
+            raise StrategyFailedError(f"the strategy raised {type(error).__name__}: {error}") from error
+        description = (
+            f"{method.describe() if hasattr(method, 'describe') else spec.name} [global over {len(pairs)} tensors]"
+        )
+        pendings = [
+            plan_prune(
+                module, name, PrecomputedMask(mask, description), mask=mask, policy=NATIVE_POLICY, label=spec.name
+            )
+            for (module, name), mask in zip(pairs, masks)
+        ]
+    except PruneplugError as error:
+        raise error.add_context(strategy=label) from error.__cause__
+    commit(pendings)
+    for pending in pendings:
+        _release(pending.hook)
+
+
+def remove(module: nn.Module, name: str | None = None) -> nn.Module:
+    """Make pruning permanent; returns ``module``.
+
+    ``module.<name>`` becomes a plain parameter again -- the same object that
+    was ``<name>_orig`` (so optimizers keep working) -- holding the masked
+    values; ``<name>_orig``, ``<name>_mask`` and the hook are gone. With no
+    ``name``, every pruned tensor of ``module`` and its submodules. Works on
+    models pruned by ``torch.nn.utils.prune`` too.
+
+    Raises:
+        NotPrunedError: ``name`` is given but that tensor is not pruned.
+    """
+    if not isinstance(module, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    if name is not None:
+        remove_pruning(module, name)
+        return module
+    for _, sub, tensor in list(pruned_tensors(module)):
+        remove_pruning(sub, tensor)
+    return module
+
+
+def is_pruned(module: nn.Module) -> bool:
+    """Whether ``module`` or any submodule has a pruned tensor (by pruneplug or torch)."""
+    if not isinstance(module, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    return _is_pruned(module)
+
+
+def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> list[str]:
+    """Names of the registered strategies, optionally filtered.
+
+    Args:
+        pattern: a glob such as ``"*_structured"``.
+        kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
+
+    >>> import pruneplug
+    >>> pruneplug.list_strategies("*_structured")
+    ['ln_structured', 'random_structured']
+    """
+    specs = get_registry().specs()
+    return [
+        s.name
+        for s in specs
+        if (pattern is None or fnmatch.fnmatchcase(s.name, pattern)) and (kind is None or s.kind == kind)
+    ]
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The :class:`StrategySpec` registered as ``name`` (raises with close matches if unknown)."""
+    return get_registry().get(name)
+
+
+def register(strategy: Any, *, name: str | None = None) -> StrategySpec:
+    """Register a strategy class defined in a script or notebook, by name.
+
+    Accepts a :class:`BasePruningMethod` subclass, a
+    ``torch.nn.utils.prune.BasePruningMethod`` subclass written for torch
+    (its constructor arguments become its parameters), or a spec.
+    """
+    return get_registry().register(strategy, name=name)
+
+
+def unregister(name: str) -> None:
+    """Remove a strategy added with :func:`register`."""
+    get_registry().unregister(name)
+
+
+@contextmanager
+def registered(strategy: Any, *, name: str | None = None) -> Iterator[StrategySpec]:
+    """Register a strategy for the duration of a ``with`` block."""
+    with get_registry().registered(strategy, name=name) as spec:
+        yield spec
+
+
+def pruning_history(module: nn.Module, name: str) -> list[torch_prune.BasePruningMethod]:
+    """The methods applied to ``module.<name>``, oldest first (empty if not pruned)."""
+    found = find_hook(module, name)
+    if found is None:
+        return []
+    hook = found[1]
+    return list(hook) if isinstance(hook, torch_prune.PruningContainer) else [hook]
+
+
+def compute_mask(
+    strategy: StrategyLike,
+    t: Tensor,
+    default_mask: Tensor | None = None,
+    *,
+    importance_scores: Tensor | None = None,
+    **params: Any,
+) -> Tensor:
+    """The bool mask a strategy gives ``t`` without touching any module.
+
+    As in iterative pruning, the strategy acts only on what ``default_mask``
+    keeps; the result is always ``torch.bool``, whatever the strategy.
+
+    >>> import torch, pruneplug
+    >>> pruneplug.compute_mask("l1_unstructured", torch.tensor([3.0, -1.0, 2.0]), amount=1)
+    tensor([ True, False,  True])
+    """
+    spec = _resolve(strategy)
+    method = _instantiate(strategy, spec, params)
+    if not isinstance(t, Tensor):
+        raise InvalidTargetError(f"t must be a tensor, got {type(t).__name__}", strategy=spec.name)
+    scores = t if importance_scores is None else check_importance_scores(importance_scores, t)
+    if default_mask is None:
+        alive = torch.ones(t.shape, dtype=torch.bool, device=t.device)
+    else:
+        if not isinstance(default_mask, Tensor) or default_mask.shape != t.shape:
+            raise InvalidMaskError("default_mask must be a tensor of t's shape", strategy=spec.name)
+        if default_mask.dtype != torch.bool and not bool(((default_mask == 0) | (default_mask == 1)).all()):
+            raise InvalidMaskError("default_mask holds values other than 0 and 1", strategy=spec.name)
+        alive = default_mask != 0
+    try:
+        mask = combine_masks(method, scores, alive)
+    except PruneplugError as error:
+        error.add_context(strategy=spec.name)
+        raise
+    if mask.shape != t.shape or bool((mask & ~alive).any()):
+        raise InvalidMaskError(
+            "the strategy returned a mask that is misshapen or un-prunes entries", strategy=spec.name
+        )
+    return mask

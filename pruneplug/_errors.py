@@ -1,0 +1,234 @@
+"""Exception types raised by pruneplug.
+
+Every error a user can cause is one of these classes. Each subclasses
+:class:`PruneplugError` *and* the builtin exception a user (or code written
+for ``torch.nn.utils.prune``) would catch, so ``except ValueError`` keeps
+working while ``except pruneplug.PruneplugError`` catches them all.
+
+Errors carry structured context -- the module type, the tensor name and the
+strategy -- which the core fills in as an error travels up from a strategy to
+the call the user made. The message always names them, so a user can tell
+*what* was wrong without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from difflib import get_close_matches
+
+__all__ = [
+    "PruneplugError",
+    "InvalidAmountError",
+    "InvalidParametersError",
+    "InvalidDimError",
+    "InvalidImportanceScoresError",
+    "InvalidMaskError",
+    "InvalidTargetError",
+    "TensorNotFoundError",
+    "NotPrunedError",
+    "StrategyNotFoundError",
+    "StrategyConflictError",
+    "IncompatibleStrategyError",
+    "StrategyFailedError",
+    "PruningStateError",
+    "close_matches_hint",
+]
+
+
+def close_matches_hint(word: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidates, or ``""``.
+
+    >>> close_matches_hint("l1_unstructurd", ["l1_unstructured", "identity"])
+    " Did you mean 'l1_unstructured'?"
+    """
+    matches = get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+class PruneplugError(Exception):
+    """Base class of every error pruneplug raises on purpose.
+
+    Attributes:
+        module_type: class name of the module being pruned, when known.
+        tensor: name of the tensor being pruned, when known.
+        strategy: name of the strategy involved, when known.
+        reason: the bare message, without the context prefix.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        module_type: str | None = None,
+        tensor: str | None = None,
+        strategy: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.module_type = module_type
+        self.tensor = tensor
+        self.strategy = strategy
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.module_type is not None and self.tensor is not None:
+            where.append(f"{self.module_type}.{self.tensor}")
+        elif self.module_type is not None:
+            where.append(self.module_type)
+        elif self.tensor is not None:
+            where.append(f"tensor {self.tensor!r}")
+        if self.strategy is not None:
+            where.append(f"strategy {self.strategy!r}")
+        if not where:
+            return self.reason
+        return f"{', '.join(where)}: {self.reason}"
+
+    def add_context(
+        self,
+        *,
+        module_type: str | None = None,
+        tensor: str | None = None,
+        strategy: str | None = None,
+    ) -> PruneplugError:
+        """Fill in context fields that are still unknown; returns ``self``.
+
+        The core calls this as an error leaves a strategy, so a message raised
+        deep inside mask computation still names the module and tensor.
+        """
+        if self.module_type is None:
+            self.module_type = module_type
+        if self.tensor is None:
+            self.tensor = tensor
+        if self.strategy is None:
+            self.strategy = strategy
+        self.args = (self._render(),)
+        return self
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Keep the structured fields through pickling (multiprocessing, pytest-xdist).
+        return (
+            _rebuild_error,
+            (type(self), self.reason, self.module_type, self.tensor, self.strategy, self.__dict__),
+        )
+
+
+def _rebuild_error(cls, reason, module_type, tensor, strategy, state):  # type: ignore[no-untyped-def]
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    PruneplugError.__init__(error, reason, module_type=module_type, tensor=tensor, strategy=strategy)
+    return error
+
+
+class InvalidAmountError(PruneplugError, ValueError):
+    """``amount`` is out of range, not finite, or larger than what remains.
+
+    A wrong *type* of amount (a string, a bool for the native API) is reported
+    as :class:`InvalidParametersError` by the native API and as ``TypeError``
+    by :mod:`pruneplug.compat`, as torch does.
+    """
+
+
+class InvalidParametersError(PruneplugError, ValueError):
+    """A strategy's parameters failed validation by its pydantic model.
+
+    Attributes:
+        errors: pydantic's list of error dicts (``loc``, ``msg``, ``type``).
+    """
+
+    def __init__(self, reason: str, *, errors: list[dict[str, object]] | None = None, **context: str | None) -> None:
+        self.errors = errors or []
+        super().__init__(reason, **context)
+
+
+class InvalidDimError(PruneplugError, ValueError, IndexError):
+    """``dim`` does not index the tensor, or the tensor has no dims to prune along.
+
+    Also an ``IndexError`` because torch raises one for an out-of-range dim.
+    """
+
+
+class InvalidImportanceScoresError(PruneplugError, ValueError, AssertionError):
+    """Importance scores have the wrong type, shape or device.
+
+    Also an ``AssertionError`` because that is what torch.nn.utils.prune
+    raises for a shape mismatch, and code written for it may catch that.
+    """
+
+
+class InvalidMaskError(PruneplugError, ValueError):
+    """A mask has the wrong shape, values other than 0/1, or would un-prune entries."""
+
+
+class InvalidTargetError(PruneplugError, TypeError):
+    """What was given to prune is not a module, a tensor name, or a (module, name) pair."""
+
+
+class TensorNotFoundError(PruneplugError, AttributeError, LookupError):
+    """The module has no parameter of that name (torch raises ``AttributeError``)."""
+
+
+class NotPrunedError(PruneplugError, ValueError):
+    """``remove`` was asked for a tensor that is not pruned (torch raises ``ValueError``)."""
+
+
+class StrategyNotFoundError(PruneplugError, LookupError):
+    """No registered strategy has this name; the message lists close matches.
+
+    Attributes:
+        name: the name that was looked up.
+        available: the names that are registered.
+    """
+
+    def __init__(self, name: str, available: Iterable[str], *, extra: str = "") -> None:
+        self.name = name
+        self.available = sorted(available)
+        hint = close_matches_hint(name, self.available)
+        listing = ", ".join(self.available) if self.available else "none"
+        super().__init__(f"no strategy named {name!r}.{hint} Registered strategies: {listing}.{extra}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.name, self.available))
+
+
+class StrategyConflictError(PruneplugError, LookupError):
+    """Two providers registered the same strategy name; neither silently wins.
+
+    Attributes:
+        name: the contested name.
+        providers: descriptions of every provider that claims it.
+    """
+
+    def __init__(self, name: str, providers: list[str]) -> None:
+        self.name = name
+        self.providers = list(providers)
+        listing = "; ".join(self.providers)
+        super().__init__(
+            f"strategy name {name!r} is registered by more than one provider ({listing}). "
+            "Uninstall or block one of them (PRUNEPLUG_BLOCK_PLUGINS / Registry.block)."
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.name, self.providers))
+
+
+class IncompatibleStrategyError(PruneplugError, TypeError):
+    """The strategy cannot be used this way (for example a structured one globally)."""
+
+
+class StrategyFailedError(PruneplugError, RuntimeError):
+    """A strategy raised an exception of its own while computing a mask.
+
+    The original exception is chained as ``__cause__``; the model is unchanged.
+    """
+
+
+class PruningStateError(PruneplugError, RuntimeError, AssertionError):
+    """The module's pruning state is inconsistent (for example two hooks on one tensor).
+
+    Also an ``AssertionError`` because torch raises one in the same situation.
+    """

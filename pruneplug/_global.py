@@ -1,0 +1,76 @@
+"""Global pruning: the lowest-importance entries across many tensors at once.
+
+Scored strategies (L1, random, a plugin's :class:`~pruneplug.UnstructuredStrategy`)
+stream through :func:`pruneplug._select.select_lowest_across`: one tensor's
+scores in memory at a time, nothing concatenated. Any other unstructured
+strategy (one that only knows ``compute_mask``) gets torch's treatment: the
+tensors are flattened into one vector and the strategy sees it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn.utils import prune as torch_prune
+
+from ._amount import count_to_prune
+from ._container import _fast_path, combine_masks
+from ._reparam import TensorState, current_values
+from ._select import ScoreSource, select_lowest_across
+from .strategies import UnstructuredStrategy
+
+__all__ = ["global_masks"]
+
+
+def _scores_of(method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor):  # type: ignore[no-untyped-def]
+    def scores() -> Tensor:
+        t = values if values is not None else current_values(state)
+        return method.scores(t.detach(), alive)
+
+    return scores
+
+
+def global_masks(
+    states: Sequence[TensorState],
+    method: torch_prune.BasePruningMethod,
+    importance: Sequence[Tensor | None],
+    alive: Sequence[Tensor],
+) -> list[Tensor]:
+    """New bool masks for every target after pruning ``method.amount`` of their alive entries together.
+
+    Args:
+        states: where each target tensor stands.
+        method: an unstructured strategy instance (its ``amount`` counts over all targets).
+        importance: per target, importance scores or ``None`` (use the tensor's values).
+        alive: per target, the bool mask of still-unpruned entries.
+    """
+    if _fast_path(method) and isinstance(method, UnstructuredStrategy):
+        total = sum(int(a.count_nonzero()) for a in alive)
+        count = count_to_prune(method.amount, total)
+        rewind = method.score_rewinder(states[0].orig.device) if states else None
+        if rewind is not None and 0 < count == total:
+            for state, values, live in zip(states, importance, alive):
+                _scores_of(method, values, state, live)()  # torch draws even when everything goes
+        sources = [
+            ScoreSource(_scores_of(method, values, state, live), live, live.numel(), live.device)
+            for state, values, live in zip(states, importance, alive)
+        ]
+        selected = select_lowest_across(sources, count, rewind=rewind)
+        return [live & ~pick.reshape(live.shape) for live, pick in zip(alive, selected)]
+    # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
+    flat_values = torch.cat(
+        [
+            (values if values is not None else current_values(state)).detach().reshape(-1)
+            for state, values in zip(states, importance)
+        ]
+    )
+    flat_alive = torch.cat([live.reshape(-1) for live in alive])
+    flat_new = combine_masks(method, flat_values, flat_alive)
+    out = []
+    offset = 0
+    for live in alive:
+        out.append(flat_new[offset : offset + live.numel()].reshape(live.shape).to(torch.bool))
+        offset += live.numel()
+    return out

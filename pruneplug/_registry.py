@@ -1,0 +1,522 @@
+"""The strategy registry: one pluggy plugin manager, built-ins and plugins alike.
+
+A :class:`Registry` owns a :class:`pluggy.PluginManager` for the project
+``pruneplug``. The built-in strategies are the plugin ``pruneplug`` (the
+module :mod:`pruneplug.strategies`); installed distributions add theirs via
+the ``pruneplug`` entry-point group; scripts and notebooks use
+:meth:`Registry.register`. Every strategy ends up as a :class:`StrategySpec`.
+
+A misbehaving plugin never breaks the others: a plugin that fails to import,
+has a malformed hook, raises in its hook or hands over something that is not
+a strategy is recorded as *broken* (with a warning naming its distribution,
+version and entry point) and everything else still loads. Name clashes are
+never resolved silently: a plugin cannot take a built-in's name, and a name
+claimed by two plugins raises :class:`~pruneplug.StrategyConflictError` on lookup.
+
+The default registry is created on first use, not at import
+(:func:`get_registry`); tests swap in a fresh one with :func:`use_registry`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import os
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+from torch.nn.utils import prune as torch_prune
+
+from . import hookspecs
+from ._errors import (
+    PruneplugError,
+    StrategyConflictError,
+    StrategyNotFoundError,
+)
+from ._method import BasePruningMethod
+from ._params import NoParams, params_model_from_signature, validate_params
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DISABLE_AUTOLOAD_ENV",
+    "BLOCK_PLUGINS_ENV",
+    "BUILTIN_PLUGIN",
+    "KINDS",
+    "PluginLoadWarning",
+    "PluginInfo",
+    "ParameterInfo",
+    "StrategySpec",
+    "Registry",
+    "strategy_spec",
+    "get_registry",
+    "use_registry",
+]
+
+ENTRY_POINT_GROUP = "pruneplug"
+DISABLE_AUTOLOAD_ENV = "PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_PLUGINS_ENV = "PRUNEPLUG_BLOCK_PLUGINS"
+BUILTIN_PLUGIN = "pruneplug"
+KINDS = ("unstructured", "structured", "global")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin could not be loaded or used; the other strategies are unaffected."""
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """One parameter of a strategy, as shown in tables and docs."""
+
+    name: str
+    type: str
+    required: bool
+    default: Any
+    description: str
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """Everything the registry knows about one strategy.
+
+    Attributes:
+        name: the registry name (``"l1_unstructured"``).
+        strategy_class: the class whose instances compute masks (and act as hooks).
+        params_model: pydantic model validating the constructor's keyword arguments.
+        kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
+        provider: the plugin that provides it (``"pruneplug"`` for built-ins).
+        distribution: the installed distribution providing it, if any.
+        version: that distribution's version.
+        summary: first line of the class docstring.
+        uses_importance_scores: whether ``importance_scores`` affect its masks.
+    """
+
+    name: str
+    strategy_class: type[torch_prune.BasePruningMethod]
+    params_model: type[BaseModel]
+    kind: str
+    provider: str = BUILTIN_PLUGIN
+    distribution: str | None = None
+    version: str | None = None
+    summary: str = ""
+    uses_importance_scores: bool = True
+
+    def validate(self, params: dict[str, Any]) -> BaseModel:
+        """Validate parameters with :attr:`params_model` (raises :class:`~pruneplug.InvalidParametersError`)."""
+        return validate_params(self.params_model, params, strategy=self.name)
+
+    def create(self, **params: Any) -> torch_prune.BasePruningMethod:
+        """Validate ``params`` and build a fresh instance of the strategy."""
+        validated = self.validate(params)
+        values = {name: getattr(validated, name) for name in type(validated).model_fields}
+        try:
+            return self.strategy_class(**values)
+        except PruneplugError as error:
+            error.add_context(strategy=self.name)
+            raise
+
+    def parameters(self) -> list[ParameterInfo]:
+        """The parameters, read from the pydantic model (for tables, docs and the CLI)."""
+        try:
+            schema = self.params_model.model_json_schema()
+        except Exception:  # pragma: no cover - a foreign model pydantic cannot render
+            schema = {}
+        properties = schema.get("properties", {})
+        out = []
+        for name, info in self.params_model.model_fields.items():
+            prop = properties.get(name, {})
+            out.append(
+                ParameterInfo(
+                    name=name,
+                    type=_type_text(prop, info.annotation),
+                    required=info.is_required(),
+                    default=None if info.is_required() else info.default,
+                    description=prop.get("description") or info.description or "",
+                )
+            )
+        return out
+
+    @property
+    def provider_label(self) -> str:
+        """``"name version"`` of the distribution, or the plugin name."""
+        if self.distribution:
+            return f"{self.distribution} {self.version}" if self.version else self.distribution
+        return self.provider
+
+
+def _type_text(prop: dict[str, Any], annotation: Any) -> str:
+    def one(p: dict[str, Any]) -> str:
+        if "enum" in p:
+            return " | ".join(repr(v) for v in p["enum"])
+        kind = p.get("type")
+        if kind == "integer":
+            return "int"
+        if kind == "number":
+            return "float"
+        if kind == "boolean":
+            return "bool"
+        if kind == "string":
+            return "str"
+        if kind == "null":
+            return "None"
+        return str(kind or "any")
+
+    if "anyOf" in prop:
+        return " | ".join(one(p) for p in prop["anyOf"])
+    if prop:
+        return one(prop)
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("torch.", "").replace("typing.", "")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def strategy_spec(
+    strategy: Any,
+    *,
+    name: str | None = None,
+    provider: str = BUILTIN_PLUGIN,
+    distribution: str | None = None,
+    version: str | None = None,
+) -> StrategySpec:
+    """Describe a strategy class (pruneplug's or torch-style) as a :class:`StrategySpec`.
+
+    ``name`` defaults to the class's ``name`` attribute, then to its class
+    name in snake_case. A torch ``BasePruningMethod`` subclass works as it is:
+    its ``__init__`` arguments become the parameters.
+    """
+    if isinstance(strategy, StrategySpec):
+        spec = strategy
+        if name is not None and name != spec.name:
+            spec = StrategySpec(**{**spec.__dict__, "name": name})
+        return spec
+    if not (inspect.isclass(strategy) and issubclass(strategy, torch_prune.BasePruningMethod)):
+        raise TypeError(
+            f"a strategy must be a subclass of pruneplug.BasePruningMethod (or of torch.nn.utils.prune's), "
+            f"or a StrategySpec; got {strategy!r}"
+        )
+    if inspect.isabstract(strategy):
+        missing = ", ".join(sorted(getattr(strategy, "__abstractmethods__", ())))
+        raise TypeError(f"strategy class {strategy.__qualname__} is abstract: implement {missing}")
+    resolved = name or getattr(strategy, "name", None) or _snake(strategy.__name__)
+    if not isinstance(resolved, str) or not _NAME.match(resolved):
+        raise ValueError(
+            f"strategy name {resolved!r} of {strategy.__qualname__} must be lowercase letters, digits and "
+            "underscores, starting with a letter"
+        )
+    kind = getattr(strategy, "PRUNING_TYPE", None)
+    if kind not in KINDS:
+        raise TypeError(
+            f"strategy class {strategy.__qualname__} must set PRUNING_TYPE to one of {', '.join(KINDS)}; got {kind!r}"
+        )
+    declared = next((vars(c)["Params"] for c in strategy.__mro__ if "Params" in vars(c)), NoParams)
+    own_init = any(
+        "__init__" in vars(c) for c in strategy.__mro__[: strategy.__mro__.index(torch_prune.BasePruningMethod)]
+    )
+    if issubclass(strategy, BasePruningMethod) and (declared is not NoParams or not own_init):
+        params_model = declared
+    else:
+        params_model = params_model_from_signature(strategy)
+    doc = inspect.getdoc(strategy) or ""
+    return StrategySpec(
+        name=resolved,
+        strategy_class=strategy,
+        params_model=params_model,
+        kind=kind,
+        provider=provider,
+        distribution=distribution,
+        version=version,
+        summary=doc.strip().splitlines()[0] if doc.strip() else "",
+        uses_importance_scores=bool(getattr(strategy, "uses_importance_scores", True)),
+    )
+
+
+@dataclass
+class PluginInfo:
+    """A plugin as the registry sees it.
+
+    Attributes:
+        name: plugin name (the entry point's name, ``"pruneplug"`` for built-ins).
+        distribution / version: the installed distribution that ships it.
+        entry_point: ``"name = module:attr"`` as declared, if loaded from one.
+        status: ``"ok"``, ``"broken"``, ``"conflict"`` (a strategy name clashes
+            with another plugin's) or ``"blocked"``.
+        error: why it is broken.
+        strategies: the names it registered.
+    """
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    strategies: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        where = f"{self.distribution} {self.version}" if self.distribution else self.name
+        if self.entry_point:
+            where += f" (entry point {self.entry_point!r})"
+        return where
+
+
+def _env_list(variable: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(variable, "").split(",") if item.strip()]
+
+
+class Registry:
+    """Strategies by name, from the built-ins, installed plugins and :meth:`register`.
+
+    Args:
+        load_entry_points: load plugins from the ``pruneplug`` entry-point
+            group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
+            is set to a non-empty value.
+        blocked: plugin (entry point) names not to load, in addition to those
+            in ``PRUNEPLUG_BLOCK_PLUGINS`` (comma-separated). The built-in
+            plugin cannot be blocked.
+    """
+
+    def __init__(self, *, load_entry_points: bool | None = None, blocked: Iterable[str] = ()) -> None:
+        from . import strategies as builtin_strategies
+
+        if load_entry_points is None:
+            load_entry_points = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+        self._load_entry_points = load_entry_points
+        self._blocked = {b for b in [*blocked, *_env_list(BLOCK_PLUGINS_ENV)] if b != BUILTIN_PLUGIN}
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._pm.register(builtin_strategies, name=BUILTIN_PLUGIN)
+        for name in self._blocked:
+            self._pm.set_blocked(name)
+        self._plugins: dict[str, PluginInfo] = {
+            BUILTIN_PLUGIN: PluginInfo(BUILTIN_PLUGIN, "pruneplug", _version("pruneplug"))
+        }
+        self._specs: dict[str, StrategySpec] = {}
+        self._conflicts: dict[str, list[StrategySpec]] = {}
+        self._manual: dict[str, StrategySpec] = {}
+        self._ready = False
+        self._lock = threading.RLock()
+
+    # --- loading -----------------------------------------------------------------------
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The underlying pluggy manager (for advanced use; prefer this class's methods)."""
+        return self._pm
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            if self._load_entry_points:
+                self._load_plugins_from_entry_points()
+            self._collect()
+            self._ready = True
+
+    def _broken(self, info: PluginInfo, reason: str, *, status: str = "broken") -> None:
+        if info.status != "broken":
+            info.status = status
+        info.error = reason if info.error is None else f"{info.error}; {reason}"
+        warnings.warn(f"pruneplug plugin {info.label}: {reason}", PluginLoadWarning, stacklevel=4)
+
+    def _load_plugins_from_entry_points(self) -> None:
+        for dist in importlib.metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP:
+                    continue
+                dist_name = dist.metadata["Name"]
+                info = PluginInfo(ep.name, dist_name, dist.version, f"{ep.name} = {ep.value}")
+                if ep.name in self._plugins:
+                    self._broken(info, f"plugin name {ep.name!r} is already taken by {self._plugins[ep.name].label}")
+                    self._plugins[f"{ep.name} ({dist_name})"] = info
+                    continue
+                self._plugins[ep.name] = info
+                if ep.name in self._blocked:
+                    info.status = "blocked"
+                    continue
+                try:
+                    plugin = ep.load()
+                except Exception as error:
+                    self._broken(info, f"importing it failed: {type(error).__name__}: {error}")
+                    continue
+                try:
+                    self._pm.register(plugin, name=ep.name)
+                except Exception as error:
+                    self._broken(info, f"its hooks are invalid: {error}")
+
+    def _collect(self) -> None:
+        builtin_names: set[str] = set()
+        claims: dict[str, list[StrategySpec]] = {}
+        for impl in self._pm.hook.pruneplug_add_strategies.get_hookimpls():
+            plugin_name = impl.plugin_name
+            info = self._plugins.setdefault(plugin_name, PluginInfo(plugin_name))
+            try:
+                items = impl.function()
+            except Exception as error:
+                self._broken(info, f"pruneplug_add_strategies raised {type(error).__name__}: {error}")
+                continue
+            if not isinstance(items, (list, tuple)):
+                self._broken(info, f"pruneplug_add_strategies must return a list, got {type(items).__name__}")
+                continue
+            for item in items:
+                try:
+                    spec = strategy_spec(
+                        item, provider=plugin_name, distribution=info.distribution, version=info.version
+                    )
+                except (TypeError, ValueError) as error:
+                    self._broken(info, f"it handed over something that is not a strategy: {error}")
+                    continue
+                if plugin_name == BUILTIN_PLUGIN:
+                    builtin_names.add(spec.name)
+                claims.setdefault(spec.name, []).append(spec)
+                info.strategies.append(spec.name)
+        for name, specs in claims.items():
+            if name in builtin_names:
+                builtin = next(s for s in specs if s.provider == BUILTIN_PLUGIN)
+                self._specs[name] = builtin
+                for other in specs:
+                    if other is not builtin:
+                        self._broken(
+                            self._plugins[other.provider], f"it tries to replace the built-in strategy {name!r}"
+                        )
+                        self._plugins[other.provider].strategies.remove(name)
+            elif len(specs) == 1:
+                self._specs[name] = specs[0]
+            else:
+                self._conflicts[name] = specs
+                for spec in specs:
+                    self._broken(
+                        self._plugins[spec.provider],
+                        f"strategy {name!r} is also provided by "
+                        + ", ".join(s.provider_label for s in specs if s is not spec)
+                        + "; it is unusable until one of them is uninstalled or blocked",
+                        status="conflict",
+                    )
+
+    # --- lookup ------------------------------------------------------------------------
+
+    def get(self, name: str) -> StrategySpec:
+        """The strategy registered as ``name``.
+
+        Raises:
+            StrategyNotFoundError: no such name (the message lists close matches).
+            StrategyConflictError: two plugins claim the name.
+        """
+        self._ensure_ready()
+        if not isinstance(name, str):
+            raise StrategyNotFoundError(repr(name), self.names())
+        if name in self._conflicts:
+            raise StrategyConflictError(name, [s.provider_label for s in self._conflicts[name]])
+        spec = self._manual.get(name) or self._specs.get(name)
+        if spec is None:
+            extra = ""
+            broken = [p.label for p in self._plugins.values() if p.status == "broken"]
+            if broken:
+                extra = " Broken plugins (see `pruneplug list`): " + ", ".join(broken) + "."
+            raise StrategyNotFoundError(name, self.names(), extra=extra)
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_ready()
+        return name in self._specs or name in self._manual
+
+    def names(self) -> list[str]:
+        """Sorted names of every usable strategy (conflicting names excluded)."""
+        self._ensure_ready()
+        return sorted({*self._specs, *self._manual})
+
+    def specs(self) -> list[StrategySpec]:
+        """Every usable strategy, sorted by name."""
+        return [self.get(name) for name in self.names()]
+
+    def conflicts(self) -> dict[str, list[StrategySpec]]:
+        """Names claimed by more than one plugin, with every claimant."""
+        self._ensure_ready()
+        return {name: list(specs) for name, specs in self._conflicts.items()}
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen: loaded, broken or blocked."""
+        self._ensure_ready()
+        return list(self._plugins.values())
+
+    # --- programmatic registration -----------------------------------------------------
+
+    def register(self, strategy: Any, *, name: str | None = None) -> StrategySpec:
+        """Register a strategy defined in a script or notebook; returns its spec.
+
+        Raises :class:`~pruneplug.StrategyConflictError` if the name is taken
+        (unregister the old one first).
+        """
+        self._ensure_ready()
+        spec = strategy_spec(strategy, name=name, provider="register()")
+        with self._lock:
+            taken = self._manual.get(spec.name) or self._specs.get(spec.name)
+            if taken is not None or spec.name in self._conflicts:
+                holders = [taken.provider_label] if taken else [s.provider_label for s in self._conflicts[spec.name]]
+                raise StrategyConflictError(spec.name, [*holders, "register()"])
+            self._manual[spec.name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        """Remove a strategy added with :meth:`register`."""
+        self._ensure_ready()
+        with self._lock:
+            if name not in self._manual:
+                raise StrategyNotFoundError(
+                    name, self._manual, extra=" (only strategies added with register() can be unregistered)"
+                )
+            del self._manual[name]
+
+    @contextmanager
+    def registered(self, strategy: Any, *, name: str | None = None) -> Iterator[StrategySpec]:
+        """Register a strategy for the duration of a ``with`` block (handy in tests)."""
+        spec = self.register(strategy, name=name)
+        try:
+            yield spec
+        finally:
+            self.unregister(spec.name)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+_default_registry: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The registry the public API uses, created (and plugins loaded) on first use."""
+    global _default_registry
+    if _default_registry is None:
+        with _default_lock:
+            if _default_registry is None:
+                _default_registry = Registry()
+    return _default_registry
+
+
+@contextmanager
+def use_registry(registry: Registry | None = None) -> Iterator[Registry]:
+    """Make ``registry`` (default: a fresh one) the default inside a ``with`` block."""
+    global _default_registry
+    previous = _default_registry
+    _default_registry = registry if registry is not None else Registry()
+    try:
+        yield _default_registry
+    finally:
+        _default_registry = previous

@@ -1,0 +1,561 @@
+"""The reparametrization: ``<name>`` becomes ``<name>_orig * <name>_mask``, and back.
+
+This module does the mechanical work of pruning one tensor of one module,
+and nothing else -- it knows masks and hooks, not strategies:
+
+* :func:`tensor_state` reads where a tensor stands: unpruned, pruned by
+  pruneplug, or pruned by ``torch.nn.utils.prune`` (recognised by its hooks).
+* :func:`plan_prune` computes and checks the new mask without touching the
+  module; :func:`commit` installs any number of planned prunes all at once,
+  restoring every touched module exactly if anything fails.
+* :func:`refresh` is the forward pre-hook's work (with the no-grad cache).
+* :func:`unreparametrize` makes pruning permanent.
+
+The layout is torch's, so state_dicts, hooks and parameter order match it:
+``<name>_orig`` is the original ``Parameter`` object (an optimizer holding it
+keeps working), ``<name>_mask`` a buffer, and ``<name>`` a plain attribute.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
+
+from ._container import PruningContainer
+from ._errors import (
+    InvalidImportanceScoresError,
+    InvalidMaskError,
+    InvalidTargetError,
+    NotPrunedError,
+    PruneplugError,
+    PruningStateError,
+    StrategyFailedError,
+    TensorNotFoundError,
+    close_matches_hint,
+)
+from ._method import BasePruningMethod, cache_matches, method_name, remember
+
+__all__ = [
+    "MaskPolicy",
+    "NATIVE_POLICY",
+    "TORCH_POLICY",
+    "TensorState",
+    "PendingPrune",
+    "pruning_hooks",
+    "find_hook",
+    "tensor_state",
+    "masked_tensor",
+    "refresh",
+    "check_importance_scores",
+    "current_values",
+    "alive_mask",
+    "default_alive",
+    "plan_prune",
+    "commit",
+    "apply_method",
+    "unreparametrize",
+    "remove_pruning",
+    "is_pruned",
+    "pruned_tensors",
+]
+
+
+class MaskPolicy(enum.Enum):
+    """Which dtype masks are stored in.
+
+    ``NATIVE``: always ``torch.bool`` (a quarter of an fp32 mask's memory).
+    ``TORCH``: whatever torch.nn.utils.prune would store (the weight's dtype
+    for its built-ins), for :mod:`pruneplug.compat`.
+    """
+
+    NATIVE = "native"
+    TORCH = "torch"
+
+
+NATIVE_POLICY = MaskPolicy.NATIVE
+TORCH_POLICY = MaskPolicy.TORCH
+
+
+# --- reading the state ------------------------------------------------------------------
+
+
+def pruning_hooks(module: nn.Module) -> list[tuple[int, torch_prune.BasePruningMethod]]:
+    """The pruning hooks of ``module`` itself (pruneplug's and torch's), in order."""
+    return [
+        (key, hook)
+        for key, hook in module._forward_pre_hooks.items()
+        if isinstance(hook, torch_prune.BasePruningMethod)
+    ]
+
+
+def find_hook(module: nn.Module, name: str) -> tuple[int, torch_prune.BasePruningMethod] | None:
+    """The hook in charge of ``module.<name>``, or ``None`` if it is not pruned."""
+    found = [(key, hook) for key, hook in pruning_hooks(module) if getattr(hook, "_tensor_name", None) == name]
+    if len(found) > 1:
+        raise PruningStateError(
+            f"{len(found)} pruning hooks act on this tensor; there must be one (a PruningContainer for a history)",
+            module_type=type(module).__name__,
+            tensor=name,
+        )
+    return found[0] if found else None
+
+
+def is_pruned(module: nn.Module) -> bool:
+    """Whether ``module`` or any submodule has a pruning hook (pruneplug's or torch's)."""
+    return any(pruning_hooks(sub) for sub in module.modules())
+
+
+@dataclass
+class TensorState:
+    """Where one tensor of a module stands before a prune."""
+
+    module: nn.Module
+    name: str
+    orig: nn.Parameter
+    hook_key: int | None = None
+    hook: torch_prune.BasePruningMethod | None = None
+    mask: Tensor | None = None
+
+    @property
+    def pruned(self) -> bool:
+        return self.hook is not None
+
+    @property
+    def module_type(self) -> str:
+        return type(self.module).__name__
+
+
+def _prunable_names(module: nn.Module) -> list[str]:
+    names = [n for n, p in module._parameters.items() if p is not None]
+    names += [getattr(h, "_tensor_name", "") for _, h in pruning_hooks(module)]
+    return sorted(n for n in names if n)
+
+
+def tensor_state(module: nn.Module, name: str) -> TensorState:
+    """Locate ``module.<name>``: its original parameter, and its mask and hook if pruned."""
+    if not isinstance(module, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module to prune, got {type(module).__name__}")
+    if not isinstance(name, str) or not name or "." in name:
+        raise InvalidTargetError(
+            f"the tensor name must be the name of a parameter of the module itself (no dots), got {name!r}",
+            module_type=type(module).__name__,
+        )
+    found = find_hook(module, name)
+    if found is not None:
+        key, hook = found
+        orig = module._parameters.get(name + "_orig")
+        mask = module._buffers.get(name + "_mask")
+        if orig is None or mask is None:
+            raise PruningStateError(
+                f"a pruning hook acts on {name!r} but {name}_orig or {name}_mask is missing",
+                module_type=type(module).__name__,
+                tensor=name,
+            )
+        return TensorState(module, name, orig, key, hook, mask)
+    if name in module._parameters:
+        parameter = module._parameters[name]
+        if parameter is None:
+            raise TensorNotFoundError(
+                f"the module has no {name!r} tensor (it is None, e.g. a layer built with bias=False)",
+                module_type=type(module).__name__,
+                tensor=name,
+            )
+        return TensorState(module, name, parameter)
+    module_type = type(module).__name__
+    if name + "_orig" in module._parameters and name + "_mask" in module._buffers:
+        raise PruningStateError(
+            f"{name}_orig and {name}_mask exist but no pruning hook does: the pruning was left half-undone "
+            "(torch.nn.utils.prune deletes the hook when a later prune fails). Re-create it with "
+            f"pruneplug.load_pruned_state_dict on a fresh model, or delete {name}_orig/{name}_mask by hand",
+            module_type=module_type,
+            tensor=name,
+        )
+    if name in module._buffers or isinstance(module.__dict__.get(name), Tensor):
+        raise InvalidTargetError(
+            f"{name!r} is a buffer or plain tensor attribute, not a parameter; only parameters can be pruned",
+            module_type=module_type,
+            tensor=name,
+        )
+    candidates = _prunable_names(module)
+    listing = ", ".join(candidates) if candidates else "none"
+    raise TensorNotFoundError(
+        f"no parameter named {name!r}.{close_matches_hint(name, candidates)} Parameters: {listing}",
+        module_type=module_type,
+        tensor=name,
+    )
+
+
+# --- the masked tensor and its refresh ------------------------------------------------------
+
+
+def masked_tensor(module: nn.Module, name: str) -> Tensor:
+    """``<name>_orig * <name>_mask``, in the parameter's dtype (autograd flows to ``_orig``)."""
+    orig = getattr(module, name + "_orig")
+    mask = getattr(module, name + "_mask")
+    if mask.dtype == torch.bool:
+        return orig * mask
+    return mask.to(dtype=orig.dtype) * orig
+
+
+def _version(t: Tensor) -> int:
+    # Inference tensors keep no version counter; they cannot be modified outside inference mode.
+    return -1 if t.is_inference() else t._version
+
+
+def _source_key(orig: Tensor, mask: Tensor) -> tuple[object, ...]:
+    return (
+        id(orig),
+        _version(orig),
+        orig.data_ptr(),
+        orig.dtype,
+        orig.device,
+        orig.shape,
+        id(mask),
+        _version(mask),
+        mask.data_ptr(),
+        mask.dtype,
+    )
+
+
+def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bool = False) -> None:
+    """Set ``module.<name>`` to the current masked tensor (the forward pre-hook's job).
+
+    Under autograd the tensor is recomputed every time, so each forward builds
+    a fresh graph back to ``<name>_orig``. Otherwise it is recomputed only if
+    ``<name>_orig``, ``<name>_mask`` or the attribute itself changed since the
+    last computation.
+    """
+    name = hook._tensor_name
+    orig = module._parameters.get(name + "_orig")
+    mask = module._buffers.get(name + "_mask")
+    if orig is None or mask is None:
+        # Let torch's error surface (AttributeError naming the missing tensor).
+        setattr(module, name, hook.apply_mask(module))
+        return
+    key = _source_key(orig, mask)
+    current = module.__dict__.get(name)
+    reusable = not force and not (torch.is_grad_enabled() and orig.requires_grad) and isinstance(current, Tensor)
+    if reusable and cache_matches(hook, (*key, _version(current)), current):
+        return
+    value = hook.apply_mask(module)
+    setattr(module, name, value)
+    remember(hook, (*key, _version(value)), value)
+
+
+# --- planning a prune -----------------------------------------------------------------
+
+
+def check_importance_scores(
+    scores: object, reference: Tensor, *, module_type: str | None = None, tensor: str | None = None
+) -> Tensor:
+    """Importance scores must be a tensor of the parameter's shape, on its device."""
+    if not isinstance(scores, Tensor):
+        raise InvalidImportanceScoresError(
+            f"importance_scores must be a tensor, got {type(scores).__name__}", module_type=module_type, tensor=tensor
+        )
+    if scores.shape != reference.shape:
+        raise InvalidImportanceScoresError(
+            "importance_scores should have the same shape as the parameter: "
+            f"got {tuple(scores.shape)} vs {tuple(reference.shape)}",
+            module_type=module_type,
+            tensor=tensor,
+        )
+    if scores.device != reference.device:
+        raise InvalidImportanceScoresError(
+            f"importance_scores are on {scores.device} but the parameter is on {reference.device}",
+            module_type=module_type,
+            tensor=tensor,
+        )
+    return scores
+
+
+def current_values(state: TensorState) -> Tensor:
+    """What the tensor holds now: the parameter, or ``orig * mask`` if pruned (detached)."""
+    if not state.pruned:
+        return state.orig
+    with torch.no_grad():
+        return masked_tensor(state.module, state.name)
+
+
+def alive_mask(mask: Tensor, state: TensorState) -> Tensor:
+    """The bool mask of entries still unpruned, from a stored mask of any dtype."""
+    if mask.dtype == torch.bool:
+        return mask
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise InvalidMaskError(
+            f"the existing {state.name}_mask holds values other than 0 and 1; pruneplug only stacks on binary masks",
+            module_type=state.module_type,
+            tensor=state.name,
+        )
+    return mask != 0
+
+
+def default_alive(state: TensorState) -> Tensor:
+    """Bool mask of the entries of the tensor still unpruned (all ``True`` if never pruned)."""
+    if not state.pruned:
+        return torch.ones(state.orig.shape, dtype=torch.bool, device=state.orig.device)
+    assert state.mask is not None
+    return alive_mask(state.mask.detach(), state)
+
+
+def _default_mask(state: TensorState, policy: MaskPolicy) -> Tensor:
+    if policy is TORCH_POLICY:
+        if not state.pruned:
+            return torch.ones_like(state.orig)
+        assert state.mask is not None
+        return state.mask.detach().clone(memory_format=torch.contiguous_format)
+    alive = default_alive(state)
+    return alive.clone(memory_format=torch.contiguous_format) if state.pruned else alive
+
+
+def _check_mask(raw: object, state: TensorState, previous: Tensor | None, label: str) -> Tensor:
+    """Validate a computed mask; return it as bool. ``previous`` is the old alive mask."""
+    context = {"module_type": state.module_type, "tensor": state.name, "strategy": label}
+    if not isinstance(raw, Tensor):
+        raise InvalidMaskError(f"the strategy returned {type(raw).__name__}, not a mask tensor", **context)
+    if raw.shape != state.orig.shape:
+        raise InvalidMaskError(
+            f"the mask has shape {tuple(raw.shape)} but the tensor has shape {tuple(state.orig.shape)}", **context
+        )
+    if raw.device != state.orig.device:
+        raise InvalidMaskError(f"the mask is on {raw.device} but the tensor is on {state.orig.device}", **context)
+    if raw.dtype == torch.bool:
+        mask = raw.detach()
+    else:
+        if raw.is_complex() or not bool(((raw == 0) | (raw == 1)).all()):
+            raise InvalidMaskError("the mask holds values other than 0 and 1", **context)
+        mask = raw.detach() != 0
+    if previous is not None and bool((mask & ~previous).any()):
+        count = int((mask & ~previous).sum())
+        raise InvalidMaskError(
+            f"the mask would un-prune {count} entr{'y' if count == 1 else 'ies'} that an earlier prune removed; "
+            "masks may only lose ones",
+            **context,
+        )
+    return mask
+
+
+@dataclass
+class PendingPrune:
+    """A prune that has been computed and checked but not yet installed."""
+
+    state: TensorState
+    hook: torch_prune.BasePruningMethod
+    mask: Tensor
+    alive: Tensor = field(repr=False)
+
+
+def _build_hook(state: TensorState, method: torch_prune.BasePruningMethod) -> torch_prune.BasePruningMethod:
+    method._tensor_name = state.name
+    if not state.pruned:
+        return method
+    old = state.hook
+    history = list(old) if isinstance(old, torch_prune.PruningContainer) else [old]
+    return PruningContainer(*history, method)
+
+
+def plan_prune(
+    module: nn.Module,
+    name: str,
+    method: torch_prune.BasePruningMethod,
+    *,
+    importance_scores: Tensor | None = None,
+    policy: MaskPolicy = NATIVE_POLICY,
+    label: str | None = None,
+    mask: Tensor | None = None,
+) -> PendingPrune:
+    """Compute and check the mask ``method`` gives ``module.<name>``; change nothing.
+
+    ``mask`` skips the computation: it is the new mask (already computed, for
+    global pruning), only checked. ``label`` names the strategy in errors.
+    """
+    state = tensor_state(module, name)
+    label = label or method_name(method)
+    context = {"module_type": state.module_type, "tensor": name, "strategy": label}
+    if not state.pruned:
+        for suffix in ("_orig", "_mask"):
+            taken = name + suffix
+            if (
+                taken in module._parameters
+                or taken in module._buffers
+                or taken in module.__dict__
+                or taken in module._modules
+            ):
+                raise PruningStateError(
+                    f"cannot add {taken!r}: the module already has an attribute of that name", **context
+                )
+    if importance_scores is not None:
+        check_importance_scores(importance_scores, state.orig, module_type=state.module_type, tensor=name)
+    hook = _build_hook(state, method)
+    default = _default_mask(state, policy)
+    previous = None if not state.pruned else (default if default.dtype == torch.bool else alive_mask(default, state))
+    if mask is None:
+        if importance_scores is not None:
+            scores = importance_scores
+        elif not getattr(method, "uses_importance_scores", True):
+            scores = state.orig.detach()  # only its shape, dtype and device matter
+        else:
+            scores = current_values(state)
+        try:
+            raw = hook.compute_mask(scores, default_mask=default)
+        except PruneplugError as error:
+            error.add_context(**context)
+            raise
+        except Exception as error:
+            if policy is TORCH_POLICY:
+                raise  # code written for torch catches torch's exception types
+            raise StrategyFailedError(f"the strategy raised {type(error).__name__}: {error}", **context) from error
+    else:
+        raw = mask
+    alive = _check_mask(raw, state, previous, label)
+    stored = alive if policy is NATIVE_POLICY else raw.detach()  # type: ignore[union-attr]
+    return PendingPrune(state, hook, stored, alive)
+
+
+# --- installing and undoing -------------------------------------------------------------
+
+
+class _Snapshot:
+    """Everything a prune can change on one module, to restore it exactly."""
+
+    _CONTAINERS = ("_parameters", "_buffers", "_forward_pre_hooks", "_load_state_dict_post_hooks")
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.attributes = dict(module.__dict__)
+        self.containers = {attr: OrderedDict(getattr(module, attr)) for attr in self._CONTAINERS}
+        self.non_persistent = set(module._non_persistent_buffers_set)
+        flat = module.__dict__.get("_flat_weights")
+        self.flat_weights = list(flat) if isinstance(flat, list) else None
+
+    def restore(self) -> None:
+        module = self.module
+        for attr, saved in self.containers.items():
+            live = getattr(module, attr)
+            live.clear()
+            live.update(saved)
+        module._non_persistent_buffers_set.clear()
+        module._non_persistent_buffers_set.update(self.non_persistent)
+        for key in [k for k in module.__dict__ if k not in self.attributes]:
+            del module.__dict__[key]
+        module.__dict__.update(self.attributes)
+        flat = module.__dict__.get("_flat_weights")
+        if self.flat_weights is not None and isinstance(flat, list):
+            flat[:] = self.flat_weights
+
+
+def _install(pending: PendingPrune) -> None:
+    from ._serialization import install_support
+
+    state = pending.state
+    module, name = state.module, state.name
+    if not state.pruned:
+        # torch's order: <name>_orig is appended to the parameters, then <name> is dropped.
+        module.register_parameter(name + "_orig", state.orig)
+        del module._parameters[name]
+    else:
+        del module._forward_pre_hooks[state.hook_key]
+    module.register_buffer(name + "_mask", pending.mask)
+    hook = pending.hook
+    if isinstance(hook, BasePruningMethod):
+        refresh(module, hook, force=True)
+    else:
+        setattr(module, name, hook.apply_mask(module))
+    module.register_forward_pre_hook(hook)
+    install_support(module)
+
+
+def commit(pendings: Sequence[PendingPrune]) -> None:
+    """Install planned prunes all together; on any error every module is restored."""
+    snapshots: dict[int, _Snapshot] = {}
+    for pending in pendings:
+        module = pending.state.module
+        snapshots.setdefault(id(module), _Snapshot(module))
+    try:
+        for pending in pendings:
+            _install(pending)
+    except BaseException:
+        for snapshot in snapshots.values():
+            snapshot.restore()
+        raise
+
+
+def apply_method(
+    module: nn.Module,
+    name: str,
+    method: torch_prune.BasePruningMethod,
+    *,
+    importance_scores: Tensor | None = None,
+    policy: MaskPolicy = NATIVE_POLICY,
+    label: str | None = None,
+) -> torch_prune.BasePruningMethod:
+    """Plan and commit one prune; return the hook now in charge of the tensor."""
+    pending = plan_prune(module, name, method, importance_scores=importance_scores, policy=policy, label=label)
+    commit([pending])
+    return pending.hook
+
+
+def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> None:
+    """Make ``hook``'s tensor a plain parameter again, holding the masked values.
+
+    The parameter object is the same one as before pruning. The hook entry in
+    ``module._forward_pre_hooks`` is left for the caller (torch's protocol).
+    """
+    name = getattr(hook, "_tensor_name", None)
+    if name is None:
+        raise PruningStateError(f"Module {type(module).__name__} has to be pruned before pruning can be removed")
+    orig = module._parameters.get(name + "_orig")
+    mask = module._buffers.get(name + "_mask")
+    if orig is None or mask is None:
+        raise PruningStateError(
+            f"{name}_orig or {name}_mask is missing", module_type=type(module).__name__, tensor=name
+        )
+    overridden = (
+        type(hook).apply_mask is not torch_prune.BasePruningMethod.apply_mask
+        and type(hook).apply_mask is not BasePruningMethod.apply_mask
+    )
+    with torch.no_grad():
+        if overridden:
+            orig.data = hook.apply_mask(module).data
+        else:
+            # In place: no second copy of the weight, same storage, same -0.0 as torch's product.
+            orig.mul_(mask if mask.dtype == torch.bool else mask.to(dtype=orig.dtype))
+    module.__dict__.pop(name, None)
+    del module._parameters[name + "_orig"]
+    del module._buffers[name + "_mask"]
+    module._non_persistent_buffers_set.discard(name + "_mask")
+    setattr(module, name, orig)
+
+
+def remove_pruning(module: nn.Module, name: str) -> None:
+    """Make ``module.<name>``'s pruning permanent and drop its hook (pruneplug's or torch's)."""
+    from ._serialization import uninstall_support
+
+    found = find_hook(module, name)
+    if found is None:
+        pruned = [getattr(h, "_tensor_name", "?") for _, h in pruning_hooks(module)]
+        listing = ", ".join(pruned) if pruned else "none"
+        raise NotPrunedError(
+            f"Parameter '{name}' of module {type(module).__name__} has to be pruned before pruning can be removed "
+            f"(pruned tensors of this module: {listing})",
+            module_type=type(module).__name__,
+            tensor=name,
+        )
+    key, hook = found
+    unreparametrize(module, hook)
+    del module._forward_pre_hooks[key]
+    if not pruning_hooks(module):
+        uninstall_support(module)
+
+
+def pruned_tensors(module: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
+    """``(qualified module name, module, tensor name)`` for every pruned tensor in ``module``."""
+    for qualname, sub in module.named_modules():
+        for _, hook in pruning_hooks(sub):
+            yield qualname, sub, hook._tensor_name

@@ -1,0 +1,95 @@
+"""Copying, pickling and state_dict loading of pruned modules.
+
+torch.nn.utils.prune stores the masked tensor as a plain attribute computed
+through autograd (a non-leaf tensor), which ``copy.deepcopy`` refuses
+(pytorch#37322), and after ``load_state_dict`` that attribute stays stale
+until the next forward. pruneplug fixes both without changing what a pruned
+module looks like:
+
+* A reducer registered with :mod:`copyreg` for the class of every module
+  pruneplug prunes leaves the masked tensors out of the copied or pickled
+  state and recomputes them on the new object. Unpruned instances of the same
+  class are copied and pickled exactly as before.
+* A ``load_state_dict`` post-hook recomputes the masked tensors right after
+  loading.
+"""
+
+from __future__ import annotations
+
+import copyreg
+from typing import Any
+
+from torch import Tensor, nn
+
+from ._method import BasePruningMethod
+from ._reparam import pruning_hooks, refresh
+
+__all__ = ["install_support", "uninstall_support", "refresh_all"]
+
+
+def refresh_all(module: nn.Module) -> None:
+    """Recompute every masked tensor of ``module`` itself from ``_orig`` and ``_mask``."""
+    for _, hook in pruning_hooks(module):
+        if isinstance(hook, BasePruningMethod):
+            refresh(module, hook, force=True)
+        else:
+            setattr(module, hook._tensor_name, hook.apply_mask(module))
+
+
+class RefreshAfterLoad:
+    """``load_state_dict`` post-hook: the masked tensors are current as soon as loading ends."""
+
+    def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
+        if pruning_hooks(module):
+            refresh_all(module)
+
+
+class _FinishRebuild:
+    """One-shot ``__setstate__`` of a module being copied or unpickled."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        module = self.module
+        module.__dict__.pop("__setstate__", None)
+        type(module).__setstate__(module, state)
+        refresh_all(module)
+        if "_flat_weights_names" in module.__dict__ and hasattr(module, "_init_flat_weights"):
+            module._init_flat_weights()  # RNNs: point the flat weights at the fresh tensors
+
+
+def _rebuild_pruned_module(cls: type[nn.Module]) -> nn.Module:
+    module = cls.__new__(cls)
+    module.__dict__["__setstate__"] = _FinishRebuild(module)
+    return module
+
+
+def _reduce_module(module: nn.Module) -> Any:
+    hooks = pruning_hooks(module)
+    state = module.__getstate__() if hooks else None
+    if not isinstance(state, dict):
+        return module.__reduce_ex__(4)  # unpruned (or exotic): exactly the default behaviour
+    masked = {hook._tensor_name for _, hook in hooks}
+    dropped = {id(state[name]) for name in masked if isinstance(state.get(name), Tensor)}
+    state = {key: value for key, value in state.items() if key not in masked}
+    flat = state.get("_flat_weights")
+    if isinstance(flat, list):
+        state["_flat_weights"] = [None if id(w) in dropped else w for w in flat]
+    return (_rebuild_pruned_module, (type(module),), state)
+
+
+def install_support(module: nn.Module) -> None:
+    """Make a pruned module copyable and keep it current after ``load_state_dict``."""
+    cls = type(module)
+    if cls not in copyreg.dispatch_table and "__deepcopy__" not in vars(cls) and "__reduce_ex__" not in vars(cls):
+        copyreg.pickle(cls, _reduce_module)
+    if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
+        module.register_load_state_dict_post_hook(RefreshAfterLoad())
+
+
+def uninstall_support(module: nn.Module) -> None:
+    """Drop the post-hook once the module holds no pruned tensor."""
+    for key, hook in list(module._load_state_dict_post_hooks.items()):
+        if isinstance(hook, RefreshAfterLoad):
+            del module._load_state_dict_post_hooks[key]

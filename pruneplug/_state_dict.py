@@ -1,0 +1,97 @@
+"""Loading a pruned checkpoint into a model that is not (yet) pruned.
+
+A state_dict saved from a pruned model holds ``<name>_orig`` and
+``<name>_mask`` where a fresh model has ``<name>``. torch needs ``identity``
+called on each such tensor before ``load_state_dict``; here one call finds
+them from the keys, sets up the reparametrization, and loads -- for
+checkpoints written by pruneplug or by torch.nn.utils.prune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ._errors import InvalidMaskError, InvalidTargetError
+from ._reparam import NATIVE_POLICY, PendingPrune, _Snapshot, commit, find_hook, plan_prune
+from .strategies import Identity
+
+__all__ = ["load_pruned_state_dict"]
+
+
+def _plan(model: nn.Module, state_dict: Mapping[str, object]) -> tuple[list[PendingPrune], dict[str, str]]:
+    """Plan an identity reparametrization for every tensor the checkpoint holds pruned."""
+    pendings: list[PendingPrune] = []
+    renamed: dict[str, str] = {}
+    for qualname, module in model.named_modules():
+        prefix = f"{qualname}." if qualname else ""
+        for name, parameter in list(module._parameters.items()):
+            orig_key, mask_key = f"{prefix}{name}_orig", f"{prefix}{name}_mask"
+            if parameter is None or orig_key not in state_dict or mask_key not in state_dict:
+                continue
+            if find_hook(module, name) is not None:
+                continue
+            mask = state_dict[mask_key]
+            if not isinstance(mask, Tensor):
+                raise InvalidMaskError(f"state_dict[{mask_key!r}] is a {type(mask).__name__}, not a tensor")
+            if mask.shape != parameter.shape:
+                raise InvalidMaskError(
+                    f"state_dict[{mask_key!r}] has shape {tuple(mask.shape)} "
+                    f"but {prefix}{name} has shape {tuple(parameter.shape)}"
+                )
+            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+                raise InvalidMaskError(f"state_dict[{mask_key!r}] holds values other than 0 and 1")
+            ones = torch.ones(parameter.shape, dtype=torch.bool, device=parameter.device)
+            pendings.append(plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity"))
+            renamed[f"{prefix}{name}"] = orig_key
+    return pendings, renamed
+
+
+def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True) -> nn.Module:
+    """Load a (possibly pruned) state_dict, setting up pruning wherever it has masks.
+
+    For every parameter ``p`` the checkpoint stores as ``p_orig`` + ``p_mask``
+    and the model holds unpruned, the reparametrization is created first
+    (its history starts with :class:`~pruneplug.strategies.Identity`); then
+    the state_dict is loaded and the masked tensors are current at once.
+    Masks are checked (shape, 0/1) and, with ``strict``, the keys must match
+    before anything changes; if loading fails the model is restored.
+
+    Returns ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise InvalidTargetError(
+            f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
+        )
+    pendings, renamed = _plan(model, state_dict)
+    if strict:
+        expected = set()
+        for key in model.state_dict():
+            if key in renamed:
+                expected.update({renamed[key], renamed[key][: -len("_orig")] + "_mask"})
+            else:
+                expected.add(key)
+        missing = sorted(expected - set(state_dict))
+        unexpected = sorted(set(state_dict) - expected)
+        if missing or unexpected:
+            detail = []
+            if missing:
+                detail.append("missing keys: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+            if unexpected:
+                detail.append(
+                    "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
+                )
+            raise InvalidTargetError("the state_dict does not match the model (" + "; ".join(detail) + ")")
+    snapshots = [_Snapshot(p.state.module) for p in pendings]
+    commit(pendings)
+    try:
+        model.load_state_dict(state_dict, strict=strict)
+    except BaseException:
+        for snapshot in snapshots:
+            snapshot.restore()
+        raise
+    return model

@@ -1,0 +1,203 @@
+"""A drop-in for ``torch.nn.utils.prune``: change the import, keep the code.
+
+::
+
+    import pruneplug.compat as prune      # was: import torch.nn.utils.prune as prune
+
+The same names with the same signatures and the same observable behaviour:
+mask values and dtypes, state_dict keys, the hook objects in
+``module._forward_pre_hooks``, the :class:`PruningContainer` and its order,
+the exception types torch raises, pickling and RNN flat weights. They run on
+pruneplug's core and registry, so they also get its fixes:
+
+* ``copy.deepcopy`` of a pruned model works (pytorch#37322);
+* after ``load_state_dict`` the pruned tensor is correct at once;
+* a failing prune leaves everything as it was, even on an already pruned
+  tensor (torch drops the hook, and the tensor silently stops being masked);
+* mask computation never writes into the caller's ``default_mask``;
+* ``global_unstructured`` accepts a generator, and neither it nor the
+  unstructured methods sort with ``topk``;
+* masks must be binary and may never un-prune entries (checked, with an
+  error that names the module, tensor and method).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._amount import check_amount_like_torch, count_to_prune
+from ._container import PruningContainer, normalize_dim
+from ._errors import InvalidDimError, InvalidImportanceScoresError
+from ._global import global_masks
+from ._method import BasePruningMethod
+from ._reparam import TORCH_POLICY, commit, default_alive, plan_prune, remove_pruning, tensor_state
+from ._reparam import is_pruned as _is_pruned
+from .strategies import CustomFromMask, Identity, L1Unstructured, LnStructured, RandomStructured, RandomUnstructured
+
+__all__ = [
+    "BasePruningMethod",
+    "PruningContainer",
+    "Identity",
+    "RandomUnstructured",
+    "L1Unstructured",
+    "RandomStructured",
+    "LnStructured",
+    "CustomFromMask",
+    "identity",
+    "random_unstructured",
+    "l1_unstructured",
+    "random_structured",
+    "ln_structured",
+    "global_unstructured",
+    "custom_from_mask",
+    "remove",
+    "is_pruned",
+]
+
+
+def identity(module: nn.Module, name: str) -> nn.Module:
+    """Reparametrize ``module.<name>`` with a mask of ones (prunes nothing)."""
+    Identity.apply(module, name)
+    return module
+
+
+def random_unstructured(module: nn.Module, name: str, amount: int | float) -> nn.Module:
+    """Prune ``amount`` (count or fraction) random still-unpruned entries of ``module.<name>``."""
+    RandomUnstructured.apply(module, name, amount)
+    return module
+
+
+def l1_unstructured(
+    module: nn.Module, name: str, amount: int | float, importance_scores: Tensor | None = None
+) -> nn.Module:
+    """Prune the ``amount`` smallest-magnitude still-unpruned entries of ``module.<name>``."""
+    L1Unstructured.apply(module, name, amount=amount, importance_scores=importance_scores)
+    return module
+
+
+def random_structured(module: nn.Module, name: str, amount: int | float, dim: int) -> nn.Module:
+    """Prune ``amount`` random still-alive slices of ``module.<name>`` along ``dim``."""
+    RandomStructured.apply(module, name, amount, dim)
+    return module
+
+
+def ln_structured(
+    module: nn.Module,
+    name: str,
+    amount: int | float,
+    n: int | float | str,
+    dim: int,
+    importance_scores: Tensor | None = None,
+) -> nn.Module:
+    """Prune the ``amount`` lowest-L``n``-norm still-alive slices of ``module.<name>`` along ``dim``."""
+    LnStructured.apply(module, name, amount, n, dim, importance_scores=importance_scores)
+    return module
+
+
+def custom_from_mask(module: nn.Module, name: str, mask: Tensor) -> nn.Module:
+    """Prune ``module.<name>`` with a given 0/1 ``mask``."""
+    CustomFromMask.apply(module, name, mask)
+    return module
+
+
+def global_unstructured(
+    parameters: Iterable[tuple[nn.Module, str]],
+    pruning_method: type,
+    importance_scores: dict[tuple[nn.Module, str], Tensor] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Prune the lowest-importance entries across all ``parameters`` together.
+
+    As torch's: ``pruning_method`` is an unstructured method class,
+    ``kwargs`` its arguments (``amount=...``), and each tensor gets a
+    :class:`CustomFromMask` in its history. Unlike torch's, ``parameters``
+    may be a generator, the mask is found without concatenating every
+    tensor (for pruneplug's scored methods), and either every tensor is pruned
+    or none is.
+    """
+    if not isinstance(parameters, Iterable):
+        raise TypeError("global_unstructured(): parameters is not an Iterable")
+    targets = list(parameters)
+    importance_scores = importance_scores if importance_scores is not None else {}
+    if not isinstance(importance_scores, dict):
+        raise TypeError("global_unstructured(): importance_scores must be of type dict")
+    method = pruning_method(**kwargs)
+    if method.PRUNING_TYPE != "unstructured":
+        raise TypeError(
+            'Only "unstructured" PRUNING_TYPE supported for '
+            f"the `pruning_method`. Found method {pruning_method} of type {method.PRUNING_TYPE}"
+        )
+    if not targets:
+        return
+    states = [tensor_state(module, name) for module, name in targets]
+    importance = []
+    for (module, name), state in zip(targets, states):
+        scores = importance_scores.get((module, name))
+        if scores is not None and (not isinstance(scores, Tensor) or scores.shape != state.orig.shape):
+            shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+            raise InvalidImportanceScoresError(
+                "importance_scores should have the same shape as the parameter: "
+                f"got {shape} vs {tuple(state.orig.shape)}",
+                module_type=state.module_type,
+                tensor=name,
+            )
+        importance.append(scores)
+    masks = global_masks(states, method, importance, [default_alive(s) for s in states])
+    pendings = [
+        plan_prune(module, name, CustomFromMask(mask), policy=TORCH_POLICY)
+        for (module, name), mask in zip(targets, masks)
+    ]
+    commit(pendings)
+    for pending in pendings:
+        last = pending.hook[-1] if isinstance(pending.hook, PruningContainer) else pending.hook
+        last.mask = pending.mask  # same values; keep one copy, not two
+
+
+def remove(module: nn.Module, name: str) -> nn.Module:
+    """Make the pruning of ``module.<name>`` permanent and drop its hook."""
+    remove_pruning(module, name)
+    return module
+
+
+def is_pruned(module: nn.Module) -> bool:
+    """Whether ``module`` or any submodule has a pruning hook."""
+    return _is_pruned(module)
+
+
+# --- torch's private helpers, for code and tests that call them ------------------------------
+
+
+def _validate_pruning_amount_init(amount: object) -> None:
+    check_amount_like_torch(amount)
+
+
+def _validate_pruning_amount(amount: object, tensor_size: int) -> None:
+    if isinstance(amount, numbers.Integral):
+        count_to_prune(amount, tensor_size)
+
+
+def _compute_nparams_toprune(amount: int | float, tensor_size: int) -> int:
+    if isinstance(amount, numbers.Integral):
+        return int(amount)
+    return round(amount * tensor_size)
+
+
+def _validate_structured_pruning(t: Tensor) -> None:
+    if t.dim() <= 1:
+        normalize_dim(0, t.dim())
+
+
+def _validate_pruning_dim(t: Tensor, dim: int) -> None:
+    if dim >= t.dim():
+        raise InvalidDimError(f"Invalid index {dim} for tensor of size {t.shape}")
+
+
+def _compute_norm(t: Tensor, n: int | float | str, dim: int) -> Tensor:
+    dims = list(range(t.dim()))
+    dims.remove(dims[dim])
+    return torch.norm(t, p=n, dim=dims)  # type: ignore[arg-type]

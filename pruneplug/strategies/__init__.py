@@ -1,0 +1,52 @@
+"""The built-in strategies, registered through the same pluggy hook as plugins.
+
+========================  ============  ============================================
+name                      kind          prunes
+========================  ============  ============================================
+``identity``              unstructured  nothing (sets up the reparametrization)
+``random_unstructured``   unstructured  random entries
+``l1_unstructured``       unstructured  the smallest-magnitude entries
+``random_structured``     structured    random slices along ``dim``
+``ln_structured``         structured    the lowest-L``n``-norm slices along ``dim``
+``custom_from_mask``      global        what a given mask says
+========================  ============  ============================================
+
+Global pruning across tensors is :func:`pruneplug.prune_global` with any
+unstructured strategy.
+"""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
+from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
+from .structured import LnStructured, LnStructuredParams, RandomStructured, RandomStructuredParams
+from .unstructured import Identity, L1Unstructured, RandomUnstructured, RandomUnstructuredParams
+
+__all__ = [
+    "BUILTIN_STRATEGIES",
+    "AmountParams",
+    "StructuredParams",
+    "UnstructuredStrategy",
+    "StructuredStrategy",
+    "Identity",
+    "RandomUnstructured",
+    "RandomUnstructuredParams",
+    "L1Unstructured",
+    "RandomStructured",
+    "RandomStructuredParams",
+    "LnStructured",
+    "LnStructuredParams",
+    "CustomFromMask",
+    "CustomFromMaskParams",
+    "PrecomputedMask",
+    "pruneplug_add_strategies",
+]
+
+BUILTIN_STRATEGIES = (Identity, RandomUnstructured, L1Unstructured, RandomStructured, LnStructured, CustomFromMask)
+
+
+@hookimpl
+def pruneplug_add_strategies() -> list[type]:
+    """Hand the built-in strategies to the registry, as any plugin would."""
+    return list(BUILTIN_STRATEGIES)

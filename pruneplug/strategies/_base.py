@@ -1,0 +1,129 @@
+"""Strategies that score entries or slices and let pruneplug's selectors pick.
+
+Most strategies are *how to score* plus *how to pick*. Subclass
+:class:`UnstructuredStrategy` and implement :meth:`~UnstructuredStrategy.scores`
+(lowest scores are pruned first), or :class:`StructuredStrategy` and implement
+:meth:`~StructuredStrategy.slice_scores`; the exact, tie-safe selection, the
+``amount`` rules, iterative pruning and global pruning across tensors come
+for free and run on the fast selection code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from pydantic import StrictBool
+from torch import Tensor
+
+from .._amount import check_amount_like_torch, count_to_prune
+from .._container import normalize_dim
+from .._method import BasePruningMethod
+from .._params import AmountField, DimField, StrategyParams
+from .._select import select_lowest, select_lowest_slices
+
+__all__ = ["AmountParams", "StructuredParams", "UnstructuredStrategy", "StructuredStrategy"]
+
+
+class AmountParams(StrategyParams):
+    """Parameters of a strategy that prunes an ``amount``."""
+
+    amount: AmountField
+
+
+class StructuredParams(AmountParams):
+    """Parameters of a structured strategy: ``amount`` counts slices along ``dim``."""
+
+    dim: DimField = -1
+    prune_bias: StrictBool = False
+
+
+class UnstructuredStrategy(BasePruningMethod):
+    """Prune the ``amount`` lowest-scoring still-unpruned entries.
+
+    Subclasses implement :meth:`scores`. Works locally, iteratively and with
+    :func:`pruneplug.prune_global` across many tensors.
+    """
+
+    PRUNING_TYPE: ClassVar[str] = "unstructured"
+    Params: ClassVar[type[StrategyParams]] = AmountParams
+
+    def __init__(self, amount: int | float) -> None:
+        check_amount_like_torch(amount)
+        self.amount = amount
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Score every entry of ``t`` (same shape); the lowest alive scores are pruned first.
+
+        ``alive`` is a bool mask of the entries still unpruned (``None``: all);
+        scores of dead entries are ignored.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement scores(t, alive)")
+
+    def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
+        """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
+        return None
+
+    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool mask of the entries to prune now, among ``alive``."""
+        available = t.numel() if alive is None else int(alive.count_nonzero())
+        count = count_to_prune(self.amount, available)
+        if count == 0:
+            return torch.zeros(t.shape, dtype=torch.bool, device=t.device)
+        return select_lowest(self.scores(t.detach(), alive), count, alive).reshape(t.shape)
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """``default_mask`` with the ``amount`` lowest-scoring entries of ``t`` zeroed.
+
+        As in torch, the entries are ranked over all of ``t``; pruning again
+        through the core ranks only the still-unpruned ones.
+        """
+        mask = default_mask.clone(memory_format=torch.contiguous_format)
+        return mask.masked_fill_(self._select(t, None), 0)
+
+    _own_compute_mask = compute_mask
+
+
+class StructuredStrategy(BasePruningMethod):
+    """Prune the ``amount`` lowest-scoring still-alive slices along ``dim``.
+
+    Subclasses implement :meth:`slice_scores`.
+    """
+
+    PRUNING_TYPE: ClassVar[str] = "structured"
+    Params: ClassVar[type[StrategyParams]] = StructuredParams
+
+    def __init__(self, amount: int | float, dim: int = -1, *, prune_bias: bool = False) -> None:
+        check_amount_like_torch(amount)
+        self.amount = amount
+        self.dim = dim
+        self.prune_bias = prune_bias
+
+    def slice_scores(self, t: Tensor, dim: int, alive: Tensor | None) -> Tensor:
+        """One score per slice of ``t`` along ``dim`` (1-D); the lowest alive are pruned first."""
+        raise NotImplementedError(f"{type(self).__name__} must implement slice_scores(t, dim, alive)")
+
+    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool vector over ``dim``: the slices to prune now, among ``alive``."""
+        dim = normalize_dim(self.dim, t.dim())
+        available = t.shape[dim] if alive is None else int(alive.count_nonzero())
+        count = count_to_prune(self.amount, available, unit=f"slices along dim {dim}")
+        if count == 0:
+            return torch.zeros(t.shape[dim], dtype=torch.bool, device=t.device)
+        scores = self.slice_scores(t.detach(), dim, alive)
+        return select_lowest_slices(scores, count, alive).to(t.device)
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """``default_mask`` with the ``amount`` lowest-scoring slices of ``t`` zeroed."""
+        pruned = self._select(t, None)
+        if not bool(pruned.any()):
+            return default_mask  # torch returns the default mask itself when nothing is pruned
+        dim = normalize_dim(self.dim, t.dim())
+        shape = [1] * t.dim()
+        shape[dim] = -1
+        out_dtype = torch.bool if default_mask.dtype == torch.bool else t.dtype
+        keep = (~pruned).reshape(shape).expand(t.shape).to(out_dtype)
+        return keep * default_mask.to(out_dtype)
+
+    _own_compute_mask = compute_mask

@@ -1,0 +1,78 @@
+"""Masks given whole: a user's own mask, or one pruneplug computed elsewhere."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import torch
+from pydantic import PlainValidator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+from torch import Tensor
+
+from .._errors import InvalidMaskError
+from .._method import BasePruningMethod
+from .._params import StrategyParams
+
+__all__ = ["CustomFromMask", "CustomFromMaskParams", "PrecomputedMask"]
+
+
+def _mask_tensor(value: object) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    raise PydanticCustomError(
+        "mask_type", "mask must be a tensor of 0s and 1s, got {kind}", {"kind": type(value).__name__}
+    )
+
+
+class CustomFromMaskParams(StrategyParams):
+    """Parameters of ``custom_from_mask``."""
+
+    mask: SkipJsonSchema[Annotated[Tensor, PlainValidator(_mask_tensor)]]
+
+
+class CustomFromMask(BasePruningMethod):
+    """Prune with a mask you give (0 = prune), on top of any earlier pruning.
+
+    The mask must have the tensor's shape and hold only 0s and 1s; entries
+    already pruned stay pruned whatever the mask says.
+    """
+
+    PRUNING_TYPE: ClassVar[str] = "global"
+    name: ClassVar[str | None] = "custom_from_mask"
+    Params: ClassVar[type[StrategyParams]] = CustomFromMaskParams
+    uses_importance_scores: ClassVar[bool] = False
+
+    def __init__(self, mask: Tensor) -> None:
+        self.mask = mask
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """``default_mask`` times the given mask."""
+        if not isinstance(self.mask, Tensor):
+            raise InvalidMaskError(f"mask must be a tensor, got {type(self.mask).__name__}", strategy=self.name)
+        if default_mask.shape != self.mask.shape:
+            raise InvalidMaskError(
+                f"the mask has shape {tuple(self.mask.shape)} but the tensor has shape {tuple(default_mask.shape)}",
+                strategy=self.name,
+            )
+        return default_mask * self.mask.to(device=default_mask.device, dtype=default_mask.dtype)
+
+    @classmethod
+    def apply(cls, module: torch.nn.Module, name: str, mask: Tensor) -> BasePruningMethod:  # type: ignore[override]
+        """Prune ``module.<name>`` with ``mask``."""
+        return super().apply(module, name, mask=mask)
+
+
+class PrecomputedMask(CustomFromMask):
+    """A history entry for a mask pruneplug computed for several tensors at once.
+
+    Global pruning and bias pruning record one of these per tensor. It
+    describes where the mask came from and lets go of the mask once
+    installed (the ``_mask`` buffer holds it), so the history costs no memory.
+    """
+
+    name: ClassVar[str | None] = None
+
+    def __init__(self, mask: Tensor | None, description: str) -> None:
+        self.mask = mask  # type: ignore[assignment]
+        self.description = description

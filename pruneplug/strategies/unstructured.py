@@ -1,0 +1,128 @@
+"""Built-in unstructured strategies: prune individual entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .._amount import count_to_prune
+from .._errors import InvalidParametersError
+from .._method import BasePruningMethod
+from .._params import GeneratorField, NoParams, StrategyParams
+from ._base import AmountParams, UnstructuredStrategy
+
+__all__ = ["Identity", "L1Unstructured", "RandomUnstructured", "RandomUnstructuredParams"]
+
+
+class Identity(BasePruningMethod):
+    """Prune nothing: set up the reparametrization with a mask of ones.
+
+    Useful to make a model's state_dict keys match a pruned checkpoint.
+    """
+
+    PRUNING_TYPE: ClassVar[str] = "unstructured"
+    name: ClassVar[str | None] = "identity"
+    Params: ClassVar[type[StrategyParams]] = NoParams
+    uses_importance_scores: ClassVar[bool] = False
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """Return ``default_mask`` unchanged."""
+        return default_mask
+
+    @classmethod
+    def apply(cls, module: torch.nn.Module, name: str) -> BasePruningMethod:  # type: ignore[override]
+        """Reparametrize ``module.<name>`` without pruning any entry."""
+        return super().apply(module, name)
+
+
+class L1Unstructured(UnstructuredStrategy):
+    """Prune the entries with the smallest absolute value (L1 magnitude).
+
+    Ties at the threshold are broken by position, so exactly ``amount``
+    entries are pruned even when magnitudes repeat.
+    """
+
+    name: ClassVar[str | None] = "l1_unstructured"
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """The absolute value of every entry."""
+        return t.abs()
+
+    @classmethod
+    def apply(  # type: ignore[override]
+        cls, module: torch.nn.Module, name: str, amount: int | float, importance_scores: Tensor | None = None
+    ) -> BasePruningMethod:
+        """Prune ``module.<name>`` by L1 magnitude (of ``importance_scores`` if given)."""
+        return super().apply(module, name, amount=amount, importance_scores=importance_scores)
+
+
+class RandomUnstructuredParams(AmountParams):
+    """Parameters of ``random_unstructured``."""
+
+    generator: GeneratorField = None
+
+
+class RandomUnstructured(UnstructuredStrategy):
+    """Prune still-unpruned entries chosen uniformly at random.
+
+    Draws from the same random stream as torch.nn.utils.prune (one
+    ``torch.rand`` value per unpruned entry, the largest pruned), so under the
+    same seed it prunes the same entries; pass ``generator`` to use your own
+    :class:`torch.Generator` instead of torch's global one.
+    """
+
+    name: ClassVar[str | None] = "random_unstructured"
+    Params: ClassVar[type[StrategyParams]] = RandomUnstructuredParams
+    uses_importance_scores: ClassVar[bool] = False
+
+    def __init__(self, amount: int | float, generator: torch.Generator | None = None) -> None:
+        super().__init__(amount)
+        self.generator = generator
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Minus a uniform random number per alive entry (so the largest draws go first, as in torch)."""
+        count = t.numel() if alive is None else int(alive.count_nonzero())
+        if self.generator is not None and self.generator.device.type != t.device.type:
+            raise InvalidParametersError(
+                f"the generator is on {self.generator.device} but the tensor is on {t.device}", strategy=self.name
+            )
+        draws = torch.rand(count, dtype=t.dtype, device=t.device, generator=self.generator)
+        if alive is None:
+            return draws.neg_().reshape(t.shape)
+        scores = torch.zeros(t.shape, dtype=draws.dtype, device=t.device)
+        scores[alive] = draws.neg_()
+        return scores
+
+    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        available = t.numel() if alive is None else int(alive.count_nonzero())
+        if available and count_to_prune(self.amount, available) == available:
+            self.scores(t, alive)  # torch draws even when everything goes; keep the stream in step
+        return super()._select(t, alive)
+
+    def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
+        """A function that restarts the random stream where it stands now.
+
+        Global selection reads scores more than once; each read must see the
+        same draws, and afterwards the stream must stand where one read leaves it.
+        """
+        generator = self.generator if self.generator is not None else _default_generator(device)
+        if generator is None:
+            return None
+        start = generator.get_state()
+        return lambda: generator.set_state(start)
+
+    @classmethod
+    def apply(cls, module: torch.nn.Module, name: str, amount: int | float) -> BasePruningMethod:  # type: ignore[override]
+        """Prune ``amount`` random entries of ``module.<name>``."""
+        return super().apply(module, name, amount=amount)
+
+
+def _default_generator(device: torch.device) -> torch.Generator | None:
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return None
