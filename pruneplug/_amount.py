@@ -77,7 +77,7 @@ def check_amount_like_torch(amount: object) -> None:
         )
 
 
-def count_to_prune(amount: numbers.Real, available: int, *, unit: str = "entries") -> int:
+def count_to_prune(amount: int | float, available: int, *, unit: str = "entries") -> int:
     """Turn ``amount`` into the number of units to prune out of ``available``.
 
     ``unit`` only words the error ("entries", "slices along dim 0", ...).

@@ -105,9 +105,9 @@ def _context(module: nn.Module, name: str | None, spec_name: str | None) -> dict
 def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
     """The bias prune that goes with a structured prune of ``weight`` (``prune_bias=True``)."""
     state = pending.state
-    module, method = state.module, pending.hook
-    method = method[-1] if isinstance(method, torch_prune.PruningContainer) else method
-    context = {"module_type": state.module_type, "tensor": state.name, "strategy": label}
+    module, hook = state.module, pending.hook
+    method: Any = hook[-1] if isinstance(hook, torch_prune.PruningContainer) else hook
+    context: dict[str, Any] = {"module_type": state.module_type, "tensor": state.name, "strategy": label}
     if state.name != "weight":
         raise InvalidParametersError("prune_bias=True only applies when pruning 'weight'", **context)
     bias_present = "bias" in module._parameters and module._parameters["bias"] is not None
@@ -117,10 +117,10 @@ def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
     if transposed and getattr(module, "groups", 1) != 1:
         raise InvalidParametersError("prune_bias=True is not supported for grouped transposed convolutions", **context)
     out_dim = 1 if transposed else 0
-    dim = normalize_dim(method.dim, pending.mask.dim())  # type: ignore[attr-defined]
+    dim = normalize_dim(method.dim, pending.mask.dim())
     if dim != out_dim:
         raise InvalidParametersError(
-            f"prune_bias=True needs dim={out_dim} (the output channels of {state.module_type}), got dim={method.dim}",  # type: ignore[attr-defined]
+            f"prune_bias=True needs dim={out_dim} (the output channels of {state.module_type}), got dim={method.dim}",
             **context,
         )
     bias_state = tensor_state(module, "bias")

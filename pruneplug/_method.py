@@ -88,7 +88,7 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
         *args: Any,
         importance_scores: Tensor | None = None,
         **kwargs: Any,
-    ) -> BasePruningMethod:
+    ) -> torch_prune.BasePruningMethod:
         """Prune ``module.<name>`` with ``cls(*args, **kwargs)``, as torch's ``apply`` does.
 
         Masks keep torch's dtypes on this path (it is what
@@ -110,7 +110,8 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
             check_importance_scores(importance_scores, t)
         scores = t if importance_scores is None else importance_scores
         default = default_mask if default_mask is not None else torch.ones_like(t)
-        return t * self.compute_mask(scores, default_mask=default)
+        mask: Tensor = self.compute_mask(scores, default_mask=default)  # type: ignore[no-untyped-call]
+        return t * mask
 
     def remove(self, module: nn.Module) -> None:
         """Make the pruning of ``module.<name>`` permanent (torch protocol).

@@ -98,7 +98,7 @@ def _dim(value: object) -> int:
 DimField = Annotated[int, PlainValidator(_dim), WithJsonSchema({"type": "integer", "title": "Dim"})]
 """``dim``: the axis whose slices are pruned (negative counts from the end)."""
 
-_NAMED_NORMS = {"fro": "fro", "nuc": "nuc", "inf": math.inf, "-inf": -math.inf}
+_NAMED_NORMS: dict[str, float | str] = {"fro": "fro", "nuc": "nuc", "inf": math.inf, "-inf": -math.inf}
 
 
 def _norm_order(value: object) -> int | float | str:
@@ -183,7 +183,7 @@ def params_model_from_signature(cls: type) -> type[StrategyParams]:
     model's fields (typed by their annotations where present).
     """
     try:
-        signature = inspect.signature(cls.__init__)
+        signature = inspect.signature(cls.__init__)  # type: ignore[misc]
     except (TypeError, ValueError):
         return NoParams
     fields: dict[str, Any] = {}

@@ -196,8 +196,8 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
 
 def masked_tensor(module: nn.Module, name: str) -> Tensor:
     """``<name>_orig * <name>_mask``, in the parameter's dtype (autograd flows to ``_orig``)."""
-    orig = getattr(module, name + "_orig")
-    mask = getattr(module, name + "_mask")
+    orig: Tensor = getattr(module, name + "_orig")
+    mask: Tensor = getattr(module, name + "_mask")
     if mask.dtype == torch.bool:
         return orig * mask
     return mask.to(dtype=orig.dtype) * orig
@@ -240,9 +240,10 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
         return
     key = _source_key(orig, mask)
     current = module.__dict__.get(name)
-    reusable = not force and not (torch.is_grad_enabled() and orig.requires_grad) and isinstance(current, Tensor)
-    if reusable and cache_matches(hook, (*key, _version(current)), current):
-        return
+    grad_wanted = torch.is_grad_enabled() and orig.requires_grad
+    if not force and not grad_wanted and isinstance(current, Tensor):  # noqa: SIM102
+        if cache_matches(hook, (*key, _version(current)), current):
+            return
     value = hook.apply_mask(module)
     setattr(module, name, value)
     remember(hook, (*key, _version(value)), value)
@@ -356,6 +357,7 @@ def _build_hook(state: TensorState, method: torch_prune.BasePruningMethod) -> to
     if not state.pruned:
         return method
     old = state.hook
+    assert old is not None
     history = list(old) if isinstance(old, torch_prune.PruningContainer) else [old]
     return PruningContainer(*history, method)
 
@@ -459,7 +461,7 @@ def _install(pending: PendingPrune) -> None:
         # torch's order: <name>_orig is appended to the parameters, then <name> is dropped.
         module.register_parameter(name + "_orig", state.orig)
         del module._parameters[name]
-    else:
+    elif state.hook_key is not None:
         del module._forward_pre_hooks[state.hook_key]
     module.register_buffer(name + "_mask", pending.mask)
     hook = pending.hook

@@ -55,8 +55,9 @@ class _FinishRebuild:
         module.__dict__.pop("__setstate__", None)
         type(module).__setstate__(module, state)
         refresh_all(module)
-        if "_flat_weights_names" in module.__dict__ and hasattr(module, "_init_flat_weights"):
-            module._init_flat_weights()  # RNNs: point the flat weights at the fresh tensors
+        init_flat_weights = getattr(module, "_init_flat_weights", None)
+        if "_flat_weights_names" in module.__dict__ and callable(init_flat_weights):
+            init_flat_weights()  # RNNs: point the flat weights at the fresh tensors
 
 
 def _rebuild_pruned_module(cls: type[nn.Module]) -> nn.Module:

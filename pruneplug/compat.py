@@ -155,7 +155,7 @@ def global_unstructured(
     commit(pendings)
     for pending in pendings:
         last = pending.hook[-1] if isinstance(pending.hook, PruningContainer) else pending.hook
-        last.mask = pending.mask  # same values; keep one copy, not two
+        last.mask = pending.mask  # type: ignore[attr-defined]  # same values; keep one copy, not two
 
 
 def remove(module: nn.Module, name: str) -> nn.Module:
@@ -178,7 +178,7 @@ def _validate_pruning_amount_init(amount: object) -> None:
 
 def _validate_pruning_amount(amount: object, tensor_size: int) -> None:
     if isinstance(amount, numbers.Integral):
-        count_to_prune(amount, tensor_size)
+        count_to_prune(int(amount), tensor_size)
 
 
 def _compute_nparams_toprune(amount: int | float, tensor_size: int) -> int:
@@ -200,4 +200,5 @@ def _validate_pruning_dim(t: Tensor, dim: int) -> None:
 def _compute_norm(t: Tensor, n: int | float | str, dim: int) -> Tensor:
     dims = list(range(t.dim()))
     dims.remove(dims[dim])
-    return torch.norm(t, p=n, dim=dims)  # type: ignore[arg-type]
+    norms: Tensor = torch.norm(t, p=n, dim=dims)  # type: ignore[arg-type]
+    return norms

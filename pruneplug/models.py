@@ -40,4 +40,5 @@ class LeNet(nn.Module):
         x = x.view(x.size(0), -1)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
-        return self.fc3(x)
+        logits: Tensor = self.fc3(x)
+        return logits

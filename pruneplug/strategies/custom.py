@@ -9,6 +9,7 @@ from pydantic import PlainValidator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from torch import Tensor
+from torch.nn.utils import prune as torch_prune
 
 from .._errors import InvalidMaskError
 from .._method import BasePruningMethod
@@ -58,7 +59,7 @@ class CustomFromMask(BasePruningMethod):
         return default_mask * self.mask.to(device=default_mask.device, dtype=default_mask.dtype)
 
     @classmethod
-    def apply(cls, module: torch.nn.Module, name: str, mask: Tensor) -> BasePruningMethod:  # type: ignore[override]
+    def apply(cls, module: torch.nn.Module, name: str, mask: Tensor) -> torch_prune.BasePruningMethod:  # type: ignore[override]
         """Prune ``module.<name>`` with ``mask``."""
         return super().apply(module, name, mask=mask)
 

@@ -7,9 +7,9 @@ from typing import ClassVar
 import torch
 from pydantic import StrictBool
 from torch import Tensor
+from torch.nn.utils import prune as torch_prune
 
 from .._errors import InvalidParametersError
-from .._method import BasePruningMethod
 from .._params import DimField, GeneratorField, NormOrderField, StrategyParams
 from ._base import AmountParams, StructuredParams, StructuredStrategy
 
@@ -54,7 +54,9 @@ class RandomStructured(StructuredStrategy):
         return scores
 
     @classmethod
-    def apply(cls, module: torch.nn.Module, name: str, amount: int | float, dim: int = -1) -> BasePruningMethod:  # type: ignore[override]
+    def apply(  # type: ignore[override]
+        cls, module: torch.nn.Module, name: str, amount: int | float, dim: int = -1
+    ) -> torch_prune.BasePruningMethod:
         """Prune ``amount`` random slices of ``module.<name>`` along ``dim``."""
         return super().apply(module, name, amount=amount, dim=dim)
 
@@ -91,7 +93,8 @@ class LnStructured(StructuredStrategy):
                 f"this one has {len(others)} (shape {tuple(t.shape)})",
                 strategy=self.name,
             )
-        return torch.norm(t, p=self.n, dim=others)  # type: ignore[arg-type]
+        norms: Tensor = torch.norm(t, p=self.n, dim=others)  # type: ignore[arg-type]
+        return norms
 
     @classmethod
     def apply(  # type: ignore[override]
@@ -102,6 +105,6 @@ class LnStructured(StructuredStrategy):
         n: int | float | str,
         dim: int,
         importance_scores: Tensor | None = None,
-    ) -> BasePruningMethod:
+    ) -> torch_prune.BasePruningMethod:
         """Prune the ``amount`` lowest-norm slices of ``module.<name>`` along ``dim``."""
         return super().apply(module, name, amount=amount, n=n, dim=dim, importance_scores=importance_scores)

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+from torch.nn.utils import prune as torch_prune
 
 from .._amount import count_to_prune
 from .._errors import InvalidParametersError
@@ -33,7 +34,7 @@ class Identity(BasePruningMethod):
         return default_mask
 
     @classmethod
-    def apply(cls, module: torch.nn.Module, name: str) -> BasePruningMethod:  # type: ignore[override]
+    def apply(cls, module: torch.nn.Module, name: str) -> torch_prune.BasePruningMethod:  # type: ignore[override]
         """Reparametrize ``module.<name>`` without pruning any entry."""
         return super().apply(module, name)
 
@@ -54,7 +55,7 @@ class L1Unstructured(UnstructuredStrategy):
     @classmethod
     def apply(  # type: ignore[override]
         cls, module: torch.nn.Module, name: str, amount: int | float, importance_scores: Tensor | None = None
-    ) -> BasePruningMethod:
+    ) -> torch_prune.BasePruningMethod:
         """Prune ``module.<name>`` by L1 magnitude (of ``importance_scores`` if given)."""
         return super().apply(module, name, amount=amount, importance_scores=importance_scores)
 
@@ -112,10 +113,14 @@ class RandomUnstructured(UnstructuredStrategy):
         if generator is None:
             return None
         start = generator.get_state()
-        return lambda: generator.set_state(start)
+
+        def rewind() -> None:
+            generator.set_state(start)
+
+        return rewind
 
     @classmethod
-    def apply(cls, module: torch.nn.Module, name: str, amount: int | float) -> BasePruningMethod:  # type: ignore[override]
+    def apply(cls, module: torch.nn.Module, name: str, amount: int | float) -> torch_prune.BasePruningMethod:  # type: ignore[override]
         """Prune ``amount`` random entries of ``module.<name>``."""
         return super().apply(module, name, amount=amount)
 
