@@ -180,7 +180,7 @@ def prune(
     >>> int((layer.weight == 0).sum()), layer.weight_mask.dtype
     (3, torch.bool)
     """
-    label = strategy if isinstance(strategy, str) else None
+    label = None  # a strategy that does not resolve is named by its own error
     try:
         spec = _resolve(strategy)
         label = spec.name
@@ -257,7 +257,7 @@ def prune_global(
     targets: Iterable[tuple[nn.Module, str]],
     strategy: StrategyLike,
     *,
-    amount: int | float,
+    amount: int | float | None = None,
     importance_scores: Mapping[tuple[nn.Module, str], Tensor] | None = None,
     **params: Any,
 ) -> None:
@@ -271,7 +271,8 @@ def prune_global(
         targets: ``(module, name)`` pairs; any iterable, a generator too.
         strategy: any unstructured strategy (``"l1_unstructured"``,
             ``"random_unstructured"``, a plugin's).
-        amount: an int count or a float fraction in [0, 1].
+        amount: an int count or a float fraction in [0, 1] (required by
+            strategies that rank; a strategy without ``amount`` takes none).
         importance_scores: optional ``{(module, name): tensor}``; targets
             without an entry are ranked by their own values.
         **params: the strategy's other parameters.
@@ -282,7 +283,7 @@ def prune_global(
     >>> int((net[0].weight == 0).sum() + (net[1].weight == 0).sum())
     40
     """
-    label = strategy if isinstance(strategy, str) else None
+    label = None
     try:
         pairs = _targets(targets)
         spec = _resolve(strategy)
@@ -294,7 +295,7 @@ def prune_global(
             )
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
-        method = _instantiate(strategy, spec, {"amount": amount, **params})
+        method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
         states = [tensor_state(module, name) for module, name in pairs]
         importance = _importance_for(pairs, states, importance_scores)
         alive = [default_alive(state) for state in states]

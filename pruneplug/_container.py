@@ -93,9 +93,12 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
     new_mask = default_mask.to(dtype=out_dtype, copy=True)
     part = t[slc]
     partial = method.compute_mask(part, default_mask=default_mask[slc])
-    if not isinstance(partial, Tensor) or partial.shape != part.shape:
-        got = str(tuple(partial.shape)) if isinstance(partial, Tensor) else type(partial).__name__
-        raise InvalidMaskError(f"the strategy returned a mask of shape {got} for a slice of shape {tuple(part.shape)}")
+    if not isinstance(partial, Tensor):
+        raise InvalidMaskError(f"the strategy returned {type(partial).__name__}, not a mask tensor")
+    if partial.shape != part.shape:
+        raise InvalidMaskError(
+            f"the strategy returned a mask of shape {tuple(partial.shape)} for a slice of shape {tuple(part.shape)}"
+        )
     if out_dtype == torch.bool and partial.dtype != torch.bool:  # noqa: SIM102 - check only when converting
         if partial.is_complex() or not bool(((partial == 0) | (partial == 1)).all()):
             raise InvalidMaskError("the strategy returned a mask with values other than 0 and 1")

@@ -56,8 +56,9 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
     and the model holds unpruned, the reparametrization is created first
     (its history starts with :class:`~pruneplug.strategies.Identity`); then
     the state_dict is loaded and the masked tensors are current at once.
-    Masks are checked (shape, 0/1) and, with ``strict``, the keys must match
-    before anything changes; if loading fails the model is restored.
+    Masks (shape, 0/1), tensor shapes and, with ``strict``, the keys are
+    checked before anything changes, so a checkpoint that does not fit leaves
+    the model exactly as it was.
 
     Returns ``model``.
     """
@@ -68,15 +69,25 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
             f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
         )
     pendings, renamed = _plan(model, state_dict)
+    expected: dict[str, tuple[int, ...] | None] = {}
+    for key, value in model.state_dict().items():
+        shape = tuple(value.shape) if isinstance(value, Tensor) else None
+        if key in renamed:
+            expected[renamed[key]] = expected[renamed[key][: -len("_orig")] + "_mask"] = shape
+        else:
+            expected[key] = shape
+    mismatched = [
+        f"{key}: checkpoint {tuple(value.shape)} vs model {expected[key]}"
+        for key, value in state_dict.items()
+        if isinstance(value, Tensor) and expected.get(key) is not None and tuple(value.shape) != expected[key]
+    ]
+    if mismatched:
+        raise InvalidTargetError(
+            "the state_dict does not fit the model: size mismatch for " + "; ".join(mismatched[:10])
+        )
     if strict:
-        expected = set()
-        for key in model.state_dict():
-            if key in renamed:
-                expected.update({renamed[key], renamed[key][: -len("_orig")] + "_mask"})
-            else:
-                expected.add(key)
-        missing = sorted(expected - set(state_dict))
-        unexpected = sorted(set(state_dict) - expected)
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
         if missing or unexpected:
             detail = []
             if missing:

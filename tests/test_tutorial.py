@@ -39,8 +39,12 @@ class Flavor:
 
 NATIVE = Flavor(
     "native",
-    random_structured=lambda m, name, amount, dim: pruneplug.prune(m, name, "random_structured", amount=amount, dim=dim),
-    ln_structured=lambda m, name, amount, n, dim: pruneplug.prune(m, name, "ln_structured", amount=amount, n=n, dim=dim),
+    random_structured=lambda m, name, amount, dim: pruneplug.prune(
+        m, name, "random_structured", amount=amount, dim=dim
+    ),
+    ln_structured=lambda m, name, amount, n, dim: pruneplug.prune(
+        m, name, "ln_structured", amount=amount, n=n, dim=dim
+    ),
     random_unstructured=lambda m, name, amount: pruneplug.prune(m, name, "random_unstructured", amount=amount),
     l1_unstructured=lambda m, name, amount: pruneplug.prune(m, name, "l1_unstructured", amount=amount),
     remove=lambda m, name: pruneplug.remove(m, name),
@@ -80,7 +84,9 @@ def channel_zeros(mask: torch.Tensor) -> list[int]:
 
 def test_lenet_matches_the_tutorial_summary() -> None:
     model = LeNet()
-    per_layer = [sum(p.numel() for p in m.parameters()) for m in (model.conv1, model.conv2, model.fc1, model.fc2, model.fc3)]
+    per_layer = [
+        sum(p.numel() for p in m.parameters()) for m in (model.conv1, model.conv2, model.fc1, model.fc2, model.fc3)
+    ]
     assert per_layer == [156, 2416, 30840, 10164, 850]
     assert sum(p.numel() for p in model.parameters()) == 44426
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
@@ -194,7 +200,12 @@ def test_section_2_global_pruning(flavor: Flavor) -> None:
     assert len(set(per_layer)) > 1  # the point of global pruning: layers differ
 
     torch_prune.global_unstructured(
-        [(reference.conv1, "weight"), (reference.conv2, "weight"), (reference.fc1, "weight"), (reference.fc2, "weight")],
+        [
+            (reference.conv1, "weight"),
+            (reference.conv2, "weight"),
+            (reference.fc1, "weight"),
+            (reference.fc2, "weight"),
+        ],
         pruning_method=torch_prune.L1Unstructured,
         amount=0.2,
     )
@@ -206,7 +217,7 @@ def test_section_2_global_pruning(flavor: Flavor) -> None:
 
 
 def test_section_3_custom_pruning_with_compat() -> None:
-    class custom_prune(compat.BasePruningMethod):  # noqa: N801 - the tutorial's name
+    class custom_prune(compat.BasePruningMethod):
         PRUNING_TYPE = "unstructured"
 
         def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
@@ -242,7 +253,7 @@ def test_section_3_custom_pruning_registered_natively(registry: pruneplug.Regist
 
 
 def test_section_3_torch_written_class_registers_as_it_is(registry: pruneplug.Registry) -> None:
-    class custom_prune(torch_prune.BasePruningMethod):  # noqa: N801 - the tutorial's name
+    class custom_prune(torch_prune.BasePruningMethod):
         PRUNING_TYPE = "unstructured"
 
         def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:

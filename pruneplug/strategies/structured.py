@@ -93,7 +93,11 @@ class LnStructured(StructuredStrategy):
                 f"this one has {len(others)} (shape {tuple(t.shape)})",
                 strategy=self.name,
             )
-        norms: Tensor = torch.norm(t, p=self.n, dim=others)  # type: ignore[arg-type]
+        if self.n == "fro" and len(others) != 2:
+            # torch.norm only takes 'fro' over two dims; over any other number it is the 2-norm of the entries.
+            norms: Tensor = torch.linalg.vector_norm(t, 2, dim=others)
+        else:
+            norms = torch.norm(t, p=self.n, dim=others)  # type: ignore[arg-type]
         return norms
 
     @classmethod

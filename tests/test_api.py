@@ -1,0 +1,351 @@
+"""The native API: validation and its messages, bias pruning, compute_mask, history."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+
+import pruneplug
+from pruneplug.strategies import L1Unstructured, LnStructured, RandomStructured
+
+
+def snapshot(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[int, object]], list[str]]:
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    return state, list(module._forward_pre_hooks.items()), [n for n, _ in module.named_parameters()]
+
+
+def assert_unchanged(
+    module: nn.Module, before: tuple[dict[str, torch.Tensor], list[tuple[int, object]], list[str]]
+) -> None:
+    state, hooks, names = before
+    after = module.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[k], state[k]) for k in state)
+    assert list(module._forward_pre_hooks.items()) == hooks
+    assert [n for n, _ in module.named_parameters()] == names
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"amount": True}, "got bool True"),
+        ({"amount": "0.5"}, "got str '0.5'"),
+        ({"amount": torch.tensor(0.5)}, "got Tensor"),
+        ({"amount": None}, "got NoneType"),
+        ({"amount": math.nan}, "not a fraction in [0, 1]"),
+        ({"amount": math.inf}, "not a fraction in [0, 1]"),
+        ({"amount": 1.5}, "not a fraction in [0, 1]"),
+        ({"amount": -2}, "negative count"),
+        ({"amout": 0.5}, "unknown parameter 'amout'. Did you mean 'amount'?"),
+        ({}, "missing required parameter 'amount'"),
+        ({"amount": 0.5, "dim": 0}, "unknown parameter 'dim'"),
+    ],
+)
+def test_invalid_parameters_are_named_and_nothing_changes(params: dict[str, object], fragment: str) -> None:
+    layer = nn.Linear(4, 3)
+    before = snapshot(layer)
+    with pytest.raises(pruneplug.InvalidParametersError) as caught:
+        pruneplug.prune(layer, "weight", "l1_unstructured", **params)
+    message = str(caught.value)
+    assert fragment in message
+    assert message.startswith("Linear.weight, strategy 'l1_unstructured':"), message
+    assert isinstance(caught.value, ValueError)
+    assert_unchanged(layer, before)
+
+
+def test_amount_larger_than_what_remains() -> None:
+    layer = nn.Linear(2, 2)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=3)
+    before = snapshot(layer)
+    with pytest.raises(pruneplug.InvalidAmountError, match=r"amount=2 is larger than the 1 unpruned entries") as caught:
+        pruneplug.prune(layer, "weight", "random_unstructured", amount=2)
+    assert caught.value.module_type == "Linear" and caught.value.tensor == "weight"
+    assert caught.value.strategy == "random_unstructured"
+    assert_unchanged(layer, before)
+
+
+def test_structured_errors_name_dims() -> None:
+    conv = nn.Conv2d(2, 4, 3)
+    with pytest.raises(
+        pruneplug.InvalidDimError, match=r"dim=4 is out of range for a tensor with 4 dims \(valid: -4..3\)"
+    ):
+        pruneplug.prune(conv, "weight", "ln_structured", amount=1, n=2, dim=4)
+    with pytest.raises(pruneplug.InvalidDimError, match="at least 2 dims"):
+        pruneplug.prune(conv, "bias", "random_structured", amount=1, dim=0)
+    with pytest.raises(pruneplug.InvalidParametersError, match="exactly 2 dims besides dim"):
+        pruneplug.prune(conv, "weight", "ln_structured", amount=1, n="nuc", dim=0)
+    with pytest.raises(pruneplug.InvalidParametersError, match="not a norm order"):
+        pruneplug.prune(conv, "weight", "ln_structured", amount=1, n="l2", dim=0)
+    with pytest.raises(pruneplug.InvalidParametersError, match="dim must be an int"):
+        pruneplug.prune(conv, "weight", "ln_structured", amount=1, n=2, dim=0.0)
+    assert not pruneplug.is_pruned(conv)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 0, -1, math.inf, -math.inf, "inf", "-inf", "fro"])
+def test_ln_structured_takes_every_norm_order(n: object) -> None:
+    conv = nn.Conv2d(3, 8, 3)
+    pruneplug.prune(conv, "weight", "ln_structured", amount=3, n=n, dim=0)
+    alive = conv.weight_mask.flatten(1).any(1)
+    assert int((~alive).sum()) == 3
+
+
+def test_nuclear_norm_on_a_three_dim_tensor() -> None:
+    conv = nn.Conv1d(4, 6, 3)  # weight (6, 4, 3): two dims besides dim 0
+    reference = nn.Conv1d(4, 6, 3)
+    reference.load_state_dict(conv.state_dict())
+    pruneplug.prune(conv, "weight", "ln_structured", amount=2, n="nuc", dim=0)
+    torch_prune.ln_structured(reference, "weight", amount=2, n="nuc", dim=0)
+    assert torch.equal(conv.weight_mask, reference.weight_mask.bool())
+
+
+def test_unknown_tensor_lists_parameters() -> None:
+    layer = nn.Linear(2, 2)
+    with pytest.raises(pruneplug.TensorNotFoundError, match=r"no parameter named 'weigth'. Did you mean 'weight'\?"):
+        pruneplug.prune(layer, "weigth", "l1_unstructured", amount=1)
+    with pytest.raises(AttributeError):
+        pruneplug.prune(layer, "nope", "l1_unstructured", amount=1)
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(pruneplug.InvalidTargetError, match="is a buffer or plain tensor attribute"):
+        pruneplug.prune(bn, "running_mean", "l1_unstructured", amount=1)
+    no_bias = nn.Linear(2, 2, bias=False)
+    with pytest.raises(pruneplug.TensorNotFoundError, match="it is None"):
+        pruneplug.prune(no_bias, "bias", "l1_unstructured", amount=1)
+    with pytest.raises(pruneplug.InvalidTargetError, match="no dots"):
+        pruneplug.prune(nn.Sequential(layer), "0.weight", "l1_unstructured", amount=1)
+    with pytest.raises(pruneplug.InvalidTargetError, match="expected a torch.nn.Module"):
+        pruneplug.prune(torch.zeros(3), "weight", "l1_unstructured", amount=1)  # type: ignore[arg-type]
+
+
+def test_unknown_strategy_names_the_target() -> None:
+    with pytest.raises(pruneplug.StrategyNotFoundError, match=r"^Linear.weight: no strategy named 'l2_unstructured'"):
+        pruneplug.prune(nn.Linear(2, 2), "weight", "l2_unstructured", amount=1)
+
+
+def test_importance_scores_are_checked() -> None:
+    layer = nn.Linear(3, 2)
+    with pytest.raises(pruneplug.InvalidImportanceScoresError, match=r"same shape.*\(3, 2\) vs \(2, 3\)"):
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=1, importance_scores=torch.ones(3, 2))
+    with pytest.raises(pruneplug.InvalidImportanceScoresError, match="must be a tensor"):
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=1, importance_scores=[[1.0] * 3] * 2)
+    with pytest.raises(pruneplug.InvalidParametersError, match="does not use importance scores"):
+        pruneplug.prune(layer, "weight", "random_unstructured", amount=1, importance_scores=torch.ones(2, 3))
+    scores = torch.tensor([[5.0, 1.0, 4.0], [2.0, 6.0, 3.0]])
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2, importance_scores=scores)
+    assert layer.weight_mask.tolist() == [[True, False, True], [False, True, True]]
+
+
+def test_a_raising_strategy_is_wrapped_with_its_cause(registry: pruneplug.Registry) -> None:
+    class Broken(pruneplug.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+        name = "broken"
+
+        def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+            raise KeyError("boom")
+
+    pruneplug.register(Broken)
+    layer = nn.Linear(2, 2)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=1)
+    before = snapshot(layer)
+    with pytest.raises(
+        pruneplug.StrategyFailedError, match="Linear.weight, strategy 'broken': the strategy raised KeyError"
+    ) as caught:
+        pruneplug.prune(layer, "weight", "broken")
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert_unchanged(layer, before)
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        (lambda t, d: torch.ones(3), "shape"),
+        (lambda t, d: torch.full_like(d, 0.5, dtype=torch.float32), "values other than 0 and 1"),
+        (lambda t, d: torch.ones_like(d), "un-prune"),
+        (lambda t, d: "mask", "not a mask tensor"),
+    ],
+)
+def test_bad_masks_are_rejected_naming_the_strategy(registry: pruneplug.Registry, returned, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    class Bad(pruneplug.BasePruningMethod):
+        PRUNING_TYPE = "global"
+        name = "bad"
+
+        def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+            return returned(t, default_mask)  # type: ignore[no-any-return]
+
+    pruneplug.register(Bad)
+    layer = nn.Linear(2, 2)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    before = snapshot(layer)
+    with pytest.raises(pruneplug.InvalidMaskError, match=fragment) as caught:
+        pruneplug.prune(layer, "weight", "bad")
+    assert caught.value.strategy == "bad" and "Linear.weight" in str(caught.value)
+    assert_unchanged(layer, before)
+
+
+def test_masks_are_bool_and_history_is_kept() -> None:
+    conv = nn.Conv2d(3, 6, 3)
+    pruneplug.prune(conv, "weight", "random_structured", amount=2, dim=0)
+    pruneplug.prune(conv, "weight", "ln_structured", amount=0.5, n=1, dim=0)
+    pruneplug.prune(conv, "weight", "l1_unstructured", amount=10)
+    assert conv.weight_mask.dtype == torch.bool
+    history = pruneplug.pruning_history(conv, "weight")
+    assert [type(m) for m in history] == [RandomStructured, LnStructured, L1Unstructured]
+    assert [m.describe() for m in history] == [
+        "random_structured(amount=2, dim=0)",
+        "ln_structured(amount=0.5, n=1, dim=0)",
+        "l1_unstructured(amount=10)",
+    ]
+    assert pruneplug.pruning_history(conv, "bias") == []
+    alive_channels = conv.weight_mask.flatten(1).any(1)
+    assert int((~alive_channels).sum()) == 4
+    assert int((~conv.weight_mask).sum()) == 4 * 27 + 10
+
+
+@pytest.mark.parametrize(
+    ("make", "dim"),
+    [(lambda: nn.Conv2d(3, 8, 3), 0), (lambda: nn.Linear(5, 8), 0), (lambda: nn.ConvTranspose2d(3, 8, 3), 1)],
+)
+def test_prune_bias_zeroes_the_bias_of_pruned_output_channels(make, dim: int) -> None:  # type: ignore[no-untyped-def]
+    module = make()
+    pruneplug.prune(module, "weight", "ln_structured", amount=3, n=2, dim=dim, prune_bias=True)
+    others = [d for d in range(module.weight.dim()) if d != dim]
+    dead = ~module.weight_mask.any(dim=others)
+    assert int(dead.sum()) == 3
+    assert torch.equal(module.bias_mask, ~dead)
+    assert bool((module.bias[dead] == 0).all()) and bool((module.bias[~dead] != 0).all())
+    out = module(torch.randn(2, *([3, 6, 6] if isinstance(module, nn.modules.conv._ConvNd) else [5])))
+    channel_axis = 1 if out.dim() > 2 else -1
+    assert bool((out.select(channel_axis, int(dead.nonzero()[0])) == 0).all())
+    # iterative: the bias follows the channels pruned later too
+    pruneplug.prune(module, "weight", "random_structured", amount=2, dim=dim, prune_bias=True)
+    dead = ~module.weight_mask.any(dim=others)
+    assert torch.equal(module.bias_mask, ~dead) and int(dead.sum()) == 5
+    assert next(m.describe() for m in pruneplug.pruning_history(module, "bias")).startswith(
+        "bias of the output channels"
+    )
+
+
+def test_prune_bias_is_off_by_default_and_checked() -> None:
+    conv = nn.Conv2d(3, 8, 3)
+    pruneplug.prune(conv, "weight", "ln_structured", amount=3, n=2, dim=0)
+    assert "bias_mask" not in dict(conv.named_buffers())
+    with pytest.raises(pruneplug.InvalidParametersError, match="needs dim=0"):
+        pruneplug.prune(nn.Conv2d(3, 8, 3), "weight", "ln_structured", amount=1, n=2, dim=1, prune_bias=True)
+    with pytest.raises(pruneplug.InvalidParametersError, match="has no bias"):
+        pruneplug.prune(nn.Linear(3, 8, bias=False), "weight", "ln_structured", amount=1, n=2, dim=0, prune_bias=True)
+    with pytest.raises(pruneplug.InvalidParametersError, match="prune_bias"):
+        pruneplug.prune(nn.Linear(3, 8), "weight", "ln_structured", amount=1, n=2, dim=0, prune_bias="yes")
+    lstm = nn.LSTM(4, 4)
+    with pytest.raises(pruneplug.InvalidParametersError, match="only applies when pruning 'weight'"):
+        pruneplug.prune(lstm, "weight_ih_l0", "random_structured", amount=1, dim=0, prune_bias=True)
+    assert not pruneplug.is_pruned(lstm)
+
+
+def test_compute_mask_is_always_bool_and_respects_the_default_mask() -> None:
+    t = torch.tensor([[4.0, -1.0, 3.0], [0.5, 2.0, -6.0]])
+    default = torch.tensor([[1, 0, 1], [1, 1, 1]])
+    mask = pruneplug.compute_mask("l1_unstructured", t, default, amount=2)
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == [[True, False, True], [False, False, True]]
+    structured = pruneplug.compute_mask("ln_structured", t, amount=1, n=1, dim=1)
+    assert structured.dtype == torch.bool and structured.tolist() == [[True, False, True], [True, False, True]]
+    assert pruneplug.compute_mask("identity", t).all()
+    custom = pruneplug.compute_mask("custom_from_mask", t, mask=torch.tensor([[1.0, 1, 0], [1, 1, 1]]))
+    assert custom.dtype == torch.bool and custom.tolist() == [[True, True, False], [True, True, True]]
+    assert torch.equal(default, torch.tensor([[1, 0, 1], [1, 1, 1]]))  # inputs untouched
+
+
+def test_prune_global_validates_targets_and_kind() -> None:
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    with pytest.raises(pruneplug.IncompatibleStrategyError, match="needs an unstructured strategy") as caught:
+        pruneplug.prune_global([(a, "weight")], "ln_structured", amount=0.1, n=2)
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(pruneplug.InvalidTargetError, match="listed twice"):
+        pruneplug.prune_global([(a, "weight"), (a, "weight")], "l1_unstructured", amount=0.1)
+    with pytest.raises(pruneplug.InvalidTargetError, match="at least one"):
+        pruneplug.prune_global([], "l1_unstructured", amount=0.1)
+    with pytest.raises(pruneplug.InvalidTargetError, match=r"target #1 must be a \(module, name\) pair"):
+        pruneplug.prune_global([(a, "weight"), "b.weight"], "l1_unstructured", amount=0.1)
+    with pytest.raises(pruneplug.InvalidImportanceScoresError, match="not one of the targets"):
+        pruneplug.prune_global(
+            [(a, "weight")], "l1_unstructured", amount=1, importance_scores={(b, "weight"): b.weight}
+        )
+    with pytest.raises(pruneplug.InvalidAmountError, match="larger than the 18 unpruned"):
+        pruneplug.prune_global([(a, "weight"), (b, "weight")], "l1_unstructured", amount=19)
+    assert not pruneplug.is_pruned(a) and not pruneplug.is_pruned(b)
+    pruneplug.prune_global(((m, "weight") for m in (a, b)), "random_unstructured", amount=9)
+    assert int((~a.weight_mask).sum() + (~b.weight_mask).sum()) == 9
+    history = pruneplug.pruning_history(a, "weight")
+    assert history[0].describe() == "random_unstructured(amount=9) [global over 2 tensors]"
+    assert history[0].mask is None  # the history does not keep a second copy of the mask
+
+
+def test_global_with_a_mask_only_strategy(registry: pruneplug.Registry) -> None:
+    """A strategy that only knows compute_mask sees all targets as one flat tensor (as in torch)."""
+
+    class EveryOther(pruneplug.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+        name = "every_other"
+
+        def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+            mask = default_mask.clone()
+            mask.view(-1)[::2] = 0
+            return mask
+
+    pruneplug.register(EveryOther)
+    a, b = nn.Linear(3, 1, bias=False), nn.Linear(2, 1, bias=False)
+    pruneplug.prune_global([(a, "weight"), (b, "weight")], "every_other")
+    assert a.weight_mask.tolist() == [[False, True, False]]
+    assert b.weight_mask.tolist() == [[True, False]]
+
+
+def test_native_pruning_on_top_of_torch_pruning() -> None:
+    conv = nn.Conv2d(2, 4, 3)
+    torch_prune.l1_unstructured(conv, "weight", amount=10)
+    first = conv.weight_mask.clone()
+    pruneplug.prune(conv, "weight", "ln_structured", amount=1, n=2, dim=0)
+    assert conv.weight_mask.dtype == torch.bool
+    assert bool((conv.weight_mask <= first.bool()).all())
+    history = pruneplug.pruning_history(conv, "weight")
+    assert [type(m).__name__ for m in history] == ["L1Unstructured", "LnStructured"]
+    assert isinstance(history[0], torch_prune.L1Unstructured)
+    pruneplug.remove(conv)
+    assert not pruneplug.is_pruned(conv) and isinstance(conv.weight, nn.Parameter)
+
+
+def test_remove_everything_and_errors() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    params_before = [id(p) for p in model.parameters()]
+    pruneplug.prune(model[0], "weight", "l1_unstructured", amount=2)
+    pruneplug.prune(model[0], "bias", "l1_unstructured", amount=1)
+    pruneplug.prune(model[2], "weight", "random_unstructured", amount=0.5)
+    effective = {k: v.detach().clone() for k, v in [("0.weight", model[0].weight), ("2.weight", model[2].weight)]}
+    assert pruneplug.remove(model) is model
+    assert not pruneplug.is_pruned(model)
+    assert sorted(id(p) for p in model.parameters()) == sorted(params_before)
+    assert torch.equal(model[0].weight, effective["0.weight"]) and torch.equal(model[2].weight, effective["2.weight"])
+    with pytest.raises(pruneplug.NotPrunedError, match=r"pruned tensors of this module: none") as caught:
+        pruneplug.remove(model[0], "weight")
+    assert isinstance(caught.value, ValueError)
+    pruneplug.prune(model[0], "weight", "identity")
+    with pytest.raises(pruneplug.NotPrunedError, match=r"pruned tensors of this module: weight"):
+        pruneplug.remove(model[0], "bias")
+
+
+def test_errors_pickle_with_their_fields() -> None:
+    import pickle
+
+    error = pruneplug.InvalidAmountError("too much", module_type="Linear", tensor="weight", strategy="l1_unstructured")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is pruneplug.InvalidAmountError and str(copy) == str(error)
+    assert (copy.module_type, copy.tensor, copy.strategy, copy.reason) == (
+        "Linear",
+        "weight",
+        "l1_unstructured",
+        "too much",
+    )
+    missing = pickle.loads(pickle.dumps(pruneplug.StrategyNotFoundError("x", ["a", "b"])))
+    assert missing.available == ["a", "b"]

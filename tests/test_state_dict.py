@@ -1,0 +1,183 @@
+"""Checkpoints and copies: load_pruned_state_dict, load_state_dict freshness, copy/deepcopy/pickle."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+
+import pruneplug
+from pruneplug.models import LeNet
+
+
+def pruned_lenet(by: str) -> LeNet:
+    model = LeNet()
+    if by == "torch":
+        torch_prune.ln_structured(model.conv1, "weight", amount=2, n=2, dim=0)
+        torch_prune.l1_unstructured(model.fc1, "weight", amount=0.5)
+        torch_prune.random_unstructured(model.fc1, "bias", amount=10)
+    else:
+        pruneplug.prune(model.conv1, "weight", "ln_structured", amount=2, n=2, dim=0)
+        pruneplug.prune(model.fc1, "weight", "l1_unstructured", amount=0.5)
+        pruneplug.prune(model.fc1, "bias", "random_unstructured", amount=10)
+    return model
+
+
+@pytest.mark.parametrize("saved_by", ["torch", "pruneplug"])
+def test_pruned_checkpoint_loads_into_a_fresh_model_in_one_call(saved_by: str) -> None:
+    source = pruned_lenet(saved_by)
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+
+    fresh = LeNet()
+    with pytest.raises(RuntimeError):  # what torch makes you do without pruneplug
+        fresh.load_state_dict(state)
+    fresh = LeNet()
+    assert pruneplug.load_pruned_state_dict(fresh, state) is fresh
+    assert list(fresh.state_dict()) == list(source.state_dict())
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(fresh(x), source(x))
+    for name in ("conv1.weight", "fc1.weight", "fc1.bias"):
+        module_name, _, tensor = name.rpartition(".")
+        ours, theirs = fresh.get_submodule(module_name), source.get_submodule(module_name)
+        assert torch.equal(getattr(ours, tensor), getattr(theirs, tensor))  # current at once, no forward needed
+        assert getattr(ours, tensor + "_mask").dtype == torch.bool
+    assert [type(m).__name__ for m in pruneplug.pruning_history(fresh.conv1, "weight")] == ["Identity"]
+    pruneplug.prune(fresh.conv1, "weight", "ln_structured", amount=1, n=2, dim=0)  # and pruning goes on
+    assert int((~fresh.conv1.weight_mask.flatten(1).any(1)).sum()) == 3
+
+
+def test_load_pruned_state_dict_checks_before_touching() -> None:
+    state = pruned_lenet("pruneplug").state_dict()
+    fresh = LeNet()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+
+    bad_values = dict(state)
+    bad_values["fc1.weight_mask"] = torch.full_like(state["fc1.weight_mask"], 0.5, dtype=torch.float32)
+    with pytest.raises(pruneplug.InvalidMaskError, match="'fc1.weight_mask'.*values other than 0 and 1"):
+        pruneplug.load_pruned_state_dict(fresh, bad_values)
+
+    bad_shape = dict(state)
+    bad_shape["conv1.weight_mask"] = torch.ones(3, 3, dtype=torch.bool)
+    with pytest.raises(pruneplug.InvalidMaskError, match=r"has shape \(3, 3\) but conv1.weight has shape"):
+        pruneplug.load_pruned_state_dict(fresh, bad_shape)
+
+    missing = {k: v for k, v in state.items() if k != "fc3.bias"}
+    with pytest.raises(pruneplug.InvalidTargetError, match="missing keys: fc3.bias"):
+        pruneplug.load_pruned_state_dict(fresh, missing)
+
+    extra = {**state, "fc4.weight": torch.ones(1)}
+    with pytest.raises(pruneplug.InvalidTargetError, match="unexpected keys: fc4.weight"):
+        pruneplug.load_pruned_state_dict(fresh, extra)
+
+    wrong_arch = {**state, "fc2.weight": torch.ones(5, 5)}
+    with pytest.raises(pruneplug.InvalidTargetError, match=r"size mismatch for fc2.weight: checkpoint \(5, 5\)"):
+        pruneplug.load_pruned_state_dict(fresh, wrong_arch)
+
+    assert not pruneplug.is_pruned(fresh)
+    after = fresh.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_load_pruned_state_dict_non_strict_and_unpruned() -> None:
+    plain = LeNet().state_dict()
+    model = LeNet()
+    pruneplug.load_pruned_state_dict(model, plain)
+    assert not pruneplug.is_pruned(model)
+    partial = {k: v for k, v in pruned_lenet("torch").state_dict().items() if k.startswith("fc1.")}
+    model = LeNet()
+    pruneplug.load_pruned_state_dict(model, partial, strict=False)
+    assert pruneplug.is_pruned(model.fc1) and not pruneplug.is_pruned(model.conv1)
+
+
+@pytest.mark.parametrize("pruned_by", ["torch", "pruneplug"])
+def test_load_state_dict_into_a_pruned_model_is_current_at_once(pruned_by: str) -> None:
+    model = pruned_lenet("pruneplug")
+    other = pruned_lenet(pruned_by)
+    model.load_state_dict(other.state_dict())
+    assert torch.equal(model.fc1.weight, other.fc1.weight_orig * other.fc1.weight_mask)
+    assert torch.equal(model.conv1.weight, other.conv1.weight)
+
+
+def test_deepcopy_copy_and_pickle_of_pruned_models() -> None:
+    model = pruned_lenet("pruneplug")
+    x = torch.randn(2, 1, 28, 28)
+    expected = model(x)
+
+    clone = copy.deepcopy(model)
+    assert torch.equal(clone(x), expected)
+    assert clone.fc1.weight_orig is not model.fc1.weight_orig
+    assert clone.fc1.weight.grad_fn is not None  # still differentiable w.r.t. the clone's weight_orig
+    clone.fc1.weight.sum().backward()
+    assert clone.fc1.weight_orig.grad is not None and model.fc1.weight_orig.grad is None
+    pruneplug.prune(clone.fc1, "weight", "l1_unstructured", amount=100)
+    assert int((~model.fc1.weight_mask).sum()) == 15360  # the original is untouched
+
+    shallow = copy.copy(model.fc1)
+    assert shallow.weight_orig is model.fc1.weight_orig and torch.equal(shallow.weight, model.fc1.weight)
+
+    restored = pickle.loads(pickle.dumps(model))
+    assert torch.equal(restored(x), expected)
+    assert restored.fc1.weight.grad_fn is not None  # recomputed from weight_orig, not a stale copy
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded(x), expected) and pruneplug.is_pruned(loaded)
+
+
+def test_deepcopy_of_a_pruned_lstm() -> None:
+    lstm = nn.LSTM(6, 5, num_layers=2)
+    pruneplug.prune(lstm, "weight_ih_l0", "l1_unstructured", amount=0.5)
+    pruneplug.prune(lstm, "weight_hh_l1", "random_structured", amount=2, dim=0)
+    x = torch.randn(4, 3, 6)
+    expected, _ = lstm(x)
+    clone = copy.deepcopy(lstm)
+    out, _ = clone(x)
+    assert torch.equal(out, expected)
+    assert sum(isinstance(w, nn.Parameter) for w in clone._flat_weights) == len(clone._flat_weights) - 2
+    assert clone._flat_weights[0] is clone.weight_ih_l0
+
+
+def test_unpruned_instances_copy_exactly_as_before() -> None:
+    """Registering the copy reducer for a class must not change copies of its unpruned instances."""
+    pruneplug.prune(nn.Linear(2, 2), "weight", "identity")  # registers nn.Linear
+    layer = nn.Linear(3, 3)
+    clone = copy.deepcopy(layer)
+    assert torch.equal(clone.weight, layer.weight) and clone.weight is not layer.weight
+    assert vars(clone).keys() == vars(layer).keys()
+    assert pickle.loads(pickle.dumps(layer)).weight.shape == (3, 3)
+
+
+def test_no_grad_forward_reuses_the_masked_tensor_until_something_changes() -> None:
+    layer = nn.Linear(8, 8)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        layer(x)
+        cached = layer.weight
+        layer(x)
+        assert layer.weight is cached
+        layer.weight_orig.mul_(2)
+        layer(x)
+        assert layer.weight is not cached and torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+        cached = layer.weight
+        layer.weight_mask[0] = False
+        layer(x)
+        assert layer.weight is not cached and bool((layer.weight[0] == 0).all())
+    with torch.inference_mode():
+        layer(x)
+        cached = layer.weight
+        layer(x)
+        assert layer.weight is cached
+    out = layer(x)  # grad mode: a fresh graph every time
+    assert layer.weight.grad_fn is not None
+    out.sum().backward()
+    assert torch.equal(layer.weight_orig.grad, x.sum(0).expand(8, 8) * layer.weight_mask)
