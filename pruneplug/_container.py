@@ -70,8 +70,8 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
     if kind == "unstructured":
         alive = default_mask if default_mask.dtype == torch.bool else default_mask == 1
         if _fast_path(method):
-            pruned_now = method._select(t, alive)  # type: ignore[attr-defined]
-            return default_mask.to(out_dtype).masked_fill(pruned_now, 0)
+            keep: Tensor = method._keep(t, alive)  # type: ignore[attr-defined]
+            return keep if out_dtype == torch.bool else default_mask.to(out_dtype) * keep
         slc: Any = alive
     elif kind == "structured":
         if not hasattr(method, "dim"):
@@ -81,10 +81,13 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
         dim = normalize_dim(method.dim, t.dim())
         keep = alive_slices(default_mask, dim)
         if _fast_path(method):
-            pruned_now = method._select(t, keep)  # type: ignore[attr-defined]
+            pruned_now: Tensor = method._pruned_slices(t, keep)  # type: ignore[attr-defined]
             shape = [1] * t.dim()
             shape[dim] = -1
-            return default_mask.to(out_dtype).masked_fill(pruned_now.reshape(shape), 0)
+            survivors = (~pruned_now).reshape(shape)
+            if out_dtype == torch.bool:
+                return default_mask & survivors
+            return default_mask.to(out_dtype) * survivors
         slc = tuple(keep if d == dim else slice(None) for d in range(t.dim()))
     elif kind == "global":
         slc = tuple(slice(None) for _ in range(t.dim()))

@@ -1,8 +1,9 @@
 """Global pruning: the lowest-importance entries across many tensors at once.
 
 Scored strategies (L1, random, a plugin's :class:`~pruneplug.UnstructuredStrategy`)
-stream through :func:`pruneplug._select.select_lowest_across`: one tensor's
-scores in memory at a time, nothing concatenated. Any other unstructured
+stream through :func:`pruneplug._select.keep_highest_across`: a chunk of
+scores (elementwise scores) or one tensor's scores in memory at a time,
+nothing concatenated. Any other unstructured
 strategy (one that only knows ``compute_mask``) gets torch's treatment: the
 tensors are flattened into one vector and the strategy sees it whole.
 """
@@ -18,18 +19,22 @@ from torch.nn.utils import prune as torch_prune
 from ._amount import count_to_prune
 from ._container import _fast_path, combine_masks
 from ._reparam import TensorState, current_values
-from ._select import ScoreSource, select_lowest_across
+from ._select import ScoreSource, keep_highest_across
 from .strategies import UnstructuredStrategy
 
 __all__ = ["global_masks"]
 
 
-def _scores_of(method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor):  # type: ignore[no-untyped-def]
-    def scores() -> Tensor:
-        t = values if values is not None else current_values(state)
-        return method.scores(t.detach(), alive)
-
-    return scores
+def _source(method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor) -> ScoreSource:
+    """Scores of one target: of its importance scores if given, else of its current values."""
+    if values is not None:
+        return method.score_source(values, alive)
+    if not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
+        # Dead entries are never read, so the parameter itself stands for orig * mask.
+        return method.score_source(state.orig, alive)
+    return ScoreSource.whole(
+        lambda: method.scores(current_values(state), alive), state.orig.numel(), state.orig.device, alive
+    )
 
 
 def global_masks(
@@ -52,13 +57,10 @@ def global_masks(
         rewind = method.score_rewinder(states[0].orig.device) if states else None
         if rewind is not None and 0 < count == total:
             for state, values, live in zip(states, importance, alive):
-                _scores_of(method, values, state, live)()  # torch draws even when everything goes
-        sources = [
-            ScoreSource(_scores_of(method, values, state, live), live, live.numel(), live.device)
-            for state, values, live in zip(states, importance, alive)
-        ]
-        selected = select_lowest_across(sources, count, rewind=rewind)
-        return [live & ~pick.reshape(live.shape) for live, pick in zip(alive, selected)]
+                _source(method, values, state, live).read()  # torch draws even when everything goes
+        sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
+        kept = keep_highest_across(sources, count, rewind=rewind)
+        return [keep.reshape(live.shape) for live, keep in zip(alive, kept)]
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(
         [

@@ -400,8 +400,11 @@ def plan_prune(
     if mask is None:
         if importance_scores is not None:
             scores = importance_scores
-        elif not getattr(method, "uses_importance_scores", True):
-            scores = state.orig.detach()  # only its shape, dtype and device matter
+        elif not state.pruned:
+            scores = state.orig
+        elif not getattr(method, "uses_importance_scores", True) or getattr(method, "elementwise_scores", False):
+            # Only alive entries are ranked, where orig equals orig * mask: skip computing the product.
+            scores = state.orig.detach()
         else:
             scores = current_values(state)
         try:

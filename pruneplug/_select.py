@@ -1,233 +1,282 @@
-"""Exact selection of the k lowest scores: one tensor, slices of it, or many tensors.
+"""Exact selection of the k lowest scores: in one tensor, over slices, or across many tensors.
 
 Every strategy that ranks entries ends here. The contract is exact: exactly
 ``k`` entries are selected, only among the *alive* ones (not yet pruned), the
 lowest scores first; among equal scores the earliest position (row-major,
-then target order) goes first, so ties never make a threshold prune more or
-less than asked. NaN scores rank as ``+inf`` (pruned last).
+then source order) goes first, so ties never make a threshold prune more or
+less than asked. NaN scores rank above ``+inf`` (pruned last).
 
-No ``topk`` and no full sort: the k-th value is found by sampling a window
-around it, counting what lies below the window and selecting inside the
-(small) window, streaming source by source. Nothing is concatenated across
-tensors, so global selection over a whole model needs memory for one tensor's
-scores at a time.
+How, without ``topk`` or a sort:
+
+1. a strided sample of the scores places a narrow window ``[lo, hi]`` around
+   the k-th lowest value;
+2. one streaming pass counts the alive scores below ``lo`` and gathers the few
+   inside the window, whose exact k-th value is the threshold ``T``;
+3. a second streaming pass writes the masks (``s > T``, fixing up ties only
+   when there are more ties at ``T`` than are to be pruned).
+
+Sources are read chunk by chunk (about a million entries at a time, so the
+intermediate tensors stay in cache) and nothing is concatenated across
+tensors: global selection over a whole model holds one chunk of scores at a
+time when the scores are elementwise (``|w|``), one tensor's otherwise. If the
+sample misplaced the window (rare), the pass is repeated with a wider one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["ScoreSource", "select_lowest", "select_lowest_across", "select_lowest_slices"]
+__all__ = ["ScoreSource", "keep_highest", "keep_highest_across", "select_lowest", "select_lowest_slices"]
 
-#: Below this many alive entries the exact k-th value is taken directly.
-_DIRECT_LIMIT = 1 << 20
+#: Below this many alive entries in all, the threshold is taken from all alive scores at once.
+_DIRECT_LIMIT = 1 << 18
 #: Size of the sample used to place the window around the k-th value.
 _SAMPLE_SIZE = 1 << 16
+#: Entries per chunk on the CPU (4 MiB of fp32: cache-sized) and on accelerators.
+_CPU_CHUNK = 1 << 20
+_DEVICE_CHUNK = 1 << 26
 
 
 @dataclass(frozen=True)
 class ScoreSource:
-    """One tensor's scores, computed on demand so they need not all be held at once.
+    """The scores of one tensor, computed on demand.
+
+    Build one with :meth:`elementwise` when each entry's score depends on that
+    entry alone (``|w|``): then any chunk or sample is scored on its own and
+    the full score tensor never exists. Otherwise use :meth:`whole`: the
+    scores are computed in one piece (once for a single source, once per pass
+    for several, so that only one tensor's scores are held at a time).
 
     Attributes:
-        scores: returns a float tensor of scores (any shape); called up to twice.
-        alive: bool tensor of the same number of entries (``True`` = may be
-            selected), or ``None`` when every entry is alive.
+        read: returns a flat tensor -- the raw values (elementwise) or the scores (whole).
+        score: elementwise scoring applied to slices of ``read()``'s result, or ``None``.
+        alive: flat bool tensor of the entries that may be selected, or ``None`` (all).
         numel: number of entries.
-        device: where the scores (and the returned mask) live.
+        device: where the values live (and where the result masks are made).
     """
 
-    scores: Callable[[], Tensor]
+    read: Callable[[], Tensor]
+    score: Callable[[Tensor], Tensor] | None
     alive: Tensor | None
     numel: int
     device: torch.device
 
+    @classmethod
+    def elementwise(cls, values: Tensor, score: Callable[[Tensor], Tensor], alive: Tensor | None = None) -> ScoreSource:
+        """Scores ``score(values[i])``, computed for any part of ``values`` on its own."""
+        flat = values.detach().reshape(-1)
+        return cls(lambda: flat, score, _flat_alive(alive), flat.numel(), flat.device)
 
-def _comparable(scores: Tensor) -> Tensor:
-    """Scores as a flat float tensor in which NaN ranks as ``+inf``."""
-    flat = scores.reshape(-1)
-    if not flat.is_floating_point():
-        flat = flat.to(torch.float64 if flat.element_size() > 4 else torch.float32)
-    elif flat.dtype in (torch.float16, torch.bfloat16):
-        flat = flat.float()  # exact, and kthvalue/compare are fastest in fp32
-    if flat.is_floating_point() and bool(torch.isnan(flat).any()):
-        flat = torch.nan_to_num(flat, nan=math.inf, posinf=math.inf, neginf=-math.inf)
-    return flat
-
-
-def _alive_count(source: ScoreSource) -> int:
-    if source.alive is None:
-        return source.numel
-    return int(source.alive.count_nonzero())
+    @classmethod
+    def whole(
+        cls, scores: Callable[[], Tensor], numel: int, device: torch.device, alive: Tensor | None = None
+    ) -> ScoreSource:
+        """Scores computed in one piece by ``scores()`` (called once per pass if there are several sources)."""
+        return cls(lambda: scores().detach().reshape(-1), None, _flat_alive(alive), numel, device)
 
 
-def _alive_values(values: Tensor, alive: Tensor | None) -> Tensor:
-    if alive is None:
+def _flat_alive(alive: Tensor | None) -> Tensor | None:
+    return None if alive is None else alive.reshape(-1)
+
+
+def _as_float(values: Tensor) -> Tensor:
+    """Scores in a dtype that compares exactly against Python floats."""
+    if values.dtype in (torch.float32, torch.float64):
         return values
-    return values[alive.reshape(-1)]
+    if values.dtype in (torch.float16, torch.bfloat16):
+        return values.float()  # exact
+    if values.dtype == torch.bool or not values.is_floating_point():
+        return values.to(torch.float64)  # exact for integers below 2**53
+    return values.float()
 
 
-def _kth(values: Tensor, k: int) -> float:
-    """The k-th smallest value (1-based) of a flat tensor."""
-    return float(torch.kthvalue(values.cpu() if values.device.type == "mps" else values, k).values)
+def _chunk_size(device: torch.device) -> int:
+    return _CPU_CHUNK if device.type == "cpu" else _DEVICE_CHUNK
 
 
-class _Reader:
-    """Reads each source's scores, pass after pass.
+class _Pass:
+    """One read of every source: chunks of scores with their alive masks."""
 
-    One source's scores are computed once and kept. Several sources' scores are
-    recomputed on each pass (so only one is held at a time); ``rewind`` is
-    called before every pass after the first, for scores that draw random
-    numbers and must draw the same ones again.
-    """
+    def __init__(self, sources: Sequence[ScoreSource], kept: list[Tensor | None]) -> None:
+        self.sources = sources
+        self.kept = kept
+
+    def _scores(self, index: int) -> Tensor:
+        source = self.sources[index]
+        if source.score is None and self.kept[index] is not None:
+            return self.kept[index]  # type: ignore[return-value]
+        values = source.read()
+        if values.numel() != source.numel:
+            raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
+        if source.score is None and len(self.sources) == 1:
+            self.kept[index] = values
+        return values
+
+    def chunks(self, index: int) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        """``(start, scores, alive)`` for consecutive chunks of source ``index``."""
+        source = self.sources[index]
+        values = self._scores(index)
+        size = _chunk_size(source.device)
+        for start in range(0, source.numel, size):
+            stop = min(start + size, source.numel)
+            part = values[start:stop]
+            scores = _as_float(part if source.score is None else source.score(part))
+            alive = None if source.alive is None else source.alive[start:stop]
+            yield start, scores, alive
+
+    def sample(self, index: int, stride: int) -> Tensor:
+        source = self.sources[index]
+        part = self._scores(index)[::stride]
+        scores = _as_float(part if source.score is None else source.score(part))
+        if source.alive is not None:
+            scores = scores[source.alive[::stride]]
+        return scores[~torch.isnan(scores)].to(torch.float64).cpu()
+
+
+class _Selection:
+    """The threshold search shared by every entry point."""
 
     def __init__(self, sources: Sequence[ScoreSource], rewind: Callable[[], None] | None) -> None:
         self.sources = sources
         self.rewind = rewind
-        self.kept: Tensor | None = None
+        self.kept: list[Tensor | None] = [None] * len(sources)
         self.passes = 0
 
-    def new_pass(self) -> None:
+    def new_pass(self) -> _Pass:
+        # Several sources are re-read on each pass; random scores must then draw the same numbers.
         if self.passes and self.rewind is not None and len(self.sources) > 1:
             self.rewind()
         self.passes += 1
+        return _Pass(self.sources, self.kept)
 
-    def values(self, index: int) -> Tensor:
-        if self.kept is not None:
-            return self.kept
-        source = self.sources[index]
-        values = _comparable(source.scores())
-        if values.numel() != source.numel:
-            raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
-        if len(self.sources) == 1:
-            self.kept = values
-        return values
+    def window(self, k: int, total: int) -> tuple[float, float]:
+        """Bounds that hold the k-th lowest alive score with overwhelming probability."""
+        if total <= _DIRECT_LIMIT:
+            return -math.inf, math.inf
+        reader = self.new_pass()
+        numel = sum(s.numel for s in self.sources)
+        stride = max(1, numel // _SAMPLE_SIZE)
+        sample = torch.cat([reader.sample(i, stride) for i in range(len(self.sources))])
+        if sample.numel() < 64:
+            return -math.inf, math.inf
+        rank = k / total * sample.numel()
+        # A strided sample's rank error is about sqrt(n); four of those is a wide enough margin.
+        margin = 4.0 * math.sqrt(sample.numel()) + 8.0
+        low, high = math.floor(rank - margin), math.ceil(rank + margin)
+        ordered = sample.sort().values
+        lo = -math.inf if low < 1 else float(ordered[low - 1])
+        hi = math.inf if high > sample.numel() else float(ordered[high - 1])
+        return lo, hi
 
-
-def _threshold(reader: _Reader, k: int, total: int) -> tuple[float, int]:
-    """Return ``(T, below)``: the k-th lowest alive score and how many alive scores are < T."""
-    sources = reader.sources
-    if total <= _DIRECT_LIMIT:
-        reader.new_pass()
-        pooled = torch.cat(
-            [_alive_values(reader.values(i), s.alive).to(torch.float64).cpu() for i, s in enumerate(sources)]
-        )
-        threshold = _kth(pooled, k)
-        return threshold, int((pooled < threshold).sum())
-    lo, hi = _window(reader, k, total)
-    for _attempt in range(3):
-        reader.new_pass()
-        below = 0
-        inside: list[Tensor] = []
-        for i, source in enumerate(sources):
-            values = reader.values(i)
-            alive = None if source.alive is None else source.alive.reshape(-1)
-            lt = values < lo
-            window = (values <= hi) & ~lt
-            if alive is not None:
-                lt &= alive
-                window &= alive
-            below += int(lt.count_nonzero())
-            inside.append(values[window].to(torch.float64).cpu())
-        pooled = torch.cat(inside)
-        if below < k <= below + pooled.numel():
-            threshold = _kth(pooled, k - below)
-            return threshold, below + int((pooled < threshold).sum())
-        # The sample misplaced the window (rare): widen it towards the side that missed.
-        if below >= k:
-            lo, hi = -math.inf, lo
-        else:
-            lo, hi = hi, math.inf
-    raise AssertionError("unreachable: the last window spans every value")  # pragma: no cover
-
-
-def _window(reader: _Reader, k: int, total: int) -> tuple[float, float]:
-    """Bounds that contain the k-th lowest alive score with overwhelming probability."""
-    sources = reader.sources
-    reader.new_pass()
-    samples = []
-    for i, source in enumerate(sources):
-        share = max(1, round(_SAMPLE_SIZE * source.numel / max(1, sum(s.numel for s in sources))))
-        stride = max(1, source.numel // share)
-        values = reader.values(i)[::stride]
-        if source.alive is not None:
-            values = values[source.alive.reshape(-1)[::stride]]
-        samples.append(values.to(torch.float64).cpu())
-    sample = torch.cat(samples)
-    if sample.numel() == 0:
-        return -math.inf, math.inf
-    rank = k / total * sample.numel()
-    # A strided sample's rank error is ~sqrt(n); eight of those is a wide margin.
-    margin = 8.0 * math.sqrt(sample.numel()) + 16.0
-    low_rank = math.floor(rank - margin)
-    high_rank = math.ceil(rank + margin)
-    lo = -math.inf if low_rank < 1 else _kth(sample, low_rank)
-    hi = math.inf if high_rank > sample.numel() else _kth(sample, high_rank)
-    return lo, hi
+    def threshold(self, k: int, total: int) -> tuple[float, int, int]:
+        """``(T, below, at)``: the k-th lowest alive score, how many alive scores are < T and == T."""
+        lo, hi = self.window(k, total)
+        while True:
+            reader = self.new_pass()
+            below = torch.zeros((), dtype=torch.int64)
+            inside: list[Tensor] = []
+            for index, source in enumerate(self.sources):
+                count = torch.zeros((), dtype=torch.int64, device=source.device)
+                for _, scores, alive in reader.chunks(index):
+                    lt = scores < lo
+                    within = (scores <= hi) & ~lt
+                    if alive is not None:
+                        lt &= alive
+                        within &= alive
+                    count += torch.count_nonzero(lt)
+                    inside.append(scores[within].to(torch.float64).cpu())
+                below += count.cpu()
+            pooled = torch.cat(inside)
+            n_below = int(below)
+            if n_below < k <= n_below + pooled.numel():
+                threshold = float(torch.kthvalue(pooled, k - n_below).values)
+                at = int(torch.count_nonzero(pooled == threshold))
+                return threshold, n_below + int(torch.count_nonzero(pooled < threshold)), at
+            if n_below < k and hi == math.inf:
+                return math.nan, n_below + pooled.numel(), 0  # the k-th lowest is a NaN score
+            # The sample misplaced the window (rare): widen it towards the side that missed.
+            lo, hi = (-math.inf, lo) if n_below >= k else (hi, math.inf)
 
 
-def select_lowest_across(
+def keep_highest_across(
     sources: Sequence[ScoreSource], k: int, *, rewind: Callable[[], None] | None = None
 ) -> list[Tensor]:
-    """Select the ``k`` lowest alive scores across all sources together.
+    """Prune the ``k`` lowest alive scores across all sources; return what stays alive.
 
-    Returns one flat bool tensor per source (``True`` = selected). Ties at the
-    threshold are taken in order: earlier sources first, then earlier positions.
-    ``rewind`` restarts random scores between passes (see :class:`_Reader`).
+    Returns one flat bool tensor per source: ``True`` where an entry was
+    alive and is not among the ``k`` lowest. Ties at the threshold are pruned
+    in order: earlier sources first, then earlier positions. ``rewind``
+    restarts random scores between passes (see ``RandomUnstructured``).
 
     >>> cpu = torch.device("cpu")
-    >>> a = ScoreSource(lambda: torch.tensor([3.0, 1.0, 2.0]), None, 3, cpu)
-    >>> b = ScoreSource(lambda: torch.tensor([1.0, 5.0]), None, 2, cpu)
-    >>> [m.tolist() for m in select_lowest_across([a, b], 2)]
-    [[False, True, False], [True, False]]
+    >>> a = ScoreSource.elementwise(torch.tensor([3.0, -1.0, 2.0]), torch.abs)
+    >>> b = ScoreSource.elementwise(torch.tensor([1.0, 5.0]), torch.abs)
+    >>> [m.tolist() for m in keep_highest_across([a, b], 2)]
+    [[True, False, True], [False, True]]
     """
-    total = sum(_alive_count(s) for s in sources)
+    total = sum(s.numel if s.alive is None else int(torch.count_nonzero(s.alive)) for s in sources)
     if not 0 <= k <= total:
         raise ValueError(f"cannot select {k} of {total} alive entries")
-    if k == 0:
-        return [torch.zeros(s.numel, dtype=torch.bool, device=s.device) for s in sources]
-    if k == total:
+    if k == 0 or k == total:
         return [
-            torch.ones(s.numel, dtype=torch.bool, device=s.device) if s.alive is None else s.alive.reshape(-1).clone()
+            torch.full((s.numel,), k == 0, dtype=torch.bool, device=s.device)
+            if s.alive is None
+            else (s.alive.clone() if k == 0 else torch.zeros_like(s.alive))
             for s in sources
         ]
-    reader = _Reader(sources, rewind)
-    threshold, below = _threshold(reader, k, total)
-    ties_left = k - below
-    masks = []
-    reader.new_pass()
-    for i, source in enumerate(sources):
-        values = reader.values(i)
-        alive = None if source.alive is None else source.alive.reshape(-1)
-        selected = values < threshold
-        if alive is not None:
-            selected &= alive
-        if ties_left > 0:
-            ties = values == threshold
+    selection = _Selection(sources, rewind)
+    threshold, below, at = selection.threshold(k, total)
+    ties_to_prune = k - below
+    reader = selection.new_pass()
+    out = []
+    for index, source in enumerate(sources):
+        keep = torch.empty(source.numel, dtype=torch.bool, device=source.device)
+        nan_threshold = math.isnan(threshold)
+        for start, scores, alive in reader.chunks(index):
+            part = keep[start : start + scores.numel()]
+            # "not <=" rather than ">" so that NaN scores (rank above +inf) stay.
+            if nan_threshold:
+                part.copy_(torch.isnan(scores))  # every other score goes; NaNs are the ties
+            elif at == ties_to_prune:
+                torch.le(scores, threshold, out=part).logical_not_()  # every tie goes: one comparison
+            else:
+                torch.lt(scores, threshold, out=part).logical_not_()
             if alive is not None:
-                ties &= alive
-            positions = ties.nonzero().reshape(-1)[:ties_left]
-            selected[positions] = True
-            ties_left -= positions.numel()
-        masks.append(selected)
-    return masks
+                part &= alive
+            if ties_to_prune > 0 and (nan_threshold or at != ties_to_prune):
+                ties = part & (torch.isnan(scores) if nan_threshold else scores == threshold)
+                positions = ties.nonzero().reshape(-1)[:ties_to_prune]
+                part[positions] = False
+                ties_to_prune -= positions.numel()
+        out.append(keep)
+    return out
+
+
+def keep_highest(scores: Tensor, k: int, alive: Tensor | None = None) -> Tensor:
+    """Bool mask, shaped like ``scores``: alive entries that are not among the ``k`` lowest.
+
+    >>> keep_highest(torch.tensor([[4.0, 1.0], [1.0, 3.0]]), 2).tolist()
+    [[True, False], [False, True]]
+    >>> keep_highest(torch.tensor([2.0, 2.0, 2.0]), 2).tolist()  # ties: earliest go first
+    [False, False, True]
+    """
+    source = ScoreSource.whole(lambda: scores, scores.numel(), scores.device, alive)
+    return keep_highest_across([source], k)[0].reshape(scores.shape)
 
 
 def select_lowest(scores: Tensor, k: int, alive: Tensor | None = None) -> Tensor:
     """Bool mask of the ``k`` lowest scores among the alive entries, shaped like ``scores``.
 
-    >>> select_lowest(torch.tensor([[4.0, 1.0], [1.0, 3.0]]), 2).tolist()
-    [[False, True], [True, False]]
-    >>> select_lowest(torch.tensor([2.0, 2.0, 2.0]), 2).tolist()  # ties: earliest first
+    >>> select_lowest(torch.tensor([2.0, 2.0, 2.0]), 2).tolist()
     [True, True, False]
     """
-    source = ScoreSource(lambda: scores, alive, scores.numel(), scores.device)
-    return select_lowest_across([source], k)[0].reshape(scores.shape)
+    keep = keep_highest(scores, k, alive)
+    return ~keep if alive is None else alive.reshape(scores.shape) & ~keep
 
 
 def select_lowest_slices(slice_scores: Tensor, k: int, alive: Tensor | None = None) -> Tensor:
@@ -238,11 +287,11 @@ def select_lowest_slices(slice_scores: Tensor, k: int, alive: Tensor | None = No
     >>> select_lowest_slices(torch.tensor([0.5, 0.1, 0.9, 0.1]), 2).tolist()
     [False, True, False, True]
     """
-    flat = _comparable(slice_scores).cpu()
+    flat = _as_float(slice_scores.detach().reshape(-1)).cpu()
     candidates = torch.arange(flat.numel()) if alive is None else alive.reshape(-1).cpu().nonzero().reshape(-1)
     if not 0 <= k <= candidates.numel():
         raise ValueError(f"cannot select {k} of {candidates.numel()} alive slices")
-    order = torch.sort(flat[candidates], stable=True).indices[:k]
+    order = torch.sort(flat[candidates], stable=True).indices[:k]  # NaN sorts last
     selected = torch.zeros(flat.numel(), dtype=torch.bool)
     selected[candidates[order]] = True
     return selected.to(slice_scores.device)

@@ -21,7 +21,7 @@ from .._amount import check_amount_like_torch, count_to_prune
 from .._container import normalize_dim
 from .._method import BasePruningMethod
 from .._params import AmountField, DimField, StrategyParams
-from .._select import select_lowest, select_lowest_slices
+from .._select import ScoreSource, keep_highest_across, select_lowest_slices
 
 __all__ = ["AmountParams", "StructuredParams", "UnstructuredStrategy", "StructuredStrategy"]
 
@@ -48,6 +48,9 @@ class UnstructuredStrategy(BasePruningMethod):
 
     PRUNING_TYPE: ClassVar[str] = "unstructured"
     Params: ClassVar[type[StrategyParams]] = AmountParams
+    #: ``True`` if each entry's score depends on that entry alone (like ``|w|``):
+    #: then scores are computed chunk by chunk and never held whole.
+    elementwise_scores: ClassVar[bool] = False
 
     def __init__(self, amount: int | float) -> None:
         check_amount_like_torch(amount)
@@ -65,13 +68,20 @@ class UnstructuredStrategy(BasePruningMethod):
         """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
         return None
 
-    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
-        """Bool mask of the entries to prune now, among ``alive``."""
+    def score_source(self, t: Tensor, alive: Tensor | None) -> ScoreSource:
+        """How the selectors read this strategy's scores of ``t``."""
+        t = t.detach()
+        if self.elementwise_scores:
+            return ScoreSource.elementwise(t, lambda values: self.scores(values, None), alive)
+        return ScoreSource.whole(lambda: self.scores(t, alive), t.numel(), t.device, alive)
+
+    def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them."""
         available = t.numel() if alive is None else int(alive.count_nonzero())
         count = count_to_prune(self.amount, available)
         if count == 0:
-            return torch.zeros(t.shape, dtype=torch.bool, device=t.device)
-        return select_lowest(self.scores(t.detach(), alive), count, alive).reshape(t.shape)
+            return torch.ones(t.shape, dtype=torch.bool, device=t.device) if alive is None else alive.clone()
+        return keep_highest_across([self.score_source(t, alive)], count)[0].reshape(t.shape)
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring entries of ``t`` zeroed.
@@ -79,8 +89,10 @@ class UnstructuredStrategy(BasePruningMethod):
         As in torch, the entries are ranked over all of ``t``; pruning again
         through the core ranks only the still-unpruned ones.
         """
-        mask = default_mask.clone(memory_format=torch.contiguous_format)
-        return mask.masked_fill_(self._select(t, None), 0)
+        keep = self._keep(t, None)
+        if default_mask.dtype == torch.bool:
+            return default_mask & keep
+        return default_mask.mul(keep).contiguous()
 
     _own_compute_mask = compute_mask
 
@@ -104,7 +116,7 @@ class StructuredStrategy(BasePruningMethod):
         """One score per slice of ``t`` along ``dim`` (1-D); the lowest alive are pruned first."""
         raise NotImplementedError(f"{type(self).__name__} must implement slice_scores(t, dim, alive)")
 
-    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
+    def _pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool vector over ``dim``: the slices to prune now, among ``alive``."""
         dim = normalize_dim(self.dim, t.dim())
         available = t.shape[dim] if alive is None else int(alive.count_nonzero())
@@ -116,7 +128,7 @@ class StructuredStrategy(BasePruningMethod):
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring slices of ``t`` zeroed."""
-        pruned = self._select(t, None)
+        pruned = self._pruned_slices(t, None)
         if not bool(pruned.any()):
             return default_mask  # torch returns the default mask itself when nothing is pruned
         dim = normalize_dim(self.dim, t.dim())

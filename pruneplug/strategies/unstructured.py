@@ -47,6 +47,7 @@ class L1Unstructured(UnstructuredStrategy):
     """
 
     name: ClassVar[str | None] = "l1_unstructured"
+    elementwise_scores: ClassVar[bool] = True
 
     def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """The absolute value of every entry."""
@@ -97,11 +98,11 @@ class RandomUnstructured(UnstructuredStrategy):
         scores[alive] = draws.neg_()
         return scores
 
-    def _select(self, t: Tensor, alive: Tensor | None) -> Tensor:
+    def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
         available = t.numel() if alive is None else int(alive.count_nonzero())
         if available and count_to_prune(self.amount, available) == available:
             self.scores(t, alive)  # torch draws even when everything goes; keep the stream in step
-        return super()._select(t, alive)
+        return super()._keep(t, alive)
 
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """A function that restarts the random stream where it stands now.
