@@ -54,21 +54,28 @@ class ScoreSource:
 
     Attributes:
         read: returns a flat tensor -- the raw values (elementwise) or the scores (whole).
-        score: elementwise scoring applied to slices of ``read()``'s result, or ``None``.
+        score: elementwise scoring ``score(values, out)`` of a slice of ``read()``'s
+            result, which may write into ``out`` (a buffer it can reuse), or ``None``.
         alive: flat bool tensor of the entries that may be selected, or ``None`` (all).
         numel: number of entries.
         device: where the values live (and where the result masks are made).
     """
 
     read: Callable[[], Tensor]
-    score: Callable[[Tensor], Tensor] | None
+    score: Callable[[Tensor, Tensor], Tensor] | None
     alive: Tensor | None
     numel: int
     device: torch.device
 
     @classmethod
-    def elementwise(cls, values: Tensor, score: Callable[[Tensor], Tensor], alive: Tensor | None = None) -> ScoreSource:
-        """Scores ``score(values[i])``, computed for any part of ``values`` on its own."""
+    def elementwise(
+        cls, values: Tensor, score: Callable[[Tensor, Tensor], Tensor], alive: Tensor | None = None
+    ) -> ScoreSource:
+        """Scores ``score(values[i])``, computed for any part of ``values`` on its own.
+
+        ``score(part, out)`` returns the scores of ``part``; it may write them
+        into ``out`` (a float buffer of ``part``'s size) to save an allocation.
+        """
         flat = values.detach().reshape(-1)
         return cls(lambda: flat, score, _flat_alive(alive), flat.numel(), flat.device)
 
@@ -84,29 +91,46 @@ def _flat_alive(alive: Tensor | None) -> Tensor | None:
     return None if alive is None else alive.reshape(-1)
 
 
-def _as_float(values: Tensor) -> Tensor:
-    """Scores in a dtype that compares exactly against Python floats."""
-    if values.dtype in (torch.float32, torch.float64):
-        return values
-    if values.dtype in (torch.float16, torch.bfloat16):
-        return values.float()  # exact
-    if values.dtype == torch.bool or not values.is_floating_point():
-        return values.to(torch.float64)  # exact for integers below 2**53
-    return values.float()
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """A dtype that holds the scores exactly and compares exactly against Python floats."""
+    if dtype == torch.float64 or not (dtype.is_floating_point or dtype.is_complex):
+        return torch.float64  # float64, and integers below 2**53
+    return torch.float32  # float32, and float16/bfloat16 exactly
 
 
 def _chunk_size(device: torch.device) -> int:
     return _CPU_CHUNK if device.type == "cpu" else _DEVICE_CHUNK
 
 
+class _Buffers:
+    """Chunk-sized scratch tensors, reused across chunks and passes.
+
+    Allocating and freeing a few MiB per chunk makes the C allocator hand
+    memory back to the OS and fault it in again, which costs more than the
+    arithmetic; reusing buffers keeps every pass at memory speed.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+    def get(self, role: str, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        key = (role, dtype, device)
+        buffer = self._tensors.get(key)
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=dtype, device=device)
+            self._tensors[key] = buffer
+        return buffer[:size]
+
+
 class _Pass:
     """One read of every source: chunks of scores with their alive masks."""
 
-    def __init__(self, sources: Sequence[ScoreSource], kept: list[Tensor | None]) -> None:
+    def __init__(self, sources: Sequence[ScoreSource], kept: list[Tensor | None], buffers: _Buffers) -> None:
         self.sources = sources
         self.kept = kept
+        self.buffers = buffers
 
-    def _scores(self, index: int) -> Tensor:
+    def _values(self, index: int) -> Tensor:
         source = self.sources[index]
         if source.score is None and self.kept[index] is not None:
             return self.kept[index]  # type: ignore[return-value]
@@ -117,22 +141,32 @@ class _Pass:
             self.kept[index] = values
         return values
 
+    def _scored(self, source: ScoreSource, part: Tensor) -> Tensor:
+        if source.score is not None:
+            out = self.buffers.get("score", part.numel(), _score_dtype(part.dtype), part.device)
+            part = source.score(part, out)
+        dtype = _score_dtype(part.dtype)
+        if part.dtype == dtype:
+            return part
+        return self.buffers.get("cast", part.numel(), dtype, part.device).copy_(part)
+
     def chunks(self, index: int) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         """``(start, scores, alive)`` for consecutive chunks of source ``index``."""
         source = self.sources[index]
-        values = self._scores(index)
+        values = self._values(index)
         size = _chunk_size(source.device)
         for start in range(0, source.numel, size):
             stop = min(start + size, source.numel)
-            part = values[start:stop]
-            scores = _as_float(part if source.score is None else source.score(part))
             alive = None if source.alive is None else source.alive[start:stop]
-            yield start, scores, alive
+            yield start, self._scored(source, values[start:stop]), alive
 
     def sample(self, index: int, stride: int) -> Tensor:
         source = self.sources[index]
-        part = self._scores(index)[::stride]
-        scores = _as_float(part if source.score is None else source.score(part))
+        part = self._values(index)[::stride]
+        scores = (
+            part if source.score is None else source.score(part, torch.empty_like(part, dtype=_score_dtype(part.dtype)))
+        )
+        scores = scores.to(_score_dtype(scores.dtype))
         if source.alive is not None:
             scores = scores[source.alive[::stride]]
         return scores[~torch.isnan(scores)].to(torch.float64).cpu()
@@ -145,6 +179,7 @@ class _Selection:
         self.sources = sources
         self.rewind = rewind
         self.kept: list[Tensor | None] = [None] * len(sources)
+        self.buffers = _Buffers()
         self.passes = 0
 
     def new_pass(self) -> _Pass:
@@ -152,7 +187,7 @@ class _Selection:
         if self.passes and self.rewind is not None and len(self.sources) > 1:
             self.rewind()
         self.passes += 1
-        return _Pass(self.sources, self.kept)
+        return _Pass(self.sources, self.kept, self.buffers)
 
     def window(self, k: int, total: int) -> tuple[float, float]:
         """Bounds that hold the k-th lowest alive score with overwhelming probability."""
@@ -160,7 +195,9 @@ class _Selection:
             return -math.inf, math.inf
         reader = self.new_pass()
         numel = sum(s.numel for s in self.sources)
-        stride = max(1, numel // _SAMPLE_SIZE)
+        # A bigger sample gives a narrower window, so less to gather from a big total.
+        size = _SAMPLE_SIZE if total < (1 << 24) else 4 * _SAMPLE_SIZE
+        stride = max(1, numel // size)
         sample = torch.cat([reader.sample(i, stride) for i in range(len(self.sources))])
         if sample.numel() < 64:
             return -math.inf, math.inf
@@ -168,9 +205,8 @@ class _Selection:
         # A strided sample's rank error is about sqrt(n); four of those is a wide enough margin.
         margin = 4.0 * math.sqrt(sample.numel()) + 8.0
         low, high = math.floor(rank - margin), math.ceil(rank + margin)
-        ordered = sample.sort().values
-        lo = -math.inf if low < 1 else float(ordered[low - 1])
-        hi = math.inf if high > sample.numel() else float(ordered[high - 1])
+        lo = -math.inf if low < 1 else float(torch.kthvalue(sample, low).values)
+        hi = math.inf if high > sample.numel() else float(torch.kthvalue(sample, high).values)
         return lo, hi
 
     def threshold(self, k: int, total: int) -> tuple[float, int, int]:
@@ -178,29 +214,29 @@ class _Selection:
         lo, hi = self.window(k, total)
         while True:
             reader = self.new_pass()
-            below = torch.zeros((), dtype=torch.int64)
+            below = 0
             inside: list[Tensor] = []
             for index, source in enumerate(self.sources):
                 count = torch.zeros((), dtype=torch.int64, device=source.device)
                 for _, scores, alive in reader.chunks(index):
-                    lt = scores < lo
-                    within = (scores <= hi) & ~lt
+                    lt = torch.lt(scores, lo, out=self.buffers.get("lt", scores.numel(), torch.bool, scores.device))
+                    within = torch.le(scores, hi, out=self.buffers.get("in", scores.numel(), torch.bool, scores.device))
                     if alive is not None:
-                        lt &= alive
-                        within &= alive
+                        lt.logical_and_(alive)
+                        within.logical_and_(alive)
                     count += torch.count_nonzero(lt)
-                    inside.append(scores[within].to(torch.float64).cpu())
-                below += count.cpu()
+                    within.logical_and_(lt.logical_not_())
+                    inside.append(scores[within].cpu())
+                below += int(count)
             pooled = torch.cat(inside)
-            n_below = int(below)
-            if n_below < k <= n_below + pooled.numel():
-                threshold = float(torch.kthvalue(pooled, k - n_below).values)
+            if below < k <= below + pooled.numel():
+                threshold = float(torch.kthvalue(pooled, k - below).values)
                 at = int(torch.count_nonzero(pooled == threshold))
-                return threshold, n_below + int(torch.count_nonzero(pooled < threshold)), at
-            if n_below < k and hi == math.inf:
-                return math.nan, n_below + pooled.numel(), 0  # the k-th lowest is a NaN score
+                return threshold, below + int(torch.count_nonzero(pooled < threshold)), at
+            if below < k and hi == math.inf:
+                return math.nan, below + pooled.numel(), 0  # the k-th lowest is a NaN score
             # The sample misplaced the window (rare): widen it towards the side that missed.
-            lo, hi = (-math.inf, lo) if n_below >= k else (hi, math.inf)
+            lo, hi = (-math.inf, lo) if below >= k else (hi, math.inf)
 
 
 def keep_highest_across(
@@ -214,8 +250,9 @@ def keep_highest_across(
     restarts random scores between passes (see ``RandomUnstructured``).
 
     >>> cpu = torch.device("cpu")
-    >>> a = ScoreSource.elementwise(torch.tensor([3.0, -1.0, 2.0]), torch.abs)
-    >>> b = ScoreSource.elementwise(torch.tensor([1.0, 5.0]), torch.abs)
+    >>> magnitude = lambda values, out: torch.abs(values, out=out)
+    >>> a = ScoreSource.elementwise(torch.tensor([3.0, -1.0, 2.0]), magnitude)
+    >>> b = ScoreSource.elementwise(torch.tensor([1.0, 5.0]), magnitude)
     >>> [m.tolist() for m in keep_highest_across([a, b], 2)]
     [[True, False, True], [False, True]]
     """
@@ -287,7 +324,8 @@ def select_lowest_slices(slice_scores: Tensor, k: int, alive: Tensor | None = No
     >>> select_lowest_slices(torch.tensor([0.5, 0.1, 0.9, 0.1]), 2).tolist()
     [False, True, False, True]
     """
-    flat = _as_float(slice_scores.detach().reshape(-1)).cpu()
+    flat = slice_scores.detach().reshape(-1).cpu()
+    flat = flat.to(_score_dtype(flat.dtype))
     candidates = torch.arange(flat.numel()) if alive is None else alive.reshape(-1).cpu().nonzero().reshape(-1)
     if not 0 <= k <= candidates.numel():
         raise ValueError(f"cannot select {k} of {candidates.numel()} alive slices")

@@ -64,6 +64,14 @@ class UnstructuredStrategy(BasePruningMethod):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement scores(t, alive)")
 
+    def scores_into(self, values: Tensor, out: Tensor) -> Tensor:
+        """Scores of a flat slice of entries (for ``elementwise_scores``); may write into ``out``.
+
+        ``out`` is a reusable float buffer of the slice's size. The default
+        ignores it and returns ``scores(values, None)``.
+        """
+        return self.scores(values, None)
+
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
         return None
@@ -72,7 +80,7 @@ class UnstructuredStrategy(BasePruningMethod):
         """How the selectors read this strategy's scores of ``t``."""
         t = t.detach()
         if self.elementwise_scores:
-            return ScoreSource.elementwise(t, lambda values: self.scores(values, None), alive)
+            return ScoreSource.elementwise(t, self.scores_into, alive)
         return ScoreSource.whole(lambda: self.scores(t, alive), t.numel(), t.device, alive)
 
     def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:

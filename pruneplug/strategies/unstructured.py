@@ -53,6 +53,10 @@ class L1Unstructured(UnstructuredStrategy):
         """The absolute value of every entry."""
         return t.abs()
 
+    def scores_into(self, values: Tensor, out: Tensor) -> Tensor:
+        """``|values|`` written into the reusable buffer ``out`` (exact: fp16/bf16 widen to fp32)."""
+        return torch.abs(values, out=out) if values.dtype == out.dtype else torch.abs(out.copy_(values), out=out)
+
     @classmethod
     def apply(  # type: ignore[override]
         cls, module: torch.nn.Module, name: str, amount: int | float, importance_scores: Tensor | None = None

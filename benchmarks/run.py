@@ -1,0 +1,364 @@
+"""pruneplug against torch.nn.utils.prune, side by side, in one run.
+
+Every measurement runs in a subprocess of its own, so the peak memory it
+reports belongs to one library and one case. Times are medians over
+``--repeats`` runs; memory is reported as a multiple of the bytes of the
+weights being pruned ("x weights"):
+
+* extra peak: the highest resident memory while pruning, minus what was
+  resident just before (the weights themselves);
+* held: resident memory after pruning (and garbage collection), minus the
+  same baseline -- masks, masked tensors and anything else kept.
+
+Usage::
+
+    python benchmarks/run.py                 # every case (several minutes)
+    python benchmarks/run.py --quick         # smaller tensors, fewer repeats
+    python benchmarks/run.py --device cuda   # on a GPU
+    python benchmarks/run.py --write-docs    # also rewrite docs/benchmarks.md
+
+It prints a markdown table and writes the raw numbers to
+``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+# --- measuring inside a worker ------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    # Writing 5 to clear_refs resets the peak resident set (VmHWM) on Linux.
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _peak_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _layers(count: int, width: int, device: str, seed: int = 0) -> list:
+    import torch
+
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(count):
+        layer = torch.nn.Linear(width, width, bias=False, device="meta")
+        layer.weight = torch.nn.Parameter(torch.randn(width, width, device=device) * 0.02)
+        layers.append(layer)
+    return layers
+
+
+def _prune_call(library: str, case: str) -> Callable[[list], None]:
+    import torch.nn.utils.prune as torch_prune
+
+    import pruneplug
+
+    if case in ("l1", "random"):
+        name = {"l1": "l1_unstructured", "random": "random_unstructured"}[case]
+        if library == "torch":
+            return lambda layers: getattr(torch_prune, name)(layers[0], "weight", amount=0.5)
+        return lambda layers: pruneplug.prune(layers[0], "weight", name, amount=0.5)
+    if case in ("global", "global_large"):
+        if library == "torch":
+            return lambda layers: torch_prune.global_unstructured(
+                [(layer, "weight") for layer in layers], pruning_method=torch_prune.L1Unstructured, amount=0.5
+            )
+        return lambda layers: pruneplug.prune_global(
+            [(layer, "weight") for layer in layers], "l1_unstructured", amount=0.5
+        )
+    raise ValueError(case)
+
+
+def _peak_device(device: str) -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if device == "cuda" else _peak_bytes()
+
+
+def _used_device(device: str) -> int:
+    import torch
+
+    return torch.cuda.memory_allocated() if device == "cuda" else _rss_bytes()
+
+
+def worker_prune(library: str, case: str, count: int, width: int, device: str) -> dict:
+    """Prune fresh layers once; report seconds, extra peak and held memory (bytes)."""
+    import torch
+
+    torch.set_grad_enabled(True)
+    prune = _prune_call(library, case)
+    prune(_layers(2, 16, device))  # warm up: imports, registry, first-call caches are not the case's cost
+    layers = _layers(count, width, device)
+    weights_bytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in layers)
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak()
+    baseline = _used_device(device)
+    _sync(device)
+    start = time.perf_counter()
+    prune(layers)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    peak = _peak_device(device)
+    gc.collect()
+    held = _used_device(device) - baseline
+    return {"seconds": seconds, "extra_peak": peak - baseline, "held": held, "weights_bytes": weights_bytes}
+
+
+def worker_forward(library: str, count: int, width: int, batch: int, device: str, repeats: int) -> dict:
+    """Median no-grad forward time of a pruned Linear stack and of the same stack unpruned."""
+    import torch
+    import torch.nn.utils.prune as torch_prune
+
+    import pruneplug
+
+    layers = _layers(count, width, device)
+    model = torch.nn.Sequential(*layers).eval()
+    x = torch.randn(batch, width, device=device)
+
+    def timed() -> float:
+        samples = []
+        with torch.no_grad():
+            model(x)
+            for _ in range(repeats):
+                _sync(device)
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    dense = timed()
+    for layer in layers:
+        if library == "torch":
+            torch_prune.l1_unstructured(layer, "weight", amount=0.5)
+        else:
+            pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    pruned = timed()
+    return {"dense": dense, "pruned": pruned}
+
+
+# --- orchestrating ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    case: str
+    library: str
+    seconds: float | None = None
+    extra_peak_x: float | None = None
+    held_x: float | None = None
+    forward_ratio: float | None = None
+    error: str | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+def _run_worker(args: list[str], memory_limit: int | None, timeout: float) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", *args]
+
+    def limit() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=limit, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        if "DefaultCPUAllocator: can't allocate memory" in done.stderr or "MemoryError" in done.stderr:
+            return {"error": "out of memory"}
+        return {"error": f"exit {done.returncode}: {tail[0][:200]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_prune(case: str, library: str, count: int, width: int, device: str, repeats: int, **limits: object) -> Result:
+    result = Result(case, library)
+    runs = []
+    for _ in range(repeats):
+        out = _run_worker(["prune", library, case, str(count), str(width), device], **limits)  # type: ignore[arg-type]
+        if "error" in out:
+            result.error = out["error"]
+            return result
+        runs.append(out)
+    result.samples = [r["seconds"] for r in runs]
+    result.seconds = statistics.median(result.samples)
+    weights = runs[0]["weights_bytes"]
+    result.extra_peak_x = statistics.median(r["extra_peak"] for r in runs) / weights
+    result.held_x = statistics.median(r["held"] for r in runs) / weights
+    return result
+
+
+def measure_forward(library: str, count: int, width: int, batch: int, device: str, repeats: int) -> Result:
+    result = Result("forward", library)
+    out = _run_worker(["forward", library, str(count), str(width), str(batch), device, str(repeats)], None, 1800)
+    if "error" in out:
+        result.error = out["error"]
+        return result
+    result.forward_ratio = out["pruned"] / out["dense"]
+    result.samples = [out["dense"], out["pruned"]]
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def render(results: list[Result], descriptions: dict[str, str], machine: str) -> str:
+    by = {(r.case, r.library): r for r in results}
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| case | torch.nn.utils.prune | pruneplug | speed-up | extra peak (torch → pruneplug) | held (torch → pruneplug) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, description in descriptions.items():
+        theirs, ours = by.get((case, "torch")), by.get((case, "pruneplug"))
+        if theirs is None or ours is None:
+            continue
+        if case == "forward":
+            lines.append(
+                f"| {description} | {_fmt(theirs.forward_ratio, '.2f')}× dense | "
+                f"{_fmt(ours.forward_ratio, '.2f')}× dense | | | |"
+            )
+            continue
+        t_time = theirs.error or f"{theirs.seconds:.3f} s"
+        o_time = ours.error or f"{ours.seconds:.3f} s"
+        speedup = f"{theirs.seconds / ours.seconds:.1f}×" if theirs.seconds and ours.seconds else "—"
+        peak = f"{_fmt(theirs.extra_peak_x, '.2f')}× → {_fmt(ours.extra_peak_x, '.2f')}×"
+        held = f"{_fmt(theirs.held_x, '.2f')}× → {_fmt(ours.held_x, '.2f')}×"
+        lines.append(f"| {description} | {t_time} | {o_time} | {speedup} | {peak} | {held} |")
+    return "\n".join(lines)
+
+
+def machine_description(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    text = f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, torch {torch.__version__}"
+    if device == "cuda" and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller tensors and fewer repeats")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (median)")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 1.07 B-parameter global case")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite docs/benchmarks.md with the table")
+    parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "prune":
+            library, case, count, width, device = rest
+            print(json.dumps(worker_prune(library, case, int(count), int(width), device)))
+        else:
+            library, count, width, batch, device, repeats = rest
+            print(json.dumps(worker_forward(library, int(count), int(width), int(batch), device, int(repeats))))
+        return 0
+
+    quick = args.quick
+    repeats = args.repeats or (1 if quick else 3)
+    width = 1024 if quick else (8192 if args.device == "cuda" else 4096)
+    global_count = 4 if quick else (16 if args.device == "cuda" else 12)
+    descriptions = {
+        "l1": f"`l1_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
+        "random": f"`random_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
+        "global": f"global L1, {global_count} × {width}² fp32 ({global_count * width * width / 1e6:.0f} M params)",
+        "global_large": "global L1, 16 × 8192² fp32 (1.07 B params, 4 GiB)",
+        "forward": f"no-grad forward of a pruned {width}-wide Linear stack vs unpruned",
+    }
+    results: list[Result] = []
+    limits = {"memory_limit": None, "timeout": 3600.0}
+    for case in ("l1", "random", "global"):
+        count = global_count if case == "global" else 1
+        for library in ("torch", "pruneplug"):
+            result = measure_prune(case, library, count, width, args.device, repeats, **limits)
+            results.append(result)
+            print(f"  {case:8} {library:10} {result.seconds or result.error}", file=sys.stderr)
+    if not quick and not args.skip_large:
+        # torch needs ~12x the weights; cap its address space at the machine's memory so it fails fast
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        large_limits = {"memory_limit": memory if args.device == "cpu" else None, "timeout": 3600.0}
+        for library in ("torch", "pruneplug"):
+            result = measure_prune("global_large", library, 16, 8192, args.device, 1, **large_limits)
+            results.append(result)
+            print(f"  large    {library:10} {result.seconds or result.error}", file=sys.stderr)
+    batch = 1024 if args.device == "cuda" else 64
+    for library in ("torch", "pruneplug"):
+        results.append(measure_forward(library, 4 if quick else 8, width, batch, args.device, 5 if quick else 20))
+
+    machine = machine_description(args.device)
+    table = render(results, descriptions, machine)
+    print(table)
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    payload = {"machine": machine, "device": args.device, "quick": quick, "results": [asdict(r) for r in results]}
+    (out_dir / "latest.json").write_text(json.dumps(payload, indent=2))
+    if args.write_docs:
+        _write_docs(table, args.device)
+    return 0
+
+
+def _write_docs(table: str, device: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    marker_start, marker_end = f"<!-- table:{device}:start -->", f"<!-- table:{device}:end -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{marker_start}\n{table}\n{marker_end}"
+    if marker_start in text and marker_end in text:
+        before, _, rest = text.partition(marker_start)
+        _, _, after = rest.partition(marker_end)
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
