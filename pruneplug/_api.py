@@ -41,12 +41,12 @@ from ._reparam import (
     commit,
     default_alive,
     find_hook,
+    is_pruned as _is_pruned,
     plan_prune,
     pruned_tensors,
     remove_pruning,
     tensor_state,
 )
-from ._reparam import is_pruned as _is_pruned
 from .strategies import PrecomputedMask
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "registered",
     "pruning_history",
     "compute_mask",
+    "refresh",
 ]
 
 StrategyLike = str | StrategySpec | type | torch_prune.BasePruningMethod
@@ -340,6 +341,23 @@ def remove(module: nn.Module, name: str | None = None) -> nn.Module:
         return module
     for _, sub, tensor in list(pruned_tensors(module)):
         remove_pruning(sub, tensor)
+    return module
+
+
+def refresh(module: nn.Module) -> nn.Module:
+    """Recompute every masked tensor of ``module`` and its submodules now; returns ``module``.
+
+    The forward pre-hook does this by itself whenever ``<name>_orig`` or
+    ``<name>_mask`` change through PyTorch operations (optimizer steps,
+    in-place ops, ``load_state_dict``). Writes through ``tensor.data`` bypass
+    PyTorch's change tracking: call this after them.
+    """
+    from ._serialization import refresh_all
+
+    if not isinstance(module, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    for sub in module.modules():
+        refresh_all(sub)
     return module
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "StrategyNotFoundError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
+    "UnsupportedNormError",
     "StrategyFailedError",
     "PruningStateError",
     "close_matches_hint",
@@ -214,6 +215,13 @@ class StrategyConflictError(PruneplugError, LookupError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.name, self.providers))
+
+
+class UnsupportedNormError(InvalidParametersError, RuntimeError):
+    """The norm order cannot be computed over this tensor's shape (``'nuc'`` needs two dims).
+
+    Also a ``RuntimeError`` because that is what ``torch.norm`` raises for it.
+    """
 
 
 class IncompatibleStrategyError(PruneplugError, TypeError):

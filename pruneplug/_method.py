@@ -18,18 +18,16 @@ does, so gradients flow to ``<name>_orig`` through the mask.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from ._cache import without_cache
 from ._params import NoParams, StrategyParams
 
 __all__ = ["BasePruningMethod", "describe_method", "method_name"]
-
-_CACHE_ATTRS = ("_pp_cache_key", "_pp_cache_ref")
 
 
 class BasePruningMethod(torch_prune.BasePruningMethod):
@@ -140,10 +138,7 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
 
     def __getstate__(self) -> dict[str, Any]:
         # The refresh cache holds a weakref and tensor versions: meaningless in a copy.
-        state = self.__dict__.copy()
-        for attr in _CACHE_ATTRS:
-            state.pop(attr, None)
-        return state
+        return without_cache(self.__dict__)
 
     def __repr__(self) -> str:
         tensor = getattr(self, "_tensor_name", None)
@@ -188,26 +183,3 @@ def describe_method(method: torch_prune.BasePruningMethod) -> str:
         and not (field in ("generator", "prune_bias") and getattr(method, field) == default)
     ]
     return f"{method_name(method)}({', '.join(shown)})"
-
-
-def clear_refresh_cache(method: object) -> None:
-    """Forget what the hook last computed, so the next forward recomputes."""
-    for attr in _CACHE_ATTRS:
-        if attr in getattr(method, "__dict__", {}):
-            delattr(method, attr)
-
-
-def cache_matches(method: object, key: tuple[object, ...], current: object) -> bool:
-    """Whether ``current`` is the tensor the hook computed for ``key``."""
-    state = getattr(method, "__dict__", {})
-    ref = state.get("_pp_cache_ref")
-    return state.get("_pp_cache_key") == key and ref is not None and ref() is current
-
-
-def remember(method: object, key: tuple[object, ...], value: Tensor) -> None:
-    """Record that ``value`` was computed for ``key``."""
-    try:
-        method.__dict__["_pp_cache_key"] = key
-        method.__dict__["_pp_cache_ref"] = weakref.ref(value)
-    except (AttributeError, TypeError):  # pragma: no cover - exotic hook objects
-        pass

@@ -38,6 +38,7 @@ from . import hookspecs
 from ._errors import (
     PruneplugError,
     StrategyConflictError,
+    StrategyFailedError,
     StrategyNotFoundError,
 )
 from ._method import BasePruningMethod
@@ -121,6 +122,10 @@ class StrategySpec:
         except PruneplugError as error:
             error.add_context(strategy=self.name)
             raise
+        except Exception as error:
+            raise StrategyFailedError(
+                f"creating the strategy raised {type(error).__name__}: {error}", strategy=self.name
+            ) from error
 
     def parameters(self) -> list[ParameterInfo]:
         """The parameters, read from the pydantic model (for tables, docs and the CLI)."""

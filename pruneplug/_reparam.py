@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from ._cache import cache_key, remember, reusable
 from ._container import PruningContainer
 from ._errors import (
     InvalidImportanceScoresError,
@@ -39,7 +40,7 @@ from ._errors import (
     TensorNotFoundError,
     close_matches_hint,
 )
-from ._method import BasePruningMethod, cache_matches, method_name, remember
+from ._method import BasePruningMethod, method_name
 
 __all__ = [
     "MaskPolicy",
@@ -203,33 +204,13 @@ def masked_tensor(module: nn.Module, name: str) -> Tensor:
     return mask.to(dtype=orig.dtype) * orig
 
 
-def _version(t: Tensor) -> int:
-    # Inference tensors keep no version counter; they cannot be modified outside inference mode.
-    return -1 if t.is_inference() else t._version
-
-
-def _source_key(orig: Tensor, mask: Tensor) -> tuple[object, ...]:
-    return (
-        id(orig),
-        _version(orig),
-        orig.data_ptr(),
-        orig.dtype,
-        orig.device,
-        orig.shape,
-        id(mask),
-        _version(mask),
-        mask.data_ptr(),
-        mask.dtype,
-    )
-
-
 def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bool = False) -> None:
     """Set ``module.<name>`` to the current masked tensor (the forward pre-hook's job).
 
     Under autograd the tensor is recomputed every time, so each forward builds
-    a fresh graph back to ``<name>_orig``. Otherwise it is recomputed only if
-    ``<name>_orig``, ``<name>_mask`` or the attribute itself changed since the
-    last computation.
+    a fresh graph back to ``<name>_orig``. Without autograd, in eval mode, a
+    native (bool) mask's result is reused while nothing changed (see
+    :mod:`pruneplug._cache`); ``force`` recomputes regardless.
     """
     name = hook._tensor_name
     orig = module._parameters.get(name + "_orig")
@@ -238,15 +219,17 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
         # Let torch's error surface (AttributeError naming the missing tensor).
         setattr(module, name, hook.apply_mask(module))
         return
-    key = _source_key(orig, mask)
-    current = module.__dict__.get(name)
+    cacheable = mask.dtype == torch.bool and not module.training
+    if not cacheable:
+        setattr(module, name, hook.apply_mask(module))
+        return
+    key = cache_key(orig, mask)
     grad_wanted = torch.is_grad_enabled() and orig.requires_grad
-    if not force and not grad_wanted and isinstance(current, Tensor):  # noqa: SIM102
-        if cache_matches(hook, (*key, _version(current)), current):
-            return
+    if not force and not grad_wanted and reusable(hook, key, module.__dict__.get(name)):
+        return
     value = hook.apply_mask(module)
     setattr(module, name, value)
-    remember(hook, (*key, _version(value)), value)
+    remember(hook, key, value)
 
 
 # --- planning a prune -----------------------------------------------------------------

@@ -32,11 +32,18 @@ from torch import Tensor, nn
 
 from ._amount import check_amount_like_torch, count_to_prune
 from ._container import PruningContainer, normalize_dim
-from ._errors import InvalidDimError, InvalidImportanceScoresError
+from ._errors import InvalidDimError, InvalidImportanceScoresError, InvalidParametersError
 from ._global import global_masks
 from ._method import BasePruningMethod
-from ._reparam import TORCH_POLICY, commit, default_alive, plan_prune, remove_pruning, tensor_state
-from ._reparam import is_pruned as _is_pruned
+from ._reparam import (
+    TORCH_POLICY,
+    commit,
+    default_alive,
+    is_pruned as _is_pruned,
+    plan_prune,
+    remove_pruning,
+    tensor_state,
+)
 from .strategies import CustomFromMask, Identity, L1Unstructured, LnStructured, RandomStructured, RandomUnstructured
 
 __all__ = [
@@ -133,7 +140,7 @@ def global_unstructured(
             f"the `pruning_method`. Found method {pruning_method} of type {method.PRUNING_TYPE}"
         )
     if not targets:
-        return
+        raise InvalidParametersError("global_unstructured(): parameters is empty; nothing to prune")
     states = [tensor_state(module, name) for module, name in targets]
     importance = []
     for (module, name), state in zip(targets, states):

@@ -157,7 +157,7 @@ def test_unpruned_instances_copy_exactly_as_before() -> None:
 
 
 def test_no_grad_forward_reuses_the_masked_tensor_until_something_changes() -> None:
-    layer = nn.Linear(8, 8)
+    layer = nn.Linear(8, 8).eval()
     pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
     x = torch.randn(2, 8)
     with torch.no_grad():
@@ -181,3 +181,39 @@ def test_no_grad_forward_reuses_the_masked_tensor_until_something_changes() -> N
     assert layer.weight.grad_fn is not None
     out.sum().backward()
     assert torch.equal(layer.weight_orig.grad, x.sum(0).expand(8, 8) * layer.weight_mask)
+
+
+def test_eval_after_a_fused_optimizer_step_sees_the_new_weights() -> None:
+    """Fused optimizers do not bump version counters; every optimizer step invalidates the cache."""
+    layer = nn.Linear(6, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    x = torch.randn(5, 6)
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    layer.train()
+    layer(x).sum().backward()
+    optimizer.step()
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x)
+    expected = x @ (layer.weight_orig * layer.weight_mask).T + layer.bias
+    assert torch.allclose(out, expected)
+
+
+def test_writes_through_data_need_refresh() -> None:
+    """``.data`` bypasses version counters (documented); pruneplug.refresh recomputes at once."""
+    layer = nn.Linear(4, 4).eval()
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    with torch.no_grad():
+        layer(torch.randn(1, 4))
+        layer.weight_orig.data.mul_(2)
+        assert pruneplug.refresh(layer) is layer
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    layer.train()  # in train mode nothing is reused, even without autograd
+    with torch.no_grad():
+        layer(torch.randn(1, 4))
+        layer.weight_orig.data.mul_(2)
+        layer(torch.randn(1, 4))
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)

@@ -56,7 +56,10 @@ class CustomFromMask(BasePruningMethod):
                 f"the mask has shape {tuple(self.mask.shape)} but the tensor has shape {tuple(default_mask.shape)}",
                 strategy=self.name,
             )
-        return default_mask * self.mask.to(device=default_mask.device, dtype=default_mask.dtype)
+        given = self.mask
+        if given.dtype != torch.bool and (given.is_complex() or not bool(((given == 0) | (given == 1)).all())):
+            raise InvalidMaskError("the given mask holds values other than 0 and 1", strategy=self.name)
+        return default_mask * given.to(device=default_mask.device, dtype=default_mask.dtype)
 
     @classmethod
     def apply(cls, module: torch.nn.Module, name: str, mask: Tensor) -> torch_prune.BasePruningMethod:  # type: ignore[override]

@@ -9,7 +9,7 @@ from pydantic import StrictBool
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from .._errors import InvalidParametersError
+from .._errors import UnsupportedNormError
 from .._params import DimField, GeneratorField, NormOrderField, StrategyParams
 from ._base import AmountParams, StructuredParams, StructuredStrategy
 
@@ -88,7 +88,7 @@ class LnStructured(StructuredStrategy):
         """The L``n`` norm of each slice (computed exactly as torch.nn.utils.prune does)."""
         others = [d for d in range(t.dim()) if d != dim]
         if self.n == "nuc" and len(others) != 2:
-            raise InvalidParametersError(
+            raise UnsupportedNormError(
                 f"n='nuc' (nuclear norm) needs a tensor with exactly 2 dims besides dim={self.dim}; "
                 f"this one has {len(others)} (shape {tuple(t.shape)})",
                 strategy=self.name,
