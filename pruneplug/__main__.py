@@ -1,10 +1,14 @@
-"""``python -m pruneplug``."""
+"""``python -m pruneplug``: the tour with no arguments, the command line otherwise."""
 
 from __future__ import annotations
 
 import sys
 
-from ._tour import main
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if len(sys.argv) > 1:
+        from .cli import main
+
+        sys.exit(main(sys.argv[1:]))
+    from ._tour import main as tour
+
+    sys.exit(tour(sys.argv[1:]))

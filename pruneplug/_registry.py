@@ -24,6 +24,8 @@ import inspect
 import os
 import re
 import threading
+import types
+import typing
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -177,8 +179,27 @@ def _type_text(prop: dict[str, Any], annotation: Any) -> str:
         return " | ".join(one(p) for p in prop["anyOf"])
     if prop:
         return one(prop)
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("torch.", "").replace("typing.", "")
+    return _annotation_text(annotation)
+
+
+def _annotation_text(annotation: Any) -> str:
+    """``torch.Generator | None`` for annotations kept out of the JSON Schema."""
+    if annotation is type(None):
+        return "None"
+    args = [a for a in typing.get_args(annotation) if not isinstance(a, (str, bytes)) and not _is_metadata(a)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _annotation_text(args[0])
+    if args and origin in (typing.Union, types.UnionType):
+        return " | ".join(_annotation_text(a) for a in args)
+    if isinstance(annotation, type):
+        module = "torch" if annotation.__module__.startswith("torch") else annotation.__module__
+        return annotation.__name__ if module == "builtins" else f"{module}.{annotation.__name__}"
+    return str(annotation).replace("typing.", "")
+
+
+def _is_metadata(value: Any) -> bool:
+    return not (isinstance(value, type) or typing.get_origin(value) is not None or value is type(None))
 
 
 def _snake(name: str) -> str:
