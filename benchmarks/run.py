@@ -10,6 +10,11 @@ weights being pruned ("x weights"):
 * held: resident memory after pruning (and garbage collection), minus the
   same baseline -- masks, masked tensors and anything else kept.
 
+Workers run with glibc told to hand freed blocks of 1 MiB or more straight
+back to the OS (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``), for
+both libraries, so resident memory counts live tensors rather than the
+allocator's reserve.
+
 Usage::
 
     python benchmarks/run.py                 # every case (several minutes)
@@ -194,6 +199,10 @@ class Result:
 
 def _run_worker(args: list[str], memory_limit: int | None, timeout: float) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Make glibc return freed blocks to the OS at once (for both libraries alike), so that
+    # resident memory measures what is alive, not what the allocator keeps around for reuse.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(1 << 20))
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", *args]
 
     def limit() -> None:

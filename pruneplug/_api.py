@@ -299,7 +299,7 @@ def prune_global(
         method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
         states = [tensor_state(module, name) for module, name in pairs]
         importance = _importance_for(pairs, states, importance_scores)
-        alive = [default_alive(state) for state in states]
+        alive = [default_alive(state) if state.pruned else None for state in states]
         try:
             masks = global_masks(states, method, importance, alive)
         except PruneplugError:

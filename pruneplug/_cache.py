@@ -25,10 +25,11 @@ import weakref
 
 from torch import Tensor
 
-__all__ = ["cache_key", "reusable", "remember", "without_cache"]
+__all__ = ["cache_key", "reusable", "remember", "held", "forget", "without_cache"]
 
 _KEY = "_pp_cache_key"
 _REF = "_pp_cache_ref"
+_HELD = "_pp_cache_held"
 
 _optimizer_steps = 0
 _hook_lock = threading.Lock()
@@ -75,15 +76,30 @@ def reusable(hook: object, key: tuple[object, ...], current: object) -> bool:
     return bool(state.get(_KEY) == (*key, _version(current)))
 
 
-def remember(hook: object, key: tuple[object, ...], value: Tensor) -> None:
-    """Record that ``value`` was computed for ``key``."""
+def remember(hook: object, key: tuple[object, ...], value: Tensor, *, hold: bool = False) -> None:
+    """Record that ``value`` was computed for ``key``; ``hold`` keeps it alive (lazy modules)."""
     _watch_optimizers()
     state = getattr(hook, "__dict__", None)
     if state is not None:
         state[_KEY] = (*key, _version(value))
         state[_REF] = weakref.ref(value)
+        if hold:
+            state[_HELD] = value
+
+
+def held(hook: object) -> Tensor | None:
+    """The masked tensor a lazy module's hook keeps, if any."""
+    value = getattr(hook, "__dict__", {}).get(_HELD)
+    return value if isinstance(value, Tensor) else None
+
+
+def forget(hook: object) -> None:
+    """Drop what the hook remembers, so the next read recomputes."""
+    state = getattr(hook, "__dict__", {})
+    for attr in (_KEY, _REF, _HELD):
+        state.pop(attr, None)
 
 
 def without_cache(state: dict[str, object]) -> dict[str, object]:
     """A copy of a hook's ``__dict__`` without what it remembers (for copying and pickling)."""
-    return {key: value for key, value in state.items() if key not in (_KEY, _REF)}
+    return {key: value for key, value in state.items() if key not in (_KEY, _REF, _HELD)}

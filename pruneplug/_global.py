@@ -25,7 +25,9 @@ from .strategies import UnstructuredStrategy
 __all__ = ["global_masks"]
 
 
-def _source(method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor) -> ScoreSource:
+def _source(
+    method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor | None
+) -> ScoreSource:
     """Scores of one target: of its importance scores if given, else of its current values."""
     if values is not None:
         return method.score_source(values, alive)
@@ -41,7 +43,7 @@ def global_masks(
     states: Sequence[TensorState],
     method: torch_prune.BasePruningMethod,
     importance: Sequence[Tensor | None],
-    alive: Sequence[Tensor],
+    alive: Sequence[Tensor | None],
 ) -> list[Tensor]:
     """New bool masks for every target after pruning ``method.amount`` of their alive entries together.
 
@@ -49,10 +51,11 @@ def global_masks(
         states: where each target tensor stands.
         method: an unstructured strategy instance (its ``amount`` counts over all targets).
         importance: per target, importance scores or ``None`` (use the tensor's values).
-        alive: per target, the bool mask of still-unpruned entries.
+        alive: per target, the bool mask of still-unpruned entries, or ``None`` if
+            it was never pruned (saves allocating a mask of ones per target).
     """
     if _fast_path(method) and isinstance(method, UnstructuredStrategy):
-        total = sum(int(a.count_nonzero()) for a in alive)
+        total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         count = count_to_prune(method.amount, total)
         rewind = method.score_rewinder(states[0].orig.device) if states else None
         if rewind is not None and 0 < count == total:
@@ -60,7 +63,7 @@ def global_masks(
                 _source(method, values, state, live).read()  # torch draws even when everything goes
         sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
         kept = keep_highest_across(sources, count, rewind=rewind)
-        return [keep.reshape(live.shape) for live, keep in zip(alive, kept)]
+        return [keep.reshape(state.orig.shape) for state, keep in zip(states, kept)]
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(
         [
@@ -68,11 +71,17 @@ def global_masks(
             for state, values in zip(states, importance)
         ]
     )
-    flat_alive = torch.cat([live.reshape(-1) for live in alive])
+    flat_alive = torch.cat(
+        [
+            torch.ones(s.orig.numel(), dtype=torch.bool, device=s.orig.device) if live is None else live.reshape(-1)
+            for s, live in zip(states, alive)
+        ]
+    )
     flat_new = combine_masks(method, flat_values, flat_alive)
     out = []
     offset = 0
-    for live in alive:
-        out.append(flat_new[offset : offset + live.numel()].reshape(live.shape).to(torch.bool))
-        offset += live.numel()
+    for state in states:
+        numel = state.orig.numel()
+        out.append(flat_new[offset : offset + numel].reshape(state.orig.shape).to(torch.bool))
+        offset += numel
     return out

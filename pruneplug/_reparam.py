@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._cache import cache_key, remember, reusable
+from ._cache import cache_key, forget, remember, reusable
 from ._container import PruningContainer
 from ._errors import (
     InvalidImportanceScoresError,
@@ -40,6 +40,7 @@ from ._errors import (
     TensorNotFoundError,
     close_matches_hint,
 )
+from ._lazy import is_lazy, make_eager, make_lazy, masked_tensor
 from ._method import BasePruningMethod, method_name
 
 __all__ = [
@@ -195,15 +196,6 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
 # --- the masked tensor and its refresh ------------------------------------------------------
 
 
-def masked_tensor(module: nn.Module, name: str) -> Tensor:
-    """``<name>_orig * <name>_mask``, in the parameter's dtype (autograd flows to ``_orig``)."""
-    orig: Tensor = getattr(module, name + "_orig")
-    mask: Tensor = getattr(module, name + "_mask")
-    if mask.dtype == torch.bool:
-        return orig * mask
-    return mask.to(dtype=orig.dtype) * orig
-
-
 def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bool = False) -> None:
     """Set ``module.<name>`` to the current masked tensor (the forward pre-hook's job).
 
@@ -212,6 +204,10 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
     native (bool) mask's result is reused while nothing changed (see
     :mod:`pruneplug._cache`); ``force`` recomputes regardless.
     """
+    if is_lazy(module):
+        if force:
+            forget(hook)  # computed on read; only what was kept must go
+        return
     name = hook._tensor_name
     orig = module._parameters.get(name + "_orig")
     mask = module._buffers.get(name + "_mask")
@@ -295,6 +291,7 @@ def _default_mask(state: TensorState, policy: MaskPolicy) -> Tensor:
         assert state.mask is not None
         return state.mask.detach().clone(memory_format=torch.contiguous_format)
     alive = default_alive(state)
+    # a copy: the strategy may write into it, and `previous` must stay what it was
     return alive.clone(memory_format=torch.contiguous_format) if state.pruned else alive
 
 
@@ -333,6 +330,7 @@ class PendingPrune:
     hook: torch_prune.BasePruningMethod
     mask: Tensor
     alive: Tensor = field(repr=False)
+    lazy: bool = False  # compute the masked tensor on read (native API) instead of storing it
 
 
 def _build_hook(state: TensorState, method: torch_prune.BasePruningMethod) -> torch_prune.BasePruningMethod:
@@ -378,9 +376,9 @@ def plan_prune(
     if importance_scores is not None:
         check_importance_scores(importance_scores, state.orig, module_type=state.module_type, tensor=name)
     hook = _build_hook(state, method)
-    default = _default_mask(state, policy)
-    previous = None if not state.pruned else (default if default.dtype == torch.bool else alive_mask(default, state))
+    previous = default_alive(state) if state.pruned else None  # what the new mask may not exceed
     if mask is None:
+        default = _default_mask(state, policy)
         if importance_scores is not None:
             scores = importance_scores
         elif not state.pruned:
@@ -403,7 +401,7 @@ def plan_prune(
         raw = mask
     alive = _check_mask(raw, state, previous, label)
     stored = alive if policy is NATIVE_POLICY else raw.detach()  # type: ignore[union-attr]
-    return PendingPrune(state, hook, stored, alive)
+    return PendingPrune(state, hook, stored, alive, lazy=policy is NATIVE_POLICY)
 
 
 # --- installing and undoing -------------------------------------------------------------
@@ -416,6 +414,7 @@ class _Snapshot:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        self.cls = type(module)
         self.attributes = dict(module.__dict__)
         self.containers = {attr: OrderedDict(getattr(module, attr)) for attr in self._CONTAINERS}
         self.non_persistent = set(module._non_persistent_buffers_set)
@@ -424,6 +423,8 @@ class _Snapshot:
 
     def restore(self) -> None:
         module = self.module
+        if type(module) is not self.cls:
+            module.__class__ = self.cls
         for attr, saved in self.containers.items():
             live = getattr(module, attr)
             live.clear()
@@ -451,7 +452,10 @@ def _install(pending: PendingPrune) -> None:
         del module._forward_pre_hooks[state.hook_key]
     module.register_buffer(name + "_mask", pending.mask)
     hook = pending.hook
-    if isinstance(hook, BasePruningMethod):
+    forget(hook)
+    if is_lazy(module) or (pending.lazy and make_lazy(module)):
+        module.__dict__.pop(name, None)  # computed on read from now on
+    elif isinstance(hook, BasePruningMethod):
         refresh(module, hook, force=True)
     else:
         setattr(module, name, hook.apply_mask(module))
@@ -538,8 +542,10 @@ def remove_pruning(module: nn.Module, name: str) -> None:
     key, hook = found
     unreparametrize(module, hook)
     del module._forward_pre_hooks[key]
+    forget(hook)
     if not pruning_hooks(module):
         uninstall_support(module)
+        make_eager(module)
 
 
 def pruned_tensors(module: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:

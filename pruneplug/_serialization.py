@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._lazy import is_lazy
 from ._method import BasePruningMethod
 from ._reparam import pruning_hooks, refresh
 
@@ -30,7 +31,7 @@ __all__ = ["install_support", "uninstall_support", "refresh_all"]
 def refresh_all(module: nn.Module) -> None:
     """Recompute every masked tensor of ``module`` itself from ``_orig`` and ``_mask``."""
     for _, hook in pruning_hooks(module):
-        if isinstance(hook, BasePruningMethod):
+        if isinstance(hook, BasePruningMethod) or is_lazy(module):
             refresh(module, hook, force=True)
         else:
             setattr(module, hook._tensor_name, hook.apply_mask(module))
@@ -83,7 +84,13 @@ def _reduce_module(module: nn.Module) -> Any:
 def install_support(module: nn.Module) -> None:
     """Make a pruned module copyable and keep it current after ``load_state_dict``."""
     cls = type(module)
-    if cls not in copyreg.dispatch_table and "__deepcopy__" not in vars(cls) and "__reduce_ex__" not in vars(cls):
+    lazy = is_lazy(module)  # lazy modules pickle and copy themselves (LazyMaskedModule.__reduce_ex__)
+    if (
+        not lazy
+        and cls not in copyreg.dispatch_table
+        and "__deepcopy__" not in vars(cls)
+        and "__reduce_ex__" not in vars(cls)
+    ):
         copyreg.pickle(cls, _reduce_module)
     if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())

@@ -154,7 +154,7 @@ def global_unstructured(
                 tensor=name,
             )
         importance.append(scores)
-    masks = global_masks(states, method, importance, [default_alive(s) for s in states])
+    masks = global_masks(states, method, importance, [default_alive(s) if s.pruned else None for s in states])
     pendings = [
         plan_prune(module, name, CustomFromMask(mask), policy=TORCH_POLICY)
         for (module, name), mask in zip(targets, masks)

@@ -395,7 +395,8 @@ class Snapshot:
     buffers: list[tuple[str, Tensor, Tensor]]
     hooks: list[tuple[int, object]]
     post_hooks: list[tuple[int, object]]
-    attributes: dict[str, object]
+    cls: type
+    attributes: dict[str, tuple[object, Tensor]]
     history: dict[str, list[object]]
 
     @staticmethod
@@ -406,7 +407,8 @@ class Snapshot:
             buffers=[(n, b, b.detach().clone()) for n, b in module.named_buffers()],
             hooks=list(module._forward_pre_hooks.items()),
             post_hooks=list(module._load_state_dict_post_hooks.items()),
-            attributes={n: getattr(module, n) for n in ("weight", "bias")},
+            cls=type(module),
+            attributes={n: (module.__dict__.get(n), getattr(module, n).detach().clone()) for n in ("weight", "bias")},
             history={n: pruneplug.pruning_history(module, n) for n in ("weight", "bias")},
         )
 
@@ -422,8 +424,11 @@ class Snapshot:
         assert all(torch.equal(b, was) for (_, b), (_, _, was) in zip(buffers, self.buffers))
         assert [(k, id(h)) for k, h in module._forward_pre_hooks.items()] == [(k, id(h)) for k, h in self.hooks]
         assert [k for k in module._load_state_dict_post_hooks] == [k for k, _ in self.post_hooks]
-        for name, value in self.attributes.items():
-            assert getattr(module, name) is value, f"module.{name} was replaced"
+        assert type(module) is self.cls
+        for name, (stored, value) in self.attributes.items():
+            # a stored attribute (torch's layout) must be the same object; a lazily computed one the same values
+            assert module.__dict__.get(name) is stored, f"module.{name} was replaced"
+            assert torch.equal(getattr(module, name), value), f"module.{name} changed"
         for name, history in self.history.items():
             assert [id(m) for m in pruneplug.pruning_history(module, name)] == [id(m) for m in history]
 

@@ -1,0 +1,172 @@
+"""Masked tensors computed when they are read, not when a tensor is pruned.
+
+torch.nn.utils.prune stores ``module.weight = weight_orig * weight_mask`` as a
+plain attribute the moment it prunes, and keeps it: one extra copy of every
+pruned weight for as long as the model stays pruned (three with global
+pruning's masks). For a large model that copy is what does not fit.
+
+For tensors pruned through the native API, pruneplug gives the module a
+subclass of its own class -- same name, same ``repr``, ``isinstance`` still
+true, exactly as ``torch.nn.utils.parametrize`` does -- whose ``__getattr__``
+computes ``weight`` from ``weight_orig`` and ``weight_mask`` when it is read:
+
+* under autograd, a fresh ``weight_orig * weight_mask`` at every read, so
+  gradients flow through the mask;
+* in eval without autograd, the result is kept and reused until
+  ``weight_orig`` or the mask changes (see :mod:`pruneplug._cache`), so
+  inference pays nothing;
+* after pruning and before any forward, nothing is kept at all.
+
+When the last pruned tensor of a module is removed, its class goes back to
+the original. RNNs (which keep references to their weights in
+``_flat_weights``) and modules whose class cannot be subclassed keep torch's
+eager attribute instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
+
+from ._cache import cache_key, held, remember, reusable
+
+__all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
+
+_classes: dict[type[nn.Module], type[nn.Module]] = {}
+_classes_lock = threading.Lock()
+
+
+def lazily_masked_hook(module: nn.Module, name: str) -> torch_prune.BasePruningMethod | None:
+    """The pruning hook in charge of ``module.<name>``, if any (without raising)."""
+    for hook in module.__dict__.get("_forward_pre_hooks", {}).values():
+        if isinstance(hook, torch_prune.BasePruningMethod) and getattr(hook, "_tensor_name", None) == name:
+            return hook
+    return None
+
+
+def _reparametrized(module: nn.Module, name: str) -> bool:
+    state = module.__dict__
+    return name + "_orig" in state.get("_parameters", ()) and name + "_mask" in state.get("_buffers", ())
+
+
+def masked_tensor(module: nn.Module, name: str) -> Tensor:
+    """``<name>_orig * <name>_mask``, in the parameter's dtype (autograd flows to ``_orig``)."""
+    orig: Tensor = getattr(module, name + "_orig")
+    mask: Tensor = getattr(module, name + "_mask")
+    if mask.dtype == torch.bool:
+        return orig * mask
+    return mask.to(dtype=orig.dtype) * orig
+
+
+def masked_value(module: nn.Module, hook: torch_prune.BasePruningMethod) -> Tensor:
+    """``<name>_orig * <name>_mask`` for a lazy module, reusing a kept result when allowed."""
+    name = hook._tensor_name
+    orig = module._parameters.get(name + "_orig")
+    mask = module._buffers.get(name + "_mask")
+    if orig is None or mask is None:
+        return hook.apply_mask(module)  # type: ignore[no-any-return]  # let torch's AttributeError surface
+    grad_wanted = torch.is_grad_enabled() and orig.requires_grad
+    if grad_wanted or module.training or mask.dtype != torch.bool:
+        return hook.apply_mask(module)  # type: ignore[no-any-return]
+    key = cache_key(orig, mask)
+    cached = held(hook)
+    if cached is not None and reusable(hook, key, cached):
+        return cached
+    value: Tensor = hook.apply_mask(module)
+    remember(hook, key, value, hold=True)
+    return value
+
+
+class LazyMaskedModule(nn.Module):
+    """Mixin of the per-class subclasses that compute masked tensors on read."""
+
+    _pp_base: type[nn.Module]
+
+    def __getattr__(self, name: str) -> Any:
+        if not _reparametrized(self, name):
+            return super().__getattr__(name)
+        hook = lazily_masked_hook(self, name)
+        if hook is None:  # between torch's removal of a hook and its new one (inside its apply)
+            return masked_tensor(self, name)
+        return masked_value(self, hook)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Tensor) and not isinstance(value, nn.Parameter) and _reparametrized(self, name):
+            return  # the masked tensor is derived from _orig and _mask: torch's hooks assign it, we compute it
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name not in self.__dict__ and _reparametrized(self, name):
+            return  # nothing is stored to delete (torch's remove deletes its stored copy first)
+        super().__delattr__(name)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Pickle and copy as the original class, then become lazy again on load.
+        return (_rebuild, (type(self)._pp_base,), self.__getstate__())  # type: ignore[no-untyped-call]
+
+
+def _rebuild(base: type[nn.Module]) -> nn.Module:
+    cls = _lazy_class(base) or base
+    module: nn.Module = cls.__new__(cls)
+    return module
+
+
+def _lazy_class(base: type[nn.Module]) -> type[nn.Module] | None:
+    """The lazy subclass of ``base`` (created once per class), or ``None`` if it cannot be made."""
+    if issubclass(base, LazyMaskedModule):
+        return base
+    cls = _classes.get(base)
+    if cls is not None:
+        return cls
+    with _classes_lock:
+        cls = _classes.get(base)
+        if cls is None:
+            namespace = {
+                "__module__": base.__module__,
+                "__qualname__": base.__qualname__,
+                "__doc__": base.__doc__,
+                "_pp_base": base,
+            }
+            try:
+                cls = types.new_class(
+                    base.__name__, (LazyMaskedModule, base), exec_body=lambda ns: ns.update(namespace)
+                )
+            except TypeError:
+                return None
+            _classes[base] = cls
+    return cls
+
+
+def is_lazy(module: nn.Module) -> bool:
+    """Whether ``module`` computes its masked tensors on read."""
+    return isinstance(module, LazyMaskedModule)
+
+
+def make_lazy(module: nn.Module) -> bool:
+    """Switch ``module`` to computing masked tensors on read; ``False`` if it must stay eager."""
+    if is_lazy(module):
+        return True
+    if isinstance(module, nn.RNNBase):
+        return False  # RNNs read their weights from _flat_weights, which needs real tensors
+    cls = _lazy_class(type(module))
+    if cls is None:
+        return False
+    try:
+        module.__class__ = cls
+    except TypeError:
+        return False
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, torch_prune.BasePruningMethod):
+            module.__dict__.pop(getattr(hook, "_tensor_name", ""), None)  # stored copies would shadow the lazy ones
+    return True
+
+
+def make_eager(module: nn.Module) -> None:
+    """Give ``module`` its original class back (once no tensor of it is pruned)."""
+    if is_lazy(module):
+        module.__class__ = type(module)._pp_base  # type: ignore[attr-defined]

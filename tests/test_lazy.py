@@ -1,0 +1,99 @@
+"""Masked tensors computed on read (native API): memory, identity of the class, copies, interop."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+
+import pruneplug
+import pruneplug.compat as compat
+from pruneplug._lazy import is_lazy
+
+
+def test_nothing_extra_is_kept_after_pruning() -> None:
+    """Before any read, a native prune keeps only the mask: no second copy of the weight."""
+    layer = nn.Linear(64, 64)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    assert "weight" not in vars(layer)
+    assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    assert "weight" not in vars(layer)  # reading does not store it either
+
+
+def test_the_class_keeps_its_name_and_comes_back_after_remove() -> None:
+    layer = nn.Linear(3, 2)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=1)
+    assert isinstance(layer, nn.Linear) and type(layer).__name__ == "Linear"
+    assert repr(layer) == "Linear(in_features=3, out_features=2, bias=True)"
+    assert is_lazy(layer) and type(layer) is not nn.Linear
+    pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
+    pruneplug.remove(layer, "weight")
+    assert is_lazy(layer)  # the bias is still pruned
+    pruneplug.remove(layer, "bias")
+    assert type(layer) is nn.Linear and not is_lazy(layer)
+
+
+def test_reads_follow_every_change_under_autograd() -> None:
+    """In training each read is fresh: gradients flow, in-place and .data writes are seen."""
+    layer = nn.Linear(4, 4)
+    pruneplug.prune(layer, "weight", "random_unstructured", amount=6)
+    with torch.no_grad():
+        layer.weight_orig.data.mul_(3)  # even writes through .data: training-mode reads are never cached
+    assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    layer.weight.abs().sum().backward()  # a regularizer on the masked weight reaches weight_orig
+    assert bool((layer.weight_orig.grad[~layer.weight_mask] == 0).all())
+    assert bool((layer.weight_orig.grad[layer.weight_mask] != 0).all())
+    layer.weight = torch.zeros(4, 4)  # assigning the derived tensor is ignored, as torch's next forward would
+    assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_copies_pickles_and_saves_stay_lazy() -> None:
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    pruneplug.prune(model[0], "weight", "l1_unstructured", amount=10)
+    x = torch.randn(3, 6)
+    expected = model(x)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model)), torch.load(buffer, weights_only=False)):
+        assert is_lazy(other[0]) and type(other[0]) is type(model[0])
+        assert torch.equal(other(x), expected)
+        pruneplug.remove(other)
+        assert type(other[0]) is nn.Linear
+    assert is_lazy(model[0])
+
+
+def test_rnns_keep_torch_s_eager_attribute() -> None:
+    lstm = nn.LSTM(4, 3)
+    pruneplug.prune(lstm, "weight_hh_l0", "l1_unstructured", amount=0.5)
+    assert not is_lazy(lstm) and type(lstm) is nn.LSTM
+    assert lstm._flat_weights[1] is lstm.__dict__["weight_hh_l0"]
+
+
+def test_compat_and_torch_pruning_on_a_lazy_module() -> None:
+    """Tensors pruned by compat or torch on a lazy module are computed on read too (never stale)."""
+    conv = nn.Conv2d(2, 4, 3)
+    pruneplug.prune(conv, "weight", "ln_structured", amount=1, n=2, dim=0)
+    compat.l1_unstructured(conv, "bias", amount=1)
+    torch_prune.l1_unstructured(conv, "weight", amount=5)
+    assert is_lazy(conv) and "weight" not in vars(conv) and "bias" not in vars(conv)
+    assert conv.bias_mask.dtype == torch.float32 and conv.weight_mask.dtype == torch.float32
+    with torch.no_grad():
+        conv.weight_orig.add_(1.0)
+    assert torch.equal(conv.weight, conv.weight_orig * conv.weight_mask)
+    torch_prune.remove(conv, "weight")
+    pruneplug.remove(conv)
+    assert type(conv) is nn.Conv2d
+
+
+def test_a_module_pruned_by_torch_becomes_lazy_when_pruneplug_prunes_it() -> None:
+    layer = nn.Linear(5, 5)
+    torch_prune.l1_unstructured(layer, "weight", amount=5)
+    assert "weight" in vars(layer)
+    pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
+    assert is_lazy(layer) and "weight" not in vars(layer)
+    assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
