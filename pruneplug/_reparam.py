@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from ._cache import cache_key, forget, remember, reusable
-from ._container import PruningContainer
+from ._container import PruningContainer, _fast_path
 from ._errors import (
     InvalidImportanceScoresError,
     InvalidMaskError,
@@ -378,7 +378,6 @@ def plan_prune(
     hook = _build_hook(state, method)
     previous = default_alive(state) if state.pruned else None  # what the new mask may not exceed
     if mask is None:
-        default = _default_mask(state, policy)
         if importance_scores is not None:
             scores = importance_scores
         elif not state.pruned:
@@ -389,7 +388,10 @@ def plan_prune(
         else:
             scores = current_values(state)
         try:
-            raw = hook.compute_mask(scores, default_mask=default)
+            if policy is NATIVE_POLICY and not state.pruned and _fast_path(hook) and hasattr(hook, "_keep"):
+                raw = hook._keep(scores, None)  # type: ignore[attr-defined]  # = compute_mask(t, ones), without the ones
+            else:
+                raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
         except PruneplugError as error:
             error.add_context(**context)
             raise
