@@ -15,10 +15,15 @@ pruneplug's core and registry, so they also get its fixes:
 * a failing prune leaves everything as it was, even on an already pruned
   tensor (torch drops the hook, and the tensor silently stops being masked);
 * mask computation never writes into the caller's ``default_mask``;
-* ``global_unstructured`` accepts a generator, and neither it nor the
-  unstructured methods sort with ``topk``;
+* ``global_unstructured`` accepts a generator, prunes every tensor or none,
+  and neither it nor the unstructured methods sort with ``topk``;
+* pruning again ranks the tensor's current values (``weight_orig * weight_mask``),
+  not torch's copy from the last forward (stale after an optimizer step);
 * masks must be binary and may never un-prune entries (checked, with an
   error that names the module, tensor and method).
+
+What stays exactly torch's: masks in the weight's dtype, ``module.weight``
+stored as an attribute and recomputed by the hook before every forward.
 """
 
 from __future__ import annotations
