@@ -39,6 +39,7 @@ from ._errors import (
     NotPrunedError as NotPrunedError,
     PruneplugError as PruneplugError,
     PruningStateError as PruningStateError,
+    ScoreNotFoundError as ScoreNotFoundError,
     StrategyConflictError as StrategyConflictError,
     StrategyFailedError as StrategyFailedError,
     StrategyNotFoundError as StrategyNotFoundError,
@@ -56,6 +57,7 @@ from ._registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
+from ._scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
 from ._state_dict import load_pruned_state_dict as load_pruned_state_dict
 from .hookspecs import hookimpl as hookimpl
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
@@ -84,6 +86,8 @@ __all__ = [
     "PruningContainer",
     "UnstructuredStrategy",
     "StructuredStrategy",
+    "ImportanceScore",
+    "ScoreTarget",
     "StrategyParams",
     "StrategySpec",
     "strategy_spec",
@@ -103,6 +107,7 @@ __all__ = [
     "TensorNotFoundError",
     "NotPrunedError",
     "StrategyNotFoundError",
+    "ScoreNotFoundError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "StrategyFailedError",

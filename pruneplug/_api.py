@@ -377,7 +377,7 @@ def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> l
 
     >>> import pruneplug
     >>> pruneplug.list_strategies("*_structured")
-    ['ln_structured', 'random_structured']
+    ['ln_structured', 'random_structured', 'scored_structured']
     """
     specs = get_registry().specs()
     return [

@@ -27,6 +27,7 @@ __all__ = [
     "TensorNotFoundError",
     "NotPrunedError",
     "StrategyNotFoundError",
+    "ScoreNotFoundError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "UnsupportedNormError",
@@ -191,6 +192,21 @@ class StrategyNotFoundError(PruneplugError, LookupError):
         hint = close_matches_hint(name, self.available)
         listing = ", ".join(self.available) if self.available else "none"
         super().__init__(f"no strategy named {name!r}.{hint} Registered strategies: {listing}.{extra}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.name, self.available))
+
+
+class ScoreNotFoundError(PruneplugError, LookupError):
+    """No registered importance score has this name; the message lists close matches."""
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        hint = close_matches_hint(name, self.available)
+        super().__init__(
+            f"no importance score named {name!r}.{hint} Registered scores: {', '.join(self.available) or 'none'}."
+        )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.name, self.available))

@@ -10,6 +10,7 @@ tensors are flattened into one vector and the strategy sees it whole.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from torch.nn.utils import prune as torch_prune
 from ._amount import count_to_prune
 from ._container import _fast_path, combine_masks
 from ._reparam import TensorState, current_values
+from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
 from .strategies import UnstructuredStrategy
 
@@ -28,15 +30,30 @@ __all__ = ["global_masks"]
 def _source(
     method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor | None
 ) -> ScoreSource:
-    """Scores of one target: of its importance scores if given, else of its current values."""
+    """Scores of one target: of its importance scores if given, else of its current values.
+
+    Scores are computed while the target is the current :class:`~pruneplug.ScoreTarget`
+    (gradient-based scores read its parameter).
+    """
     if values is not None:
-        return method.score_source(values, alive)
-    if not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
+        source = method.score_source(values, alive)
+    elif not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
         # Dead entries are never read, so the parameter itself stands for orig * mask.
-        return method.score_source(state.orig, alive)
-    return ScoreSource.whole(
-        lambda: method.scores(current_values(state), alive), state.orig.numel(), state.orig.device, alive
-    )
+        source = method.score_source(state.orig, alive)
+    else:
+        source = ScoreSource.whole(
+            lambda: method.scores(current_values(state), alive), state.orig.numel(), state.orig.device, alive
+        )
+
+    def read() -> Tensor:
+        with scoring(state.module, state.name, state.orig):
+            return source.read()
+
+    def score(part: Tensor, out: Tensor) -> Tensor:
+        with scoring(state.module, state.name, state.orig):
+            return source.score(part, out)  # type: ignore[misc]
+
+    return dataclasses.replace(source, read=read, score=None if source.score is None else score)
 
 
 def global_masks(

@@ -27,7 +27,7 @@ import threading
 import types
 import typing
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +39,14 @@ from torch.nn.utils import prune as torch_prune
 from . import hookspecs
 from ._errors import (
     PruneplugError,
+    ScoreNotFoundError,
     StrategyConflictError,
     StrategyFailedError,
     StrategyNotFoundError,
 )
 from ._method import BasePruningMethod
 from ._params import NoParams, params_model_from_signature, validate_params
+from ._scores import ImportanceScore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -277,7 +279,8 @@ class PluginInfo:
         status: ``"ok"``, ``"broken"``, ``"conflict"`` (a strategy name clashes
             with another plugin's) or ``"blocked"``.
         error: why it is broken.
-        strategies: the names it registered.
+        strategies: the strategy names it registered.
+        scores: the importance score names it registered.
     """
 
     name: str
@@ -287,6 +290,7 @@ class PluginInfo:
     status: str = "ok"
     error: str | None = None
     strategies: list[str] = field(default_factory=list)
+    scores: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -329,6 +333,8 @@ class Registry:
         }
         self._specs: dict[str, StrategySpec] = {}
         self._conflicts: dict[str, list[StrategySpec]] = {}
+        self._scores: dict[str, ImportanceScore] = {}
+        self._score_conflicts: dict[str, list[tuple[str, ImportanceScore]]] = {}
         self._manual: dict[str, StrategySpec] = {}
         self._ready = False
         self._lock = threading.RLock()
@@ -382,54 +388,74 @@ class Registry:
                 except Exception as error:
                     self._broken(info, f"its hooks are invalid: {error}")
 
-    def _collect(self) -> None:
-        builtin_names: set[str] = set()
-        claims: dict[str, list[StrategySpec]] = {}
-        for impl in self._pm.hook.pruneplug_add_strategies.get_hookimpls():
-            plugin_name = impl.plugin_name
-            info = self._plugins.setdefault(plugin_name, PluginInfo(plugin_name))
+    def _gather(
+        self, hook: Any, convert: Callable[[Any, PluginInfo], Any], noun: str, listing: str
+    ) -> tuple[dict[str, Any], dict[str, list[tuple[str, Any]]]]:
+        """Call one hook on every plugin, each in isolation; resolve names and clashes.
+
+        Returns ``(usable, conflicts)``: name -> item, and name -> ``[(plugin, item), ...]``
+        for names two plugins claim. A plugin cannot take a built-in's name.
+        """
+        claims: dict[str, list[tuple[str, Any]]] = {}
+        for impl in hook.get_hookimpls():
+            plugin = impl.plugin_name
+            info = self._plugins.setdefault(plugin, PluginInfo(plugin))
             try:
                 items = impl.function()
             except Exception as error:
-                self._broken(info, f"pruneplug_add_strategies raised {type(error).__name__}: {error}")
+                self._broken(info, f"{hook.name} raised {type(error).__name__}: {error}")
                 continue
             if not isinstance(items, (list, tuple)):
-                self._broken(info, f"pruneplug_add_strategies must return a list, got {type(items).__name__}")
+                self._broken(info, f"{hook.name} must return a list, got {type(items).__name__}")
                 continue
             for item in items:
                 try:
-                    spec = strategy_spec(
-                        item, provider=plugin_name, distribution=info.distribution, version=info.version
-                    )
+                    value = convert(item, info)
                 except (TypeError, ValueError) as error:
-                    self._broken(info, f"it handed over something that is not a strategy: {error}")
+                    self._broken(info, f"it handed over something that is not {noun}: {error}")
                     continue
-                if plugin_name == BUILTIN_PLUGIN:
-                    builtin_names.add(spec.name)
-                claims.setdefault(spec.name, []).append(spec)
-                info.strategies.append(spec.name)
-        for name, specs in claims.items():
-            if name in builtin_names:
-                builtin = next(s for s in specs if s.provider == BUILTIN_PLUGIN)
-                self._specs[name] = builtin
-                for other in specs:
-                    if other is not builtin:
-                        self._broken(
-                            self._plugins[other.provider], f"it tries to replace the built-in strategy {name!r}"
-                        )
-                        self._plugins[other.provider].strategies.remove(name)
-            elif len(specs) == 1:
-                self._specs[name] = specs[0]
+                claims.setdefault(value.name, []).append((plugin, value))
+                getattr(info, listing).append(value.name)
+        usable: dict[str, Any] = {}
+        conflicts: dict[str, list[tuple[str, Any]]] = {}
+        for name, claimants in claims.items():
+            builtin = [item for plugin, item in claimants if plugin == BUILTIN_PLUGIN]
+            if builtin:
+                usable[name] = builtin[0]
+                for plugin, _ in claimants:
+                    if plugin != BUILTIN_PLUGIN:
+                        self._broken(self._plugins[plugin], f"it tries to replace the built-in {noun} {name!r}")
+                        getattr(self._plugins[plugin], listing).remove(name)
+            elif len(claimants) == 1:
+                usable[name] = claimants[0][1]
             else:
-                self._conflicts[name] = specs
-                for spec in specs:
+                conflicts[name] = claimants
+                for plugin, _ in claimants:
+                    others = ", ".join(self._plugins[p].label for p, _ in claimants if p != plugin)
                     self._broken(
-                        self._plugins[spec.provider],
-                        f"strategy {name!r} is also provided by "
-                        + ", ".join(s.provider_label for s in specs if s is not spec)
-                        + "; it is unusable until one of them is uninstalled or blocked",
+                        self._plugins[plugin],
+                        f"{noun} {name!r} is also provided by {others}; "
+                        "it is unusable until one of them is uninstalled or blocked",
                         status="conflict",
                     )
+        return usable, conflicts
+
+    def _collect(self) -> None:
+        def to_spec(item: Any, info: PluginInfo) -> StrategySpec:
+            return strategy_spec(item, provider=info.name, distribution=info.distribution, version=info.version)
+
+        def to_score(item: Any, info: PluginInfo) -> ImportanceScore:
+            if not isinstance(item, ImportanceScore):
+                raise TypeError(f"expected a pruneplug.ImportanceScore, got {item!r}")
+            if not _NAME.match(item.name) or not callable(item.compute):
+                raise ValueError(f"importance score {item.name!r} needs a lowercase name and a callable compute")
+            return item
+
+        self._specs, conflicts = self._gather(self._pm.hook.pruneplug_add_strategies, to_spec, "strategy", "strategies")
+        self._conflicts = {name: [spec for _, spec in claimants] for name, claimants in conflicts.items()}
+        self._scores, self._score_conflicts = self._gather(
+            self._pm.hook.pruneplug_add_importance_scores, to_score, "importance score", "scores"
+        )
 
     # --- lookup ------------------------------------------------------------------------
 
@@ -453,6 +479,26 @@ class Registry:
                 extra = " Broken plugins (see `pruneplug list`): " + ", ".join(broken) + "."
             raise StrategyNotFoundError(name, self.names(), extra=extra)
         return spec
+
+    def get_score(self, name: str) -> ImportanceScore:
+        """The importance score registered as ``name`` (see ``pruneplug_add_importance_scores``).
+
+        Raises:
+            ScoreNotFoundError: no such score (the message lists close matches).
+            StrategyConflictError: two plugins claim the name.
+        """
+        self._ensure_ready()
+        if name in self._score_conflicts:
+            raise StrategyConflictError(name, [self._plugins[p].label for p, _ in self._score_conflicts[name]])
+        score = self._scores.get(name) if isinstance(name, str) else None
+        if score is None:
+            raise ScoreNotFoundError(repr(name) if not isinstance(name, str) else name, self.score_names())
+        return score
+
+    def score_names(self) -> list[str]:
+        """Sorted names of every usable importance score."""
+        self._ensure_ready()
+        return sorted(self._scores)
 
     def __contains__(self, name: object) -> bool:
         self._ensure_ready()

@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._lazy import is_lazy, make_eager, make_lazy, masked_tensor
 from ._method import BasePruningMethod, method_name
+from ._scores import scoring
 
 __all__ = [
     "MaskPolicy",
@@ -388,10 +389,11 @@ def plan_prune(
         else:
             scores = current_values(state)
         try:
-            if policy is NATIVE_POLICY and not state.pruned and _fast_path(hook) and hasattr(hook, "_keep"):
-                raw = hook._keep(scores, None)  # type: ignore[attr-defined]  # = compute_mask(t, ones), without the ones
-            else:
-                raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
+            with scoring(module, name, state.orig):
+                if policy is NATIVE_POLICY and not state.pruned and _fast_path(hook) and hasattr(hook, "_keep"):
+                    raw = hook._keep(scores, None)  # type: ignore[attr-defined]  # compute_mask(t, ones) without the ones
+                else:
+                    raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
         except PruneplugError as error:
             error.add_context(**context)
             raise

@@ -18,7 +18,7 @@ from typing import Any
 
 import pluggy
 
-__all__ = ["PROJECT_NAME", "hookspec", "hookimpl", "pruneplug_add_strategies"]
+__all__ = ["PROJECT_NAME", "hookspec", "hookimpl", "pruneplug_add_strategies", "pruneplug_add_importance_scores"]
 
 PROJECT_NAME = "pruneplug"
 
@@ -49,5 +49,33 @@ def pruneplug_add_strategies() -> list[Any]:
 
     Returns:
         A list of strategies (may be empty).
+    """
+    raise NotImplementedError  # pragma: no cover - a specification, never called
+
+
+@hookspec
+def pruneplug_add_importance_scores() -> list[Any]:
+    """Return the importance scores this plugin provides.
+
+    Each item is a :class:`pruneplug.ImportanceScore`: a name, and a function
+    ``compute(values, target)`` returning one score per entry (higher = more
+    important). A score is not tied to a way of picking: every registered
+    score works with ``"scored_unstructured"`` (entries), ``"scored_structured"``
+    (whole slices, reducing entry scores per slice) and global pruning across
+    tensors::
+
+        pruneplug.prune(model.fc1, "weight", "scored_structured", score="taylor", amount=8, dim=0)
+
+    ``target`` (a :class:`pruneplug.ScoreTarget`) names the module and tensor
+    being scored and gives its parameter, e.g. for gradient-based scores;
+    it is ``None`` when a bare tensor is scored (``pruneplug.compute_mask``).
+    Mark a score ``elementwise=True`` when each entry's score depends on that
+    entry alone: it is then computed chunk by chunk, never held whole.
+
+    Called once when the registry is first used. Names must be unique; a
+    plugin cannot replace a built-in score (``magnitude``, ``taylor``).
+
+    Returns:
+        A list of :class:`pruneplug.ImportanceScore` (may be empty).
     """
     raise NotImplementedError  # pragma: no cover - a specification, never called

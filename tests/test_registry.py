@@ -20,6 +20,8 @@ BUILTIN_NAMES = [
     "ln_structured",
     "random_structured",
     "random_unstructured",
+    "scored_structured",
+    "scored_unstructured",
 ]
 
 
@@ -53,6 +55,8 @@ def test_specs_describe_kind_params_and_provider(registry: pruneplug.Registry) -
         "ln_structured": "structured",
         "random_structured": "structured",
         "random_unstructured": "unstructured",
+        "scored_structured": "structured",
+        "scored_unstructured": "unstructured",
     }
     for spec in registry.specs():
         assert issubclass(spec.params_model, BaseModel)
@@ -77,7 +81,7 @@ def test_unknown_name_lists_close_matches(registry: pruneplug.Registry) -> None:
 
 
 def test_list_strategies_filters(registry: pruneplug.Registry) -> None:
-    assert pruneplug.list_strategies("*_structured") == ["ln_structured", "random_structured"]
+    assert pruneplug.list_strategies("*_structured") == ["ln_structured", "random_structured", "scored_structured"]
     assert pruneplug.list_strategies(kind="global") == ["custom_from_mask"]
     assert pruneplug.list_strategies("l1*", kind="structured") == []
 

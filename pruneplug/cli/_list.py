@@ -18,7 +18,7 @@ def _parameter_text(parameter: ParameterInfo) -> str:
 
 
 def strategies_payload() -> dict[str, Any]:
-    """What ``pruneplug list --json`` prints: strategies, conflicts and plugins."""
+    """What ``pruneplug list --json`` prints: strategies, conflicts, importance scores and plugins."""
     registry = get_registry()
     strategies = [
         {
@@ -46,6 +46,15 @@ def strategies_payload() -> dict[str, Any]:
         {"name": name, "providers": [s.provider_label for s in specs], "status": "conflict"}
         for name, specs in sorted(registry.conflicts().items())
     ]
+    scores = [
+        {
+            "name": name,
+            "summary": registry.get_score(name).summary,
+            "elementwise": registry.get_score(name).elementwise,
+            "provider": next((p.label for p in registry.plugins() if name in p.scores), None),
+        }
+        for name in registry.score_names()
+    ]
     plugins = [
         {
             "name": p.name,
@@ -55,10 +64,11 @@ def strategies_payload() -> dict[str, Any]:
             "status": p.status,
             "error": p.error,
             "strategies": sorted(p.strategies),
+            "scores": sorted(p.scores),
         }
         for p in registry.plugins()
     ]
-    return {"strategies": strategies, "conflicts": conflicts, "plugins": plugins}
+    return {"strategies": strategies, "conflicts": conflicts, "scores": scores, "plugins": plugins}
 
 
 def _jsonable(value: object) -> bool:
@@ -88,11 +98,17 @@ def list_command(
     for conflict in payload["conflicts"]:
         table.add_row(conflict["name"], "?", "-", "\n".join(conflict["providers"]), "conflict")
     console.print(table)
+    scores = Table(title="Importance scores (for scored_unstructured / scored_structured)", title_justify="left")
+    for column in ("score", "summary", "provider"):
+        scores.add_column(column)
+    for score in payload["scores"]:
+        scores.add_row(score["name"], score["summary"], score["provider"] or "-")
+    console.print(scores)
     plugins = Table(title="Plugins", title_justify="left")
     for column in ("plugin", "distribution", "status", "strategies / problem"):
         plugins.add_column(column)
     for plugin in payload["plugins"]:
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
-        detail = plugin["error"] if plugin["error"] else ", ".join(plugin["strategies"]) or "-"
+        detail = plugin["error"] if plugin["error"] else ", ".join(plugin["strategies"] + plugin["scores"]) or "-"
         plugins.add_row(plugin["name"], dist, plugin["status"], detail)
     console.print(plugins)

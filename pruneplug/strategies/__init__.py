@@ -9,6 +9,8 @@ name                      kind          prunes
 ``random_structured``     structured    random slices along ``dim``
 ``ln_structured``         structured    the lowest-L``n``-norm slices along ``dim``
 ``custom_from_mask``      global        what a given mask says
+``scored_unstructured``   unstructured  the entries lowest by any registered score
+``scored_structured``     structured    the slices lowest by any registered score
 ========================  ============  ============================================
 
 Global pruning across tensors is :func:`pruneplug.prune_global` with any
@@ -17,9 +19,11 @@ unstructured strategy.
 
 from __future__ import annotations
 
+from .._scores import BUILTIN_SCORES, ImportanceScore
 from ..hookspecs import hookimpl
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
+from .scored import ScoredStructured, ScoredStructuredParams, ScoredUnstructured, ScoredUnstructuredParams
 from .structured import LnStructured, LnStructuredParams, RandomStructured, RandomStructuredParams
 from .unstructured import Identity, L1Unstructured, RandomUnstructured, RandomUnstructuredParams
 
@@ -40,13 +44,33 @@ __all__ = [
     "CustomFromMask",
     "CustomFromMaskParams",
     "PrecomputedMask",
+    "ScoredUnstructured",
+    "ScoredUnstructuredParams",
+    "ScoredStructured",
+    "ScoredStructuredParams",
     "pruneplug_add_strategies",
+    "pruneplug_add_importance_scores",
 ]
 
-BUILTIN_STRATEGIES = (Identity, RandomUnstructured, L1Unstructured, RandomStructured, LnStructured, CustomFromMask)
+BUILTIN_STRATEGIES = (
+    Identity,
+    RandomUnstructured,
+    L1Unstructured,
+    RandomStructured,
+    LnStructured,
+    CustomFromMask,
+    ScoredUnstructured,
+    ScoredStructured,
+)
 
 
 @hookimpl
 def pruneplug_add_strategies() -> list[type]:
     """Hand the built-in strategies to the registry, as any plugin would."""
     return list(BUILTIN_STRATEGIES)
+
+
+@hookimpl
+def pruneplug_add_importance_scores() -> list[ImportanceScore]:
+    """Hand the built-in importance scores (magnitude, taylor) to the registry."""
+    return list(BUILTIN_SCORES)

@@ -31,6 +31,7 @@ def test_list_json_describes_every_strategy_from_its_model() -> None:
         ("dim", False, -1),
         ("prune_bias", False, False),
     ]
+    assert [s["name"] for s in payload["scores"]] == ["magnitude", "taylor"]
     builtin = next(p for p in payload["plugins"] if p["name"] == "pruneplug")
     assert builtin["status"] == "ok" and "l1_unstructured" in builtin["strategies"]
 
