@@ -150,7 +150,7 @@ GeneratorField = SkipJsonSchema[Annotated[torch.Generator | None, PlainValidator
 
 
 def _describe_error(error: dict[str, Any], fields: list[str]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ())) or "parameters"
+    location = ".".join(str(part) for part in error.get("loc", ()))
     kind = error.get("type")
     if kind == "extra_forbidden":
         hint = close_matches_hint(location, fields)
@@ -158,7 +158,7 @@ def _describe_error(error: dict[str, Any], fields: list[str]) -> str:
         return f"unknown parameter {location!r}.{hint} Accepted parameters: {accepted}"
     if kind == "missing":
         return f"missing required parameter {location!r}"
-    return f"{location}: {error.get('msg')}"
+    return f"{location}: {error.get('msg')}" if location else str(error.get("msg"))
 
 
 def validate_params(model: type[BaseModel], params: dict[str, Any], *, strategy: str | None = None) -> BaseModel:

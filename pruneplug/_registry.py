@@ -364,11 +364,15 @@ class Registry:
         warnings.warn(f"pruneplug plugin {info.label}: {reason}", PluginLoadWarning, stacklevel=4)
 
     def _load_plugins_from_entry_points(self) -> None:
+        seen: set[tuple[str, str, str]] = set()
         for dist in importlib.metadata.distributions():
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP:
                     continue
                 dist_name = dist.metadata["Name"]
+                if (dist_name, ep.name, ep.value) in seen:
+                    continue  # the same distribution found twice on sys.path
+                seen.add((dist_name, ep.name, ep.value))
                 info = PluginInfo(ep.name, dist_name, dist.version, f"{ep.name} = {ep.value}")
                 if ep.name in self._plugins:
                     self._broken(info, f"plugin name {ep.name!r} is already taken by {self._plugins[ep.name].label}")
@@ -387,6 +391,14 @@ class Registry:
                     self._pm.register(plugin, name=ep.name)
                 except Exception as error:
                     self._broken(info, f"its hooks are invalid: {error}")
+                    continue
+                unknown = [caller.name for caller in self._pm.get_hookcallers(plugin) or [] if not caller.has_spec()]
+                if unknown:
+                    self._pm.unregister(plugin)
+                    known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("pruneplug_")))
+                    self._broken(
+                        info, f"it implements unknown hooks {', '.join(unknown)} (a typo? the hooks are: {known})"
+                    )
 
     def _gather(
         self, hook: Any, convert: Callable[[Any, PluginInfo], Any], noun: str, listing: str
@@ -412,7 +424,8 @@ class Registry:
                 try:
                     value = convert(item, info)
                 except (TypeError, ValueError) as error:
-                    self._broken(info, f"it handed over something that is not {noun}: {error}")
+                    article = "an" if noun[0] in "aeiou" else "a"
+                    self._broken(info, f"it handed over something that is not {article} {noun}: {error}")
                     continue
                 claims.setdefault(value.name, []).append((plugin, value))
                 getattr(info, listing).append(value.name)

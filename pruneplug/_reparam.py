@@ -527,6 +527,8 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
     del module._buffers[name + "_mask"]
     module._non_persistent_buffers_set.discard(name + "_mask")
     setattr(module, name, orig)
+    if not any(other is not hook for _, other in pruning_hooks(module)):
+        make_eager(module)  # nothing else is pruned (torch's remove drops the hook itself right after)
 
 
 def remove_pruning(module: nn.Module, name: str) -> None:
@@ -549,7 +551,6 @@ def remove_pruning(module: nn.Module, name: str) -> None:
     forget(hook)
     if not pruning_hooks(module):
         uninstall_support(module)
-        make_eager(module)
 
 
 def pruned_tensors(module: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:

@@ -1,0 +1,299 @@
+"""The conformance kit itself: it passes what conforms, and names the check that catches each kind of bug."""
+
+from __future__ import annotations
+
+import math
+import threading
+import unittest
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from hypothesis import strategies as st
+from pydantic import ConfigDict
+from torch import Tensor
+
+import pruneplug
+from pruneplug.testing import (
+    CHECKS,
+    Conformance,
+    ConformanceError,
+    ConformanceReport,
+    StrategyConformance,
+    amounts,
+    check_strategy,
+)
+
+FAST = 10  # examples per check: every bug below shows on the first few
+
+
+@pytest.fixture(autouse=True)
+def _builtins_only(registry: pruneplug.Registry) -> Iterator[None]:
+    """Each test starts from a registry of built-ins only."""
+    yield
+
+
+class Keep(pruneplug.BasePruningMethod):
+    """Keeps everything (base of the broken strategies below)."""
+
+    PRUNING_TYPE: ClassVar[str] = "unstructured"
+    name: ClassVar[str | None] = "keep"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        return default_mask.clone()
+
+
+def failures(strategy: Any, params: Any = None, **options: Any) -> dict[str, str]:
+    """The failures check_strategy reports (``{}`` if it passes)."""
+    try:
+        check_strategy(strategy, params, max_examples=FAST, **options)
+    except ConformanceError as error:
+        assert error.strategy == Conformance(strategy).spec.name
+        assert all(f"[{check}]" in str(error) for check in error.failures)
+        return error.failures
+    return {}
+
+
+# --- what conforms passes -----------------------------------------------------------------------
+
+
+def test_a_conforming_strategy_passes_and_the_report_says_what_ran() -> None:
+    report = check_strategy(Keep, max_examples=FAST)
+    assert isinstance(report, ConformanceReport)
+    assert report.strategy == "keep"
+    assert report.passed == ("mask", "iterative", "rollback", "determinism", "remove", "global")
+    assert report.skipped == {"count": "the strategy has no 'amount' parameter"}
+    assert str(report).startswith("keep: passed mask, iterative")
+
+
+def test_checks_can_be_chosen_and_unknown_ones_are_refused() -> None:
+    assert check_strategy("l1_unstructured", checks=["count"], max_examples=FAST).passed == ("count",)
+    with pytest.raises(ValueError, match="unknown check 'speed'"):
+        check_strategy("l1_unstructured", checks=["speed"])
+    with pytest.raises(ValueError, match="does not apply"):
+        Conformance("ln_structured", {"n": 1}).check("global")
+    with pytest.raises(ValueError, match="floating dtypes"):
+        Conformance("identity", dtypes=[torch.int64])
+
+
+def test_amounts_cover_counts_fractions_and_both_ends() -> None:
+    """What the kit draws for ``amount``: ints within what is left and fractions in [0, 1]."""
+    from hypothesis import find
+
+    assert find(amounts(7), lambda a: isinstance(a, int) and a == 7) == 7
+    assert find(amounts(7), lambda a: isinstance(a, float) and a == 1.0) == 1.0
+    assert find(amounts(0), lambda a: True) == 0
+
+
+# --- each kind of bug is caught by the check that owns it ---------------------------------------
+
+
+class BoolOnly(Keep):
+    """Combines masks with ``&``: breaks on torch's float default masks (pruneplug.compat)."""
+
+    name = "bool_only"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        return default_mask & (t.abs() >= 0.5)
+
+
+class Mutates(Keep):
+    """Takes the absolute value of the tensor in place: it changes the weights it was meant to rank."""
+
+    name = "mutates"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        t.detach().abs_()
+        return default_mask.clone()
+
+
+class RoundsUp(pruneplug.UnstructuredStrategy):
+    """Prunes ``ceil(amount * n)`` entries instead of Python's ``round``: one too many for some fractions."""
+
+    name = "rounds_up"
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        return t.abs()
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        count = self.amount if isinstance(self.amount, int) else math.ceil(self.amount * t.numel())
+        keep = torch.ones(t.numel(), dtype=torch.bool)
+        keep[torch.argsort(t.abs().flatten(), stable=True)[:count]] = False
+        return default_mask * keep.reshape(t.shape).to(default_mask.dtype)
+
+
+class ScatteredSlices(pruneplug.StructuredStrategy):
+    """Prunes the right slices -- and one stray entry of a slice it keeps."""
+
+    name = "scattered_slices"
+
+    def slice_scores(self, t: Tensor, dim: int, alive: Tensor | None) -> Tensor:
+        return torch.arange(t.shape[dim], dtype=torch.float32)
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        mask = super().compute_mask(t, default_mask).clone()
+        mask.view(-1)[-1] = 0  # the last slice along any dim is the last to go: this entry is a stray
+        return mask
+
+
+class OffsetParams(pruneplug.StrategyParams):
+    offset: int = 0
+
+
+class Forgetful(Keep):
+    """Masks every other entry from ``offset``, ignoring what earlier prunes removed."""
+
+    PRUNING_TYPE = "global"
+    name = "forgetful"
+    Params = OffsetParams
+
+    def __init__(self, offset: int = 0) -> None:
+        self.offset = offset
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        mask = torch.ones_like(default_mask)
+        mask.view(-1)[self.offset :: 2] = 0
+        return mask
+
+
+class Unseeded(Keep):
+    """Draws from a generator seeded from the OS, not from torch's seeded stream."""
+
+    name = "unseeded"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        generator = torch.Generator()
+        generator.seed()
+        keep = torch.rand(t.shape, generator=generator) < 0.5
+        return default_mask * keep.to(default_mask.dtype)
+
+
+class LaxParams(pruneplug.StrategyParams):
+    model_config = ConfigDict(extra="allow")
+
+
+class Lax(Keep):
+    """Its parameter model accepts names it does not know, so typos pass silently."""
+
+    name = "lax"
+    Params = LaxParams
+
+    def __init__(self, **ignored: Any) -> None:
+        pass
+
+
+class HoldsALock(Keep):
+    """Keeps a lock on the hook: a pruned model can no longer be deep-copied or saved."""
+
+    name = "holds_a_lock"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class RowsOnly(Keep):
+    """An unstructured strategy that assumes 2-D tensors (it breaks on the flat view global pruning uses)."""
+
+    name = "rows_only"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        mask = default_mask.clone()
+        mask[:, 0] = 0
+        return mask
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "check", "message"),
+    [
+        (BoolOnly, None, "mask", "with a float default mask, as torch.nn.utils.prune and pruneplug.compat call it"),
+        (Mutates, None, "mask", "weight_orig does not hold the original values"),
+        (Mutates, None, "rollback", "a failed prune with an exception inside compute_mask changed the module"),
+        (RoundsUp, None, "count", "unpruned entries; expected exactly"),
+        (ScatteredSlices, None, "count", "without pruning their whole slice"),
+        (Forgetful, {"offset": st.sampled_from([0, 1])}, "iterative", "would un-prune"),
+        (Unseeded, None, "determinism", "gave different masks"),
+        (Lax, None, "rollback", "a prune with an unknown parameter"),
+        (HoldsALock, None, "remove", "copy.deepcopy of the pruned module failed"),
+        (RowsOnly, None, "global", "prune_global with {} failed"),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None,
+)
+def test_each_bug_is_caught_by_its_check(strategy: type, params: Any, check: str, message: str) -> None:
+    """A strategy with one bug fails the check responsible for it, with a message that says what went wrong."""
+    found = failures(
+        strategy, params, checks=[check], shapes=st.lists(st.integers(2, 5), min_size=2, max_size=3).map(tuple)
+    )
+    assert check in found, f"{check} did not catch {strategy.__name__}"
+    assert message in found[check], found[check]
+
+
+def test_invalid_params_must_be_rejected() -> None:
+    """A parameter set named invalid that the strategy accepts is a rollback failure."""
+    found = failures("l1_unstructured", checks=["rollback"], invalid_params=[{"amount": 0.5}])
+    assert "a prune with invalid parameters {amount=0.5}" in found["rollback"] and "succeeded" in found["rollback"]
+
+
+def test_a_failure_names_the_falsifying_example() -> None:
+    found = failures(BoolOnly, checks=["mask"])
+    assert "Draw 1 (shape)" in found["mask"]
+
+
+# --- the pytest form -----------------------------------------------------------------------------
+
+
+class _ConformsAsClass(StrategyConformance):
+    strategy = Keep
+    max_examples = FAST
+
+
+class _BrokenAsClass(StrategyConformance):
+    strategy = BoolOnly
+    max_examples = FAST
+
+
+def test_subclasses_run_one_test_per_check_and_skip_what_does_not_apply() -> None:
+    """A subclass's test methods pass, skip with the reason, or fail with ConformanceError."""
+    names = sorted(n for n in dir(StrategyConformance) if n.startswith("test_"))
+    assert names == sorted(f"test_{check}" for check in CHECKS)
+    suite = _ConformsAsClass()
+    suite.test_mask()
+    suite.test_global()
+    with pytest.raises(pytest.skip.Exception, match="count: the strategy has no 'amount' parameter"):
+        suite.test_count()
+    with pytest.raises(ConformanceError, match=r"\[mask\]"):
+        _BrokenAsClass().test_mask()
+
+
+def test_params_may_be_a_plain_function_of_the_shape() -> None:
+    """A function assigned as ``params`` is called with the shape (never bound to the instance)."""
+    seen: list[tuple[int, ...]] = []
+
+    def params(shape: tuple[int, ...]) -> dict[str, Any]:
+        seen.append(shape)
+        return {"mask": torch.ones(shape, dtype=torch.bool)}
+
+    class _Masks(StrategyConformance):
+        strategy = "custom_from_mask"
+        max_examples = 3
+
+    _Masks.params = params  # type: ignore[assignment]
+    _Masks().test_mask()
+    assert seen and all(isinstance(s, tuple) for s in seen)
+
+
+def test_a_subclass_without_a_strategy_says_so() -> None:
+    class _Nothing(StrategyConformance):
+        pass
+
+    with pytest.raises(TypeError, match="must set the class attribute 'strategy'"):
+        _Nothing().test_mask()
+
+
+def test_skips_without_pytest_are_unittest_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside pytest (unittest, a script) a check that does not apply raises unittest.SkipTest."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "pytest")
+    with pytest.raises(unittest.SkipTest, match="count"):
+        _ConformsAsClass().test_count()
