@@ -27,6 +27,11 @@ from ._api import (
     remove as remove,
     unregister as unregister,
 )
+from ._checkpoints import (
+    CheckpointError as CheckpointError,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._container import PruningContainer as PruningContainer
 from ._errors import (
     IncompatibleStrategyError as IncompatibleStrategyError,
@@ -57,9 +62,11 @@ from ._registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
+from ._report import Report as Report, report as report
 from ._scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
 from ._state_dict import load_pruned_state_dict as load_pruned_state_dict
 from .hookspecs import hookimpl as hookimpl
+from .plans import Plan as Plan, PlanError as PlanError, Rule as Rule, apply_plan as apply_plan, load_plan as load_plan
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
 
 __version__ = "0.1.0"
@@ -75,6 +82,15 @@ __all__ = [
     "pruning_history",
     "refresh",
     "load_pruned_state_dict",
+    # plans, checkpoints, reports
+    "Plan",
+    "Rule",
+    "apply_plan",
+    "load_plan",
+    "report",
+    "Report",
+    "load_checkpoint",
+    "save_checkpoint",
     # strategies and the registry
     "list_strategies",
     "get_strategy",
@@ -113,4 +129,6 @@ __all__ = [
     "StrategyFailedError",
     "UnsupportedNormError",
     "PruningStateError",
+    "PlanError",
+    "CheckpointError",
 ]

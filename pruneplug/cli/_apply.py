@@ -1,0 +1,94 @@
+"""``pruneplug apply PLAN --model MODULE:FACTORY [--weights IN] -o OUT``: prune a checkpoint by a plan.
+
+The steps: check the output can be written (before any work), read the plan,
+build the model from its factory, load the weights (re-creating any masks
+they hold, so pruning resumes where it stopped), apply the plan atomically,
+optionally make the pruning permanent (``--remove``), and write the result
+through a temporary file. ``--dry-run`` stops after applying: it prints what
+each rule selects and the sparsity it would give, and writes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .._api import remove as remove_pruning
+from .._checkpoints import check_output, load_checkpoint, load_into, save_checkpoint
+from .._report import report, tensor_histories
+from ..plans import apply_plan, load_plan
+from ._app import BadInput, command, console
+from ._factory import build_model
+from ._progress import steps
+
+__all__ = ["apply_command"]
+
+
+@command("apply")
+def apply_command(
+    plan: Annotated[Path, typer.Argument(help="The plan: a .toml, .yaml/.yml or .json file.")],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Builds the model, e.g. pruneplug.models:LeNet."),
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            "-w",
+            metavar="IN",
+            help="Checkpoint to start from (.safetensors, .pt, .pth; pruned ones resume). "
+            "Default: the factory's own weights.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="OUT", help="Where to write the result (.safetensors, .pt or .pth)."),
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Make the pruning permanent: plain weights, no masks.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what each rule selects and the sparsity it would give; write nothing."),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Read a .pt/.pth that is a full pickle (only for files you trust).")
+    ] = False,
+) -> None:
+    """Apply a pruning plan to a model's weights and save the result."""
+    if not dry_run:
+        if output is None:
+            raise BadInput("apply needs --output/-o OUT (or --dry-run to write nothing)")
+        check_output(output, overwrite=force)
+    loaded = load_plan(plan)
+    net = build_model(model)
+    earlier: dict[str, tuple[str, ...]] = {}
+    history: dict[str, list[str]] = {}
+    with steps(len(loaded.rules) + (1 if dry_run else 2)) as progress:
+        if weights is not None:
+            progress.start(f"loading {weights}")
+            earlier = load_into(net, load_checkpoint(weights, allow_pickle=allow_pickle))
+        progress.advance()
+        progress.start("applying the plan")
+        result = apply_plan(
+            net, loaded, dry_run=dry_run, progress=lambda done, total: progress.advance(), source=str(plan)
+        )
+        if output is not None and not dry_run:
+            history = tensor_histories(net, earlier)  # before --remove takes the hooks away
+            if remove:
+                remove_pruning(net)
+            progress.start(f"writing {output}")
+            save_checkpoint(output, net.state_dict(), history=history, overwrite=force)
+            progress.advance()
+    if dry_run:
+        console.print(result.to_rich(tensors=False))
+        console.print("Dry run: that is the sparsity the plan would give; nothing was changed or written.")
+        return
+    final = report(net, history=history, rules=result.rules)
+    console.print(final.to_rich(tensors=False))
+    masks = "pruning made permanent (no masks)" if remove else "masks kept: apply another plan to resume"
+    console.print(f"Wrote {output}; {masks}.")

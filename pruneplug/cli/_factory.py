@@ -1,0 +1,62 @@
+"""``--model MODULE:FACTORY``: build the model a checkpoint belongs to from an importable factory.
+
+``pruneplug.models:LeNet`` imports :mod:`pruneplug.models` and calls
+``LeNet()``; ``mypkg.nets:build.resnet18`` follows attributes after the
+colon. The current directory is searched first, as ``python -m`` does, so a
+``models.py`` next to the plan works. Anything that goes wrong is the user's
+input, reported as :class:`~pruneplug.cli._app.BadInput` (exit status 2).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from torch import nn
+
+from .._errors import close_matches_hint
+from ._app import BadInput
+
+__all__ = ["build_model"]
+
+
+def _import(module_name: str, spec: str) -> object:
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise BadInput(f"--model {spec!r}: cannot import {module_name!r}: {error}") from error
+    except Exception as error:  # the user's module raised while importing
+        raise BadInput(f"--model {spec!r}: importing {module_name!r} raised {type(error).__name__}: {error}") from error
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def build_model(spec: str) -> nn.Module:
+    """The model built by the factory ``spec`` (``"package.module:Factory"``), called without arguments."""
+    module_name, colon, attributes = spec.partition(":")
+    if not colon or not module_name or not attributes:
+        raise BadInput(f"--model {spec!r}: expected MODULE:FACTORY, for example pruneplug.models:LeNet")
+    found: object = _import(module_name, spec)
+    for attribute in attributes.split("."):
+        if not hasattr(found, attribute):
+            names = [n for n in dir(found) if not n.startswith("_")]
+            hint = close_matches_hint(attribute, names)
+            raise BadInput(f"--model {spec!r}: {module_name!r} has no attribute {attribute!r}.{hint}")
+        found = getattr(found, attribute)
+    if isinstance(found, nn.Module):
+        return found
+    if not callable(found):
+        raise BadInput(f"--model {spec!r}: {attributes!r} is a {type(found).__name__}, not a model factory")
+    try:
+        model = found()
+    except Exception as error:
+        raise BadInput(f"--model {spec!r}: calling {attributes}() raised {type(error).__name__}: {error}") from error
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"--model {spec!r}: {attributes}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return model

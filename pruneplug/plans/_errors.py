@@ -1,0 +1,161 @@
+"""The one error type of plans, and its translation from pydantic's errors.
+
+Whatever is wrong with a plan -- a file that does not parse, a typo in a
+field, a strategy that is not installed, parameters its model rejects, a
+selector that matches nothing, an amount that does not fit, a prune that
+fails half-way -- surfaces as one :class:`PlanError` naming *where*: the file,
+the rule's index and the field (``plan.toml: rules[2].params.amount: ...``).
+It is a :class:`~pruneplug.PruneplugError` and a :class:`ValueError`, so
+``except pruneplug.PruneplugError`` and ``except ValueError`` both catch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._errors import PruneplugError, close_matches_hint
+
+__all__ = ["PlanError", "Problem", "from_validation_error", "location_text"]
+
+Problem = tuple[str, str]
+"""``(location, message)`` of one problem, e.g. ``("rules[0].stratgy", "unknown field ...")``."""
+
+#: how many further problems a message lists after the first one
+_MORE = 4
+
+
+def location_text(source: str | None, rule: int | None, field: str | None) -> str:
+    """``plan.toml: rules[2].params.amount`` (the parts that are known).
+
+    >>> location_text("plan.toml", 2, "params.amount")
+    'plan.toml: rules[2].params.amount'
+    >>> location_text(None, None, "rules")
+    'rules'
+    """
+    path = f"rules[{rule}]" if rule is not None else ""
+    if field:
+        path = f"{path}.{field}" if path else field
+    return ": ".join(part for part in (source, path) if part)
+
+
+class PlanError(PruneplugError, ValueError):
+    """A plan cannot be read, validated or applied; the model is unchanged.
+
+    Attributes:
+        source: the plan file (or another name of where the plan came from), when known.
+        rule: index of the rule at fault in ``rules`` (0-based), when one is.
+        field: the field within the rule (or plan) at fault, e.g. ``"params.amount"``.
+        problems: every problem found, as ``(location, message)`` pairs; the
+            message shows the first and a few more.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: str | None = None,
+        rule: int | None = None,
+        field: str | None = None,
+        problems: Sequence[Problem] = (),
+        **context: str | None,
+    ) -> None:
+        self.source = source
+        self.rule = rule
+        self.field = field
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__(reason, **context)
+
+    @property
+    def location(self) -> str:
+        """Where the problem is: ``"plan.toml: rules[2].params.amount"`` (may be empty)."""
+        return location_text(self.source, self.rule, self.field)
+
+    def _render(self) -> str:
+        text = super()._render()
+        where = location_text(getattr(self, "source", None), getattr(self, "rule", None), getattr(self, "field", None))
+        if where:
+            text = f"{where}: {text}"
+        others = getattr(self, "problems", ())[1:]
+        if others:
+            shown = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in others[:_MORE])
+            more = f" and {len(others) - _MORE} more" if len(others) > _MORE else ""
+            text += f" (also: {shown}{more})"
+        return text
+
+    def locate(self, *, source: str | None = None, rule: int | None = None) -> PlanError:
+        """Fill in the file and rule when they are still unknown; returns ``self``."""
+        if self.source is None:
+            self.source = source
+        if self.rule is None:
+            self.rule = rule
+        self.args = (self._render(),)
+        return self
+
+
+def _field_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _message(error: dict[str, Any], known_fields: Sequence[str]) -> str:
+    kind = error.get("type")
+    loc = error.get("loc", ())
+    name = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        accepted = ", ".join(known_fields)
+        return f"unknown field {name!r}.{close_matches_hint(name, known_fields)} Fields: {accepted}"
+    if kind == "missing":
+        return f"missing required field {name!r}"
+    ctx = error.get("ctx") or {}
+    if "message" in ctx:
+        return str(ctx["message"])
+    # plans hold lists; pydantic calls the frozen model's sequences tuples
+    text = str(error.get("msg", "invalid value"))
+    return text.replace("a valid tuple", "a list").replace("Tuple should", "The list should")
+
+
+def from_validation_error(
+    error: ValidationError,
+    *,
+    source: str | None = None,
+    plan_fields: Sequence[str] = (),
+    rule_fields: Sequence[str] = (),
+) -> PlanError:
+    """One :class:`PlanError` for every problem pydantic found, located by rule and field.
+
+    ``plan_fields`` and ``rule_fields`` are the accepted field names, listed
+    (with close matches) when a field is unknown.
+    """
+    problems: list[tuple[int | None, str, str]] = []
+    raw_errors: list[dict[str, Any]] = [dict(raw) for raw in error.errors(include_url=False)]
+    for item in raw_errors:
+        loc = tuple(item.get("loc", ()))
+        if item.get("type") == "too_short" and any(
+            len(other.get("loc", ())) > len(loc) and tuple(other["loc"][: len(loc)]) == loc for other in raw_errors
+        ):
+            continue  # a list is 'too short' only because its items failed: report those
+        rule: int | None = None
+        rest: tuple[Any, ...] = loc
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            rule, rest = loc[1], loc[2:]
+        fields = rule_fields if rule is not None and len(rest) == 1 else plan_fields
+        ctx = item.get("ctx") or {}
+        extra = str(ctx["field"]) if "field" in ctx else ""
+        field = _field_path([*rest, *(extra.split(".") if extra else [])])
+        problems.append((rule, field, _message(item, fields)))
+    if not problems:  # pragma: no cover - pydantic always reports at least one
+        return PlanError("invalid plan", source=source)
+    # By rule; within one, unknown fields first: a typo ('stratgy') explains the missing field it causes.
+    order = {rule: position for position, (rule, _, _) in reversed(list(enumerate(problems)))}
+    problems.sort(key=lambda p: (order[p[0]], not p[2].startswith("unknown field")))
+    rule, field, message = problems[0]
+    listed = [(location_text(None, r, f), m) for r, f, m in problems]
+    return PlanError(message, source=source, rule=rule, field=field or None, problems=listed)

@@ -1,0 +1,240 @@
+"""Resolving a plan against a model: which tensors each rule selects, and whether it can work.
+
+Everything that can be known before pruning is checked here, for every rule,
+before any tensor is touched:
+
+* each glob in ``modules``/``exclude``, the ``module_regex`` and each name in
+  ``types`` must match something in the model (a typo there would otherwise
+  silently select nothing, or the wrong thing), with the closest names
+  suggested;
+* each tensor name must exist on a selected module, and the rule must select
+  at least one tensor -- unless the rule is ``optional``, which is skipped;
+* ``dim`` must index every selected tensor and an int ``amount`` must not
+  exceed what is still unpruned (for a structured strategy, the alive slices
+  along ``dim``; for a global rule, all selected entries together).
+
+Later rules act on what earlier rules leave, which only applying can tell;
+:mod:`pruneplug.plans._apply` rolls everything back if one of them fails.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from .._container import alive_slices, normalize_dim
+from .._errors import PruneplugError, close_matches_hint
+from .._reparam import default_alive, pruning_hooks, tensor_state
+from ._errors import PlanError
+from ._model import Plan, Rule, strategy_for
+
+__all__ = ["Target", "ResolvedRule", "resolve_plan", "resolve_rule", "tensor_names", "type_names"]
+
+_LISTED = 12
+
+
+@dataclass(frozen=True)
+class Target:
+    """One selected tensor: ``module.<tensor>``, where ``module`` is ``model.get_submodule(module_name)``."""
+
+    module_name: str
+    module: nn.Module = field(repr=False, compare=False)
+    tensor: str
+
+    @property
+    def name(self) -> str:
+        """The qualified name, as in a state_dict: ``"conv1.weight"``."""
+        return f"{self.module_name}.{self.tensor}" if self.module_name else self.tensor
+
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    """A rule of a plan with what it selects in one model.
+
+    Attributes:
+        index: the rule's position in the plan.
+        rule: the rule.
+        targets: the selected tensors, in module order (empty if skipped).
+        skipped: why an ``optional`` rule selects nothing; ``None`` otherwise.
+    """
+
+    index: int
+    rule: Rule
+    targets: tuple[Target, ...]
+    skipped: str | None = None
+
+
+def type_names(module: nn.Module) -> set[str]:
+    """The names a ``types`` entry may use for ``module``: its classes' and their bases' names, bare or qualified."""
+    names: set[str] = set()
+    for cls in type(module).__mro__:
+        if cls is object or not issubclass(cls, nn.Module):
+            continue
+        names.add(cls.__name__)
+        names.add(f"{cls.__module__}.{cls.__qualname__}")
+    return names
+
+
+def tensor_names(module: nn.Module) -> list[str]:
+    """The prunable tensors of ``module`` itself, pruned ones by their own name (``weight``, not ``weight_orig``)."""
+    hooked = [str(getattr(hook, "_tensor_name", "")) for _, hook in pruning_hooks(module)]
+    names: list[str] = []
+    for name, parameter in module._parameters.items():
+        if parameter is None:
+            continue
+        if name.endswith("_orig") and name[: -len("_orig")] in hooked:
+            name = name[: -len("_orig")]
+        if name not in names:
+            names.append(name)
+    names += [name for name in hooked if name and name not in names]
+    return names
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) if n else "'' (the model itself)" for n in names[:_LISTED])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > _LISTED else "") if names else "none"
+
+
+class _Miss(Exception):
+    """A selector matched nothing: the field at fault and why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _select(model: nn.Module, rule: Rule) -> list[Target]:
+    """The rule's targets; raises :class:`_Miss` when it selects nothing or a selector has a typo.
+
+    An ``optional`` rule only fails (to be skipped) when it selects nothing
+    at all: its globs and types may name modules that only some models have.
+    """
+    strict = not rule.optional
+    modules = list(model.named_modules())
+    names = [name for name, _ in modules]
+    for key, patterns in (("modules", rule.modules or ()), ("exclude", rule.exclude)):
+        for position, pattern in enumerate(patterns):
+            if strict and not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise _Miss(
+                    f"{key}[{position}]",
+                    f"{pattern!r} matches no module of the model.{close_matches_hint(pattern, names)} "
+                    f"Modules: {_listing(names)}",
+                )
+    regex = re.compile(rule.module_regex) if rule.module_regex is not None else None
+    if strict and regex is not None and not any(regex.fullmatch(name) for name in names):
+        raise _Miss("module_regex", f"{rule.module_regex!r} matches no module name. Modules: {_listing(names)}")
+    types = {name: type_names(module) for name, module in modules}
+    if strict and rule.types is not None:
+        known = sorted({type(module).__name__ for _, module in modules})
+        for position, wanted in enumerate(rule.types):
+            if not any(wanted in found for found in types.values()):
+                raise _Miss(
+                    f"types[{position}]",
+                    f"no module of the model is a {wanted!r}.{close_matches_hint(wanted, known)} "
+                    f"Module types: {', '.join(known)}",
+                )
+    chosen = [
+        (name, module)
+        for name, module in modules
+        if (rule.modules is None or any(fnmatch.fnmatchcase(name, p) for p in rule.modules))
+        and (regex is None or regex.fullmatch(name))
+        and (rule.types is None or any(t in types[name] for t in rule.types))
+        and not any(fnmatch.fnmatchcase(name, p) for p in rule.exclude)
+    ]
+    if not chosen:
+        raise _Miss(
+            "modules", "no module passes every filter of the rule together (modules, module_regex, types, exclude)"
+        )
+    available = {name: tensor_names(module) for name, module in chosen}
+    every = sorted({tensor for found in available.values() for tensor in found})
+    for position, tensor in enumerate(rule.tensors):
+        if strict and not any(tensor in found for found in available.values()):
+            raise _Miss(
+                f"tensors[{position}]",
+                f"no selected module has a parameter {tensor!r}.{close_matches_hint(tensor, every)} "
+                f"Parameters of the selected modules: {', '.join(every) or 'none'}",
+            )
+    targets = [
+        Target(name, module, tensor)
+        for name, module in chosen
+        for tensor in dict.fromkeys(rule.tensors)
+        if tensor in available[name]
+    ]
+    if not targets:
+        raise _Miss("tensors", f"the selected modules have none of the tensors {', '.join(map(repr, rule.tensors))}")
+    return targets
+
+
+def _validated(rule: Rule, index: int) -> BaseModel:
+    try:
+        return strategy_for(rule.strategy).validate(dict(rule.params))
+    except PruneplugError as error:  # the registry changed since the plan was validated
+        raise PlanError(error.reason, rule=index, field="strategy") from error
+
+
+def _check_fit(rule: Rule, index: int, targets: Sequence[Target]) -> None:
+    """``dim`` indexes every tensor, and an int ``amount`` is no more than what is left to prune."""
+    spec = strategy_for(rule.strategy)
+    params = _validated(rule, index)
+    amount: Any = getattr(params, "amount", None)
+    dim: Any = getattr(params, "dim", None)
+    counts = isinstance(amount, int) and not isinstance(amount, bool)
+    total = 0
+    for target in targets:
+        try:
+            state = tensor_state(target.module, target.tensor)
+            alive = default_alive(state)
+        except PruneplugError as error:
+            raise PlanError(f"{target.name}: {error}", rule=index, field="tensors") from error
+        if spec.kind == "structured" and isinstance(dim, int):
+            try:
+                axis = normalize_dim(dim, alive.dim())
+            except PruneplugError as error:
+                raise PlanError(f"{target.name}: {error.reason}", rule=index, field="params.dim") from error
+            if counts and rule.scope == "local":
+                slices = int(alive_slices(alive, axis).count_nonzero())
+                if amount > slices:
+                    raise PlanError(
+                        f"amount={amount} is more than the {slices} unpruned slices of {target.name} along dim {axis}",
+                        rule=index,
+                        field="params.amount",
+                    )
+        elif spec.kind == "unstructured" and counts:
+            left = int(alive.count_nonzero())
+            total += left
+            if rule.scope == "local" and amount > left:
+                raise PlanError(
+                    f"amount={amount} is more than the {left} unpruned entries of {target.name}",
+                    rule=index,
+                    field="params.amount",
+                )
+    if counts and rule.scope == "global" and amount > total:
+        raise PlanError(
+            f"amount={amount} is more than the {total} unpruned entries of the {len(targets)} selected tensors",
+            rule=index,
+            field="params.amount",
+        )
+
+
+def resolve_rule(model: nn.Module, rule: Rule, index: int) -> ResolvedRule:
+    """What ``rule`` selects in ``model`` now, checked (raises :class:`PlanError`)."""
+    try:
+        targets = _select(model, rule)
+    except _Miss as miss:
+        if rule.optional:
+            return ResolvedRule(index, rule, (), skipped=f"{miss.field}: {miss.message}")
+        raise PlanError(miss.message, rule=index, field=miss.field) from None
+    _check_fit(rule, index, targets)
+    return ResolvedRule(index, rule, tuple(targets))
+
+
+def resolve_plan(model: nn.Module, plan: Plan) -> list[ResolvedRule]:
+    """Resolve and check every rule of ``plan`` against ``model``, changing nothing."""
+    return [resolve_rule(model, rule, index) for index, rule in enumerate(plan.rules)]

@@ -1,0 +1,72 @@
+"""The JSON Schema of plans: one rule variant per installed strategy, discriminated by name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import Field
+
+import pruneplug
+from pruneplug.cli import main
+from pruneplug.plans import plan_schema
+
+
+def variants(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    mapping = schema["properties"]["rules"]["items"]["discriminator"]["mapping"]
+    return {name: schema["$defs"][ref.rpartition("/")[2]] for name, ref in mapping.items()}
+
+
+def test_one_variant_per_strategy_a_file_can_use(registry: pruneplug.Registry) -> None:
+    schema = plan_schema()
+    assert schema["$schema"].endswith("2020-12/schema")
+    found = variants(schema)
+    assert set(found) == set(registry.names()) - {"custom_from_mask"}  # its mask is a tensor: not in files
+    ln = found["ln_structured"]
+    assert ln["properties"]["strategy"]["const"] == "ln_structured" and "params" in ln["required"]
+    params = schema["$defs"][ln["properties"]["params"]["$ref"].rpartition("/")[2]]
+    assert set(params["properties"]) == {"amount", "n", "dim", "prune_bias"} and params["additionalProperties"] is False
+    assert "generator" not in schema["$defs"]["RandomUnstructuredParams"]["properties"]
+    assert "params" not in found["identity"].get("required", [])
+
+
+def test_plugin_strategies_appear_with_their_parameters(registry: pruneplug.Registry) -> None:
+    class SaliencyParams(pruneplug.StrategyParams):
+        amount: float = Field(ge=0, le=1)
+        temperature: float = 1.0
+
+    class Saliency(pruneplug.UnstructuredStrategy):
+        """Prune by a made-up saliency."""
+
+        name: ClassVar[str | None] = "saliency"
+        Params: ClassVar[type[pruneplug.StrategyParams]] = SaliencyParams
+
+        def __init__(self, amount: float, temperature: float = 1.0) -> None:
+            super().__init__(amount)
+            self.temperature = temperature
+
+    with registry.registered(Saliency):
+        saliency = variants(plan_schema())["saliency"]
+    assert saliency["description"] == "saliency: Prune by a made-up saliency."
+    assert "saliency" not in variants(plan_schema())
+
+
+def test_the_schema_rejects_what_the_plan_model_rejects(registry: pruneplug.Registry) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    bad = [
+        {"rules": [{"strategy": "ln_structured", "params": {"amount": 1}}]},  # n missing
+        {"rules": [{"strategy": "l1_unstructured", "params": {"amount": 1.5}}]},
+        {"rules": [{"strategy": "l1_unstructured", "params": {"amount": 1}, "stratgy": "x"}]},
+        {"rules": [{"strategy": "no_such_strategy"}]},
+        {"rules": []},
+        {"rules": [{"strategy": "identity"}], "extra": 1},
+    ]
+    for plan in bad:
+        assert list(validator.iter_errors(plan)), plan
+
+
+def test_pruneplug_schema_prints_it(registry: pruneplug.Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(plan_schema()))
