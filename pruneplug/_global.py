@@ -79,7 +79,7 @@ def global_masks(
             for state, values, live in zip(states, importance, alive):
                 _source(method, values, state, live).read()  # torch draws even when everything goes
         sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
-        kept = keep_highest_across(sources, count, rewind=rewind)
+        kept = keep_highest_across(sources, count, rewind=rewind, guess=method.score_window)
         return [keep.reshape(state.orig.shape) for state, keep in zip(states, kept)]
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(

@@ -175,9 +175,15 @@ class _Pass:
 class _Selection:
     """The threshold search shared by every entry point."""
 
-    def __init__(self, sources: Sequence[ScoreSource], rewind: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        sources: Sequence[ScoreSource],
+        rewind: Callable[[], None] | None,
+        guess: Callable[[int, int], tuple[float, float] | None] | None = None,
+    ) -> None:
         self.sources = sources
         self.rewind = rewind
+        self.guess = guess
         self.kept: list[Tensor | None] = [None] * len(sources)
         self.buffers = _Buffers()
         self.passes = 0
@@ -193,6 +199,9 @@ class _Selection:
         """Bounds that hold the k-th lowest alive score with overwhelming probability."""
         if total <= _DIRECT_LIMIT:
             return -math.inf, math.inf
+        guessed = self.guess(k, total) if self.guess is not None else None
+        if guessed is not None:
+            return guessed  # scores of a known distribution: no sampling pass (a miss only costs a wider pass)
         reader = self.new_pass()
         numel = sum(s.numel for s in self.sources)
         # A bigger sample gives a narrower window, so less to gather from a big total.
@@ -225,7 +234,7 @@ class _Selection:
                         lt.logical_and_(alive)
                         within.logical_and_(alive)
                     count += torch.count_nonzero(lt)
-                    within.logical_and_(lt.logical_not_())
+                    torch.logical_xor(within, lt, out=within)  # lo <= score <= hi (lt is a subset of within)
                     inside.append(scores[within].cpu())
                 below += int(count)
             pooled = torch.cat(inside)
@@ -240,14 +249,20 @@ class _Selection:
 
 
 def keep_highest_across(
-    sources: Sequence[ScoreSource], k: int, *, rewind: Callable[[], None] | None = None
+    sources: Sequence[ScoreSource],
+    k: int,
+    *,
+    rewind: Callable[[], None] | None = None,
+    guess: Callable[[int, int], tuple[float, float] | None] | None = None,
 ) -> list[Tensor]:
     """Prune the ``k`` lowest alive scores across all sources; return what stays alive.
 
     Returns one flat bool tensor per source: ``True`` where an entry was
     alive and is not among the ``k`` lowest. Ties at the threshold are pruned
     in order: earlier sources first, then earlier positions. ``rewind``
-    restarts random scores between passes (see ``RandomUnstructured``).
+    restarts random scores between passes (see ``RandomUnstructured``);
+    ``guess(k, total)`` may return bounds likely to hold the k-th lowest score
+    (for scores of a known distribution), saving the sampling pass.
 
     >>> cpu = torch.device("cpu")
     >>> magnitude = lambda values, out: torch.abs(values, out=out)
@@ -266,7 +281,7 @@ def keep_highest_across(
             else (s.alive.clone() if k == 0 else torch.zeros_like(s.alive))
             for s in sources
         ]
-    selection = _Selection(sources, rewind)
+    selection = _Selection(sources, rewind, guess)
     threshold, below, at = selection.threshold(k, total)
     ties_to_prune = k - below
     reader = selection.new_pass()

@@ -72,6 +72,14 @@ class UnstructuredStrategy(BasePruningMethod):
         """
         return self.scores(values, None)
 
+    def score_window(self, k: int, total: int) -> tuple[float, float] | None:
+        """Bounds likely to hold the k-th lowest of ``total`` scores, if their distribution is known.
+
+        A good guess saves the selectors a sampling pass; a wrong one only
+        costs a wider pass (the result is exact either way). Default: no guess.
+        """
+        return None
+
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
         return None
@@ -89,7 +97,8 @@ class UnstructuredStrategy(BasePruningMethod):
         count = count_to_prune(self.amount, available)
         if count == 0:
             return torch.ones(t.shape, dtype=torch.bool, device=t.device) if alive is None else alive.clone()
-        return keep_highest_across([self.score_source(t, alive)], count)[0].reshape(t.shape)
+        source = self.score_source(t, alive)
+        return keep_highest_across([source], count, guess=self.score_window)[0].reshape(t.shape)
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring entries of ``t`` zeroed.

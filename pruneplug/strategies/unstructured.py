@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -107,6 +108,17 @@ class RandomUnstructured(UnstructuredStrategy):
         if available and count_to_prune(self.amount, available) == available:
             self.scores(t, alive)  # torch draws even when everything goes; keep the stream in step
         return super()._keep(t, alive)
+
+    def score_window(self, k: int, total: int) -> tuple[float, float] | None:
+        """Where the k-th largest of ``total`` uniform draws lies (scores are minus the draws).
+
+        Its fraction p = k / total has standard deviation sqrt(p (1 - p) / total);
+        twelve of those (and a few float steps) make a miss practically impossible.
+        """
+        p = k / total
+        margin = 12.0 * math.sqrt(p * (1.0 - p) / total) + 4.0 / (1 << 23)
+        center = 1.0 - p
+        return -(center + margin), -(center - margin)
 
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """A function that restarts the random stream where it stands now.
