@@ -160,7 +160,11 @@ def prune_and_check(data: st.DataObject, module: nn.Module, strategy: str) -> No
         gone = slices_before & ~slices_after
         if strategy == "ln_structured" and bool(gone.any()) and bool(slices_after.any()):
             others = [d for d in range(len(shape)) if d != dim]
-            norms = torch.norm(values, p=params["n"], dim=others).nan_to_num(nan=math.inf)  # NaN ranks last
+            if params["n"] == "fro" and len(others) != 2:  # torch.norm takes 'fro' over two dims only
+                norms = torch.linalg.vector_norm(values, 2, dim=others)
+            else:
+                norms = torch.norm(values, p=params["n"], dim=others)
+            norms = norms.nan_to_num(nan=math.inf)  # NaN ranks last
             assert bool(norms[gone].max() <= norms[slices_after].min()), "ln pruned a slice of larger norm"
 
 
