@@ -66,6 +66,7 @@ __all__ = [
     "remove_pruning",
     "is_pruned",
     "pruned_tensors",
+    "ModuleSnapshot",
 ]
 
 
@@ -411,7 +412,7 @@ def plan_prune(
 # --- installing and undoing -------------------------------------------------------------
 
 
-class _Snapshot:
+class ModuleSnapshot:
     """Everything a prune can change on one module, to restore it exactly."""
 
     _CONTAINERS = ("_parameters", "_buffers", "_forward_pre_hooks", "_load_state_dict_post_hooks")
@@ -469,10 +470,10 @@ def _install(pending: PendingPrune) -> None:
 
 def commit(pendings: Sequence[PendingPrune]) -> None:
     """Install planned prunes all together; on any error every module is restored."""
-    snapshots: dict[int, _Snapshot] = {}
+    snapshots: dict[int, ModuleSnapshot] = {}
     for pending in pendings:
         module = pending.state.module
-        snapshots.setdefault(id(module), _Snapshot(module))
+        snapshots.setdefault(id(module), ModuleSnapshot(module))
     try:
         for pending in pendings:
             _install(pending)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._errors import InvalidMaskError, InvalidTargetError
-from ._reparam import NATIVE_POLICY, PendingPrune, _Snapshot, commit, find_hook, plan_prune
+from ._reparam import NATIVE_POLICY, ModuleSnapshot, PendingPrune, commit, find_hook, plan_prune
 from .strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
@@ -97,7 +97,7 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
                     "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
                 )
             raise InvalidTargetError("the state_dict does not match the model (" + "; ".join(detail) + ")")
-    snapshots = [_Snapshot(p.state.module) for p in pendings]
+    snapshots = [ModuleSnapshot(p.state.module) for p in pendings]
     commit(pendings)
     try:
         model.load_state_dict(state_dict, strict=strict)

@@ -35,7 +35,7 @@ from .._errors import (
     TensorNotFoundError,
     UnsupportedNormError,
 )
-from .._reparam import _Snapshot, default_alive, tensor_state
+from .._reparam import ModuleSnapshot, default_alive, tensor_state
 from .._report import Report, RuleOutcome, report
 from ._errors import PlanError
 from ._formats import load_plan
@@ -183,7 +183,7 @@ def _apply(model: nn.Module, plan: Plan, dry_run: bool, progress: Progress | Non
         raise PlanError(f"a plan applies to a torch.nn.Module, got {type(model).__name__}")
     resolved = resolve_plan(model, plan)
     modules = {id(t.module): t.module for item in resolved for t in item.targets}
-    snapshots = [_Snapshot(module) for module in modules.values()]
+    snapshots = [ModuleSnapshot(module) for module in modules.values()]
     rng = torch.get_rng_state()
 
     def restore() -> None:
