@@ -249,7 +249,7 @@ def _removed_cleanly(module: nn.Module, effective: Tensor, where: str) -> None:
 
 
 @dataclass
-class ModuleSnapshot:
+class _StateSnapshot:
     """Everything a failed prune must leave as it was."""
 
     module_class: type
@@ -261,7 +261,7 @@ class ModuleSnapshot:
     history: list[int]
 
     @classmethod
-    def of(cls, module: nn.Module) -> ModuleSnapshot:
+    def of(cls, module: nn.Module) -> _StateSnapshot:
         return cls(
             module_class=type(module),
             parameters=[(n, id(p), p.detach().clone()) for n, p in module.named_parameters()],
@@ -272,7 +272,7 @@ class ModuleSnapshot:
             history=[id(h) for h in pruning_history(module, "weight")],
         )
 
-    def differences(self, other: ModuleSnapshot) -> list[str]:
+    def differences(self, other: _StateSnapshot) -> list[str]:
         out = []
         if self.module_class is not other.module_class:
             out.append(
@@ -615,7 +615,7 @@ class Conformance:
         if failing is not None:
             attempts.append(("an exception inside compute_mask", failing, params))
         for label, spec, attempt in attempts:
-            before = ModuleSnapshot.of(module)
+            before = _StateSnapshot.of(module)
             torch.manual_seed(0)
             try:
                 prune(module, "weight", spec, **attempt)
@@ -627,7 +627,7 @@ class Conformance:
                 ) from error
             else:
                 raise _Failure(f"a prune with {label} ({_show(attempt)}) succeeded; it must be rejected")
-            changed = before.differences(ModuleSnapshot.of(module))
+            changed = before.differences(_StateSnapshot.of(module))
             _expect(not changed, f"a failed prune with {label} changed the module: {'; '.join(changed)}")
 
     def _determinism(self, data: DataObject) -> None:
