@@ -223,7 +223,9 @@ def _run_worker(args: list[str], memory_limit: int | None, timeout: float) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_prune(case: str, library: str, count: int, width: int, device: str, repeats: int, **limits: object) -> Result:
+def measure_prune(
+    case: str, library: str, count: int, width: int, device: str, repeats: int, **limits: object
+) -> Result:
     result = Result(case, library)
     runs = []
     for _ in range(repeats):
@@ -260,7 +262,8 @@ def render(results: list[Result], descriptions: dict[str, str], machine: str) ->
     lines = [
         f"Machine: {machine}",
         "",
-        "| case | torch.nn.utils.prune | pruneplug | speed-up | extra peak (torch → pruneplug) | held (torch → pruneplug) |",
+        "| case | torch.nn.utils.prune | pruneplug | speed-up "
+        "| extra peak (torch → pruneplug) | held (torch → pruneplug) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for case, description in descriptions.items():

@@ -103,7 +103,7 @@ def command(name: str | None = None, **options: Any) -> Callable[[F], F]:
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app`` when imported.
-    from . import _apply, _list, _report, _schema  # noqa: F401
+    from . import _apply, _demo, _list, _report, _schema  # noqa: F401
 
 
 def run(argv: Sequence[str]) -> int:

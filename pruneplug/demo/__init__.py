@@ -1,0 +1,92 @@
+"""``pruneplug demo``: how much accuracy each strategy keeps as LeNet gets sparser.
+
+The demo trains the tutorial's LeNet on the handwritten digits shipped with
+scikit-learn for a few seconds, then prunes copies of it with every
+registered strategy that applies -- built-ins and installed plugins alike,
+found through the registry -- and with global L1 pruning, at rising
+sparsity, with and without a short fine-tune, and measures test accuracy.
+
+::
+
+    from pathlib import Path
+    from pruneplug.demo import DemoConfig, run_demo, write_outputs
+
+    result = run_demo(DemoConfig.quick(seed=0))
+    write_outputs(result, Path("pruneplug-demo"))   # results.json, accuracy-vs-sparsity.png
+
+It needs the ``demo`` extra (``pip install 'pruneplug[demo]'``: scikit-learn
+and matplotlib); :func:`require_extra` says so when they are missing. This
+package imports without them.
+
+Modules: ``_data`` (the digits), ``_training`` (train, fine-tune, score),
+``_variants`` (which runs, from the registry), ``_sweep`` (prune copies and
+measure), ``_run`` (the whole demo), ``_output`` (JSON and PNG files),
+``_table`` (the printed tables).
+"""
+
+from __future__ import annotations
+
+from ._data import Digits as Digits, load_digits_data as load_digits_data
+from ._extra import (
+    EXTRA as EXTRA,
+    DemoError as DemoError,
+    MissingExtraError as MissingExtraError,
+    require_extra as require_extra,
+)
+from ._output import (
+    PLOT_FILE as PLOT_FILE,
+    RESULTS_FILE as RESULTS_FILE,
+    prepare_output_folder as prepare_output_folder,
+    result_payload as result_payload,
+    write_outputs as write_outputs,
+)
+from ._progress import Phases as Phases, Step as Step, silent as silent
+from ._run import (
+    DemoConfig as DemoConfig,
+    DemoResult as DemoResult,
+    run_demo as run_demo,
+    train_lenet as train_lenet,
+)
+from ._sweep import (
+    Curve as Curve,
+    Point as Point,
+    SweepSettings as SweepSettings,
+    prunable_layers as prunable_layers,
+    sweep as sweep,
+    weight_sparsity as weight_sparsity,
+)
+from ._training import accumulate_gradients as accumulate_gradients, evaluate as evaluate, train as train
+from ._variants import Skipped as Skipped, Variant as Variant, plan_variants as plan_variants
+
+__all__ = [
+    "run_demo",
+    "DemoConfig",
+    "DemoResult",
+    "write_outputs",
+    "prepare_output_folder",
+    "result_payload",
+    "RESULTS_FILE",
+    "PLOT_FILE",
+    "EXTRA",
+    "require_extra",
+    "DemoError",
+    "MissingExtraError",
+    "Digits",
+    "load_digits_data",
+    "train_lenet",
+    "train",
+    "evaluate",
+    "accumulate_gradients",
+    "plan_variants",
+    "Variant",
+    "Skipped",
+    "sweep",
+    "SweepSettings",
+    "Curve",
+    "Point",
+    "prunable_layers",
+    "weight_sparsity",
+    "Phases",
+    "Step",
+    "silent",
+]

@@ -1,0 +1,143 @@
+"""The whole demo: load the digits, train LeNet, sweep every strategy, return the results.
+
+:func:`run_demo` is what ``pruneplug demo`` runs; it writes nothing (see
+:func:`~pruneplug.demo.write_outputs`) and prints nothing (see
+:func:`~pruneplug.demo.accuracy_tables`), so it can be called from code and
+tests as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .._registry import get_registry
+from ..models import LeNet
+from ._data import NUM_CLASSES, Digits, load_digits_data
+from ._extra import require_extra
+from ._progress import Phases, silent
+from ._sweep import Curve, SweepSettings, sweep
+from ._training import accumulate_gradients, evaluate, train
+from ._variants import Skipped, plan_variants
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "train_lenet", "fine_tune_text", "FULL_AMOUNTS", "QUICK_AMOUNTS"]
+
+FULL_AMOUNTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+QUICK_AMOUNTS = (0.0, 0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How long the demo trains and which sparsities it sweeps.
+
+    Use :meth:`full` (the default run, well under 90 s on two cores) or
+    :meth:`quick` (a few seconds, for tests and a first look).
+    """
+
+    seed: int = 0
+    mode: Literal["full", "quick", "custom"] = "custom"
+    epochs: int = 20
+    learning_rate: float = 2e-3
+    batch_size: int = 64
+    amounts: tuple[float, ...] = FULL_AMOUNTS
+    fine_tune_epochs: int = 2
+    fine_tune_learning_rate: float = 5e-4
+
+    @classmethod
+    def full(cls, seed: int = 0) -> DemoConfig:
+        """The demo as ``pruneplug demo`` runs it."""
+        return cls(seed=seed, mode="full")
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> DemoConfig:
+        """A much shorter run (``pruneplug demo --quick``): fewer epochs, three sparsities."""
+        return cls(seed=seed, mode="quick", epochs=4, amounts=QUICK_AMOUNTS, fine_tune_epochs=1)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.fine_tune_epochs < 0:
+            raise ValueError(
+                f"epochs must be >= 1 and fine_tune_epochs >= 0, got {self.epochs}, {self.fine_tune_epochs}"
+            )
+        bad = [a for a in self.amounts if not 0.0 <= a <= 1.0]
+        if not self.amounts or bad:
+            raise ValueError(f"amounts must be fractions in [0, 1], got {list(self.amounts)}")
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured: the trained baseline, one curve per variant, what was skipped.
+
+    ``seconds`` holds wall-clock timings (``train``, ``sweep``, ``total``),
+    the only numbers that differ between two runs with the same seed.
+    """
+
+    config: DemoConfig
+    data_sizes: tuple[int, int]
+    baseline_accuracy: float
+    curves: list[Curve]
+    skipped: list[Skipped]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def fine_tune_text(result: DemoResult) -> str:
+    """``"fine-tuning for 2 epochs"``: how the second set of numbers was obtained, for titles."""
+    epochs = result.config.fine_tune_epochs
+    return f"fine-tuning for {epochs} epoch{'' if epochs == 1 else 's'}"
+
+
+def train_lenet(data: Digits, config: DemoConfig, *, phases: Phases = silent) -> nn.Module:
+    """A LeNet initialised from ``config.seed`` and trained on ``data`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = LeNet(num_classes=NUM_CLASSES)
+    with phases(config.epochs) as step:
+        step.start("training LeNet on the digits")
+        train(
+            model,
+            data.train_images,
+            data.train_labels,
+            epochs=config.epochs,
+            seed=config.seed,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            on_epoch=lambda _: step.advance(),
+        )
+    return model
+
+
+def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
+    """Train LeNet on the digits and sweep every applicable registered strategy.
+
+    The strategies come from the current registry (built-ins and installed
+    plugins; swap it with :func:`pruneplug.use_registry`).
+
+    Raises:
+        MissingExtraError: scikit-learn or matplotlib is not installed.
+    """
+    require_extra()
+    started = time.perf_counter()
+    data = load_digits_data()
+    model = train_lenet(data, config, phases=phases)
+    trained_at = time.perf_counter()
+    baseline = evaluate(model, data.test_images, data.test_labels)
+    accumulate_gradients(model, data.train_images, data.train_labels)  # for gradient-based scores (taylor)
+    variants, skipped = plan_variants(get_registry())
+    settings = SweepSettings(config.amounts, config.seed, config.fine_tune_epochs, config.fine_tune_learning_rate)
+    curves, not_applicable = sweep(model, data, variants, settings, phases=phases)
+    finished = time.perf_counter()
+    return DemoResult(
+        config=config,
+        data_sizes=data.sizes,
+        baseline_accuracy=baseline,
+        curves=curves,
+        skipped=skipped + not_applicable,
+        seconds={
+            "train": round(trained_at - started, 3),
+            "sweep": round(finished - trained_at, 3),
+            "total": round(finished - started, 3),
+        },
+    )
