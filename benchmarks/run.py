@@ -29,6 +29,7 @@ It prints a markdown table and writes the raw numbers to
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -156,30 +157,26 @@ def worker_forward(library: str, count: int, width: int, batch: int, device: str
 
     import pruneplug
 
-    layers = _layers(count, width, device)
-    model = torch.nn.Sequential(*layers).eval()
-    x = torch.randn(batch, width, device=device)
-
-    def timed() -> float:
-        samples = []
-        with torch.no_grad():
-            model(x)
-            for _ in range(repeats):
-                _sync(device)
-                start = time.perf_counter()
-                model(x)
-                _sync(device)
-                samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
-
-    dense = timed()
-    for layer in layers:
+    dense = torch.nn.Sequential(*_layers(count, width, device)).eval()
+    pruned = copy.deepcopy(dense)
+    for layer in pruned:
         if library == "torch":
             torch_prune.l1_unstructured(layer, "weight", amount=0.5)
         else:
             pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
-    pruned = timed()
-    return {"dense": dense, "pruned": pruned}
+    x = torch.randn(batch, width, device=device)
+    samples: dict[str, list[float]] = {"dense": [], "pruned": []}
+    with torch.no_grad():
+        dense(x), pruned(x)  # warm up
+        # Alternate the two models so drift in the machine's speed hits both alike.
+        for _ in range(repeats):
+            for name, model in (("dense", dense), ("pruned", pruned)):
+                _sync(device)
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 # --- orchestrating ------------------------------------------------------------------------

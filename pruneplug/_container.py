@@ -24,7 +24,7 @@ from torch.nn.utils import prune as torch_prune
 from ._errors import InvalidDimError, InvalidMaskError
 from ._method import BasePruningMethod
 
-__all__ = ["PruningContainer", "combine_masks", "normalize_dim", "alive_slices"]
+__all__ = ["PruningContainer", "combine_masks", "normalize_dim", "alive_slices", "fast_path"]
 
 
 def normalize_dim(dim: int, ndim: int) -> int:
@@ -48,7 +48,7 @@ def alive_slices(mask: Tensor, dim: int) -> Tensor:
     return mask.ne(0).any(dim=others) if others else mask.ne(0)
 
 
-def _fast_path(method: object) -> bool:
+def fast_path(method: object) -> bool:
     """Whether ``method`` can select among alive entries itself, avoiding copies of ``t[alive]``.
 
     Only pruneplug's scored strategies can, and only while their
@@ -69,7 +69,7 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
     kind = getattr(method, "PRUNING_TYPE", None)
     if kind == "unstructured":
         alive = default_mask if default_mask.dtype == torch.bool else default_mask == 1
-        if _fast_path(method):
+        if fast_path(method):
             keep: Tensor = method._keep(t, alive)  # type: ignore[attr-defined]
             return keep if out_dtype == torch.bool else default_mask.to(out_dtype) * keep
         slc: Any = alive
@@ -80,7 +80,7 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
             )
         dim = normalize_dim(method.dim, t.dim())
         keep = alive_slices(default_mask, dim)
-        if _fast_path(method):
+        if fast_path(method):
             pruned_now: Tensor = method._pruned_slices(t, keep)  # type: ignore[attr-defined]
             shape = [1] * t.dim()
             shape[dim] = -1

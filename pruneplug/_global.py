@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
-from ._container import _fast_path, combine_masks
+from ._container import fast_path, combine_masks
 from ._reparam import TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
@@ -71,7 +71,7 @@ def global_masks(
         alive: per target, the bool mask of still-unpruned entries, or ``None`` if
             it was never pruned (saves allocating a mask of ones per target).
     """
-    if _fast_path(method) and isinstance(method, UnstructuredStrategy):
+    if fast_path(method) and isinstance(method, UnstructuredStrategy):
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         count = count_to_prune(method.amount, total)
         rewind = method.score_rewinder(states[0].orig.device) if states else None

@@ -13,7 +13,9 @@ and nothing else -- it knows masks and hooks, not strategies:
 
 The layout is torch's, so state_dicts, hooks and parameter order match it:
 ``<name>_orig`` is the original ``Parameter`` object (an optimizer holding it
-keeps working), ``<name>_mask`` a buffer, and ``<name>`` a plain attribute.
+keeps working) and ``<name>_mask`` a buffer. ``<name>`` is computed when read
+for native prunes (see :mod:`pruneplug._lazy`) and stored as an attribute,
+as torch does, for :mod:`pruneplug.compat` and RNNs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from ._cache import cache_key, forget, remember, reusable
-from ._container import PruningContainer, _fast_path
+from ._container import PruningContainer, fast_path
 from ._errors import (
     InvalidImportanceScoresError,
     InvalidMaskError,
@@ -391,7 +393,7 @@ def plan_prune(
             scores = current_values(state)
         try:
             with scoring(module, name, state.orig):
-                if policy is NATIVE_POLICY and not state.pruned and _fast_path(hook) and hasattr(hook, "_keep"):
+                if policy is NATIVE_POLICY and not state.pruned and fast_path(hook) and hasattr(hook, "_keep"):
                     raw = hook._keep(scores, None)  # type: ignore[attr-defined]  # compute_mask(t, ones) without the ones
                 else:
                     raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))

@@ -132,13 +132,14 @@ class _Pass:
 
     def _values(self, index: int) -> Tensor:
         source = self.sources[index]
-        if source.score is None and self.kept[index] is not None:
-            return self.kept[index]  # type: ignore[return-value]
+        kept = self.kept[index]
+        if kept is not None:
+            return kept
         values = source.read()
         if values.numel() != source.numel:
             raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
-        if source.score is None and len(self.sources) == 1:
-            self.kept[index] = values
+        if len(self.sources) == 1:
+            self.kept[index] = values  # one source: read once (a view for elementwise scores, costs nothing)
         return values
 
     def _scored(self, source: ScoreSource, part: Tensor) -> Tensor:

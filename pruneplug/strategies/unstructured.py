@@ -14,6 +14,7 @@ from .._amount import count_to_prune
 from .._errors import InvalidParametersError
 from .._method import BasePruningMethod
 from .._params import GeneratorField, NoParams, StrategyParams
+from .._select import ScoreSource
 from ._base import AmountParams, UnstructuredStrategy
 
 __all__ = ["Identity", "L1Unstructured", "RandomUnstructured", "RandomUnstructuredParams"]
@@ -89,8 +90,8 @@ class RandomUnstructured(UnstructuredStrategy):
         super().__init__(amount)
         self.generator = generator
 
-    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
-        """Minus a uniform random number per alive entry (so the largest draws go first, as in torch)."""
+    def _draws(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """One uniform draw per alive entry, in torch's order, laid out like ``t`` (0 where dead)."""
         count = t.numel() if alive is None else int(alive.count_nonzero())
         if self.generator is not None and self.generator.device.type != t.device.type:
             raise InvalidParametersError(
@@ -98,10 +99,25 @@ class RandomUnstructured(UnstructuredStrategy):
             )
         draws = torch.rand(count, dtype=t.dtype, device=t.device, generator=self.generator)
         if alive is None:
-            return draws.neg_().reshape(t.shape)
-        scores = torch.zeros(t.shape, dtype=draws.dtype, device=t.device)
-        scores[alive] = draws.neg_()
-        return scores
+            return draws.reshape(t.shape)
+        laid_out = torch.zeros(t.shape, dtype=draws.dtype, device=t.device)
+        laid_out[alive] = draws
+        return laid_out
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Minus a uniform random number per alive entry (so the largest draws go first, as in torch)."""
+        return self._draws(t, alive).neg_()
+
+    def score_source(self, t: Tensor, alive: Tensor | None) -> ScoreSource:
+        """The draws, negated chunk by chunk as they are read (no separate pass over all of them)."""
+        t = t.detach()
+        return ScoreSource(
+            lambda: self._draws(t, alive).reshape(-1),
+            lambda part, out: torch.neg(part, out=out) if part.dtype == out.dtype else out.copy_(part).neg_(),
+            None if alive is None else alive.reshape(-1),
+            t.numel(),
+            t.device,
+        )
 
     def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
         available = t.numel() if alive is None else int(alive.count_nonzero())
