@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
-from ._container import fast_path, combine_masks
+from ._container import combine_masks, fast_path
 from ._reparam import TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
