@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  large    {library:10} {result.seconds or result.error}", file=sys.stderr)
     batch = 1024 if args.device == "cuda" else 64
     for library in ("torch", "pruneplug"):
-        results.append(measure_forward(library, 4 if quick else 8, width, batch, args.device, 5 if quick else 20))
+        results.append(measure_forward(library, 4 if quick else 8, width, batch, args.device, 5 if quick else 40))
 
     machine = machine_description(args.device)
     table = render(results, descriptions, machine)
