@@ -20,20 +20,25 @@ call :func:`pruneplug.refresh`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 
+import torch
 from torch import Tensor
 
-__all__ = ["cache_key", "reusable", "remember", "held", "forget", "without_cache"]
-
-_KEY = "_pp_cache_key"
-_REF = "_pp_cache_ref"
-_HELD = "_pp_cache_held"
+__all__ = ["cache_key", "reusable", "remember", "held", "forget"]
 
 _optimizer_steps = 0
 _hook_lock = threading.Lock()
 _hook_installed = False
+
+# hook -> (key, weak reference to the tensor computed for it, the tensor itself if held).
+# Kept outside the hooks so that hooks of any class (torch's too) stay picklable, and
+# replaced in one assignment so that threads never see a key paired with another tensor.
+_entries: weakref.WeakKeyDictionary[object, tuple[tuple[object, ...], weakref.ref[Tensor], Tensor | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _count_step(*_: object) -> None:
@@ -68,38 +73,35 @@ def cache_key(orig: Tensor, mask: Tensor) -> tuple[object, ...]:
 
 
 def reusable(hook: object, key: tuple[object, ...], current: object) -> bool:
-    """Whether ``current`` is the tensor the hook computed for ``key``, unchanged since."""
-    state = getattr(hook, "__dict__", {})
-    ref = state.get(_REF)
-    if ref is None or ref() is not current or not isinstance(current, Tensor):
+    """Whether ``current`` is the tensor the hook computed for ``key``, unchanged since.
+
+    A tensor computed in inference mode is reused only in inference mode:
+    autograd outside it refuses inference tensors.
+    """
+    entry = _entries.get(hook)
+    if entry is None or not isinstance(current, Tensor):
         return False
-    return bool(state.get(_KEY) == (*key, _version(current)))
+    remembered_key, ref, _ = entry
+    if ref() is not current:
+        return False
+    if current.is_inference() and not torch.is_inference_mode_enabled():
+        return False
+    return remembered_key == (*key, _version(current))
 
 
 def remember(hook: object, key: tuple[object, ...], value: Tensor, *, hold: bool = False) -> None:
     """Record that ``value`` was computed for ``key``; ``hold`` keeps it alive (lazy modules)."""
     _watch_optimizers()
-    state = getattr(hook, "__dict__", None)
-    if state is not None:
-        state[_KEY] = (*key, _version(value))
-        state[_REF] = weakref.ref(value)
-        if hold:
-            state[_HELD] = value
+    with contextlib.suppress(TypeError):  # a hook that cannot be weakly referenced is simply not cached
+        _entries[hook] = ((*key, _version(value)), weakref.ref(value), value if hold else None)
 
 
 def held(hook: object) -> Tensor | None:
     """The masked tensor a lazy module's hook keeps, if any."""
-    value = getattr(hook, "__dict__", {}).get(_HELD)
-    return value if isinstance(value, Tensor) else None
+    entry = _entries.get(hook)
+    return None if entry is None else entry[2]
 
 
 def forget(hook: object) -> None:
-    """Drop what the hook remembers, so the next read recomputes."""
-    state = getattr(hook, "__dict__", {})
-    for attr in (_KEY, _REF, _HELD):
-        state.pop(attr, None)
-
-
-def without_cache(state: dict[str, object]) -> dict[str, object]:
-    """A copy of a hook's ``__dict__`` without what it remembers (for copying and pickling)."""
-    return {key: value for key, value in state.items() if key not in (_KEY, _REF, _HELD)}
+    """Drop what is remembered for ``hook``, so the next read recomputes."""
+    _entries.pop(hook, None)

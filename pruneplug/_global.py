@@ -11,7 +11,7 @@ tensors are flattened into one vector and the strategy sees it whole.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -56,6 +56,27 @@ def _source(
     return dataclasses.replace(source, read=read, score=None if source.score is None else score)
 
 
+def _rewind_all(method: UnstructuredStrategy, states: Sequence[TensorState]) -> tuple[Callable[[], None] | None, bool]:
+    """``(rewind, keep_reads)`` for the strategy's scores over every device the targets live on.
+
+    Random scores are re-read on every pass, so every device's random stream
+    must be rewound between passes. Where one cannot be, the scores are read
+    once and kept instead (more memory, same result).
+    """
+    if type(method).score_rewinder is UnstructuredStrategy.score_rewinder:
+        return None, False  # deterministic scores: nothing to rewind
+    devices = list(dict.fromkeys(state.orig.device for state in states))
+    rewinders = [method.score_rewinder(device) for device in devices]
+    if any(r is None for r in rewinders):
+        return None, True
+
+    def rewind() -> None:
+        for one in rewinders:
+            one()  # type: ignore[misc]
+
+    return rewind, False
+
+
 def global_masks(
     states: Sequence[TensorState],
     method: torch_prune.BasePruningMethod,
@@ -74,12 +95,12 @@ def global_masks(
     if fast_path(method) and isinstance(method, UnstructuredStrategy):
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         count = count_to_prune(method.amount, total)
-        rewind = method.score_rewinder(states[0].orig.device) if states else None
-        if rewind is not None and 0 < count == total:
+        rewind, keep_reads = _rewind_all(method, states)
+        if (rewind is not None or keep_reads) and 0 < count == total:
             for state, values, live in zip(states, importance, alive):
                 _source(method, values, state, live).read()  # torch draws even when everything goes
         sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
-        kept = keep_highest_across(sources, count, rewind=rewind, guess=method.score_window)
+        kept = keep_highest_across(sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads)
         return [keep.reshape(state.orig.shape) for state, keep in zip(states, kept)]
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(
@@ -99,6 +120,7 @@ def global_masks(
     offset = 0
     for state in states:
         numel = state.orig.numel()
-        out.append(flat_new[offset : offset + numel].reshape(state.orig.shape).to(torch.bool))
+        # a copy, not a view: each mask must not keep the whole flat vector alive
+        out.append(flat_new[offset : offset + numel].reshape(state.orig.shape).to(torch.bool, copy=True))
         offset += numel
     return out

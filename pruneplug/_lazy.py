@@ -50,8 +50,12 @@ def lazily_masked_hook(module: nn.Module, name: str) -> torch_prune.BasePruningM
 
 
 def _reparametrized(module: nn.Module, name: str) -> bool:
+    # DataParallel replicas hold their parameters as plain attributes, hence the __dict__ checks.
     state = module.__dict__
-    return name + "_orig" in state.get("_parameters", ()) and name + "_mask" in state.get("_buffers", ())
+    orig, mask = name + "_orig", name + "_mask"
+    return (orig in state.get("_parameters", ()) or orig in state) and (
+        mask in state.get("_buffers", ()) or mask in state
+    )
 
 
 def masked_tensor(module: nn.Module, name: str) -> Tensor:
@@ -99,6 +103,13 @@ class LazyMaskedModule(nn.Module):
         if isinstance(value, Tensor) and not isinstance(value, nn.Parameter) and _reparametrized(self, name):
             return  # the masked tensor is derived from _orig and _mask: torch's hooks assign it, we compute it
         super().__setattr__(name, value)
+        if isinstance(value, nn.Parameter) and lazily_masked_hook(self, name) is not None:
+            # A parameter put back under a pruned name: torch's (or our) remove. Once nothing is
+            # reparametrized any more, the module goes back to its own class.
+            hooks = self.__dict__["_forward_pre_hooks"].values()
+            names = {getattr(h, "_tensor_name", None) for h in hooks if isinstance(h, torch_prune.BasePruningMethod)}
+            if not any(isinstance(n, str) and _reparametrized(self, n) for n in names):
+                make_eager(self)
 
     def __delattr__(self, name: str) -> None:
         if name not in self.__dict__ and _reparametrized(self, name):

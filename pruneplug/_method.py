@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._cache import without_cache
 from ._params import NoParams, StrategyParams
 
 __all__ = ["BasePruningMethod", "describe_method", "method_name"]
@@ -135,10 +134,6 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
     def describe(self) -> str:
         """A one-line description for reports, e.g. ``l1_unstructured(amount=0.3)``."""
         return describe_method(self)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The refresh cache holds a weakref and tensor versions: meaningless in a copy.
-        return without_cache(self.__dict__)
 
     def __repr__(self) -> str:
         tensor = getattr(self, "_tensor_name", None)

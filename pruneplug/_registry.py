@@ -337,6 +337,7 @@ class Registry:
         self._score_conflicts: dict[str, list[tuple[str, ImportanceScore]]] = {}
         self._manual: dict[str, StrategySpec] = {}
         self._ready = False
+        self._loading = False
         self._lock = threading.RLock()
 
     # --- loading -----------------------------------------------------------------------
@@ -350,12 +351,16 @@ class Registry:
         if self._ready:
             return
         with self._lock:
-            if self._ready:
-                return
-            if self._load_entry_points:
-                self._load_plugins_from_entry_points()
-            self._collect()
-            self._ready = True
+            if self._ready or self._loading:
+                return  # (a plugin calling back into the registry while it is being imported)
+            self._loading = True
+            try:
+                if self._load_entry_points:
+                    self._load_plugins_from_entry_points()
+                self._collect()
+                self._ready = True
+            finally:
+                self._loading = False
 
     def _broken(self, info: PluginInfo, reason: str, *, status: str = "broken") -> None:
         if info.status != "broken":

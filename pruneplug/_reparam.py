@@ -406,6 +406,8 @@ def plan_prune(
             raise StrategyFailedError(f"the strategy raised {type(error).__name__}: {error}", **context) from error
     else:
         raw = mask
+    if mask is None and not type(method).__module__.startswith("pruneplug.") and isinstance(raw, Tensor):
+        raw = raw.clone()  # a strategy may hand back a tensor it keeps: the mask must not change under us
     alive = _check_mask(raw, state, previous, label)
     stored = alive if policy is NATIVE_POLICY else raw.detach()  # type: ignore[union-attr]
     return PendingPrune(state, hook, stored, alive, lazy=policy is NATIVE_POLICY)
@@ -475,7 +477,8 @@ def commit(pendings: Sequence[PendingPrune]) -> None:
     snapshots: dict[int, ModuleSnapshot] = {}
     for pending in pendings:
         module = pending.state.module
-        snapshots.setdefault(id(module), ModuleSnapshot(module))
+        if id(module) not in snapshots:
+            snapshots[id(module)] = ModuleSnapshot(module)
     try:
         for pending in pendings:
             _install(pending)

@@ -122,34 +122,56 @@ class _Buffers:
         return buffer[:size]
 
 
-class _Pass:
-    """One read of every source: chunks of scores with their alive masks."""
+class _Widen(Exception):
+    """A source's scores need float64: the pass must start again comparing in float64."""
 
-    def __init__(self, sources: Sequence[ScoreSource], kept: list[Tensor | None], buffers: _Buffers) -> None:
+
+class _Pass:
+    """One read of every source: chunks of scores, in the selection's dtype, with their alive masks.
+
+    All sources are compared in one dtype -- a threshold taken from float64
+    scores would round differently against float32 ones. The selection starts
+    in float32; a pass that meets scores needing float64 finishes (so every
+    source is read as often as the others) and is then done again in float64.
+    """
+
+    def __init__(
+        self, sources: Sequence[ScoreSource], kept: list[Tensor | None] | None, buffers: _Buffers, dtype: torch.dtype
+    ) -> None:
         self.sources = sources
         self.kept = kept
         self.buffers = buffers
+        self.dtype = dtype
+        self.too_narrow = False
+
+    def check(self) -> None:
+        """After the pass: raise :class:`_Widen` if it met scores its dtype could not hold."""
+        if self.too_narrow:
+            raise _Widen
+
+    def _in_dtype(self, scores: Tensor, role: str) -> Tensor:
+        if _score_dtype(scores.dtype) == torch.float64 and self.dtype != torch.float64:
+            self.too_narrow = True
+        if scores.dtype == self.dtype:
+            return scores
+        return self.buffers.get(role, scores.numel(), self.dtype, scores.device).copy_(scores)
 
     def _values(self, index: int) -> Tensor:
         source = self.sources[index]
-        kept = self.kept[index]
-        if kept is not None:
-            return kept
+        if self.kept is not None and self.kept[index] is not None:
+            return self.kept[index]  # type: ignore[return-value]
         values = source.read()
         if values.numel() != source.numel:
             raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
-        if len(self.sources) == 1:
-            self.kept[index] = values  # one source: read once (a view for elementwise scores, costs nothing)
+        if self.kept is not None:
+            self.kept[index] = values  # read once (one source: a view for elementwise scores, costs nothing)
         return values
 
     def _scored(self, source: ScoreSource, part: Tensor) -> Tensor:
         if source.score is not None:
-            out = self.buffers.get("score", part.numel(), _score_dtype(part.dtype), part.device)
-            part = source.score(part, out)
-        dtype = _score_dtype(part.dtype)
-        if part.dtype == dtype:
-            return part
-        return self.buffers.get("cast", part.numel(), dtype, part.device).copy_(part)
+            dtype = torch.float64 if _score_dtype(part.dtype) == torch.float64 else self.dtype
+            part = source.score(part, self.buffers.get("score", part.numel(), dtype, part.device))
+        return self._in_dtype(part, "cast")
 
     def chunks(self, index: int) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         """``(start, scores, alive)`` for consecutive chunks of source ``index``."""
@@ -164,10 +186,11 @@ class _Pass:
     def sample(self, index: int, stride: int) -> Tensor:
         source = self.sources[index]
         part = self._values(index)[::stride]
-        scores = (
-            part if source.score is None else source.score(part, torch.empty_like(part, dtype=_score_dtype(part.dtype)))
-        )
-        scores = scores.to(_score_dtype(scores.dtype))
+        if source.score is not None:
+            part = source.score(part, torch.empty_like(part, dtype=_score_dtype(part.dtype)))
+        if _score_dtype(part.dtype) == torch.float64 and self.dtype != torch.float64:
+            self.too_narrow = True
+        scores = part.to(self.dtype)
         if source.alive is not None:
             scores = scores[source.alive[::stride]]
         return scores[~torch.isnan(scores)].to(torch.float64).cpu()
@@ -181,20 +204,24 @@ class _Selection:
         sources: Sequence[ScoreSource],
         rewind: Callable[[], None] | None,
         guess: Callable[[int, int], tuple[float, float] | None] | None = None,
+        *,
+        keep_reads: bool = False,
     ) -> None:
         self.sources = sources
         self.rewind = rewind
         self.guess = guess
+        self.keep_reads = keep_reads or len(sources) == 1
         self.kept: list[Tensor | None] = [None] * len(sources)
         self.buffers = _Buffers()
         self.passes = 0
+        self.dtype = torch.float32  # widened to float64 by the first source that needs it
 
     def new_pass(self) -> _Pass:
         # Several sources are re-read on each pass; random scores must then draw the same numbers.
         if self.passes and self.rewind is not None and len(self.sources) > 1:
             self.rewind()
         self.passes += 1
-        return _Pass(self.sources, self.kept, self.buffers)
+        return _Pass(self.sources, self.kept if self.keep_reads else None, self.buffers, self.dtype)
 
     def window(self, k: int, total: int) -> tuple[float, float]:
         """Bounds that hold the k-th lowest alive score with overwhelming probability."""
@@ -209,6 +236,7 @@ class _Selection:
         size = _SAMPLE_SIZE if total < (1 << 24) else 4 * _SAMPLE_SIZE
         stride = max(1, numel // size)
         sample = torch.cat([reader.sample(i, stride) for i in range(len(self.sources))])
+        reader.check()
         if sample.numel() < 64:
             return -math.inf, math.inf
         rank = k / total * sample.numel()
@@ -221,6 +249,13 @@ class _Selection:
 
     def threshold(self, k: int, total: int) -> tuple[float, int, int]:
         """``(T, below, at)``: the k-th lowest alive score, how many alive scores are < T and == T."""
+        while True:
+            try:
+                return self._threshold(k, total)
+            except _Widen:
+                self.dtype = torch.float64
+
+    def _threshold(self, k: int, total: int) -> tuple[float, int, int]:
         lo, hi = self.window(k, total)
         while True:
             reader = self.new_pass()
@@ -238,6 +273,7 @@ class _Selection:
                     torch.logical_xor(within, lt, out=within)  # lo <= score <= hi (lt is a subset of within)
                     inside.append(scores[within].cpu())
                 below += int(count)
+            reader.check()
             pooled = torch.cat(inside)
             if below < k <= below + pooled.numel():
                 threshold = float(torch.kthvalue(pooled, k - below).values)
@@ -255,6 +291,7 @@ def keep_highest_across(
     *,
     rewind: Callable[[], None] | None = None,
     guess: Callable[[int, int], tuple[float, float] | None] | None = None,
+    keep_reads: bool = False,
 ) -> list[Tensor]:
     """Prune the ``k`` lowest alive scores across all sources; return what stays alive.
 
@@ -264,6 +301,8 @@ def keep_highest_across(
     restarts random scores between passes (see ``RandomUnstructured``);
     ``guess(k, total)`` may return bounds likely to hold the k-th lowest score
     (for scores of a known distribution), saving the sampling pass.
+    ``keep_reads`` keeps every source's scores after the first read (for
+    random scores that cannot be rewound), instead of reading them again.
 
     >>> cpu = torch.device("cpu")
     >>> magnitude = lambda values, out: torch.abs(values, out=out)
@@ -282,7 +321,7 @@ def keep_highest_across(
             else (s.alive.clone() if k == 0 else torch.zeros_like(s.alive))
             for s in sources
         ]
-    selection = _Selection(sources, rewind, guess)
+    selection = _Selection(sources, rewind, guess, keep_reads=keep_reads)
     threshold, below, at = selection.threshold(k, total)
     ties_to_prune = k - below
     reader = selection.new_pass()

@@ -56,9 +56,10 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
     and the model holds unpruned, the reparametrization is created first
     (its history starts with :class:`~pruneplug.strategies.Identity`); then
     the state_dict is loaded and the masked tensors are current at once.
-    Masks (shape, 0/1), tensor shapes and, with ``strict``, the keys are
-    checked before anything changes, so a checkpoint that does not fit leaves
-    the model exactly as it was.
+    Masks (shape, 0/1), tensor types and shapes and, with ``strict``, the
+    keys are checked before anything changes, so a checkpoint that does not
+    fit leaves the model exactly as it was. (A module's own
+    ``_load_from_state_dict`` that fails part-way is torch's to undo.)
 
     Returns ``model``.
     """
@@ -76,6 +77,14 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
             expected[renamed[key]] = expected[renamed[key][: -len("_orig")] + "_mask"] = shape
         else:
             expected[key] = shape
+    not_tensors = [
+        key for key, value in state_dict.items() if expected.get(key) is not None and not isinstance(value, Tensor)
+    ]
+    if not_tensors:
+        raise InvalidTargetError(
+            "the state_dict does not fit the model: not a tensor where the model has one: "
+            + ", ".join(not_tensors[:10])
+        )
     mismatched = [
         f"{key}: checkpoint {tuple(value.shape)} vs model {expected[key]}"
         for key, value in state_dict.items()

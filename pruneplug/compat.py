@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ._amount import check_amount_like_torch, count_to_prune
 from ._container import PruningContainer, normalize_dim
-from ._errors import InvalidDimError, InvalidImportanceScoresError, InvalidParametersError
+from ._errors import InvalidDimError, InvalidImportanceScoresError, InvalidParametersError, InvalidTargetError
 from ._global import global_masks
 from ._method import BasePruningMethod
 from ._reparam import (
@@ -146,6 +146,8 @@ def global_unstructured(
         )
     if not targets:
         raise InvalidParametersError("global_unstructured(): parameters is empty; nothing to prune")
+    if len({(id(module), name) for module, name in targets}) != len(targets):
+        raise InvalidTargetError("global_unstructured(): a (module, name) pair is listed more than once")
     states = [tensor_state(module, name) for module, name in targets]
     importance = []
     for (module, name), state in zip(targets, states):

@@ -349,3 +349,33 @@ def test_errors_pickle_with_their_fields() -> None:
     )
     missing = pickle.loads(pickle.dumps(pruneplug.StrategyNotFoundError("x", ["a", "b"])))
     assert missing.available == ["a", "b"]
+
+
+def test_global_pruning_across_float32_and_float64_tensors_is_exact() -> None:
+    """One comparison dtype for all targets: a float64 threshold must not round against float32 scores."""
+    a, b = nn.Linear(1, 1, bias=False), nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        a.weight.fill_(0.1)
+        b.weight.copy_(torch.tensor([[0.1, 5.0]], dtype=torch.float64))
+    pruneplug.prune_global([(a, "weight"), (b, "weight")], "l1_unstructured", amount=1)
+    assert int((~a.weight_mask).sum() + (~b.weight_mask).sum()) == 1
+    assert bool(a.weight_mask.all()) and b.weight_mask.tolist() == [[False, True]]
+
+
+def test_a_strategy_s_own_tensor_is_not_the_stored_mask(registry: pruneplug.Registry) -> None:
+    """A strategy returning a tensor it keeps must not be able to un-prune later by changing it."""
+
+    class Fixed(pruneplug.BasePruningMethod):
+        PRUNING_TYPE = "global"
+
+        def __init__(self, mask: torch.Tensor) -> None:
+            self.mask = mask
+
+        def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+            return self.mask
+
+    kept = torch.tensor([[True, False], [True, True]])
+    layer = nn.Linear(2, 2)
+    pruneplug.prune(layer, "weight", Fixed(kept))
+    kept[0, 1] = True
+    assert layer.weight_mask.tolist() == [[True, False], [True, True]]

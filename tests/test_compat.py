@@ -959,3 +959,13 @@ def test_a_model_pruned_by_pruneplug_is_understood_by_torch(flavor: str) -> None
     assert not torch_prune.is_pruned(model)
     model(net_input())
     assert torch.equal(model[3].weight, pruned)
+
+
+def test_global_unstructured_refuses_a_target_listed_twice() -> None:
+    """A (module, name) pair given twice is an error naming the problem, and nothing is pruned."""
+    layer = nn.Linear(3, 3)
+    with pytest.raises(TypeError, match="listed more than once"):
+        compat.global_unstructured(
+            [(layer, "weight"), (layer, "weight")], pruning_method=compat.L1Unstructured, amount=2
+        )
+    assert not compat.is_pruned(layer)

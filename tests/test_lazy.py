@@ -97,3 +97,45 @@ def test_a_module_pruned_by_torch_becomes_lazy_when_pruneplug_prunes_it() -> Non
     pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
     assert is_lazy(layer) and "weight" not in vars(layer)
     assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_dataparallel_style_replicas_compute_the_masked_tensor() -> None:
+    """DataParallel replicas hold parameters as plain attributes; the lazy read must still work."""
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    replica = layer._replicate_for_data_parallel()
+    for key, parameter in layer._parameters.items():
+        setattr(replica, key, parameter.detach().clone())
+    x = torch.randn(2, 4)
+    assert torch.allclose(replica(x), layer(x))
+
+
+def test_a_tensor_cached_in_inference_mode_is_not_handed_to_autograd() -> None:
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    layer.eval().requires_grad_(False)
+    with torch.inference_mode():
+        layer(torch.randn(1, 4))
+    x = torch.randn(1, 4, requires_grad=True)
+    layer(x).sum().backward()  # would fail if the inference tensor were reused
+    assert x.grad is not None
+
+
+def test_lazy_modules_with_torch_style_hooks_pickle_after_an_eval_forward() -> None:
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", torch_prune.L1Unstructured, amount=2)
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(1, 4))
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer, weights_only=False).weight_mask, layer.weight_mask)
+
+
+def test_torch_s_remove_gives_the_class_back_once_nothing_is_pruned() -> None:
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    torch_prune.l1_unstructured(layer, "weight", amount=2)
+    torch_prune.remove(layer, "weight")
+    assert type(layer) is nn.Linear and not pruneplug.is_pruned(layer)

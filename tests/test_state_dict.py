@@ -217,3 +217,14 @@ def test_writes_through_data_need_refresh() -> None:
         layer.weight_orig.data.mul_(2)
         layer(torch.randn(1, 4))
         assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_a_value_that_is_not_a_tensor_is_refused_before_anything_is_loaded() -> None:
+    state = dict(pruned_lenet("pruneplug").state_dict())
+    state["fc3.bias"] = [0.0] * 10
+    fresh = LeNet()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(pruneplug.InvalidTargetError, match="not a tensor where the model has one: fc3.bias"):
+        pruneplug.load_pruned_state_dict(fresh, state)
+    assert not pruneplug.is_pruned(fresh)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())
