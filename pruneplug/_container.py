@@ -52,11 +52,16 @@ def fast_path(method: object) -> bool:
     """Whether ``method`` can select among alive entries itself, avoiding copies of ``t[alive]``.
 
     Only pruneplug's scored strategies can, and only while their
-    ``compute_mask`` is their own (a subclass or a test mock that replaces it
-    gets the general, torch-identical path).
+    ``compute_mask`` is their own (a subclass or a test mock that replaces it,
+    here or on torch's class of the same name, gets the general,
+    torch-identical path).
     """
-    own = getattr(type(method), "_own_compute_mask", None)
-    return own is not None and getattr(type(method), "compute_mask", None) is own
+    cls = type(method)
+    own = getattr(cls, "_own_compute_mask", None)
+    if own is None or getattr(cls, "compute_mask", None) is not own:
+        return False
+    override = getattr(cls, "torch_override", None)  # pruneplug.compat's twins of torch's classes
+    return override is None or override() is None
 
 
 def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask: Tensor) -> Tensor:

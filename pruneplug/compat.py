@@ -23,18 +23,26 @@ pruneplug's core and registry, so they also get its fixes:
   error that names the module, tensor and method).
 
 What stays exactly torch's: masks in the weight's dtype, ``module.weight``
-stored as an attribute and recomputed by the hook before every forward.
+stored as an attribute and recomputed by the hook before every forward. The
+method classes are subclasses of torch's own (``isinstance(hook,
+torch.nn.utils.prune.L1Unstructured)`` holds), and a test that replaces
+torch's ``compute_mask`` with ``mock.patch("torch.nn.utils.prune.
+L1Unstructured.compute_mask")`` reaches them too: torch's own test suite for
+``torch.nn.utils.prune`` passes with only its import changed.
 """
 
 from __future__ import annotations
 
 import numbers
+import types
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
 
+from . import strategies
 from ._amount import check_amount_like_torch, count_to_prune
 from ._container import PruningContainer, normalize_dim
 from ._errors import InvalidDimError, InvalidImportanceScoresError, InvalidParametersError, InvalidTargetError
@@ -49,7 +57,6 @@ from ._reparam import (
     remove_pruning,
     tensor_state,
 )
-from .strategies import CustomFromMask, Identity, L1Unstructured, LnStructured, RandomStructured, RandomUnstructured
 
 __all__ = [
     "BasePruningMethod",
@@ -70,6 +77,62 @@ __all__ = [
     "remove",
     "is_pruned",
 ]
+
+
+class _TorchTwin:
+    """Mixin making a pruneplug method class stand in for torch's class of the same name.
+
+    The class built by :func:`_twin` subclasses both pruneplug's strategy
+    (whose code runs) and torch's class (so ``isinstance`` checks written for
+    torch hold). While torch's ``compute_mask`` is replaced -- typically by
+    ``mock.patch`` in a test written for torch -- the replacement is called
+    instead, exactly as it would be under torch; otherwise torch's code is
+    never used.
+    """
+
+    _torch_class: ClassVar[type[torch_prune.BasePruningMethod]]
+    _torch_compute_mask: ClassVar[object]
+
+    @classmethod
+    def torch_override(cls) -> Any:
+        """torch's ``compute_mask`` if something replaced it since import, else ``None``."""
+        current = cls._torch_class.__dict__.get("compute_mask")
+        return None if current is cls._torch_compute_mask else current
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """pruneplug's mask, or the replacement of torch's ``compute_mask`` if there is one."""
+        override = self.torch_override()
+        if override is None:
+            mask: Tensor = super().compute_mask(t, default_mask)  # type: ignore[misc]
+            return mask
+        bind = getattr(type(override), "__get__", None)
+        bound = bind(override, self, type(self)) if bind is not None else override
+        replaced: Tensor = bound(t, default_mask=default_mask)
+        return replaced
+
+    _own_compute_mask = compute_mask  # selection shortcuts stay on unless torch's method is replaced
+
+
+def _twin(ours: type[BasePruningMethod]) -> Any:
+    theirs = getattr(torch_prune, ours.__name__)
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": ours.__name__,
+        "__doc__": ours.__doc__,
+        "_torch_class": theirs,
+        "_torch_compute_mask": theirs.__dict__["compute_mask"],
+    }
+    if getattr(ours, "_own_compute_mask", None) is None:
+        namespace["_own_compute_mask"] = None
+    return types.new_class(ours.__name__, (_TorchTwin, ours, theirs), exec_body=lambda ns: ns.update(namespace))
+
+
+Identity = _twin(strategies.Identity)
+RandomUnstructured = _twin(strategies.RandomUnstructured)
+L1Unstructured = _twin(strategies.L1Unstructured)
+RandomStructured = _twin(strategies.RandomStructured)
+LnStructured = _twin(strategies.LnStructured)
+CustomFromMask = _twin(strategies.CustomFromMask)
 
 
 def identity(module: nn.Module, name: str) -> nn.Module:

@@ -375,16 +375,19 @@ MOCK_MODULES: list[Any] = [
     pytest.param(lambda: nn.Linear(5, 3), id="Linear"),
     pytest.param(lambda: nn.Conv3d(2, 3, 2), id="Conv3d"),
 ]
+#: Tests written for torch patch torch's class; tests written for pruneplug may patch compat's.
+MOCK_TARGETS = ["pruneplug.compat.RandomUnstructured", "torch.nn.utils.prune.RandomUnstructured"]
 
 
+@pytest.mark.parametrize("target", MOCK_TARGETS)
 @pytest.mark.parametrize("name", ["weight", "bias"])
 @pytest.mark.parametrize("factory", MOCK_MODULES)
-def test_a_mocked_compute_mask_is_the_mask_installed(factory: Callable[[], nn.Module], name: str) -> None:
+def test_a_mocked_compute_mask_is_the_mask_installed(factory: Callable[[], nn.Module], name: str, target: str) -> None:
     """Patching RandomUnstructured.compute_mask decides the mask, as it does with torch's class."""
     module = factory()
     original = getattr(module, name).detach().clone()
     mask = (torch.rand(original.shape) > 0.5).float()
-    with mock.patch("pruneplug.compat.RandomUnstructured.compute_mask") as compute_mask:
+    with mock.patch(target + ".compute_mask") as compute_mask:
         compute_mask.return_value = mask
         compat.random_unstructured(module, name, amount=0.9)
     compute_mask.assert_called_once()
@@ -395,14 +398,17 @@ def test_a_mocked_compute_mask_is_the_mask_installed(factory: Callable[[], nn.Mo
     assert torch.equal(getattr(module, name), original * mask)
 
 
+@pytest.mark.parametrize("target", MOCK_TARGETS)
 @pytest.mark.parametrize("name", ["weight", "bias"])
 @pytest.mark.parametrize("factory", MOCK_MODULES)
-def test_a_failing_compute_mask_leaves_the_module_unpruned(factory: Callable[[], nn.Module], name: str) -> None:
+def test_a_failing_compute_mask_leaves_the_module_unpruned(
+    factory: Callable[[], nn.Module], name: str, target: str
+) -> None:
     """An exception from compute_mask propagates as it is and the module is exactly as before."""
     module = factory()
     parameter = getattr(module, name)
     names, keys = param_names(module), list(module.state_dict())
-    with mock.patch("pruneplug.compat.RandomUnstructured.compute_mask") as compute_mask:
+    with mock.patch(target + ".compute_mask") as compute_mask:
         compute_mask.side_effect = RuntimeError("mask computation failed")
         with pytest.raises(RuntimeError, match="mask computation failed"):
             compat.random_unstructured(module, name, amount=0.9)
@@ -410,6 +416,42 @@ def test_a_failing_compute_mask_leaves_the_module_unpruned(factory: Callable[[],
     assert param_names(module) == names and list(module.state_dict()) == keys
     assert buffer_names(module) == [] and pruning_hooks(module) == []
     assert not hasattr(module, name + "_orig") and not hasattr(module, name + "_mask")
+
+
+def test_patching_torchs_method_reaches_an_iterative_prune() -> None:
+    """Pruning again while torch's L1Unstructured.compute_mask is patched calls the patch, not a shortcut."""
+    module = nn.Linear(6, 4)
+    compat.random_unstructured(module, "weight", amount=3)
+    before = module.weight_mask.clone()
+    partial = torch.ones(21)  # as in torch, the method sees only the 21 still-unpruned entries
+    partial[:5] = 0
+    with mock.patch("torch.nn.utils.prune.L1Unstructured.compute_mask") as compute_mask:
+        compute_mask.return_value = partial
+        compat.l1_unstructured(module, "weight", amount=5)
+    compute_mask.assert_called_once()
+    expected = before.clone()
+    expected[before.bool()] = partial
+    assert torch.equal(module.weight_mask, expected)
+
+
+def test_without_a_patch_torchs_compute_mask_is_never_run() -> None:
+    """The twins of torch's classes run pruneplug's selection, not torch's topk-based code."""
+    module = nn.Linear(6, 4)
+    with mock.patch("torch.topk", side_effect=AssertionError("torch's selection ran")):
+        compat.l1_unstructured(module, "weight", amount=5)
+        compat.random_unstructured(module, "weight", amount=0.5)
+        compat.ln_structured(module, "weight", amount=1, n=2, dim=0)
+    assert int((module.weight_mask == 0).sum()) > 5
+
+
+@pytest.mark.parametrize(
+    "name", ["Identity", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask"]
+)
+def test_each_method_class_is_a_subclass_of_torchs(name: str) -> None:
+    """isinstance checks written against torch's classes hold for compat's hooks (and pickle by name)."""
+    ours, theirs = getattr(compat, name), getattr(torch_prune, name)
+    assert issubclass(ours, theirs) and ours.__name__ == name
+    assert pickle.loads(pickle.dumps(ours)) is ours
 
 
 # --- PruningContainer ---------------------------------------------------------------------------
