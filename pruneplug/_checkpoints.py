@@ -230,7 +230,11 @@ def _as_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
                 break
         out: dict[str, Tensor] = {}
         for key, value in obj.items():
-            if not isinstance(key, str) or not isinstance(value, Tensor):
+            if not isinstance(key, str):
+                raise CheckpointError(
+                    f"not a state_dict: the key {key!r} is a {type(key).__name__}, not a tensor name", path=path
+                )
+            if not isinstance(value, Tensor):
                 raise CheckpointError(
                     f"not a state_dict: the entry {key!r} is a {type(value).__name__}, not a tensor", path=path
                 )
@@ -266,15 +270,44 @@ def load_into(model: nn.Module, checkpoint: Checkpoint) -> dict[str, tuple[str, 
         CheckpointError: the checkpoint does not fit the model (naming the
             file and the keys or shapes); the model is unchanged.
     """
+    _check_dtypes(model, checkpoint)
     try:
         load_pruned_state_dict(model, checkpoint.state_dict)
-    except PruneplugError as error:
-        raise CheckpointError(f"does not fit the model: {error}", path=checkpoint.path) from error
-    except RuntimeError as error:  # load_state_dict's own checks (dtypes, ...)
-        raise CheckpointError(f"does not fit the model: {error}", path=checkpoint.path) from error
+    except (PruneplugError, RuntimeError) as error:  # RuntimeError: load_state_dict's own checks
+        detail = str(error).removeprefix("the state_dict does not fit the model: ")
+        raise CheckpointError(f"does not fit the model: {detail}", path=checkpoint.path) from error
     earlier: dict[str, tuple[str, ...]] = {name: () for name in checkpoint.masked}
     earlier.update(checkpoint.history)
     return earlier
+
+
+def _check_dtypes(model: nn.Module, checkpoint: Checkpoint) -> None:
+    """Refuse a checkpoint whose tensors have other dtypes than the model's (loading would cast them).
+
+    ``load_state_dict`` copies into the model's tensors, so a bf16 checkpoint
+    loaded into an fp32 model would be written back twice as large, and an
+    fp32 one into an fp16 model would silently lose precision. Masks are
+    exempt: torch stores them in the weight's dtype, pruneplug as bool.
+    """
+    own = model.state_dict(keep_vars=True)
+    differing = []
+    for key, value in checkpoint.state_dict.items():
+        if key.endswith("_mask"):
+            continue
+        target = own.get(key)
+        if target is None and key.endswith("_orig"):
+            target = own.get(key[: -len("_orig")])
+        if isinstance(target, Tensor) and target.dtype != value.dtype:
+            differing.append(f"{key}: checkpoint {value.dtype} vs model {target.dtype}")
+    if differing:
+        more = f" (and {len(differing) - 5} more)" if len(differing) > 5 else ""
+        raise CheckpointError(
+            "its dtypes differ from the model's, and loading would convert them: "
+            + "; ".join(differing[:5])
+            + more
+            + ". Build the model in the checkpoint's dtype (a factory returning, e.g., model.to(torch.bfloat16))",
+            path=checkpoint.path,
+        )
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -356,8 +389,15 @@ def save_checkpoint(
     temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        mode = os.fstat(descriptor).st_mode & 0o777
         os.close(descriptor)
-        _write(fmt, tensors, metadata, temporary)
+        try:
+            _write(fmt, tensors, metadata, temporary)
+        except (OSError, CheckpointError):
+            raise
+        except Exception as error:  # the writers' own errors: SafetensorError, torch's RuntimeError (disk full, ...)
+            raise CheckpointError(f"cannot write the checkpoint: {error}", path=target) from error
+        os.chmod(temporary, mode)  # safetensors replaces the file with one of its own, made 0600
         _publish(temporary, target, overwrite)
     except CheckpointError:
         temporary.unlink(missing_ok=True)

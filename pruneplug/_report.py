@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ._errors import InvalidTargetError
+from ._errors import InvalidMaskError, InvalidTargetError
 from ._method import describe_method
 from ._reparam import pruning_hooks
 from .strategies import Identity
@@ -150,24 +150,27 @@ class Report(_Frozen):
         """
         from rich.console import Group
         from rich.table import Table
+        from rich.text import Text  # literal text: names and paths are never rich markup
 
         parts: list[RenderableType] = []
         if self.rules:
-            rules = Table(title="Rules" + (" (dry run: nothing changed)" if self.dry_run else ""), title_justify="left")
+            rules = Table(
+                title=Text("Rules" + (" (dry run: nothing changed)" if self.dry_run else "")), title_justify="left"
+            )
             for column in ("rule", "strategy", "scope", "tensors", "sparsity before", "after"):
                 rules.add_column(column, overflow="fold", no_wrap=column not in ("strategy", "tensors"))
             for rule in self.rules:
-                rules.add_row(str(rule.index), *_rule_cells(rule))
+                rules.add_row(*(Text(cell) for cell in (str(rule.index), *_rule_cells(rule))))
             parts.append(rules)
         if tensors:
-            table = Table(title=self.source or "Tensors", title_justify="left")
+            table = Table(title=Text(self.source or "Tensors"), title_justify="left")
             for column in ("tensor", "type", "shape", "zeros", "sparsity", "status", "history"):
                 justify: Literal["left", "right"] = "right" if column in ("zeros", "sparsity") else "left"
                 table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "history")
             for item in self.tensors:
-                table.add_row(*_tensor_cells(item))
+                table.add_row(*(Text(cell) for cell in _tensor_cells(item)))
             parts.append(table)
-        parts.append(_totals_text(self.totals))
+        parts.append(Text(_totals_text(self.totals)))
         return Group(*parts)
 
 
@@ -227,8 +230,8 @@ def _describe(
 ) -> TensorReport:
     value = value.detach()
     entries = value.numel()
-    zeros = entries - int(value.count_nonzero())
-    masked = 0 if mask is None else mask.numel() - int(mask.count_nonzero())
+    zeros = int((value == 0).sum())  # not count_nonzero: float8 and other narrow dtypes lack it
+    masked = 0 if mask is None else int((mask == 0).sum())
     status: TensorStatus = "masked" if mask is not None else "zeroed" if zeros else "dense"
     size = value.element_size()
     return TensorReport(
@@ -366,10 +369,14 @@ def report_state_dict(
     for key, value in state_dict.items():
         if key in used or not isinstance(value, Tensor):
             continue
+        if isinstance(state_dict.get(key + "_orig"), Tensor) and isinstance(state_dict.get(key + "_mask"), Tensor):
+            continue  # a stored masked copy: the tensor is described from its _orig and _mask
         base = key[: -len("_orig")] if key.endswith("_orig") else None
         mask = state_dict.get(f"{base}_mask") if base is not None else None
         if base is not None and isinstance(mask, Tensor) and mask.shape == value.shape:
             used.add(f"{base}_mask")
+            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+                raise InvalidMaskError(f"{base}_mask holds values other than 0 and 1: it is not a pruning mask")
             alive = mask if mask.dtype == torch.bool else mask != 0
             items.append(_describe(base, None, value * alive, alive, history.get(base, ())))
             mask_bytes += mask.numel() * mask.element_size()

@@ -30,8 +30,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Everything printed comes from users' files and models (paths, rule descriptions, strategy
+# names): never read it as rich markup or emoji codes.
+console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +71,7 @@ def _root(
 
 def fail(message: str, status: int) -> typer.Exit:
     """Print ``message`` on stderr and return the exit to raise."""
-    err_console.print(f"pruneplug: {message}", markup=False)
+    err_console.print(f"pruneplug: {message}")
     return typer.Exit(status)
 
 

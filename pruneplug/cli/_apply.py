@@ -28,7 +28,7 @@ __all__ = ["apply_command"]
 
 @command("apply")
 def apply_command(
-    plan: Annotated[Path, typer.Argument(help="The plan: a .toml, .yaml/.yml or .json file.")],
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan: a .toml, .yaml/.yml or .json file.")],
     model: Annotated[
         str,
         typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Builds the model, e.g. pruneplug.models:LeNet."),

@@ -58,7 +58,9 @@ def demo_command(
         raise BadInput(str(error)) from None
     # Piped output is not squeezed to rich's default of 80 columns: the tables need about 100.
     wide = (
-        console if console.is_terminal else Console(file=console.file, width=max(console.width, 110), highlight=False)
+        console
+        if console.is_terminal
+        else Console(file=console.file, width=max(console.width, 110), highlight=False, markup=False, emoji=False)
     )
     wide.print(accuracy_tables(result))
     console.print(f"Wrote {written['json']} and {written['plot']} in {result.seconds['total']:.1f} s.", markup=False)

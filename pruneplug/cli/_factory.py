@@ -3,7 +3,7 @@
 ``pruneplug.models:LeNet`` imports :mod:`pruneplug.models` and calls
 ``LeNet()``; ``mypkg.nets:build.resnet18`` follows attributes after the
 colon. The current directory is searched first, as ``python -m`` does, so a
-``models.py`` next to the plan works. Anything that goes wrong is the user's
+``models.py`` in the directory pruneplug runs from works. Anything that goes wrong is the user's
 input, reported as :class:`~pruneplug.cli._app.BadInput` (exit status 2).
 """
 
@@ -13,7 +13,8 @@ import importlib
 import os
 import sys
 
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from .._errors import close_matches_hint
 from ._app import BadInput
@@ -32,6 +33,11 @@ def _import(module_name: str, spec: str) -> object:
         raise BadInput(f"--model {spec!r}: cannot import {module_name!r}: {error}") from error
     except Exception as error:  # the user's module raised while importing
         raise BadInput(f"--model {spec!r}: importing {module_name!r} raised {type(error).__name__}: {error}") from error
+    except SystemExit as error:  # e.g. a training script that parses its own arguments at import
+        raise BadInput(
+            f"--model {spec!r}: importing {module_name!r} called sys.exit({error.code!r}); "
+            "the factory's module must be importable without running a script"
+        ) from error
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -57,6 +63,29 @@ def build_model(spec: str) -> nn.Module:
         model = found()
     except Exception as error:
         raise BadInput(f"--model {spec!r}: calling {attributes}() raised {type(error).__name__}: {error}") from error
+    except SystemExit as error:
+        raise BadInput(f"--model {spec!r}: calling {attributes}() called sys.exit({error.code!r})") from error
     if not isinstance(model, nn.Module):
         raise BadInput(f"--model {spec!r}: {attributes}() returned a {type(model).__name__}, not a torch.nn.Module")
+    _check_materialized(model, spec)
     return model
+
+
+def _check_materialized(model: nn.Module, spec: str) -> None:
+    """Refuse models whose tensors hold no data: lazy modules before their first forward, meta tensors."""
+    lazy = [name for name, tensor in _tensors(model) if is_lazy(tensor)]
+    if lazy:
+        raise BadInput(
+            f"--model {spec!r}: the model has uninitialized (lazy) tensors: {', '.join(lazy[:5])}; "
+            "give their sizes when building it, or run one forward pass inside the factory"
+        )
+    meta = [name for name, tensor in _tensors(model) if tensor.is_meta]
+    if meta:
+        raise BadInput(
+            f"--model {spec!r}: the model has tensors on the meta device (no data): {', '.join(meta[:5])}; "
+            "the factory must build the model on the CPU"
+        )
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    return [*model.named_parameters(), *model.named_buffers()]

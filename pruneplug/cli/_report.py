@@ -23,7 +23,7 @@ __all__ = ["report_command"]
 
 @command("report")
 def report_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors, .pt or .pth file.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .safetensors, .pt or .pth file.")],
     model: Annotated[
         str | None,
         typer.Option(

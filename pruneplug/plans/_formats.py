@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,12 +93,37 @@ def _read_yaml(text: str) -> object:
                     raise PlanError(f"the key {key!r} is given twice (line {line})")
             return super().construct_mapping(node, deep=deep)
 
+    # YAML 1.2 floats (5e-1, 1.0e2, 1E3): PyYAML follows YAML 1.1 and reads them as strings, while
+    # TOML and JSON read them as numbers. A plan means the same in every format.
+    UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except PlanError:
         raise
+    except yaml.MarkedYAMLError as error:
+        raise PlanError(f"not valid YAML: {_yaml_problem(error)}") from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as error:  # ValueError: e.g. a date 2024-13-01
-        raise PlanError(f"not valid YAML: {error}") from None
+        raise PlanError(f"not valid YAML: {' '.join(str(error).split())}") from None
+
+
+_YAML12_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
+
+
+def _yaml_problem(error: Any) -> str:
+    """PyYAML's multi-line message as one line: the problem and where (line and column, 1-based)."""
+    mark = error.problem_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = error.problem or error.context or "cannot parse"
+    if error.context and error.problem:
+        problem = f"{error.context}: {error.problem}"
+    return f"{' '.join(problem.split())}{where}"
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -152,7 +178,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     """
     fmt = format_for(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the plan
     except (OSError, UnicodeDecodeError) as error:
         raise PlanError(f"cannot read the plan: {error}", source=str(path)) from None
     return loads_plan(text, fmt, source=str(path))

@@ -61,6 +61,7 @@ class RuleSelection(BaseModel):
     description: str | None = Field(default=None, description="What the rule is for (shown in reports).")
     modules: Names | None = Field(
         default=None,
+        min_length=1,
         description="Globs on qualified module names (fnmatch; '*' crosses dots): 'conv*', 'layer1.*'. "
         "Default: every module.",
     )
@@ -68,7 +69,10 @@ class RuleSelection(BaseModel):
         default=None, description="A regular expression the whole qualified module name must match."
     )
     types: Names | None = Field(
-        default=None, description="Module class names, e.g. 'Conv2d', 'Linear' (a subclass matches its bases' names)."
+        default=None,
+        min_length=1,
+        description="Module class names, e.g. 'Conv2d', 'Linear' or 'torch.nn.Linear' "
+        "(a subclass matches its bases' names).",
     )
     exclude: Names = Field(default=(), description="Globs on qualified module names to leave out.")
     tensors: Names = Field(default=("weight",), min_length=1, description="Parameter names within each module.")
@@ -138,8 +142,8 @@ class Rule(RuleSelection):
         if self.scope == "global" and spec.kind != "unstructured":
             raise _problem(
                 "scope",
-                f"scope 'global' pools entries of many tensors and needs an unstructured strategy; "
-                f"{spec.name!r} is {spec.kind}",
+                "scope 'global' ranks the entries of all selected tensors together, which needs a strategy "
+                f"of kind 'unstructured'; {spec.name!r} is of kind {spec.kind!r}",
             )
         return self
 

@@ -78,6 +78,8 @@ def type_names(module: nn.Module) -> set[str]:
             continue
         names.add(cls.__name__)
         names.add(f"{cls.__module__}.{cls.__qualname__}")
+        if cls.__module__.startswith("torch.nn.modules."):
+            names.add(f"torch.nn.{cls.__qualname__}")  # the public spelling: torch.nn.Linear
     return names
 
 

@@ -236,6 +236,8 @@ def test_resolution_uses_module_types_and_subclasses(registry: pruneplug.Registr
     assert [t.name for t in resolved.targets] == ["1.weight", "1.bias", "2.0.weight", "2.0.bias"]
     qualified = parse_plan({"rules": [{"strategy": "identity", "types": ["torch.nn.modules.conv.Conv2d"]}]})
     assert [t.name for t in resolve_plan(model, qualified)[0].targets] == ["0.weight"]
+    public = parse_plan({"rules": [{"strategy": "identity", "types": ["torch.nn.Conv2d"]}]})
+    assert [t.name for t in resolve_plan(model, public)[0].targets] == ["0.weight"]
 
 
 def test_progress_is_reported_per_rule(registry: pruneplug.Registry) -> None:

@@ -55,9 +55,11 @@ def rule_data(draw: st.DrawFn) -> dict[str, Any]:
     data |= draw(
         _optional(
             description=texts,
-            modules=st.lists(texts, max_size=3),
+            modules=st.lists(texts, min_size=1, max_size=3),
             module_regex=st.sampled_from(["conv.*", "fc[12]", r"layer\d+\..*", ".*"]),
-            types=st.lists(st.sampled_from(["Conv2d", "Linear", "torch.nn.modules.conv.Conv2d"]), max_size=2),
+            types=st.lists(
+                st.sampled_from(["Conv2d", "Linear", "torch.nn.modules.conv.Conv2d"]), min_size=1, max_size=2
+            ),
             exclude=st.lists(texts, max_size=2),
             tensors=st.lists(st.sampled_from(["weight", "bias"]), min_size=1, max_size=2),
             scope=st.sampled_from(scopes),
@@ -191,3 +193,33 @@ def test_files_by_suffix_and_no_silent_overwrite(registry: pruneplug.Registry, t
         load_plan(tmp_path / "plan.ini")
     with pytest.raises(PlanError, match=r"missing\.toml: cannot read the plan"):
         load_plan(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("written", "value"), [("5e-1", 0.5), ("1.0e-1", 0.1), ("2.5E-1", 0.25), (".5", 0.5)])
+def test_yaml_reads_exponent_floats_as_toml_and_json_do(
+    registry: pruneplug.Registry, written: str, value: float
+) -> None:
+    """PyYAML's YAML 1.1 reads 5e-1 as a string; a plan means the same in every format."""
+    yaml_plan = loads_plan(f"rules:\n  - strategy: l1_unstructured\n    params: {{amount: {written}}}\n", "yaml")
+    toml_plan = loads_plan(f'[[rules]]\nstrategy = "l1_unstructured"\nparams = {{ amount = {value!r} }}\n', "toml")
+    assert yaml_plan.rules[0].params == {"amount": value} == toml_plan.rules[0].params
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rules:\n\t- strategy: identity\n", "found character '\\t' that cannot start any token (line 2, column 1)"),
+        ("rules: []\n---\nrules: []\n", "but found another document (line 2, column 1)"),
+    ],
+)
+def test_yaml_syntax_errors_are_one_line_with_the_place(registry: pruneplug.Registry, text: str, expected: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        loads_plan(text, "yaml", source="plan.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("plan.yaml: not valid YAML") and expected in message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_plan(registry: pruneplug.Registry, tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text('{"rules": [{"strategy": "identity"}]}', encoding="utf-8-sig")
+    assert load_plan(path).rules[0].strategy == "identity"
