@@ -38,6 +38,7 @@ from ._reparam import (
     PendingPrune,
     TensorState,
     check_importance_scores,
+    check_untied,
     commit,
     default_alive,
     find_hook,
@@ -298,6 +299,7 @@ def prune_global(
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
         method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
         states = [tensor_state(module, name) for module, name in pairs]
+        check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
         alive = [default_alive(state) if state.pruned else None for state in states]
         try:

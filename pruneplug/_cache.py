@@ -8,8 +8,13 @@ these hold:
   :mod:`pruneplug.compat` keep torch's recompute-every-time behaviour;
 * no gradient is wanted (``torch.no_grad()``, ``torch.inference_mode()``, or a
   frozen parameter) and the module is in eval mode;
+* nothing is being traced, compiled or exported, and ``<name>_orig`` is a
+  plain tensor with data (not a fake, meta or functorch-wrapped one, as
+  ``torch.export``, ``torch.compile``, ``torch.func`` and ``torch.jit.trace``
+  hand in) -- those see a fresh product, as torch would give them;
 * ``<name>_orig`` and ``<name>_mask`` are the same tensors, with the same
-  storage and the same version counters as then, no optimizer has stepped
+  storage (the same storage object, offset and strides: replacing
+  ``param.data`` counts) and the same version counters as then, no optimizer has stepped
   since (fused optimizers update parameters without bumping version
   counters, so every ``Optimizer.step`` invalidates the cache), and the
   attribute still holds the tensor computed then.
@@ -25,20 +30,23 @@ import threading
 import weakref
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
-__all__ = ["cache_key", "reusable", "remember", "held", "forget"]
+__all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget"]
 
 _optimizer_steps = 0
 _hook_lock = threading.Lock()
 _hook_installed = False
 
-# hook -> (key, weak reference to the tensor computed for it, the tensor itself if held).
+# hook -> (key, weak reference to the tensor computed for it, the tensor itself if held, pins).
 # Kept outside the hooks so that hooks of any class (torch's too) stay picklable, and
 # replaced in one assignment so that threads never see a key paired with another tensor.
-_entries: weakref.WeakKeyDictionary[object, tuple[tuple[object, ...], weakref.ref[Tensor], Tensor | None]] = (
-    weakref.WeakKeyDictionary()
-)
+# The pins are weak references to the storages of _orig and _mask: they keep the storage
+# objects' addresses (which the key holds) from being reused, without keeping their data.
+_Entry = tuple[tuple[object, ...], weakref.ref[Tensor], Tensor | None, tuple[StorageWeakRef, ...]]
+_entries: weakref.WeakKeyDictionary[object, _Entry] = weakref.WeakKeyDictionary()
+_PLAIN_TYPES = (Tensor, nn.Parameter)
 
 
 def _count_step(*_: object) -> None:
@@ -63,12 +71,30 @@ def _version(t: Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+def cacheable(orig: Tensor, mask: Tensor) -> bool:
+    """Whether a masked tensor of these may be kept at all (see the module's docstring)."""
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
+        return False
+    for tensor in (orig, mask):
+        if type(tensor) not in _PLAIN_TYPES or tensor.is_meta or _functorch_wrapped(tensor):
+            return False
+    return True
+
+
+def _functorch_wrapped(tensor: Tensor) -> bool:
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
+
+
+def _where(t: Tensor) -> tuple[object, ...]:
+    return (t.untyped_storage()._cdata, t.storage_offset(), t.stride(), t.data_ptr())
+
+
 def cache_key(orig: Tensor, mask: Tensor) -> tuple[object, ...]:
-    """Everything whose change means the masked tensor must be recomputed."""
+    """Everything whose change means the masked tensor must be recomputed (call when :func:`cacheable`)."""
     return (
         _optimizer_steps,
-        id(orig), _version(orig), orig.data_ptr(), orig.dtype, orig.device, orig.shape,
-        id(mask), _version(mask), mask.data_ptr(), mask.dtype,
+        id(orig), _version(orig), _where(orig), orig.dtype, orig.device, orig.shape,
+        id(mask), _version(mask), _where(mask), mask.dtype,
     )  # fmt: skip
 
 
@@ -78,10 +104,13 @@ def reusable(hook: object, key: tuple[object, ...], current: object) -> bool:
     A tensor computed in inference mode is reused only in inference mode:
     autograd outside it refuses inference tensors.
     """
-    entry = _entries.get(hook)
+    try:
+        entry = _entries.get(hook)
+    except TypeError:  # an unhashable hook is never remembered
+        return False
     if entry is None or not isinstance(current, Tensor):
         return False
-    remembered_key, ref, _ = entry
+    remembered_key, ref, _, _ = entry
     if ref() is not current:
         return False
     if current.is_inference() and not torch.is_inference_mode_enabled():
@@ -89,19 +118,29 @@ def reusable(hook: object, key: tuple[object, ...], current: object) -> bool:
     return remembered_key == (*key, _version(current))
 
 
-def remember(hook: object, key: tuple[object, ...], value: Tensor, *, hold: bool = False) -> None:
-    """Record that ``value`` was computed for ``key``; ``hold`` keeps it alive (lazy modules)."""
+def remember(
+    hook: object, key: tuple[object, ...], value: Tensor, sources: tuple[Tensor, Tensor], *, hold: bool = False
+) -> None:
+    """Record that ``value`` was computed for ``key`` from ``sources`` (``_orig``, ``_mask``).
+
+    ``hold`` keeps ``value`` alive (lazy modules, where nothing else holds it).
+    """
     _watch_optimizers()
-    with contextlib.suppress(TypeError):  # a hook that cannot be weakly referenced is simply not cached
-        _entries[hook] = ((*key, _version(value)), weakref.ref(value), value if hold else None)
+    pins = tuple(StorageWeakRef(source.untyped_storage()) for source in sources)
+    with contextlib.suppress(TypeError):  # a hook that cannot be weakly referenced or hashed is not cached
+        _entries[hook] = ((*key, _version(value)), weakref.ref(value), value if hold else None, pins)
 
 
 def held(hook: object) -> Tensor | None:
     """The masked tensor a lazy module's hook keeps, if any."""
-    entry = _entries.get(hook)
+    try:
+        entry = _entries.get(hook)
+    except TypeError:
+        return None
     return None if entry is None else entry[2]
 
 
 def forget(hook: object) -> None:
     """Drop what is remembered for ``hook``, so the next read recomputes."""
-    _entries.pop(hook, None)
+    with contextlib.suppress(TypeError):
+        _entries.pop(hook, None)

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune as torch_prune
+from torch.nn.utils import parametrize, prune as torch_prune
 
-from ._cache import cache_key, held, remember, reusable
+from ._cache import cache_key, cacheable, held, remember, reusable
 
 __all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
 
@@ -75,14 +75,14 @@ def masked_value(module: nn.Module, hook: torch_prune.BasePruningMethod) -> Tens
     if orig is None or mask is None:
         return hook.apply_mask(module)  # type: ignore[no-any-return]  # let torch's AttributeError surface
     grad_wanted = torch.is_grad_enabled() and orig.requires_grad
-    if grad_wanted or module.training or mask.dtype != torch.bool:
+    if grad_wanted or module.training or mask.dtype != torch.bool or not cacheable(orig, mask):
         return hook.apply_mask(module)  # type: ignore[no-any-return]
     key = cache_key(orig, mask)
     cached = held(hook)
     if cached is not None and reusable(hook, key, cached):
         return cached
     value: Tensor = hook.apply_mask(module)
-    remember(hook, key, value, hold=True)
+    remember(hook, key, value, (orig, mask), hold=True)
     return value
 
 
@@ -164,6 +164,8 @@ def make_lazy(module: nn.Module) -> bool:
         return True
     if isinstance(module, nn.RNNBase):
         return False  # RNNs read their weights from _flat_weights, which needs real tensors
+    if parametrize.is_parametrized(module):
+        return False  # torch.nn.utils.parametrize owns the class (it swaps and rewrites it itself)
     cls = _lazy_class(type(module))
     if cls is None:
         return False
@@ -179,5 +181,8 @@ def make_lazy(module: nn.Module) -> bool:
 
 def make_eager(module: nn.Module) -> None:
     """Give ``module`` its original class back (once no tensor of it is pruned)."""
-    if is_lazy(module):
-        module.__class__ = type(module)._pp_base  # type: ignore[attr-defined]
+    cls = type(module)
+    if is_lazy(module) and _classes.get(cls._pp_base) is cls:  # type: ignore[attr-defined]
+        # Only our own subclass is undone: a class built on top of it since (parametrize's)
+        # keeps working lazily, as LazyMaskedModule defers to the base for unpruned names.
+        module.__class__ = cls._pp_base  # type: ignore[attr-defined]

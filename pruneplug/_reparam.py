@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._cache import cache_key, forget, remember, reusable
+from ._cache import cache_key, cacheable, forget, remember, reusable
 from ._container import PruningContainer, fast_path
 from ._errors import (
     InvalidImportanceScoresError,
@@ -55,6 +55,7 @@ __all__ = [
     "pruning_hooks",
     "find_hook",
     "tensor_state",
+    "check_untied",
     "masked_tensor",
     "refresh",
     "check_importance_scores",
@@ -152,6 +153,14 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
             f"the tensor name must be the name of a parameter of the module itself (no dots), got {name!r}",
             module_type=type(module).__name__,
         )
+    for suffix in ("_orig", "_mask"):
+        base = name.removesuffix(suffix)
+        if base != name and find_hook(module, base) is not None:
+            raise InvalidTargetError(
+                f"{name!r} is part of the pruning of {base!r}; prune {base!r} itself to prune it further",
+                module_type=type(module).__name__,
+                tensor=name,
+            )
     found = find_hook(module, name)
     if found is not None:
         key, hook = found
@@ -197,6 +206,24 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
     )
 
 
+def check_untied(states: Sequence[TensorState]) -> None:
+    """Refuse two targets that are one parameter (tied weights reached through two modules).
+
+    Ranking them together would count every entry twice, and masking each use
+    on its own would quietly untie them.
+    """
+    seen: dict[int, TensorState] = {}
+    for state in states:
+        first = seen.setdefault(id(state.orig), state)
+        if first is not state:
+            raise InvalidTargetError(
+                f"{first.module_type}.{first.name} and {state.module_type}.{state.name} are one tied parameter; "
+                "list it once (pruning one use masks only that module's use of it)",
+                module_type=state.module_type,
+                tensor=state.name,
+            )
+
+
 # --- the masked tensor and its refresh ------------------------------------------------------
 
 
@@ -219,8 +246,7 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
         # Let torch's error surface (AttributeError naming the missing tensor).
         setattr(module, name, hook.apply_mask(module))
         return
-    cacheable = mask.dtype == torch.bool and not module.training
-    if not cacheable:
+    if mask.dtype != torch.bool or module.training or not cacheable(orig, mask):
         setattr(module, name, hook.apply_mask(module))
         return
     key = cache_key(orig, mask)
@@ -229,7 +255,7 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
         return
     value = hook.apply_mask(module)
     setattr(module, name, value)
-    remember(hook, key, value)
+    remember(hook, key, value, (orig, mask))
 
 
 # --- planning a prune -----------------------------------------------------------------
@@ -523,7 +549,7 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
         and type(hook).apply_mask is not BasePruningMethod.apply_mask
     )
     with torch.no_grad():
-        if overridden:
+        if overridden or torch._debug_has_internal_overlap(orig) == 1:  # 1: overlaps (e.g. made by expand)
             orig.data = hook.apply_mask(module).data
         else:
             # In place: no second copy of the weight, same storage, same -0.0 as torch's product.
@@ -534,7 +560,11 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
     module._non_persistent_buffers_set.discard(name + "_mask")
     setattr(module, name, orig)
     if not any(other is not hook for _, other in pruning_hooks(module)):
-        make_eager(module)  # nothing else is pruned (torch's remove drops the hook itself right after)
+        # Nothing else is pruned (torch's remove drops the hook itself right after).
+        from ._serialization import uninstall_support
+
+        make_eager(module)
+        uninstall_support(module)
 
 
 def remove_pruning(module: nn.Module, name: str) -> None:
@@ -547,7 +577,7 @@ def remove_pruning(module: nn.Module, name: str) -> None:
         listing = ", ".join(pruned) if pruned else "none"
         raise NotPrunedError(
             f"Parameter '{name}' of module {type(module).__name__} has to be pruned before pruning can be removed "
-            f"(pruned tensors of this module: {listing})",
+            f"(pruned tensors of this module: {listing}).{close_matches_hint(name, pruned)}",
             module_type=type(module).__name__,
             tensor=name,
         )

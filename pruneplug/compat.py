@@ -50,6 +50,7 @@ from ._global import global_masks
 from ._method import BasePruningMethod
 from ._reparam import (
     TORCH_POLICY,
+    check_untied,
     commit,
     default_alive,
     is_pruned as _is_pruned,
@@ -212,6 +213,7 @@ def global_unstructured(
     if len({(id(module), name) for module, name in targets}) != len(targets):
         raise InvalidTargetError("global_unstructured(): a (module, name) pair is listed more than once")
     states = [tensor_state(module, name) for module, name in targets]
+    check_untied(states)
     importance = []
     for (module, name), state in zip(targets, states):
         scores = importance_scores.get((module, name))

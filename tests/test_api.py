@@ -10,6 +10,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 import pruneplug
+import pruneplug.compat as compat
 from pruneplug.strategies import L1Unstructured, LnStructured, RandomStructured
 
 
@@ -379,3 +380,50 @@ def test_a_strategy_s_own_tensor_is_not_the_stored_mask(registry: pruneplug.Regi
     pruneplug.prune(layer, "weight", Fixed(kept))
     kept[0, 1] = True
     assert layer.weight_mask.tolist() == [[True, False], [True, True]]
+
+
+def test_tied_parameters_are_refused_by_global_pruning() -> None:
+    """One Parameter reached through two modules would be ranked twice and untied."""
+    embedding, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+    head.weight = embedding.weight
+    for prune_global in (
+        lambda targets: pruneplug.prune_global(targets, "l1_unstructured", amount=10),
+        lambda targets: compat.global_unstructured(targets, compat.L1Unstructured, amount=10),
+    ):
+        with pytest.raises(pruneplug.InvalidTargetError, match="Embedding.weight and Linear.weight are one tied"):
+            prune_global([(embedding, "weight"), (head, "weight")])
+        assert not pruneplug.is_pruned(embedding) and not pruneplug.is_pruned(head)
+
+
+def test_the_parts_of_a_pruned_tensor_are_not_targets() -> None:
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    for part in ("weight_orig", "weight_mask"):
+        with pytest.raises(pruneplug.InvalidTargetError, match="prune 'weight' itself"):
+            pruneplug.prune(layer, part, "l1_unstructured", amount=2)
+    assert int((~layer.weight_mask).sum()) == 2
+
+
+def test_remove_suggests_the_pruned_name() -> None:
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    with pytest.raises(pruneplug.NotPrunedError, match="Did you mean 'weight'"):
+        pruneplug.remove(layer, "wieght")
+
+
+def test_remove_works_on_a_parameter_with_overlapping_memory() -> None:
+    layer = nn.Linear(4, 3)
+    layer.weight = nn.Parameter(torch.arange(4.0).expand(3, 4))  # every row is one memory
+    pruneplug.prune(layer, "weight", "custom_from_mask", mask=torch.eye(3, 4, dtype=torch.bool))
+    effective = layer.weight.clone()
+    pruneplug.remove(layer, "weight")
+    assert torch.equal(layer.weight, effective)
+
+
+def test_complex_weights_are_ranked_by_modulus_as_torch_does() -> None:
+    ours, theirs = nn.Linear(2, 2), nn.Linear(2, 2)
+    for layer in (ours, theirs):
+        layer.weight = nn.Parameter(torch.tensor([[10j, 1.0], [0.5, 3j]], dtype=torch.complex64))
+    pruneplug.prune(ours, "weight", "l1_unstructured", amount=2)
+    torch_prune.l1_unstructured(theirs, "weight", amount=2)
+    assert torch.equal(ours.weight_mask, theirs.weight_mask.bool())

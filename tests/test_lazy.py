@@ -139,3 +139,26 @@ def test_torch_s_remove_gives_the_class_back_once_nothing_is_pruned() -> None:
     torch_prune.l1_unstructured(layer, "weight", amount=2)
     torch_prune.remove(layer, "weight")
     assert type(layer) is nn.Linear and not pruneplug.is_pruned(layer)
+
+
+def test_parametrize_on_top_of_pruning_survives_remove() -> None:
+    """parametrize builds its own class on the lazy one; removing the pruning must not undo it."""
+    layer = nn.Linear(4, 3)
+    pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
+    nn.utils.parametrize.register_parametrization(layer, "weight", Double())
+    pruneplug.remove(layer, "bias")
+    x = torch.randn(2, 4)
+    assert torch.allclose(layer(x), x @ (2 * layer.parametrizations.weight.original).T + layer.bias)
+
+
+def test_pruning_a_parametrized_module_keeps_parametrize_removable() -> None:
+    layer = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3))
+    pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
+    nn.utils.parametrize.remove_parametrizations(layer, "weight")
+    pruneplug.remove(layer, "bias")
+    assert type(layer) is nn.Linear and layer(torch.randn(2, 4)).shape == (2, 3)
+
+
+class Double(nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return 2 * weight

@@ -236,7 +236,12 @@ def _write_toml(data: dict[str, Any]) -> str:
 def _write_yaml(data: dict[str, Any]) -> str:
     yaml = _yaml()
     try:
-        text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+        class Dumper(yaml.SafeDumper):  # type: ignore[misc,name-defined]
+            """Quotes every string the reader would take for a YAML 1.2 float ('5e-1')."""
+
+        Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+        text: str = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
     except yaml.YAMLError as error:
         raise PlanError(f"cannot write this plan as YAML: {error}") from None
     return text

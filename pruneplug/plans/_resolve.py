@@ -189,12 +189,21 @@ def _check_fit(rule: Rule, index: int, targets: Sequence[Target]) -> None:
     dim: Any = getattr(params, "dim", None)
     counts = isinstance(amount, int) and not isinstance(amount, bool)
     total = 0
+    owners: dict[int, str] = {}
     for target in targets:
         try:
             state = tensor_state(target.module, target.tensor)
             alive = default_alive(state)
         except PruneplugError as error:
             raise PlanError(f"{target.name}: {error}", rule=index, field="tensors") from error
+        first = owners.setdefault(id(state.orig), target.name)
+        if first != target.name:
+            raise PlanError(
+                f"{first} and {target.name} are one tied parameter; select it once (add one of them to "
+                "'exclude'): pruning each use would mask them differently and untie them",
+                rule=index,
+                field="modules",
+            )
         if spec.kind == "structured" and isinstance(dim, int):
             try:
                 axis = normalize_dim(dim, alive.dim())

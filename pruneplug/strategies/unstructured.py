@@ -57,7 +57,11 @@ class L1Unstructured(UnstructuredStrategy):
 
     def scores_into(self, values: Tensor, out: Tensor) -> Tensor:
         """``|values|`` written into the reusable buffer ``out`` (exact: fp16/bf16 widen to fp32)."""
-        return torch.abs(values, out=out) if values.dtype == out.dtype else torch.abs(out.copy_(values), out=out)
+        if values.dtype == out.dtype:
+            return torch.abs(values, out=out)
+        if values.is_complex():
+            return out.copy_(values.abs())  # the modulus, as torch ranks complex entries
+        return torch.abs(out.copy_(values), out=out)
 
     @classmethod
     def apply(  # type: ignore[override]

@@ -315,3 +315,16 @@ def test_fuzzed_plan_text_raises_plan_errors(registry: pruneplug.Registry, fmt: 
         loads_plan(text, fmt)
     except PlanError as error:
         assert str(error)
+
+
+def test_a_tied_parameter_selected_twice_is_refused(registry: pruneplug.Registry) -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    model[1].weight = model[0].weight
+    for scope in ("local", "global"):
+        rule = {"strategy": "l1_unstructured", "scope": scope, "types": ["Linear"], "params": {"amount": 0.5}}
+        with pytest.raises(PlanError, match=r"rules\[0\]\.modules: 0\.weight and 1\.weight are one tied parameter"):
+            apply_plan(model, {"rules": [rule]})
+        assert not pruneplug.is_pruned(model)
+    rule = {"strategy": "l1_unstructured", "exclude": ["1"], "params": {"amount": 0.5}}
+    apply_plan(model, {"rules": [rule]})
+    assert pruneplug.is_pruned(model[0]) and not pruneplug.is_pruned(model[1])

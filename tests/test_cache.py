@@ -1,0 +1,118 @@
+"""The eval/no-grad cache of masked tensors: never stale, never in the way of tracing tools."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+import pruneplug
+import pruneplug.compat as compat
+
+
+def pruned_stack(prune: Callable[[nn.Module], None]) -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    prune(model[0])
+    return model.eval().requires_grad_(False)
+
+
+NATIVE_AND_COMPAT = [
+    pytest.param(lambda m: pruneplug.prune(m, "weight", "l1_unstructured", amount=8), id="native"),
+    pytest.param(lambda m: compat.l1_unstructured(m, "weight", amount=8), id="compat"),
+]
+
+
+def expected(model: nn.Sequential, x: Tensor) -> Tensor:
+    first = model[0]
+    hidden = torch.relu(x @ (first.weight_orig * first.weight_mask).T + first.bias)
+    return hidden @ model[2].weight.T + model[2].bias
+
+
+@pytest.mark.parametrize("prune", NATIVE_AND_COMPAT)
+@pytest.mark.filterwarnings("ignore:The tensor attribute:UserWarning")  # torch's own, for its stored weight
+def test_torch_export_sees_the_masked_weight(prune: Callable[[nn.Module], None]) -> None:
+    model, x = pruned_stack(prune), torch.randn(3, 4)
+    with torch.no_grad():
+        model(x)  # something cached first
+        program = torch.export.export(model, (x,))
+    assert torch.allclose(program.module()(x), expected(model, x))
+
+
+@pytest.mark.parametrize("prune", NATIVE_AND_COMPAT)
+def test_torch_compile_fullgraph_without_graph_breaks(prune: Callable[[nn.Module], None]) -> None:
+    model, x = pruned_stack(prune), torch.randn(3, 4)
+    with torch.no_grad():
+        model(x)
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        assert torch.allclose(compiled(x), expected(model, x))
+        assert torch._dynamo.explain(model)(x).graph_break_count == 0
+
+
+def test_vmap_over_functional_call() -> None:
+    model, x = pruned_stack(NATIVE_AND_COMPAT[0].values[0]), torch.randn(3, 4)
+    params = {name: torch.stack([p, 2 * p]) for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model(x)
+        out = vmap(lambda p: functional_call(model, p, (x,)))(params)
+    assert torch.allclose(out[0], expected(model, x))
+
+
+def test_jit_trace_follows_the_parameters() -> None:
+    model, x = pruned_stack(NATIVE_AND_COMPAT[0].values[0]), torch.randn(3, 4)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(x)
+        traced = torch.jit.trace(model, (x,))
+        model[0].weight_orig.mul_(2)
+        assert torch.allclose(traced(x), expected(model, x))
+
+
+@pytest.mark.parametrize("prune", NATIVE_AND_COMPAT)
+def test_replacing_data_with_other_strides_is_seen(prune: Callable[[nn.Module], None]) -> None:
+    """``param.data = ...`` keeps the Parameter and its version counter; the storage tells."""
+    layer = pruned_stack(prune)[0]
+    with torch.no_grad():
+        layer(torch.randn(1, 4))
+        layer.weight_orig.data = layer.weight_orig.data.t()
+        layer(torch.randn(1, 4))
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_a_dtype_round_trip_never_serves_the_old_weight() -> None:
+    """half() then float() frees and reallocates storage, often at the same address."""
+    for size in (16, 64, 256):
+        layer = nn.Linear(size, size).eval()
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+        with torch.no_grad():
+            layer(torch.randn(1, size))
+            layer.half().float()
+            assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_an_unhashable_strategy_still_runs_in_eval(registry: pruneplug.Registry) -> None:
+    class FirstK(torch_prune.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def __eq__(self, other: object) -> bool:  # makes instances unhashable
+            return isinstance(other, FirstK) and other.k == self.k
+
+        def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+            mask = default_mask.clone()
+            mask.view(-1)[: self.k] = 0
+            return mask
+
+    pruneplug.register(FirstK, name="first_k")
+    layer = nn.Linear(4, 3).eval()
+    pruneplug.prune(layer, "weight", "first_k", k=2)
+    with torch.no_grad():
+        out = layer(torch.ones(1, 4))
+    assert torch.allclose(out, torch.ones(1, 4) @ (layer.weight_orig * layer.weight_mask).T + layer.bias)
