@@ -28,7 +28,9 @@ from ._api import (
     unregister as unregister,
 )
 from ._checkpoints import (
+    Checkpoint as Checkpoint,
     CheckpointError as CheckpointError,
+    CheckpointExistsError as CheckpointExistsError,
     load_checkpoint as load_checkpoint,
     save_checkpoint as save_checkpoint,
 )
@@ -62,7 +64,7 @@ from ._registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
-from ._report import Report as Report, report as report
+from ._report import Report as Report, report as report, tensor_histories as tensor_histories
 from ._scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
 from ._state_dict import load_pruned_state_dict as load_pruned_state_dict
 from .hookspecs import hookimpl as hookimpl
@@ -89,8 +91,10 @@ __all__ = [
     "load_plan",
     "report",
     "Report",
+    "tensor_histories",
     "load_checkpoint",
     "save_checkpoint",
+    "Checkpoint",
     # strategies and the registry
     "list_strategies",
     "get_strategy",
@@ -131,4 +135,5 @@ __all__ = [
     "PruningStateError",
     "PlanError",
     "CheckpointError",
+    "CheckpointExistsError",
 ]

@@ -154,14 +154,15 @@ def prune(
 
     Afterwards ``module.<name>_orig`` is the original parameter (the same
     object), ``module.<name>_mask`` a bool buffer, and ``module.<name>`` the
-    masked tensor, kept current by a forward pre-hook. Pruning an already
-    pruned tensor acts only on what is still unpruned.
+    masked tensor, computed when read (see the Concepts page; RNNs keep it
+    stored and refreshed by a forward pre-hook, as torch does). Pruning an
+    already pruned tensor acts only on what is still unpruned.
 
     Args:
         module: the module that owns the tensor (e.g. ``model.conv1``).
         name: the parameter's name in ``module`` (e.g. ``"weight"``).
-        strategy: a registered name (see :func:`list_strategies`), or a
-            strategy class or instance.
+        strategy: a registered name (see :func:`list_strategies`), a
+            :class:`StrategySpec`, or a strategy class or instance.
         importance_scores: rank by these instead of the tensor's values
             (same shape), for strategies that rank.
         **params: the strategy's parameters, validated by its pydantic model
@@ -169,11 +170,16 @@ def prune(
 
     Raises:
         StrategyNotFoundError: unknown strategy name (lists close matches).
+        StrategyConflictError: two plugins claim the name.
         InvalidParametersError: parameters rejected by the strategy's model.
+        InvalidTargetError: ``module`` is not a module, or ``name`` is not a
+            parameter's name (a buffer, a dotted path, part of a pruned tensor).
         TensorNotFoundError: ``module`` has no parameter ``name``.
+        PruningStateError: the tensor's pruning was left half-undone.
         InvalidAmountError, InvalidDimError, InvalidImportanceScoresError,
-        InvalidMaskError, StrategyFailedError: the prune cannot be done; the
-            module is unchanged.
+        InvalidMaskError, StrategyFailedError: the prune cannot be done.
+
+        Whatever is raised, the module is left exactly as it was.
 
     >>> import torch, pruneplug
     >>> layer = torch.nn.Linear(4, 2)
@@ -279,6 +285,20 @@ def prune_global(
             without an entry are ranked by their own values.
         **params: the strategy's other parameters.
 
+    Each target's history records the selection as one step,
+    ``<strategy>(amount=...) [global over N tensors]``.
+
+    Raises:
+        InvalidTargetError: no targets, a malformed or repeated one, or one
+            tied parameter listed through two modules.
+        IncompatibleStrategyError: the strategy is not unstructured.
+        StrategyNotFoundError, StrategyConflictError: as for :func:`prune`.
+        InvalidAmountError, InvalidParametersError,
+        InvalidImportanceScoresError, InvalidMaskError, StrategyFailedError:
+            the selection cannot be done.
+
+        Either every target is pruned or, whatever is raised, none is.
+
     >>> import torch, pruneplug
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
     >>> pruneplug.prune_global([(net[0], "weight"), (net[1], "weight")], "l1_unstructured", amount=0.5)
@@ -377,10 +397,15 @@ def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> l
         pattern: a glob such as ``"*_structured"``.
         kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
 
+    Raises:
+        InvalidParametersError: ``kind`` is none of those three.
+
     >>> import pruneplug
     >>> pruneplug.list_strategies("*_structured")
     ['ln_structured', 'random_structured', 'scored_structured']
     """
+    if kind is not None and kind not in _KINDS:
+        raise InvalidParametersError(f"kind must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}")
     specs = get_registry().specs()
     return [
         s.name
@@ -389,35 +414,66 @@ def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> l
     ]
 
 
+_KINDS = ("unstructured", "structured", "global")
+
+
 def get_strategy(name: str) -> StrategySpec:
-    """The :class:`StrategySpec` registered as ``name`` (raises with close matches if unknown)."""
+    """The :class:`StrategySpec` registered as ``name``: kind, parameters, provider.
+
+    Raises:
+        StrategyNotFoundError: no such strategy (the message lists close matches).
+        StrategyConflictError: two plugins claim the name.
+    """
     return get_registry().get(name)
 
 
 def register(strategy: Any, *, name: str | None = None) -> StrategySpec:
-    """Register a strategy class defined in a script or notebook, by name.
+    """Register a strategy class defined in a script or notebook, by name; returns its spec.
 
     Accepts a :class:`BasePruningMethod` subclass, a
     ``torch.nn.utils.prune.BasePruningMethod`` subclass written for torch
-    (its constructor arguments become its parameters), or a spec.
+    (its constructor arguments become its parameters), or a spec. The name is
+    ``name``, else the class's ``name`` attribute, else its class name in
+    snake_case (``EveryOther`` -> ``every_other``).
+
+    Raises:
+        StrategyConflictError: a built-in, an installed plugin or an earlier
+            :func:`register` already provides the name.
+        TypeError: not a strategy class (or an abstract one, or one without
+            a valid ``PRUNING_TYPE``).
+        ValueError: the name is not a lowercase identifier.
     """
     return get_registry().register(strategy, name=name)
 
 
 def unregister(name: str) -> None:
-    """Remove a strategy added with :func:`register`."""
+    """Remove a strategy added with :func:`register`.
+
+    Raises:
+        StrategyNotFoundError: ``name`` was not added with :func:`register`
+            (built-ins and plugins cannot be unregistered).
+    """
     get_registry().unregister(name)
 
 
 @contextmanager
 def registered(strategy: Any, *, name: str | None = None) -> Iterator[StrategySpec]:
-    """Register a strategy for the duration of a ``with`` block."""
+    """Register a strategy for the duration of a ``with`` block, which receives its spec.
+
+    Raises what :func:`register` raises.
+    """
     with get_registry().registered(strategy, name=name) as spec:
         yield spec
 
 
 def pruning_history(module: nn.Module, name: str) -> list[torch_prune.BasePruningMethod]:
-    """The methods applied to ``module.<name>``, oldest first (empty if not pruned)."""
+    """The methods applied to ``module.<name>``, oldest first (empty if not pruned).
+
+    Raises:
+        InvalidTargetError: ``module`` is not a module.
+    """
+    if not isinstance(module, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")
     found = find_hook(module, name)
     if found is None:
         return []
@@ -436,7 +492,26 @@ def compute_mask(
     """The bool mask a strategy gives ``t`` without touching any module.
 
     As in iterative pruning, the strategy acts only on what ``default_mask``
-    keeps; the result is always ``torch.bool``, whatever the strategy.
+    keeps; the result is always ``torch.bool``, whatever the strategy. Neither
+    ``t`` nor ``default_mask`` is modified.
+
+    Args:
+        strategy: a registered name, a :class:`StrategySpec`, or a strategy
+            class or instance.
+        t: the tensor to rank (its values, unless ``importance_scores``).
+        default_mask: what is still unpruned (bool or 0/1, ``t``'s shape);
+            default: everything.
+        importance_scores: rank by these instead of ``t`` (``t``'s shape).
+        **params: the strategy's parameters, validated by its model.
+
+    Raises:
+        StrategyNotFoundError, StrategyConflictError, InvalidParametersError:
+            as for :func:`prune`.
+        InvalidTargetError: ``t`` is not a tensor.
+        InvalidMaskError: ``default_mask`` is misshapen or not 0/1, or the
+            strategy returned a bad mask.
+        InvalidAmountError, InvalidDimError, InvalidImportanceScoresError,
+        StrategyFailedError: the mask cannot be computed.
 
     >>> import torch, pruneplug
     >>> pruneplug.compute_mask("l1_unstructured", torch.tensor([3.0, -1.0, 2.0]), amount=1)

@@ -262,7 +262,7 @@ def load_into(model: nn.Module, checkpoint: Checkpoint) -> dict[str, tuple[str, 
     """Load ``checkpoint`` into ``model``, re-creating its masks; return the history it carries.
 
     The result is the ``history`` argument of :func:`pruneplug.report`
-    and :func:`pruneplug._report.tensor_histories`: every tensor the checkpoint
+    and :func:`pruneplug.tensor_histories`: every tensor the checkpoint
     holds masked or has history for (for a masked tensor without recorded
     history, an empty one, so the ``identity`` loading adds is not shown).
 
@@ -373,7 +373,7 @@ def save_checkpoint(
     """Write ``state_dict`` to ``path`` atomically, in the format its suffix names; returns the path.
 
     Masks are written as they are (``torch.bool`` stays bool). ``history``
-    (per tensor, as :func:`pruneplug._report.tensor_histories` gives) goes into
+    (per tensor, as :func:`pruneplug.tensor_histories` gives) goes into
     safetensors metadata; ``.pt`` files hold the tensors only.
 
     Raises:

@@ -186,15 +186,23 @@ class StrategyNotFoundError(PruneplugError, LookupError):
         available: the names that are registered.
     """
 
-    def __init__(self, name: str, available: Iterable[str], *, extra: str = "") -> None:
+    def __init__(
+        self, name: str, available: Iterable[str], *, extra: str = "", listed_as: str = "Registered strategies"
+    ) -> None:
         self.name = name
         self.available = sorted(available)
+        self.extra = extra
+        self.listed_as = listed_as
         hint = close_matches_hint(name, self.available)
         listing = ", ".join(self.available) if self.available else "none"
-        super().__init__(f"no strategy named {name!r}.{hint} Registered strategies: {listing}.{extra}")
+        super().__init__(f"no strategy named {name!r}.{hint} {listed_as}: {listing}.{extra}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.name, self.available))
+        return (_rebuild_not_found, (self.name, self.available, self.extra, self.listed_as))
+
+
+def _rebuild_not_found(name: str, available: list[str], extra: str, listed_as: str) -> StrategyNotFoundError:
+    return StrategyNotFoundError(name, available, extra=extra, listed_as=listed_as)
 
 
 class ScoreNotFoundError(PruneplugError, LookupError):
@@ -220,17 +228,31 @@ class StrategyConflictError(PruneplugError, LookupError):
         providers: descriptions of every provider that claims it.
     """
 
-    def __init__(self, name: str, providers: list[str]) -> None:
+    def __init__(self, name: str, providers: list[str], *, kind: str = "strategy", registering: bool = False) -> None:
         self.name = name
         self.providers = list(providers)
+        self.kind = kind
+        self.registering = registering
         listing = "; ".join(self.providers)
-        super().__init__(
-            f"strategy name {name!r} is registered by more than one provider ({listing}). "
-            "Uninstall or block one of them (PRUNEPLUG_BLOCK_PLUGINS / Registry.block)."
-        )
+        if registering:
+            message = (
+                f"{kind} name {name!r} is already provided by {listing}; register yours under another name "
+                "(pruneplug.register(cls, name=...)), or pruneplug.unregister the other first if register() added it"
+            )
+        else:
+            message = (
+                f"{kind} name {name!r} is provided by more than one plugin ({listing}), so neither is used. "
+                "Uninstall one of them, or block it by its entry-point or distribution name: "
+                "PRUNEPLUG_BLOCK_PLUGINS=<name> or pruneplug.Registry(blocked=[...])"
+            )
+        super().__init__(message)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.name, self.providers))
+        return (_rebuild_conflict, (self.name, self.providers, self.kind, self.registering))
+
+
+def _rebuild_conflict(name: str, providers: list[str], kind: str, registering: bool) -> StrategyConflictError:
+    return StrategyConflictError(name, providers, kind=kind, registering=registering)
 
 
 class UnsupportedNormError(InvalidParametersError, RuntimeError):
@@ -254,5 +276,6 @@ class StrategyFailedError(PruneplugError, RuntimeError):
 class PruningStateError(PruneplugError, RuntimeError, AssertionError):
     """The module's pruning state is inconsistent (for example two hooks on one tensor).
 
-    Also an ``AssertionError`` because torch raises one in the same situation.
+    Also a ``RuntimeError``, and an ``AssertionError`` because torch raises
+    one in the same situation.
     """

@@ -370,6 +370,20 @@ class Registry:
 
     def _load_plugins_from_entry_points(self) -> None:
         seen: set[tuple[str, str, str]] = set()
+        matched: set[str] = set()
+        try:
+            self._load_entry_points_of_distributions(seen, matched)
+        finally:
+            for name in sorted(self._blocked - matched):
+                installed = ", ".join(sorted(p for p in self._plugins if p != BUILTIN_PLUGIN)) or "none"
+                warnings.warn(
+                    f"pruneplug: {BLOCK_PLUGINS_ENV} (or Registry(blocked=...)) names {name!r}, which is no "
+                    f"installed plugin's entry point or distribution (installed plugins: {installed})",
+                    PluginLoadWarning,
+                    stacklevel=5,
+                )
+
+    def _load_entry_points_of_distributions(self, seen: set[tuple[str, str, str]], matched: set[str]) -> None:
         for dist in importlib.metadata.distributions():
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP:
@@ -384,8 +398,11 @@ class Registry:
                     self._plugins[f"{ep.name} ({dist_name})"] = info
                     continue
                 self._plugins[ep.name] = info
-                if ep.name in self._blocked:
+                if ep.name in self._blocked or dist_name in self._blocked:
                     info.status = "blocked"
+                    matched.update((ep.name, dist_name))
+                    if ep.name not in self._blocked:
+                        self._pm.set_blocked(ep.name)  # blocked by its distribution's name
                     continue
                 try:
                     plugin = ep.load()
@@ -460,6 +477,15 @@ class Registry:
 
     def _collect(self) -> None:
         def to_spec(item: Any, info: PluginInfo) -> StrategySpec:
+            if isinstance(item, StrategySpec):  # made with strategy_spec(): credited to whoever hands it over
+                item = StrategySpec(
+                    **{
+                        **item.__dict__,
+                        "provider": info.name,
+                        "distribution": info.distribution,
+                        "version": info.version,
+                    }
+                )
             return strategy_spec(item, provider=info.name, distribution=info.distribution, version=info.version)
 
         def to_score(item: Any, info: PluginInfo) -> ImportanceScore:
@@ -507,7 +533,9 @@ class Registry:
         """
         self._ensure_ready()
         if name in self._score_conflicts:
-            raise StrategyConflictError(name, [self._plugins[p].label for p, _ in self._score_conflicts[name]])
+            raise StrategyConflictError(
+                name, [self._plugins[p].label for p, _ in self._score_conflicts[name]], kind="importance score"
+            )
         score = self._scores.get(name) if isinstance(name, str) else None
         if score is None:
             raise ScoreNotFoundError(repr(name) if not isinstance(name, str) else name, self.score_names())
@@ -555,7 +583,7 @@ class Registry:
             taken = self._manual.get(spec.name) or self._specs.get(spec.name)
             if taken is not None or spec.name in self._conflicts:
                 holders = [taken.provider_label] if taken else [s.provider_label for s in self._conflicts[spec.name]]
-                raise StrategyConflictError(spec.name, [*holders, "register()"])
+                raise StrategyConflictError(spec.name, holders, registering=True)
             self._manual[spec.name] = spec
         return spec
 
@@ -565,7 +593,11 @@ class Registry:
         with self._lock:
             if name not in self._manual:
                 raise StrategyNotFoundError(
-                    name, self._manual, extra=" (only strategies added with register() can be unregistered)"
+                    name,
+                    self._manual,
+                    extra=" Only strategies added with register() can be unregistered; built-ins and plugins"
+                    " stay (block a plugin with PRUNEPLUG_BLOCK_PLUGINS).",
+                    listed_as="Strategies added with register()",
                 )
             del self._manual[name]
 

@@ -275,9 +275,16 @@ def tensor_histories(model: nn.Module, earlier: Mapping[str, Sequence[str]] | No
     """Per tensor, the descriptions of the strategies that pruned it, oldest first.
 
     ``earlier`` is history recorded before ``model`` was built -- read from a
-    checkpoint's metadata (see :func:`pruneplug._checkpoints.load_into`). It
-    comes first; the ``identity`` with which loading re-created a saved mask is
-    left out, since it pruned nothing. Tensors with no history are absent.
+    checkpoint's metadata (:attr:`pruneplug.Checkpoint.history`). It comes
+    first; the ``identity`` with which loading re-created a saved mask is left
+    out, since it pruned nothing. Tensors with no history are absent. Pass the
+    result to :func:`pruneplug.save_checkpoint` to keep the history in the file.
+
+    >>> import torch, pruneplug
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    >>> _ = pruneplug.prune(net[0], "weight", "l1_unstructured", amount=0.5)
+    >>> pruneplug.tensor_histories(net)
+    {'0.weight': ['l1_unstructured(amount=0.5)']}
     """
     earlier = dict(earlier or {})
     out: dict[str, list[str]] = {}

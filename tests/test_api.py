@@ -427,3 +427,12 @@ def test_complex_weights_are_ranked_by_modulus_as_torch_does() -> None:
     pruneplug.prune(ours, "weight", "l1_unstructured", amount=2)
     torch_prune.l1_unstructured(theirs, "weight", amount=2)
     assert torch.equal(ours.weight_mask, theirs.weight_mask.bool())
+
+
+def test_lookups_refuse_what_they_cannot_answer() -> None:
+    with pytest.raises(pruneplug.InvalidParametersError, match="kind must be one of"):
+        pruneplug.list_strategies(kind="semi")
+    with pytest.raises(pruneplug.InvalidTargetError, match="expected a torch.nn.Module"):
+        pruneplug.pruning_history(3, "weight")  # type: ignore[arg-type]
+    with pytest.raises(pruneplug.StrategyNotFoundError, match="built-ins and plugins stay"):
+        pruneplug.unregister("l1_unstructured")

@@ -475,6 +475,52 @@ def test_blocking_a_plugin_by_name(site: Site, installed: dict[str, str], monkey
     assert "nm" in programmatic.names() and "alternating" not in programmatic.names()
 
 
+def test_blocking_by_distribution_name_and_unknown_names(site: Site, installed: dict[str, str]) -> None:
+    """A distribution's name blocks its plugins; a name matching nothing is reported, not ignored."""
+    site.add(RAISES_ON_IMPORT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = pruneplug.Registry(blocked=[RAISES_ON_IMPORT.distribution, "pruneplug-no-such-thing"])
+        names = registry.names()
+    assert plugin_info(registry, RAISES_ON_IMPORT.plugin).status == "blocked" and "nm" in names
+    messages = [str(w.message) for w in caught if issubclass(w.category, pruneplug.PluginLoadWarning)]
+    assert len(messages) == 1 and "names 'pruneplug-no-such-thing', which is no installed plugin" in messages[0]
+
+
+SPEC_HANDED_OVER = FakePlugin(
+    "spec-handed-over",
+    """
+    import torch.nn.utils.prune as torch_prune
+    import pruneplug
+
+    class EveryOther(torch_prune.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+
+        def compute_mask(self, t, default_mask):
+            mask = default_mask.clone()
+            mask.view(-1)[::2] = 0
+            return mask
+
+    @pruneplug.hookimpl
+    def pruneplug_add_strategies():
+        return [pruneplug.strategy_spec(EveryOther, name="every_other_spec")]
+    """,
+    status="ok",
+    strategies=("every_other_spec",),
+)
+
+
+def test_a_spec_handed_over_is_credited_to_its_plugin(site: Site, installed: dict[str, str]) -> None:
+    site.add(SPEC_HANDED_OVER)
+    registry, _ = load(expect_warnings=False)
+    spec = registry.get("every_other_spec")
+    assert (spec.provider, spec.distribution, spec.version) == (
+        SPEC_HANDED_OVER.plugin,
+        SPEC_HANDED_OVER.distribution,
+        SPEC_HANDED_OVER.version,
+    )
+
+
 def test_register_and_registered_next_to_installed_plugins(installed: dict[str, str]) -> None:
     """Programmatic registration cannot take a plugin's name; ``registered`` scopes a strategy to a block."""
 
@@ -492,9 +538,10 @@ def test_register_and_registered_next_to_installed_plugins(installed: dict[str, 
     with pruneplug.use_registry(pruneplug.Registry()) as registry:
         with pytest.raises(pruneplug.StrategyConflictError) as caught:
             pruneplug.register(Impostor)
-        assert caught.value.providers == [f"pruneplug-nm {installed['pruneplug-nm']}", "register()"]
+        assert caught.value.providers == [f"pruneplug-nm {installed['pruneplug-nm']}"]
+        assert caught.value.registering and "register yours under another name" in str(caught.value)
         assert registry.get("nm").distribution == "pruneplug-nm"
-        with pytest.raises(pruneplug.StrategyNotFoundError, match="only strategies added with register"):
+        with pytest.raises(pruneplug.StrategyNotFoundError, match="Only strategies added with register"):
             pruneplug.unregister("nm")
         with pruneplug.registered(Halves) as spec:
             assert spec.provider == "register()" and spec.distribution is None

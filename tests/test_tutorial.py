@@ -1,10 +1,14 @@
 """Every code cell of the seed tutorial (../shared/seed), run with pruneplug.
 
-Each cell runs twice: with the native API (``pruneplug.prune`` by strategy
-name, bool masks) and with the one-line migration (``import pruneplug.compat
-as prune``, torch's exact behaviour). The tutorial's printed results that do
-not depend on random initialisation are asserted literally; the rest is
-compared against ``torch.nn.utils.prune`` run on an identical copy.
+The cells of sections 1 and 2 run twice: with the native API
+(``pruneplug.prune`` by strategy name, bool masks) and with the one-line
+migration (``import pruneplug.compat as prune``, torch's exact behaviour).
+The tutorial's printed results that do not depend on random initialisation
+are asserted literally, and every mask is compared with what
+``torch.nn.utils.prune`` gives on an identical copy from the same random
+state. Section 3's custom class runs as the tutorial writes it (``.apply``,
+through ``pruneplug.compat``), registered natively, and as a class written
+for torch registered as it is.
 """
 
 from __future__ import annotations
@@ -63,6 +67,35 @@ COMPAT = Flavor(
     ),
     mask_dtype=torch.float32,
 )
+
+
+TORCH = Flavor(
+    "torch",
+    random_structured=lambda m, name, amount, dim: torch_prune.random_structured(m, name=name, amount=amount, dim=dim),
+    ln_structured=lambda m, name, amount, n, dim: torch_prune.ln_structured(m, name=name, amount=amount, n=n, dim=dim),
+    random_unstructured=lambda m, name, amount: torch_prune.random_unstructured(m, name=name, amount=amount),
+    l1_unstructured=lambda m, name, amount: torch_prune.l1_unstructured(m, name=name, amount=amount),
+    remove=lambda m, name: torch_prune.remove(m, name),
+    global_l1=lambda params, amount: torch_prune.global_unstructured(
+        params, pruning_method=torch_prune.L1Unstructured, amount=amount
+    ),
+    mask_dtype=torch.float32,
+)
+
+
+def same_as_torch(steps: Callable[[Flavor, nn.Module], None], flavor: Flavor) -> None:
+    """Run ``steps`` with ``flavor`` and with torch on copies of one LeNet from one random state; compare."""
+    ours = LeNet()
+    theirs = copy.deepcopy(ours)
+    state = torch.get_rng_state()
+    steps(flavor, ours)
+    torch.set_rng_state(state)
+    steps(TORCH, theirs)
+    masks = {k: v for k, v in theirs.state_dict().items() if k.endswith("_mask")}
+    assert masks.keys() == {k for k in ours.state_dict() if k.endswith("_mask")}
+    for key, mask in masks.items():
+        assert torch.equal(ours.state_dict()[key].float(), mask), key
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
 
 
 @pytest.fixture(params=[NATIVE, COMPAT], ids=lambda f: f.name)
@@ -130,6 +163,20 @@ def test_section_1_1_structured_and_iterative_pruning(flavor: Flavor) -> None:
             break
     assert [type(m).__name__ for m in hook] == ["RandomStructured", "LnStructured"]
     assert isinstance(hook, torch_prune.PruningContainer)
+
+
+def test_section_1_masks_are_torchs(flavor: Flavor) -> None:
+    """The structured, iterative and bias steps of section 1 draw and rank exactly as torch."""
+
+    def steps(flavor: Flavor, model: nn.Module) -> None:
+        flavor.random_structured(model.conv1, name="weight", amount=2, dim=0)
+        flavor.ln_structured(model.conv1, name="weight", amount=0.5, n=2, dim=0)
+        flavor.random_unstructured(model.conv1, name="bias", amount=1)
+        for _, m in model.named_modules():
+            if isinstance(m, torch.nn.Conv2d):
+                flavor.l1_unstructured(m, name="bias", amount=0.2)
+
+    same_as_torch(steps, flavor)
 
 
 # In [357]-[359]: pruning biases, looping over modules, and remove.

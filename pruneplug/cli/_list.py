@@ -109,6 +109,8 @@ def list_command(
         plugins.add_column(column)
     for plugin in payload["plugins"]:
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
-        detail = plugin["error"] if plugin["error"] else ", ".join(plugin["strategies"] + plugin["scores"]) or "-"
+        # A broken plugin may still provide some strategies (only what failed is left out): show both.
+        provided = ", ".join(plugin["strategies"] + plugin["scores"])
+        detail = "\n".join(part for part in (provided, plugin["error"]) if part) or "-"
         plugins.add_row(plugin["name"], dist, plugin["status"], detail)
     console.print(plugins)

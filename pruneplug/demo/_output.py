@@ -81,6 +81,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     return path
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
+
+
 def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
     import matplotlib
     from matplotlib.figure import Figure
@@ -100,8 +103,11 @@ def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
                 label=curve.label,
                 color="black" if is_global else colours(index % colours.N),
                 linestyle="--" if curve.kind == "structured" else "-",
-                marker="*" if len(xs) == 1 else "o",
-                markersize=11 if len(xs) == 1 else 3.5,
+                # Hollow markers of different shapes: curves that coincide (two strategies ranking
+                # alike) stay visible under each other.
+                marker="*" if len(xs) == 1 else _MARKERS[index % len(_MARKERS)],
+                markersize=11 if len(xs) == 1 else 5,
+                markerfacecolor="none",
                 linewidth=2.4 if is_global else 1.3,
             )
         ax.axhline(100.0 * result.baseline_accuracy, color="grey", linestyle="--", linewidth=1, label="dense network")
