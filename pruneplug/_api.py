@@ -156,7 +156,8 @@ def prune(
     object), ``module.<name>_mask`` a bool buffer, and ``module.<name>`` the
     masked tensor, computed when read (see the Concepts page; RNNs keep it
     stored and refreshed by a forward pre-hook, as torch does). Pruning an
-    already pruned tensor acts only on what is still unpruned.
+    already pruned tensor acts only on what is still unpruned. Whatever is
+    raised, the module is left exactly as it was.
 
     Args:
         module: the module that owns the tensor (e.g. ``model.conv1``).
@@ -178,8 +179,6 @@ def prune(
         PruningStateError: the tensor's pruning was left half-undone.
         InvalidAmountError, InvalidDimError, InvalidImportanceScoresError,
         InvalidMaskError, StrategyFailedError: the prune cannot be done.
-
-        Whatever is raised, the module is left exactly as it was.
 
     >>> import torch, pruneplug
     >>> layer = torch.nn.Linear(4, 2)
@@ -286,7 +285,8 @@ def prune_global(
         **params: the strategy's other parameters.
 
     Each target's history records the selection as one step,
-    ``<strategy>(amount=...) [global over N tensors]``.
+    ``<strategy>(amount=...) [global over N tensors]``. Either every target
+    is pruned or, whatever is raised, none is.
 
     Raises:
         InvalidTargetError: no targets, a malformed or repeated one, or one
@@ -296,8 +296,6 @@ def prune_global(
         InvalidAmountError, InvalidParametersError,
         InvalidImportanceScoresError, InvalidMaskError, StrategyFailedError:
             the selection cannot be done.
-
-        Either every target is pruned or, whatever is raised, none is.
 
     >>> import torch, pruneplug
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))

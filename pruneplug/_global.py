@@ -93,6 +93,9 @@ def global_masks(
             it was never pruned (saves allocating a mask of ones per target).
     """
     if fast_path(method) and isinstance(method, UnstructuredStrategy):
+        method.prepare_global(
+            [(values if values is not None else state.orig).dtype for state, values in zip(states, importance)]
+        )
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         count = count_to_prune(method.amount, total)
         rewind, keep_reads = _rewind_all(method, states)

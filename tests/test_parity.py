@@ -448,6 +448,20 @@ def test_global_prune_with_importance_scores_matches_torch(flavor: str) -> None:
     assert_model_same(reference, ours, flavor)
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float16, torch.float32)])
+def test_global_random_over_mixed_dtypes_draws_as_torch(flavor: str, dtypes: tuple[torch.dtype, ...]) -> None:
+    """torch concatenates the targets (promoting their dtype) and draws in that dtype; so does pruneplug."""
+    base = global_model(6)
+    base["linear"].to(dtypes[0])
+    base["conv"].to(dtypes[1])
+    reference, ours = copy.deepcopy(base), copy.deepcopy(base)
+    targets = (("linear", "weight"), ("conv", "weight"), ("linear", "bias"))
+    prune_global_both(reference, ours, GlobalStep("random_unstructured", targets, 0.4, rng_seed=3), flavor)
+    for key, name in targets:
+        assert torch.equal(getattr(reference[key], name + "_mask").bool(), getattr(ours[key], name + "_mask").bool())
+
+
 # --- large tensors: the streaming, chunked selection path ---------------------------------------------
 
 #: Entries of the large weight: above pruneplug's direct-selection limit and more than one selection chunk

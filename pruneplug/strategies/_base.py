@@ -80,6 +80,14 @@ class UnstructuredStrategy(BasePruningMethod):
         """
         return None
 
+    def prepare_global(self, dtypes: list[torch.dtype]) -> None:
+        """Called once before scoring targets of these dtypes together (:func:`pruneplug.prune_global`).
+
+        torch's global pruning concatenates the targets, promoting them to one
+        dtype; a strategy whose scores depend on that dtype (random draws do)
+        can follow it here. Default: nothing.
+        """
+
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
         return None

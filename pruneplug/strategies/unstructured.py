@@ -93,6 +93,14 @@ class RandomUnstructured(UnstructuredStrategy):
     def __init__(self, amount: int | float, generator: torch.Generator | None = None) -> None:
         super().__init__(amount)
         self.generator = generator
+        self._draw_dtype: torch.dtype | None = None
+
+    def prepare_global(self, dtypes: list[torch.dtype]) -> None:
+        """Draw in the dtype torch's concatenation of the targets would have (fp32 + fp64 -> fp64)."""
+        joint = dtypes[0]
+        for dtype in dtypes[1:]:
+            joint = torch.promote_types(joint, dtype)
+        self._draw_dtype = joint
 
     def _draws(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """One uniform draw per alive entry, in torch's order, laid out like ``t`` (0 where dead)."""
@@ -101,7 +109,8 @@ class RandomUnstructured(UnstructuredStrategy):
             raise InvalidParametersError(
                 f"the generator is on {self.generator.device} but the tensor is on {t.device}", strategy=self.name
             )
-        draws = torch.rand(count, dtype=t.dtype, device=t.device, generator=self.generator)
+        dtype = getattr(self, "_draw_dtype", None) or t.dtype  # (instances unpickled from older versions lack it)
+        draws = torch.rand(count, dtype=dtype, device=t.device, generator=self.generator)
         if alive is None:
             return draws.reshape(t.shape)
         laid_out = torch.zeros(t.shape, dtype=draws.dtype, device=t.device)
