@@ -87,6 +87,11 @@ def apply_command(
     if dry_run:
         console.print(result.to_rich(tensors=False))
         console.print("Dry run: that is the sparsity the plan would give; nothing was changed or written.")
+        ignored = [
+            flag for flag, given in (("-o", output is not None), ("--remove", remove), ("--force", force)) if given
+        ]
+        if ignored:
+            console.print(f"(--dry-run writes nothing, so {', '.join(ignored)} had no effect.)")
         return
     final = report(net, history=history, rules=result.rules)
     console.print(final.to_rich(tensors=False))

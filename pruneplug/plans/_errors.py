@@ -98,7 +98,9 @@ class PlanError(PruneplugError, ValueError):
 def _field_path(parts: Iterable[Any]) -> str:
     text = ""
     for part in parts:
-        if isinstance(part, int):
+        if part == "[key]":  # pydantic's marker for a bad mapping key (not a field)
+            text += " (the key)"
+        elif isinstance(part, int):
             text += f"[{part}]"
         else:
             text += f".{part}" if text else str(part)

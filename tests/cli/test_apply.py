@@ -199,6 +199,7 @@ def test_dry_run_shows_the_rules_and_writes_nothing(
     status, out, err = in_process(capsys, *args)
     assert status == 0, err
     assert "dry run" in out.lower() and "fc1.weight" in out and "50.00%" in out
+    assert "-o had no effect" in out
     assert not (work / "dry.safetensors").exists()
 
 
