@@ -32,7 +32,7 @@ from ._errors import (
     StrategyNotFoundError,
 )
 from ._global import global_masks
-from ._registry import StrategySpec, get_registry, strategy_spec
+from ._registry import KINDS, StrategySpec, get_registry, strategy_spec
 from ._reparam import (
     NATIVE_POLICY,
     PendingPrune,
@@ -402,17 +402,14 @@ def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> l
     >>> pruneplug.list_strategies("*_structured")
     ['ln_structured', 'random_structured', 'scored_structured']
     """
-    if kind is not None and kind not in _KINDS:
-        raise InvalidParametersError(f"kind must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise InvalidParametersError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     specs = get_registry().specs()
     return [
         s.name
         for s in specs
         if (pattern is None or fnmatch.fnmatchcase(s.name, pattern)) and (kind is None or s.kind == kind)
     ]
-
-
-_KINDS = ("unstructured", "structured", "global")
 
 
 def get_strategy(name: str) -> StrategySpec:

@@ -31,7 +31,9 @@ import weakref
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 __all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget"]
 
@@ -76,8 +78,10 @@ def cacheable(orig: Tensor, mask: Tensor) -> bool:
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
         return False
     for tensor in (orig, mask):
-        if type(tensor) not in _PLAIN_TYPES or tensor.is_meta or _functorch_wrapped(tensor):
+        if tensor.is_meta or _functorch_wrapped(tensor):
             return False
+        if type(tensor) not in _PLAIN_TYPES and (is_fake(tensor) or is_traceable_wrapper_subclass(tensor)):
+            return False  # (the checks for subclasses are slower; plain tensors and parameters skip them)
     return True
 
 

@@ -60,8 +60,8 @@ def fast_path(method: object) -> bool:
     own = getattr(cls, "_own_compute_mask", None)
     if own is None or getattr(cls, "compute_mask", None) is not own:
         return False
-    override = getattr(cls, "torch_override", None)  # pruneplug.compat's twins of torch's classes
-    return override is None or override() is None
+    replaced = getattr(cls, "_mask_replaced", None)  # pruneplug.compat's twins of torch's classes
+    return replaced is None or not replaced()
 
 
 def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask: Tensor) -> Tensor:

@@ -197,13 +197,6 @@ class StrategyNotFoundError(PruneplugError, LookupError):
         listing = ", ".join(self.available) if self.available else "none"
         super().__init__(f"no strategy named {name!r}.{hint} {listed_as}: {listing}.{extra}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (_rebuild_not_found, (self.name, self.available, self.extra, self.listed_as))
-
-
-def _rebuild_not_found(name: str, available: list[str], extra: str, listed_as: str) -> StrategyNotFoundError:
-    return StrategyNotFoundError(name, available, extra=extra, listed_as=listed_as)
-
 
 class ScoreNotFoundError(PruneplugError, LookupError):
     """No registered importance score has this name; the message lists close matches."""
@@ -215,9 +208,6 @@ class ScoreNotFoundError(PruneplugError, LookupError):
         super().__init__(
             f"no importance score named {name!r}.{hint} Registered scores: {', '.join(self.available) or 'none'}."
         )
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.name, self.available))
 
 
 class StrategyConflictError(PruneplugError, LookupError):
@@ -246,13 +236,6 @@ class StrategyConflictError(PruneplugError, LookupError):
                 "PRUNEPLUG_BLOCK_PLUGINS=<name> or pruneplug.Registry(blocked=[...])"
             )
         super().__init__(message)
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (_rebuild_conflict, (self.name, self.providers, self.kind, self.registering))
-
-
-def _rebuild_conflict(name: str, providers: list[str], kind: str, registering: bool) -> StrategyConflictError:
-    return StrategyConflictError(name, providers, kind=kind, registering=registering)
 
 
 class UnsupportedNormError(InvalidParametersError, RuntimeError):

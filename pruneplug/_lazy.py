@@ -18,9 +18,11 @@ computes ``weight`` from ``weight_orig`` and ``weight_mask`` when it is read:
 * after pruning and before any forward, nothing is kept at all.
 
 When the last pruned tensor of a module is removed, its class goes back to
-the original. RNNs (which keep references to their weights in
-``_flat_weights``) and modules whose class cannot be subclassed keep torch's
-eager attribute instead.
+the original (for a module that ``torch.nn.utils.parametrize`` subclassed
+meanwhile, when parametrize hands the class back). RNNs (which keep
+references to their weights in ``_flat_weights``), modules that
+``torch.nn.utils.parametrize`` already owns, and modules whose class cannot
+be subclassed keep torch's eager attribute instead.
 """
 
 from __future__ import annotations
@@ -100,16 +102,21 @@ class LazyMaskedModule(nn.Module):
         return masked_value(self, hook)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "__class__" and isinstance(value, type) and issubclass(value, LazyMaskedModule):
+            # Someone who built a class on top of ours hands it back (parametrize's remove does,
+            # with ``module.__class__ = bases[0]``): if nothing is pruned any more, give the
+            # original class instead of ours.
+            if _classes.get(value._pp_base) is value and not _pruned_names(self):
+                value = value._pp_base
+            object.__setattr__(self, name, value)
+            return
         if isinstance(value, Tensor) and not isinstance(value, nn.Parameter) and _reparametrized(self, name):
             return  # the masked tensor is derived from _orig and _mask: torch's hooks assign it, we compute it
         super().__setattr__(name, value)
-        if isinstance(value, nn.Parameter) and lazily_masked_hook(self, name) is not None:
-            # A parameter put back under a pruned name: torch's (or our) remove. Once nothing is
-            # reparametrized any more, the module goes back to its own class.
-            hooks = self.__dict__["_forward_pre_hooks"].values()
-            names = {getattr(h, "_tensor_name", None) for h in hooks if isinstance(h, torch_prune.BasePruningMethod)}
-            if not any(isinstance(n, str) and _reparametrized(self, n) for n in names):
-                make_eager(self)
+        # A parameter put back under a pruned name: torch's (or our) remove. Once nothing is
+        # reparametrized any more, the module goes back to its own class.
+        if isinstance(value, nn.Parameter) and lazily_masked_hook(self, name) is not None and not _pruned_names(self):
+            make_eager(self)
 
     def __delattr__(self, name: str) -> None:
         if name not in self.__dict__ and _reparametrized(self, name):
@@ -119,6 +126,13 @@ class LazyMaskedModule(nn.Module):
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Pickle and copy as the original class, then become lazy again on load.
         return (_rebuild, (type(self)._pp_base,), self.__getstate__())  # type: ignore[no-untyped-call]
+
+
+def _pruned_names(module: nn.Module) -> list[str]:
+    """The tensors of ``module`` that a pruning hook acts on and that are still reparametrized."""
+    hooks = module.__dict__["_forward_pre_hooks"].values()
+    names = {getattr(h, "_tensor_name", None) for h in hooks if isinstance(h, torch_prune.BasePruningMethod)}
+    return [n for n in names if isinstance(n, str) and _reparametrized(module, n)]
 
 
 def _rebuild(base: type[nn.Module]) -> nn.Module:

@@ -19,6 +19,7 @@ The default registry is created on first use, not at import
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import inspect
 import os
@@ -300,6 +301,11 @@ class PluginInfo:
         return where
 
 
+def _normalized(distribution: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``PrunePlug_NM`` is ``pruneplug-nm``."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def _env_list(variable: str) -> list[str]:
     return [item.strip() for item in os.environ.get(variable, "").split(",") if item.strip()]
 
@@ -383,6 +389,13 @@ class Registry:
                     stacklevel=5,
                 )
 
+    def _blocked_entry(self, entry_point: str, distribution: str) -> str | None:
+        """The blocked name matching this entry point or its distribution (spelt any way pip accepts)."""
+        if entry_point in self._blocked:
+            return entry_point
+        wanted = _normalized(distribution)
+        return next((name for name in sorted(self._blocked) if _normalized(name) == wanted), None)
+
     def _load_entry_points_of_distributions(self, seen: set[tuple[str, str, str]], matched: set[str]) -> None:
         for dist in importlib.metadata.distributions():
             for ep in dist.entry_points:
@@ -393,17 +406,22 @@ class Registry:
                     continue  # the same distribution found twice on sys.path
                 seen.add((dist_name, ep.name, ep.value))
                 info = PluginInfo(ep.name, dist_name, dist.version, f"{ep.name} = {ep.value}")
-                if ep.name in self._plugins:
-                    self._broken(info, f"plugin name {ep.name!r} is already taken by {self._plugins[ep.name].label}")
+                earlier = self._plugins.get(ep.name)
+                if earlier is not None and earlier.status == "blocked":
+                    # A blocked plugin does not hold its name against another distribution's.
+                    self._plugins[f"{ep.name} ({earlier.distribution})"] = self._plugins.pop(ep.name)
+                    earlier = None
+                blocked_by = self._blocked_entry(ep.name, dist_name)
+                if blocked_by is not None:
+                    info.status = "blocked"
+                    matched.add(blocked_by)
+                    self._plugins[ep.name if earlier is None else f"{ep.name} ({dist_name})"] = info
+                    continue
+                if earlier is not None:
+                    self._broken(info, f"plugin name {ep.name!r} is already taken by {earlier.label}")
                     self._plugins[f"{ep.name} ({dist_name})"] = info
                     continue
                 self._plugins[ep.name] = info
-                if ep.name in self._blocked or dist_name in self._blocked:
-                    info.status = "blocked"
-                    matched.update((ep.name, dist_name))
-                    if ep.name not in self._blocked:
-                        self._pm.set_blocked(ep.name)  # blocked by its distribution's name
-                    continue
                 try:
                     plugin = ep.load()
                 except Exception as error:
@@ -478,13 +496,8 @@ class Registry:
     def _collect(self) -> None:
         def to_spec(item: Any, info: PluginInfo) -> StrategySpec:
             if isinstance(item, StrategySpec):  # made with strategy_spec(): credited to whoever hands it over
-                item = StrategySpec(
-                    **{
-                        **item.__dict__,
-                        "provider": info.name,
-                        "distribution": info.distribution,
-                        "version": info.version,
-                    }
+                item = dataclasses.replace(
+                    item, provider=info.name, distribution=info.distribution, version=info.version
                 )
             return strategy_spec(item, provider=info.name, distribution=info.distribution, version=info.version)
 

@@ -21,6 +21,7 @@ as torch does, for :mod:`pruneplug.compat` and RNNs.
 from __future__ import annotations
 
 import enum
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -144,8 +145,13 @@ def _prunable_names(module: nn.Module) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def tensor_state(module: nn.Module, name: str) -> TensorState:
-    """Locate ``module.<name>``: its original parameter, and its mask and hook if pruned."""
+def tensor_state(module: nn.Module, name: str, *, whole_tensors_only: bool = True) -> TensorState:
+    """Locate ``module.<name>``: its original parameter, and its mask and hook if pruned.
+
+    ``whole_tensors_only`` refuses ``<x>_orig`` / ``<x>_mask`` of a pruned
+    ``x`` (pruning those breaks the module); :mod:`pruneplug.compat` turns it
+    off, since torch lets it through.
+    """
     if not isinstance(module, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module to prune, got {type(module).__name__}")
     if not isinstance(name, str) or not name or "." in name:
@@ -153,7 +159,7 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
             f"the tensor name must be the name of a parameter of the module itself (no dots), got {name!r}",
             module_type=type(module).__name__,
         )
-    for suffix in ("_orig", "_mask"):
+    for suffix in ("_orig", "_mask") if whole_tensors_only else ():
         base = name.removesuffix(suffix)
         if base != name and find_hook(module, base) is not None:
             raise InvalidTargetError(
@@ -206,22 +212,27 @@ def tensor_state(module: nn.Module, name: str) -> TensorState:
     )
 
 
-def check_untied(states: Sequence[TensorState]) -> None:
+def check_untied(states: Sequence[TensorState], *, like_torch: bool = False) -> None:
     """Refuse two targets that are one parameter (tied weights reached through two modules).
 
     Ranking them together would count every entry twice, and masking each use
-    on its own would quietly untie them.
+    on its own would quietly untie them. ``like_torch`` (for
+    :mod:`pruneplug.compat`) warns instead, and goes on as torch does.
     """
     seen: dict[int, TensorState] = {}
     for state in states:
         first = seen.setdefault(id(state.orig), state)
         if first is not state:
-            raise InvalidTargetError(
+            problem = (
                 f"{first.module_type}.{first.name} and {state.module_type}.{state.name} are one tied parameter; "
-                "list it once (pruning one use masks only that module's use of it)",
-                module_type=state.module_type,
-                tensor=state.name,
+                "list it once (pruning one use masks only that module's use of it)"
             )
+            if like_torch:
+                warnings.warn(
+                    f"{problem}. As torch does, it is ranked twice and the uses get different masks", stacklevel=3
+                )
+                return
+            raise InvalidTargetError(problem, module_type=state.module_type, tensor=state.name)
 
 
 # --- the masked tensor and its refresh ------------------------------------------------------
@@ -388,7 +399,7 @@ def plan_prune(
     ``mask`` skips the computation: it is the new mask (already computed, for
     global pruning), only checked. ``label`` names the strategy in errors.
     """
-    state = tensor_state(module, name)
+    state = tensor_state(module, name, whole_tensors_only=policy is NATIVE_POLICY)
     label = label or method_name(method)
     context = {"module_type": state.module_type, "tensor": name, "strategy": label}
     if not state.pruned:

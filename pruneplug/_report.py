@@ -225,13 +225,28 @@ def _totals_text(totals: Totals) -> str:
 # --- building reports ---------------------------------------------------------------------------
 
 
+def _masked(value: Tensor, alive: Tensor) -> Tensor:
+    """``value`` with the entries ``alive`` drops set to zero (in its own dtype, float8 included)."""
+    try:
+        return value * alive
+    except RuntimeError:  # no type promotion for float8: compute in fp32, give back the dtype
+        return (value.float() * alive).to(value.dtype)
+
+
+def _count_nonzero(value: Tensor) -> int:
+    try:
+        return int(value.count_nonzero())
+    except (NotImplementedError, RuntimeError):  # float8 and other narrow dtypes have no count_nonzero
+        return int((value != 0).sum())
+
+
 def _describe(
     name: str, module_type: str | None, value: Tensor, mask: Tensor | None, history: Sequence[str]
 ) -> TensorReport:
     value = value.detach()
     entries = value.numel()
-    zeros = int((value == 0).sum())  # not count_nonzero: float8 and other narrow dtypes lack it
-    masked = 0 if mask is None else int((mask == 0).sum())
+    zeros = entries - _count_nonzero(value)
+    masked = 0 if mask is None else mask.numel() - _count_nonzero(mask)
     status: TensorStatus = "masked" if mask is not None else "zeroed" if zeros else "dense"
     size = value.element_size()
     return TensorReport(
@@ -385,7 +400,7 @@ def report_state_dict(
             if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
                 raise InvalidMaskError(f"{base}_mask holds values other than 0 and 1: it is not a pruning mask")
             alive = mask if mask.dtype == torch.bool else mask != 0
-            items.append(_describe(base, None, value * alive, alive, history.get(base, ())))
+            items.append(_describe(base, None, _masked(value, alive), alive, history.get(base, ())))
             mask_bytes += mask.numel() * mask.element_size()
         elif key.endswith("_mask") and isinstance(state_dict.get(key[: -len("_mask")] + "_orig"), Tensor):
             continue  # described with its _orig

@@ -20,7 +20,10 @@ pruneplug's core and registry, so they also get its fixes:
 * pruning again ranks the tensor's current values (``weight_orig * weight_mask``),
   not torch's copy from the last forward (stale after an optimizer step);
 * masks must be binary and may never un-prune entries (checked, with an
-  error that names the module, tensor and method).
+  error that names the module, tensor and method);
+* a tied parameter listed twice in ``global_unstructured`` (an embedding and
+  the output layer sharing one weight) gets a warning -- it is ranked twice
+  and its two uses end up with different masks, as in torch.
 
 What stays exactly torch's: masks in the weight's dtype, ``module.weight``
 stored as an attribute and recomputed by the hook before every forward. The
@@ -34,7 +37,6 @@ L1Unstructured.compute_mask")`` reaches them too: torch's own test suite for
 from __future__ import annotations
 
 import numbers
-import types
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -83,9 +85,9 @@ __all__ = [
 class _TorchTwin:
     """Mixin making a pruneplug method class stand in for torch's class of the same name.
 
-    The class built by :func:`_twin` subclasses both pruneplug's strategy
-    (whose code runs) and torch's class (so ``isinstance`` checks written for
-    torch hold). While torch's ``compute_mask`` is replaced -- typically by
+    A compat class subclasses this mixin, pruneplug's strategy (whose code
+    runs) and torch's class (so ``isinstance`` checks written for torch
+    hold). While torch's ``compute_mask`` is replaced -- typically by
     ``mock.patch`` in a test written for torch -- the replacement is called
     instead, exactly as it would be under torch; otherwise torch's code is
     never used.
@@ -93,16 +95,33 @@ class _TorchTwin:
 
     _torch_class: ClassVar[type[torch_prune.BasePruningMethod]]
     _torch_compute_mask: ClassVar[object]
+    _pruneplug_class: ClassVar[type[BasePruningMethod]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_torch_class" not in vars(cls):
+            return  # a user's subclass of a compat class: inherits its twin's settings
+        cls._torch_compute_mask = cls._torch_class.__dict__["compute_mask"]
+        cls._pruneplug_class = next(base for base in cls.__mro__[1:] if issubclass(base, BasePruningMethod))
+        if getattr(cls._pruneplug_class, "_own_compute_mask", None) is None:
+            cls._own_compute_mask = None  # type: ignore[assignment]  # no selection shortcut to keep
 
     @classmethod
-    def torch_override(cls) -> Any:
+    def _torch_override(cls) -> Any:
         """torch's ``compute_mask`` if something replaced it since import, else ``None``."""
         current = cls._torch_class.__dict__.get("compute_mask")
         return None if current is cls._torch_compute_mask else current
 
+    @classmethod
+    def _mask_replaced(cls) -> bool:
+        """Whether torch's or pruneplug's ``compute_mask`` of this class is replaced (then no shortcuts)."""
+        ours = cls._pruneplug_class
+        own = getattr(ours, "_own_compute_mask", None)
+        return cls._torch_override() is not None or (own is not None and ours.compute_mask is not own)
+
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """pruneplug's mask, or the replacement of torch's ``compute_mask`` if there is one."""
-        override = self.torch_override()
+        override = self._torch_override()
         if override is None:
             mask: Tensor = super().compute_mask(t, default_mask)  # type: ignore[misc]
             return mask
@@ -111,29 +130,43 @@ class _TorchTwin:
         replaced: Tensor = bound(t, default_mask=default_mask)
         return replaced
 
-    _own_compute_mask = compute_mask  # selection shortcuts stay on unless torch's method is replaced
+    _own_compute_mask = compute_mask  # selection shortcuts stay on unless a compute_mask is replaced
 
 
-def _twin(ours: type[BasePruningMethod]) -> Any:
-    theirs = getattr(torch_prune, ours.__name__)
-    namespace = {
-        "__module__": __name__,
-        "__qualname__": ours.__name__,
-        "__doc__": ours.__doc__,
-        "_torch_class": theirs,
-        "_torch_compute_mask": theirs.__dict__["compute_mask"],
-    }
-    if getattr(ours, "_own_compute_mask", None) is None:
-        namespace["_own_compute_mask"] = None
-    return types.new_class(ours.__name__, (_TorchTwin, ours, theirs), exec_body=lambda ns: ns.update(namespace))
+class Identity(_TorchTwin, strategies.Identity, torch_prune.Identity):
+    """Prune nothing: reparametrize with a mask of ones (torch's ``Identity``)."""
+
+    _torch_class = torch_prune.Identity
 
 
-Identity = _twin(strategies.Identity)
-RandomUnstructured = _twin(strategies.RandomUnstructured)
-L1Unstructured = _twin(strategies.L1Unstructured)
-RandomStructured = _twin(strategies.RandomStructured)
-LnStructured = _twin(strategies.LnStructured)
-CustomFromMask = _twin(strategies.CustomFromMask)
+class RandomUnstructured(_TorchTwin, strategies.RandomUnstructured, torch_prune.RandomUnstructured):
+    """Prune ``amount`` random still-unpruned entries, drawing as torch's ``RandomUnstructured`` does."""
+
+    _torch_class = torch_prune.RandomUnstructured
+
+
+class L1Unstructured(_TorchTwin, strategies.L1Unstructured, torch_prune.L1Unstructured):
+    """Prune the ``amount`` smallest-magnitude still-unpruned entries (torch's ``L1Unstructured``)."""
+
+    _torch_class = torch_prune.L1Unstructured
+
+
+class RandomStructured(_TorchTwin, strategies.RandomStructured, torch_prune.RandomStructured):
+    """Prune ``amount`` random still-alive slices along ``dim`` (torch's ``RandomStructured``)."""
+
+    _torch_class = torch_prune.RandomStructured
+
+
+class LnStructured(_TorchTwin, strategies.LnStructured, torch_prune.LnStructured):
+    """Prune the ``amount`` lowest-L``n``-norm still-alive slices along ``dim`` (torch's ``LnStructured``)."""
+
+    _torch_class = torch_prune.LnStructured
+
+
+class CustomFromMask(_TorchTwin, strategies.CustomFromMask, torch_prune.CustomFromMask):
+    """Prune with a given 0/1 mask (torch's ``CustomFromMask``)."""
+
+    _torch_class = torch_prune.CustomFromMask
 
 
 def identity(module: nn.Module, name: str) -> nn.Module:
@@ -212,8 +245,8 @@ def global_unstructured(
         raise InvalidParametersError("global_unstructured(): parameters is empty; nothing to prune")
     if len({(id(module), name) for module, name in targets}) != len(targets):
         raise InvalidTargetError("global_unstructured(): a (module, name) pair is listed more than once")
-    states = [tensor_state(module, name) for module, name in targets]
-    check_untied(states)
+    states = [tensor_state(module, name, whole_tensors_only=False) for module, name in targets]
+    check_untied(states, like_torch=True)
     importance = []
     for (module, name), state in zip(targets, states):
         scores = importance_scores.get((module, name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -386,22 +387,40 @@ def test_tied_parameters_are_refused_by_global_pruning() -> None:
     """One Parameter reached through two modules would be ranked twice and untied."""
     embedding, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
     head.weight = embedding.weight
-    for prune_global in (
-        lambda targets: pruneplug.prune_global(targets, "l1_unstructured", amount=10),
-        lambda targets: compat.global_unstructured(targets, compat.L1Unstructured, amount=10),
-    ):
-        with pytest.raises(pruneplug.InvalidTargetError, match="Embedding.weight and Linear.weight are one tied"):
-            prune_global([(embedding, "weight"), (head, "weight")])
-        assert not pruneplug.is_pruned(embedding) and not pruneplug.is_pruned(head)
+    with pytest.raises(pruneplug.InvalidTargetError, match="Embedding.weight and Linear.weight are one tied"):
+        pruneplug.prune_global([(embedding, "weight"), (head, "weight")], "l1_unstructured", amount=10)
+    assert not pruneplug.is_pruned(embedding) and not pruneplug.is_pruned(head)
+
+
+def test_compat_warns_about_tied_parameters_and_does_what_torch_does() -> None:
+    pairs = []
+    for _ in range(2):
+        embedding, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+        head.weight = embedding.weight
+        pairs.append((embedding, head))
+    with torch.no_grad():
+        pairs[1][0].weight.copy_(pairs[0][0].weight)
+    torch_prune.global_unstructured([(m, "weight") for m in pairs[0]], torch_prune.L1Unstructured, amount=10)
+    with pytest.warns(UserWarning, match="one tied parameter"):
+        compat.global_unstructured([(m, "weight") for m in pairs[1]], compat.L1Unstructured, amount=10)
+    for theirs, ours in zip(*pairs):
+        assert torch.equal(theirs.weight_mask, ours.weight_mask)
 
 
 def test_the_parts_of_a_pruned_tensor_are_not_targets() -> None:
+    """Natively refused (it breaks the module); compat lets it through, as torch does."""
     layer = nn.Linear(4, 3)
     pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
     for part in ("weight_orig", "weight_mask"):
         with pytest.raises(pruneplug.InvalidTargetError, match="prune 'weight' itself"):
             pruneplug.prune(layer, part, "l1_unstructured", amount=2)
     assert int((~layer.weight_mask).sum()) == 2
+    torch_layer = nn.Linear(4, 3)
+    for lib in (torch_prune, compat):
+        module = copy.deepcopy(torch_layer)
+        lib.l1_unstructured(module, "weight", amount=2)
+        lib.l1_unstructured(module, "weight_orig", amount=2)
+        assert module(torch.ones(1, 4)).shape == (1, 3)
 
 
 def test_remove_suggests_the_pruned_name() -> None:

@@ -95,6 +95,34 @@ def test_a_dtype_round_trip_never_serves_the_old_weight() -> None:
             assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
 
 
+def test_a_new_storage_at_the_old_address_is_seen() -> None:
+    """Two storages over one buffer share an address: the storage object, not the pointer, decides."""
+    layer = nn.Linear(4, 4).eval()
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    memory = bytearray(64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frombuffer on a bytearray warns that it is not read-only
+        first = torch.frombuffer(memory, dtype=torch.float32).view(4, 4)
+        first.fill_(1.0)
+        layer.weight_orig.data = first
+        layer(torch.randn(1, 4))
+        second = torch.frombuffer(memory, dtype=torch.float32).view(4, 4)
+        first.fill_(2.0)
+        layer.weight_orig.data = second
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_parameter_subclasses_are_cached_too() -> None:
+    class MyParameter(nn.Parameter):
+        pass
+
+    layer = nn.Linear(8, 8).eval()
+    layer.weight = MyParameter(layer.weight.detach().clone())
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+    with torch.no_grad():
+        assert layer.weight is layer.weight
+
+
 def test_an_unhashable_strategy_still_runs_in_eval(registry: pruneplug.Registry) -> None:
     class FirstK(torch_prune.BasePruningMethod):
         PRUNING_TYPE = "unstructured"

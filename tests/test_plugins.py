@@ -485,6 +485,43 @@ def test_blocking_by_distribution_name_and_unknown_names(site: Site, installed: 
     assert plugin_info(registry, RAISES_ON_IMPORT.plugin).status == "blocked" and "nm" in names
     messages = [str(w.message) for w in caught if issubclass(w.category, pruneplug.PluginLoadWarning)]
     assert len(messages) == 1 and "names 'pruneplug-no-such-thing', which is no installed plugin" in messages[0]
+    spelt_otherwise, _ = load_blocking(["PrunePlug_NM"])  # distribution names compare as pip compares them
+    assert plugin_info(spelt_otherwise, "nm").status == "blocked"
+
+
+def load_blocking(blocked: list[str]) -> tuple[pruneplug.Registry, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = pruneplug.Registry(blocked=blocked)
+        registry.names()
+    return registry, [str(w.message) for w in caught if issubclass(w.category, pruneplug.PluginLoadWarning)]
+
+
+def test_blocking_one_of_two_distributions_with_one_entry_point_name(site: Site, installed: dict[str, str]) -> None:
+    """Two distributions both naming their entry point ``dup``: block either by its distribution name."""
+    for letter in "ab":
+        source = f"""
+            import pruneplug
+
+            class Dup{letter.upper()}(pruneplug.BasePruningMethod):
+                PRUNING_TYPE = "unstructured"
+                name = "dup_{letter}"
+
+                def compute_mask(self, t, default_mask):
+                    return default_mask
+
+            @pruneplug.hookimpl
+            def pruneplug_add_strategies():
+                return [Dup{letter.upper()}]
+            """
+        install(site.root, f"dist-{letter}", "1.0", {"dup": f"dup_{letter}"}, {f"dup_{letter}.py": source})
+    both, messages = load_blocking([])
+    assert len([n for n in both.names() if n.startswith("dup_")]) == 1 and "already taken" in messages[0]
+    for blocked, kept in (("dist-a", "dup_b"), ("dist-b", "dup_a")):
+        registry, messages = load_blocking([blocked])
+        assert messages == [] and [n for n in registry.names() if n.startswith("dup_")] == [kept]
+        statuses = sorted((p.distribution, p.status) for p in registry.plugins() if p.name.startswith("dup"))
+        assert statuses == sorted([(blocked, "blocked"), ("dist-" + kept[-1], "ok")])
 
 
 SPEC_HANDED_OVER = FakePlugin(

@@ -181,15 +181,16 @@ def _validated(rule: Rule, index: int) -> BaseModel:
         raise PlanError(error.reason, rule=index, field="strategy") from error
 
 
-def _check_fit(rule: Rule, index: int, targets: Sequence[Target]) -> None:
-    """``dim`` indexes every tensor, and an int ``amount`` is no more than what is left to prune."""
+def _check_fit(rule: Rule, index: int, targets: Sequence[Target], owners: dict[int, str]) -> None:
+    """``dim`` indexes every tensor, an int ``amount`` is no more than what is left to prune, and no
+    parameter is reached under two names (``owners``: parameter id -> the name it was first selected by,
+    shared by all the rules of a plan)."""
     spec = strategy_for(rule.strategy)
     params = _validated(rule, index)
     amount: Any = getattr(params, "amount", None)
     dim: Any = getattr(params, "dim", None)
     counts = isinstance(amount, int) and not isinstance(amount, bool)
     total = 0
-    owners: dict[int, str] = {}
     for target in targets:
         try:
             state = tensor_state(target.module, target.tensor)
@@ -234,18 +235,23 @@ def _check_fit(rule: Rule, index: int, targets: Sequence[Target]) -> None:
         )
 
 
-def resolve_rule(model: nn.Module, rule: Rule, index: int) -> ResolvedRule:
-    """What ``rule`` selects in ``model`` now, checked (raises :class:`PlanError`)."""
+def resolve_rule(model: nn.Module, rule: Rule, index: int, owners: dict[int, str] | None = None) -> ResolvedRule:
+    """What ``rule`` selects in ``model`` now, checked (raises :class:`PlanError`).
+
+    ``owners`` carries the parameters earlier rules selected, so that a tied
+    parameter selected under another name by a later rule is caught too.
+    """
     try:
         targets = _select(model, rule)
     except _Miss as miss:
         if rule.optional:
             return ResolvedRule(index, rule, (), skipped=f"{miss.field}: {miss.message}")
         raise PlanError(miss.message, rule=index, field=miss.field) from None
-    _check_fit(rule, index, targets)
+    _check_fit(rule, index, targets, {} if owners is None else owners)
     return ResolvedRule(index, rule, tuple(targets))
 
 
 def resolve_plan(model: nn.Module, plan: Plan) -> list[ResolvedRule]:
     """Resolve and check every rule of ``plan`` against ``model``, changing nothing."""
-    return [resolve_rule(model, rule, index) for index, rule in enumerate(plan.rules)]
+    owners: dict[int, str] = {}
+    return [resolve_rule(model, rule, index, owners) for index, rule in enumerate(plan.rules)]

@@ -118,6 +118,12 @@ def test_report_reads_float8_checkpoints(folder: Path, capsys: pytest.CaptureFix
     status, out, err = run(capsys, "report", "fp8.safetensors", "--json")
     assert status == 0, err
     assert json.loads(out)["tensors"][0]["zeros"] == 2
+    mask = torch.tensor([[True, False], [True, True]])
+    save_file({"weight_orig": weight, "weight_mask": mask}, folder / "fp8-masked.safetensors")
+    status, out, err = run(capsys, "report", "fp8-masked.safetensors", "--json")
+    assert status == 0, err
+    (tensor,) = json.loads(out)["tensors"]
+    assert (tensor["name"], tensor["zeros"], tensor["status"]) == ("weight", 3, "masked")
 
 
 def test_report_without_a_model_counts_a_stored_masked_copy_once(

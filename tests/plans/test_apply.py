@@ -325,6 +325,10 @@ def test_a_tied_parameter_selected_twice_is_refused(registry: pruneplug.Registry
         with pytest.raises(PlanError, match=r"rules\[0\]\.modules: 0\.weight and 1\.weight are one tied parameter"):
             apply_plan(model, {"rules": [rule]})
         assert not pruneplug.is_pruned(model)
+    split = [{"strategy": "l1_unstructured", "modules": [name], "params": {"amount": 0.5}} for name in ("0", "1")]
+    with pytest.raises(PlanError, match=r"rules\[1\]\.modules: 0\.weight and 1\.weight are one tied parameter"):
+        apply_plan(model, {"rules": split})
+    assert not pruneplug.is_pruned(model)
     rule = {"strategy": "l1_unstructured", "exclude": ["1"], "params": {"amount": 0.5}}
-    apply_plan(model, {"rules": [rule]})
+    apply_plan(model, {"rules": [rule, rule]})  # the same name twice is iterative pruning, not a tie
     assert pruneplug.is_pruned(model[0]) and not pruneplug.is_pruned(model[1])

@@ -223,3 +223,10 @@ def test_a_byte_order_mark_is_not_part_of_the_plan(registry: pruneplug.Registry,
     path = tmp_path / "plan.json"
     path.write_text('{"rules": [{"strategy": "identity"}]}', encoding="utf-8-sig")
     assert load_plan(path).rules[0].strategy == "identity"
+
+
+def test_yaml_writer_quotes_strings_that_would_read_back_as_floats(registry: pruneplug.Registry) -> None:
+    plan = parse_plan({"rules": [{"strategy": "identity", "description": "1e3", "modules": ["5e-1"]}]})
+    text = dumps_plan(plan, "yaml")
+    assert "'1e3'" in text and "'5e-1'" in text
+    assert loads_plan(text, "yaml") == plan
