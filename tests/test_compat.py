@@ -434,6 +434,16 @@ def test_patching_torchs_method_reaches_an_iterative_prune() -> None:
     assert torch.equal(module.weight_mask, expected)
 
 
+def test_patching_pruneplugs_own_class_reaches_an_iterative_compat_prune() -> None:
+    module = nn.Linear(6, 4)
+    compat.l1_unstructured(module, "weight", amount=3)
+    with mock.patch("pruneplug.strategies.L1Unstructured.compute_mask") as compute_mask:
+        compute_mask.return_value = torch.ones(21)
+        compat.l1_unstructured(module, "weight", amount=5)
+    compute_mask.assert_called_once()
+    assert int((module.weight_mask == 0).sum()) == 3
+
+
 def test_without_a_patch_torchs_compute_mask_is_never_run() -> None:
     """The twins of torch's classes run pruneplug's selection, not torch's topk-based code."""
     module = nn.Linear(6, 4)

@@ -149,6 +149,8 @@ def test_parametrize_on_top_of_pruning_survives_remove() -> None:
     pruneplug.remove(layer, "bias")
     x = torch.randn(2, 4)
     assert torch.allclose(layer(x), x @ (2 * layer.parametrizations.weight.original).T + layer.bias)
+    nn.utils.parametrize.remove_parametrizations(layer, "weight")
+    assert type(layer) is nn.Linear  # both undone: the class is the original again
 
 
 def test_pruning_a_parametrized_module_keeps_parametrize_removable() -> None:
