@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -55,32 +56,26 @@ NATIVE = Flavor(
     global_l1=lambda params, amount: pruneplug.prune_global(params, "l1_unstructured", amount=amount),
     mask_dtype=torch.bool,
 )
-COMPAT = Flavor(
-    "compat",
-    random_structured=lambda m, name, amount, dim: compat.random_structured(m, name=name, amount=amount, dim=dim),
-    ln_structured=lambda m, name, amount, n, dim: compat.ln_structured(m, name=name, amount=amount, n=n, dim=dim),
-    random_unstructured=lambda m, name, amount: compat.random_unstructured(m, name=name, amount=amount),
-    l1_unstructured=lambda m, name, amount: compat.l1_unstructured(m, name=name, amount=amount),
-    remove=lambda m, name: compat.remove(m, name),
-    global_l1=lambda params, amount: compat.global_unstructured(
-        params, pruning_method=compat.L1Unstructured, amount=amount
-    ),
-    mask_dtype=torch.float32,
-)
 
 
-TORCH = Flavor(
-    "torch",
-    random_structured=lambda m, name, amount, dim: torch_prune.random_structured(m, name=name, amount=amount, dim=dim),
-    ln_structured=lambda m, name, amount, n, dim: torch_prune.ln_structured(m, name=name, amount=amount, n=n, dim=dim),
-    random_unstructured=lambda m, name, amount: torch_prune.random_unstructured(m, name=name, amount=amount),
-    l1_unstructured=lambda m, name, amount: torch_prune.l1_unstructured(m, name=name, amount=amount),
-    remove=lambda m, name: torch_prune.remove(m, name),
-    global_l1=lambda params, amount: torch_prune.global_unstructured(
-        params, pruning_method=torch_prune.L1Unstructured, amount=amount
-    ),
-    mask_dtype=torch.float32,
-)
+def torch_api_flavor(name: str, lib: Any) -> Flavor:
+    """The tutorial's calls through a module with torch's API (torch's own, or ``pruneplug.compat``)."""
+    return Flavor(
+        name,
+        random_structured=lambda m, name, amount, dim: lib.random_structured(m, name=name, amount=amount, dim=dim),
+        ln_structured=lambda m, name, amount, n, dim: lib.ln_structured(m, name=name, amount=amount, n=n, dim=dim),
+        random_unstructured=lambda m, name, amount: lib.random_unstructured(m, name=name, amount=amount),
+        l1_unstructured=lambda m, name, amount: lib.l1_unstructured(m, name=name, amount=amount),
+        remove=lambda m, name: lib.remove(m, name),
+        global_l1=lambda params, amount: lib.global_unstructured(
+            params, pruning_method=lib.L1Unstructured, amount=amount
+        ),
+        mask_dtype=torch.float32,
+    )
+
+
+COMPAT = torch_api_flavor("compat", compat)
+TORCH = torch_api_flavor("torch", torch_prune)
 
 
 def same_as_torch(steps: Callable[[Flavor, nn.Module], None], flavor: Flavor) -> None:
