@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
+from hypothesis import given, settings, strategies as st
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -144,3 +145,70 @@ def test_an_unhashable_strategy_still_runs_in_eval(registry: pruneplug.Registry)
     with torch.no_grad():
         out = layer(torch.ones(1, 4))
     assert torch.allclose(out, torch.ones(1, 4) @ (layer.weight_orig * layer.weight_mask).T + layer.bias)
+
+
+# --- never stale, whatever happens in between ------------------------------------------------------
+
+OPERATIONS = [
+    "scale in place",
+    "copy_ new values",
+    "replace .data",
+    "transpose .data",
+    "dtype round trip",
+    "optimizer step",
+    "prune again",
+    "load_state_dict",
+    "train then eval",
+    "read in inference mode",
+]
+
+
+@given(st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=8))
+@settings(max_examples=60)
+def test_eval_reads_always_equal_orig_times_mask(operations: list[str]) -> None:
+    """After any sequence of changes, an eval/no-grad read is ``weight_orig * weight_mask`` at that moment."""
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 6)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    snapshot = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(2, 6)
+    layer.eval()
+
+    def check() -> None:
+        with torch.no_grad():
+            expected = layer.weight_orig * layer.weight_mask
+            assert torch.equal(layer.weight, expected)
+            assert torch.allclose(layer(x), x @ expected.T + layer.bias)
+
+    check()
+    for operation in operations:
+        with torch.no_grad():
+            if operation == "scale in place":
+                layer.weight_orig.mul_(1.5)
+            elif operation == "copy_ new values":
+                layer.weight_orig.copy_(torch.randn(6, 6))
+            elif operation == "replace .data":
+                layer.weight_orig.data = torch.randn(6, 6)
+            elif operation == "transpose .data":
+                layer.weight_orig.data = layer.weight_orig.data.t()
+            elif operation == "dtype round trip":
+                layer.double().float()
+            elif operation == "prune again" and int(layer.weight_mask.sum()) > 2:
+                pruneplug.prune(layer, "weight", "l1_unstructured", amount=1)
+            elif operation == "load_state_dict":
+                layer.load_state_dict({**snapshot, "weight_mask": layer.weight_mask}, strict=False)
+        if operation == "optimizer step":
+            layer.train()
+            optimizer.zero_grad()
+            layer(x).sum().backward()
+            optimizer.step()
+            layer.eval()
+        elif operation == "train then eval":
+            layer.train()
+            layer(x)
+            layer.eval()
+        elif operation == "read in inference mode":
+            with torch.inference_mode():
+                assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+        check()
