@@ -49,7 +49,9 @@ def _plan(model: nn.Module, state_dict: Mapping[str, object]) -> tuple[list[Pend
     return pendings, renamed
 
 
-def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True) -> nn.Module:
+def load_pruned_state_dict(
+    model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True, assign: bool = False
+) -> nn.Module:
     """Load a (possibly pruned) state_dict, setting up pruning wherever it has masks.
 
     For every parameter ``p`` the checkpoint stores as ``p_orig`` + ``p_mask``
@@ -61,7 +63,23 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
     fit leaves the model exactly as it was. (A module's own
     ``_load_from_state_dict`` that fails part-way is torch's to undo.)
 
+    Args:
+        model: the model to load into, pruned or not.
+        state_dict: from pruneplug or from ``torch.nn.utils.prune``.
+        strict: as in ``load_state_dict``: every key of the model must be in
+            ``state_dict`` and no other.
+        assign: as in ``load_state_dict``: the checkpoint's tensors become
+            the model's (new parameter objects), instead of being copied
+            into them. This is how a model built on the ``meta`` device --
+            large models are, to avoid allocating their weights twice --
+            gets its weights and masks.
+
     Returns ``model``.
+
+    Raises:
+        InvalidTargetError: ``model`` or ``state_dict`` is not one, or the
+            state_dict does not fit the model (keys, shapes).
+        InvalidMaskError: a mask is misshapen or not 0/1.
     """
     if not isinstance(model, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -109,7 +127,7 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, object], *
     snapshots = [ModuleSnapshot(p.state.module) for p in pendings]
     commit(pendings)
     try:
-        model.load_state_dict(state_dict, strict=strict)
+        model.load_state_dict(state_dict, strict=strict, assign=assign)
     except BaseException:
         for snapshot in snapshots:
             snapshot.restore()

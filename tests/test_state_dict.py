@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -228,3 +229,21 @@ def test_a_value_that_is_not_a_tensor_is_refused_before_anything_is_loaded() -> 
         pruneplug.load_pruned_state_dict(fresh, state)
     assert not pruneplug.is_pruned(fresh)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())
+
+
+def test_assign_loads_a_pruned_checkpoint_into_a_model_built_on_meta() -> None:
+    """Large models are built on ``meta`` and given their weights with ``assign=True``; masks come along."""
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+    pruneplug.prune_global([(source[0], "weight"), (source[1], "weight")], "l1_unstructured", amount=0.5)
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a load into meta tensors does nothing
+        pruneplug.load_pruned_state_dict(model, checkpoint, assign=True)
+    assert model[0].weight_orig.device.type == "cpu" and model[0].weight_mask.dtype == torch.bool
+    assert model[0].weight_orig is not None and isinstance(model[0].weight_orig, nn.Parameter)
+    x = torch.randn(3, 8)
+    assert torch.equal(model(x), source(x))
+    assert pruneplug.is_pruned(model[0]) and pruneplug.is_pruned(model[1])
