@@ -225,12 +225,10 @@ def check_untied(states: Sequence[TensorState], *, like_torch: bool = False) -> 
         if first is not state:
             problem = (
                 f"{first.module_type}.{first.name} and {state.module_type}.{state.name} are one tied parameter; "
-                "list it once (pruning one use masks only that module's use of it)"
+                "list it once (listed twice, its entries are ranked twice and `amount` counts each of them twice)"
             )
             if like_torch:
-                warnings.warn(
-                    f"{problem}. As torch does, it is ranked twice and the uses get different masks", stacklevel=3
-                )
+                warnings.warn(f"{problem}. Going on as torch does", stacklevel=3)
                 return
             raise InvalidTargetError(problem, module_type=state.module_type, tensor=state.name)
 

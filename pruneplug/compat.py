@@ -22,8 +22,8 @@ pruneplug's core and registry, so they also get its fixes:
 * masks must be binary and may never un-prune entries (checked, with an
   error that names the module, tensor and method);
 * a tied parameter listed twice in ``global_unstructured`` (an embedding and
-  the output layer sharing one weight) gets a warning -- it is ranked twice
-  and its two uses end up with different masks, as in torch.
+  the output layer sharing one weight) gets a warning -- as in torch, its
+  entries are ranked twice, so ``amount`` counts each of them twice.
 
 What stays exactly torch's: masks in the weight's dtype, ``module.weight``
 stored as an attribute and recomputed by the hook before every forward. The

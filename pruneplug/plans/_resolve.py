@@ -201,7 +201,7 @@ def _check_fit(rule: Rule, index: int, targets: Sequence[Target], owners: dict[i
         if first != target.name:
             raise PlanError(
                 f"{first} and {target.name} are one tied parameter; select it once (add one of them to "
-                "'exclude'): pruning each use would mask them differently and untie them",
+                "'exclude'): selected twice, it would be counted twice, or its uses masked differently (untied)",
                 rule=index,
                 field="modules",
             )
