@@ -578,8 +578,6 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
 
 def remove_pruning(module: nn.Module, name: str) -> None:
     """Make ``module.<name>``'s pruning permanent and drop its hook (pruneplug's or torch's)."""
-    from ._serialization import uninstall_support
-
     found = find_hook(module, name)
     if found is None:
         pruned = [getattr(h, "_tensor_name", "?") for _, h in pruning_hooks(module)]
@@ -593,9 +591,7 @@ def remove_pruning(module: nn.Module, name: str) -> None:
     key, hook = found
     unreparametrize(module, hook)
     del module._forward_pre_hooks[key]
-    forget(hook)
-    if not pruning_hooks(module):
-        uninstall_support(module)
+    forget(hook)  # (unreparametrize already dropped the load post-hook if this was the last pruned tensor)
 
 
 def pruned_tensors(module: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:

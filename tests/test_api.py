@@ -455,3 +455,15 @@ def test_lookups_refuse_what_they_cannot_answer() -> None:
         pruneplug.pruning_history(3, "weight")  # type: ignore[arg-type]
     with pytest.raises(pruneplug.StrategyNotFoundError, match="built-ins and plugins stay"):
         pruneplug.unregister("l1_unstructured")
+
+
+@pytest.mark.parametrize("remove", [pruneplug.remove, torch_prune.remove], ids=["pruneplug", "torch"])
+def test_removing_the_last_pruned_tensor_leaves_no_load_hook(remove) -> None:  # type: ignore[no-untyped-def]
+    layer = nn.Linear(4, 3)
+    before = len(layer._load_state_dict_post_hooks)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+    pruneplug.prune(layer, "bias", "l1_unstructured", amount=1)
+    remove(layer, "weight")
+    assert len(layer._load_state_dict_post_hooks) == before + 1  # the bias is still pruned
+    remove(layer, "bias")
+    assert len(layer._load_state_dict_post_hooks) == before and type(layer) is nn.Linear
