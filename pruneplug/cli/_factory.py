@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parameter import is_lazy
 
 from .._errors import close_matches_hint
@@ -73,19 +73,16 @@ def build_model(spec: str) -> nn.Module:
 
 def _check_materialized(model: nn.Module, spec: str) -> None:
     """Refuse models whose tensors hold no data: lazy modules before their first forward, meta tensors."""
-    lazy = [name for name, tensor in _tensors(model) if is_lazy(tensor)]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    lazy = [name for name, tensor in tensors if is_lazy(tensor)]
     if lazy:
         raise BadInput(
             f"--model {spec!r}: the model has uninitialized (lazy) tensors: {', '.join(lazy[:5])}; "
             "give their sizes when building it, or run one forward pass inside the factory"
         )
-    meta = [name for name, tensor in _tensors(model) if tensor.is_meta]
+    meta = [name for name, tensor in tensors if tensor.is_meta]
     if meta:
         raise BadInput(
             f"--model {spec!r}: the model has tensors on the meta device (no data): {', '.join(meta[:5])}; "
             "the factory must build the model on the CPU"
         )
-
-
-def _tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    return [*model.named_parameters(), *model.named_buffers()]
