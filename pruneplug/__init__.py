@@ -54,6 +54,7 @@ from ._errors import (
     UnsupportedNormError as UnsupportedNormError,
 )
 from ._method import BasePruningMethod as BasePruningMethod
+from ._packed import PackedMask as PackedMask
 from ._params import StrategyParams as StrategyParams
 from ._registry import (
     PluginInfo as PluginInfo,
@@ -64,9 +65,11 @@ from ._registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
+from ._reparam import MaskStorage as MaskStorage
 from ._report import Report as Report, report as report, tensor_histories as tensor_histories
 from ._scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
 from ._state_dict import load_pruned_state_dict as load_pruned_state_dict
+from ._storage import pack_masks as pack_masks, unpack_masks as unpack_masks
 from .hookspecs import hookimpl as hookimpl
 from .plans import Plan as Plan, PlanError as PlanError, Rule as Rule, apply_plan as apply_plan, load_plan as load_plan
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
@@ -84,6 +87,10 @@ __all__ = [
     "pruning_history",
     "refresh",
     "load_pruned_state_dict",
+    "pack_masks",
+    "unpack_masks",
+    "PackedMask",
+    "MaskStorage",
     # plans, checkpoints, reports
     "Plan",
     "Rule",

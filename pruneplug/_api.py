@@ -32,9 +32,12 @@ from ._errors import (
     StrategyNotFoundError,
 )
 from ._global import global_masks
+from ._packed import PackedMask, plain
 from ._registry import KINDS, StrategySpec, get_registry, strategy_spec
 from ._reparam import (
+    MASK_STORAGES,
     NATIVE_POLICY,
+    MaskStorage,
     PendingPrune,
     TensorState,
     check_importance_scores,
@@ -104,7 +107,16 @@ def _context(module: nn.Module, name: str | None, spec_name: str | None) -> dict
     }
 
 
-def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
+def _check_storage(mask_storage: object) -> MaskStorage | None:
+    if mask_storage is not None and mask_storage not in MASK_STORAGES:
+        raise InvalidParametersError(
+            f"mask_storage must be one of {', '.join(map(repr, MASK_STORAGES))} (or None: keep it as it is), "
+            f"got {mask_storage!r}"
+        )
+    return mask_storage  # type: ignore[return-value]
+
+
+def _plan_bias(pending: PendingPrune, label: str, storage: MaskStorage | None) -> PendingPrune | None:
     """The bias prune that goes with a structured prune of ``weight`` (``prune_bias=True``)."""
     state = pending.state
     module, hook = state.module, pending.hook
@@ -126,7 +138,7 @@ def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
             **context,
         )
     bias_state = tensor_state(module, "bias")
-    channels = alive_slices(pending.alive, out_dim)
+    channels = alive_slices(plain(pending.alive), out_dim)
     if bias_state.orig.shape != channels.shape:
         raise InvalidParametersError(
             f"prune_bias=True but the bias has shape {tuple(bias_state.orig.shape)}, not ({channels.numel()},)",
@@ -139,7 +151,9 @@ def _plan_bias(pending: PendingPrune, label: str) -> PendingPrune | None:
     if not bool((~new_mask).any()) and not bias_state.pruned:
         return None
     record = PrecomputedMask(new_mask, f"bias of the output channels pruned from weight by {label}")
-    return plan_prune(module, "bias", record, mask=new_mask, policy=NATIVE_POLICY, label=label)
+    if storage is None and isinstance(pending.mask, PackedMask):
+        storage = "packed"  # the bias is stored as the weight is
+    return plan_prune(module, "bias", record, mask=new_mask, policy=NATIVE_POLICY, label=label, storage=storage)
 
 
 def prune(
@@ -148,6 +162,7 @@ def prune(
     strategy: StrategyLike,
     *,
     importance_scores: Tensor | None = None,
+    mask_storage: MaskStorage | None = None,
     **params: Any,
 ) -> nn.Module:
     """Prune tensor ``name`` of ``module`` with a strategy; returns ``module``.
@@ -166,6 +181,11 @@ def prune(
             :class:`StrategySpec`, or a strategy class or instance.
         importance_scores: rank by these instead of the tensor's values
             (same shape), for strategies that rank.
+        mask_storage: ``"bool"`` (a ``torch.bool`` mask) or ``"packed"``
+            (a :class:`PackedMask`, one bit per entry: 1/32 of fp32
+            weights); default: as the tensor's mask is stored now, ``"bool"``
+            for a tensor not pruned yet. ``prune_bias=True`` stores the bias
+            mask the same way.
         **params: the strategy's parameters, validated by its pydantic model
             before anything is touched (e.g. ``amount=0.3``, ``dim=0``).
 
@@ -193,13 +213,20 @@ def prune(
         label = spec.name
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
+        storage = _check_storage(mask_storage)
         method = _instantiate(strategy, spec, params)
         pending = plan_prune(
-            module, name, method, importance_scores=importance_scores, policy=NATIVE_POLICY, label=spec.name
+            module,
+            name,
+            method,
+            importance_scores=importance_scores,
+            policy=NATIVE_POLICY,
+            label=spec.name,
+            storage=storage,
         )
         pendings = [pending]
         if getattr(method, "prune_bias", False):
-            bias = _plan_bias(pending, spec.name)
+            bias = _plan_bias(pending, spec.name, storage)
             if bias is not None:
                 pendings.append(bias)
     except PruneplugError as error:
@@ -266,6 +293,7 @@ def prune_global(
     *,
     amount: int | float | None = None,
     importance_scores: Mapping[tuple[nn.Module, str], Tensor] | None = None,
+    mask_storage: MaskStorage | None = None,
     **params: Any,
 ) -> None:
     """Prune the ``amount`` lowest-importance entries across all ``targets`` together.
@@ -282,6 +310,11 @@ def prune_global(
             strategies that rank; a strategy without ``amount`` takes none).
         importance_scores: optional ``{(module, name): tensor}``; targets
             without an entry are ranked by their own values.
+        mask_storage: ``"bool"`` or ``"packed"`` (see :func:`prune`);
+            default: each target's as it is now, ``"bool"`` for targets not
+            pruned yet. With ``"packed"``, each mask is packed as soon as it
+            is computed, so the extra memory of the whole selection stays
+            near 1/32 of fp32 weights plus one tensor's bool mask.
         **params: the strategy's other parameters.
 
     Each target's history records the selection as one step,
@@ -315,13 +348,15 @@ def prune_global(
             )
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
+        storage = _check_storage(mask_storage)
         method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
         states = [tensor_state(module, name) for module, name in pairs]
+        packed = [storage == "packed" or (storage is None and isinstance(s.mask, PackedMask)) for s in states]
         check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
         alive = [default_alive(state) if state.pruned else None for state in states]
         try:
-            masks = global_masks(states, method, importance, alive)
+            masks = global_masks(states, method, importance, alive, packed=packed)
         except PruneplugError:
             raise
         except Exception as error:
@@ -331,9 +366,15 @@ def prune_global(
         )
         pendings = [
             plan_prune(
-                module, name, PrecomputedMask(mask, description), mask=mask, policy=NATIVE_POLICY, label=spec.name
+                module,
+                name,
+                PrecomputedMask(mask, description),
+                mask=mask,
+                policy=NATIVE_POLICY,
+                label=spec.name,
+                storage="packed" if pack else "bool",
             )
-            for (module, name), mask in zip(pairs, masks)
+            for (module, name), mask, pack in zip(pairs, masks, packed)
         ]
     except PruneplugError as error:
         raise error.add_context(strategy=label) from error.__cause__

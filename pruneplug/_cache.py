@@ -4,7 +4,7 @@ Recomputing ``<name>_orig * <name>_mask`` before every forward doubles the
 cost of inference on the CPU. pruneplug reuses the last result when all of
 these hold:
 
-* the mask is a native (``torch.bool``) mask -- tensors pruned through
+* the mask is a native (``torch.bool``, plain or bit-packed) mask -- tensors pruned through
   :mod:`pruneplug.compat` keep torch's recompute-every-time behaviour;
 * no gradient is wanted (``torch.no_grad()``, ``torch.inference_mode()``, or a
   frozen parameter) and the module is in eval mode;
@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import is_fake
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+from ._packed import storage_of
 
 __all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget"]
 
@@ -77,7 +79,7 @@ def cacheable(orig: Tensor, mask: Tensor) -> bool:
     """Whether a masked tensor of these may be kept at all (see the module's docstring)."""
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
         return False
-    for tensor in (orig, mask):
+    for tensor in (orig, storage_of(mask)):
         if tensor.is_meta or _functorch_wrapped(tensor):
             return False
         if type(tensor) not in _PLAIN_TYPES and (is_fake(tensor) or is_traceable_wrapper_subclass(tensor)):
@@ -98,7 +100,7 @@ def cache_key(orig: Tensor, mask: Tensor) -> tuple[object, ...]:
     return (
         _optimizer_steps,
         id(orig), _version(orig), _where(orig), orig.dtype, orig.device, orig.shape,
-        id(mask), _version(mask), _where(mask), mask.dtype,
+        id(mask), _version(mask), _where(storage_of(mask)), _version(storage_of(mask)), mask.dtype,
     )  # fmt: skip
 
 
@@ -130,7 +132,7 @@ def remember(
     ``hold`` keeps ``value`` alive (lazy modules, where nothing else holds it).
     """
     _watch_optimizers()
-    pins = tuple(StorageWeakRef(source.untyped_storage()) for source in sources)
+    pins = tuple(StorageWeakRef(storage_of(source).untyped_storage()) for source in sources)
     with contextlib.suppress(TypeError):  # a hook that cannot be weakly referenced or hashed is not cached
         _entries[hook] = ((*key, _version(value)), weakref.ref(value), value if hold else None, pins)
 

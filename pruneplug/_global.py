@@ -19,6 +19,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
 from ._container import combine_masks, fast_path
+from ._packed import PackedMask
 from ._reparam import TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
@@ -82,6 +83,8 @@ def global_masks(
     method: torch_prune.BasePruningMethod,
     importance: Sequence[Tensor | None],
     alive: Sequence[Tensor | None],
+    *,
+    packed: Sequence[bool] | None = None,
 ) -> list[Tensor]:
     """New bool masks for every target after pruning ``method.amount`` of their alive entries together.
 
@@ -91,7 +94,15 @@ def global_masks(
         importance: per target, importance scores or ``None`` (use the tensor's values).
         alive: per target, the bool mask of still-unpruned entries, or ``None`` if
             it was never pruned (saves allocating a mask of ones per target).
+        packed: per target, whether to return its mask as a
+            :class:`~pruneplug.PackedMask`, packed as soon as it is computed
+            (so that unpacked masks are never all held at once).
     """
+
+    def finish(index: int, keep: Tensor) -> Tensor:
+        shaped = keep.reshape(states[index].orig.shape)
+        return PackedMask.pack(shaped) if packed is not None and packed[index] else shaped
+
     if fast_path(method) and isinstance(method, UnstructuredStrategy):
         method.prepare_global(
             [(values if values is not None else state.orig).dtype for state, values in zip(states, importance)]
@@ -103,8 +114,9 @@ def global_masks(
             for state, values, live in zip(states, importance, alive):
                 _source(method, values, state, live).read()  # torch draws even when everything goes
         sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
-        kept = keep_highest_across(sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads)
-        return [keep.reshape(state.orig.shape) for state, keep in zip(states, kept)]
+        return keep_highest_across(
+            sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads, finish=finish
+        )
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(
         [
@@ -121,9 +133,9 @@ def global_masks(
     flat_new = combine_masks(method, flat_values, flat_alive)
     out = []
     offset = 0
-    for state in states:
+    for index, state in enumerate(states):
         numel = state.orig.numel()
         # a copy, not a view: each mask must not keep the whole flat vector alive
-        out.append(flat_new[offset : offset + numel].reshape(state.orig.shape).to(torch.bool, copy=True))
+        out.append(finish(index, flat_new[offset : offset + numel].to(torch.bool, copy=True)))
         offset += numel
     return out

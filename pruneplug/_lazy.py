@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune as torch_prune
 
 from ._cache import cache_key, cacheable, held, remember, reusable
+from ._packed import plain
 
 __all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
 
@@ -65,7 +66,7 @@ def masked_tensor(module: nn.Module, name: str) -> Tensor:
     orig: Tensor = getattr(module, name + "_orig")
     mask: Tensor = getattr(module, name + "_mask")
     if mask.dtype == torch.bool:
-        return orig * mask
+        return orig * plain(mask)
     return mask.to(dtype=orig.dtype) * orig
 
 

@@ -25,6 +25,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,10 +46,13 @@ from ._errors import (
 )
 from ._lazy import is_lazy, make_eager, make_lazy, masked_tensor
 from ._method import BasePruningMethod, method_name
+from ._packed import PackedMask, plain
 from ._scores import scoring
 
 __all__ = [
     "MaskPolicy",
+    "MaskStorage",
+    "MASK_STORAGES",
     "NATIVE_POLICY",
     "TORCH_POLICY",
     "TensorState",
@@ -88,6 +92,10 @@ class MaskPolicy(enum.Enum):
 
 NATIVE_POLICY = MaskPolicy.NATIVE
 TORCH_POLICY = MaskPolicy.TORCH
+
+MaskStorage = Literal["bool", "packed"]
+"""How native masks are stored: a ``torch.bool`` byte or one bit per entry (:class:`~pruneplug.PackedMask`)."""
+MASK_STORAGES: tuple[MaskStorage, ...] = ("bool", "packed")
 
 
 # --- reading the state ------------------------------------------------------------------
@@ -303,9 +311,9 @@ def current_values(state: TensorState) -> Tensor:
 
 
 def alive_mask(mask: Tensor, state: TensorState) -> Tensor:
-    """The bool mask of entries still unpruned, from a stored mask of any dtype."""
+    """The bool mask of entries still unpruned, from a stored mask of any dtype (packed masks unpacked)."""
     if mask.dtype == torch.bool:
-        return mask
+        return plain(mask)
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise InvalidMaskError(
             f"the existing {state.name}_mask holds values other than 0 and 1; pruneplug only stacks on binary masks",
@@ -328,7 +336,7 @@ def _default_mask(state: TensorState, policy: MaskPolicy) -> Tensor:
         if not state.pruned:
             return torch.ones_like(state.orig)
         assert state.mask is not None
-        return state.mask.detach().clone(memory_format=torch.contiguous_format)
+        return plain(state.mask.detach()).clone(memory_format=torch.contiguous_format)
     alive = default_alive(state)
     # a copy: the strategy may write into it, and `previous` must stay what it was
     return alive.clone(memory_format=torch.contiguous_format) if state.pruned else alive
@@ -391,11 +399,15 @@ def plan_prune(
     policy: MaskPolicy = NATIVE_POLICY,
     label: str | None = None,
     mask: Tensor | None = None,
+    storage: MaskStorage | None = None,
 ) -> PendingPrune:
     """Compute and check the mask ``method`` gives ``module.<name>``; change nothing.
 
     ``mask`` skips the computation: it is the new mask (already computed, for
     global pruning), only checked. ``label`` names the strategy in errors.
+    ``storage`` is how a native mask is stored (``"bool"`` or ``"packed"``,
+    see :mod:`pruneplug._packed`); ``None`` keeps the tensor's current
+    storage, ``"bool"`` for a tensor not pruned yet.
     """
     state = tensor_state(module, name, whole_tensors_only=policy is NATIVE_POLICY)
     label = label or method_name(method)
@@ -444,8 +456,14 @@ def plan_prune(
     if mask is None and not type(method).__module__.startswith("pruneplug.") and isinstance(raw, Tensor):
         raw = raw.clone()  # a strategy may hand back a tensor it keeps: the mask must not change under us
     alive = _check_mask(raw, state, previous, label)
-    stored = alive if policy is NATIVE_POLICY else raw.detach()  # type: ignore[union-attr]
-    return PendingPrune(state, hook, stored, alive, lazy=policy is NATIVE_POLICY)
+    if policy is not NATIVE_POLICY:
+        return PendingPrune(state, hook, raw.detach(), alive)  # type: ignore[union-attr]
+    if storage is None:
+        storage = "packed" if isinstance(state.mask, PackedMask) else "bool"
+    if storage == "packed":
+        packed = PackedMask.pack(alive)
+        return PendingPrune(state, hook, packed, packed, lazy=True)
+    return PendingPrune(state, hook, plain(alive), alive, lazy=True)
 
 
 # --- installing and undoing -------------------------------------------------------------
@@ -454,7 +472,13 @@ def plan_prune(
 class ModuleSnapshot:
     """Everything a prune can change on one module, to restore it exactly."""
 
-    _CONTAINERS = ("_parameters", "_buffers", "_forward_pre_hooks", "_load_state_dict_post_hooks")
+    _CONTAINERS = (
+        "_parameters",
+        "_buffers",
+        "_forward_pre_hooks",
+        "_load_state_dict_post_hooks",
+        "_state_dict_hooks",
+    )
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
@@ -562,7 +586,7 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
             orig.data = hook.apply_mask(module).data
         else:
             # In place: no second copy of the weight, same storage, same -0.0 as torch's product.
-            orig.mul_(mask if mask.dtype == torch.bool else mask.to(dtype=orig.dtype))
+            orig.mul_(plain(mask) if mask.dtype == torch.bool else mask.to(dtype=orig.dtype))
     module.__dict__.pop(name, None)
     del module._parameters[name + "_orig"]
     del module._buffers[name + "_mask"]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ._errors import InvalidMaskError, InvalidTargetError
 from ._method import describe_method
+from ._packed import plain, storage_of
 from ._reparam import pruning_hooks
 from .strategies import Identity
 
@@ -363,9 +364,12 @@ def report(
     mask_bytes = 0
     with torch.no_grad():
         for name, module_type, value, mask in _model_tensors(model):
-            items.append(_describe(name, module_type, value, mask, histories.get(name, ())))
+            items.append(
+                _describe(name, module_type, value, None if mask is None else plain(mask), histories.get(name, ()))
+            )
             if mask is not None:
-                mask_bytes += mask.numel() * mask.element_size()
+                stored = storage_of(mask)  # a bit-packed mask's bytes, not the bool tensor it stands for
+                mask_bytes += stored.numel() * stored.element_size()
     return Report(
         source=source, dry_run=dry_run, tensors=tuple(items), totals=_totals(items, mask_bytes), rules=tuple(rules)
     )

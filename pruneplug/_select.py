@@ -292,11 +292,15 @@ def keep_highest_across(
     rewind: Callable[[], None] | None = None,
     guess: Callable[[int, int], tuple[float, float] | None] | None = None,
     keep_reads: bool = False,
+    finish: Callable[[int, Tensor], Tensor] | None = None,
 ) -> list[Tensor]:
     """Prune the ``k`` lowest alive scores across all sources; return what stays alive.
 
     Returns one flat bool tensor per source: ``True`` where an entry was
-    alive and is not among the ``k`` lowest. Ties at the threshold are pruned
+    alive and is not among the ``k`` lowest. ``finish(index, keep)``, if
+    given, is applied to each source's result as soon as it is complete and
+    its result returned instead (global pruning packs masks there, so that
+    no two unpacked masks are ever held at once). Ties at the threshold are pruned
     in order: earlier sources first, then earlier positions. ``rewind``
     restarts random scores between passes (see ``RandomUnstructured``);
     ``guess(k, total)`` may return bounds likely to hold the k-th lowest score
@@ -314,12 +318,16 @@ def keep_highest_across(
     total = sum(s.numel if s.alive is None else int(torch.count_nonzero(s.alive)) for s in sources)
     if not 0 <= k <= total:
         raise ValueError(f"cannot select {k} of {total} alive entries")
+    done = finish or (lambda index, keep: keep)
     if k == 0 or k == total:
         return [
-            torch.full((s.numel,), k == 0, dtype=torch.bool, device=s.device)
-            if s.alive is None
-            else (s.alive.clone() if k == 0 else torch.zeros_like(s.alive))
-            for s in sources
+            done(
+                index,
+                torch.full((s.numel,), k == 0, dtype=torch.bool, device=s.device)
+                if s.alive is None
+                else (s.alive.clone() if k == 0 else torch.zeros_like(s.alive)),
+            )
+            for index, s in enumerate(sources)
         ]
     selection = _Selection(sources, rewind, guess, keep_reads=keep_reads)
     threshold, below, at = selection.threshold(k, total)
@@ -345,7 +353,7 @@ def keep_highest_across(
                 positions = ties.nonzero().reshape(-1)[:ties_to_prune]
                 part[positions] = False
                 ties_to_prune -= positions.numel()
-        out.append(keep)
+        out.append(done(index, keep))
     return out
 
 

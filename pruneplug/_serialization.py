@@ -12,6 +12,9 @@ module looks like:
   class are copied and pickled exactly as before.
 * A ``load_state_dict`` post-hook recomputes the masked tensors right after
   loading.
+* A ``state_dict`` post-hook hands out bit-packed masks
+  (:class:`~pruneplug.PackedMask`) as plain bool tensors, so a state_dict is
+  in torch's format whichever way the masks are stored.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 
 from ._lazy import is_lazy
 from ._method import BasePruningMethod
+from ._packed import PackedMask
 from ._reparam import pruning_hooks, refresh
 
 __all__ = ["install_support", "uninstall_support", "refresh_all"]
@@ -43,6 +47,16 @@ class RefreshAfterLoad:
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
         if pruning_hooks(module):
             refresh_all(module)
+
+
+class UnpackMasksInStateDict:
+    """``state_dict`` post-hook: bit-packed mask buffers are saved as plain bool tensors."""
+
+    def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: Any) -> None:
+        for name, buffer in module._buffers.items():
+            key = prefix + name
+            if isinstance(buffer, PackedMask) and isinstance(state_dict.get(key), PackedMask):
+                state_dict[key] = buffer.unpack()
 
 
 class _FinishRebuild:
@@ -94,10 +108,15 @@ def install_support(module: nn.Module) -> None:
         copyreg.pickle(cls, _reduce_module)
     if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())
+    if not any(isinstance(h, UnpackMasksInStateDict) for h in module._state_dict_hooks.values()):
+        module.register_state_dict_post_hook(UnpackMasksInStateDict())
 
 
 def uninstall_support(module: nn.Module) -> None:
-    """Drop the post-hook once the module holds no pruned tensor."""
+    """Drop the post-hooks once the module holds no pruned tensor."""
     for key, hook in list(module._load_state_dict_post_hooks.items()):
         if isinstance(hook, RefreshAfterLoad):
             del module._load_state_dict_post_hooks[key]
+    for key, hook in list(module._state_dict_hooks.items()):
+        if isinstance(hook, UnpackMasksInStateDict):
+            del module._state_dict_hooks[key]

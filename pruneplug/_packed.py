@@ -1,0 +1,194 @@
+"""Bit-packed masks: one bit per entry instead of a ``torch.bool`` byte.
+
+A bool mask costs a quarter of an fp32 weight's memory, half of a bf16 one's;
+for a model pruned globally that is the bulk of what pruning keeps. With
+``mask_storage="packed"`` pruneplug stores ``<name>_mask`` as a
+:class:`PackedMask` (1/32 of fp32 weights) -- a ``torch.Tensor`` subclass
+that reports ``dtype=torch.bool`` and the weight's shape, and that any torch
+operation sees as the bool mask it stands for: each operation unpacks it for
+its own duration, and an in-place operation on it is packed back.
+
+What stays the same: ``module.weight_mask`` is still a buffer, compares,
+sums and indexes like the bool mask, and ``state_dict()`` holds plain bool
+masks in torch's format (so checkpoints load anywhere). What differs: it has
+no storage of its own (``data_ptr()``, ``untyped_storage()`` and
+``share_memory_()`` are not available), and writing through a *view* of it
+(``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes a temporary copy:
+write to the mask itself (``mask[i, j] = False``, ``mask.logical_and_(m)``).
+
+>>> import torch
+>>> mask = PackedMask.pack(torch.tensor([[True, False, True], [False, True, True]]))
+>>> mask.dtype, tuple(mask.shape), int(mask.sum())
+(torch.bool, (2, 3), 4)
+>>> mask[0, 0] = False
+>>> mask.unpack().tolist()
+[[False, False, True], [False, True, True]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+__all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of"]
+
+_aten = torch.ops.aten
+_ALIASES = {_aten.detach.default, _aten.alias.default}
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """The entries of a bool tensor as a flat ``uint8`` tensor, eight to a byte (entry ``8j+i`` is bit ``i``)."""
+    flat = mask.detach().reshape(-1)
+    padding = (-flat.numel()) % 8
+    if padding:
+        flat = torch.cat([flat, flat.new_zeros(padding)])
+    else:
+        flat = flat.contiguous()
+    groups = flat.view(torch.uint8).view(-1, 8)
+    packed = groups[:, 0].clone()
+    for bit in range(1, 8):
+        packed |= groups[:, bit] << bit
+    return packed
+
+
+def unpack_bits(packed: Tensor, shape: Sequence[int]) -> Tensor:
+    """The bool tensor of ``shape`` that :func:`pack_bits` packed into ``packed``."""
+    numel = math.prod(shape)
+    spread = torch.empty(packed.numel(), 8, dtype=torch.uint8, device=packed.device)
+    for bit in range(8):
+        torch.bitwise_and(packed >> bit, 1, out=spread[:, bit])
+    return spread.view(torch.bool).reshape(-1)[:numel].reshape(tuple(shape))
+
+
+class PackedMask(Tensor):
+    """A bool mask stored one bit per entry (see the module's docstring).
+
+    Build one with :meth:`pack`; :meth:`unpack` gives the plain bool tensor.
+    ``packed`` is the ``uint8`` storage itself.
+    """
+
+    packed: Tensor
+
+    @staticmethod
+    def __new__(cls, packed: Tensor, shape: Sequence[int]) -> PackedMask:
+        if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (math.prod(shape) + 7) // 8:
+            raise ValueError(f"a packed mask of shape {tuple(shape)} needs {(math.prod(shape) + 7) // 8} uint8 bytes")
+        return Tensor._make_wrapper_subclass(  # type: ignore[attr-defined,no-any-return]
+            cls, tuple(shape), dtype=torch.bool, device=packed.device, requires_grad=False
+        )
+
+    def __init__(self, packed: Tensor, shape: Sequence[int]) -> None:
+        self.packed = packed
+
+    @classmethod
+    def pack(cls, mask: Tensor) -> PackedMask:
+        """Pack a bool tensor (a :class:`PackedMask` is returned as it is)."""
+        if isinstance(mask, PackedMask):
+            return mask
+        if mask.dtype != torch.bool:
+            raise TypeError(f"only bool masks can be packed, got {mask.dtype}")
+        return cls(pack_bits(mask), mask.shape)
+
+    def unpack(self) -> Tensor:
+        """The mask as a plain bool tensor (a new one at every call)."""
+        return unpack_bits(self.packed, self.shape)
+
+    def _store(self, value: Tensor) -> None:
+        self.packed.copy_(pack_bits(value))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        # Tensor.__setitem__ writes through views of the tensor, which are temporaries here.
+        updated = self.unpack()
+        updated[index] = plain(value) if isinstance(value, Tensor) else value
+        self.copy_(updated)
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
+        return f"PackedMask({self.unpack()!r})"
+
+    def tolist(self) -> Any:
+        return self.unpack().tolist()
+
+    def numpy(self, *, force: bool = False) -> Any:
+        return self.unpack().numpy(force=force)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PackedMask:
+        copied = PackedMask(self.packed.clone(), self.shape)
+        memo[id(self)] = copied
+        return copied
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (_rebuild, (self.packed, tuple(self.shape)))
+
+    def __tensor_flatten__(self) -> tuple[list[str], tuple[int, ...]]:
+        return ["packed"], tuple(self.shape)
+
+    @staticmethod
+    def __tensor_unflatten__(
+        inner: dict[str, Tensor], shape: tuple[int, ...], outer_size: Any, outer_stride: Any
+    ) -> PackedMask:
+        return PackedMask(inner["packed"], shape)
+
+    @classmethod
+    def __torch_dispatch__(  # type: ignore[override]
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _ALIASES:
+            return PackedMask(args[0].packed, args[0].shape)
+        if func is _aten.clone.default:
+            return PackedMask(args[0].packed.clone(), args[0].shape)
+        if func is _aten._to_copy.default and kwargs.get("dtype") in (None, torch.bool):
+            device = kwargs.get("device") or args[0].device
+            return PackedMask(args[0].packed.to(device=device, copy=True), args[0].shape)
+        unpacked: dict[int, tuple[PackedMask, Tensor]] = {}
+
+        def unwrap(value: Any) -> Any:
+            if isinstance(value, PackedMask):
+                plain_value = value.unpack()
+                unpacked[id(plain_value)] = (value, plain_value)
+                return plain_value
+            return value
+
+        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        written = _written(func, args, kwargs)
+        for mask, plain_value in unpacked.values():
+            if id(mask) in written:
+                mask._store(plain_value)
+
+        def rewrap(value: Any) -> Any:
+            found = unpacked.get(id(value)) if isinstance(value, Tensor) else None
+            return found[0] if found is not None and id(found[0]) in written else value
+
+        return tree_map(rewrap, out)
+
+
+def _written(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int]:
+    """``id``s of the :class:`PackedMask` arguments that ``func`` writes into (``add_``, ``out=``)."""
+    written: set[int] = set()
+    for index, argument in enumerate(func._schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, PackedMask):
+                written.add(id(item))
+    return written
+
+
+def _rebuild(packed: Tensor, shape: tuple[int, ...]) -> PackedMask:
+    return PackedMask(packed, shape)
+
+
+def plain(mask: Tensor) -> Tensor:
+    """``mask`` as a plain tensor: unpacked if it is a :class:`PackedMask`, else itself."""
+    return mask.unpack() if isinstance(mask, PackedMask) else mask
+
+
+def storage_of(mask: Tensor) -> Tensor:
+    """The tensor that holds ``mask``'s data: its packed bytes for a :class:`PackedMask`."""
+    return mask.packed if isinstance(mask, PackedMask) else mask
