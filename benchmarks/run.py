@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import json
 import os
@@ -101,13 +102,14 @@ def _prune_call(library: str, case: str) -> Callable[[list], None]:
         if library == "torch":
             return lambda layers: getattr(torch_prune, name)(layers[0], "weight", amount=0.5)
         return lambda layers: pruneplug.prune(layers[0], "weight", name, amount=0.5)
-    if case in ("global", "global_large"):
+    if case.startswith("global"):
         if library == "torch":
             return lambda layers: torch_prune.global_unstructured(
                 [(layer, "weight") for layer in layers], pruning_method=torch_prune.L1Unstructured, amount=0.5
             )
+        storage = "packed" if case.endswith("_packed") else "bool"
         return lambda layers: pruneplug.prune_global(
-            [(layer, "weight") for layer in layers], "l1_unstructured", amount=0.5
+            [(layer, "weight") for layer in layers], "l1_unstructured", amount=0.5, mask_storage=storage
         )
     raise ValueError(case)
 
@@ -150,7 +152,9 @@ def worker_prune(library: str, case: str, count: int, width: int, device: str) -
     return {"seconds": seconds, "extra_peak": peak - baseline, "held": held, "weights_bytes": weights_bytes}
 
 
-def worker_forward(library: str, count: int, width: int, batch: int, device: str, repeats: int) -> dict:
+def worker_forward(
+    library: str, count: int, width: int, batch: int, device: str, repeats: int, storage: str = "bool"
+) -> dict:
     """Median no-grad forward time of a pruned Linear stack and of the same stack unpruned."""
     import torch
     import torch.nn.utils.prune as torch_prune
@@ -163,7 +167,7 @@ def worker_forward(library: str, count: int, width: int, batch: int, device: str
         if library == "torch":
             torch_prune.l1_unstructured(layer, "weight", amount=0.5)
         else:
-            pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5)
+            pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5, mask_storage=storage)
     x = torch.randn(batch, width, device=device)
     samples: dict[str, list[float]] = {"dense": [], "pruned": []}
     with torch.no_grad():
@@ -239,9 +243,12 @@ def measure_prune(
     return result
 
 
-def measure_forward(library: str, count: int, width: int, batch: int, device: str, repeats: int) -> Result:
-    result = Result("forward", library)
-    out = _run_worker(["forward", library, str(count), str(width), str(batch), device, str(repeats)], None, 1800)
+def measure_forward(
+    library: str, count: int, width: int, batch: int, device: str, repeats: int, storage: str = "bool"
+) -> Result:
+    result = Result("forward" if storage == "bool" else f"forward_{storage}", library)
+    args = ["forward", library, str(count), str(width), str(batch), device, str(repeats), storage]
+    out = _run_worker(args, None, 1800)
     if "error" in out:
         result.error = out["error"]
         return result
@@ -267,7 +274,7 @@ def render(results: list[Result], descriptions: dict[str, str], machine: str) ->
         theirs, ours = by.get((case, "torch")), by.get((case, "pruneplug"))
         if theirs is None or ours is None:
             continue
-        if case == "forward":
+        if case.startswith("forward"):
             lines.append(
                 f"| {description} | {_fmt(theirs.forward_ratio, '.2f')}× dense | "
                 f"{_fmt(ours.forward_ratio, '.2f')}× dense | | | |"
@@ -308,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             library, case, count, width, device = rest
             print(json.dumps(worker_prune(library, case, int(count), int(width), device)))
         else:
-            library, count, width, batch, device, repeats = rest
-            print(json.dumps(worker_forward(library, int(count), int(width), int(batch), device, int(repeats))))
+            library, count, width, batch, device, repeats, storage = rest
+            forward = worker_forward(library, int(count), int(width), int(batch), device, int(repeats), storage)
+            print(json.dumps(forward))
         return 0
 
     quick = args.quick
@@ -320,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         "l1": f"`l1_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
         "random": f"`random_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
         "global": f"global L1, {global_count} × {width}² fp32 ({global_count * width * width / 1e6:.0f} M params)",
+        "global_packed": 'the same, pruneplug with `mask_storage="packed"`',
         "global_large": "global L1, 16 × 8192² fp32 (1.07 B params, 4 GiB)",
+        "global_large_packed": 'the same, pruneplug with `mask_storage="packed"`',
         "forward": f"no-grad forward of a pruned {width}-wide Linear stack vs unpruned",
+        "forward_packed": 'the same, pruneplug with `mask_storage="packed"`',
     }
     results: list[Result] = []
     limits = {"memory_limit": None, "timeout": 3600.0}
@@ -331,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_prune(case, library, count, width, args.device, repeats, **limits)
             results.append(result)
             print(f"  {case:8} {library:10} {result.seconds or result.error}", file=sys.stderr)
+    results += _packed_variant(
+        results,
+        "global",
+        measure_prune("global_packed", "pruneplug", global_count, width, args.device, repeats, **limits),
+    )
     if not quick and not args.skip_large:
         # torch needs ~12x the weights; cap its address space at the machine's memory so it fails fast
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -339,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_prune("global_large", library, 16, 8192, args.device, 1, **large_limits)
             results.append(result)
             print(f"  large    {library:10} {result.seconds or result.error}", file=sys.stderr)
+        packed = measure_prune("global_large_packed", "pruneplug", 16, 8192, args.device, 1, **large_limits)
+        results += _packed_variant(results, "global_large", packed)
     batch = 1024 if args.device == "cuda" else 64
+    forward_args = (4 if quick else 8, width, batch, args.device, 5 if quick else 40)
     for library in ("torch", "pruneplug"):
-        results.append(measure_forward(library, 4 if quick else 8, width, batch, args.device, 5 if quick else 40))
+        results.append(measure_forward(library, *forward_args))
+    results += _packed_variant(results, "forward", measure_forward("pruneplug", *forward_args, storage="packed"))
 
     machine = machine_description(args.device)
     table = render(results, descriptions, machine)
@@ -353,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         _write_docs(table, args.device)
     return 0
+
+
+def _packed_variant(results: list[Result], case: str, packed: Result) -> list[Result]:
+    """The rows of a pruneplug-with-packed-masks case: torch's figures are those of ``case`` (the same call)."""
+    theirs = next(r for r in results if r.case == case and r.library == "torch")
+    return [dataclasses.replace(theirs, case=packed.case), packed]
 
 
 def _write_docs(table: str, device: str) -> None:

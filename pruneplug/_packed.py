@@ -62,7 +62,9 @@ def unpack_bits(packed: Tensor, shape: Sequence[int]) -> Tensor:
     spread = torch.empty(packed.numel(), 8, dtype=torch.uint8, device=packed.device)
     for bit in range(8):
         torch.bitwise_and(packed >> bit, 1, out=spread[:, bit])
-    return spread.view(torch.bool).reshape(-1)[:numel].reshape(tuple(shape))
+    # (torch.jit.trace cannot record a dtype view: it gets a converting copy instead)
+    unpacked = spread.to(torch.bool) if torch.jit.is_tracing() else spread.view(torch.bool)
+    return unpacked.reshape(-1)[:numel].reshape(tuple(shape))
 
 
 class PackedMask(Tensor):
@@ -100,6 +102,8 @@ class PackedMask(Tensor):
 
     def _store(self, value: Tensor) -> None:
         self.packed.copy_(pack_bits(value))
+        # Inside __torch_dispatch__ in-place ops do not bump version counters; the cache reads this one.
+        torch.autograd.graph.increment_version(self.packed)
 
     def __setitem__(self, index: Any, value: Any) -> None:
         # Tensor.__setitem__ writes through views of the tensor, which are temporaries here.

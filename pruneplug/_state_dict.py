@@ -14,14 +14,27 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ._errors import InvalidMaskError, InvalidTargetError
-from ._reparam import NATIVE_POLICY, ModuleSnapshot, PendingPrune, commit, find_hook, plan_prune
+from ._errors import InvalidMaskError, InvalidParametersError, InvalidTargetError
+from ._packed import PackedMask
+from ._reparam import (
+    MASK_STORAGES,
+    NATIVE_POLICY,
+    MaskStorage,
+    ModuleSnapshot,
+    PendingPrune,
+    commit,
+    find_hook,
+    plan_prune,
+)
+from ._storage import pack_masks, unpack_masks
 from .strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
 
 
-def _plan(model: nn.Module, state_dict: Mapping[str, object]) -> tuple[list[PendingPrune], dict[str, str]]:
+def _plan(
+    model: nn.Module, state_dict: Mapping[str, object], storage: MaskStorage
+) -> tuple[list[PendingPrune], dict[str, str]]:
     """Plan an identity reparametrization for every tensor the checkpoint holds pruned."""
     pendings: list[PendingPrune] = []
     renamed: dict[str, str] = {}
@@ -44,13 +57,22 @@ def _plan(model: nn.Module, state_dict: Mapping[str, object]) -> tuple[list[Pend
             if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
                 raise InvalidMaskError(f"state_dict[{mask_key!r}] holds values other than 0 and 1")
             ones = torch.ones(parameter.shape, dtype=torch.bool, device=parameter.device)
-            pendings.append(plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity"))
+            if storage == "packed":
+                ones = PackedMask.pack(ones)  # so that unpacked placeholders are never all held at once
+            pendings.append(
+                plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity", storage=storage)
+            )
             renamed[f"{prefix}{name}"] = orig_key
     return pendings, renamed
 
 
 def load_pruned_state_dict(
-    model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True, assign: bool = False
+    model: nn.Module,
+    state_dict: Mapping[str, object],
+    *,
+    strict: bool = True,
+    assign: bool = False,
+    mask_storage: MaskStorage | None = None,
 ) -> nn.Module:
     """Load a (possibly pruned) state_dict, setting up pruning wherever it has masks.
 
@@ -73,6 +95,10 @@ def load_pruned_state_dict(
             into them. This is how a model built on the ``meta`` device --
             large models are, to avoid allocating their weights twice --
             gets its weights and masks.
+        mask_storage: ``"bool"`` or ``"packed"`` (see
+            :func:`pruneplug.prune`): how every mask of the model is stored
+            once loaded. Default: ``"bool"`` for the tensors this call sets
+            up, as they are for tensors already pruned.
 
     Returns ``model``.
 
@@ -80,6 +106,7 @@ def load_pruned_state_dict(
         InvalidTargetError: ``model`` or ``state_dict`` is not one, or the
             state_dict does not fit the model (keys, shapes).
         InvalidMaskError: a mask is misshapen or not 0/1.
+        InvalidParametersError: ``mask_storage`` is none of those.
     """
     if not isinstance(model, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -87,7 +114,11 @@ def load_pruned_state_dict(
         raise InvalidTargetError(
             f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
         )
-    pendings, renamed = _plan(model, state_dict)
+    if mask_storage is not None and mask_storage not in MASK_STORAGES:
+        raise InvalidParametersError(
+            f"mask_storage must be one of {', '.join(map(repr, MASK_STORAGES))} (or None), got {mask_storage!r}"
+        )
+    pendings, renamed = _plan(model, state_dict, mask_storage or "bool")
     expected: dict[str, tuple[int, ...] | None] = {}
     for key, value in model.state_dict().items():
         shape = tuple(value.shape) if isinstance(value, Tensor) else None
@@ -132,4 +163,8 @@ def load_pruned_state_dict(
         for snapshot in snapshots:
             snapshot.restore()
         raise
+    if mask_storage == "packed":
+        pack_masks(model)  # masks already pruned before, or handed over as they were by assign=True
+    elif mask_storage == "bool":
+        unpack_masks(model)
     return model

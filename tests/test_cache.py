@@ -23,8 +23,14 @@ def pruned_stack(prune: Callable[[nn.Module], None]) -> nn.Sequential:
     return model.eval().requires_grad_(False)
 
 
-NATIVE_AND_COMPAT = [
+NATIVE = [
     pytest.param(lambda m: pruneplug.prune(m, "weight", "l1_unstructured", amount=8), id="native"),
+    pytest.param(
+        lambda m: pruneplug.prune(m, "weight", "l1_unstructured", amount=8, mask_storage="packed"), id="packed"
+    ),
+]
+NATIVE_AND_COMPAT = [
+    *NATIVE,
     pytest.param(lambda m: compat.l1_unstructured(m, "weight", amount=8), id="compat"),
 ]
 
@@ -55,8 +61,9 @@ def test_torch_compile_fullgraph_without_graph_breaks(prune: Callable[[nn.Module
         assert torch._dynamo.explain(model)(x).graph_break_count == 0
 
 
-def test_vmap_over_functional_call() -> None:
-    model, x = pruned_stack(NATIVE_AND_COMPAT[0].values[0]), torch.randn(3, 4)
+@pytest.mark.parametrize("prune", NATIVE)
+def test_vmap_over_functional_call(prune: Callable[[nn.Module], None]) -> None:
+    model, x = pruned_stack(prune), torch.randn(3, 4)
     params = {name: torch.stack([p, 2 * p]) for name, p in model.named_parameters()}
     with torch.no_grad():
         model(x)
@@ -64,8 +71,9 @@ def test_vmap_over_functional_call() -> None:
     assert torch.allclose(out[0], expected(model, x))
 
 
-def test_jit_trace_follows_the_parameters() -> None:
-    model, x = pruned_stack(NATIVE_AND_COMPAT[0].values[0]), torch.randn(3, 4)
+@pytest.mark.parametrize("prune", NATIVE)
+def test_jit_trace_follows_the_parameters(prune: Callable[[nn.Module], None]) -> None:
+    model, x = pruned_stack(prune), torch.randn(3, 4)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model(x)
@@ -160,6 +168,9 @@ OPERATIONS = [
     "load_state_dict",
     "train then eval",
     "read in inference mode",
+    "pack masks",
+    "unpack masks",
+    "mask setitem",
 ]
 
 
@@ -198,6 +209,12 @@ def test_eval_reads_always_equal_orig_times_mask(operations: list[str]) -> None:
                 pruneplug.prune(layer, "weight", "l1_unstructured", amount=1)
             elif operation == "load_state_dict":
                 layer.load_state_dict({**snapshot, "weight_mask": layer.weight_mask}, strict=False)
+            elif operation == "pack masks":
+                pruneplug.pack_masks(layer)
+            elif operation == "unpack masks":
+                pruneplug.unpack_masks(layer)
+            elif operation == "mask setitem" and int(layer.weight_mask.sum()) > 2:
+                layer.weight_mask[tuple(layer.weight_mask.nonzero()[0].tolist())] = False
         if operation == "optimizer step":
             layer.train()
             optimizer.zero_grad()

@@ -4,7 +4,8 @@ What is pinned here holds for any shape, dim, amount and sequence of
 strategies: exact pruned counts, masks that only ever lose entries, ``remove``
 keeping the effective tensor bit for bit, failing prunes that change nothing,
 exact global selection, serialization round trips, gradients and optimizers
-that never revive a pruned entry, and the no-grad cache seeing every change.
+that never revive a pruned entry, and the no-grad cache seeing every change --
+with masks stored as ``torch.bool`` and bit-packed (``mask_storage``) alike.
 
 Hypothesis does not control torch's RNG, so every test draws an int seed and
 builds its tensors from a ``torch.Generator`` (or ``torch.manual_seed``).
@@ -35,6 +36,7 @@ FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
 SEEDS = st.integers(0, 2**31 - 1)
 SHAPES = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+STORAGES = st.sampled_from((None, "bool", "packed"))
 BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 
@@ -111,9 +113,18 @@ def draw_amount(data: st.DataObject, available: int) -> int | float:
     return data.draw(st.one_of(*choices), label="amount")
 
 
+def stored_as(module: nn.Module, storage: str | None, was_packed: bool, name: str = "weight") -> None:
+    """``module.<name>_mask`` is stored as ``mask_storage=storage`` asks (``None``: as it was)."""
+    packed = storage == "packed" or (storage is None and was_packed)
+    assert isinstance(module._buffers[name + "_mask"], pruneplug.PackedMask) is packed
+
+
 def prune_and_check(data: st.DataObject, module: nn.Module, strategy: str) -> None:
-    """Prune ``module.weight`` once with ``strategy`` (drawing its parameters) and check the exact effect."""
+    """Prune ``module.weight`` once with ``strategy`` (drawing its parameters and mask storage) and check the
+    exact effect."""
     before = alive_of(module)
+    was_packed = isinstance(module._buffers.get("weight_mask"), pruneplug.PackedMask)
+    storage = data.draw(STORAGES, label="mask_storage")
     values = current(module)
     shape = before.shape
     history = len(pruneplug.pruning_history(module, "weight"))
@@ -134,8 +145,9 @@ def prune_and_check(data: st.DataObject, module: nn.Module, strategy: str) -> No
         as_float = data.draw(st.booleans(), label="float mask")
         params["mask"] = chosen.to(torch.float32) if as_float else chosen
     torch.manual_seed(seed)
-    pruneplug.prune(module, "weight", strategy, **params)
+    pruneplug.prune(module, "weight", strategy, mask_storage=storage, **params)
 
+    stored_as(module, storage, was_packed)
     after = alive_of(module)
     assert after.dtype == torch.bool and after.shape == shape
     assert not bool((after & ~before).any()), "a pruned entry came back"
@@ -520,7 +532,13 @@ def test_prune_global_prunes_exactly_the_lowest_across_targets(
     for module in modules:
         if data.draw(st.booleans(), label="pre-pruned"):
             torch.manual_seed(data.draw(SEEDS, label="pre-prune seed"))
-            pruneplug.prune(module, "weight", "random_unstructured", amount=data.draw(st.sampled_from(FRACTIONS)))
+            pruneplug.prune(
+                module,
+                "weight",
+                "random_unstructured",
+                amount=data.draw(st.sampled_from(FRACTIONS)),
+                mask_storage=data.draw(STORAGES, label="pre-prune mask_storage"),
+            )
     if data.draw(st.booleans(), label="importance scores"):
         scores = (torch.randperm(2 * total, generator=generator)[:total] + 1).to(dtype) * signs
         for module, piece in zip(modules, scores.split(sizes)):
@@ -541,8 +559,14 @@ def test_prune_global_prunes_exactly_the_lowest_across_targets(
 
     pairs = [(m, "weight") for m in modules]
     targets = (pair for pair in pairs) if as_generator else pairs
-    pruneplug.prune_global(targets, "l1_unstructured", amount=amount, importance_scores=importance or None)
+    storage = data.draw(STORAGES, label="mask_storage")
+    was_packed = [isinstance(m._buffers.get("weight_mask"), pruneplug.PackedMask) for m in modules]
+    pruneplug.prune_global(
+        targets, "l1_unstructured", amount=amount, importance_scores=importance or None, mask_storage=storage
+    )
 
+    for module, packed in zip(modules, was_packed):
+        stored_as(module, storage, packed)
     after = [alive_of(m) for m in modules]
     pruned_now = torch.cat([(b & ~a).reshape(-1) for b, a in zip(before, after)])
     assert not bool((torch.cat([a.reshape(-1) for a in after]) & ~pooled_alive).any())
@@ -577,13 +601,18 @@ def small_model(seed: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
 
 
-def prune_model(model: nn.Sequential, seed: int) -> None:
-    """Prune both weights and the first bias, with a history on ``model[0].weight``."""
+def prune_model(model: nn.Sequential, seed: int, storage: str = "bool") -> None:
+    """Prune both weights and the first bias, with a history on ``model[0].weight``, masks stored as ``storage``."""
     torch.manual_seed(seed)
-    pruneplug.prune(model[0], "weight", "random_structured", amount=1, dim=0)
+    pruneplug.prune(model[0], "weight", "random_structured", amount=1, dim=0, mask_storage=storage)
     pruneplug.prune(model[0], "weight", "l1_unstructured", amount=0.3)
-    pruneplug.prune(model[0], "bias", "random_unstructured", amount=2)
-    pruneplug.prune(model[2], "weight", "ln_structured", amount=0.4, n=2, dim=1)
+    pruneplug.prune(model[0], "bias", "random_unstructured", amount=2, mask_storage=storage)
+    pruneplug.prune(model[2], "weight", "ln_structured", amount=0.4, n=2, dim=1, mask_storage=storage)
+    for index, name in PRUNED:
+        assert isinstance(model[index]._buffers[name + "_mask"], pruneplug.PackedMask) is (storage == "packed")
+
+
+STORAGE_NAMES = st.sampled_from(("bool", "packed"))
 
 
 PRUNED = ((0, "weight"), (0, "bias"), (2, "weight"))
@@ -601,13 +630,17 @@ def assert_same_pruning(a: nn.Sequential, b: nn.Sequential) -> None:
 
 
 @settings(max_examples=25)
-@given(seed=SEEDS, other=SEEDS, forward_first=st.booleans())
-def test_state_dict_round_trip_into_a_pruned_model(seed: int, other: int, forward_first: bool) -> None:
+@given(seed=SEEDS, other=SEEDS, forward_first=st.booleans(), storages=st.tuples(STORAGE_NAMES, STORAGE_NAMES))
+def test_state_dict_round_trip_into_a_pruned_model(
+    seed: int, other: int, forward_first: bool, storages: tuple[str, str]
+) -> None:
     """Loading a pruned model's state_dict into a pruned model of the same structure makes the effective
-    tensors equal at once, before any forward."""
+    tensors equal at once, before any forward; the state_dict holds plain bool masks whichever way they are
+    stored, and loading keeps the target's storage."""
     source, target = small_model(seed), small_model(other)
-    prune_model(source, seed)
-    prune_model(target, other)
+    prune_model(source, seed, storages[0])
+    prune_model(target, other, storages[1])
+    assert all(type(v) in (Tensor, nn.Parameter) for v in source.state_dict().values())
     x = torch.randn(4, 6)
     if forward_first:  # prime the target's cache, in both modes
         target(x)
@@ -615,23 +648,25 @@ def test_state_dict_round_trip_into_a_pruned_model(seed: int, other: int, forwar
             target(x)
     target.load_state_dict(source.state_dict())
     assert_same_pruning(source, target)
+    assert isinstance(target[0].weight_mask, pruneplug.PackedMask) is (storages[1] == "packed")
     with torch.no_grad():
         assert torch.equal(source(x), target(x))
     assert torch.equal(source(x), target(x))
 
 
 @settings(max_examples=25)
-@given(seed=SEEDS, how=st.sampled_from(("pickle", "deepcopy")), forward_first=st.booleans())
-def test_pickle_and_deepcopy_round_trips(seed: int, how: str, forward_first: bool) -> None:
-    """A pruned model survives pickle and deepcopy (even after a forward with autograd): same pruning and
-    outputs, and the copy is independent of the original."""
+@given(seed=SEEDS, how=st.sampled_from(("pickle", "deepcopy")), forward_first=st.booleans(), storage=STORAGE_NAMES)
+def test_pickle_and_deepcopy_round_trips(seed: int, how: str, forward_first: bool, storage: str) -> None:
+    """A pruned model survives pickle and deepcopy (even after a forward with autograd): same pruning, mask
+    storage and outputs, and the copy is independent of the original."""
     model = small_model(seed)
-    prune_model(model, seed)
+    prune_model(model, seed, storage)
     x = torch.randn(4, 6)
     if forward_first:
         model(x).sum().backward()
     clone = pickle.loads(pickle.dumps(model)) if how == "pickle" else copy.deepcopy(model)
     assert_same_pruning(model, clone)
+    assert type(clone[0].weight_mask) is type(model[0].weight_mask)
     assert pruneplug.is_pruned(clone)
     assert torch.equal(model(x), clone(x))
     assert clone[0].weight_orig is not model[0].weight_orig
@@ -657,14 +692,17 @@ def test_pickle_and_deepcopy_round_trips(seed: int, how: str, forward_first: boo
 
 
 @settings(max_examples=25)
-@given(seed=SEEDS, other=SEEDS)
-def test_load_pruned_state_dict_rebuilds_the_pruning(seed: int, other: int) -> None:
+@given(seed=SEEDS, other=SEEDS, storages=st.tuples(STORAGE_NAMES, STORAGE_NAMES))
+def test_load_pruned_state_dict_rebuilds_the_pruning(seed: int, other: int, storages: tuple[str, str]) -> None:
     """``load_pruned_state_dict`` into a fresh, unpruned model sets up the pruning the checkpoint holds:
-    same keys, masks, originals and effective tensors at once, and it prunes on from there."""
+    same keys, masks, originals and effective tensors at once, masks stored as asked, and it prunes on from
+    there."""
     source, fresh = small_model(seed), small_model(other)
-    prune_model(source, seed)
-    returned = pruneplug.load_pruned_state_dict(fresh, source.state_dict())
+    prune_model(source, seed, storages[0])
+    returned = pruneplug.load_pruned_state_dict(fresh, source.state_dict(), mask_storage=storages[1])
     assert returned is fresh
+    for index, name in PRUNED:
+        assert isinstance(fresh[index]._buffers[name + "_mask"], pruneplug.PackedMask) is (storages[1] == "packed")
     assert list(fresh.state_dict()) == list(source.state_dict())
     assert_same_pruning(source, fresh)
     assert not hasattr(fresh[2], "bias_mask")
@@ -689,12 +727,13 @@ OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
 
 
 @settings(max_examples=20)
-@given(seed=SEEDS, optimizer=st.sampled_from(list(OPTIMIZERS)), steps=st.integers(1, 5))
-def test_training_never_revives_a_pruned_entry(seed: int, optimizer: str, steps: int) -> None:
+@given(seed=SEEDS, optimizer=st.sampled_from(list(OPTIMIZERS)), steps=st.integers(1, 5), storage=STORAGE_NAMES)
+def test_training_never_revives_a_pruned_entry(seed: int, optimizer: str, steps: int, storage: str) -> None:
     """``weight_orig.grad`` is zero at pruned entries; after steps of SGD (momentum) or Adam/AdamW (weight
-    decay) pruned effective entries are exactly zero, the masks never change, and forwards use the new values."""
+    decay) pruned effective entries are exactly zero, the masks never change, and forwards use the new values
+    (bool and bit-packed masks alike)."""
     model = small_model(seed)
-    prune_model(model, seed)
+    prune_model(model, seed, storage)
     masks = {(i, n): getattr(model[i], n + "_mask") for i, n in PRUNED}
     saved = {key: mask.clone() for key, mask in masks.items()}
     opt = OPTIMIZERS[optimizer](list(model.parameters()))
@@ -774,10 +813,10 @@ MUTATIONS = (
 
 
 @settings(max_examples=10)
-@given(seed=SEEDS, within=st.booleans(), eval_mode=st.booleans())
+@given(seed=SEEDS, within=st.booleans(), eval_mode=st.booleans(), storage=STORAGE_NAMES)
 @pytest.mark.parametrize("kind", MUTATIONS)
 def test_no_grad_forwards_reuse_the_weight_until_something_changes(
-    kind: str, seed: int, within: bool, eval_mode: bool
+    kind: str, seed: int, within: bool, eval_mode: bool, storage: str
 ) -> None:
     """In eval mode under ``no_grad`` repeated forwards reuse the same ``module.weight`` object; after an
     in-place change to ``weight_orig`` or to the mask (optimizer steps, fused ones too, in-place ops,
@@ -785,7 +824,7 @@ def test_no_grad_forwards_reuse_the_weight_until_something_changes(
     forward uses the new values, in eval and in train mode."""
     torch.manual_seed(seed)
     layer = nn.Linear(4, 3)
-    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.25)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.25, mask_storage=storage)
     layer.train(not eval_mode)
     x = torch.randn(2, 4)
     with torch.no_grad():

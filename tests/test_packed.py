@@ -1,0 +1,124 @@
+"""PackedMask: one bit per entry, seen by every torch operation as the bool mask it stands for."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import Tensor
+
+from pruneplug import PackedMask
+from pruneplug._packed import pack_bits, plain, storage_of, unpack_bits
+
+SHAPES = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
+
+
+def random_mask(shape: tuple[int, ...], seed: int) -> Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+
+@settings(max_examples=80)
+@given(shape=SHAPES, seed=st.integers(0, 2**31 - 1), transposed=st.booleans())
+def test_pack_and_unpack_round_trip_any_shape(shape: tuple[int, ...], seed: int, transposed: bool) -> None:
+    """Any bool tensor -- empty, 0-d, sizes not a multiple of 8, non-contiguous -- packs into ceil(n/8) bytes
+    and unpacks to itself."""
+    mask = random_mask(shape, seed)
+    if transposed and mask.dim() >= 2:
+        mask = mask.transpose(0, -1)
+    packed = PackedMask.pack(mask)
+    assert packed.packed.dtype == torch.uint8 and packed.packed.numel() == math.ceil(mask.numel() / 8)
+    assert (packed.dtype, packed.shape, packed.device) == (torch.bool, mask.shape, mask.device)
+    assert type(packed.unpack()) is Tensor and torch.equal(packed.unpack(), mask)
+    assert torch.equal(unpack_bits(pack_bits(mask), mask.shape), mask)
+
+
+def test_operations_see_the_bool_mask() -> None:
+    mask = random_mask((5, 7), 1)
+    packed = PackedMask.pack(mask)
+    values = torch.randn(5, 7)
+    assert torch.equal(packed, mask) and bool((packed == mask).all())
+    assert int(packed.sum()) == int(mask.sum()) and int(packed.count_nonzero()) == int(mask.count_nonzero())
+    assert torch.equal(values * packed, values * mask)
+    assert torch.equal(values[packed], values[mask])
+    assert torch.equal(packed[2], mask[2]) and torch.equal(packed[:, 1:3], mask[:, 1:3])
+    assert torch.equal(~packed, ~mask) and torch.equal(packed.any(dim=1), mask.any(dim=1))
+    assert packed.float().dtype == torch.float32 and torch.equal(packed.float(), mask.float())
+    assert type(packed & mask) is Tensor  # results are plain tensors; only the storage is packed
+    assert packed.tolist() == mask.tolist() and (packed.numpy() == mask.numpy()).all()
+    assert repr(packed) == f"PackedMask({mask!r})"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda m: m.__setitem__((1, 2), False), id="setitem one entry"),
+        pytest.param(lambda m: m.__setitem__(slice(0, 2), False), id="setitem slice"),
+        pytest.param(lambda m: m.__setitem__(torch.tensor([0, 3]), True), id="setitem index tensor"),
+        pytest.param(lambda m: m.__setitem__(m.clone(), False), id="setitem bool mask"),
+        pytest.param(lambda m: m.logical_and_(random_mask((5, 7), 9)), id="in-place op"),
+        pytest.param(lambda m: m.fill_(True), id="fill_"),
+        pytest.param(lambda m: m.copy_(random_mask((5, 7), 8)), id="copy_"),
+        pytest.param(lambda m: torch.logical_or(m, random_mask((5, 7), 7), out=m), id="out="),
+        pytest.param(lambda m: m.data.__setitem__((0, 0), False), id=".data setitem"),
+    ],
+)
+def test_writes_to_the_mask_are_packed_back(write: object) -> None:
+    """In-place operations, ``out=`` and item assignment change the packed bits, bump the version counter
+    and leave the object (and its packed storage) the same."""
+    mask = random_mask((5, 7), 2)
+    packed = PackedMask.pack(mask)
+    storage, version = packed.packed, packed.packed._version
+    expected = mask.clone()
+    write(expected)  # type: ignore[operator]
+    write(packed)  # type: ignore[operator]
+    assert torch.equal(packed.unpack(), expected)
+    assert packed.packed is storage and packed.packed._version > version
+
+
+def test_copies_are_packed_and_independent() -> None:
+    mask = random_mask((4, 9), 3)
+    packed = PackedMask.pack(mask)
+    buffer = io.BytesIO()
+    torch.save(packed, buffer)
+    buffer.seek(0)
+    copies = [
+        packed.clone(),
+        copy.deepcopy(packed),
+        pickle.loads(pickle.dumps(packed)),
+        torch.load(buffer, weights_only=False),
+        packed.to("cpu", copy=True),
+    ]
+    for other in copies:
+        assert type(other) is PackedMask and torch.equal(other, mask)
+        other[0, 0] = not bool(mask[0, 0])
+        assert torch.equal(packed, mask), "a copy shares bits with the original"
+    alias = packed.detach()
+    assert type(alias) is PackedMask and alias.packed is packed.packed
+    assert type(packed.to("meta")) is PackedMask and packed.to("meta").device.type == "meta"
+
+
+def test_gradients_flow_through_a_product_with_a_packed_mask() -> None:
+    mask = random_mask((3, 4), 4)
+    weight = torch.randn(3, 4, requires_grad=True)
+    (weight * PackedMask.pack(mask)).sum().backward()
+    assert weight.grad is not None and torch.equal(weight.grad, mask.float())
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(TypeError, match="only bool masks can be packed, got torch.float32"):
+        PackedMask.pack(torch.ones(3))
+    with pytest.raises(ValueError, match=r"shape \(3, 5\) needs 2 uint8 bytes"):
+        PackedMask(torch.zeros(3, dtype=torch.uint8), (3, 5))
+
+
+def test_plain_and_storage_of() -> None:
+    mask = random_mask((10,), 5)
+    packed = PackedMask.pack(mask)
+    assert PackedMask.pack(packed) is packed
+    assert plain(mask) is mask and type(plain(packed)) is Tensor and torch.equal(plain(packed), mask)
+    assert storage_of(mask) is mask and storage_of(packed) is packed.packed
