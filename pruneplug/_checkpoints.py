@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from ._errors import PruneplugError
+from ._reparam import MaskStorage
 from ._state_dict import load_pruned_state_dict
 
 __all__ = [
@@ -258,8 +259,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
     return Checkpoint(source, fmt, _as_state_dict(_read_torch(source, allow_pickle), source))
 
 
-def load_into(model: nn.Module, checkpoint: Checkpoint) -> dict[str, tuple[str, ...]]:
+def load_into(
+    model: nn.Module, checkpoint: Checkpoint, *, mask_storage: MaskStorage | None = None
+) -> dict[str, tuple[str, ...]]:
     """Load ``checkpoint`` into ``model``, re-creating its masks; return the history it carries.
+
+    ``mask_storage`` is passed on to :func:`pruneplug.load_pruned_state_dict`.
 
     The result is the ``history`` argument of :func:`pruneplug.report`
     and :func:`pruneplug.tensor_histories`: every tensor the checkpoint
@@ -272,7 +277,7 @@ def load_into(model: nn.Module, checkpoint: Checkpoint) -> dict[str, tuple[str, 
     """
     _check_dtypes(model, checkpoint)
     try:
-        load_pruned_state_dict(model, checkpoint.state_dict)
+        load_pruned_state_dict(model, checkpoint.state_dict, mask_storage=mask_storage)
     except (PruneplugError, RuntimeError) as error:  # RuntimeError: load_state_dict's own checks
         detail = str(error).removeprefix("the state_dict does not fit the model: ")
         raise CheckpointError(f"does not fit the model: {detail}", path=checkpoint.path) from error

@@ -63,7 +63,7 @@ def unpack_bits(packed: Tensor, shape: Sequence[int]) -> Tensor:
     for bit in range(8):
         torch.bitwise_and(packed >> bit, 1, out=spread[:, bit])
     # (torch.jit.trace cannot record a dtype view: it gets a converting copy instead)
-    unpacked = spread.to(torch.bool) if torch.jit.is_tracing() else spread.view(torch.bool)
+    unpacked = spread.to(torch.bool) if torch._C._get_tracing_state() is not None else spread.view(torch.bool)
     return unpacked.reshape(-1)[:numel].reshape(tuple(shape))
 
 

@@ -71,7 +71,8 @@ def apply_command(
     with steps(len(loaded.rules) + (1 if dry_run else 2)) as progress:
         if weights is not None:
             progress.start(f"loading {weights}")
-            earlier = load_into(net, load_checkpoint(weights, allow_pickle=allow_pickle))
+            checkpoint = load_checkpoint(weights, allow_pickle=allow_pickle)
+            earlier = load_into(net, checkpoint, mask_storage=loaded.mask_storage)
         progress.advance()
         progress.start("applying the plan")
         result = apply_plan(

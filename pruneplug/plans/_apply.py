@@ -35,7 +35,7 @@ from .._errors import (
     TensorNotFoundError,
     UnsupportedNormError,
 )
-from .._reparam import ModuleSnapshot, default_alive, tensor_state
+from .._reparam import MaskStorage, ModuleSnapshot, default_alive, tensor_state
 from .._report import Report, RuleOutcome, report
 from ._errors import PlanError
 from ._formats import load_plan
@@ -99,7 +99,7 @@ def _counts(targets: tuple[Target, ...]) -> _Counts:
     return counts
 
 
-def _apply_rule(resolved: ResolvedRule) -> RuleOutcome:
+def _apply_rule(resolved: ResolvedRule, mask_storage: MaskStorage | None) -> RuleOutcome:
     rule = resolved.rule
     if resolved.skipped is not None:
         return RuleOutcome(
@@ -119,13 +119,13 @@ def _apply_rule(resolved: ResolvedRule) -> RuleOutcome:
     params = dict(rule.params)
     if rule.scope == "global":
         try:
-            prune_global([(t.module, t.tensor) for t in targets], rule.strategy, **params)
+            prune_global([(t.module, t.tensor) for t in targets], rule.strategy, mask_storage=mask_storage, **params)
         except PruneplugError as error:
             raise PlanError(str(error), rule=resolved.index, field=_field_of(error)) from error
     else:
         for target in targets:
             try:
-                prune(target.module, target.tensor, rule.strategy, **params)
+                prune(target.module, target.tensor, rule.strategy, mask_storage=mask_storage, **params)
             except PruneplugError as error:
                 raise PlanError(f"{target.name}: {error}", rule=resolved.index, field=_field_of(error)) from error
     after = _counts(targets)
@@ -194,7 +194,7 @@ def _apply(model: nn.Module, plan: Plan, dry_run: bool, progress: Progress | Non
     outcomes: list[RuleOutcome] = []
     try:
         for item in resolved:
-            outcomes.append(_apply_rule(item))
+            outcomes.append(_apply_rule(item, plan.mask_storage))
             if progress is not None:
                 progress(len(outcomes), len(resolved))
         result = report(model, rules=outcomes, dry_run=dry_run)

@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from .._errors import InvalidParametersError, PruneplugError
 from .._params import _describe_error as describe_param_error
 from .._registry import StrategySpec, get_registry
+from .._reparam import MaskStorage
 from ._errors import PlanError, from_validation_error
 
 __all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]
@@ -182,6 +183,11 @@ class Plan(BaseModel):
     )
     version: Literal[1] = Field(default=1, description="The plan format's version.")
     description: str | None = Field(default=None, description="What the plan is for.")
+    mask_storage: MaskStorage | None = Field(
+        default=None,
+        description="How the masks of the tensors the plan prunes are stored: 'bool' (a byte per entry) or "
+        "'packed' (a bit per entry, for large models). Default: as they are, 'bool' for tensors not pruned yet.",
+    )
     rules: tuple[Rule, ...] = Field(min_length=1, description="Applied in order.")
 
 

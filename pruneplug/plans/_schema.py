@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .._registry import Registry, StrategySpec, get_registry
-from ._model import PLAN_VERSION, RuleSelection
+from .._reparam import MaskStorage
+from ._model import PLAN_VERSION, Plan, RuleSelection
 
 __all__ = ["plan_schema", "SCHEMA_DIALECT"]
 
@@ -77,6 +78,10 @@ def plan_schema(registry: Registry | None = None) -> dict[str, Any]:
         schema_=(str | None, Field(None, alias="$schema", description="Where editors find this schema.")),
         version=(Literal[1], Field(PLAN_VERSION, description="The plan format's version.")),
         description=(str | None, Field(None, description="What the plan is for.")),
+        mask_storage=(
+            MaskStorage | None,
+            Field(None, description=Plan.model_fields["mask_storage"].description),
+        ),
         rules=(list[rule], Field(min_length=1, description="Applied in order; later rules see earlier masks.")),
     )
     schema = plan.model_json_schema(by_alias=True)

@@ -294,3 +294,20 @@ def test_progress_bar_on_a_terminal_and_quiet(
     terminal.truncate()
     assert in_process(capsys, "--quiet", *args)[0] == 0
     assert terminal.getvalue() == ""
+
+
+def test_a_plan_with_packed_masks_writes_the_same_checkpoint(
+    work: Path, runs: dict[str, Run], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mask_storage = "packed"`` changes how masks are held while applying, not what is written: the
+    checkpoint holds the same bool masks and weights as the bool run (resuming from a pruned checkpoint)."""
+    ok(runs["resume"])
+    monkeypatch.chdir(work)
+    (work / "more-packed.yaml").write_text("mask_storage: packed\n" + MORE)
+    args = ("apply", "more-packed.yaml", "-m", LENET, "-w", "step1.safetensors", "-o", "packed.safetensors")
+    status, _, err = in_process(capsys, *args)
+    assert status == 0, err
+    packed, plain = load_file(work / "packed.safetensors"), load_file(work / "step2.safetensors")
+    assert packed.keys() == plain.keys()
+    for key, value in plain.items():
+        assert packed[key].dtype == value.dtype and torch.equal(packed[key], value), key

@@ -91,6 +91,23 @@ def test_a_plan_does_what_the_native_calls_do(registry: pruneplug.Registry) -> N
     assert result.totals.masked_tensors == 6 and not result.dry_run
 
 
+def test_mask_storage_is_how_every_rule_stores_its_masks(registry: pruneplug.Registry) -> None:
+    packed, plain = LeNet(), LeNet()
+    plain.load_state_dict(packed.state_dict())
+    apply_plan(packed, {**PLAN, "mask_storage": "packed"})
+    apply_plan(plain, PLAN)
+    stored = {name: buffer for name, buffer in packed.named_buffers() if name.endswith("_mask")}
+    assert stored.keys() == masks(plain).keys()
+    assert all(isinstance(mask, pruneplug.PackedMask) for mask in stored.values())
+    for key, mask in masks(packed).items():  # (state_dicts hold plain bool masks)
+        assert type(mask) is Tensor and torch.equal(mask, masks(plain)[key]), key
+    model = LeNet()
+    with pytest.raises(PlanError, match="mask_storage") as caught:
+        apply_plan(model, {**PLAN, "mask_storage": "bits"})
+    assert "'bool'" in str(caught.value) and "'packed'" in str(caught.value)
+    assert not pruneplug.is_pruned(model)
+
+
 def test_a_plan_from_a_file(registry: pruneplug.Registry, tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(PLAN))
