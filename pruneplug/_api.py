@@ -287,6 +287,13 @@ def _importance_for(
     return out
 
 
+def _alive_or_none(state: TensorState) -> Tensor | None:
+    """What is still unpruned of a global target: ``None`` if never pruned, a packed mask as it is stored."""
+    if isinstance(state.mask, PackedMask):
+        return state.mask.detach()  # read a chunk at a time by the selection, never unpacked whole
+    return default_alive(state) if state.pruned else None
+
+
 def prune_global(
     targets: Iterable[tuple[nn.Module, str]],
     strategy: StrategyLike,
@@ -354,7 +361,7 @@ def prune_global(
         packed = [storage == "packed" or (storage is None and isinstance(s.mask, PackedMask)) for s in states]
         check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
-        alive = [default_alive(state) if state.pruned else None for state in states]
+        alive = [_alive_or_none(state) for state in states]
         try:
             masks = global_masks(states, method, importance, alive, packed=packed)
         except PruneplugError:

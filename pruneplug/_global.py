@@ -19,7 +19,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
 from ._container import combine_masks, fast_path
-from ._packed import PackedMask
+from ._packed import PackedMask, plain
 from ._reparam import TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
@@ -43,7 +43,10 @@ def _source(
         source = method.score_source(state.orig, alive)
     else:
         source = ScoreSource.whole(
-            lambda: method.scores(current_values(state), alive), state.orig.numel(), state.orig.device, alive
+            lambda: method.scores(current_values(state), None if alive is None else plain(alive)),
+            state.orig.numel(),
+            state.orig.device,
+            alive,
         )
 
     def read() -> Tensor:
@@ -93,7 +96,8 @@ def global_masks(
         method: an unstructured strategy instance (its ``amount`` counts over all targets).
         importance: per target, importance scores or ``None`` (use the tensor's values).
         alive: per target, the bool mask of still-unpruned entries, or ``None`` if
-            it was never pruned (saves allocating a mask of ones per target).
+            it was never pruned (saves allocating a mask of ones per target); a
+            :class:`~pruneplug.PackedMask` is read a chunk at a time.
         packed: per target, whether to return its mask as a
             :class:`~pruneplug.PackedMask`, packed as soon as it is computed
             (so that unpacked masks are never all held at once).

@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 
-__all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of"]
+__all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of", "flat_mask", "mask_range"]
 
 _aten = torch.ops.aten
 _ALIASES = {_aten.detach.default, _aten.alias.default}
@@ -59,12 +60,29 @@ def pack_bits(mask: Tensor) -> Tensor:
 def unpack_bits(packed: Tensor, shape: Sequence[int]) -> Tensor:
     """The bool tensor of ``shape`` that :func:`pack_bits` packed into ``packed``."""
     numel = math.prod(shape)
-    spread = torch.empty(packed.numel(), 8, dtype=torch.uint8, device=packed.device)
-    for bit in range(8):
-        torch.bitwise_and(packed >> bit, 1, out=spread[:, bit])
-    # (torch.jit.trace cannot record a dtype view: it gets a converting copy instead)
-    unpacked = spread.to(torch.bool) if torch._C._get_tracing_state() is not None else spread.view(torch.bool)
+    table = _byte_table(packed.device)
+    indices = packed.to(torch.int32)
+    if torch._C._get_tracing_state() is not None:  # torch.jit.trace cannot record a dtype view
+        unpacked = torch.index_select(table, 0, indices).to(torch.bool)
+    else:
+        # one 8-byte row per packed byte, gathered as int64 words, then read back as bools
+        unpacked = torch.index_select(table.view(torch.int64).reshape(256), 0, indices).view(torch.bool)
     return unpacked.reshape(-1)[:numel].reshape(tuple(shape))
+
+
+_tables: dict[torch.device, Tensor] = {}
+
+
+def _byte_table(device: torch.device) -> Tensor:
+    """``table[b, i]`` is bit ``i`` of byte ``b`` (0 or 1), as ``uint8``: a byte's 8 entries, ready to copy."""
+    tracing = torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+    table = None if tracing else _tables.get(device)  # (a kept tensor is foreign to compile's fake tensors)
+    if table is None:
+        bits = (torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1
+        table = bits.to(torch.uint8).contiguous()
+        if not tracing:
+            _tables[device] = table
+    return table
 
 
 class PackedMask(Tensor):
@@ -191,6 +209,22 @@ def _rebuild(packed: Tensor, shape: tuple[int, ...]) -> PackedMask:
 def plain(mask: Tensor) -> Tensor:
     """``mask`` as a plain tensor: unpacked if it is a :class:`PackedMask`, else itself."""
     return mask.unpack() if isinstance(mask, PackedMask) else mask
+
+
+def flat_mask(mask: Tensor) -> Tensor:
+    """``mask.reshape(-1)``, without unpacking a :class:`PackedMask` (its bits are in that order already)."""
+    if isinstance(mask, PackedMask):
+        return PackedMask(mask.packed, (mask.numel(),))
+    return mask.reshape(-1)
+
+
+def mask_range(flat: Tensor, start: int, stop: int) -> Tensor:
+    """``flat[start:stop]`` of a 1-D mask; of a :class:`PackedMask`, only the bytes holding that range are unpacked."""
+    if not isinstance(flat, PackedMask):
+        return flat[start:stop]
+    first, last = start // 8, (stop + 7) // 8
+    span = unpack_bits(flat.packed[first:last], ((last - first) * 8,))
+    return span[start - first * 8 : stop - first * 8]
 
 
 def storage_of(mask: Tensor) -> Tensor:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._packed import flat_mask, mask_range
+
 __all__ = ["ScoreSource", "keep_highest", "keep_highest_across", "select_lowest", "select_lowest_slices"]
 
 #: Below this many alive entries in all, the threshold is taken from all alive scores at once.
@@ -56,7 +58,8 @@ class ScoreSource:
         read: returns a flat tensor -- the raw values (elementwise) or the scores (whole).
         score: elementwise scoring ``score(values, out)`` of a slice of ``read()``'s
             result, which may write into ``out`` (a buffer it can reuse), or ``None``.
-        alive: flat bool tensor of the entries that may be selected, or ``None`` (all).
+        alive: flat bool tensor of the entries that may be selected, or ``None`` (all);
+            a :class:`~pruneplug.PackedMask` stays packed, unpacked a chunk at a time.
         numel: number of entries.
         device: where the values live (and where the result masks are made).
     """
@@ -88,7 +91,7 @@ class ScoreSource:
 
 
 def _flat_alive(alive: Tensor | None) -> Tensor | None:
-    return None if alive is None else alive.reshape(-1)
+    return None if alive is None else flat_mask(alive)
 
 
 def _score_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -180,7 +183,7 @@ class _Pass:
         size = _chunk_size(source.device)
         for start in range(0, source.numel, size):
             stop = min(start + size, source.numel)
-            alive = None if source.alive is None else source.alive[start:stop]
+            alive = None if source.alive is None else mask_range(source.alive, start, stop)
             yield start, self._scored(source, values[start:stop]), alive
 
     def sample(self, index: int, stride: int) -> Tensor:

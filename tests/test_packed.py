@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from torch import Tensor
 
 from pruneplug import PackedMask
-from pruneplug._packed import pack_bits, plain, storage_of, unpack_bits
+from pruneplug._packed import flat_mask, mask_range, pack_bits, plain, storage_of, unpack_bits
 
 SHAPES = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
 
@@ -122,3 +122,18 @@ def test_plain_and_storage_of() -> None:
     assert PackedMask.pack(packed) is packed
     assert plain(mask) is mask and type(plain(packed)) is Tensor and torch.equal(plain(packed), mask)
     assert storage_of(mask) is mask and storage_of(packed) is packed.packed
+
+
+@settings(max_examples=60)
+@given(data=st.data(), shape=SHAPES.filter(lambda shape: math.prod(shape) > 0), seed=st.integers(0, 2**31 - 1))
+def test_flat_ranges_unpack_only_their_bytes(data: st.DataObject, shape: tuple[int, ...], seed: int) -> None:
+    """``mask_range(flat_mask(m), a, b)`` is ``m.reshape(-1)[a:b]`` for any range, packed or not."""
+    mask = random_mask(shape, seed)
+    numel = mask.numel()
+    start = data.draw(st.integers(0, numel), label="start")
+    stop = data.draw(st.integers(start, numel), label="stop")
+    packed = PackedMask.pack(mask)
+    flat = flat_mask(packed)
+    assert type(flat) is PackedMask and flat.shape == (numel,) and flat.packed is packed.packed  # nothing unpacked
+    assert torch.equal(mask_range(flat, start, stop), mask.reshape(-1)[start:stop])
+    assert torch.equal(mask_range(flat_mask(mask), start, stop), mask.reshape(-1)[start:stop])

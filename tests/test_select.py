@@ -23,6 +23,7 @@ from hypothesis import given, settings, strategies as st
 from torch import Tensor
 
 import pruneplug._select as select
+from pruneplug import PackedMask
 from pruneplug._select import ScoreSource, keep_highest, keep_highest_across, select_lowest, select_lowest_slices
 
 CPU = torch.device("cpu")
@@ -323,7 +324,8 @@ def test_the_sampled_window_is_exact_even_when_it_misses(
 ) -> None:
     """Above ``_DIRECT_LIMIT`` the threshold comes from a sampled window; whatever the distribution (all
     equal, two clusters, sorted, reversed, or periodic so that the strided sample misses and the window
-    must widen), the selection equals the reference, over one or several sources."""
+    must widen), the selection equals the reference, over one or several sources, with alive masks plain or
+    bit-packed."""
     generator = torch.Generator().manual_seed(seed)
     values = distribution(kind, n, max(1, n // select._SAMPLE_SIZE), generator).to(dtype)
     cuts = sorted(data.draw(st.lists(st.integers(1, n - 1), max_size=2, unique=True), label="cuts"))
@@ -344,7 +346,10 @@ def test_the_sampled_window_is_exact_even_when_it_misses(
         label="k",
     )
     k = max(0, min(k, available))
-    kept = keep_highest_across([ScoreSource.whole(lambda p=p: p, p.numel(), CPU, a) for p, a in zip(parts, alives)], k)
+    # an alive mask may come bit-packed (global pruning of packed masks): read in odd-sized chunks
+    given = [None if a is None or not data.draw(st.booleans(), label="packed") else PackedMask.pack(a) for a in alives]
+    given = [g if g is not None else a for g, a in zip(given, alives)]
+    kept = keep_highest_across([ScoreSource.whole(lambda p=p: p, p.numel(), CPU, a) for p, a in zip(parts, given)], k)
     pooled = [bool(b) for t in kept for b in t.tolist()]
     expected = reference(flat_list(values), live, k)
     assert sum(a and not b for a, b in zip(live, pooled)) == k

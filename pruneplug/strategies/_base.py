@@ -20,6 +20,7 @@ from torch import Tensor
 from .._amount import check_amount_like_torch, count_to_prune
 from .._container import normalize_dim
 from .._method import BasePruningMethod
+from .._packed import plain
 from .._params import AmountField, DimField, StrategyParams
 from .._select import ScoreSource, keep_highest_across, select_lowest_slices
 
@@ -97,7 +98,8 @@ class UnstructuredStrategy(BasePruningMethod):
         t = t.detach()
         if self.elementwise_scores:
             return ScoreSource.elementwise(t, self.scores_into, alive)
-        return ScoreSource.whole(lambda: self.scores(t, alive), t.numel(), t.device, alive)
+        # (scores() gets a plain mask, unpacked for the read; the source keeps a packed one packed)
+        return ScoreSource.whole(lambda: self.scores(t, _plain(alive)), t.numel(), t.device, alive)
 
     def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them."""
@@ -164,3 +166,7 @@ class StructuredStrategy(BasePruningMethod):
         return keep * default_mask.to(out_dtype)
 
     _own_compute_mask = compute_mask
+
+
+def _plain(alive: Tensor | None) -> Tensor | None:
+    return None if alive is None else plain(alive)
