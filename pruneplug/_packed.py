@@ -1,28 +1,10 @@
 """Bit-packed masks: one bit per entry instead of a ``torch.bool`` byte.
 
 A bool mask costs a quarter of an fp32 weight's memory, half of a bf16 one's;
-for a model pruned globally that is the bulk of what pruning keeps. With
-``mask_storage="packed"`` pruneplug stores ``<name>_mask`` as a
-:class:`PackedMask` (1/32 of fp32 weights) -- a ``torch.Tensor`` subclass
-that reports ``dtype=torch.bool`` and the weight's shape, and that any torch
-operation sees as the bool mask it stands for: each operation unpacks it for
-its own duration, and an in-place operation on it is packed back.
-
-What stays the same: ``module.weight_mask`` is still a buffer, compares,
-sums and indexes like the bool mask, and ``state_dict()`` holds plain bool
-masks in torch's format (so checkpoints load anywhere). What differs: it has
-no storage of its own (``data_ptr()``, ``untyped_storage()`` and
-``share_memory_()`` are not available), and writing through a *view* of it
-(``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes a temporary copy:
-write to the mask itself (``mask[i, j] = False``, ``mask.logical_and_(m)``).
-
->>> import torch
->>> mask = PackedMask.pack(torch.tensor([[True, False, True], [False, True, True]]))
->>> mask.dtype, tuple(mask.shape), int(mask.sum())
-(torch.bool, (2, 3), 4)
->>> mask[0, 0] = False
->>> mask.unpack().tolist()
-[[False, False, True], [False, True, True]]
+for a model pruned globally that is the bulk of what pruning keeps. This
+module holds the storage format (:class:`PackedMask`) and the helpers the
+core reads masks through (:func:`plain`, :func:`flat_mask`,
+:func:`mask_range`, :func:`storage_of`).
 """
 
 from __future__ import annotations
@@ -86,10 +68,33 @@ def _byte_table(device: torch.device) -> Tensor:
 
 
 class PackedMask(Tensor):
-    """A bool mask stored one bit per entry (see the module's docstring).
+    """A bool mask stored one bit per entry: 1/32 of an fp32 weight's memory.
 
-    Build one with :meth:`pack`; :meth:`unpack` gives the plain bool tensor.
-    ``packed`` is the ``uint8`` storage itself.
+    With ``mask_storage="packed"`` pruneplug stores ``<name>_mask`` as one of
+    these. It reports ``dtype=torch.bool`` and the weight's shape, and any
+    torch operation sees it as the bool mask it stands for: each operation
+    unpacks it for its own duration, and an in-place operation on it
+    (``mask[i, j] = False``, ``mask.logical_and_(m)``, ``copy_``, ``out=``)
+    is packed back. ``state_dict()`` holds plain bool masks in its place, in
+    torch's format.
+
+    It has no storage of its own: ``data_ptr()``, ``untyped_storage()`` and
+    ``share_memory_()`` are not available, and writing through a *view* of
+    it (``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes a
+    temporary copy -- write to the mask itself, or call
+    :func:`pruneplug.unpack_masks` first.
+
+    Build one with :meth:`pack`; :meth:`unpack` gives the plain bool tensor;
+    ``packed`` is the flat ``uint8`` storage itself (entry ``8j+i`` is bit
+    ``i`` of byte ``j``).
+
+    >>> import torch
+    >>> mask = PackedMask.pack(torch.tensor([[True, False, True], [False, True, True]]))
+    >>> mask.dtype, tuple(mask.shape), int(mask.sum()), mask.packed.numel()
+    (torch.bool, (2, 3), 4, 1)
+    >>> mask[0, 0] = False
+    >>> mask.unpack().tolist()
+    [[False, False, True], [False, True, True]]
     """
 
     packed: Tensor
