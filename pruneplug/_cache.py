@@ -12,6 +12,9 @@ these hold:
   plain tensor with data (not a fake, meta or functorch-wrapped one, as
   ``torch.export``, ``torch.compile``, ``torch.func`` and ``torch.jit.trace``
   hand in) -- those see a fresh product, as torch would give them;
+* neither ``<name>_orig`` nor ``<name>_mask`` was created in inference mode
+  (inference tensors have no version counter, so their changes could not be
+  seen);
 * ``<name>_orig`` and ``<name>_mask`` are the same tensors, with the same
   storage (the same storage object, offset and strides: replacing
   ``param.data`` counts) and the same version counters as then, no optimizer has stepped
@@ -80,8 +83,8 @@ def cacheable(orig: Tensor, mask: Tensor) -> bool:
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
         return False
     for tensor in (orig, storage_of(mask)):
-        if tensor.is_meta or _functorch_wrapped(tensor):
-            return False
+        if tensor.is_meta or _functorch_wrapped(tensor) or tensor.is_inference():
+            return False  # (inference tensors have no version counter: their changes cannot be seen)
         if type(tensor) not in _PLAIN_TYPES and (is_fake(tensor) or is_traceable_wrapper_subclass(tensor)):
             return False  # (the checks for subclasses are slower; plain tensors and parameters skip them)
     return True

@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedNormError",
     "StrategyFailedError",
     "PruningStateError",
+    "PackedMaskError",
     "close_matches_hint",
 ]
 
@@ -261,4 +262,13 @@ class PruningStateError(PruneplugError, RuntimeError, AssertionError):
 
     Also a ``RuntimeError``, and an ``AssertionError`` because torch raises
     one in the same situation.
+    """
+
+
+class PackedMaskError(PruneplugError, RuntimeError):
+    """An operation a bit-packed mask (:class:`~pruneplug.PackedMask`) cannot do.
+
+    In-place operations that change its shape, tracing with
+    ``torch.jit.trace`` (which would freeze the mask into the trace), and
+    the like. :func:`pruneplug.unpack_masks` gives the model plain bool masks.
     """

@@ -18,6 +18,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 
+from ._errors import PackedMaskError
+
 __all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of", "flat_mask", "mask_range"]
 
 _aten = torch.ops.aten
@@ -32,7 +34,7 @@ def pack_bits(mask: Tensor) -> Tensor:
         flat = torch.cat([flat, flat.new_zeros(padding)])
     else:
         flat = flat.contiguous()
-    groups = flat.view(torch.uint8).view(-1, 8)
+    groups = flat.to(torch.uint8).view(-1, 8)  # (a conversion, not a view: a bool byte may hold any nonzero value)
     packed = groups[:, 0].clone()
     for bit in range(1, 8):
         packed |= groups[:, bit] << bit
@@ -57,7 +59,11 @@ _tables: dict[torch.device, Tensor] = {}
 
 def _byte_table(device: torch.device) -> Tensor:
     """``table[b, i]`` is bit ``i`` of byte ``b`` (0 or 1), as ``uint8``: a byte's 8 entries, ready to copy."""
-    tracing = torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+    tracing = (
+        torch.compiler.is_compiling()
+        or _get_current_dispatch_mode() is not None
+        or torch._C._get_tracing_state() is not None
+    )
     table = None if tracing else _tables.get(device)  # (a kept tensor is foreign to compile's fake tensors)
     if table is None:
         bits = (torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1
@@ -78,11 +84,14 @@ class PackedMask(Tensor):
     is packed back. ``state_dict()`` holds plain bool masks in its place, in
     torch's format.
 
-    It has no storage of its own: ``data_ptr()``, ``untyped_storage()`` and
-    ``share_memory_()`` are not available, and writing through a *view* of
-    it (``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes a
-    temporary copy -- write to the mask itself, or call
-    :func:`pruneplug.unpack_masks` first.
+    It has no storage of its own (``data_ptr()`` is 0, ``untyped_storage()``
+    fails; ``share_memory_()`` shares the packed bytes), writing through a
+    *view* of it (``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes
+    a temporary copy -- write to the mask itself -- and in-place operations
+    that would change its shape raise :class:`~pruneplug.PackedMaskError`,
+    as does ``torch.jit.trace``, which would freeze the mask into the trace
+    (``torch.compile`` and ``torch.export`` follow it). Call
+    :func:`pruneplug.unpack_masks` first for any of those.
 
     Build one with :meth:`pack`; :meth:`unpack` gives the plain bool tensor;
     ``packed`` is the flat ``uint8`` storage itself (entry ``8j+i`` is bit
@@ -120,19 +129,57 @@ class PackedMask(Tensor):
         return cls(pack_bits(mask), mask.shape)
 
     def unpack(self) -> Tensor:
-        """The mask as a plain bool tensor (a new one at every call)."""
+        """The mask as a plain, compact bool tensor (a new one at every call)."""
+        unpacked = self._unpacked()
+        return unpacked.clone() if unpacked.numel() % 8 else unpacked  # (not a view into a padded buffer)
+
+    def _unpacked(self) -> Tensor:
+        """The mask as a plain bool tensor, possibly a view into a buffer padded to whole bytes."""
+        if torch._C._get_tracing_state() is not None:
+            raise PackedMaskError(
+                "torch.jit.trace would record a bit-packed mask as a constant, so that later changes to the mask "
+                "are not seen; call pruneplug.unpack_masks(model) before tracing (or use torch.export)"
+            )
         return unpack_bits(self.packed, self.shape)
 
     def _store(self, value: Tensor) -> None:
+        if value.shape != self.shape:
+            raise PackedMaskError(
+                f"an in-place operation would change a bit-packed mask's shape from {tuple(self.shape)} to "
+                f"{tuple(value.shape)}; unpack it first (pruneplug.unpack_masks)"
+            )
         self.packed.copy_(pack_bits(value))
         # Inside __torch_dispatch__ in-place ops do not bump version counters; the cache reads this one.
         torch.autograd.graph.increment_version(self.packed)
 
     def __setitem__(self, index: Any, value: Any) -> None:
         # Tensor.__setitem__ writes through views of the tensor, which are temporaries here.
-        updated = self.unpack()
+        updated = self._unpacked()
         updated[index] = plain(value) if isinstance(value, Tensor) else value
         self.copy_(updated)
+
+    @property  # type: ignore[override]
+    def data(self) -> Tensor:
+        """An alias sharing the packed bytes (as ``Tensor.data`` is for plain tensors)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        if not isinstance(value, Tensor) or value.dtype != torch.bool or value.shape != self.shape:
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise PackedMaskError(
+                f"a bit-packed mask's .data can only be set to a bool tensor of its shape {tuple(self.shape)}, "
+                f"got {got}; unpack it first (pruneplug.unpack_masks)"
+            )
+        self._store(plain(value))
+
+    def share_memory_(self) -> PackedMask:
+        """Move the packed bytes to shared memory (``Module.share_memory()`` calls this)."""
+        self.packed.share_memory_()
+        return self
+
+    def is_shared(self) -> bool:
+        return bool(self.packed.is_shared())
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         return f"PackedMask({self.unpack()!r})"
@@ -166,44 +213,51 @@ class PackedMask(Tensor):
     ) -> Any:
         kwargs = kwargs or {}
         if func in _ALIASES:
-            return PackedMask(args[0].packed, args[0].shape)
+            # A view of a tensor made outside inference mode must not be an inference tensor.
+            with torch.inference_mode(args[0].is_inference()):
+                return PackedMask(args[0].packed, args[0].shape)
         if func is _aten.clone.default:
             return PackedMask(args[0].packed.clone(), args[0].shape)
         if func is _aten._to_copy.default and kwargs.get("dtype") in (None, torch.bool):
             device = kwargs.get("device") or args[0].device
             return PackedMask(args[0].packed.to(device=device, copy=True), args[0].shape)
-        unpacked: dict[int, tuple[PackedMask, Tensor]] = {}
+        # Each mask is unpacked once per call, however often it is passed (m.logical_xor_(m)),
+        # and masks sharing their packed bytes (m and m.detach()) share the unpacked tensor.
+        temporaries: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+
+        def temporary(mask: PackedMask) -> Tensor:
+            key = (id(mask.packed), tuple(mask.shape))
+            if key not in temporaries:
+                temporaries[key] = mask._unpacked()
+            return temporaries[key]
 
         def unwrap(value: Any) -> Any:
-            if isinstance(value, PackedMask):
-                plain_value = value.unpack()
-                unpacked[id(plain_value)] = (value, plain_value)
-                return plain_value
-            return value
+            return temporary(value) if isinstance(value, PackedMask) else value
 
         out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
-        written = _written(func, args, kwargs)
-        for mask, plain_value in unpacked.values():
-            if id(mask) in written:
-                mask._store(plain_value)
+        written: dict[int, PackedMask] = {}  # id of the temporary -> the mask written through it
+        for mask in _written(func, args, kwargs):
+            changed = temporary(mask)
+            if id(changed) not in written:
+                mask._store(changed)
+                written[id(changed)] = mask
 
         def rewrap(value: Any) -> Any:
-            found = unpacked.get(id(value)) if isinstance(value, Tensor) else None
-            return found[0] if found is not None and id(found[0]) in written else value
+            return written.get(id(value), value) if isinstance(value, Tensor) else value
 
         return tree_map(rewrap, out)
 
 
-def _written(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int]:
-    """``id``s of the :class:`PackedMask` arguments that ``func`` writes into (``add_``, ``out=``)."""
-    written: set[int] = set()
+def _written(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[PackedMask]:
+    """The :class:`PackedMask` arguments that ``func`` writes into (``add_``, ``out=``)."""
+    written: list[PackedMask] = []
     for index, argument in enumerate(func._schema.arguments):
         if argument.alias_info is None or not argument.alias_info.is_write:
             continue
         value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, PackedMask):
-                written.add(id(item))
+                written.append(item)
     return written
 
 

@@ -476,6 +476,7 @@ class ModuleSnapshot:
         "_parameters",
         "_buffers",
         "_forward_pre_hooks",
+        "_load_state_dict_pre_hooks",
         "_load_state_dict_post_hooks",
         "_state_dict_hooks",
     )

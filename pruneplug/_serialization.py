@@ -14,7 +14,10 @@ module looks like:
   loading.
 * A ``state_dict`` post-hook hands out bit-packed masks
   (:class:`~pruneplug.PackedMask`) as plain bool tensors, so a state_dict is
-  in torch's format whichever way the masks are stored.
+  in torch's format whichever way the masks are stored (with
+  ``keep_vars=True`` it holds the buffers themselves, as torch's does), and
+  a ``load_state_dict`` pre-hook notes which masks are packed, so that
+  ``assign=True`` (which replaces buffers) leaves them packed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import copyreg
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ._lazy import is_lazy
@@ -29,7 +33,7 @@ from ._method import BasePruningMethod
 from ._packed import PackedMask
 from ._reparam import pruning_hooks, refresh
 
-__all__ = ["install_support", "uninstall_support", "refresh_all"]
+__all__ = ["install_support", "install_packed_support", "uninstall_support", "refresh_all"]
 
 
 def refresh_all(module: nn.Module) -> None:
@@ -42,11 +46,36 @@ def refresh_all(module: nn.Module) -> None:
 
 
 class RefreshAfterLoad:
-    """``load_state_dict`` post-hook: the masked tensors are current as soon as loading ends."""
+    """``load_state_dict`` post-hook: the masked tensors are current as soon as loading ends.
+
+    Masks that were bit-packed before loading and that loading replaced by
+    plain tensors (``assign=True``) are packed again first.
+    """
 
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
+        for hook in module._load_state_dict_pre_hooks.values():
+            noted = getattr(hook, "hook", hook)  # torch wraps pre-hooks registered with_module
+            if isinstance(noted, NotePackedMasks):
+                noted.repack(module)
         if pruning_hooks(module):
             refresh_all(module)
+
+
+class NotePackedMasks:
+    """``load_state_dict`` pre-hook: remember which mask buffers are bit-packed before loading."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+
+    def __call__(self, module: nn.Module, *args: Any) -> None:
+        self.names = tuple(name for name, buffer in module._buffers.items() if isinstance(buffer, PackedMask))
+
+    def repack(self, module: nn.Module) -> None:
+        for name in self.names:
+            buffer = module._buffers.get(name)
+            if isinstance(buffer, Tensor) and not isinstance(buffer, PackedMask) and buffer.dtype == torch.bool:
+                module._buffers[name] = PackedMask.pack(buffer)
+        self.names = ()
 
 
 class UnpackMasksInStateDict:
@@ -55,7 +84,9 @@ class UnpackMasksInStateDict:
     def __call__(self, module: nn.Module, state_dict: Any, prefix: str, local_metadata: Any) -> None:
         for name, buffer in module._buffers.items():
             key = prefix + name
-            if isinstance(buffer, PackedMask) and isinstance(state_dict.get(key), PackedMask):
+            saved = state_dict.get(key)
+            # (keep_vars=True saves the buffer itself: that one stays, as it would for a bool mask)
+            if isinstance(buffer, PackedMask) and isinstance(saved, PackedMask) and saved is not buffer:
                 state_dict[key] = buffer.unpack()
 
 
@@ -108,8 +139,15 @@ def install_support(module: nn.Module) -> None:
         copyreg.pickle(cls, _reduce_module)
     if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())
+    install_packed_support(module)
+
+
+def install_packed_support(module: nn.Module) -> None:
+    """The hooks that keep bit-packed masks out of state_dicts and packed through ``assign=True`` loads."""
     if not any(isinstance(h, UnpackMasksInStateDict) for h in module._state_dict_hooks.values()):
         module.register_state_dict_post_hook(UnpackMasksInStateDict())
+    if not any(isinstance(getattr(h, "hook", h), NotePackedMasks) for h in module._load_state_dict_pre_hooks.values()):
+        module._register_load_state_dict_pre_hook(NotePackedMasks(), with_module=True)
 
 
 def uninstall_support(module: nn.Module) -> None:
@@ -120,3 +158,6 @@ def uninstall_support(module: nn.Module) -> None:
     for key, hook in list(module._state_dict_hooks.items()):
         if isinstance(hook, UnpackMasksInStateDict):
             del module._state_dict_hooks[key]
+    for key, hook in list(module._load_state_dict_pre_hooks.items()):
+        if isinstance(getattr(hook, "hook", hook), NotePackedMasks):
+            del module._load_state_dict_pre_hooks[key]

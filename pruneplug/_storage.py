@@ -16,6 +16,7 @@ from ._errors import InvalidTargetError
 from ._lazy import is_lazy
 from ._packed import PackedMask
 from ._reparam import pruning_hooks, refresh
+from ._serialization import install_packed_support
 
 __all__ = ["pack_masks", "unpack_masks"]
 
@@ -30,6 +31,8 @@ def _convert(model: nn.Module, packed: bool) -> nn.Module:
             if mask is None or mask.dtype != torch.bool or isinstance(mask, PackedMask) is packed:
                 continue
             module._buffers[key] = PackedMask.pack(mask) if packed else mask.unpack()  # type: ignore[attr-defined]
+            if packed:
+                install_packed_support(module)  # (modules torch.nn.utils.prune pruned have none yet)
             forget(hook)
             if not is_lazy(module):
                 refresh(module, hook, force=True)

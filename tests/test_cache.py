@@ -71,14 +71,25 @@ def test_vmap_over_functional_call(prune: Callable[[nn.Module], None]) -> None:
     assert torch.allclose(out[0], expected(model, x))
 
 
-@pytest.mark.parametrize("prune", NATIVE)
-def test_jit_trace_follows_the_parameters(prune: Callable[[nn.Module], None]) -> None:
-    model, x = pruned_stack(prune), torch.randn(3, 4)
+def test_jit_trace_follows_the_parameters() -> None:
+    model, x = pruned_stack(NATIVE[0].values[0]), torch.randn(3, 4)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model(x)
         traced = torch.jit.trace(model, (x,))
         model[0].weight_orig.mul_(2)
+        assert torch.allclose(traced(x), expected(model, x))
+
+
+def test_jit_trace_refuses_packed_masks_it_would_freeze() -> None:
+    """A trace would hold a packed mask's bytes as a constant: tracing says so; unpacked, it traces."""
+    model, x = pruned_stack(NATIVE[1].values[0]), torch.randn(3, 4)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(pruneplug.PackedMaskError, match=r"unpack_masks\(model\) before tracing"):
+            torch.jit.trace(model, (x,))
+        traced = torch.jit.trace(pruneplug.unpack_masks(model), (x,))
+        model[0].weight_mask[0] = False
         assert torch.allclose(traced(x), expected(model, x))
 
 
@@ -229,3 +240,16 @@ def test_eval_reads_always_equal_orig_times_mask(operations: list[str]) -> None:
             with torch.inference_mode():
                 assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
         check()
+
+
+@pytest.mark.parametrize("storage", ["bool", "packed"])
+def test_masks_made_in_inference_mode_are_never_stale(storage: str) -> None:
+    """Inference tensors have no version counter: a mask pruned in inference mode and changed there in
+    place is seen at the next read (it is not cached)."""
+    layer, x = nn.Linear(4, 3).eval(), torch.randn(2, 4)
+    with torch.inference_mode():
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=3, mask_storage=storage)
+        layer(x)
+        layer.weight_mask[layer.weight_mask.nonzero()[0].tolist()] = False
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+        assert torch.allclose(layer(x), x @ (layer.weight_orig * layer.weight_mask).T + layer.bias)

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import Tensor
 
+import pruneplug
 from pruneplug import PackedMask
 from pruneplug._packed import flat_mask, mask_range, pack_bits, plain, storage_of, unpack_bits
 
@@ -137,3 +138,58 @@ def test_flat_ranges_unpack_only_their_bytes(data: st.DataObject, shape: tuple[i
     assert type(flat) is PackedMask and flat.shape == (numel,) and flat.packed is packed.packed  # nothing unpacked
     assert torch.equal(mask_range(flat, start, stop), mask.reshape(-1)[start:stop])
     assert torch.equal(mask_range(flat_mask(mask), start, stop), mask.reshape(-1)[start:stop])
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda m: m.masked_fill_(m, False), id="masked_fill_ by itself"),
+        pytest.param(lambda m: m.logical_xor_(m), id="logical_xor_ with itself"),
+        pytest.param(lambda m: m.logical_xor_(m.detach()), id="with an alias of itself"),
+    ],
+)
+def test_an_operation_that_gets_the_mask_twice_keeps_its_result(write: object) -> None:
+    mask = random_mask((4, 6), 11)
+    packed = PackedMask.pack(mask)
+    write(packed)  # type: ignore[operator]
+    assert not bool(packed.unpack().any())
+
+
+def test_in_place_operations_that_change_the_shape_are_refused() -> None:
+    mask = random_mask((3, 4), 12)
+    packed = PackedMask.pack(mask)
+    for change in (lambda m: m.t_(), lambda m: m.unsqueeze_(0), lambda m: m.resize_(12)):
+        with pytest.raises(pruneplug.PackedMaskError, match=r"change a bit-packed mask's shape from \(3, 4\)"):
+            change(packed)
+        assert packed.shape == (3, 4) and torch.equal(packed.unpack(), mask)
+    square = random_mask((5, 5), 13)
+    packed_square = PackedMask.pack(square)
+    packed_square.t_()  # the same shape: allowed, and it transposes
+    assert torch.equal(packed_square.unpack(), square.t())
+
+
+def test_setting_data_packs_the_new_values() -> None:
+    packed = PackedMask.pack(random_mask((3, 4), 14))
+    version = packed.packed._version
+    replacement = random_mask((3, 4), 15)
+    packed.data = replacement
+    assert torch.equal(packed.unpack(), replacement) and packed.packed._version > version
+    assert type(packed.data) is PackedMask and packed.data.packed is packed.packed
+    with pytest.raises(pruneplug.PackedMaskError, match=r"bool tensor of its shape \(3, 4\), got torch.bool \(4, 3\)"):
+        packed.data = replacement.t()
+    with pytest.raises(pruneplug.PackedMaskError, match="got torch.float32"):
+        packed.data = torch.ones(3, 4)
+
+
+def test_share_memory_shares_the_packed_bytes() -> None:
+    mask = random_mask((9,), 16)
+    packed = PackedMask.pack(mask)
+    assert packed.share_memory_() is packed and packed.is_shared() and packed.packed.is_shared()
+    assert torch.equal(packed.unpack(), mask)
+
+
+def test_unpack_is_compact_and_any_nonzero_byte_is_true() -> None:
+    odd = PackedMask.pack(random_mask((5, 3), 17)).unpack()
+    assert odd.untyped_storage().nbytes() == 15  # not a view into the byte-padded buffer
+    raw = torch.tensor([255, 0, 2, 0, 1, 0, 0, 0, 7], dtype=torch.uint8).view(torch.bool)
+    assert PackedMask.pack(raw).unpack().tolist() == [True, False, True, False, True, False, False, False, True]

@@ -139,3 +139,88 @@ def test_load_into_a_meta_model_with_assign_packs_the_masks() -> None:
     assert all(type(mask) is PackedMask and mask.device.type == "cpu" for mask in masks(target).values())
     x = torch.randn(2, 9)
     assert torch.equal(target(x), source(x))
+
+
+def packed_linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    layer = nn.Linear(6, 5)  # 30 entries: not a whole number of bytes
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=0.5, mask_storage="packed")
+    return layer
+
+
+def test_share_memory_of_a_packed_model() -> None:
+    layer = packed_linear()
+    mask = layer.weight_mask.unpack()
+    layer.share_memory()
+    assert layer.weight_mask.is_shared() and torch.equal(layer.weight_mask, mask)
+
+
+def test_inference_mode_reads_state_dicts_and_prunes() -> None:
+    layer, other = packed_linear(), packed_linear(1)
+    with torch.inference_mode():
+        state = layer.state_dict()
+        alias = layer.weight_mask.detach()
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=2)
+        pruneplug.prune_global([(other, "weight")], "l1_unstructured", amount=2)
+        out = layer(torch.ones(1, 6))
+    assert type(alias) is PackedMask and type(state["weight_mask"]) is Tensor
+    assert int((~layer.weight_mask.unpack()).sum()) == 17 and int((~other.weight_mask.unpack()).sum()) == 17
+    with torch.no_grad():  # (the masks are inference tensors now, as bool ones would be)
+        assert torch.equal(out, torch.ones(1, 6) @ (layer.weight_orig * layer.weight_mask).T + layer.bias)
+
+
+@pytest.mark.parametrize("how", ["load_state_dict", "load_pruned_state_dict"])
+def test_loading_with_assign_keeps_packed_masks_packed(how: str) -> None:
+    """``assign=True`` replaces buffers with the checkpoint's (plain bool) tensors; packed masks are packed
+    again, bool ones stay bool."""
+    source, target = packed_linear(0), packed_linear(1)
+    pruneplug.prune(target, "bias", "l1_unstructured", amount=1)  # a bool mask beside the packed one
+    pruneplug.prune(source, "bias", "l1_unstructured", amount=2)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    if how == "load_state_dict":
+        target.load_state_dict(state, assign=True)
+    else:
+        pruneplug.load_pruned_state_dict(target, state, assign=True)
+    assert type(target.weight_mask) is PackedMask and type(target.bias_mask) is Tensor
+    assert torch.equal(target.weight_mask, source.weight_mask) and torch.equal(target.bias_mask, source.bias_mask)
+    x = torch.randn(3, 6)
+    assert torch.equal(target(x), source(x))
+
+
+def test_safetensors_save_and_load_model_with_packed_masks(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from safetensors.torch import load_file, load_model, save_model
+
+    path = Path(str(tmp_path)) / "layer.safetensors"
+    source, target = packed_linear(0), packed_linear(1)
+    save_model(source, str(path))
+    assert load_file(str(path))["weight_mask"].dtype == torch.bool
+    load_model(target, str(path))
+    assert type(target.weight_mask) is PackedMask and torch.equal(target.weight_mask, source.weight_mask)
+
+
+def test_pack_masks_on_a_module_torch_pruned_keeps_state_dicts_plain() -> None:
+    class KeepLarge(torch_prune.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+
+        def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+            return (t.abs() > t.abs().median()) & default_mask.bool()
+
+    layer = nn.Linear(6, 5)
+    KeepLarge.apply(layer, "weight")
+    pruneplug.pack_masks(layer)
+    assert type(layer.weight_mask) is PackedMask and type(layer.state_dict()["weight_mask"]) is Tensor
+
+
+def test_state_dicts_hold_copies_and_keep_vars_the_buffers() -> None:
+    """``state_dict()`` unpacks (writing into it does not change the model, unlike a bool mask's alias);
+    ``keep_vars=True`` hands out the packed buffer itself, which writes through."""
+    layer = packed_linear()
+    before = layer.weight_mask.unpack()
+    layer.state_dict()["weight_mask"].fill_(False)
+    assert torch.equal(layer.weight_mask, before)
+    kept = layer.state_dict(keep_vars=True)["weight_mask"]
+    assert kept is layer.weight_mask
+    kept.fill_(False)
+    assert not bool(layer.weight.any())
