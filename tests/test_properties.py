@@ -422,7 +422,11 @@ class Snapshot:
             parameters=[(n, p, p.detach().clone()) for n, p in module.named_parameters()],
             buffers=[(n, b, b.detach().clone()) for n, b in module.named_buffers()],
             hooks=list(module._forward_pre_hooks.items()),
-            post_hooks=list(module._load_state_dict_post_hooks.items()),
+            post_hooks=[
+                *module._load_state_dict_post_hooks.items(),
+                *module._load_state_dict_pre_hooks.items(),
+                *module._state_dict_hooks.items(),
+            ],
             cls=type(module),
             attributes={n: (module.__dict__.get(n), getattr(module, n).detach().clone()) for n in ("weight", "bias")},
             history={n: pruneplug.pruning_history(module, n) for n in ("weight", "bias")},
@@ -439,7 +443,12 @@ class Snapshot:
         assert [(n, id(b)) for n, b in buffers] == [(n, id(b)) for n, b, _ in self.buffers]
         assert all(torch.equal(b, was) for (_, b), (_, _, was) in zip(buffers, self.buffers))
         assert [(k, id(h)) for k, h in module._forward_pre_hooks.items()] == [(k, id(h)) for k, h in self.hooks]
-        assert [k for k in module._load_state_dict_post_hooks] == [k for k, _ in self.post_hooks]
+        post_hooks = [
+            *module._load_state_dict_post_hooks,
+            *module._load_state_dict_pre_hooks,
+            *module._state_dict_hooks,
+        ]
+        assert post_hooks == [k for k, _ in self.post_hooks]
         assert type(module) is self.cls
         for name, (stored, value) in self.attributes.items():
             # a stored attribute (torch's layout) must be the same object; a lazily computed one the same values
@@ -460,6 +469,7 @@ def throwaways(registry: pruneplug.Registry) -> pruneplug.Registry:
 PRE_PRUNES: dict[str, Callable[[nn.Linear], None]] = {
     "unpruned": lambda m: None,
     "l1": lambda m: pruneplug.prune(m, "weight", "l1_unstructured", amount=0.3),
+    "l1, packed": lambda m: pruneplug.prune(m, "weight", "l1_unstructured", amount=0.3, mask_storage="packed"),
     "structured then random": lambda m: (
         pruneplug.prune(m, "weight", "random_structured", amount=1, dim=0),
         pruneplug.prune(m, "weight", "random_unstructured", amount=3),
