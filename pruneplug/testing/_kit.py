@@ -446,13 +446,18 @@ class Conformance:
 
     @staticmethod
     def _preprune(data: DataObject, module: nn.Module) -> None:
-        """Maybe prune ``module.weight`` first with a random mask (an arbitrary earlier state)."""
+        """Maybe prune ``module.weight`` first with a random mask (an arbitrary earlier state).
+
+        The earlier mask may be stored bit-packed, and later prunes keep it so: the strategy
+        then prunes (locally and globally) on top of a :class:`~pruneplug.PackedMask`.
+        """
         if not data.draw(st.booleans(), label="pruned before"):
             return
         shape = module._parameters["weight"].shape  # type: ignore[union-attr]
         seed = data.draw(_SEEDS, label="earlier mask seed")
         keep = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.7
-        prune(module, "weight", CustomFromMask, mask=keep)
+        storage = data.draw(st.sampled_from(["bool", "packed"]), label="earlier mask storage")
+        prune(module, "weight", CustomFromMask, mask=keep, mask_storage=storage)
 
     def _dim(self, params: Mapping[str, Any], ndim: int) -> int:
         dim = params.get("dim")
