@@ -29,6 +29,7 @@ from torch.nn.utils import prune as torch_prune
 from .._api import is_pruned, prune, prune_global, pruning_history, remove
 from .._errors import PruneplugError
 from .._registry import StrategySpec, get_registry, strategy_spec
+from .._reparam import MaskStorage
 from ..strategies import CustomFromMask
 
 __all__ = [
@@ -456,7 +457,7 @@ class Conformance:
         shape = module._parameters["weight"].shape  # type: ignore[union-attr]
         seed = data.draw(_SEEDS, label="earlier mask seed")
         keep = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.7
-        storage = data.draw(st.sampled_from(["bool", "packed"]), label="earlier mask storage")
+        storage: MaskStorage = data.draw(st.sampled_from(["bool", "packed"]), label="earlier mask storage")
         prune(module, "weight", CustomFromMask, mask=keep, mask_storage=storage)
 
     def _dim(self, params: Mapping[str, Any], ndim: int) -> int:
