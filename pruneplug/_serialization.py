@@ -46,19 +46,22 @@ def refresh_all(module: nn.Module) -> None:
 
 
 class RefreshAfterLoad:
-    """``load_state_dict`` post-hook: the masked tensors are current as soon as loading ends.
+    """``load_state_dict`` post-hook: the masked tensors are current as soon as loading ends."""
 
-    Masks that were bit-packed before loading and that loading replaced by
-    plain tensors (``assign=True``) are packed again first.
-    """
+    def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
+        if pruning_hooks(module):
+            refresh_all(module)
+
+
+class RepackAfterLoad:
+    """``load_state_dict`` post-hook: masks :class:`NotePackedMasks` saw packed, and that loading
+    replaced by plain tensors (``assign=True``), are packed again."""
 
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
         for hook in module._load_state_dict_pre_hooks.values():
             noted = getattr(hook, "hook", hook)  # torch wraps pre-hooks registered with_module
             if isinstance(noted, NotePackedMasks):
                 noted.repack(module)
-        if pruning_hooks(module):
-            refresh_all(module)
 
 
 class NotePackedMasks:
@@ -137,9 +140,9 @@ def install_support(module: nn.Module) -> None:
         and "__reduce_ex__" not in vars(cls)
     ):
         copyreg.pickle(cls, _reduce_module)
+    install_packed_support(module)  # first: masks are packed again before they are read
     if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())
-    install_packed_support(module)
 
 
 def install_packed_support(module: nn.Module) -> None:
@@ -148,12 +151,14 @@ def install_packed_support(module: nn.Module) -> None:
         module.register_state_dict_post_hook(UnpackMasksInStateDict())
     if not any(isinstance(getattr(h, "hook", h), NotePackedMasks) for h in module._load_state_dict_pre_hooks.values()):
         module._register_load_state_dict_pre_hook(NotePackedMasks(), with_module=True)
+    if not any(isinstance(h, RepackAfterLoad) for h in module._load_state_dict_post_hooks.values()):
+        module.register_load_state_dict_post_hook(RepackAfterLoad())
 
 
 def uninstall_support(module: nn.Module) -> None:
     """Drop the post-hooks once the module holds no pruned tensor."""
     for key, hook in list(module._load_state_dict_post_hooks.items()):
-        if isinstance(hook, RefreshAfterLoad):
+        if isinstance(hook, (RefreshAfterLoad, RepackAfterLoad)):
             del module._load_state_dict_post_hooks[key]
     for key, hook in list(module._state_dict_hooks.items()):
         if isinstance(hook, UnpackMasksInStateDict):

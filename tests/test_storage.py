@@ -200,17 +200,20 @@ def test_safetensors_save_and_load_model_with_packed_masks(tmp_path: object) -> 
     assert type(target.weight_mask) is PackedMask and torch.equal(target.weight_mask, source.weight_mask)
 
 
-def test_pack_masks_on_a_module_torch_pruned_keeps_state_dicts_plain() -> None:
+def test_pack_masks_on_a_module_torch_pruned_keeps_state_dicts_plain_and_assign_packed() -> None:
     class KeepLarge(torch_prune.BasePruningMethod):
         PRUNING_TYPE = "unstructured"
 
         def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
             return (t.abs() > t.abs().median()) & default_mask.bool()
 
-    layer = nn.Linear(6, 5)
+    layer, source = nn.Linear(6, 5), nn.Linear(6, 5)
     KeepLarge.apply(layer, "weight")
+    KeepLarge.apply(source, "weight")
     pruneplug.pack_masks(layer)
     assert type(layer.weight_mask) is PackedMask and type(layer.state_dict()["weight_mask"]) is Tensor
+    layer.load_state_dict({k: v.clone() for k, v in source.state_dict().items()}, assign=True)
+    assert type(layer.weight_mask) is PackedMask and torch.equal(layer.weight_mask, source.weight_mask)
 
 
 def test_state_dicts_hold_copies_and_keep_vars_the_buffers() -> None:
