@@ -72,7 +72,7 @@ def rule_data(draw: st.DrawFn) -> dict[str, Any]:
 plan_datas = st.builds(
     lambda rules, extra: {**extra, "rules": rules},
     st.lists(rule_data(), min_size=1, max_size=4),
-    _optional(version=st.just(1), description=texts),
+    _optional(version=st.just(1), description=texts, mask_storage=st.sampled_from(["bool", "packed"])),
 )
 
 
