@@ -35,12 +35,12 @@ from ._global import global_masks
 from ._packed import PackedMask, plain
 from ._registry import KINDS, StrategySpec, get_registry, strategy_spec
 from ._reparam import (
-    MASK_STORAGES,
     NATIVE_POLICY,
     MaskStorage,
     PendingPrune,
     TensorState,
     check_importance_scores,
+    check_storage,
     check_untied,
     commit,
     default_alive,
@@ -49,6 +49,7 @@ from ._reparam import (
     plan_prune,
     pruned_tensors,
     remove_pruning,
+    storage_for,
     tensor_state,
 )
 from .strategies import PrecomputedMask
@@ -105,15 +106,6 @@ def _context(module: nn.Module, name: str | None, spec_name: str | None) -> dict
         "tensor": name,
         "strategy": spec_name,
     }
-
-
-def _check_storage(mask_storage: object) -> MaskStorage | None:
-    if mask_storage is not None and mask_storage not in MASK_STORAGES:
-        raise InvalidParametersError(
-            f"mask_storage must be one of {', '.join(map(repr, MASK_STORAGES))} (or None: keep it as it is), "
-            f"got {mask_storage!r}"
-        )
-    return mask_storage  # type: ignore[return-value]
 
 
 def _plan_bias(pending: PendingPrune, label: str, storage: MaskStorage | None) -> PendingPrune | None:
@@ -213,7 +205,7 @@ def prune(
         label = spec.name
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
-        storage = _check_storage(mask_storage)
+        storage = check_storage(mask_storage)
         method = _instantiate(strategy, spec, params)
         pending = plan_prune(
             module,
@@ -355,10 +347,10 @@ def prune_global(
             )
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
-        storage = _check_storage(mask_storage)
+        storage = check_storage(mask_storage)
         method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
         states = [tensor_state(module, name) for module, name in pairs]
-        packed = [storage == "packed" or (storage is None and isinstance(s.mask, PackedMask)) for s in states]
+        packed = [storage_for(state, storage) == "packed" for state in states]
         check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
         alive = [_alive_or_none(state) for state in states]

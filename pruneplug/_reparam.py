@@ -36,6 +36,7 @@ from ._container import PruningContainer, fast_path
 from ._errors import (
     InvalidImportanceScoresError,
     InvalidMaskError,
+    InvalidParametersError,
     InvalidTargetError,
     NotPrunedError,
     PruneplugError,
@@ -53,6 +54,8 @@ __all__ = [
     "MaskPolicy",
     "MaskStorage",
     "MASK_STORAGES",
+    "check_storage",
+    "storage_for",
     "NATIVE_POLICY",
     "TORCH_POLICY",
     "TensorState",
@@ -96,6 +99,23 @@ TORCH_POLICY = MaskPolicy.TORCH
 MaskStorage = Literal["bool", "packed"]
 """How native masks are stored: a ``torch.bool`` byte or one bit per entry (:class:`~pruneplug.PackedMask`)."""
 MASK_STORAGES: tuple[MaskStorage, ...] = ("bool", "packed")
+
+
+def check_storage(mask_storage: object) -> MaskStorage | None:
+    """``mask_storage`` as given by a user: one of :data:`MASK_STORAGES`, or ``None``."""
+    if mask_storage is not None and mask_storage not in MASK_STORAGES:
+        raise InvalidParametersError(
+            f"mask_storage must be one of {', '.join(map(repr, MASK_STORAGES))} (or None: keep it as it is), "
+            f"got {mask_storage!r}"
+        )
+    return mask_storage  # type: ignore[return-value]
+
+
+def storage_for(state: TensorState, storage: MaskStorage | None) -> MaskStorage:
+    """How the tensor's new mask is stored: as asked, else as its mask is now (``"bool"`` if unpruned)."""
+    if storage is not None:
+        return storage
+    return "packed" if isinstance(state.mask, PackedMask) else "bool"
 
 
 # --- reading the state ------------------------------------------------------------------
@@ -458,9 +478,7 @@ def plan_prune(
     alive = _check_mask(raw, state, previous, label)
     if policy is not NATIVE_POLICY:
         return PendingPrune(state, hook, raw.detach(), alive)  # type: ignore[union-attr]
-    if storage is None:
-        storage = "packed" if isinstance(state.mask, PackedMask) else "bool"
-    if storage == "packed":
+    if storage_for(state, storage) == "packed":
         packed = PackedMask.pack(alive)
         return PendingPrune(state, hook, packed, packed, lazy=True)
     return PendingPrune(state, hook, plain(alive), alive, lazy=True)

@@ -14,14 +14,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ._errors import InvalidMaskError, InvalidParametersError, InvalidTargetError
-from ._packed import PackedMask
+from ._errors import InvalidMaskError, InvalidTargetError
 from ._reparam import (
-    MASK_STORAGES,
     NATIVE_POLICY,
     MaskStorage,
     ModuleSnapshot,
     PendingPrune,
+    check_storage,
     commit,
     find_hook,
     plan_prune,
@@ -57,8 +56,6 @@ def _plan(
             if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
                 raise InvalidMaskError(f"state_dict[{mask_key!r}] holds values other than 0 and 1")
             ones = torch.ones(parameter.shape, dtype=torch.bool, device=parameter.device)
-            if storage == "packed":
-                ones = PackedMask.pack(ones)  # so that unpacked placeholders are never all held at once
             pendings.append(
                 plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity", storage=storage)
             )
@@ -114,11 +111,8 @@ def load_pruned_state_dict(
         raise InvalidTargetError(
             f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
         )
-    if mask_storage is not None and mask_storage not in MASK_STORAGES:
-        raise InvalidParametersError(
-            f"mask_storage must be one of {', '.join(map(repr, MASK_STORAGES))} (or None), got {mask_storage!r}"
-        )
-    pendings, renamed = _plan(model, state_dict, mask_storage or "bool")
+    storage = check_storage(mask_storage)
+    pendings, renamed = _plan(model, state_dict, storage or "bool")
     expected: dict[str, tuple[int, ...] | None] = {}
     for key, value in model.state_dict().items():
         shape = tuple(value.shape) if isinstance(value, Tensor) else None
@@ -163,8 +157,8 @@ def load_pruned_state_dict(
         for snapshot in snapshots:
             snapshot.restore()
         raise
-    if mask_storage == "packed":
+    if storage == "packed":
         pack_masks(model)  # masks already pruned before, or handed over as they were by assign=True
-    elif mask_storage == "bool":
+    elif storage == "bool":
         unpack_masks(model)
     return model
