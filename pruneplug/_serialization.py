@@ -23,6 +23,7 @@ module looks like:
 from __future__ import annotations
 
 import copyreg
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -58,10 +59,8 @@ class RepackAfterLoad:
     replaced by plain tensors (``assign=True``), are packed again."""
 
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
-        for hook in module._load_state_dict_pre_hooks.values():
-            noted = getattr(hook, "hook", hook)  # torch wraps pre-hooks registered with_module
-            if isinstance(noted, NotePackedMasks):
-                noted.repack(module)
+        for key in _keys_of(module._load_state_dict_pre_hooks, NotePackedMasks):
+            _unwrapped(module._load_state_dict_pre_hooks[key]).repack(module)
 
 
 class NotePackedMasks:
@@ -141,28 +140,36 @@ def install_support(module: nn.Module) -> None:
     ):
         copyreg.pickle(cls, _reduce_module)
     install_packed_support(module)  # first: masks are packed again before they are read
-    if not any(isinstance(h, RefreshAfterLoad) for h in module._load_state_dict_post_hooks.values()):
+    if not _keys_of(module._load_state_dict_post_hooks, RefreshAfterLoad):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())
 
 
 def install_packed_support(module: nn.Module) -> None:
     """The hooks that keep bit-packed masks out of state_dicts and packed through ``assign=True`` loads."""
-    if not any(isinstance(h, UnpackMasksInStateDict) for h in module._state_dict_hooks.values()):
+    if not _keys_of(module._state_dict_hooks, UnpackMasksInStateDict):
         module.register_state_dict_post_hook(UnpackMasksInStateDict())
-    if not any(isinstance(getattr(h, "hook", h), NotePackedMasks) for h in module._load_state_dict_pre_hooks.values()):
+    if not _keys_of(module._load_state_dict_pre_hooks, NotePackedMasks):
         module._register_load_state_dict_pre_hook(NotePackedMasks(), with_module=True)
-    if not any(isinstance(h, RepackAfterLoad) for h in module._load_state_dict_post_hooks.values()):
+    if not _keys_of(module._load_state_dict_post_hooks, RepackAfterLoad):
         module.register_load_state_dict_post_hook(RepackAfterLoad())
 
 
 def uninstall_support(module: nn.Module) -> None:
-    """Drop the post-hooks once the module holds no pruned tensor."""
-    for key, hook in list(module._load_state_dict_post_hooks.items()):
-        if isinstance(hook, (RefreshAfterLoad, RepackAfterLoad)):
-            del module._load_state_dict_post_hooks[key]
-    for key, hook in list(module._state_dict_hooks.items()):
-        if isinstance(hook, UnpackMasksInStateDict):
-            del module._state_dict_hooks[key]
-    for key, hook in list(module._load_state_dict_pre_hooks.items()):
-        if isinstance(getattr(hook, "hook", hook), NotePackedMasks):
-            del module._load_state_dict_pre_hooks[key]
+    """Drop pruneplug's state_dict and load hooks once the module holds no pruned tensor."""
+    for hooks, kinds in (
+        (module._load_state_dict_post_hooks, (RefreshAfterLoad, RepackAfterLoad)),
+        (module._state_dict_hooks, (UnpackMasksInStateDict,)),
+        (module._load_state_dict_pre_hooks, (NotePackedMasks,)),
+    ):
+        for key in _keys_of(hooks, kinds):
+            del hooks[key]
+
+
+def _unwrapped(hook: Any) -> Any:
+    """The hook itself: torch wraps load pre-hooks registered ``with_module`` in a ``_WrappedHook``."""
+    return getattr(hook, "hook", hook)
+
+
+def _keys_of(hooks: Mapping[int, Any], kinds: type | tuple[type, ...]) -> list[int]:
+    """The keys of the hooks of ``kinds`` in one of a module's hook dicts."""
+    return [key for key, hook in hooks.items() if isinstance(_unwrapped(hook), kinds)]
