@@ -162,7 +162,10 @@ def _lazy_class(base: type[nn.Module]) -> type[nn.Module] | None:
                 cls = types.new_class(
                     base.__name__, (LazyMaskedModule, base), exec_body=lambda ns: ns.update(namespace)
                 )
-            except TypeError:
+            except Exception:
+                # The class refuses subclasses (an __init_subclass__ or metaclass that raises, of any
+                # Exception type): such modules stay eager. Nothing is cached, so the half-made class
+                # is garbage; BaseException (KeyboardInterrupt, SystemExit) still propagates.
                 return None
             _classes[base] = cls
     return cls
@@ -184,9 +187,14 @@ def make_lazy(module: nn.Module) -> bool:
     cls = _lazy_class(type(module))
     if cls is None:
         return False
+    original = type(module)
     try:
         module.__class__ = cls
-    except TypeError:
+    except Exception:
+        # A __setattr__ of the module's own refused (perhaps after the assignment): stay eager, as
+        # the module was. BaseException (KeyboardInterrupt) propagates and commit() restores it.
+        if type(module) is not original:
+            object.__setattr__(module, "__class__", original)
         return False
     for hook in module._forward_pre_hooks.values():
         if isinstance(hook, torch_prune.BasePruningMethod):

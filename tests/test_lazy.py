@@ -6,13 +6,14 @@ import copy
 import io
 import pickle
 
+import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 import pruneplug
 import pruneplug.compat as compat
-from pruneplug._lazy import is_lazy
+from pruneplug._lazy import _classes, is_lazy
 
 
 def test_nothing_extra_is_kept_after_pruning() -> None:
@@ -164,3 +165,51 @@ def test_pruning_a_parametrized_module_keeps_parametrize_removable() -> None:
 class Double(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return 2 * weight
+
+
+class _RefusesSubclasses(nn.Linear):
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        raise RuntimeError("this class takes no subclasses")
+
+
+class _RefusesNewClass(nn.Linear):
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "__class__":
+            raise ValueError("this module keeps its class")
+        super().__setattr__(name, value)
+
+
+class _RefusesAfterNewClass(nn.Linear):
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "__class__":
+            raise ValueError("changed my mind")
+
+
+@pytest.mark.parametrize("make", [_RefusesSubclasses, _RefusesNewClass, _RefusesAfterNewClass])
+def test_a_module_that_cannot_become_lazy_is_pruned_eagerly(make: type[nn.Linear]) -> None:
+    """Any Exception from making the lazy subclass or switching to it falls back to torch's eager attribute."""
+    layer = make(4, 3)
+    pruneplug.prune(layer, "weight", "l1_unstructured", amount=5)
+    assert type(layer) is make and not is_lazy(layer)
+    if make is _RefusesSubclasses:
+        assert make not in _classes  # no half-made class is kept
+    assert torch.equal(vars(layer)["weight"], layer.weight_orig * layer.weight_mask)  # stored, as torch does
+    assert int((layer.weight == 0).sum()) == 5
+    pruneplug.remove(layer, "weight")
+    assert type(layer) is make and isinstance(layer.weight, nn.Parameter)
+
+
+def test_an_interrupt_while_making_the_lazy_class_propagates_and_changes_nothing() -> None:
+    """BaseException (KeyboardInterrupt) is not a refusal to fall back on: it propagates, the module as it was."""
+
+    class Interrupted(nn.Linear):
+        def __init_subclass__(cls, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+    layer = Interrupted(4, 3)
+    weight = layer.weight
+    with pytest.raises(KeyboardInterrupt):
+        pruneplug.prune(layer, "weight", "l1_unstructured", amount=5)
+    assert type(layer) is Interrupted and not pruneplug.is_pruned(layer) and Interrupted not in _classes
+    assert layer.weight is weight and [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
