@@ -79,14 +79,31 @@ def _resolve(strategy: StrategyLike) -> StrategySpec:
     if isinstance(strategy, StrategySpec):
         return strategy
     if inspect.isclass(strategy) and issubclass(strategy, torch_prune.BasePruningMethod):
-        return strategy_spec(strategy, provider="(passed directly)")
+        return _spec_of_class(strategy)
     if isinstance(strategy, torch_prune.BasePruningMethod):
-        return strategy_spec(type(strategy), provider="(passed directly)")
+        return _spec_of_class(type(strategy))
     raise StrategyNotFoundError(
         repr(strategy),
         get_registry().names(),
         extra=" A strategy is a registered name, a StrategySpec, or a BasePruningMethod class or instance.",
     )
+
+
+def _spec_of_class(cls: type[torch_prune.BasePruningMethod]) -> StrategySpec:
+    """The spec of a strategy class passed directly; a class that cannot be one is an IncompatibleStrategyError.
+
+    ``strategy_spec`` raises a bare ``TypeError`` (its contract for
+    :func:`register`) for an abstract class or an invalid ``PRUNING_TYPE``;
+    here it becomes a :class:`PruneplugError` (still a ``TypeError``) that the
+    caller names the module and tensor in.
+    """
+    try:
+        return strategy_spec(cls, provider="(passed directly)")
+    except TypeError as error:
+        name = getattr(cls, "name", None)
+        raise IncompatibleStrategyError(
+            str(error), strategy=name if isinstance(name, str) and name else cls.__qualname__
+        ) from error
 
 
 def _instantiate(strategy: StrategyLike, spec: StrategySpec, params: dict[str, Any]) -> torch_prune.BasePruningMethod:
@@ -185,6 +202,8 @@ def prune(
         StrategyNotFoundError: unknown strategy name (lists close matches).
         StrategyConflictError: two plugins claim the name.
         InvalidParametersError: parameters rejected by the strategy's model.
+        IncompatibleStrategyError: a strategy class (or instance) passed
+            directly that is abstract or has no valid ``PRUNING_TYPE``.
         InvalidTargetError: ``module`` is not a module, or ``name`` is not a
             parameter's name (a buffer, a dotted path, part of a pruned tensor).
         TensorNotFoundError: ``module`` has no parameter ``name``.

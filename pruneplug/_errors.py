@@ -247,7 +247,12 @@ class UnsupportedNormError(InvalidParametersError, RuntimeError):
 
 
 class IncompatibleStrategyError(PruneplugError, TypeError):
-    """The strategy cannot be used this way (for example a structured one globally)."""
+    """The strategy cannot be used this way, or at all.
+
+    For example a strategy not of kind ``"unstructured"`` given to
+    :func:`~pruneplug.prune_global`, or a class passed directly to
+    :func:`~pruneplug.prune` that is abstract or has no valid ``PRUNING_TYPE``.
+    """
 
 
 class StrategyFailedError(PruneplugError, RuntimeError):

@@ -473,3 +473,27 @@ def test_removing_the_last_pruned_tensor_leaves_no_load_hook(remove) -> None:  #
     assert all(now > was for now, was in zip(hooks(), before))  # the bias is still pruned
     remove(layer, "bias")
     assert hooks() == before and type(layer) is nn.Linear
+
+
+class NoKind(pruneplug.BasePruningMethod):
+    PRUNING_TYPE = "bogus"
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        return default_mask
+
+
+class NamedNoKind(NoKind):
+    name = "no_kind"
+
+
+@pytest.mark.parametrize(("strategy", "label"), [(NoKind, "NoKind"), (NoKind(), "NoKind"), (NamedNoKind, "no_kind")])
+def test_a_strategy_class_without_a_valid_pruning_type_is_named_with_its_target(strategy: object, label: str) -> None:
+    layer = nn.Linear(3, 2)
+    before = snapshot(layer)
+    with pytest.raises(pruneplug.IncompatibleStrategyError, match="PRUNING_TYPE") as caught:
+        pruneplug.prune(layer, "weight", strategy)  # type: ignore[arg-type]
+    assert isinstance(caught.value, TypeError)  # what it was before; code catching that keeps working
+    error = caught.value
+    assert (error.module_type, error.tensor, error.strategy) == ("Linear", "weight", label)
+    assert str(error).startswith(f"Linear.weight, strategy '{label}': strategy class")
+    assert_unchanged(layer, before)
