@@ -163,8 +163,13 @@ class InvalidImportanceScoresError(PruneplugError, ValueError, AssertionError):
     """
 
 
-class InvalidMaskError(PruneplugError, ValueError):
-    """A mask has the wrong shape, values other than 0/1, or would un-prune entries."""
+class InvalidMaskError(PruneplugError, ValueError, AssertionError):
+    """A mask has the wrong shape, values other than 0/1, or would un-prune entries.
+
+    Also an ``AssertionError`` because that is what torch.nn.utils.prune
+    raises for a mask of the wrong shape (``custom_from_mask``), and code
+    written for it may catch that.
+    """
 
 
 class InvalidTargetError(PruneplugError, TypeError):

@@ -47,7 +47,13 @@ from torch.nn.utils import prune as torch_prune
 from . import strategies
 from ._amount import check_amount_like_torch, count_to_prune
 from ._container import PruningContainer, normalize_dim
-from ._errors import InvalidDimError, InvalidImportanceScoresError, InvalidParametersError, InvalidTargetError
+from ._errors import (
+    InvalidDimError,
+    InvalidImportanceScoresError,
+    InvalidMaskError,
+    InvalidParametersError,
+    InvalidTargetError,
+)
 from ._global import global_masks
 from ._method import BasePruningMethod
 from ._reparam import (
@@ -163,10 +169,20 @@ class LnStructured(_TorchTwin, strategies.LnStructured, torch_prune.LnStructured
     _torch_class = torch_prune.LnStructured
 
 
+class _MaskNotATensorError(InvalidMaskError, AttributeError):
+    """A given mask that is not a tensor: torch fails reading its ``shape`` (``AttributeError``)."""
+
+
 class CustomFromMask(_TorchTwin, strategies.CustomFromMask, torch_prune.CustomFromMask):
     """Prune with a given 0/1 mask (torch's ``CustomFromMask``)."""
 
     _torch_class = torch_prune.CustomFromMask
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """``default_mask`` times the given mask, refusing a mask that is not a tensor as torch does."""
+        if not isinstance(self.mask, Tensor) and self._torch_override() is None:
+            raise _MaskNotATensorError(f"mask must be a tensor, got {type(self.mask).__name__}", strategy=self.name)
+        return super().compute_mask(t, default_mask)
 
 
 def identity(module: nn.Module, name: str) -> nn.Module:

@@ -1021,3 +1021,82 @@ def test_global_unstructured_refuses_a_target_listed_twice() -> None:
             [(layer, "weight"), (layer, "weight")], pruning_method=compat.L1Unstructured, amount=2
         )
     assert not compat.is_pruned(layer)
+
+
+# --- exception types, side by side with torch ----------------------------------------------------
+
+
+def _linear() -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(3, 4)
+
+
+def _pruned_linear(api: Any) -> nn.Linear:
+    layer = _linear()
+    api.l1_unstructured(layer, "weight", amount=2)
+    return layer
+
+
+_BAD_CALLS: dict[str, Callable[[Any], object]] = {
+    "mask of another shape": lambda api: api.custom_from_mask(_linear(), "weight", torch.ones(3)),
+    "mask transposed": lambda api: api.custom_from_mask(_linear(), "weight", torch.ones(3, 4)),
+    "mask of another shape, pruned before": lambda api: api.custom_from_mask(
+        _pruned_linear(api), "weight", torch.ones(5)
+    ),
+    "bias mask of another shape": lambda api: api.custom_from_mask(_linear(), "bias", torch.ones(3)),
+    "mask that is a list": lambda api: api.custom_from_mask(_linear(), "weight", [[1.0] * 3] * 4),
+    "mask that is None": lambda api: api.custom_from_mask(_linear(), "weight", None),
+    "CustomFromMask.apply": lambda api: api.CustomFromMask.apply(_linear(), "weight", torch.ones(2)),
+    "CustomFromMask.compute_mask": lambda api: api.CustomFromMask(torch.ones(2)).compute_mask(
+        torch.ones(3), torch.ones(3)
+    ),
+    "CustomFromMask.prune": lambda api: api.CustomFromMask(torch.ones(2)).prune(torch.ones(3)),
+    "importance scores of another shape": lambda api: api.l1_unstructured(
+        _linear(), "weight", 1, importance_scores=torch.ones(3)
+    ),
+    "structured importance scores of another shape": lambda api: api.ln_structured(
+        _linear(), "weight", 1, 2, 0, importance_scores=torch.ones(3)
+    ),
+    "amount larger than the tensor": lambda api: api.l1_unstructured(_linear(), "weight", 13),
+    "negative amount": lambda api: api.random_unstructured(_linear(), "weight", -1),
+    "amount that is a string": lambda api: api.l1_unstructured(_linear(), "weight", "a"),
+    "dim out of range": lambda api: api.ln_structured(_linear(), "weight", 1, 2, 5),
+    "structured on one dim": lambda api: api.random_structured(_linear(), "bias", 1, 0),
+    "unknown norm": lambda api: api.ln_structured(_linear(), "weight", 1, "bogus", 0),
+    "unknown tensor": lambda api: api.identity(_linear(), "wieght"),
+    "remove of an unpruned tensor": lambda api: api.remove(_linear(), "weight"),
+    "global over a structured method": lambda api: api.global_unstructured(
+        [(_linear(), "weight")], api.LnStructured, amount=1, n=2, dim=0
+    ),
+    "global over a mask given whole": lambda api: api.global_unstructured(
+        [(_linear(), "weight")], api.CustomFromMask, mask=torch.ones(12)
+    ),
+    "global amount larger than the tensors": lambda api: api.global_unstructured(
+        [(_linear(), "weight")], api.L1Unstructured, amount=13
+    ),
+}
+
+
+@pytest.mark.parametrize("call", _BAD_CALLS.values(), ids=_BAD_CALLS.keys())
+def test_a_bad_call_raises_an_instance_of_what_torch_raises(call: Callable[[Any], object]) -> None:
+    """Code written for torch catches torch's exception type; compat's error is an instance of it."""
+    with pytest.raises(Exception) as by_torch:
+        call(torch_prune)
+    with pytest.raises(Exception) as by_compat:
+        call(compat)
+    assert isinstance(by_compat.value, type(by_torch.value)), (type(by_compat.value), type(by_torch.value))
+    assert isinstance(by_compat.value, pruneplug.PruneplugError) or type(by_torch.value) is type(by_compat.value)
+
+
+def test_a_misshapen_mask_is_an_assertion_error_and_an_invalid_mask_error_and_changes_nothing() -> None:
+    layer = _pruned_linear(compat)
+    before = copy.deepcopy(layer.state_dict())
+    with pytest.raises(AssertionError) as caught:
+        compat.custom_from_mask(layer, "weight", torch.ones(3))
+    assert isinstance(caught.value, pruneplug.InvalidMaskError) and isinstance(caught.value, ValueError)
+    assert "Linear.weight, strategy 'custom_from_mask'" in str(caught.value)
+    assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+    with pytest.raises(AttributeError) as not_a_tensor:
+        compat.custom_from_mask(layer, "weight", [1.0] * 12)
+    assert isinstance(not_a_tensor.value, pruneplug.InvalidMaskError)
+    assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
