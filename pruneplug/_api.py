@@ -30,6 +30,7 @@ from ._errors import (
     PruneplugError,
     StrategyFailedError,
     StrategyNotFoundError,
+    cross_tensor_hint,
 )
 from ._global import global_masks
 from ._packed import PackedMask, plain
@@ -254,6 +255,25 @@ def _release(hook: torch_prune.BasePruningMethod) -> None:
         last.mask = None  # type: ignore[assignment]  # the _mask buffer holds it; do not keep a second copy
 
 
+def _pair_context(item: object) -> dict[str, str | None]:
+    """The module type and tensor of what looks like a ``(module, name)`` pair, as far as it does."""
+    pair = item if isinstance(item, tuple) and len(item) == 2 else (None, None)
+    return {
+        "module_type": type(pair[0]).__name__ if isinstance(pair[0], nn.Module) else None,
+        "tensor": pair[1] if isinstance(pair[1], str) else None,
+    }
+
+
+@contextmanager
+def _blamed(module: nn.Module, name: str) -> Iterator[None]:
+    """Name ``module``'s type and ``name`` in a PruneplugError raised while handling that one target."""
+    try:
+        yield
+    except PruneplugError as error:
+        error.add_context(module_type=type(module).__name__, tensor=name)
+        raise
+
+
 def _targets(targets: Iterable[tuple[nn.Module, str]]) -> list[tuple[nn.Module, str]]:
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
         raise InvalidTargetError(f"targets must be an iterable of (module, name) pairs, got {type(targets).__name__}")
@@ -263,10 +283,14 @@ def _targets(targets: Iterable[tuple[nn.Module, str]]) -> list[tuple[nn.Module, 
         if not (
             isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module) and isinstance(item[1], str)
         ):
-            raise InvalidTargetError(f"target #{index} must be a (module, name) pair, got {item!r}")
+            raise InvalidTargetError(
+                f"target #{index} must be a (module, name) pair, got {item!r}", **_pair_context(item)
+            )
         key = (id(item[0]), item[1])
         if key in seen:
-            raise InvalidTargetError(f"target #{index} ({type(item[0]).__name__}.{item[1]}) is listed twice")
+            raise InvalidTargetError(
+                f"target #{index} is listed twice; list each (module, name) pair once", **_pair_context(item)
+            )
         seen.add(key)
         out.append(item)
     if not out:
@@ -287,7 +311,11 @@ def _importance_for(
     known = {(id(m), n) for m, n in targets}
     for key in importance_scores:
         if not (isinstance(key, tuple) and len(key) == 2 and (id(key[0]), key[1]) in known):
-            raise InvalidImportanceScoresError(f"importance_scores has a key that is not one of the targets: {key!r}")
+            raise InvalidImportanceScoresError(
+                f"importance_scores has a key that is not one of the targets: {key!r} "
+                "(a key is a target's own (module, name) pair: the same module object)",
+                **_pair_context(key),
+            )
     by_key = {(id(k[0]), k[1]): v for k, v in importance_scores.items()}
     out = []
     for (module, name), state in zip(targets, states):
@@ -342,7 +370,9 @@ def prune_global(
     Raises:
         InvalidTargetError: no targets, a malformed or repeated one, or one
             tied parameter listed through two modules.
-        IncompatibleStrategyError: the strategy is not unstructured.
+        IncompatibleStrategyError: the strategy is not of kind
+            ``"unstructured"`` (a strategy of kind ``"global"`` computes one
+            tensor's mask from that whole tensor: use :func:`prune` per tensor).
         StrategyNotFoundError, StrategyConflictError: as for :func:`prune`.
         InvalidAmountError, InvalidParametersError,
         InvalidImportanceScoresError, InvalidMaskError, StrategyFailedError:
@@ -354,31 +384,43 @@ def prune_global(
     >>> int((net[0].weight == 0).sum() + (net[1].weight == 0).sum())
     40
     """
+    # Errors caused by one target name its module type and tensor (and all name the strategy, once
+    # resolved); the others -- no or malformed targets, the amount, the parameters, a strategy that
+    # sees all targets as one flat tensor -- name the strategy only.
     label = None
     try:
-        pairs = _targets(targets)
         spec = _resolve(strategy)
         label = spec.name
+        pairs = _targets(targets)
         if spec.kind != "unstructured":
             raise IncompatibleStrategyError(
-                f"global pruning ranks entries across tensors, so it needs an unstructured strategy; "
-                f"{spec.name!r} is {spec.kind}"
+                "prune_global ranks single entries across all targets together, so it needs a strategy of kind "
+                f"'unstructured'; {cross_tensor_hint(spec.name, spec.kind)}. "
+                f"Prune each tensor on its own with pruneplug.prune(module, name, {spec.name!r}, ...) instead"
             )
         if importance_scores is not None and not spec.uses_importance_scores:
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
         storage = check_storage(mask_storage)
         method = _instantiate(strategy, spec, params if amount is None else {"amount": amount, **params})
-        states = [tensor_state(module, name) for module, name in pairs]
+        states = []
+        for module, name in pairs:
+            with _blamed(module, name):
+                states.append(tensor_state(module, name))
         packed = [storage_for(state, storage) == "packed" for state in states]
         check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
-        alive = [_alive_or_none(state) for state in states]
+        alive = []
+        for state in states:
+            with _blamed(state.module, state.name):
+                alive.append(_alive_or_none(state))
         try:
             masks = global_masks(states, method, importance, alive, packed=packed)
         except PruneplugError:
             raise
         except Exception as error:
-            raise StrategyFailedError(f"the strategy raised {type(error).__name__}: {error}") from error
+            raise StrategyFailedError(
+                f"the strategy raised {type(error).__name__} ranking all {len(pairs)} targets together: {error}"
+            ) from error
         description = (
             f"{method.describe() if hasattr(method, 'describe') else spec.name} [global over {len(pairs)} tensors]"
         )

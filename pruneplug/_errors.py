@@ -35,6 +35,7 @@ __all__ = [
     "PruningStateError",
     "PackedMaskError",
     "close_matches_hint",
+    "cross_tensor_hint",
 ]
 
 
@@ -48,6 +49,24 @@ def close_matches_hint(word: str, candidates: Iterable[str]) -> str:
     if not matches:
         return ""
     return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+def cross_tensor_hint(name: str, kind: str) -> str:
+    """Why strategy ``name`` of ``kind`` cannot rank entries across tensors (``prune_global``, plan scope ``global``).
+
+    The kind ``"global"`` means a mask made from the whole of *one* tensor,
+    not pruning across tensors; the message says so, since the same word
+    names both.
+
+    >>> print(cross_tensor_hint("nm", "global"))  # doctest: +NORMALIZE_WHITESPACE
+    'nm' is of kind 'global': it computes each tensor's mask from that whole tensor at once
+    (per tensor), so it cannot rank entries across tensors
+    """
+    how = {
+        "structured": "prunes whole slices of each tensor on its own",
+        "global": "computes each tensor's mask from that whole tensor at once (per tensor)",
+    }.get(kind, "does not rank single entries")
+    return f"{name!r} is of kind {kind!r}: it {how}, so it cannot rank entries across tensors"
 
 
 class PruneplugError(Exception):

@@ -11,7 +11,8 @@ tensors are flattened into one vector and the strategy sees it whole.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -19,8 +20,9 @@ from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
 from ._container import combine_masks, fast_path
+from ._errors import PruneplugError, StrategyFailedError
 from ._packed import PackedMask, plain
-from ._reparam import TensorState, current_values
+from ._reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
 from .strategies import UnstructuredStrategy
@@ -28,33 +30,64 @@ from .strategies import UnstructuredStrategy
 __all__ = ["global_masks"]
 
 
+@contextmanager
+def _blamed(state: TensorState, policy: MaskPolicy) -> Iterator[None]:
+    """Name the target in an error raised while scoring it (the caller adds the strategy's name).
+
+    A :class:`~pruneplug.PruneplugError` gets the module type and tensor; any
+    other exception becomes a :class:`~pruneplug.StrategyFailedError` naming
+    them for the native API, and propagates as it is for
+    :mod:`pruneplug.compat` (``TORCH_POLICY``: torch's exception types).
+    """
+    try:
+        yield
+    except PruneplugError as error:
+        error.add_context(module_type=state.module_type, tensor=state.name)
+        raise
+    except Exception as error:
+        if policy is TORCH_POLICY:
+            raise
+        raise StrategyFailedError(
+            f"the strategy raised {type(error).__name__}: {error}", module_type=state.module_type, tensor=state.name
+        ) from error
+
+
 def _source(
-    method: UnstructuredStrategy, values: Tensor | None, state: TensorState, alive: Tensor | None
+    method: UnstructuredStrategy,
+    values: Tensor | None,
+    state: TensorState,
+    alive: Tensor | None,
+    policy: MaskPolicy = NATIVE_POLICY,
 ) -> ScoreSource:
     """Scores of one target: of its importance scores if given, else of its current values.
 
     Scores are computed while the target is the current :class:`~pruneplug.ScoreTarget`
-    (gradient-based scores read its parameter).
+    (gradient-based scores read its parameter). An error raised scoring the
+    target names it (see :func:`_blamed`).
     """
-    if values is not None:
-        source = method.score_source(values, alive)
-    elif not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
-        # Dead entries are never read, so the parameter itself stands for orig * mask.
-        source = method.score_source(state.orig, alive)
-    else:
-        source = ScoreSource.whole(
-            lambda: method.scores(current_values(state), None if alive is None else plain(alive)),
-            state.orig.numel(),
-            state.orig.device,
-            alive,
-        )
+    with _blamed(state, policy):
+        if values is not None:
+            source = method.score_source(values, alive)
+        elif not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
+            # Dead entries are never read, so the parameter itself stands for orig * mask.
+            source = method.score_source(state.orig, alive)
+        else:
+            source = ScoreSource.whole(
+                lambda: method.scores(current_values(state), None if alive is None else plain(alive)),
+                state.orig.numel(),
+                state.orig.device,
+                alive,
+            )
 
     def read() -> Tensor:
-        with scoring(state.module, state.name, state.orig):
-            return source.read()
+        with _blamed(state, policy), scoring(state.module, state.name, state.orig):
+            values = source.read()
+            if values.numel() != source.numel:  # (the selection checks too, but cannot name the target)
+                raise ValueError(f"its scores have {values.numel()} entries but the tensor has {source.numel}")
+            return values
 
     def score(part: Tensor, out: Tensor) -> Tensor:
-        with scoring(state.module, state.name, state.orig):
+        with _blamed(state, policy), scoring(state.module, state.name, state.orig):
             return source.score(part, out)  # type: ignore[misc]
 
     return dataclasses.replace(source, read=read, score=None if source.score is None else score)
@@ -88,6 +121,7 @@ def global_masks(
     alive: Sequence[Tensor | None],
     *,
     packed: Sequence[bool] | None = None,
+    policy: MaskPolicy = NATIVE_POLICY,
 ) -> list[Tensor]:
     """New bool masks for every target after pruning ``method.amount`` of their alive entries together.
 
@@ -101,6 +135,10 @@ def global_masks(
         packed: per target, whether to return its mask as a
             :class:`~pruneplug.PackedMask`, packed as soon as it is computed
             (so that unpacked masks are never all held at once).
+        policy: ``TORCH_POLICY`` (:mod:`pruneplug.compat`) lets an exception
+            a strategy raises scoring one target propagate as it is; by
+            default it becomes a :class:`~pruneplug.StrategyFailedError`
+            naming the target.
     """
 
     def finish(index: int, keep: Tensor) -> Tensor:
@@ -116,8 +154,10 @@ def global_masks(
         rewind, keep_reads = _rewind_all(method, states)
         if (rewind is not None or keep_reads) and 0 < count == total:
             for state, values, live in zip(states, importance, alive):
-                _source(method, values, state, live).read()  # torch draws even when everything goes
-        sources = [_source(method, values, state, live) for state, values, live in zip(states, importance, alive)]
+                _source(method, values, state, live, policy).read()  # torch draws even when everything goes
+        sources = [
+            _source(method, values, state, live, policy) for state, values, live in zip(states, importance, alive)
+        ]
         return keep_highest_across(
             sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads, finish=finish
         )

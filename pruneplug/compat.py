@@ -275,7 +275,8 @@ def global_unstructured(
                 tensor=name,
             )
         importance.append(scores)
-    masks = global_masks(states, method, importance, [default_alive(s) if s.pruned else None for s in states])
+    alive = [default_alive(s) if s.pruned else None for s in states]
+    masks = global_masks(states, method, importance, alive, policy=TORCH_POLICY)
     pendings = [
         plan_prune(module, name, CustomFromMask(mask), policy=TORCH_POLICY)
         for (module, name), mask in zip(targets, masks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -262,7 +263,7 @@ def test_compute_mask_is_always_bool_and_respects_the_default_mask() -> None:
 
 def test_prune_global_validates_targets_and_kind() -> None:
     a, b = nn.Linear(3, 3), nn.Linear(3, 3)
-    with pytest.raises(pruneplug.IncompatibleStrategyError, match="needs an unstructured strategy") as caught:
+    with pytest.raises(pruneplug.IncompatibleStrategyError, match="needs a strategy of kind .unstructured.") as caught:
         pruneplug.prune_global([(a, "weight")], "ln_structured", amount=0.1, n=2)
     assert isinstance(caught.value, TypeError)
     with pytest.raises(pruneplug.InvalidTargetError, match="listed twice"):
@@ -497,3 +498,216 @@ def test_a_strategy_class_without_a_valid_pruning_type_is_named_with_its_target(
     assert (error.module_type, error.tensor, error.strategy) == ("Linear", "weight", label)
     assert str(error).startswith(f"Linear.weight, strategy '{label}': strategy class")
     assert_unchanged(layer, before)
+
+
+# --- prune_global: every error names what is at fault -----------------------------------------------
+
+
+class _ScoresRaise(pruneplug.UnstructuredStrategy):
+    """Raises scoring the tensor with 6 entries only: the second target below."""
+
+    name = "scores_raise"
+
+    def scores(self, t: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+        if t.numel() == 6:
+            raise KeyError("boom")
+        return t.abs()
+
+
+class _ScoresRefuse(_ScoresRaise):
+    name = "scores_refuse"
+
+    def scores(self, t: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+        if t.numel() == 6:
+            raise pruneplug.InvalidParametersError("cannot score this one")
+        return t.abs()
+
+
+class _ScoresMisshapen(_ScoresRaise):
+    name = "scores_misshapen"
+
+    def scores(self, t: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+        return t.abs() if t.numel() != 6 else torch.ones(2)
+
+
+class _FlatRaise(pruneplug.BasePruningMethod):
+    PRUNING_TYPE = "unstructured"
+    name = "flat_raise"
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        raise KeyError("boom")
+
+
+def _two() -> tuple[nn.Linear, nn.Linear]:
+    torch.manual_seed(0)
+    return nn.Linear(3, 3), nn.Linear(3, 2)
+
+
+def _global_case(name: str) -> tuple[list[nn.Module], dict[str, Any]]:
+    """The modules of one failing prune_global call, and its arguments."""
+    a, b = _two()
+    pairs = [(a, "weight"), (b, "weight")]
+    l1: dict[str, Any] = {"strategy": "l1_unstructured", "amount": 1}
+    if name == "targets not iterable":
+        return [a], {"targets": 3, **l1}
+    if name == "no targets":
+        return [a], {"targets": [], **l1}
+    if name == "malformed target":
+        return [a], {"targets": [(a, "weight"), "b.weight"], **l1}
+    if name == "half a pair":
+        return [a], {"targets": [(a, 3)], **l1}
+    if name == "listed twice":
+        return [a], {"targets": [(a, "weight"), (a, "weight")], **l1}
+    if name == "unknown strategy":
+        return [a, b], {"targets": pairs, "strategy": "l2_unstructured", "amount": 1}
+    if name == "kind structured":
+        return [a, b], {"targets": pairs, "strategy": "ln_structured", "amount": 1, "n": 1}
+    if name == "kind global":
+        return [a, b], {"targets": pairs, "strategy": "custom_from_mask", "mask": torch.ones(3, 3)}
+    if name == "class without a kind":
+        return [a, b], {"targets": pairs, "strategy": NoKind}
+    if name == "unused importance scores":
+        scores = {(a, "weight"): torch.ones(3, 3)}
+        return [a, b], {"targets": pairs, "strategy": "random_unstructured", "amount": 1, "importance_scores": scores}
+    if name == "mask_storage":
+        return [a, b], {"targets": pairs, **l1, "mask_storage": "bits"}
+    if name == "amount out of range":
+        return [a, b], {"targets": pairs, "strategy": "l1_unstructured", "amount": 1.5}
+    if name == "amount larger than all targets":
+        return [a, b], {"targets": pairs, "strategy": "l1_unstructured", "amount": 16}
+    if name == "a buffer":
+        norm = nn.BatchNorm1d(3)
+        return [a, norm], {"targets": [(a, "weight"), (norm, "running_mean")], **l1}
+    if name == "unknown tensor":
+        return [a, b], {"targets": [(a, "weight"), (b, "wieght")], **l1}
+    if name == "dotted tensor name":
+        model = nn.Sequential(a)
+        return [model], {"targets": [(model, "0.weight")], **l1}
+    if name == "part of a pruned tensor":
+        pruneplug.prune(b, "weight", "l1_unstructured", amount=1)
+        return [a, b], {"targets": [(a, "weight"), (b, "weight_orig")], **l1}
+    if name == "half-undone prune":
+        torch_prune.l1_unstructured(b, "weight", amount=1)
+        b._forward_pre_hooks.clear()
+        return [a, b], {"targets": pairs, **l1}
+    if name == "name taken":
+        b.register_buffer("weight_mask", torch.ones(2, 3))
+        return [a, b], {"targets": pairs, **l1}
+    if name == "tied parameter":
+        b.weight = a.weight
+        return [a, b], {"targets": pairs, **l1}
+    if name == "importance scores not a dict":
+        return [a, b], {"targets": pairs, **l1, "importance_scores": [torch.ones(3, 3)]}
+    if name == "importance scores of another tensor":
+        other = nn.Linear(3, 2)
+        return [a, b], {"targets": pairs, **l1, "importance_scores": {(other, "weight"): torch.ones(2, 3)}}
+    if name == "importance scores misshapen":
+        return [a, b], {"targets": pairs, **l1, "importance_scores": {(b, "weight"): torch.ones(3, 3)}}
+    if name == "existing mask not binary":
+        torch_prune.custom_from_mask(b, "weight", torch.full((2, 3), 0.5))
+        return [a, b], {"targets": pairs, **l1}
+    if name == "strategy raises scoring one target":
+        return [a, b], {"targets": pairs, "strategy": _ScoresRaise, "amount": 1}
+    if name == "strategy refuses one target":
+        return [a, b], {"targets": pairs, "strategy": _ScoresRefuse, "amount": 1}
+    if name == "strategy scores one target misshapen":
+        return [a, b], {"targets": pairs, "strategy": _ScoresMisshapen, "amount": 1}
+    if name == "mask-only strategy raises":
+        return [a, b], {"targets": pairs, "strategy": _FlatRaise}
+    raise AssertionError(name)
+
+
+#: (case, error type, (module type, tensor, strategy) named; None where no one target is at fault, words).
+_GLOBAL_ERRORS: list[tuple[str, type[Exception], tuple[str | None, str | None, str | None], list[str]]] = [
+    ("targets not iterable", pruneplug.InvalidTargetError, (None, None, "l1_unstructured"), ["got int"]),
+    ("no targets", pruneplug.InvalidTargetError, (None, None, "l1_unstructured"), ["at least one"]),
+    ("malformed target", pruneplug.InvalidTargetError, (None, None, "l1_unstructured"), ["target #1"]),
+    ("half a pair", pruneplug.InvalidTargetError, ("Linear", None, "l1_unstructured"), ["target #0"]),
+    ("listed twice", pruneplug.InvalidTargetError, ("Linear", "weight", "l1_unstructured"), ["listed twice"]),
+    ("unknown strategy", pruneplug.StrategyNotFoundError, (None, None, None), ["'l2_unstructured'"]),
+    (
+        "kind structured",
+        pruneplug.IncompatibleStrategyError,
+        (None, None, "ln_structured"),
+        ["kind 'unstructured'", "'ln_structured' is of kind 'structured'", "pruneplug.prune("],
+    ),
+    (
+        "kind global",
+        pruneplug.IncompatibleStrategyError,
+        (None, None, "custom_from_mask"),
+        ["kind 'unstructured'", "is of kind 'global'", "whole tensor", "per tensor", "pruneplug.prune("],
+    ),
+    ("class without a kind", pruneplug.IncompatibleStrategyError, (None, None, "NoKind"), ["PRUNING_TYPE"]),
+    ("unused importance scores", pruneplug.InvalidParametersError, (None, None, "random_unstructured"), ["scores"]),
+    ("mask_storage", pruneplug.InvalidParametersError, (None, None, "l1_unstructured"), ["'bits'"]),
+    ("amount out of range", pruneplug.InvalidParametersError, (None, None, "l1_unstructured"), ["[0, 1]"]),
+    ("amount larger than all targets", pruneplug.InvalidAmountError, (None, None, "l1_unstructured"), ["15"]),
+    ("a buffer", pruneplug.InvalidTargetError, ("BatchNorm1d", "running_mean", "l1_unstructured"), ["buffer"]),
+    ("unknown tensor", pruneplug.TensorNotFoundError, ("Linear", "wieght", "l1_unstructured"), ["'weight'"]),
+    ("dotted tensor name", pruneplug.InvalidTargetError, ("Sequential", "0.weight", "l1_unstructured"), ["dots"]),
+    ("part of a pruned tensor", pruneplug.InvalidTargetError, ("Linear", "weight_orig", "l1_unstructured"), []),
+    ("half-undone prune", pruneplug.PruningStateError, ("Linear", "weight", "l1_unstructured"), ["half-undone"]),
+    ("name taken", pruneplug.PruningStateError, ("Linear", "weight", "l1_unstructured"), ["'weight_mask'"]),
+    ("tied parameter", pruneplug.InvalidTargetError, ("Linear", "weight", "l1_unstructured"), ["tied"]),
+    ("importance scores not a dict", pruneplug.InvalidImportanceScoresError, (None, None, "l1_unstructured"), []),
+    (
+        "importance scores of another tensor",
+        pruneplug.InvalidImportanceScoresError,
+        ("Linear", "weight", "l1_unstructured"),
+        ["not one of the targets", "same module object"],
+    ),
+    (
+        "importance scores misshapen",
+        pruneplug.InvalidImportanceScoresError,
+        ("Linear", "weight", "l1_unstructured"),
+        ["(3, 3) vs (2, 3)"],
+    ),
+    ("existing mask not binary", pruneplug.InvalidMaskError, ("Linear", "weight", "l1_unstructured"), ["0 and 1"]),
+    (
+        "strategy raises scoring one target",
+        pruneplug.StrategyFailedError,
+        ("Linear", "weight", "scores_raise"),
+        ["KeyError"],
+    ),
+    (
+        "strategy refuses one target",
+        pruneplug.InvalidParametersError,
+        ("Linear", "weight", "scores_refuse"),
+        ["cannot score this one"],
+    ),
+    (
+        "strategy scores one target misshapen",
+        pruneplug.StrategyFailedError,
+        ("Linear", "weight", "scores_misshapen"),
+        ["2 entries"],
+    ),
+    (
+        "mask-only strategy raises",
+        pruneplug.StrategyFailedError,
+        (None, None, "flat_raise"),
+        ["KeyError", "all 2 targets together"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "error", "named", "words"), _GLOBAL_ERRORS, ids=[c[0] for c in _GLOBAL_ERRORS])
+def test_every_prune_global_error_names_what_is_at_fault(
+    case: str, error: type[Exception], named: tuple[str | None, str | None, str | None], words: list[str]
+) -> None:
+    """Module type and tensor wherever one target is at fault, the strategy wherever it is resolved; nothing changes."""
+    modules, call = _global_case(case)
+    before = [snapshot(m) for m in modules]
+    with pytest.raises(error) as caught:
+        pruneplug.prune_global(**call)
+    raised = caught.value
+    assert isinstance(raised, pruneplug.PruneplugError)
+    assert (raised.module_type, raised.tensor, raised.strategy) == named
+    module_type, tensor, strategy = named
+    prefix = f"{module_type}.{tensor}" if module_type and tensor else module_type or ""
+    assert str(raised).startswith(prefix), str(raised)
+    if strategy is not None:
+        assert f"strategy '{strategy}'" in str(raised)
+    for word in words:
+        assert word in str(raised), str(raised)
+    for module, state in zip(modules, before):
+        assert_unchanged(module, state)

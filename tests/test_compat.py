@@ -1100,3 +1100,19 @@ def test_a_misshapen_mask_is_an_assertion_error_and_an_invalid_mask_error_and_ch
         compat.custom_from_mask(layer, "weight", [1.0] * 12)
     assert isinstance(not_a_tensor.value, pruneplug.InvalidMaskError)
     assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+
+
+def test_global_unstructured_lets_a_strategy_s_own_exception_through_as_it_is() -> None:
+    """Where the native API wraps it in StrategyFailedError, compat raises what the strategy raised."""
+
+    class Raises(pruneplug.UnstructuredStrategy):
+        def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+            raise KeyError("boom")
+
+    layers = [_linear(), _linear()]
+    with pytest.raises(KeyError) as caught:
+        compat.global_unstructured([(m, "weight") for m in layers], Raises, amount=1)
+    assert not isinstance(caught.value, pruneplug.PruneplugError)
+    assert not any(compat.is_pruned(m) for m in layers)
+    with pytest.raises(pruneplug.StrategyFailedError, match=r"^Linear\.weight, strategy 'raises': the strategy raised"):
+        pruneplug.prune_global([(m, "weight") for m in layers], Raises, amount=1)

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .._errors import InvalidParametersError, PruneplugError
+from .._errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from .._params import _describe_error as describe_param_error
 from .._registry import StrategySpec, get_registry
 from .._reparam import MaskStorage
@@ -144,7 +144,8 @@ class Rule(RuleSelection):
             raise _problem(
                 "scope",
                 "scope 'global' ranks the entries of all selected tensors together, which needs a strategy "
-                f"of kind 'unstructured'; {spec.name!r} is of kind {spec.kind!r}",
+                f"of kind 'unstructured'; {cross_tensor_hint(spec.name, spec.kind)}. "
+                "Use scope 'local' to prune each selected tensor on its own",
             )
         return self
 

@@ -61,7 +61,7 @@ def test_plans_are_frozen(registry: pruneplug.Registry) -> None:
             rules({"strategy": "ln_structured", "scope": "global", "params": {"amount": 1, "n": 1}}),
             0,
             "scope",
-            ["unstructured"],
+            ["kind 'unstructured'", "'ln_structured' is of kind 'structured'", "scope 'local'"],
         ),
         (rules({"strategy": "identity", "scope": "everywhere"}), 0, "scope", ["'local' or 'global'"]),
         (rules({"strategy": "identity", "module_regex": "fc[1"}), 0, "module_regex", ["regular expression"]),
@@ -85,6 +85,24 @@ def test_errors_name_the_rule_and_field(
     assert message.startswith(expected), message
     for word in words:
         assert word in message
+
+
+def test_a_strategy_of_kind_global_in_a_rule_of_scope_global_is_explained(registry: pruneplug.Registry) -> None:
+    """The two meanings of "global" are told apart: kind 'global' is one mask per whole tensor."""
+
+    class WholeTensor(pruneplug.BasePruningMethod):
+        PRUNING_TYPE = "global"
+        name = "whole_tensor"
+
+        def compute_mask(self, t: Any, default_mask: Any) -> Any:
+            return default_mask
+
+    pruneplug.register(WholeTensor)
+    error = error_of(rules({"strategy": "whole_tensor", "scope": "global"}))
+    assert (error.rule, error.field) == (0, "scope")
+    words = ["kind 'unstructured'", "'whole_tensor' is of kind 'global'", "per tensor", "across tensors", "'local'"]
+    for word in words:
+        assert word in str(error), str(error)
 
 
 def test_every_problem_is_listed(registry: pruneplug.Registry) -> None:
