@@ -10,6 +10,7 @@ checkpoints written by pruneplug or by torch.nn.utils.prune.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +23,8 @@ from ._reparam import (
     PendingPrune,
     check_storage,
     commit,
-    find_hook,
     plan_prune,
+    pruning_hooks,
 )
 from ._storage import pack_masks, unpack_masks
 from .strategies import Identity
@@ -31,35 +32,93 @@ from .strategies import Identity
 __all__ = ["load_pruned_state_dict"]
 
 
-def _plan(
-    model: nn.Module, state_dict: Mapping[str, object], storage: MaskStorage
-) -> tuple[list[PendingPrune], dict[str, str]]:
-    """Plan an identity reparametrization for every tensor the checkpoint holds pruned."""
-    pendings: list[PendingPrune] = []
-    renamed: dict[str, str] = {}
+@dataclass
+class _Tensor:
+    """One prunable tensor of the model, with every path to it and the checkpoint's masks for it."""
+
+    module: nn.Module
+    name: str
+    shape: tuple[int, ...]
+    pruned: bool  # already, in the model
+    paired: bool = False  # the checkpoint has its _orig and _mask under one of its paths
+    prefixes: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)  # keys of the checkpoint's masks for it, one per path
+
+    def check(self, state_dict: Mapping[str, object]) -> None:
+        """Each mask the checkpoint has for this tensor is a 0/1 tensor of its shape."""
+        context = {"module_type": type(self.module).__name__, "tensor": self.name}
+        for key in self.masks:
+            mask = state_dict[key]
+            if not isinstance(mask, Tensor):
+                raise InvalidMaskError(f"state_dict[{key!r}] is a {type(mask).__name__}, not a tensor", **context)
+            if tuple(mask.shape) != self.shape:
+                raise InvalidMaskError(
+                    f"state_dict[{key!r}] has shape {tuple(mask.shape)} "
+                    f"but {key.removesuffix('_mask')} has shape {self.shape}",
+                    **context,
+                )
+            if mask.is_complex():
+                raise InvalidMaskError(
+                    f"state_dict[{key!r}] is complex ({mask.dtype}); a mask is bool, or real holding 0 and 1", **context
+                )
+            if mask.dtype != torch.bool and not mask.is_meta:  # (a meta tensor has no values to check)
+                wrong = mask[(mask != 0) & (mask != 1)]  # NaN included
+                if wrong.numel():
+                    raise InvalidMaskError(
+                        f"state_dict[{key!r}] holds values other than 0 and 1 ({wrong.numel()} of them, "
+                        f"the first {wrong[0].item()!r}); a mask keeps (1) or prunes (0) each entry",
+                        **context,
+                    )
+
+
+def _find(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Tensor]:
+    """The tensors the checkpoint holds pruned: pruned in the model, or unpruned with ``_orig`` and ``_mask`` keys."""
+    found: dict[tuple[int, str], _Tensor] = {}
     for qualname, module in model.named_modules():
         prefix = f"{qualname}." if qualname else ""
-        for name, parameter in list(module._parameters.items()):
-            orig_key, mask_key = f"{prefix}{name}_orig", f"{prefix}{name}_mask"
-            if parameter is None or orig_key not in state_dict or mask_key not in state_dict:
+        pruned = {
+            hook._tensor_name: module._parameters.get(f"{hook._tensor_name}_orig") for _, hook in pruning_hooks(module)
+        }
+        unpruned = {name: p for name, p in module._parameters.items() if name not in pruned}
+        for name, parameter in [*pruned.items(), *unpruned.items()]:
+            if parameter is None:
                 continue
-            if find_hook(module, name) is not None:
-                continue
-            mask = state_dict[mask_key]
-            if not isinstance(mask, Tensor):
-                raise InvalidMaskError(f"state_dict[{mask_key!r}] is a {type(mask).__name__}, not a tensor")
-            if mask.shape != parameter.shape:
-                raise InvalidMaskError(
-                    f"state_dict[{mask_key!r}] has shape {tuple(mask.shape)} "
-                    f"but {prefix}{name} has shape {tuple(parameter.shape)}"
-                )
-            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-                raise InvalidMaskError(f"state_dict[{mask_key!r}] holds values other than 0 and 1")
-            ones = torch.ones(parameter.shape, dtype=torch.bool, device=parameter.device)
-            pendings.append(
-                plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity", storage=storage)
+            tensor = found.setdefault((id(module), name), _Tensor(module, name, tuple(parameter.shape), name in pruned))
+            tensor.prefixes.append(prefix)
+            mask_key = f"{prefix}{name}_mask"
+            if mask_key in state_dict:
+                tensor.masks.append(mask_key)
+                tensor.paired = tensor.paired or f"{prefix}{name}_orig" in state_dict
+    # A mask loads into a pruned tensor; into an unpruned one only if set up, which takes _orig too.
+    return [tensor for tensor in found.values() if tensor.masks and (tensor.pruned or tensor.paired)]
+
+
+def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPrune], dict[str, str]]:
+    """Plan an identity reparametrization for each unpruned tensor the checkpoint holds pruned.
+
+    Also returns, for every path to each, the key the model's state_dict has
+    now and the one it will have (``<name>`` -> ``<name>_orig``).
+    """
+    pendings: list[PendingPrune] = []
+    renamed: dict[str, str] = {}
+    for tensor in tensors:
+        if tensor.pruned:
+            continue
+        parameter = tensor.module._parameters[tensor.name]
+        assert parameter is not None  # (_find skips None)
+        ones = torch.ones(tensor.shape, dtype=torch.bool, device=parameter.device)
+        pendings.append(
+            plan_prune(
+                tensor.module,
+                tensor.name,
+                Identity(),
+                mask=ones,
+                policy=NATIVE_POLICY,
+                label="identity",
+                storage=storage,
             )
-            renamed[f"{prefix}{name}"] = orig_key
+        )
+        renamed.update({f"{prefix}{tensor.name}": f"{prefix}{tensor.name}_orig" for prefix in tensor.prefixes})
     return pendings, renamed
 
 
@@ -77,10 +136,12 @@ def load_pruned_state_dict(
     and the model holds unpruned, the reparametrization is created first
     (its history starts with :class:`~pruneplug.strategies.Identity`); then
     the state_dict is loaded and the masked tensors are current at once.
-    Masks (shape, 0/1), tensor types and shapes and, with ``strict``, the
-    keys are checked before anything changes, so a checkpoint that does not
-    fit leaves the model exactly as it was. (A module's own
-    ``_load_from_state_dict`` that fails part-way is torch's to undo.)
+    Every mask the checkpoint holds for a tensor of the model -- pruned
+    already or not -- is checked (a tensor of the parameter's shape, holding
+    only 0 and 1), as are tensor types and shapes and, with ``strict``, the
+    keys, before anything changes, so a checkpoint that does not fit leaves
+    the model exactly as it was. (A module's own ``_load_from_state_dict``
+    that fails part-way is torch's to undo.)
 
     Args:
         model: the model to load into, pruned or not.
@@ -102,7 +163,8 @@ def load_pruned_state_dict(
     Raises:
         InvalidTargetError: ``model`` or ``state_dict`` is not one, or the
             state_dict does not fit the model (keys, shapes).
-        InvalidMaskError: a mask is misshapen or not 0/1.
+        InvalidMaskError: a mask is not a tensor, is misshapen, or holds
+            anything but 0 and 1.
         InvalidParametersError: ``mask_storage`` is none of those.
     """
     if not isinstance(model, nn.Module):
@@ -112,7 +174,10 @@ def load_pruned_state_dict(
             f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
         )
     storage = check_storage(mask_storage)
-    pendings, renamed = _plan(model, state_dict, storage or "bool")
+    tensors = _find(model, state_dict)
+    for tensor in tensors:
+        tensor.check(state_dict)
+    pendings, renamed = _plan(tensors, storage or "bool")
     expected: dict[str, tuple[int, ...] | None] = {}
     for key, value in model.state_dict().items():
         shape = tuple(value.shape) if isinstance(value, Tensor) else None
@@ -149,7 +214,9 @@ def load_pruned_state_dict(
                     "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
                 )
             raise InvalidTargetError("the state_dict does not match the model (" + "; ".join(detail) + ")")
-    snapshots = [ModuleSnapshot(p.state.module) for p in pendings]
+    snapshots = [
+        ModuleSnapshot(module) for module in {id(t.module): t.module for t in tensors if not t.pruned}.values()
+    ]
     commit(pendings)
     try:
         model.load_state_dict(state_dict, strict=strict, assign=assign)

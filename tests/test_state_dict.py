@@ -6,6 +6,8 @@ import copy
 import io
 import pickle
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -247,3 +249,94 @@ def test_assign_loads_a_pruned_checkpoint_into_a_model_built_on_meta() -> None:
     x = torch.randn(3, 8)
     assert torch.equal(model(x), source(x))
     assert pruneplug.is_pruned(model[0]) and pruneplug.is_pruned(model[1])
+
+
+# --- masks are checked whatever the target's state; shared modules; mask storage after any load ------------
+
+
+def stack() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def pruned_stack(by: str) -> nn.Sequential:
+    """A stack as a load may find it: unpruned, pruned by pruneplug (bool or packed masks) or by torch."""
+    model = stack()
+    for layer in (model[0], model[2]):
+        if by == "torch":
+            torch_prune.l1_unstructured(layer, "weight", amount=0.5)
+        elif by != "fresh":
+            pruneplug.prune(layer, "weight", "random_unstructured", amount=0.25, mask_storage=by)
+    return model
+
+
+def fingerprint(model: nn.Module) -> dict[str, Any]:
+    """All a rejected load must leave as it was: which tensor objects (of which type and dtype), values, hooks."""
+    kept = model.state_dict(keep_vars=True)
+    return {
+        "objects": [(key, id(value), type(value), value.dtype) for key, value in kept.items()],
+        "values": {key: value.detach().clone() for key, value in model.state_dict().items()},
+        "hooks": [
+            [list(m._forward_pre_hooks.items()), list(m._load_state_dict_post_hooks), list(m._state_dict_hooks)]
+            for m in model.modules()
+        ],
+        "attributes": [sorted(vars(m)) for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
+    after = fingerprint(model)
+    assert (after["objects"], after["hooks"], after["attributes"]) == (
+        before["objects"],
+        before["hooks"],
+        before["attributes"],
+    )
+    for key, value in before["values"].items():
+        assert torch.equal(after["values"][key], value), key
+
+
+BAD_MASKS: dict[str, Callable[[torch.Tensor], object]] = {
+    "0.5": lambda mask: torch.full(mask.shape, 0.5),
+    "-3": lambda mask: torch.where(mask.bool(), 1.0, -3.0),
+    "nan": lambda mask: torch.where(mask.bool(), 1.0, float("nan")),
+    "complex": lambda mask: mask.to(torch.complex64),
+    "misshapen": lambda mask: mask.reshape(-1),
+    "not a tensor": lambda mask: mask.tolist(),
+}
+
+
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+@pytest.mark.parametrize("bad", list(BAD_MASKS))
+def test_a_bad_mask_is_refused_whatever_the_target_and_changes_nothing(bad: str, target: str, assign: bool) -> None:
+    """Into an already pruned model a mask of 0.5 used to load as 'all kept', undoing the pruning silently."""
+    checkpoint = dict(pruned_stack("bool").state_dict())
+    checkpoint["2.weight_mask"] = BAD_MASKS[bad](checkpoint["2.weight_mask"])
+    model = pruned_stack(target)
+    before = fingerprint(model)
+    with pytest.raises(pruneplug.InvalidMaskError, match=r"Linear\.weight: state_dict\['2\.weight_mask'\]"):
+        pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign)
+    assert_unchanged(model, before)
+
+
+def test_a_bad_mask_names_what_is_wrong() -> None:
+    checkpoint = dict(pruned_stack("bool").state_dict())
+    mask = checkpoint["0.weight_mask"].float()
+    mask[1, 2] = 0.5
+    checkpoint["0.weight_mask"] = mask
+    with pytest.raises(
+        pruneplug.InvalidMaskError,
+        match=r"'0\.weight_mask'\] holds values other than 0 and 1 \(1 of them, the first 0\.5\)",
+    ):
+        pruneplug.load_pruned_state_dict(pruned_stack("bool"), checkpoint)
+    checkpoint["0.weight_mask"] = mask.to(torch.complex64)
+    with pytest.raises(pruneplug.InvalidMaskError, match="complex64"):
+        pruneplug.load_pruned_state_dict(pruned_stack("bool"), checkpoint)
+
+
+def test_a_buffer_named_like_a_mask_that_is_not_a_mask_is_loaded_as_it_is() -> None:
+    """Only masks of pruned tensors are checked: a model's own ``*_mask`` buffer may hold anything."""
+    model = stack()
+    model[0].register_buffer("attention_mask", torch.zeros(3))
+    checkpoint = {**model.state_dict(), "0.attention_mask": torch.tensor([0.5, -3.0, float("nan")])}
+    pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert torch.equal(model[0].attention_mask[:2], torch.tensor([0.5, -3.0]))
