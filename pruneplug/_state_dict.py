@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
 
 from ._errors import InvalidMaskError, InvalidTargetError
+from ._packed import PackedMask, plain
 from ._reparam import (
     NATIVE_POLICY,
     MaskStorage,
@@ -25,8 +28,9 @@ from ._reparam import (
     commit,
     plan_prune,
     pruning_hooks,
+    refresh,
 )
-from ._storage import pack_masks, unpack_masks
+from ._storage import store_mask
 from .strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
@@ -69,6 +73,10 @@ class _Tensor:
                         f"the first {wrong[0].item()!r}); a mask keeps (1) or prunes (0) each entry",
                         **context,
                     )
+
+
+def _alive(mask: Tensor) -> Tensor:
+    return mask if mask.dtype == torch.bool else mask != 0
 
 
 def _find(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Tensor]:
@@ -122,6 +130,47 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
     return pendings, renamed
 
 
+Layout: TypeAlias = MaskStorage | torch.dtype
+"""How one mask is stored: bool or bit-packed, or (torch's masks) as a tensor of that dtype."""
+
+
+def _layouts(
+    model: nn.Module, storage: MaskStorage | None
+) -> list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]]:
+    """How each mask of the model is to be stored after the load: as asked, else as it is now."""
+    layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]] = []
+    for module in model.modules():
+        for _, hook in pruning_hooks(module):
+            mask = module._buffers.get(f"{hook._tensor_name}_mask")
+            if mask is None:
+                continue
+            if mask.dtype != torch.bool:
+                layout: Layout = mask.dtype  # torch's float masks stay as they are (as pack_masks leaves them)
+            else:
+                layout = storage or ("packed" if isinstance(mask, PackedMask) else "bool")
+            layouts.append((module, hook, layout))
+    return layouts
+
+
+def _store(layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]]) -> None:
+    """Store each mask as planned, and make every masked tensor current.
+
+    ``assign=True`` makes the checkpoint's tensors the masks as they are --
+    torch's float masks too -- where copying keeps the model's.
+    """
+    for module, hook, layout in layouts:
+        mask = module._buffers[f"{hook._tensor_name}_mask"]
+        assert mask is not None  # (_layouts saw it; loading replaces buffers, never drops them)
+        if isinstance(layout, torch.dtype):
+            stored = mask if mask.dtype == layout else plain(mask).to(layout)
+        else:
+            stored = PackedMask.pack(_alive(mask)) if layout == "packed" else plain(_alive(mask))
+        if stored is not mask:
+            store_mask(module, hook, stored)
+        else:
+            refresh(module, hook, force=True)  # (modules torch.nn.utils.prune pruned have no refresh-after-load)
+
+
 def load_pruned_state_dict(
     model: nn.Module,
     state_dict: Mapping[str, object],
@@ -152,11 +201,15 @@ def load_pruned_state_dict(
             the model's (new parameter objects), instead of being copied
             into them. This is how a model built on the ``meta`` device --
             large models are, to avoid allocating their weights twice --
-            gets its weights and masks.
+            gets its weights and masks. The masks are still stored as
+            ``mask_storage`` says, whatever dtype the checkpoint has them in.
         mask_storage: ``"bool"`` or ``"packed"`` (see
-            :func:`pruneplug.prune`): how every mask of the model is stored
-            once loaded. Default: ``"bool"`` for the tensors this call sets
-            up, as they are for tensors already pruned.
+            :func:`pruneplug.prune`): how every bool mask of the model is
+            stored once loaded. Default: ``"bool"`` for the tensors this
+            call sets up, and as they were for tensors already pruned. The
+            float masks of tensors ``torch.nn.utils.prune`` pruned in
+            ``model`` keep their dtype, as :func:`pruneplug.pack_masks`
+            leaves them.
 
     Returns ``model``.
 
@@ -218,14 +271,12 @@ def load_pruned_state_dict(
         ModuleSnapshot(module) for module in {id(t.module): t.module for t in tensors if not t.pruned}.values()
     ]
     commit(pendings)
+    layouts = _layouts(model, storage)
     try:
         model.load_state_dict(state_dict, strict=strict, assign=assign)
     except BaseException:
         for snapshot in snapshots:
             snapshot.restore()
         raise
-    if storage == "packed":
-        pack_masks(model)  # masks already pruned before, or handed over as they were by assign=True
-    elif storage == "bool":
-        unpack_masks(model)
+    _store(layouts)
     return model

@@ -340,3 +340,52 @@ def test_a_buffer_named_like_a_mask_that_is_not_a_mask_is_loaded_as_it_is() -> N
     checkpoint = {**model.state_dict(), "0.attention_mask": torch.tensor([0.5, -3.0, float("nan")])}
     pruneplug.load_pruned_state_dict(model, checkpoint)
     assert torch.equal(model[0].attention_mask[:2], torch.tensor([0.5, -3.0]))
+
+
+def expected_layout(target: str, storage: str | None) -> tuple[type, torch.dtype]:
+    """How a mask is stored after a load, as load_pruned_state_dict's docstring promises."""
+    if target == "torch":
+        return torch.Tensor, torch.float32  # torch's float masks stay as they are
+    packed = storage == "packed" or (storage is None and target == "packed")
+    return (pruneplug.PackedMask if packed else torch.Tensor), torch.bool
+
+
+@pytest.mark.parametrize("saved_by", ["torch", "bool", "packed"])
+@pytest.mark.parametrize("storage", [None, "bool", "packed"])
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+def test_masks_are_stored_as_promised_after_any_load(
+    saved_by: str, storage: str | None, assign: bool, target: str
+) -> None:
+    source = pruned_stack(saved_by)
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    model = pruned_stack(target)
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign, mask_storage=storage)
+    kind, dtype = expected_layout(target, storage)
+    x = torch.randn(3, 6)
+    for layer, origin in ((model[0], source[0]), (model[2], source[2])):
+        assert type(layer.weight_mask) is kind and layer.weight_mask.dtype == dtype
+        assert torch.equal(layer.weight_mask.bool(), origin.weight_mask.bool())
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    assert torch.equal(model(x), source(x))
+
+
+@pytest.mark.parametrize("storage", [None, "bool", "packed"])
+def test_assign_into_a_meta_model_stores_torchs_float_masks_as_asked(storage: str | None) -> None:
+    """A checkpoint of torch.nn.utils.prune (float masks) loaded with assign=True used to keep its float32 masks."""
+    source = pruned_stack("torch")
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    with torch.device("meta"):
+        model = stack()
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=True, mask_storage=storage)
+    kind = pruneplug.PackedMask if storage == "packed" else torch.Tensor
+    for layer in (model[0], model[2]):
+        assert type(layer.weight_mask) is kind and layer.weight_mask.dtype == torch.bool
+        assert layer.weight_orig.device.type == "cpu"
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    x = torch.randn(3, 6)
+    assert torch.equal(model(x), source(x))
+    assert [key for key, value in model.state_dict().items() if value.dtype != torch.float32] == [
+        "0.weight_mask",
+        "2.weight_mask",
+    ]
