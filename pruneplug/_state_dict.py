@@ -5,6 +5,10 @@ A state_dict saved from a pruned model holds ``<name>_orig`` and
 called on each such tensor before ``load_state_dict``; here one call finds
 them from the keys, sets up the reparametrization, and loads -- for
 checkpoints written by pruneplug or by torch.nn.utils.prune.
+
+A module reached by several paths (``nn.Sequential(lin, act, lin)``) is in
+the state_dict once per path, as torch saves and loads it: it is set up
+once, and the masks of its paths must agree.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class _Tensor:
     masks: list[str] = field(default_factory=list)  # keys of the checkpoint's masks for it, one per path
 
     def check(self, state_dict: Mapping[str, object]) -> None:
-        """Each mask the checkpoint has for this tensor is a 0/1 tensor of its shape."""
+        """Each mask the checkpoint has for this tensor is a 0/1 tensor of its shape, and they all agree."""
         context = {"module_type": type(self.module).__name__, "tensor": self.name}
         for key in self.masks:
             mask = state_dict[key]
@@ -73,6 +77,17 @@ class _Tensor:
                         f"the first {wrong[0].item()!r}); a mask keeps (1) or prunes (0) each entry",
                         **context,
                     )
+        first, *others = self.masks
+        for key in others:
+            one, other = state_dict[first], state_dict[key]
+            assert isinstance(one, Tensor) and isinstance(other, Tensor)  # (checked above)
+            if not (one.is_meta or other.is_meta) and not torch.equal(_alive(one), _alive(other).to(one.device)):
+                raise InvalidMaskError(
+                    f"state_dict[{first!r}] and state_dict[{key!r}] differ, but both are the mask of one "
+                    f"{type(self.module).__name__} shared by the model (reached as "
+                    f"{' and '.join(repr(p[:-1]) for p in self.prefixes)}), which has one mask",
+                    **context,
+                )
 
 
 def _alive(mask: Tensor) -> Tensor:
@@ -80,9 +95,13 @@ def _alive(mask: Tensor) -> Tensor:
 
 
 def _find(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Tensor]:
-    """The tensors the checkpoint holds pruned: pruned in the model, or unpruned with ``_orig`` and ``_mask`` keys."""
+    """The tensors the checkpoint holds pruned: pruned in the model, or unpruned with ``_orig`` and ``_mask`` keys.
+
+    Every path to a module is followed (``named_modules`` alone gives a
+    shared module once), as ``load_state_dict`` loads every path.
+    """
     found: dict[tuple[int, str], _Tensor] = {}
-    for qualname, module in model.named_modules():
+    for qualname, module in model.named_modules(remove_duplicate=False):
         prefix = f"{qualname}." if qualname else ""
         pruned = {
             hook._tensor_name: module._parameters.get(f"{hook._tensor_name}_orig") for _, hook in pruning_hooks(module)
@@ -190,7 +209,9 @@ def load_pruned_state_dict(
     only 0 and 1), as are tensor types and shapes and, with ``strict``, the
     keys, before anything changes, so a checkpoint that does not fit leaves
     the model exactly as it was. (A module's own ``_load_from_state_dict``
-    that fails part-way is torch's to undo.)
+    that fails part-way is torch's to undo.) A module the model reaches by
+    several paths is set up once, and the masks saved for its paths must
+    agree.
 
     Args:
         model: the model to load into, pruned or not.
@@ -216,8 +237,9 @@ def load_pruned_state_dict(
     Raises:
         InvalidTargetError: ``model`` or ``state_dict`` is not one, or the
             state_dict does not fit the model (keys, shapes).
-        InvalidMaskError: a mask is not a tensor, is misshapen, or holds
-            anything but 0 and 1.
+        InvalidMaskError: a mask is not a tensor, is misshapen, holds
+            anything but 0 and 1, or differs from the mask of another path
+            to the same module.
         InvalidParametersError: ``mask_storage`` is none of those.
     """
     if not isinstance(model, nn.Module):

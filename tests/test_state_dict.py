@@ -389,3 +389,76 @@ def test_assign_into_a_meta_model_stores_torchs_float_masks_as_asked(storage: st
         "0.weight_mask",
         "2.weight_mask",
     ]
+
+
+# --- a module reached by several paths --------------------------------------------------------------------
+
+
+def shared(by: str) -> nn.Sequential:
+    """``lin`` reached as ``0`` and as ``2``; its weight pruned by pruneplug or torch, or not (``fresh``)."""
+    lin = nn.Linear(3, 3)
+    if by == "torch":
+        torch_prune.l1_unstructured(lin, "weight", amount=0.5)
+    elif by != "fresh":
+        pruneplug.prune(lin, "weight", "l1_unstructured", amount=0.5, mask_storage=by)
+    return nn.Sequential(lin, nn.ReLU(), lin)
+
+
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+@pytest.mark.parametrize("saved_by", ["torch", "bool"])
+def test_a_shared_module_loads_through_every_path(saved_by: str, target: str, assign: bool) -> None:
+    source = shared(saved_by)
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    model = shared(target)
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign)
+    assert model[0] is model[2] and len(model[0]._forward_pre_hooks) == 1  # set up once
+    assert list(model.state_dict()) == list(checkpoint)
+    assert torch.equal(model[0].weight_mask.bool(), source[0].weight_mask.bool())
+    assert torch.equal(model[0].weight, model[0].weight_orig * model[0].weight_mask)
+    x = torch.randn(2, 3)
+    assert torch.equal(model(x), source(x))
+    if target == "fresh":  # as torch's own recipe does it
+        reference = shared("fresh")
+        torch_prune.identity(reference[0], "weight")
+        reference.load_state_dict(checkpoint)
+        assert torch.equal(reference(x), model(x))
+
+
+@pytest.mark.parametrize("target", ["fresh", "bool", "torch"])
+def test_a_shared_module_whose_paths_disagree_is_refused(target: str) -> None:
+    checkpoint = dict(shared("bool").state_dict())
+    checkpoint["2.weight_mask"] = ~checkpoint["2.weight_mask"]
+    model = shared(target)
+    before = fingerprint(model)
+    with pytest.raises(
+        pruneplug.InvalidMaskError, match=r"state_dict\['0\.weight_mask'\] and state_dict\['2\.weight_mask'\] differ"
+    ):
+        pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("target", ["fresh", "bool", "torch"])
+def test_the_mask_of_every_path_to_a_shared_module_is_checked(target: str) -> None:
+    checkpoint = dict(shared("bool").state_dict())
+    checkpoint["2.weight_mask"] = torch.full((3, 3), 0.5)
+    model = shared(target)
+    before = fingerprint(model)
+    with pytest.raises(pruneplug.InvalidMaskError, match=r"'2\.weight_mask'\] holds values other than 0 and 1"):
+        pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert_unchanged(model, before)
+
+
+def test_a_shared_module_is_set_up_from_any_one_of_its_paths_when_not_strict() -> None:
+    checkpoint = {key: value for key, value in shared("bool").state_dict().items() if key.startswith("2.")}
+    model = shared("fresh")
+    pruneplug.load_pruned_state_dict(model, checkpoint, strict=False)
+    assert torch.equal(model[0].weight_mask, checkpoint["2.weight_mask"])
+    assert list(model.state_dict()) == [
+        "0.bias",
+        "0.weight_orig",
+        "0.weight_mask",
+        "2.bias",
+        "2.weight_orig",
+        "2.weight_mask",
+    ]
