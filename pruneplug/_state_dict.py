@@ -5,16 +5,24 @@ A state_dict saved from a pruned model holds ``<name>_orig`` and
 called on each such tensor before ``load_state_dict``; here one call finds
 them from the keys, sets up the reparametrization, and loads -- for
 checkpoints written by pruneplug or by torch.nn.utils.prune.
+
+A module reached by several paths (``nn.Sequential(lin, act, lin)``) is in
+the state_dict once per path, as torch saves and loads it: it is set up
+once, and the masks of its paths must agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
 
 from ._errors import InvalidMaskError, InvalidTargetError
+from ._packed import PackedMask, plain
 from ._reparam import (
     NATIVE_POLICY,
     MaskStorage,
@@ -22,45 +30,164 @@ from ._reparam import (
     PendingPrune,
     check_storage,
     commit,
-    find_hook,
     plan_prune,
+    pruning_hooks,
+    refresh,
 )
-from ._storage import pack_masks, unpack_masks
+from ._storage import store_mask
 from .strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
 
 
-def _plan(
-    model: nn.Module, state_dict: Mapping[str, object], storage: MaskStorage
-) -> tuple[list[PendingPrune], dict[str, str]]:
-    """Plan an identity reparametrization for every tensor the checkpoint holds pruned."""
+@dataclass
+class _Tensor:
+    """One prunable tensor of the model, with every path to it and the checkpoint's masks for it."""
+
+    module: nn.Module
+    name: str
+    shape: tuple[int, ...]
+    pruned: bool  # already, in the model
+    paired: bool = False  # the checkpoint has its _orig and _mask under one of its paths
+    prefixes: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)  # keys of the checkpoint's masks for it, one per path
+
+    def check(self, state_dict: Mapping[str, object]) -> None:
+        """Each mask the checkpoint has for this tensor is a 0/1 tensor of its shape, and they all agree."""
+        context = {"module_type": type(self.module).__name__, "tensor": self.name}
+        for key in self.masks:
+            mask = state_dict[key]
+            if not isinstance(mask, Tensor):
+                raise InvalidMaskError(f"state_dict[{key!r}] is a {type(mask).__name__}, not a tensor", **context)
+            if tuple(mask.shape) != self.shape:
+                raise InvalidMaskError(
+                    f"state_dict[{key!r}] has shape {tuple(mask.shape)} "
+                    f"but {key.removesuffix('_mask')} has shape {self.shape}",
+                    **context,
+                )
+            if mask.is_complex():
+                raise InvalidMaskError(
+                    f"state_dict[{key!r}] is complex ({mask.dtype}); a mask is bool, or real holding 0 and 1", **context
+                )
+            if mask.dtype != torch.bool and not mask.is_meta:  # (a meta tensor has no values to check)
+                wrong = mask[(mask != 0) & (mask != 1)]  # NaN included
+                if wrong.numel():
+                    raise InvalidMaskError(
+                        f"state_dict[{key!r}] holds values other than 0 and 1 ({wrong.numel()} of them, "
+                        f"the first {wrong[0].item()!r}); a mask keeps (1) or prunes (0) each entry",
+                        **context,
+                    )
+        first, *others = self.masks
+        for key in others:
+            one, other = state_dict[first], state_dict[key]
+            assert isinstance(one, Tensor) and isinstance(other, Tensor)  # (checked above)
+            if not (one.is_meta or other.is_meta) and not torch.equal(_alive(one), _alive(other).to(one.device)):
+                raise InvalidMaskError(
+                    f"state_dict[{first!r}] and state_dict[{key!r}] differ, but both are the mask of one "
+                    f"{type(self.module).__name__} shared by the model (reached as "
+                    f"{' and '.join(repr(p[:-1]) for p in self.prefixes)}), which has one mask",
+                    **context,
+                )
+
+
+def _alive(mask: Tensor) -> Tensor:
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _find(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Tensor]:
+    """The tensors the checkpoint holds pruned: pruned in the model, or unpruned with ``_orig`` and ``_mask`` keys.
+
+    Every path to a module is followed (``named_modules`` alone gives a
+    shared module once), as ``load_state_dict`` loads every path.
+    """
+    found: dict[tuple[int, str], _Tensor] = {}
+    for qualname, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{qualname}." if qualname else ""
+        pruned = {
+            hook._tensor_name: module._parameters.get(f"{hook._tensor_name}_orig") for _, hook in pruning_hooks(module)
+        }
+        unpruned = {name: p for name, p in module._parameters.items() if name not in pruned}
+        for name, parameter in [*pruned.items(), *unpruned.items()]:
+            if parameter is None:
+                continue
+            tensor = found.setdefault((id(module), name), _Tensor(module, name, tuple(parameter.shape), name in pruned))
+            tensor.prefixes.append(prefix)
+            mask_key = f"{prefix}{name}_mask"
+            if mask_key in state_dict:
+                tensor.masks.append(mask_key)
+                tensor.paired = tensor.paired or f"{prefix}{name}_orig" in state_dict
+    # A mask loads into a pruned tensor; into an unpruned one only if set up, which takes _orig too.
+    return [tensor for tensor in found.values() if tensor.masks and (tensor.pruned or tensor.paired)]
+
+
+def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPrune], dict[str, str]]:
+    """Plan an identity reparametrization for each unpruned tensor the checkpoint holds pruned.
+
+    Also returns, for every path to each, the key the model's state_dict has
+    now and the one it will have (``<name>`` -> ``<name>_orig``).
+    """
     pendings: list[PendingPrune] = []
     renamed: dict[str, str] = {}
-    for qualname, module in model.named_modules():
-        prefix = f"{qualname}." if qualname else ""
-        for name, parameter in list(module._parameters.items()):
-            orig_key, mask_key = f"{prefix}{name}_orig", f"{prefix}{name}_mask"
-            if parameter is None or orig_key not in state_dict or mask_key not in state_dict:
-                continue
-            if find_hook(module, name) is not None:
-                continue
-            mask = state_dict[mask_key]
-            if not isinstance(mask, Tensor):
-                raise InvalidMaskError(f"state_dict[{mask_key!r}] is a {type(mask).__name__}, not a tensor")
-            if mask.shape != parameter.shape:
-                raise InvalidMaskError(
-                    f"state_dict[{mask_key!r}] has shape {tuple(mask.shape)} "
-                    f"but {prefix}{name} has shape {tuple(parameter.shape)}"
-                )
-            if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-                raise InvalidMaskError(f"state_dict[{mask_key!r}] holds values other than 0 and 1")
-            ones = torch.ones(parameter.shape, dtype=torch.bool, device=parameter.device)
-            pendings.append(
-                plan_prune(module, name, Identity(), mask=ones, policy=NATIVE_POLICY, label="identity", storage=storage)
+    for tensor in tensors:
+        if tensor.pruned:
+            continue
+        parameter = tensor.module._parameters[tensor.name]
+        assert parameter is not None  # (_find skips None)
+        ones = torch.ones(tensor.shape, dtype=torch.bool, device=parameter.device)
+        pendings.append(
+            plan_prune(
+                tensor.module,
+                tensor.name,
+                Identity(),
+                mask=ones,
+                policy=NATIVE_POLICY,
+                label="identity",
+                storage=storage,
             )
-            renamed[f"{prefix}{name}"] = orig_key
+        )
+        renamed.update({f"{prefix}{tensor.name}": f"{prefix}{tensor.name}_orig" for prefix in tensor.prefixes})
     return pendings, renamed
+
+
+Layout: TypeAlias = MaskStorage | torch.dtype
+"""How one mask is stored: bool or bit-packed, or (torch's masks) as a tensor of that dtype."""
+
+
+def _layouts(
+    model: nn.Module, storage: MaskStorage | None
+) -> list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]]:
+    """How each mask of the model is to be stored after the load: as asked, else as it is now."""
+    layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]] = []
+    for module in model.modules():
+        for _, hook in pruning_hooks(module):
+            mask = module._buffers.get(f"{hook._tensor_name}_mask")
+            if mask is None:
+                continue
+            if mask.dtype != torch.bool:
+                layout: Layout = mask.dtype  # torch's float masks stay as they are (as pack_masks leaves them)
+            else:
+                layout = storage or ("packed" if isinstance(mask, PackedMask) else "bool")
+            layouts.append((module, hook, layout))
+    return layouts
+
+
+def _store(layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]]) -> None:
+    """Store each mask as planned, and make every masked tensor current.
+
+    ``assign=True`` makes the checkpoint's tensors the masks as they are --
+    torch's float masks too -- where copying keeps the model's.
+    """
+    for module, hook, layout in layouts:
+        mask = module._buffers[f"{hook._tensor_name}_mask"]
+        assert mask is not None  # (_layouts saw it; loading replaces buffers, never drops them)
+        if isinstance(layout, torch.dtype):
+            stored = mask if mask.dtype == layout else plain(mask).to(layout)
+        else:
+            stored = PackedMask.pack(_alive(mask)) if layout == "packed" else plain(_alive(mask))
+        if stored is not mask:
+            store_mask(module, hook, stored)
+        else:
+            refresh(module, hook, force=True)  # (modules torch.nn.utils.prune pruned have no refresh-after-load)
 
 
 def load_pruned_state_dict(
@@ -77,10 +204,14 @@ def load_pruned_state_dict(
     and the model holds unpruned, the reparametrization is created first
     (its history starts with :class:`~pruneplug.strategies.Identity`); then
     the state_dict is loaded and the masked tensors are current at once.
-    Masks (shape, 0/1), tensor types and shapes and, with ``strict``, the
-    keys are checked before anything changes, so a checkpoint that does not
-    fit leaves the model exactly as it was. (A module's own
-    ``_load_from_state_dict`` that fails part-way is torch's to undo.)
+    Every mask the checkpoint holds for a tensor of the model -- pruned
+    already or not -- is checked (a tensor of the parameter's shape, holding
+    only 0 and 1), as are tensor types and shapes and, with ``strict``, the
+    keys, before anything changes, so a checkpoint that does not fit leaves
+    the model exactly as it was. (A module's own ``_load_from_state_dict``
+    that fails part-way is torch's to undo.) A module the model reaches by
+    several paths is set up once, and the masks saved for its paths must
+    agree.
 
     Args:
         model: the model to load into, pruned or not.
@@ -91,18 +222,24 @@ def load_pruned_state_dict(
             the model's (new parameter objects), instead of being copied
             into them. This is how a model built on the ``meta`` device --
             large models are, to avoid allocating their weights twice --
-            gets its weights and masks.
+            gets its weights and masks. The masks are still stored as
+            ``mask_storage`` says, whatever dtype the checkpoint has them in.
         mask_storage: ``"bool"`` or ``"packed"`` (see
-            :func:`pruneplug.prune`): how every mask of the model is stored
-            once loaded. Default: ``"bool"`` for the tensors this call sets
-            up, as they are for tensors already pruned.
+            :func:`pruneplug.prune`): how every bool mask of the model is
+            stored once loaded. Default: ``"bool"`` for the tensors this
+            call sets up, and as they were for tensors already pruned. The
+            float masks of tensors ``torch.nn.utils.prune`` pruned in
+            ``model`` keep their dtype, as :func:`pruneplug.pack_masks`
+            leaves them.
 
     Returns ``model``.
 
     Raises:
         InvalidTargetError: ``model`` or ``state_dict`` is not one, or the
             state_dict does not fit the model (keys, shapes).
-        InvalidMaskError: a mask is misshapen or not 0/1.
+        InvalidMaskError: a mask is not a tensor, is misshapen, holds
+            anything but 0 and 1, or differs from the mask of another path
+            to the same module.
         InvalidParametersError: ``mask_storage`` is none of those.
     """
     if not isinstance(model, nn.Module):
@@ -112,7 +249,10 @@ def load_pruned_state_dict(
             f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
         )
     storage = check_storage(mask_storage)
-    pendings, renamed = _plan(model, state_dict, storage or "bool")
+    tensors = _find(model, state_dict)
+    for tensor in tensors:
+        tensor.check(state_dict)
+    pendings, renamed = _plan(tensors, storage or "bool")
     expected: dict[str, tuple[int, ...] | None] = {}
     for key, value in model.state_dict().items():
         shape = tuple(value.shape) if isinstance(value, Tensor) else None
@@ -149,16 +289,16 @@ def load_pruned_state_dict(
                     "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
                 )
             raise InvalidTargetError("the state_dict does not match the model (" + "; ".join(detail) + ")")
-    snapshots = [ModuleSnapshot(p.state.module) for p in pendings]
+    snapshots = [
+        ModuleSnapshot(module) for module in {id(t.module): t.module for t in tensors if not t.pruned}.values()
+    ]
     commit(pendings)
+    layouts = _layouts(model, storage)
     try:
         model.load_state_dict(state_dict, strict=strict, assign=assign)
     except BaseException:
         for snapshot in snapshots:
             snapshot.restore()
         raise
-    if storage == "packed":
-        pack_masks(model)  # masks already pruned before, or handed over as they were by assign=True
-    elif storage == "bool":
-        unpack_masks(model)
+    _store(layouts)
     return model

@@ -9,7 +9,8 @@ converting never needs more than one extra unpacked mask.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
 
 from ._cache import forget
 from ._errors import InvalidTargetError
@@ -18,7 +19,21 @@ from ._packed import PackedMask
 from ._reparam import pruning_hooks, refresh
 from ._serialization import install_packed_support
 
-__all__ = ["pack_masks", "unpack_masks"]
+__all__ = ["pack_masks", "unpack_masks", "store_mask"]
+
+
+def store_mask(module: nn.Module, hook: torch_prune.BasePruningMethod, mask: Tensor) -> None:
+    """Make ``mask`` the stored mask of ``hook``'s tensor, and the masked tensor current.
+
+    A :class:`~pruneplug.PackedMask` also gets the hooks that keep it packed
+    (modules ``torch.nn.utils.prune`` pruned have none yet).
+    """
+    module._buffers[f"{hook._tensor_name}_mask"] = mask
+    if isinstance(mask, PackedMask):
+        install_packed_support(module)
+    forget(hook)
+    if not is_lazy(module):
+        refresh(module, hook, force=True)
 
 
 def _convert(model: nn.Module, packed: bool) -> nn.Module:
@@ -30,12 +45,7 @@ def _convert(model: nn.Module, packed: bool) -> nn.Module:
             mask = module._buffers.get(key)
             if mask is None or mask.dtype != torch.bool or isinstance(mask, PackedMask) is packed:
                 continue
-            module._buffers[key] = PackedMask.pack(mask) if packed else mask.unpack()  # type: ignore[attr-defined]
-            if packed:
-                install_packed_support(module)  # (modules torch.nn.utils.prune pruned have none yet)
-            forget(hook)
-            if not is_lazy(module):
-                refresh(module, hook, force=True)
+            store_mask(module, hook, PackedMask.pack(mask) if packed else mask.unpack())  # type: ignore[attr-defined]
     return model
 
 

@@ -6,6 +6,8 @@ import copy
 import io
 import pickle
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -247,3 +249,216 @@ def test_assign_loads_a_pruned_checkpoint_into_a_model_built_on_meta() -> None:
     x = torch.randn(3, 8)
     assert torch.equal(model(x), source(x))
     assert pruneplug.is_pruned(model[0]) and pruneplug.is_pruned(model[1])
+
+
+# --- masks are checked whatever the target's state; shared modules; mask storage after any load ------------
+
+
+def stack() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def pruned_stack(by: str) -> nn.Sequential:
+    """A stack as a load may find it: unpruned, pruned by pruneplug (bool or packed masks) or by torch."""
+    model = stack()
+    for layer in (model[0], model[2]):
+        if by == "torch":
+            torch_prune.l1_unstructured(layer, "weight", amount=0.5)
+        elif by != "fresh":
+            pruneplug.prune(layer, "weight", "random_unstructured", amount=0.25, mask_storage=by)
+    return model
+
+
+def fingerprint(model: nn.Module) -> dict[str, Any]:
+    """All a rejected load must leave as it was: which tensor objects (of which type and dtype), values, hooks."""
+    kept = model.state_dict(keep_vars=True)
+    return {
+        "objects": [(key, id(value), type(value), value.dtype) for key, value in kept.items()],
+        "values": {key: value.detach().clone() for key, value in model.state_dict().items()},
+        "hooks": [
+            [list(m._forward_pre_hooks.items()), list(m._load_state_dict_post_hooks), list(m._state_dict_hooks)]
+            for m in model.modules()
+        ],
+        "attributes": [sorted(vars(m)) for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
+    after = fingerprint(model)
+    assert (after["objects"], after["hooks"], after["attributes"]) == (
+        before["objects"],
+        before["hooks"],
+        before["attributes"],
+    )
+    for key, value in before["values"].items():
+        assert torch.equal(after["values"][key], value), key
+
+
+BAD_MASKS: dict[str, Callable[[torch.Tensor], object]] = {
+    "0.5": lambda mask: torch.full(mask.shape, 0.5),
+    "-3": lambda mask: torch.where(mask.bool(), 1.0, -3.0),
+    "nan": lambda mask: torch.where(mask.bool(), 1.0, float("nan")),
+    "complex": lambda mask: mask.to(torch.complex64),
+    "misshapen": lambda mask: mask.reshape(-1),
+    "not a tensor": lambda mask: mask.tolist(),
+}
+
+
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+@pytest.mark.parametrize("bad", list(BAD_MASKS))
+def test_a_bad_mask_is_refused_whatever_the_target_and_changes_nothing(bad: str, target: str, assign: bool) -> None:
+    """Into an already pruned model a mask of 0.5 used to load as 'all kept', undoing the pruning silently."""
+    checkpoint = dict(pruned_stack("bool").state_dict())
+    checkpoint["2.weight_mask"] = BAD_MASKS[bad](checkpoint["2.weight_mask"])
+    model = pruned_stack(target)
+    before = fingerprint(model)
+    with pytest.raises(pruneplug.InvalidMaskError, match=r"Linear\.weight: state_dict\['2\.weight_mask'\]"):
+        pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign)
+    assert_unchanged(model, before)
+
+
+def test_a_bad_mask_names_what_is_wrong() -> None:
+    checkpoint = dict(pruned_stack("bool").state_dict())
+    mask = checkpoint["0.weight_mask"].float()
+    mask[1, 2] = 0.5
+    checkpoint["0.weight_mask"] = mask
+    with pytest.raises(
+        pruneplug.InvalidMaskError,
+        match=r"'0\.weight_mask'\] holds values other than 0 and 1 \(1 of them, the first 0\.5\)",
+    ):
+        pruneplug.load_pruned_state_dict(pruned_stack("bool"), checkpoint)
+    checkpoint["0.weight_mask"] = mask.to(torch.complex64)
+    with pytest.raises(pruneplug.InvalidMaskError, match="complex64"):
+        pruneplug.load_pruned_state_dict(pruned_stack("bool"), checkpoint)
+
+
+def test_a_buffer_named_like_a_mask_that_is_not_a_mask_is_loaded_as_it_is() -> None:
+    """Only masks of pruned tensors are checked: a model's own ``*_mask`` buffer may hold anything."""
+    model = stack()
+    model[0].register_buffer("attention_mask", torch.zeros(3))
+    checkpoint = {**model.state_dict(), "0.attention_mask": torch.tensor([0.5, -3.0, float("nan")])}
+    pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert torch.equal(model[0].attention_mask[:2], torch.tensor([0.5, -3.0]))
+
+
+def expected_layout(target: str, storage: str | None) -> tuple[type, torch.dtype]:
+    """How a mask is stored after a load, as load_pruned_state_dict's docstring promises."""
+    if target == "torch":
+        return torch.Tensor, torch.float32  # torch's float masks stay as they are
+    packed = storage == "packed" or (storage is None and target == "packed")
+    return (pruneplug.PackedMask if packed else torch.Tensor), torch.bool
+
+
+@pytest.mark.parametrize("saved_by", ["torch", "bool", "packed"])
+@pytest.mark.parametrize("storage", [None, "bool", "packed"])
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+def test_masks_are_stored_as_promised_after_any_load(
+    saved_by: str, storage: str | None, assign: bool, target: str
+) -> None:
+    source = pruned_stack(saved_by)
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    model = pruned_stack(target)
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign, mask_storage=storage)
+    kind, dtype = expected_layout(target, storage)
+    x = torch.randn(3, 6)
+    for layer, origin in ((model[0], source[0]), (model[2], source[2])):
+        assert type(layer.weight_mask) is kind and layer.weight_mask.dtype == dtype
+        assert torch.equal(layer.weight_mask.bool(), origin.weight_mask.bool())
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    assert torch.equal(model(x), source(x))
+
+
+@pytest.mark.parametrize("storage", [None, "bool", "packed"])
+def test_assign_into_a_meta_model_stores_torchs_float_masks_as_asked(storage: str | None) -> None:
+    """A checkpoint of torch.nn.utils.prune (float masks) loaded with assign=True used to keep its float32 masks."""
+    source = pruned_stack("torch")
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    with torch.device("meta"):
+        model = stack()
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=True, mask_storage=storage)
+    kind = pruneplug.PackedMask if storage == "packed" else torch.Tensor
+    for layer in (model[0], model[2]):
+        assert type(layer.weight_mask) is kind and layer.weight_mask.dtype == torch.bool
+        assert layer.weight_orig.device.type == "cpu"
+        assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+    x = torch.randn(3, 6)
+    assert torch.equal(model(x), source(x))
+    assert [key for key, value in model.state_dict().items() if value.dtype != torch.float32] == [
+        "0.weight_mask",
+        "2.weight_mask",
+    ]
+
+
+# --- a module reached by several paths --------------------------------------------------------------------
+
+
+def shared(by: str) -> nn.Sequential:
+    """``lin`` reached as ``0`` and as ``2``; its weight pruned by pruneplug or torch, or not (``fresh``)."""
+    lin = nn.Linear(3, 3)
+    if by == "torch":
+        torch_prune.l1_unstructured(lin, "weight", amount=0.5)
+    elif by != "fresh":
+        pruneplug.prune(lin, "weight", "l1_unstructured", amount=0.5, mask_storage=by)
+    return nn.Sequential(lin, nn.ReLU(), lin)
+
+
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("target", ["fresh", "bool", "packed", "torch"])
+@pytest.mark.parametrize("saved_by", ["torch", "bool"])
+def test_a_shared_module_loads_through_every_path(saved_by: str, target: str, assign: bool) -> None:
+    source = shared(saved_by)
+    checkpoint = {key: value.clone() for key, value in source.state_dict().items()}
+    model = shared(target)
+    pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign)
+    assert model[0] is model[2] and len(model[0]._forward_pre_hooks) == 1  # set up once
+    assert list(model.state_dict()) == list(checkpoint)
+    assert torch.equal(model[0].weight_mask.bool(), source[0].weight_mask.bool())
+    assert torch.equal(model[0].weight, model[0].weight_orig * model[0].weight_mask)
+    x = torch.randn(2, 3)
+    assert torch.equal(model(x), source(x))
+    if target == "fresh":  # as torch's own recipe does it
+        reference = shared("fresh")
+        torch_prune.identity(reference[0], "weight")
+        reference.load_state_dict(checkpoint)
+        assert torch.equal(reference(x), model(x))
+
+
+@pytest.mark.parametrize("target", ["fresh", "bool", "torch"])
+def test_a_shared_module_whose_paths_disagree_is_refused(target: str) -> None:
+    checkpoint = dict(shared("bool").state_dict())
+    checkpoint["2.weight_mask"] = ~checkpoint["2.weight_mask"]
+    model = shared(target)
+    before = fingerprint(model)
+    with pytest.raises(
+        pruneplug.InvalidMaskError, match=r"state_dict\['0\.weight_mask'\] and state_dict\['2\.weight_mask'\] differ"
+    ):
+        pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("target", ["fresh", "bool", "torch"])
+def test_the_mask_of_every_path_to_a_shared_module_is_checked(target: str) -> None:
+    checkpoint = dict(shared("bool").state_dict())
+    checkpoint["2.weight_mask"] = torch.full((3, 3), 0.5)
+    model = shared(target)
+    before = fingerprint(model)
+    with pytest.raises(pruneplug.InvalidMaskError, match=r"'2\.weight_mask'\] holds values other than 0 and 1"):
+        pruneplug.load_pruned_state_dict(model, checkpoint)
+    assert_unchanged(model, before)
+
+
+def test_a_shared_module_is_set_up_from_any_one_of_its_paths_when_not_strict() -> None:
+    checkpoint = {key: value for key, value in shared("bool").state_dict().items() if key.startswith("2.")}
+    model = shared("fresh")
+    pruneplug.load_pruned_state_dict(model, checkpoint, strict=False)
+    assert torch.equal(model[0].weight_mask, checkpoint["2.weight_mask"])
+    assert list(model.state_dict()) == [
+        "0.bias",
+        "0.weight_orig",
+        "0.weight_mask",
+        "2.bias",
+        "2.weight_orig",
+        "2.weight_mask",
+    ]
