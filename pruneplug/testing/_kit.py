@@ -60,7 +60,8 @@ ParamsLike: TypeAlias = ParamsSource | Callable[[Shape], ParamsSource] | None
   (``{"n": 2, "amount": st.floats(0, 1)}``);
 * a hypothesis strategy of such mappings;
 * a function of the tensor's shape returning either (for parameters that must fit the
-  tensor, such as a mask of its shape).
+  tensor, such as a mask of its shape; the ``global`` check then prunes tensors of one
+  shape together, so that the parameters fit them all).
 
 ``amount`` (if the strategy has one) and, for structured strategies, ``dim`` are drawn by
 the kit when left out, so the checks cover counts, fractions, 0 and everything that may be
@@ -463,8 +464,12 @@ class Conformance:
                 values = values * (torch.rand(shape, generator=generator) < 0.5)
         return values.to(dtype)
 
-    def _module(self, data: DataObject) -> tuple[_Holder, Tensor]:
-        shape, dtype = self._shape_dtype(data)
+    def _module(self, data: DataObject, shape: Shape | None = None) -> tuple[_Holder, Tensor]:
+        """A module holding drawn values (of ``shape`` if given, else of a drawn shape)."""
+        if shape is None:
+            shape, dtype = self._shape_dtype(data)
+        else:
+            dtype = data.draw(st.sampled_from(self.dtypes), label="dtype")
         values = self._values(data, shape, dtype)
         return _Holder(values.clone()), values
 
@@ -776,9 +781,13 @@ class Conformance:
 
     def _global(self, data: DataObject) -> None:
         count = data.draw(st.integers(1, 3), label="tensors")
-        modules, originals = [], []
+        # parameters drawn for a shape must fit every target: then all targets have that shape
+        per_shape = callable(self.params) and not isinstance(self.params, (Mapping, SearchStrategy))
+        modules: list[_Holder] = []
+        originals: list[Tensor] = []
         for _ in range(count):
-            module, values = self._module(data)
+            shape = tuple(originals[0].shape) if per_shape and originals else None
+            module, values = self._module(data, shape)
             self._preprune(data, module)
             modules.append(module)
             originals.append(values)
