@@ -3,7 +3,9 @@
 The rules are torch.nn.utils.prune's, so the same call prunes the same number
 of entries: an ``int`` is an absolute count (``>= 0``), a ``float`` a fraction
 in ``[0, 1]`` turned into a count with Python's ``round`` (half to even), and
-a count larger than what is left to prune is an error.
+a count larger than what is left to prune is an error. A strategy may
+protect entries (or slices) from pruning; the count is still taken over
+everything unpruned, and one larger than what may be pruned is an error.
 
 Two validators sit on top: :func:`check_amount` is the strict one the native
 API uses (a bool is not an amount, NaN is not a fraction, a tensor is not a
@@ -77,10 +79,17 @@ def check_amount_like_torch(amount: object) -> None:
         )
 
 
-def count_to_prune(amount: int | float, available: int, *, unit: str = "entries") -> int:
+def count_to_prune(
+    amount: int | float, available: int, *, unit: str = "entries", protected: int = 0, strategy: str | None = None
+) -> int:
     """Turn ``amount`` into the number of units to prune out of ``available``.
 
     ``unit`` only words the error ("entries", "slices along dim 0", ...).
+    ``protected`` of the ``available`` units may not be pruned (a strategy's
+    ``protected`` mask): the count is still taken over all ``available`` --
+    so the same amount prunes the same number whatever is protected -- and
+    one that reaches into the protected units is an error naming
+    ``strategy``.
 
     >>> count_to_prune(0.4, 17), count_to_prune(1.0, 15), count_to_prune(1, 15)
     (7, 15, 1)
@@ -88,10 +97,27 @@ def count_to_prune(amount: int | float, available: int, *, unit: str = "entries"
     Traceback (most recent call last):
     ...
     pruneplug._errors.InvalidAmountError: amount=20 is larger than the 19 unpruned entries left to prune
+    >>> count_to_prune(0.5, 13, protected=5)
+    6
+    >>> count_to_prune(1.0, 13, protected=5, strategy="diagonal")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    pruneplug._errors.InvalidAmountError: strategy 'diagonal': amount=1.0 asks to prune 13 of the 13 unpruned
+    entries, but the strategy protects 5 of them: at most 8 may be pruned (an int amount <= 8, or a fraction
+    <= 8/13 = 0.6154)
     """
     if isinstance(amount, numbers.Integral):
         count = int(amount)
-        if count > available:
+        if count > available and not protected:
             raise InvalidAmountError(f"amount={count} is larger than the {available} unpruned {unit} left to prune")
-        return count
-    return round(float(amount) * available)
+    else:
+        count = round(float(amount) * available)
+    prunable = available - protected
+    if count > prunable:
+        raise InvalidAmountError(
+            f"amount={amount!r} asks to prune {count} of the {available} unpruned {unit}, but the strategy protects "
+            f"{protected} of them: at most {prunable} may be pruned (an int amount <= {prunable}, or a fraction "
+            f"<= {prunable}/{available} = {prunable / available:.4g})",
+            strategy=strategy,
+        )
+    return count

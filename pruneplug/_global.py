@@ -3,7 +3,8 @@
 Scored strategies (L1, random, a plugin's :class:`~pruneplug.UnstructuredStrategy`)
 stream through :func:`pruneplug._select.keep_highest_across`: a chunk of
 scores (elementwise scores) or one tensor's scores in memory at a time,
-nothing concatenated. Any other unstructured
+nothing concatenated; entries a strategy :meth:`~pruneplug.UnstructuredStrategy.protected`
+are left out of the selection. Any other unstructured
 strategy (one that only knows ``compute_mask``) gets torch's treatment: the
 tensors are flattened into one vector and the strategy sees it whole.
 """
@@ -21,11 +22,13 @@ from torch.nn.utils import prune as torch_prune
 from ._amount import count_to_prune
 from ._container import combine_masks, fast_path
 from ._errors import PruneplugError, StrategyFailedError
+from ._method import method_name
 from ._packed import PackedMask, plain
 from ._reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
 from ._scores import scoring
 from ._select import ScoreSource, keep_highest_across
 from .strategies import UnstructuredStrategy
+from .strategies._base import checked_protected
 
 __all__ = ["global_masks"]
 
@@ -141,22 +144,34 @@ def global_masks(
             naming the target.
     """
 
+    kept: list[Tensor | None] = [None] * len(states)  # per target: its protected, still unpruned entries
+
     def finish(index: int, keep: Tensor) -> Tensor:
         shaped = keep.reshape(states[index].orig.shape)
+        protected = kept[index]
+        if protected is not None:
+            shaped = shaped | protected  # the selection never saw them: they stay
         return PackedMask.pack(shaped) if packed is not None and packed[index] else shaped
 
     if fast_path(method) and isinstance(method, UnstructuredStrategy):
-        method.prepare_global(
-            [(values if values is not None else state.orig).dtype for state, values in zip(states, importance)]
-        )
+        ranked = [values if values is not None else state.orig for state, values in zip(states, importance)]
+        method.prepare_global([t.dtype for t in ranked])
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
-        count = count_to_prune(method.amount, total)
+        candidates = list(alive)
+        for index, (state, t, live) in enumerate(zip(states, ranked, alive)):
+            with _blamed(state, policy):
+                guard = checked_protected(method, t)
+            if guard is not None:  # (no full-size mask is made for targets with nothing protected)
+                kept[index] = guard if live is None else guard & plain(live)
+                candidates[index] = ~guard if live is None else plain(live) & ~guard
+        protected = sum(int(k.count_nonzero()) for k in kept if k is not None)
+        count = count_to_prune(method.amount, total, protected=protected, strategy=method_name(method))
         rewind, keep_reads = _rewind_all(method, states)
         if (rewind is not None or keep_reads) and 0 < count == total:
             for state, values, live in zip(states, importance, alive):
                 _source(method, values, state, live, policy).read()  # torch draws even when everything goes
         sources = [
-            _source(method, values, state, live, policy) for state, values, live in zip(states, importance, alive)
+            _source(method, values, state, live, policy) for state, values, live in zip(states, importance, candidates)
         ]
         return keep_highest_across(
             sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads, finish=finish

@@ -5,7 +5,10 @@ Most strategies are *how to score* plus *how to pick*. Subclass
 (lowest scores are pruned first), or :class:`StructuredStrategy` and implement
 :meth:`~StructuredStrategy.slice_scores`; the exact, tie-safe selection, the
 ``amount`` rules, iterative pruning and global pruning across tensors come
-for free and run on the fast selection code.
+for free and run on the fast selection code. Entries (slices) a strategy must
+never prune it names in :meth:`~UnstructuredStrategy.protected`
+(:meth:`~StructuredStrategy.protected_slices`); the selection leaves them
+out, locally, iteratively and globally.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ from torch import Tensor
 
 from .._amount import check_amount_like_torch, count_to_prune
 from .._container import normalize_dim
-from .._method import BasePruningMethod
+from .._errors import InvalidMaskError
+from .._method import BasePruningMethod, method_name
 from .._packed import plain
 from .._params import AmountField, DimField, StrategyParams
 from .._select import ScoreSource, keep_highest_across, select_lowest_slices
 
-__all__ = ["AmountParams", "StructuredParams", "UnstructuredStrategy", "StructuredStrategy"]
+__all__ = [
+    "AmountParams",
+    "StructuredParams",
+    "UnstructuredStrategy",
+    "StructuredStrategy",
+    "checked_protected",
+    "checked_protected_slices",
+]
 
 
 class AmountParams(StrategyParams):
@@ -60,10 +71,24 @@ class UnstructuredStrategy(BasePruningMethod):
     def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Score every entry of ``t`` (same shape); the lowest alive scores are pruned first.
 
-        ``alive`` is a bool mask of the entries still unpruned (``None``: all);
-        scores of dead entries are ignored.
+        ``t`` is the whole tensor being ranked -- its values, or the user's
+        importance scores -- in its own shape. ``alive`` is a bool mask of
+        ``t``'s shape: the entries that may be pruned now, i.e. still unpruned
+        and not :meth:`protected` (``None``: all). Scores elsewhere are ignored,
+        and so are the values there (a pruned entry may hold 0 or its original value).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement scores(t, alive)")
+
+    def protected(self, t: Tensor) -> Tensor | None:
+        """The entries of ``t`` never to be pruned: a bool tensor of ``t``'s shape on its device, or ``None``.
+
+        ``t`` is what :meth:`scores` ranks (the tensor's values or importance
+        scores, whole). Protected entries are never selected, whatever their
+        score and however large ``amount`` is: an amount that would need them
+        raises :class:`~pruneplug.InvalidAmountError`. The result must not
+        depend on ``amount``. Default: ``None`` (nothing protected, at no cost).
+        """
+        return None
 
     def scores_into(self, values: Tensor, out: Tensor) -> Tensor:
         """Scores of a flat slice of entries (for ``elementwise_scores``); may write into ``out``.
@@ -104,11 +129,21 @@ class UnstructuredStrategy(BasePruningMethod):
     def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them."""
         available = t.numel() if alive is None else int(alive.count_nonzero())
-        count = count_to_prune(self.amount, available)
+        guard = checked_protected(self, t)
+        if guard is None:
+            count = count_to_prune(self.amount, available)
+            candidates = alive
+        else:
+            kept = guard if alive is None else guard & plain(alive)  # protected and still unpruned
+            count = count_to_prune(
+                self.amount, available, protected=int(kept.count_nonzero()), strategy=method_name(self)
+            )
+            candidates = ~guard if alive is None else plain(alive) & ~guard
         if count == 0:
             return torch.ones(t.shape, dtype=torch.bool, device=t.device) if alive is None else alive.clone()
-        source = self.score_source(t, alive)
-        return keep_highest_across([source], count, guess=self.score_window)[0].reshape(t.shape)
+        source = self.score_source(t, candidates)
+        keep = keep_highest_across([source], count, guess=self.score_window)[0].reshape(t.shape)
+        return keep if guard is None else keep | kept
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring entries of ``t`` zeroed.
@@ -140,18 +175,39 @@ class StructuredStrategy(BasePruningMethod):
         self.prune_bias = prune_bias
 
     def slice_scores(self, t: Tensor, dim: int, alive: Tensor | None) -> Tensor:
-        """One score per slice of ``t`` along ``dim`` (1-D); the lowest alive are pruned first."""
+        """One score per slice of ``t`` along ``dim`` (1-D); the lowest alive are pruned first.
+
+        ``alive`` is a 1-D bool over ``dim``: the slices that may be pruned now
+        (still unpruned and not :meth:`protected_slices`; ``None``: all).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement slice_scores(t, dim, alive)")
+
+    def protected_slices(self, t: Tensor, dim: int) -> Tensor | None:
+        """The slices of ``t`` along ``dim`` never to be pruned: a 1-D bool on ``t``'s device, or ``None``.
+
+        As :meth:`UnstructuredStrategy.protected`, over slices. Default: ``None``.
+        """
+        return None
 
     def _pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool vector over ``dim``: the slices to prune now, among ``alive``."""
         dim = normalize_dim(self.dim, t.dim())
         available = t.shape[dim] if alive is None else int(alive.count_nonzero())
-        count = count_to_prune(self.amount, available, unit=f"slices along dim {dim}")
+        unit = f"slices along dim {dim}"
+        guard = checked_protected_slices(self, t, dim)
+        if guard is None:
+            count = count_to_prune(self.amount, available, unit=unit)
+            candidates = alive
+        else:
+            kept = guard if alive is None else guard & alive
+            count = count_to_prune(
+                self.amount, available, unit=unit, protected=int(kept.count_nonzero()), strategy=method_name(self)
+            )
+            candidates = ~guard if alive is None else alive & ~guard
         if count == 0:
             return torch.zeros(t.shape[dim], dtype=torch.bool, device=t.device)
-        scores = self.slice_scores(t.detach(), dim, alive)
-        return select_lowest_slices(scores, count, alive).to(t.device)
+        scores = self.slice_scores(t.detach(), dim, candidates)
+        return select_lowest_slices(scores, count, candidates).to(t.device)
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring slices of ``t`` zeroed."""
@@ -170,3 +226,36 @@ class StructuredStrategy(BasePruningMethod):
 
 def _plain(alive: Tensor | None) -> Tensor | None:
     return None if alive is None else plain(alive)
+
+
+def checked_protected(method: UnstructuredStrategy, t: Tensor) -> Tensor | None:
+    """``method.protected(t)``, checked (see :func:`_checked`)."""
+    t = t.detach()
+    return _checked(method.protected(t), tuple(t.shape), t.device, "protected(t)", method)
+
+
+def checked_protected_slices(method: StructuredStrategy, t: Tensor, dim: int) -> Tensor | None:
+    """``method.protected_slices(t, dim)``, checked (see :func:`_checked`)."""
+    t = t.detach()
+    call = f"protected_slices(t, dim={dim})"
+    return _checked(method.protected_slices(t, dim), (t.shape[dim],), t.device, call, method)
+
+
+def _checked(
+    guard: object, shape: tuple[int, ...], device: torch.device, call: str, method: BasePruningMethod
+) -> Tensor | None:
+    """``guard`` if it is ``None`` or a bool tensor of ``shape`` on ``device``.
+
+    Raises:
+        InvalidMaskError: naming the strategy, the call and what it should return.
+    """
+    if guard is None:
+        return None
+    wanted = f"None or a torch.bool tensor of shape {shape} on {device}"
+    if not isinstance(guard, Tensor):
+        got = type(guard).__name__
+    elif guard.dtype != torch.bool or tuple(guard.shape) != shape or guard.device != device:
+        got = f"a {guard.dtype} tensor of shape {tuple(guard.shape)} on {guard.device}"
+    else:
+        return guard
+    raise InvalidMaskError(f"{call} returned {got}; it must return {wanted}", strategy=method_name(method))

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from .._api import is_pruned, prune, prune_global, pruning_history, remove
-from .._errors import PruneplugError
+from .._errors import InvalidAmountError, PruneplugError
 from .._registry import StrategySpec, get_registry, strategy_spec
 from .._reparam import MaskStorage
-from ..strategies import CustomFromMask
+from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
+from ..strategies._base import checked_protected, checked_protected_slices
 
 __all__ = [
     "CHECKS",
@@ -59,10 +60,13 @@ ParamsLike: TypeAlias = ParamsSource | Callable[[Shape], ParamsSource] | None
   (``{"n": 2, "amount": st.floats(0, 1)}``);
 * a hypothesis strategy of such mappings;
 * a function of the tensor's shape returning either (for parameters that must fit the
-  tensor, such as a mask of its shape).
+  tensor, such as a mask of its shape; the ``global`` check then prunes tensors of one
+  shape together, so that the parameters fit them all).
 
 ``amount`` (if the strategy has one) and, for structured strategies, ``dim`` are drawn by
-the kit when left out, so the checks cover counts, fractions, 0 and everything.
+the kit when left out, so the checks cover counts, fractions, 0 and everything that may be
+pruned: for a strategy that protects entries (``protected``, ``protected_slices``) the kit
+draws within what is still unpruned and not protected, at every step.
 """
 
 CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinism", "remove", "global")
@@ -77,7 +81,8 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
     Strategies of kind ``unstructured`` / ``structured`` with an ``amount`` prune exactly
     ``amount`` of the still-unpruned entries / slices (an int is a count, a float a
     fraction rounded with Python's ``round``), structured ones whole slices only --
-    starting from arbitrary earlier pruning.
+    starting from arbitrary earlier pruning -- and never an entry or slice the strategy
+    protects (this last part applies to every check that prunes).
 ``iterative``
     Pruning again and again: masks only lose ones, the history grows by one each time,
     ``weight_orig`` is never modified.
@@ -85,7 +90,8 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
     A prune that fails -- an unknown parameter, the ``invalid_params`` you name, an
     ``amount`` larger than what is left, an exception inside ``compute_mask`` -- raises
     a :class:`pruneplug.PruneplugError` and leaves parameters, buffers, hooks, state_dict,
-    the module's class and every value exactly as they were.
+    the module's class and every value exactly as they were. An ``amount`` that reaches
+    into protected entries must raise :class:`pruneplug.InvalidAmountError`.
 ``determinism``
     The same tensor, parameters and ``torch.manual_seed`` give the same mask.
 ``remove``
@@ -95,7 +101,8 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
 ``global``
     Unstructured strategies work with :func:`pruneplug.prune_global` over several
     tensors: valid, monotone masks and, with an ``amount``, exactly that many entries
-    pruned across all of them.
+    pruned across all of them, none protected; an ``amount`` over what may be pruned
+    across them raises :class:`pruneplug.InvalidAmountError` and changes nothing.
 """
 
 DEFAULT_MAX_EXAMPLES = 20
@@ -175,16 +182,33 @@ class _Holder(nn.Module):
         return x * self.weight.sum()
 
 
-def amounts(available: int) -> SearchStrategy[int | float]:
+def amounts(available: int, prunable: int | None = None) -> SearchStrategy[int | float]:
     """Every kind of valid ``amount`` for ``available`` units: counts ``0..available`` and fractions.
 
     Use it when your parameters are drawn per shape and include ``amount``.
+    ``prunable``: how many of the ``available`` units may be pruned, when the
+    strategy protects some; amounts are then drawn within it: counts up to
+    ``prunable``, fractions up to ``prunable / available`` (a fraction still
+    counts over all ``available``).
 
     >>> from hypothesis import find
     >>> find(amounts(5), lambda a: isinstance(a, int) and a > 3)
     4
+    >>> find(amounts(10, prunable=4), lambda a: isinstance(a, int) and a > 3)
+    4
     """
-    return st.one_of(st.integers(0, available), st.sampled_from(_FRACTIONS), st.floats(0.0, 1.0))
+    if prunable is None or prunable >= available:
+        return st.one_of(st.integers(0, available), st.sampled_from(_FRACTIONS), st.floats(0.0, 1.0))
+    share = prunable / available
+
+    def fits(fraction: float) -> bool:
+        return round(fraction * available) <= prunable
+
+    return st.one_of(
+        st.integers(0, prunable),
+        st.sampled_from([f for f in (*_FRACTIONS, share) if fits(f)]),
+        st.floats(0.0, share).filter(fits),
+    )
 
 
 def _same_bits(a: Tensor, b: Tensor) -> bool:
@@ -440,8 +464,12 @@ class Conformance:
                 values = values * (torch.rand(shape, generator=generator) < 0.5)
         return values.to(dtype)
 
-    def _module(self, data: DataObject) -> tuple[_Holder, Tensor]:
-        shape, dtype = self._shape_dtype(data)
+    def _module(self, data: DataObject, shape: Shape | None = None) -> tuple[_Holder, Tensor]:
+        """A module holding drawn values (of ``shape`` if given, else of a drawn shape)."""
+        if shape is None:
+            shape, dtype = self._shape_dtype(data)
+        else:
+            dtype = data.draw(st.sampled_from(self.dtypes), label="dtype")
         values = self._values(data, shape, dtype)
         return _Holder(values.clone()), values
 
@@ -472,7 +500,43 @@ class Conformance:
             return int(_alive_slices(alive, self._dim(params, alive.dim())).sum())
         return int(alive.sum())
 
-    def _params(self, data: DataObject, shape: Shape, alive: Tensor) -> dict[str, Any]:
+    def _protected(self, values: Tensor, params: Mapping[str, Any]) -> Tensor | None:
+        """What the strategy protects in ``values``: entries (unstructured) or slices along ``dim`` (structured).
+
+        ``None`` when nothing is (the strategy does not override ``protected`` /
+        ``protected_slices``, or returns ``None``).
+        """
+        cls = self.spec.strategy_class
+        unstructured = issubclass(cls, UnstructuredStrategy) and cls.protected is not UnstructuredStrategy.protected
+        structured = (
+            issubclass(cls, StructuredStrategy) and cls.protected_slices is not StructuredStrategy.protected_slices
+        )
+        if not (unstructured or structured):
+            return None  # (no instance made for the common case)
+        asked = {**params, "amount": 0} if "amount" in self.spec.params_model.model_fields else dict(params)
+        try:
+            method = self.spec.create(**asked)
+            if isinstance(method, UnstructuredStrategy):
+                return checked_protected(method, values)
+            if isinstance(method, StructuredStrategy):
+                return checked_protected_slices(method, values, self._dim(params, values.dim()))
+        except Exception as error:
+            raise _Failure(
+                f"asking the strategy what it protects (with {_show(asked)}) raised {type(error).__name__}: {error}"
+            ) from error
+        return None
+
+    def _protected_alive(self, values: Tensor, alive: Tensor, params: Mapping[str, Any]) -> Tensor | None:
+        """The protected entries (or slices) among the still-unpruned ones, or ``None`` if nothing is protected."""
+        guard = self._protected(values, params)
+        if guard is None:
+            return None
+        if self.spec.kind == "structured":
+            return guard & _alive_slices(alive, self._dim(params, alive.dim()))
+        return guard & alive
+
+    def _params(self, data: DataObject, values: Tensor, alive: Tensor) -> dict[str, Any]:
+        shape = tuple(values.shape)
         source: Any = self.params if self.params is not None else {}
         if not isinstance(source, (Mapping, SearchStrategy)) and callable(source):
             source = source(shape)
@@ -484,12 +548,15 @@ class Conformance:
         fields = self.spec.params_model.model_fields
         if self.spec.kind == "structured" and "dim" in fields and "dim" not in params and shape:
             params["dim"] = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+        available = self._available(alive, params)
+        kept = self._protected_alive(values, alive, params) if self._counts else None
+        prunable = available if kept is None else available - int(kept.sum())
         if "amount" in fields and "amount" not in params:
-            params["amount"] = data.draw(amounts(self._available(alive, params)), label="amount")
+            params["amount"] = data.draw(amounts(available, prunable), label="amount")
         amount = params.get("amount")
-        if self._counts and isinstance(amount, int) and not isinstance(amount, bool):
-            # a fixed count larger than what is left is a (correctly) failing prune, not an example
-            assume(amount <= self._available(alive, params))
+        if self._counts and isinstance(amount, (int, float)) and not isinstance(amount, bool):
+            # a fixed amount larger than what may be pruned is a (correctly) failing prune, not an example
+            assume(_expected(amount, available) <= prunable)
         return params
 
     def _prune(self, module: nn.Module, params: Mapping[str, Any], seed: int, what: str = "a valid prune") -> None:
@@ -514,6 +581,7 @@ class Conformance:
         orig = _orig(module)
         _expect(_same_bits(orig, values), "weight_orig does not hold the original values any more")
         _expect(_same_bits(_weight(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask")
+        self._kept_protected(values, before, after, params, "the prune")
         if not self._counts or "amount" not in params:
             return
         amount = params["amount"]
@@ -543,11 +611,29 @@ class Conformance:
             f"it pruned entries without pruning their whole slice along dim {dim}",
         )
 
+    def _kept_protected(
+        self, values: Tensor, before: Tensor, after: Tensor, params: Mapping[str, Any], what: str
+    ) -> None:
+        """Every entry (slice) the strategy protects that was unpruned before is still unpruned after."""
+        if not self._counts:
+            return
+        kept = self._protected_alive(values, before, params)
+        if kept is None:
+            return
+        if self.spec.kind == "structured":
+            dim = self._dim(params, before.dim())
+            lost = int((kept & ~_alive_slices(after, dim)).sum())
+            unit = f"slice{'' if lost == 1 else 's'} along dim {dim} that protected_slices(t, dim) declares"
+        else:
+            lost = int((kept & ~after).sum())
+            unit = f"entr{'y' if lost == 1 else 'ies'} that protected(t) declares"
+        _expect(lost == 0, f"{what} with {_show(params)} pruned {lost} {unit} protected; they must never be pruned")
+
     def _mask(self, data: DataObject) -> None:
         module, values = self._module(data)
         original = module.weight
         shape = tuple(values.shape)
-        params = self._params(data, shape, _alive(module))
+        params = self._params(data, values, _alive(module))
         seed = data.draw(_SEEDS, label="seed")
         self._prune(module, params, seed)
         mask = module._buffers.get("weight_mask")
@@ -587,7 +673,7 @@ class Conformance:
         module, values = self._module(data)
         self._preprune(data, module)
         before = _alive(module)
-        params = self._params(data, tuple(values.shape), before)
+        params = self._params(data, values, before)
         self._prune(module, params, data.draw(_SEEDS, label="seed"))
         self._step(before, _alive(module), params, module, values)
 
@@ -597,7 +683,7 @@ class Conformance:
         for _ in range(steps):
             before = _alive(module)
             history = len(pruning_history(module, "weight"))
-            params = self._params(data, tuple(values.shape), before)
+            params = self._params(data, values, before)
             self._prune(module, params, data.draw(_SEEDS, label="seed"))
             self._step(before, _alive(module), params, module, values)
             grown = len(pruning_history(module, "weight"))
@@ -605,31 +691,47 @@ class Conformance:
 
     def _rollback(self, data: DataObject) -> None:
         module, values = self._module(data)
-        shape = tuple(values.shape)
         if data.draw(st.booleans(), label="pruned by the strategy before"):
-            self._prune(module, self._params(data, shape, _alive(module)), data.draw(_SEEDS, label="seed"))
+            self._prune(module, self._params(data, values, _alive(module)), data.draw(_SEEDS, label="seed"))
         alive = _alive(module)
-        params = self._params(data, shape, alive)
-        attempts: list[tuple[str, StrategySpec, dict[str, Any]]] = [
-            ("an unknown parameter", self.spec, {**params, _UNKNOWN_PARAMETER: 1})
+        params = self._params(data, values, alive)
+        # (label, strategy, parameters, the error it must raise)
+        attempts: list[tuple[str, StrategySpec, dict[str, Any], type[PruneplugError]]] = [
+            ("an unknown parameter", self.spec, {**params, _UNKNOWN_PARAMETER: 1}, PruneplugError)
         ]
-        attempts += [(f"invalid parameters {_show(bad)}", self.spec, {**params, **bad}) for bad in self.invalid_params]
+        attempts += [
+            (f"invalid parameters {_show(bad)}", self.spec, {**params, **bad}, PruneplugError)
+            for bad in self.invalid_params
+        ]
         if self._counts:
-            too_many = self._available(alive, params) + 1
-            attempts.append((f"amount={too_many}, more than is left", self.spec, {**params, "amount": too_many}))
+            available = self._available(alive, params)
+            attempts.append(
+                (
+                    f"amount={available + 1}, more than is left",
+                    self.spec,
+                    {**params, "amount": available + 1},
+                    PruneplugError,
+                )
+            )
+            kept = self._protected_alive(values, alive, params)
+            if kept is not None and bool(kept.any()):
+                over = available - int(kept.sum()) + 1
+                for amount in (over, 1.0):
+                    label = f"amount={amount!r}, more than may be pruned ({int(kept.sum())} protected)"
+                    attempts.append((label, self.spec, {**params, "amount": amount}, InvalidAmountError))
         failing = _failing_spec(self.spec)
         if failing is not None:
-            attempts.append(("an exception inside compute_mask", failing, params))
-        for label, spec, attempt in attempts:
+            attempts.append(("an exception inside compute_mask", failing, params, PruneplugError))
+        for label, spec, attempt, expected in attempts:
             before = _StateSnapshot.of(module)
             torch.manual_seed(0)
             try:
                 prune(module, "weight", spec, **attempt)
-            except PruneplugError:
+            except expected:
                 pass
             except Exception as error:
                 raise _Failure(
-                    f"a prune with {label} raised {type(error).__name__}, not a pruneplug error: {error}"
+                    f"a prune with {label} raised {type(error).__name__}, not a {expected.__name__}: {error}"
                 ) from error
             else:
                 raise _Failure(f"a prune with {label} ({_show(attempt)}) succeeded; it must be rejected")
@@ -646,7 +748,7 @@ class Conformance:
             for module in (first, second):
                 prune(module, "weight", CustomFromMask, mask=keep)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self._params(data, shape, _alive(first))
+            params = self._params(data, values, _alive(first))
             seed = data.draw(_SEEDS, label="seed")
             self._prune(first, params, seed)
             self._prune(second, params, seed)
@@ -659,7 +761,7 @@ class Conformance:
         module, values = self._module(data)
         self._preprune(data, module)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self._params(data, tuple(values.shape), _alive(module))
+            params = self._params(data, values, _alive(module))
             self._prune(module, params, data.draw(_SEEDS, label="seed"))
         effective = _weight(module).clone()
         orig = _orig(module)
@@ -679,23 +781,34 @@ class Conformance:
 
     def _global(self, data: DataObject) -> None:
         count = data.draw(st.integers(1, 3), label="tensors")
-        modules, originals = [], []
+        # parameters drawn for a shape must fit every target: then all targets have that shape
+        per_shape = callable(self.params) and not isinstance(self.params, (Mapping, SearchStrategy))
+        modules: list[_Holder] = []
+        originals: list[Tensor] = []
         for _ in range(count):
-            module, values = self._module(data)
+            shape = tuple(originals[0].shape) if per_shape and originals else None
+            module, values = self._module(data, shape)
             self._preprune(data, module)
             modules.append(module)
             originals.append(values)
         before = [_alive(m) for m in modules]
         total = sum(int(a.sum()) for a in before)
-        params = self._params(data, tuple(originals[0].shape), before[0])
+        params = self._params(data, originals[0], before[0])
+        kept = [self._protected_alive(values, alive, params) for values, alive in zip(originals, before)]
+        protected = sum(int(k.sum()) for k in kept if k is not None)
+        targets = [(m, "weight") for m in modules]
+        seed = data.draw(_SEEDS, label="seed")
         if "amount" in self.spec.params_model.model_fields:
-            params["amount"] = data.draw(amounts(total), label="global amount")
-        torch.manual_seed(data.draw(_SEEDS, label="seed"))
+            params["amount"] = data.draw(amounts(total, total - protected), label="global amount")
+            if protected:
+                self._global_refuses(targets, params, total - protected + 1, seed)
+        torch.manual_seed(seed)
         try:
-            prune_global([(m, "weight") for m in modules], self.spec, **params)
+            prune_global(targets, self.spec, **params)
         except Exception as error:
             raise _Failure(f"prune_global with {_show(params)} failed: {type(error).__name__}: {error}") from error
         for module, values, alive in zip(modules, originals, before):
+            self._kept_protected(values, alive, _alive(module), params, "prune_global")
             after = _alive(module)
             stored = module._buffers.get("weight_mask")
             _expect(stored is not None and stored.dtype == torch.bool, "prune_global stored no bool weight_mask")
@@ -713,6 +826,29 @@ class Conformance:
                 f"prune_global with amount={params['amount']!r} pruned {pruned} of {total} unpruned entries; "
                 f"expected exactly {expected}",
             )
+
+    def _global_refuses(
+        self, targets: Sequence[tuple[nn.Module, str]], params: Mapping[str, Any], amount: int, seed: int
+    ) -> None:
+        """``prune_global`` with an ``amount`` over what may be pruned raises InvalidAmountError, changing nothing."""
+        attempt = {**params, "amount": amount}
+        before = [_StateSnapshot.of(module) for module, _ in targets]
+        torch.manual_seed(seed)
+        try:
+            prune_global(targets, self.spec, **attempt)
+        except InvalidAmountError:
+            pass
+        except Exception as error:
+            raise _Failure(
+                f"prune_global with {_show(attempt)}, more than may be pruned, raised {type(error).__name__}, "
+                f"not an InvalidAmountError: {error}"
+            ) from error
+        else:
+            raise _Failure(f"prune_global with {_show(attempt)}, more than may be pruned, succeeded")
+        changed = [
+            c for (module, _), snapshot in zip(targets, before) for c in snapshot.differences(_StateSnapshot.of(module))
+        ]
+        _expect(not changed, f"a failed prune_global with {_show(attempt)} changed a module: {'; '.join(changed)}")
 
 
 def _show(params: Mapping[str, Any]) -> str:

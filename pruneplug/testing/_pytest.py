@@ -72,7 +72,7 @@ class StrategyConformance:
         self._run("mask")
 
     def test_count(self) -> None:
-        """``amount`` prunes exactly that many still-unpruned entries (or whole slices)."""
+        """``amount`` prunes exactly that many still-unpruned entries (or whole slices), never a protected one."""
         self._run("count")
 
     def test_iterative(self) -> None:
@@ -92,5 +92,5 @@ class StrategyConformance:
         self._run("remove")
 
     def test_global(self) -> None:
-        """Unstructured strategies work with ``prune_global``, with exact counts across tensors."""
+        """Unstructured strategies work with ``prune_global``, with exact counts across tensors, protection kept."""
         self._run("global")

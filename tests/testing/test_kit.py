@@ -297,3 +297,29 @@ def test_skips_without_pytest_are_unittest_skips(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sys.modules, "pytest")
     with pytest.raises(unittest.SkipTest, match="count"):
         _ConformsAsClass().test_count()
+
+
+class WidthParams(pruneplug.strategies.AmountParams):
+    width: int
+
+
+class FitsOneWidth(pruneplug.UnstructuredStrategy):
+    """Takes a parameter that must match the tensor's last dim (like a per-column vector would)."""
+
+    name = "fits_one_width"
+    Params = WidthParams
+
+    def __init__(self, amount: int | float, width: int) -> None:
+        super().__init__(amount)
+        self.width = width
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        if t.shape[-1] != self.width:
+            raise pruneplug.InvalidParametersError(f"width={self.width} but the last dim is {t.shape[-1]}")
+        return t.abs()
+
+
+def test_parameters_drawn_per_shape_fit_every_target_of_the_global_check() -> None:
+    """prune_global gets one set of parameters: the kit prunes targets of the shape they were drawn for."""
+    report = check_strategy(FitsOneWidth, lambda shape: {"width": shape[-1]}, checks=["global"], max_examples=30)
+    assert report.passed == ("global",)
