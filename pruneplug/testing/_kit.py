@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from .._api import is_pruned, prune, prune_global, pruning_history, remove
-from .._errors import InvalidAmountError, PruneplugError
+from .._errors import InvalidAmountError, PruneplugError, cross_tensor_hint
 from .._registry import StrategySpec, get_registry, strategy_spec
 from .._reparam import MaskStorage
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
@@ -411,7 +411,7 @@ class Conformance:
                 return "the strategy has no 'amount' parameter"
             return f"kind {self.spec.kind!r} has no counting rule (only unstructured and structured do)"
         if check == "global" and self.spec.kind != "unstructured":
-            return f"prune_global takes unstructured strategies; this one is {self.spec.kind}"
+            return f"prune_global needs kind 'unstructured'; {cross_tensor_hint(self.spec.name, self.spec.kind)}"
         return None
 
     def check(self, name: str) -> None:
@@ -895,8 +895,10 @@ def check_strategy(
     >>> report = check_strategy("l1_unstructured", max_examples=5)
     >>> report.passed
     ('mask', 'count', 'iterative', 'rollback', 'determinism', 'remove', 'global')
-    >>> check_strategy("ln_structured", {"n": 2}, checks=["count", "global"], max_examples=5).skipped
-    {'global': 'prune_global takes unstructured strategies; this one is structured'}
+    >>> report = check_strategy("ln_structured", {"n": 2}, checks=["count", "global"], max_examples=5)
+    >>> print(report.skipped["global"])  # doctest: +NORMALIZE_WHITESPACE
+    prune_global needs kind 'unstructured'; 'ln_structured' is of kind 'structured': it prunes whole slices
+    of each tensor on its own, so it cannot rank entries across tensors
     """
     conformance = Conformance(
         strategy,
