@@ -26,18 +26,35 @@ from ._sweep import Curve, SweepSettings, sweep
 from ._training import accumulate_gradients, evaluate, train
 from ._variants import Skipped, plan_variants
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "train_lenet", "fine_tune_text", "FULL_AMOUNTS", "QUICK_AMOUNTS"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "train_lenet",
+    "fine_tune_text",
+    "one_thread",
+    "FULL_AMOUNTS",
+    "QUICK_AMOUNTS",
+    "MEASURED_SECONDS",
+]
 
 FULL_AMOUNTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUICK_AMOUNTS = (0.0, 0.5, 0.9)
+MEASURED_SECONDS = {"full": 75, "quick": 20}
+"""How long ``pruneplug demo`` and ``pruneplug demo --quick`` take on two CPU cores, in seconds.
+
+Medians measured by ``benchmarks/demo.py`` (the table in docs/benchmarks.md); the CLI's
+help quotes them. Rerun the benchmark and update these with the docs that quote them.
+"""
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """How long the demo trains and which sparsities it sweeps.
 
-    Use :meth:`full` (the default run, well under 90 s on two cores) or
-    :meth:`quick` (a few seconds, for tests and a first look).
+    Use :meth:`full` (the default run) or :meth:`quick` (fewer epochs and
+    sparsities, for tests and a first look); :data:`MEASURED_SECONDS` says
+    how long each takes.
     """
 
     seed: int = 0
