@@ -43,8 +43,9 @@ def test_every_curve_has_a_colour_of_its_own_far_from_the_reference(
     reference = lines[REFERENCE]
     for line in curves:
         assert _distance(line.get_color(), reference.get_color()) >= MIN_COLOUR_DISTANCE, line.get_label()
-    for line in curves:
-        assert reference.get_linewidth() >= 2 * line.get_linewidth(), line.get_label()
+    # ... and it is a pale band: translucent, wider than any curve (the curves are opaque).
+    assert reference.get_alpha() < 1 and all(line.get_alpha() in (None, 1) for line in curves)
+    assert reference.get_linewidth() > max(line.get_linewidth() for line in curves)
 
 
 def test_a_curve_another_lies_on_is_drawn_wider_around_it(
