@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from ..demo import DemoConfig, DemoError, prepare_output_folder, require_extra, run_demo, write_outputs
+from ..demo._run import MEASURED_SECONDS
 from ..demo._table import accuracy_tables
 from ._app import BadInput, command, console
 from ._progress import steps
@@ -24,13 +25,17 @@ __all__ = ["demo_command", "DEFAULT_OUT"]
 DEFAULT_OUT = Path("pruneplug-demo")
 _QUICK = DemoConfig.quick()
 _QUICK_HELP = (
-    f"A much shorter run: {_QUICK.epochs} epochs, sparsities "
+    f"A much shorter run (about {MEASURED_SECONDS['quick']} s): {_QUICK.epochs} epochs, sparsities "
     + ", ".join(f"{100 * amount:g}%" for amount in _QUICK.amounts)
     + "."
 )
+_TIMES = (
+    f"It takes about {MEASURED_SECONDS['full']} s on two CPU cores (--quick: about {MEASURED_SECONDS['quick']} s); "
+    "see docs/benchmarks.md."
+)
 
 
-@command("demo")
+@command("demo", epilog=_TIMES)
 def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for results.json and accuracy-vs-sparsity.png (created).")

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,7 @@ import torch
 from ._data import IMAGE_SIZE, NUM_CLASSES
 from ._extra import DemoError
 from ._run import DemoResult, fine_tune_text
+from ._sweep import Curve
 
 __all__ = [
     "RESULTS_FILE",
@@ -32,6 +33,8 @@ __all__ = [
     "prepare_output_folder",
     "write_outputs",
     "atomic_write",
+    "CurveStyle",
+    "curve_styles",
 ]
 
 RESULTS_FILE = "results.json"
@@ -81,37 +84,107 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     return path
 
 
-_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h", "p", "d", "H", "8")
+# tab10 without its grey (the reference lines are grey), then five more far from those and from
+# each other: every local curve gets a colour of its own up to 14 curves. Black is the global run's.
+_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#1a237e",
+    "#00a087",
+    "#8b0000",
+    "#5c5c00",
+    "#ff1493",
+)
+_GLOBAL_COLOUR = "black"
+_REFERENCE_COLOUR = "grey"
+_LINE_WIDTH = 1.3
+_MARKER_SIZE = 5.0
+
+
+@dataclass(frozen=True)
+class CurveStyle:
+    """How one curve is drawn (matplotlib's ``plot`` keywords)."""
+
+    color: str
+    linestyle: str
+    marker: str
+    linewidth: float
+    markersize: float
+
+
+def _series(curve: Curve, key: str) -> list[tuple[float, float]]:
+    return [(point.sparsity, getattr(point, key)) for point in curve.points]
+
+
+def curve_styles(curves: list[Curve]) -> list[CurveStyle]:
+    """A style per curve: its own colour and marker, dashed when structured, black and wide when global.
+
+    Two strategies that rank weights alike (``l1_unstructured`` and
+    ``scored_unstructured (magnitude)``) draw the very same curve, and the
+    one drawn last would hide the other. A curve that a later one coincides
+    with (in either panel) is drawn wider, with bigger markers, one step per
+    curve on top of it, so each shows as a coloured edge around the next.
+    """
+    styles = []
+    local = 0
+    for index, curve in enumerate(curves):
+        covering = sum(
+            1
+            for later in curves[index + 1 :]
+            if any(_series(curve, key) == _series(later, key) for key in ("accuracy", "accuracy_fine_tuned"))
+        )
+        if curve.scope == "global":
+            colour, width = _GLOBAL_COLOUR, 2.4
+        else:
+            colour, width = _COLOURS[local % len(_COLOURS)], _LINE_WIDTH
+            local += 1
+        single = len(curve.points) == 1
+        styles.append(
+            CurveStyle(
+                color=colour,
+                linestyle="--" if curve.kind == "structured" else "-",
+                marker="*" if single else _MARKERS[index % len(_MARKERS)],
+                linewidth=width + 2.5 * covering,
+                markersize=(11.0 if single else _MARKER_SIZE) + 4.0 * covering,
+            )
+        )
+    return styles
 
 
 def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
-    import matplotlib
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(12.0, 6.0), layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
-    colours = matplotlib.colormaps["tab10"]
+    styles = curve_styles(result.curves)
     panels = (("accuracy", "right after pruning"), ("accuracy_fine_tuned", f"after {fine_tune_text(result)}"))
     for ax, (key, title) in zip(axes, panels):
-        for index, curve in enumerate(result.curves):
-            xs = [100.0 * point.sparsity for point in curve.points]
-            ys = [100.0 * getattr(point, key) for point in curve.points]
-            is_global = curve.scope == "global"
+        for curve, style in zip(result.curves, styles):
             ax.plot(
-                xs,
-                ys,
+                [100.0 * point.sparsity for point in curve.points],
+                [100.0 * getattr(point, key) for point in curve.points],
                 label=curve.label,
-                color="black" if is_global else colours(index % colours.N),
-                linestyle="--" if curve.kind == "structured" else "-",
-                # Hollow markers of different shapes: curves that coincide (two strategies ranking
-                # alike) stay visible under each other.
-                marker="*" if len(xs) == 1 else _MARKERS[index % len(_MARKERS)],
-                markersize=11 if len(xs) == 1 else 5,
-                markerfacecolor="none",
-                linewidth=2.4 if is_global else 1.3,
+                markerfacecolor="none",  # hollow: a marker under another of another shape shows
+                **asdict(style),
             )
-        ax.axhline(100.0 * result.baseline_accuracy, color="grey", linestyle="--", linewidth=1, label="dense network")
-        ax.axhline(100.0 / NUM_CLASSES, color="grey", linestyle=":", linewidth=1, label="chance")
+        # The dense network is a wide pale band under the curves: no curve is drawn like it.
+        ax.axhline(
+            100.0 * result.baseline_accuracy,
+            color=_REFERENCE_COLOUR,
+            alpha=0.35,
+            linewidth=7,
+            zorder=1,
+            label="dense network",
+        )
+        ax.axhline(100.0 / NUM_CLASSES, color=_REFERENCE_COLOUR, linestyle=":", linewidth=1, label="chance")
         ax.set_title(title)
         ax.set_xlabel("sparsity of the conv and linear weights (%)")
         ax.set_xlim(0, 100)
@@ -122,7 +195,7 @@ def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
     figure.legend(handles, labels, loc="outside lower center", ncols=5, fontsize="small", frameon=False)
     figure.suptitle(
         f"LeNet on scikit-learn's digits: test accuracy against sparsity (seed {result.config.seed}; "
-        "dashed: structured)"
+        "dashed: structured; a wide edge: another curve lies on it)"
     )
     figure.savefig(file, format="png", dpi=110)
 

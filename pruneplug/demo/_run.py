@@ -9,6 +9,8 @@ tests as it is.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,18 +26,35 @@ from ._sweep import Curve, SweepSettings, sweep
 from ._training import accumulate_gradients, evaluate, train
 from ._variants import Skipped, plan_variants
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "train_lenet", "fine_tune_text", "FULL_AMOUNTS", "QUICK_AMOUNTS"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "train_lenet",
+    "fine_tune_text",
+    "one_thread",
+    "FULL_AMOUNTS",
+    "QUICK_AMOUNTS",
+    "MEASURED_SECONDS",
+]
 
 FULL_AMOUNTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUICK_AMOUNTS = (0.0, 0.5, 0.9)
+MEASURED_SECONDS = {"full": 75, "quick": 20}
+"""How long ``pruneplug demo`` and ``pruneplug demo --quick`` take on two CPU cores, in seconds.
+
+Medians measured by ``benchmarks/demo.py`` (the table in docs/benchmarks.md); the CLI's
+help quotes them. Rerun the benchmark and update these with the docs that quote them.
+"""
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """How long the demo trains and which sparsities it sweeps.
 
-    Use :meth:`full` (the default run, well under 90 s on two cores) or
-    :meth:`quick` (a few seconds, for tests and a first look).
+    Use :meth:`full` (the default run) or :meth:`quick` (fewer epochs and
+    sparsities, for tests and a first look); :data:`MEASURED_SECONDS` says
+    how long each takes.
     """
 
     seed: int = 0
@@ -109,6 +128,22 @@ def train_lenet(data: Digits, config: DemoConfig, *, phases: Phases = silent) ->
     return model
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's operators on one thread inside the block, restoring the thread count after.
+
+    LeNet's mini-batches are too small to split: with two threads every operator waits for
+    the other thread, and on a machine whose cores are busy that wait costs more than the
+    work (measured: 3 training epochs took 87 s with two threads, 5 s with one).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
     """Train LeNet on the digits and sweep every applicable registered strategy.
 
@@ -119,6 +154,11 @@ def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
         MissingExtraError: scikit-learn or matplotlib is not installed.
     """
     require_extra()
+    with one_thread():
+        return _run_demo(config, phases)
+
+
+def _run_demo(config: DemoConfig, phases: Phases) -> DemoResult:
     started = time.perf_counter()
     data = load_digits_data()
     model = train_lenet(data, config, phases=phases)

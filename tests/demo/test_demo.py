@@ -166,3 +166,28 @@ def test_strategies_registered_at_run_time_take_part(digits: Digits, registry: p
     assert [c.label for c in curves] == ["every_third"] and len(curves[0].points) == 1
     assert round(curves[0].points[0].sparsity, 2) == 0.33
     assert [s.strategy for s in not_applicable] == ["broken"] and "RuntimeError" in not_applicable[0].reason
+
+
+def test_the_demo_runs_torch_on_one_thread_and_restores_the_count(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LeNet's batches are too small to share out: two threads waiting on each other cost more
+    # than the work (3 epochs: 87 s against 5 s on a busy two-core machine).
+    from pruneplug.demo import _run
+
+    seen: list[int] = []
+
+    def stop(*args: object, **kwargs: object) -> None:
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(_run, "load_digits_data", lambda: digits)
+    monkeypatch.setattr(_run, "train_lenet", stop)
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run.run_demo(DemoConfig.quick())
+        assert seen == [1] and torch.get_num_threads() == 2  # restored, even on the way out of an error
+    finally:
+        torch.set_num_threads(threads)
