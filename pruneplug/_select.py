@@ -145,9 +145,10 @@ def _selection_threads(sources: Sequence[ScoreSource]) -> int:
     ends at a barrier. With a CPU free for every thread that costs little;
     beside a busy process the team waits at every barrier for whichever thread
     was descheduled, while the waiting threads spin, taking CPU from the one
-    with the work. Global L1 over 4 x 4096^2 on 2 CPUs took 3x its idle time
-    beside one busy process, 30x under a load of 10; on one thread, 1.1x (but
-    1.5x the two threads' idle time, so threads are only given up when busy).
+    with the work. Global L1 over 4 x 4096^2 on 2 CPUs took 3.4x its idle time
+    beside one busy process, 20x and more under a load of about 10; on one
+    thread, 1.05x (but one thread idle takes 1.3-1.5x the time of two, so
+    threads are given up only when other processes want the CPUs).
     """
     threads = torch.get_num_threads()
     if threads == 1 or all(s.device.type != "cpu" for s in sources) or sum(s.numel for s in sources) <= _DIRECT_LIMIT:
