@@ -289,7 +289,7 @@ class _Selection:
         guess: Callable[[int, int], tuple[float, float] | None] | None = None,
         *,
         keep_reads: bool = False,
-        threads: int = 1,
+        threads: int,
     ) -> None:
         self.sources = sources
         self.rewind = rewind
