@@ -11,6 +11,11 @@ weights being pruned ("x weights"):
 * held: resident memory after pruning (and garbage collection), minus the
   same baseline -- masks, masked tensors and anything else kept.
 
+The busy-neighbour row prunes the same layers alternately on an idle
+machine and beside one busy process (a pure-Python loop pinned to one CPU,
+started before the worker and stopped after it) and reports each library's
+time beside it as a multiple of its own idle time.
+
 Workers run with glibc told to hand freed blocks of 1 MiB or more straight
 back to the OS (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``), for
 both libraries, so resident memory counts live tensors rather than the
@@ -195,6 +200,7 @@ class Result:
     extra_peak_x: float | None = None
     held_x: float | None = None
     forward_ratio: float | None = None
+    idle_seconds: float | None = None  # busy-neighbour rows: the same case's median time on an idle machine
     error: str | None = None
     samples: list[float] = field(default_factory=list)
 
@@ -244,6 +250,41 @@ def measure_prune(
     return result
 
 
+def _busy_neighbour() -> subprocess.Popen[bytes]:
+    """A process that keeps one CPU busy (the last this one may use) until killed."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+    def pin() -> None:
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, {cpus[-1]})
+
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin)
+
+
+def measure_busy(case: str, library: str, count: int, width: int, device: str, repeats: int) -> Result:
+    """``case`` timed alternately idle and beside one busy process; ``seconds`` is the median time beside it."""
+    result = Result(f"{case}_busy", library)
+    idle: list[float] = []
+    busy: list[float] = []
+    for _ in range(repeats):
+        for times in (idle, busy):
+            neighbour = _busy_neighbour() if times is busy else None
+            try:
+                out = _run_worker(["prune", library, case, str(count), str(width), device], None, 3600.0)
+            finally:
+                if neighbour is not None:
+                    neighbour.kill()
+                    neighbour.wait()
+            if "error" in out:
+                result.error = out["error"]
+                return result
+            times.append(out["seconds"])
+    result.samples = busy
+    result.seconds = statistics.median(busy)
+    result.idle_seconds = statistics.median(idle)
+    return result
+
+
 def measure_forward(
     library: str, count: int, width: int, batch: int, device: str, repeats: int, storage: str = "bool"
 ) -> Result:
@@ -262,6 +303,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _busy_cell(result: Result) -> str:
+    if result.seconds is None or result.idle_seconds is None:
+        return result.error or "—"
+    return f"{result.seconds:.3f} s ({result.seconds / result.idle_seconds:.2f}× idle)"
+
+
 def render(results: list[Result], descriptions: dict[str, str], machine: str) -> str:
     by = {(r.case, r.library): r for r in results}
     lines = [
@@ -274,6 +321,11 @@ def render(results: list[Result], descriptions: dict[str, str], machine: str) ->
     for case, description in descriptions.items():
         theirs, ours = by.get((case, "torch")), by.get((case, "pruneplug"))
         if theirs is None or ours is None:
+            continue
+        if case.endswith("_busy"):
+            cells = [_busy_cell(r) for r in (theirs, ours)]
+            speedup = f"{theirs.seconds / ours.seconds:.1f}×" if theirs.seconds and ours.seconds else "—"
+            lines.append(f"| {description} | {cells[0]} | {cells[1]} | {speedup} | | |")
             continue
         if case.startswith("forward"):
             lines.append(
@@ -325,11 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if quick else 3)
     width = 1024 if quick else (8192 if args.device == "cuda" else 4096)
     global_count = 4 if quick else (16 if args.device == "cuda" else 12)
+    busy_count = 4
     descriptions = {
         "l1": f"`l1_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
         "random": f"`random_unstructured`, one {width}×{width} fp32 tensor, amount 0.5",
         "global": f"global L1, {global_count} × {width}² fp32 ({global_count * width * width / 1e6:.0f} M params)",
         "global_packed": 'the same, pruneplug with `mask_storage="packed"`',
+        "global_busy": f"global L1, {busy_count} × {width}² fp32, beside one busy process (time, × own idle time)",
         "global_large": "global L1, 16 × 8192² fp32 (1.07 B params, 4 GiB)",
         "global_large_packed": 'the same, pruneplug with `mask_storage="packed"`',
         "forward": f"no-grad forward of a pruned {width}-wide Linear stack vs unpruned",
@@ -350,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         "global",
         measure_prune("global_packed", "pruneplug", global_count, width, args.device, repeats, **limits),
     )
+    for library in ("torch", "pruneplug"):
+        result = measure_busy("global", library, busy_count, width, args.device, repeats)
+        results.append(result)
+        print(f"  busy     {library:10} {result.seconds or result.error} (idle {result.idle_seconds})", file=sys.stderr)
     if not quick and not args.skip_large:
         # torch needs ~12x the weights; cap its address space at the machine's memory so it fails fast
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

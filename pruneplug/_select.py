@@ -20,12 +20,19 @@ intermediate tensors stay in cache) and nothing is concatenated across
 tensors: global selection over a whole model holds one chunk of scores at a
 time when the scores are elementwise (``|w|``), one tensor's otherwise. If the
 sample misplaced the window (rare), the pass is repeated with a wider one.
+
+On the CPU the selection's own ops run on as many intra-op threads as there
+are CPUs free of other processes' work (see :func:`_selection_threads`);
+scores computed whole, and what ``finish`` does, get the caller's threads.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +112,72 @@ def _chunk_size(device: torch.device) -> int:
     return _CPU_CHUNK if device.type == "cpu" else _DEVICE_CHUNK
 
 
+@functools.cache
+def _openmp_backend() -> bool:
+    """Whether torch's intra-op threads are OpenMP's, whose number a thread may change at any time."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _free_cpus() -> int | None:
+    """CPUs this process may use minus other processes' runnable threads, now; ``None`` where unknown.
+
+    Linux only: ``/proc/loadavg`` counts the runnable threads of the whole
+    machine (this one included), ``/proc/self/task`` those of this process.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+        with open("/proc/loadavg") as loadavg:
+            running = int(loadavg.read().split()[3].partition("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                own += stat.read().rpartition(")")[2].split()[0] == "R"
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+    return cpus - max(0, running - own)
+
+
+def _selection_threads(sources: Sequence[ScoreSource]) -> int:
+    """How many intra-op threads the selection's own ops should run on: the caller's, fewer if CPUs are busy.
+
+    A pass makes about ten short ops per million entries (a fraction of a
+    millisecond each), and on the CPU each is an OpenMP parallel region that
+    ends at a barrier. With a CPU free for every thread that costs little;
+    beside a busy process the team waits at every barrier for whichever thread
+    was descheduled, while the waiting threads spin, taking CPU from the one
+    with the work. Global L1 over 4 x 4096^2 on 2 CPUs took 3.4x its idle time
+    beside one busy process, 20x and more under a load of about 10; on one
+    thread, 1.05x (but one thread idle takes 1.3-1.5x the time of two, so
+    threads are given up only when other processes want the CPUs).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or all(s.device.type != "cpu" for s in sources) or sum(s.numel for s in sources) <= _DIRECT_LIMIT:
+        return threads  # small selections make few parallel regions: not worth the look
+    free = _free_cpus()
+    return threads if free is None else max(1, min(threads, free))
+
+
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block's torch ops on ``count`` intra-op threads; restore the caller's count after, also on error.
+
+    ``torch.set_num_threads`` sets the OpenMP team size of the calling thread
+    only (and the default of threads started later), so selections in other
+    threads are not affected and each restores its own count. Under torch's
+    native thread pool the size cannot change once work has started:
+    nothing is changed there.
+    """
+    threads = torch.get_num_threads()
+    if count == threads or not _openmp_backend():
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Buffers:
     """Chunk-sized scratch tensors, reused across chunks and passes.
 
@@ -139,12 +212,18 @@ class _Pass:
     """
 
     def __init__(
-        self, sources: Sequence[ScoreSource], kept: list[Tensor | None] | None, buffers: _Buffers, dtype: torch.dtype
+        self,
+        sources: Sequence[ScoreSource],
+        kept: list[Tensor | None] | None,
+        buffers: _Buffers,
+        dtype: torch.dtype,
+        threads: int,
     ) -> None:
         self.sources = sources
         self.kept = kept
         self.buffers = buffers
         self.dtype = dtype
+        self.threads = threads
         self.too_narrow = False
 
     def check(self) -> None:
@@ -163,7 +242,8 @@ class _Pass:
         source = self.sources[index]
         if self.kept is not None and self.kept[index] is not None:
             return self.kept[index]  # type: ignore[return-value]
-        values = source.read()
+        with _intra_op_threads(self.threads):  # whole scores may be heavy work (not ours): the caller's threads
+            values = source.read()
         if values.numel() != source.numel:
             raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
         if self.kept is not None:
@@ -209,6 +289,7 @@ class _Selection:
         guess: Callable[[int, int], tuple[float, float] | None] | None = None,
         *,
         keep_reads: bool = False,
+        threads: int,
     ) -> None:
         self.sources = sources
         self.rewind = rewind
@@ -216,6 +297,7 @@ class _Selection:
         self.keep_reads = keep_reads or len(sources) == 1
         self.kept: list[Tensor | None] = [None] * len(sources)
         self.buffers = _Buffers()
+        self.threads = threads  # the caller's intra-op threads, for reading whole scores
         self.passes = 0
         self.dtype = torch.float32  # widened to float64 by the first source that needs it
 
@@ -224,7 +306,7 @@ class _Selection:
         if self.passes and self.rewind is not None and len(self.sources) > 1:
             self.rewind()
         self.passes += 1
-        return _Pass(self.sources, self.kept if self.keep_reads else None, self.buffers, self.dtype)
+        return _Pass(self.sources, self.kept if self.keep_reads else None, self.buffers, self.dtype, self.threads)
 
     def window(self, k: int, total: int) -> tuple[float, float]:
         """Bounds that hold the k-th lowest alive score with overwhelming probability."""
@@ -332,31 +414,34 @@ def keep_highest_across(
             )
             for index, s in enumerate(sources)
         ]
-    selection = _Selection(sources, rewind, guess, keep_reads=keep_reads)
-    threshold, below, at = selection.threshold(k, total)
-    ties_to_prune = k - below
-    reader = selection.new_pass()
-    out = []
-    for index, source in enumerate(sources):
-        keep = torch.empty(source.numel, dtype=torch.bool, device=source.device)
-        nan_threshold = math.isnan(threshold)
-        for start, scores, alive in reader.chunks(index):
-            part = keep[start : start + scores.numel()]
-            # "not <=" rather than ">" so that NaN scores (rank above +inf) stay.
-            if nan_threshold:
-                part.copy_(torch.isnan(scores))  # every other score goes; NaNs are the ties
-            elif at == ties_to_prune:
-                torch.le(scores, threshold, out=part).logical_not_()  # every tie goes: one comparison
-            else:
-                torch.lt(scores, threshold, out=part).logical_not_()
-            if alive is not None:
-                part &= alive
-            if ties_to_prune > 0 and (nan_threshold or at != ties_to_prune):
-                ties = part & (torch.isnan(scores) if nan_threshold else scores == threshold)
-                positions = ties.nonzero().reshape(-1)[:ties_to_prune]
-                part[positions] = False
-                ties_to_prune -= positions.numel()
-        out.append(done(index, keep))
+    threads = torch.get_num_threads()
+    selection = _Selection(sources, rewind, guess, keep_reads=keep_reads, threads=threads)
+    with _intra_op_threads(_selection_threads(sources)):
+        threshold, below, at = selection.threshold(k, total)
+        ties_to_prune = k - below
+        reader = selection.new_pass()
+        out = []
+        for index, source in enumerate(sources):
+            keep = torch.empty(source.numel, dtype=torch.bool, device=source.device)
+            nan_threshold = math.isnan(threshold)
+            for start, scores, alive in reader.chunks(index):
+                part = keep[start : start + scores.numel()]
+                # "not <=" rather than ">" so that NaN scores (rank above +inf) stay.
+                if nan_threshold:
+                    part.copy_(torch.isnan(scores))  # every other score goes; NaNs are the ties
+                elif at == ties_to_prune:
+                    torch.le(scores, threshold, out=part).logical_not_()  # every tie goes: one comparison
+                else:
+                    torch.lt(scores, threshold, out=part).logical_not_()
+                if alive is not None:
+                    part &= alive
+                if ties_to_prune > 0 and (nan_threshold or at != ties_to_prune):
+                    ties = part & (torch.isnan(scores) if nan_threshold else scores == threshold)
+                    positions = ties.nonzero().reshape(-1)[:ties_to_prune]
+                    part[positions] = False
+                    ties_to_prune -= positions.numel()
+            with _intra_op_threads(threads):
+                out.append(done(index, keep))
     return out
 
 

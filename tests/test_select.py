@@ -14,6 +14,7 @@ built from a drawn seed with a ``torch.Generator``.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -448,3 +449,116 @@ def test_rewind_makes_every_pass_see_the_same_draws(
     pooled = [bool(b) for t in kept for b in t.tolist()]
     expected = reference(flat_list(torch.cat(firsts)), live, k)
     assert pooled == [a and not e for a, e in zip(live, expected)]
+
+
+# --- intra-op threads ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """Two intra-op threads for the test (OpenMP only: elsewhere the count cannot change), restored after."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch's native thread pool cannot change its size")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class ThreadLog:
+    """Sources that record how many intra-op threads each scoring call ran with."""
+
+    def __init__(self) -> None:
+        self.chunks: list[int] = []
+        self.reads: list[int] = []
+        self.finished: list[int] = []
+
+    def magnitude(self, values: Tensor, out: Tensor) -> Tensor:
+        self.chunks.append(torch.get_num_threads())
+        return torch.abs(values, out=out)
+
+    def whole(self, scores: Tensor) -> Tensor:
+        self.reads.append(torch.get_num_threads())
+        return scores
+
+    def finish(self, index: int, keep: Tensor) -> Tensor:
+        self.finished.append(torch.get_num_threads())
+        return keep
+
+
+@pytest.mark.parametrize(("free", "expected"), [(0, 1), (1, 1), (2, 2), (8, 2), (None, 2)])
+def test_the_selection_gives_up_threads_when_cpus_are_busy(
+    sampled: list[int], two_threads: None, monkeypatch: pytest.MonkeyPatch, free: int | None, expected: int
+) -> None:
+    """Beside busy processes the selection's own short ops run on no more threads than CPUs are free (at
+    least one; all of the caller's where that is unknown), so no thread waits at a barrier for one that was
+    descheduled. Scores computed whole (a strategy's work) and ``finish`` keep the caller's threads, the
+    caller's count is restored, and the result is the same on any number of threads."""
+    monkeypatch.setattr(select, "_free_cpus", lambda: free, raising=False)
+    log = ThreadLog()
+    values = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    whole = values.flip(0).clone()
+    sources = [
+        ScoreSource.elementwise(values, log.magnitude),
+        ScoreSource.whole(lambda: log.whole(whole), whole.numel(), CPU),
+    ]
+    kept = keep_highest_across(sources, 900, finish=log.finish)
+    assert set(log.chunks) == {expected}
+    assert set(log.reads) == {2} and log.finished == [2, 2]
+    assert torch.get_num_threads() == 2
+    pooled = torch.cat([values.abs(), whole])
+    assert torch.equal(torch.cat(kept), ~torch.tensor(reference(flat_list(pooled), [True] * 2000, 900)))
+
+
+def test_the_callers_threads_come_back_when_scoring_fails(
+    sampled: list[int], two_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A score that raises mid-pass leaves the caller's thread count as it was."""
+    monkeypatch.setattr(select, "_free_cpus", lambda: 1, raising=False)
+
+    def failing(values: Tensor, out: Tensor) -> Tensor:
+        raise RuntimeError("scoring failed")
+
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        keep_highest_across([ScoreSource.elementwise(torch.randn(1000), failing)], 10)
+    assert torch.get_num_threads() == 2
+
+
+def fake_proc(monkeypatch: pytest.MonkeyPatch, cpus: int, running: int, states: list[str]) -> None:
+    """A /proc where ``running`` threads of the machine are runnable, and this process's threads are in ``states``."""
+    files = {"/proc/loadavg": f"2.00 1.50 1.00 {running}/300 4321\n"}
+    files |= {f"/proc/self/task/{i}/stat": f"{i} (pt main) {state} 1 2 3" for i, state in enumerate(states)}
+    monkeypatch.setattr(select.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(select.os, "listdir", lambda path: [str(i) for i in range(len(states))])
+    monkeypatch.setattr(select, "open", lambda path: io.StringIO(files[path]), raising=False)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "running", "states", "free"),
+    [
+        (2, 1, ["R", "S", "S"], 2),  # only this thread runs
+        (2, 2, ["R", "R"], 2),  # this process's own spinning worker is not a neighbour
+        (2, 2, ["R", "S"], 1),  # one busy neighbour
+        (2, 9, ["R", "S"], -6),  # a load of about 9
+        (2, 1, ["R", "R", "R"], 2),  # the two counts were read at different moments
+        (16, 5, ["R"], 12),
+    ],
+)
+def test_free_cpus_counts_other_processes_runnable_threads(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, running: int, states: list[str], free: int
+) -> None:
+    """Free CPUs: those this process may use, minus the machine's runnable threads that are not its own."""
+    fake_proc(monkeypatch, cpus, running, states)
+    assert select._free_cpus() == free
+
+
+def test_free_cpus_is_unknown_without_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Linux's /proc the probe says nothing, and the selection keeps the caller's threads."""
+
+    def missing(path: str) -> io.StringIO:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(select, "open", missing, raising=False)
+    assert select._free_cpus() is None
