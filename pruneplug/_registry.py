@@ -56,6 +56,7 @@ __all__ = [
     "BLOCK_PLUGINS_ENV",
     "BUILTIN_PLUGIN",
     "KINDS",
+    "KIND_DESCRIPTIONS",
     "PluginLoadWarning",
     "PluginInfo",
     "ParameterInfo",
@@ -71,6 +72,18 @@ DISABLE_AUTOLOAD_ENV = "PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_PLUGINS_ENV = "PRUNEPLUG_BLOCK_PLUGINS"
 BUILTIN_PLUGIN = "pruneplug"
 KINDS = ("unstructured", "structured", "global")
+# What each kind means, for `pruneplug list` (table and JSON) and the docs. "global" is torch's PRUNING_TYPE
+# for a mask computed from the whole tensor at once; it has nothing to do with global pruning (prune_global,
+# a plan's scope "global"), which ranks entries across tensors and so needs an unstructured strategy.
+KIND_DESCRIPTIONS = {
+    "unstructured": "prunes single entries, ranked within each tensor -- or, with global pruning "
+    "(scope 'global' in a plan, pruneplug.prune_global), across all the selected tensors: "
+    "the only kind global pruning accepts",
+    "structured": "prunes whole slices (output channels, rows) along dim, each tensor on its own",
+    "global": "computes each tensor's mask from the whole tensor at once (torch's PRUNING_TYPE 'global'), "
+    "e.g. a given mask or N:M groups; despite the name, not usable with global pruning, "
+    "which needs kind unstructured",
+}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -97,7 +110,10 @@ class StrategySpec:
         name: the registry name (``"l1_unstructured"``).
         strategy_class: the class whose instances compute masks (and act as hooks).
         params_model: pydantic model validating the constructor's keyword arguments.
-        kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
+        kind: ``"unstructured"``, ``"structured"`` or ``"global"`` (torch's
+            ``PRUNING_TYPE``). A ``"global"`` strategy computes a tensor's mask
+            from the whole tensor at once; it cannot be used for global
+            pruning, which needs ``"unstructured"``.
         provider: the plugin that provides it (``"pruneplug"`` for built-ins).
         distribution: the installed distribution providing it, if any.
         version: that distribution's version.
