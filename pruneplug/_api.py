@@ -494,7 +494,14 @@ def list_strategies(pattern: str | None = None, *, kind: str | None = None) -> l
 
     Args:
         pattern: a glob such as ``"*_structured"``.
-        kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
+        kind: the strategy's kind (torch's ``PRUNING_TYPE``):
+            ``"unstructured"`` (prunes single entries), ``"structured"``
+            (whole slices along ``dim``) or ``"global"`` (a mask computed from
+            the whole tensor at once, e.g. ``custom_from_mask``). Kind
+            ``"global"`` is *not* what global pruning needs:
+            :func:`prune_global` (and a plan's ``scope = "global"``) ranks
+            entries across tensors and takes only ``kind="unstructured"``
+            strategies.
 
     Raises:
         InvalidParametersError: ``kind`` is none of those three.

@@ -24,6 +24,7 @@ import importlib.metadata
 import inspect
 import os
 import re
+import sys
 import threading
 import types
 import typing
@@ -55,6 +56,7 @@ __all__ = [
     "BLOCK_PLUGINS_ENV",
     "BUILTIN_PLUGIN",
     "KINDS",
+    "KIND_DESCRIPTIONS",
     "PluginLoadWarning",
     "PluginInfo",
     "ParameterInfo",
@@ -70,6 +72,18 @@ DISABLE_AUTOLOAD_ENV = "PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_PLUGINS_ENV = "PRUNEPLUG_BLOCK_PLUGINS"
 BUILTIN_PLUGIN = "pruneplug"
 KINDS = ("unstructured", "structured", "global")
+# What each kind means, for `pruneplug list` (table and JSON) and the docs. "global" is torch's PRUNING_TYPE
+# for a mask computed from the whole tensor at once; it has nothing to do with global pruning (prune_global,
+# a plan's scope "global"), which ranks entries across tensors and so needs an unstructured strategy.
+KIND_DESCRIPTIONS = {
+    "unstructured": "prunes single entries, ranked within each tensor -- or, with global pruning "
+    "(scope 'global' in a plan, pruneplug.prune_global), across all the selected tensors: "
+    "the only kind global pruning accepts",
+    "structured": "prunes whole slices (output channels, rows) along dim, each tensor on its own",
+    "global": "computes each tensor's mask from the whole tensor at once (torch's PRUNING_TYPE 'global'), "
+    "e.g. a given mask or N:M groups; despite the name, not usable with global pruning, "
+    "which needs kind unstructured",
+}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -96,7 +110,10 @@ class StrategySpec:
         name: the registry name (``"l1_unstructured"``).
         strategy_class: the class whose instances compute masks (and act as hooks).
         params_model: pydantic model validating the constructor's keyword arguments.
-        kind: ``"unstructured"``, ``"structured"`` or ``"global"``.
+        kind: ``"unstructured"``, ``"structured"`` or ``"global"`` (torch's
+            ``PRUNING_TYPE``). A ``"global"`` strategy computes a tensor's mask
+            from the whole tensor at once; it cannot be used for global
+            pruning, which needs ``"unstructured"``.
         provider: the plugin that provides it (``"pruneplug"`` for built-ins).
         distribution: the installed distribution providing it, if any.
         version: that distribution's version.
@@ -328,7 +345,13 @@ class Registry:
         if load_entry_points is None:
             load_entry_points = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         self._load_entry_points = load_entry_points
-        self._blocked = {b for b in [*blocked, *_env_list(BLOCK_PLUGINS_ENV)] if b != BUILTIN_PLUGIN}
+        from_env = _env_list(BLOCK_PLUGINS_ENV)
+        self._blocked = {b for b in [*blocked, *from_env] if b != BUILTIN_PLUGIN}
+        # Where each blocked name came from, so that messages point at the switch the user set.
+        self._blocked_where = {
+            b: BLOCK_PLUGINS_ENV if b in from_env else "Registry(blocked=...)" for b in self._blocked
+        }
+        self._blocked_by: dict[str, str] = {}  # plugin key in _plugins -> the blocked name that matched it
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._pm.register(builtin_strategies, name=BUILTIN_PLUGIN)
@@ -372,7 +395,7 @@ class Registry:
         if info.status != "broken":
             info.status = status
         info.error = reason if info.error is None else f"{info.error}; {reason}"
-        warnings.warn(f"pruneplug plugin {info.label}: {reason}", PluginLoadWarning, stacklevel=4)
+        _warn(f"pruneplug plugin {info.label}: {reason}")
 
     def _load_plugins_from_entry_points(self) -> None:
         seen: set[tuple[str, str, str]] = set()
@@ -382,11 +405,9 @@ class Registry:
         finally:
             for name in sorted(self._blocked - matched):
                 installed = ", ".join(sorted(p for p in self._plugins if p != BUILTIN_PLUGIN)) or "none"
-                warnings.warn(
-                    f"pruneplug: {BLOCK_PLUGINS_ENV} (or Registry(blocked=...)) names {name!r}, which is no "
-                    f"installed plugin's entry point or distribution (installed plugins: {installed})",
-                    PluginLoadWarning,
-                    stacklevel=5,
+                _warn(
+                    f"pruneplug: {self._blocked_where[name]} names {name!r}, which is no installed plugin's "
+                    f"entry point or distribution (installed plugins: {installed})"
                 )
 
     def _blocked_entry(self, entry_point: str, distribution: str) -> str | None:
@@ -409,13 +430,17 @@ class Registry:
                 earlier = self._plugins.get(ep.name)
                 if earlier is not None and earlier.status == "blocked":
                     # A blocked plugin does not hold its name against another distribution's.
-                    self._plugins[f"{ep.name} ({earlier.distribution})"] = self._plugins.pop(ep.name)
+                    moved = f"{ep.name} ({earlier.distribution})"
+                    self._plugins[moved] = self._plugins.pop(ep.name)
+                    self._blocked_by[moved] = self._blocked_by.pop(ep.name)
                     earlier = None
                 blocked_by = self._blocked_entry(ep.name, dist_name)
                 if blocked_by is not None:
                     info.status = "blocked"
                     matched.add(blocked_by)
-                    self._plugins[ep.name if earlier is None else f"{ep.name} ({dist_name})"] = info
+                    key = ep.name if earlier is None else f"{ep.name} ({dist_name})"
+                    self._plugins[key] = info
+                    self._blocked_by[key] = blocked_by
                     continue
                 if earlier is not None:
                     self._broken(info, f"plugin name {ep.name!r} is already taken by {earlier.label}")
@@ -530,12 +555,40 @@ class Registry:
             raise StrategyConflictError(name, [s.provider_label for s in self._conflicts[name]])
         spec = self._manual.get(name) or self._specs.get(name)
         if spec is None:
-            extra = ""
+            extra = self._blocked_hint(name)
             broken = [p.label for p in self._plugins.values() if p.status == "broken"]
             if broken:
-                extra = " Broken plugins (see `pruneplug list`): " + ", ".join(broken) + "."
+                extra += " Broken plugins (see `pruneplug list`): " + ", ".join(broken) + "."
             raise StrategyNotFoundError(name, self.names(), extra=extra)
         return spec
+
+    def _blocked_hint(self, name: str) -> str:
+        """Which blocked plugins may provide strategy ``name``, and what blocked them (or ``""``).
+
+        A blocked plugin is never imported, so its strategies are unknown: every
+        blocked plugin is named -- or only those named like the strategy (the
+        plugin ``nm`` of ``pruneplug-nm`` most likely provides ``nm``).
+        """
+        blocked = [(key, self._plugins[key]) for key in self._blocked_by]
+        if not blocked:
+            return ""
+
+        def named_like(info: PluginInfo) -> bool:
+            wanted = _normalized(name)
+            return _normalized(info.name) == wanted or (
+                info.distribution is not None and _normalized(info.distribution) in (wanted, f"pruneplug-{wanted}")
+            )
+
+        def entry(key: str, info: PluginInfo) -> str:
+            dist = f" ({' '.join(filter(None, (info.distribution, info.version)))})" if info.distribution else ""
+            blocked_name = self._blocked_by[key]
+            return f"{info.name!r}{dist}, blocked by {blocked_name!r} in {self._blocked_where[blocked_name]}"
+
+        likely = [entry(key, info) for key, info in blocked if named_like(info)]
+        if likely:
+            return f" It is probably provided by the plugin {'; '.join(likely)}: blocked plugins are not loaded."
+        listed = "; ".join(entry(key, info) for key, info in blocked)
+        return f" Blocked plugins are not loaded, and may provide it: {listed}."
 
     def get_score(self, name: str) -> ImportanceScore:
         """The importance score registered as ``name`` (see ``pruneplug_add_importance_scores``).
@@ -622,6 +675,22 @@ class Registry:
             yield spec
         finally:
             self.unregister(spec.name)
+
+
+def _warn(message: str) -> None:
+    """Warn with :class:`PluginLoadWarning`, attributed to the first caller outside pruneplug.
+
+    Plugins load on a registry's first use, which may be many calls deep inside
+    pruneplug: a fixed ``stacklevel`` would point at pruneplug's own code, not
+    at the user's line that triggered the loading.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level = 1
+    frame = sys._getframe(0)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, PluginLoadWarning, stacklevel=level)
 
 
 def _version(distribution: str) -> str | None:

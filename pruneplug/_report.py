@@ -148,30 +148,31 @@ class Report(_Frozen):
         """The report as rich tables (needs rich, from the ``cli`` extra).
 
         ``tensors=False`` leaves the per-tensor table out (rules and totals only).
+        Tensor and strategy names are never cut: columns wrap between words,
+        and a console too narrow for that gets one record per tensor. The
+        type column is left out when no type is known (a checkpoint alone).
         """
         from rich.console import Group
-        from rich.table import Table
         from rich.text import Text  # literal text: names and paths are never rich markup
+
+        from ._tables import FittedTable
 
         parts: list[RenderableType] = []
         if self.rules:
-            rules = Table(
-                title=Text("Rules" + (" (dry run: nothing changed)" if self.dry_run else "")), title_justify="left"
+            title = "Rules" + (" (dry run: nothing changed)" if self.dry_run else "")
+            rule_rows = [(str(rule.index), *_rule_cells(rule)) for rule in self.rules]
+            parts.append(
+                FittedTable(title, ("rule", "strategy", "scope", "tensors", "sparsity before", "after"), rule_rows)
             )
-            for column in ("rule", "strategy", "scope", "tensors", "sparsity before", "after"):
-                rules.add_column(column, overflow="fold", no_wrap=column not in ("strategy", "tensors"))
-            for rule in self.rules:
-                rules.add_row(*(Text(cell) for cell in (str(rule.index), *_rule_cells(rule))))
-            parts.append(rules)
         if tensors:
-            table = Table(title=Text(self.source or "Tensors"), title_justify="left")
-            for column in ("tensor", "type", "shape", "zeros", "sparsity", "status", "history"):
-                justify: Literal["left", "right"] = "right" if column in ("zeros", "sparsity") else "left"
-                table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "history")
-            for item in self.tensors:
-                table.add_row(*(Text(cell) for cell in _tensor_cells(item)))
-            parts.append(table)
-        parts.append(Text(_totals_text(self.totals)))
+            columns: tuple[str, ...] = ("tensor", "type", "shape", "zeros", "sparsity", "status", "history")
+            rows = [_tensor_cells(item) for item in self.tensors]
+            if all(item.module_type is None for item in self.tensors):
+                columns, rows = columns[:1] + columns[2:], [row[:1] + row[2:] for row in rows]
+            justify: dict[str, Literal["left", "right"]] = {"zeros": "right", "sparsity": "right"}
+            parts.append(FittedTable(self.source or "Tensors", columns, rows, justify=justify))
+        # Wrapped between words even on a console that soft-wraps (as the CLI's does).
+        parts.append(Text(_totals_text(self.totals), no_wrap=False, overflow="fold"))
         return Group(*parts)
 
 

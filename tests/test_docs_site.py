@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
 
@@ -77,3 +79,39 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert (site / "reference" / "plan.schema.json").exists()
     assert (site / "reference" / "api" / "pruneplug" / "index.html").exists()
     assert not (site / "conftest.py").exists() and not (site / "hooks").exists()
+    for page in site.rglob("*.html"):
+        prose, code = _texts(page.read_text(encoding="utf-8"))
+        # The markdown's "--" dashes are rendered as dashes; command-line flags (--force) are not.
+        assert "--" not in prose, (page, prose[max(prose.find("--") - 60, 0) : prose.find("--") + 60])
+        for text in (prose, code):
+            flag = re.search(r".{0,40}\u2013[A-Za-z].{0,20}", text)
+            assert flag is None, (page, flag.group())
+
+
+def _texts(html: str) -> tuple[str, str]:
+    """The text of a page outside and inside code (``code``/``pre``); scripts and styles left out."""
+
+    class Split(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.prose: list[str] = []
+            self.code: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in ("code", "pre", "script", "style"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if self.open and self.open[-1] == tag:
+                self.open.pop()
+
+        def handle_data(self, data: str) -> None:
+            if not self.open:
+                self.prose.append(data)
+            elif self.open[-1] in ("code", "pre"):
+                self.code.append(data)
+
+    split = Split()
+    split.feed(html)
+    return " ".join(split.prose), " ".join(split.code)

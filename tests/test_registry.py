@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,3 +196,65 @@ def test_builtin_strategy_tuple_is_what_the_hook_returns() -> None:
     from pruneplug import strategies
 
     assert strategies.pruneplug_add_strategies() == list(BUILTIN_STRATEGIES)
+
+
+# --- blocked plugins ------------------------------------------------------------------------------
+
+
+def _install_unimportable(root: Path, distribution: str, entry_point: str) -> None:
+    """A distribution whose plugin module fails if imported: blocking must keep it unimported."""
+    dist_info = root / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[pruneplug]\n{entry_point} = pp_{entry_point}\n")
+    (root / f"pp_{entry_point}.py").write_text('raise RuntimeError("a blocked plugin was imported")\n')
+
+
+@pytest.fixture
+def blockable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The plugin ``halves`` of ``pruneplug-halves``, installed in a site on sys.path; its name."""
+    _install_unimportable(tmp_path, "pruneplug-halves", "halves")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("PRUNEPLUG_BLOCK_PLUGINS", raising=False)
+    return "halves"
+
+
+def test_a_strategy_of_a_blocked_plugin_says_it_is_blocked(blockable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not just 'no strategy named ...': the blocked plugin named like it, and what blocked it."""
+    registry = pruneplug.Registry(blocked=[blockable])
+    with pytest.raises(pruneplug.StrategyNotFoundError) as caught:
+        registry.get("halves")
+    assert caught.value.extra == (
+        " It is probably provided by the plugin 'halves' (pruneplug-halves 1.0), blocked by 'halves' in "
+        "Registry(blocked=...): blocked plugins are not loaded."
+    )
+    with pytest.raises(pruneplug.StrategyNotFoundError, match="may provide it: 'halves' .*PRUNEPLUG_BLOCK_PLUGINS"):
+        monkeypatch.setenv("PRUNEPLUG_BLOCK_PLUGINS", "pruneplug-halves")  # its distribution's name blocks it too
+        pruneplug.Registry().get("quarters")
+    monkeypatch.delenv("PRUNEPLUG_BLOCK_PLUGINS")
+    with pytest.raises(pruneplug.StrategyNotFoundError) as unblocked:
+        pruneplug.Registry(load_entry_points=False).get("quarters")
+    assert "blocked" not in str(unblocked.value)
+
+
+def _next_line() -> int:
+    """The number of the line after the caller's."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno + 1
+
+
+def test_an_unknown_blocked_name_warns_at_the_callers_line(blockable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning points at the line that used the registry, not into pruneplug, and names the switch used."""
+    for switch in ("Registry(blocked=...)", "PRUNEPLUG_BLOCK_PLUGINS"):
+        if switch == "PRUNEPLUG_BLOCK_PLUGINS":
+            monkeypatch.setenv(switch, f"{blockable},halfs")
+            registry = pruneplug.Registry()
+        else:
+            registry = pruneplug.Registry(blocked=[blockable, "halfs"])
+        with pytest.warns(pruneplug.PluginLoadWarning) as caught:
+            line = _next_line()
+            registry.names()
+        [warning] = caught.list
+        assert str(warning.message).startswith(f"pruneplug: {switch} names 'halfs', which is no installed plugin")
+        assert (warning.filename, warning.lineno) == (__file__, line)

@@ -1,14 +1,22 @@
-"""``pruneplug list``: every strategy, its parameters and provider, and every plugin's status."""
+"""``pruneplug list``: every strategy, its parameters and provider, and every plugin's status.
+
+The tables never cut a name (see :class:`~pruneplug._tables.FittedTable`);
+under the strategies, a legend says what each kind means -- above all that
+kind ``global`` (torch's term for a mask computed from the whole tensor)
+is not what global pruning (``scope = "global"``) needs.
+"""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from .._registry import ParameterInfo, get_registry
+from .._registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
+from .._tables import FittedTable
 from ._app import command, console
 
 
@@ -18,7 +26,11 @@ def _parameter_text(parameter: ParameterInfo) -> str:
 
 
 def strategies_payload() -> dict[str, Any]:
-    """What ``pruneplug list --json`` prints: strategies, conflicts, importance scores and plugins."""
+    """What ``pruneplug list --json`` prints: strategies, conflicts, importance scores, plugins and kinds.
+
+    ``kinds`` says what each strategy kind means, and whether global pruning
+    (``scope = "global"``, ``pruneplug.prune_global``) can use it.
+    """
     registry = get_registry()
     strategies = [
         {
@@ -68,7 +80,11 @@ def strategies_payload() -> dict[str, Any]:
         }
         for p in registry.plugins()
     ]
-    return {"strategies": strategies, "conflicts": conflicts, "scores": scores, "plugins": plugins}
+    kinds = [
+        {"name": kind, "description": KIND_DESCRIPTIONS[kind], "global_pruning": kind == "unstructured"}
+        for kind in KINDS
+    ]
+    return {"strategies": strategies, "conflicts": conflicts, "scores": scores, "plugins": plugins, "kinds": kinds}
 
 
 def _jsonable(value: object) -> bool:
@@ -88,29 +104,46 @@ def list_command(
     if as_json:
         console.print_json(json.dumps(payload))
         return
-    table = Table(title="Strategies", title_justify="left")
-    for column in ("name", "kind", "parameters", "provider", "status"):
-        table.add_column(column)
     registry = get_registry()
-    for spec in registry.specs():
-        parameters = "\n".join(_parameter_text(p) for p in spec.parameters()) or "-"
-        table.add_row(spec.name, spec.kind, parameters, spec.provider_label, "ok")
-    for conflict in payload["conflicts"]:
-        table.add_row(conflict["name"], "?", "-", "\n".join(conflict["providers"]), "conflict")
-    console.print(table)
-    scores = Table(title="Importance scores (for scored_unstructured / scored_structured)", title_justify="left")
-    for column in ("score", "summary", "provider"):
-        scores.add_column(column)
-    for score in payload["scores"]:
-        scores.add_row(score["name"], score["summary"], score["provider"] or "-")
-    console.print(scores)
-    plugins = Table(title="Plugins", title_justify="left")
-    for column in ("plugin", "distribution", "status", "strategies / problem"):
-        plugins.add_column(column)
+    rows: list[tuple[str, ...]] = [
+        (
+            spec.name,
+            spec.kind,
+            "\n".join(_parameter_text(p) for p in spec.parameters()) or "-",
+            spec.provider_label,
+            "ok",
+        )
+        for spec in registry.specs()
+    ]
+    rows += [(c["name"], "?", "-", "\n".join(c["providers"]), "conflict") for c in payload["conflicts"]]
+    columns: tuple[str, ...] = ("name", "kind", "parameters", "provider", "status")
+    if not payload["conflicts"]:  # every row would say "ok": the column only takes room from the names
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    console.print(FittedTable("Strategies", columns, rows))
+    console.print(Text(_kinds_legend(console.width), no_wrap=True, overflow="ignore"))
+    scores = [(s["name"], s["summary"], s["provider"] or "-") for s in payload["scores"]]
+    title = "Importance scores (for scored_unstructured / scored_structured)"
+    console.print(FittedTable(title, ("score", "summary", "provider"), scores))
+    plugins = []
     for plugin in payload["plugins"]:
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
         # A broken plugin may still provide some strategies (only what failed is left out): show both.
         provided = ", ".join(plugin["strategies"] + plugin["scores"])
         detail = "\n".join(part for part in (provided, plugin["error"]) if part) or "-"
-        plugins.add_row(plugin["name"], dist, plugin["status"], detail)
-    console.print(plugins)
+        plugins.append((plugin["name"], dist, plugin["status"], detail))
+    console.print(FittedTable("Plugins", ("plugin", "distribution", "status", "strategies / problem"), plugins))
+
+
+def _kinds_legend(width: int) -> str:
+    """What each kind means, wrapped to ``width`` between words."""
+    lines = []
+    for kind in KINDS:
+        lines += textwrap.wrap(
+            f"{kind}: {KIND_DESCRIPTIONS[kind]}.",
+            width=max(width, 20),
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(["Kinds:", *lines])

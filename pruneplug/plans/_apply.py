@@ -37,7 +37,7 @@ from .._errors import (
 )
 from .._reparam import MaskStorage, ModuleSnapshot, default_alive, tensor_state
 from .._report import Report, RuleOutcome, report
-from ._errors import PlanError
+from ._errors import PlanError, tensor_error
 from ._formats import load_plan
 from ._model import Plan, parse_plan
 from ._resolve import ResolvedRule, Target, resolve_plan
@@ -127,7 +127,7 @@ def _apply_rule(resolved: ResolvedRule, mask_storage: MaskStorage | None) -> Rul
             try:
                 prune(target.module, target.tensor, rule.strategy, mask_storage=mask_storage, **params)
             except PruneplugError as error:
-                raise PlanError(f"{target.name}: {error}", rule=resolved.index, field=_field_of(error)) from error
+                raise tensor_error(error, target.name, rule=resolved.index, field=_field_of(error)) from error
     after = _counts(targets)
     entries = max(before.entries, 1)
     return RuleOutcome(

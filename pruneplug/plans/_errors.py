@@ -5,12 +5,16 @@ field, a strategy that is not installed, parameters its model rejects, a
 selector that matches nothing, an amount that does not fit, a prune that
 fails half-way -- surfaces as one :class:`PlanError` naming *where*: the file,
 the rule's index and the field (``plan.toml: rules[2].params.amount: ...``).
-It is a :class:`~pruneplug.PruneplugError` and a :class:`ValueError`, so
+A plan with several problems gets one error listing every one, a line each,
+so a user fixes them all in one go. pydantic's wording is turned into the
+plan's (``must be 'local' or 'global', got 'nowhere'``). It is a
+:class:`~pruneplug.PruneplugError` and a :class:`ValueError`, so
 ``except pruneplug.PruneplugError`` and ``except ValueError`` both catch it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,13 +22,10 @@ from pydantic import ValidationError
 
 from .._errors import PruneplugError, close_matches_hint
 
-__all__ = ["PlanError", "Problem", "from_validation_error", "location_text"]
+__all__ = ["PlanError", "Problem", "from_validation_error", "location_text", "plain_message", "tensor_error"]
 
 Problem = tuple[str, str]
 """``(location, message)`` of one problem, e.g. ``("rules[0].stratgy", "unknown field ...")``."""
-
-#: how many further problems a message lists after the first one
-_MORE = 4
 
 
 def location_text(source: str | None, rule: int | None, field: str | None) -> str:
@@ -49,7 +50,7 @@ class PlanError(PruneplugError, ValueError):
         rule: index of the rule at fault in ``rules`` (0-based), when one is.
         field: the field within the rule (or plan) at fault, e.g. ``"params.amount"``.
         problems: every problem found, as ``(location, message)`` pairs; the
-            message shows the first and a few more.
+            message lists them all, one line each, the first one in full.
     """
 
     def __init__(
@@ -78,11 +79,11 @@ class PlanError(PruneplugError, ValueError):
         where = location_text(getattr(self, "source", None), getattr(self, "rule", None), getattr(self, "field", None))
         if where:
             text = f"{where}: {text}"
-        others = getattr(self, "problems", ())[1:]
-        if others:
-            shown = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in others[:_MORE])
-            more = f" and {len(others) - _MORE} more" if len(others) > _MORE else ""
-            text += f" (also: {shown}{more})"
+        # One line per problem, each naming the file as the first does: every line stands on its own
+        # (as compilers print errors), and a line-oriented reader -- grep, an editor -- finds each.
+        source = getattr(self, "source", None)
+        for location, message in getattr(self, "problems", ())[1:]:
+            text += "\n" + ": ".join(part for part in (source, location, message) if part)
         return text
 
     def locate(self, *, source: str | None = None, rule: int | None = None) -> PlanError:
@@ -107,6 +108,36 @@ def _field_path(parts: Iterable[Any]) -> str:
     return text
 
 
+def plain_message(error: dict[str, Any]) -> str:
+    """One pydantic error (a dict of ``ValidationError.errors()``) in a plan's words, with the value given.
+
+    pydantic says ``Input should be 'local' or 'global'`` and ``Tuple should
+    have at least 1 item after validation, not 0``; a plan's reader needs
+    ``must be 'local' or 'global', got 'nowhere'`` and ``must list at least 1 item``.
+
+    >>> plain_message({"type": "literal_error", "msg": "Input should be 'a' or 'b'", "input": "c"})
+    "must be 'a' or 'b', got 'c'"
+    """
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if "message" in ctx:  # the plan's own checks already speak plainly
+        return str(ctx["message"])
+    if kind == "too_short" or kind == "too_long":
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length", 1)
+        limit = "at least" if kind == "too_short" else "at most"
+        return f"must list {limit} {bound} item{'' if bound == 1 else 's'}, got {ctx.get('actual_length', '?')}"
+    text = str(error.get("msg", "invalid value"))
+    text = re.sub(r"^Value error, ", "", text)
+    text = re.sub(r"^(Input|Tuple|List|Dictionary) should ", "must ", text)
+    text = text.replace("a valid tuple", "a list").replace("a valid dictionary", "a table/mapping")
+    if kind.endswith("_parsing"):  # "must be a valid integer, unable to parse string ...": the first half says it
+        text = text.split(", ")[0]
+    given = error.get("input")
+    if text.startswith("must ") and isinstance(given, (str, int, float, bool)) and len(repr(given)) <= 60:
+        text += f", got {given!r}"
+    return text
+
+
 def _message(error: dict[str, Any], known_fields: Sequence[str]) -> str:
     kind = error.get("type")
     loc = error.get("loc", ())
@@ -116,12 +147,22 @@ def _message(error: dict[str, Any], known_fields: Sequence[str]) -> str:
         return f"unknown field {name!r}.{close_matches_hint(name, known_fields)} Fields: {accepted}"
     if kind == "missing":
         return f"missing required field {name!r}"
-    ctx = error.get("ctx") or {}
-    if "message" in ctx:
-        return str(ctx["message"])
-    # plans hold lists; pydantic calls the frozen model's sequences tuples
-    text = str(error.get("msg", "invalid value"))
-    return text.replace("a valid tuple", "a list").replace("Tuple should", "The list should")
+    if kind == "too_short" and name == "rules" and len(loc) == 1:
+        return "a plan needs at least 1 rule; this one has none"
+    return plain_message(error)
+
+
+def tensor_error(error: PruneplugError, tensor: str, *, rule: int, field: str) -> PlanError:
+    """A core error met while a rule pruned ``tensor`` (its qualified name), as a :class:`PlanError`.
+
+    The core names the tensor as its module knows it (``Linear.weight``); in a
+    plan the qualified name says which one, so the two are said once, together:
+    ``fc3.weight (Linear), strategy 'l1_unstructured': ...``.
+    """
+    where = f"{tensor} ({error.module_type})" if error.module_type is not None else tensor
+    if error.strategy is not None:
+        where += f", strategy {error.strategy!r}"
+    return PlanError(f"{where}: {error.reason}", rule=rule, field=field)
 
 
 def from_validation_error(
@@ -150,9 +191,11 @@ def from_validation_error(
             rule, rest = loc[1], loc[2:]
         fields = rule_fields if rule is not None and len(rest) == 1 else plan_fields
         ctx = item.get("ctx") or {}
-        extra = str(ctx["field"]) if "field" in ctx else ""
-        field = _field_path([*rest, *(extra.split(".") if extra else [])])
-        problems.append((rule, field, _message(item, fields)))
+        # A rule's own check may find several problems (say, in its params): each is a problem of its own.
+        found = ctx.get("problems") or [(ctx.get("field", ""), _message(item, fields))]
+        for extra, message in found:
+            field = _field_path([*rest, *(str(extra).split(".") if extra else [])])
+            problems.append((rule, field, message))
     if not problems:  # pragma: no cover - pydantic always reports at least one
         return PlanError("invalid plan", source=source)
     # By rule; within one, unknown fields first: a typo ('stratgy') explains the missing field it causes.

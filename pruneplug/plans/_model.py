@@ -36,7 +36,7 @@ from .._errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from .._params import _describe_error as describe_param_error
 from .._registry import StrategySpec, get_registry
 from .._reparam import MaskStorage
-from ._errors import PlanError, from_validation_error
+from ._errors import PlanError, from_validation_error, plain_message
 
 __all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]
 
@@ -138,8 +138,7 @@ class Rule(RuleSelection):
         try:
             spec.validate(dict(self.params))
         except InvalidParametersError as error:
-            field, message = _params_problem(error, list(spec.params_model.model_fields))
-            raise _problem(field, message) from None
+            raise _problem(*_params_problems(error, list(spec.params_model.model_fields))) from None
         if self.scope == "global" and spec.kind != "unstructured":
             raise _problem(
                 "scope",
@@ -150,23 +149,26 @@ class Rule(RuleSelection):
         return self
 
 
-def _problem(field: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError("plan_rule", "{message}", {"field": field, "message": message})
+def _problem(field: str, message: str, problems: list[tuple[str, str]] | None = None) -> PydanticCustomError:
+    """A rule's problem for pydantic to report; ``problems`` lists several, each ``(field, message)``."""
+    ctx: dict[str, Any] = {"field": field, "message": message}
+    if problems:
+        ctx["problems"] = problems
+    return PydanticCustomError("plan_rule", "{message}", ctx)
 
 
-def _params_problem(error: InvalidParametersError, fields: list[str]) -> tuple[str, str]:
-    """The field (``params.amount``) and message of the parameters' first problem, then the others."""
+def _params_problems(error: InvalidParametersError, fields: list[str]) -> tuple[str, str, list[tuple[str, str]]]:
+    """The field (``params.amount``) and message of the parameters' first problem, and every problem."""
     if not error.errors:
-        return "params", error.reason
-    texts = [describe_param_error(item, fields) for item in error.errors]
-    loc = error.errors[0].get("loc")
-    field = "params." + ".".join(str(part) for part in loc) if isinstance(loc, tuple) and loc else "params"
-    first = (
-        str(error.errors[0].get("msg"))
-        if error.errors[0].get("type") not in ("missing", "extra_forbidden")
-        else texts[0]
-    )
-    return field, "; ".join([first, *texts[1:]])
+        return "params", error.reason, []
+    problems = []
+    for item in error.errors:
+        loc = item.get("loc")
+        field = "params." + ".".join(str(part) for part in loc) if isinstance(loc, tuple) and loc else "params"
+        kind = item.get("type")
+        message = describe_param_error(item, fields) if kind in ("missing", "extra_forbidden") else plain_message(item)
+        problems.append((field, message))
+    return problems[0][0], problems[0][1], problems
 
 
 class Plan(BaseModel):

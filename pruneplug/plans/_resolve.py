@@ -31,7 +31,7 @@ from torch import nn
 from .._container import alive_slices, normalize_dim
 from .._errors import PruneplugError, close_matches_hint
 from .._reparam import default_alive, pruning_hooks, tensor_state
-from ._errors import PlanError
+from ._errors import PlanError, tensor_error
 from ._model import Plan, Rule, strategy_for
 
 __all__ = ["Target", "ResolvedRule", "resolve_plan", "resolve_rule", "tensor_names", "type_names"]
@@ -196,7 +196,7 @@ def _check_fit(rule: Rule, index: int, targets: Sequence[Target], owners: dict[i
             state = tensor_state(target.module, target.tensor)
             alive = default_alive(state)
         except PruneplugError as error:
-            raise PlanError(f"{target.name}: {error}", rule=index, field="tensors") from error
+            raise tensor_error(error, target.name, rule=index, field="tensors") from error
         first = owners.setdefault(id(state.orig), target.name)
         if first != target.name:
             raise PlanError(

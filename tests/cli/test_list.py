@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pruneplug import get_registry
 from pruneplug.cli import main
+from pruneplug.cli._app import _register_commands, app
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,3 +53,54 @@ def test_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-command"]) == 2
     assert main(["list", "--no-such-option"]) == 2
     capsys.readouterr()
+
+
+# --- at any width: names whole, lines within the width ------------------------------------------
+
+WIDTHS = (200, 80, 60, 40)
+
+
+def list_at(width: int) -> str:
+    """``pruneplug list`` through typer's CliRunner (stdout not a terminal, as in a pipe) at ``width`` columns."""
+    _register_commands()
+    done = CliRunner().invoke(app, ["list"], env={"COLUMNS": str(width)})
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def sections(output: str) -> dict[str, str]:
+    """The output cut at the titles: Strategies, Kinds, Importance scores, Plugins."""
+    found = re.split(r"^(Strategies|Kinds:|Importance scores|Plugins)", output, flags=re.MULTILINE)
+    return {title: text for title, text in zip(found[1::2], found[2::2])}
+
+
+def whole_words(text: str) -> set[str]:
+    return set(re.findall(r"[\w.-]+", text))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_list_never_cuts_a_name(width: int) -> None:
+    """At 80 columns in a pipe (and 60, 40): every strategy and plugin name is whole, no line is too long."""
+    output = list_at(width)
+    parts = sections(output)
+    registry = get_registry()
+    names = set(registry.names())
+    assert names <= whole_words(parts["Strategies"]), parts["Strategies"]
+    plugins = whole_words(parts["Plugins"])
+    assert {p.name for p in registry.plugins()} | names <= plugins
+    assert {p.distribution for p in registry.plugins() if p.distribution} <= plugins
+    assert "…" not in output
+    assert max(len(line) for line in output.splitlines()) <= width
+
+
+def test_list_explains_the_kinds() -> None:
+    """'global' is a kind (a mask from the whole tensor) and a scope (ranking across tensors): the legend and
+    the JSON say that kind global cannot be used for global pruning."""
+    legend = " ".join(sections(list_at(100))["Kinds:"].split())
+    assert "global: computes each tensor's mask from the whole tensor at once" in legend
+    assert "despite the name, not usable with global pruning, which needs kind unstructured" in legend
+    payload = json.loads(run("list", "--json").stdout)
+    kinds = {kind["name"]: kind for kind in payload["kinds"]}
+    assert list(kinds) == ["unstructured", "structured", "global"]
+    assert [kind["global_pruning"] for kind in kinds.values()] == [True, False, False]
+    assert {"strategies", "conflicts", "scores", "plugins"} <= set(payload)  # what was there stays

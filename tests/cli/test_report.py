@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import pruneplug
 from pruneplug._checkpoints import save_checkpoint
 from pruneplug._report import tensor_histories
 from pruneplug.cli import main
+from pruneplug.cli._app import _register_commands, app
 from pruneplug.models import LeNet
 
 LENET = "pruneplug.models:LeNet"
@@ -72,3 +74,51 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert status == 2 and "LeNet.forward() raised TypeError" in err
     status, _, err = run(capsys, "report", str(tmp_path / "nothing.safetensors"))
     assert status == 2 and "cannot read the checkpoint" in err
+
+
+# --- at any width: names whole, free text wrapped between words -----------------------------------
+
+
+def invoke(width: int, *args: str) -> str:
+    """A command through typer's CliRunner (stdout not a terminal, as in a pipe) at ``width`` columns."""
+    _register_commands()
+    done = CliRunner().invoke(app, list(args), env={"COLUMNS": str(width)})
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+@pytest.mark.parametrize("width", [200, 80, 60])
+def test_tensor_names_and_history_stay_whole(checkpoint: Path, width: int) -> None:
+    """No tensor name cut, no history folded mid-word ('ln_struct' / 'ured(amou'), no line over the width."""
+    out = invoke(width, "report", str(checkpoint), "--model", LENET)
+    words = set(out.split())
+    assert {name for name, _ in LeNet().named_parameters()} <= {word.rstrip(";") for word in words}
+    assert "ln_structured(amount=4," in words and "random_unstructured(amount=0.25)" in {w.rstrip(";") for w in words}
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines() if line.strip() != str(checkpoint)) <= width  # a path: one word
+
+
+def test_the_type_column_only_with_the_model(checkpoint: Path) -> None:
+    """Without --model no type is known: no column of '-'."""
+    alone = invoke(200, "report", str(checkpoint)).splitlines()
+    header = next(line for line in alone if "tensor" in line and "shape" in line)
+    assert "type" not in header
+    loaded = invoke(200, "report", str(checkpoint), "--model", LENET).splitlines()
+    assert "type" in next(line for line in loaded if "tensor" in line and "shape" in line)
+    assert any("Conv2d" in line for line in loaded)
+
+
+@pytest.mark.parametrize("width", [200, 80, 60])
+def test_the_rules_table_keeps_strategy_and_tensor_names_whole(
+    tmp_path: Path, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plan.toml").write_text(
+        '[[rules]]\ndescription = "a third of each conv\'s output channels"\nstrategy = "random_structured"\n'
+        'types = ["Conv2d"]\nparams = { amount = 0.33, dim = 0 }\n'
+        '[[rules]]\nstrategy = "random_unstructured"\nscope = "global"\ntypes = ["Linear"]\nparams = { amount = 0.2 }\n'
+    )
+    out = invoke(width, "-q", "apply", str(tmp_path / "plan.toml"), "--model", LENET, "--dry-run")
+    words = {word.strip(",;") for word in out.split()}
+    assert {"random_structured", "random_unstructured", "conv1.weight", "conv2.weight", "fc3.weight"} <= words
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines() if not line.startswith("Dry run:")) <= width

@@ -144,6 +144,10 @@ def test_a_late_failure_rolls_back_every_rule(registry: pruneplug.Registry) -> N
         apply_plan(model, plan)
     assert (caught.value.rule, caught.value.field) == (1, "params.amount")
     assert "fc3.weight" in str(caught.value) and isinstance(caught.value.__cause__, pruneplug.InvalidAmountError)
+    # The tensor is named once, by its name in the model, with its module's type (not again as 'Linear.weight').
+    assert str(caught.value).startswith(
+        "rules[1].params.amount: fc3.weight (Linear), strategy 'l1_unstructured': amount=800 is larger than"
+    ), str(caught.value)
     assert_same(before, fingerprint(model))
     assert torch.equal(rng, torch.get_rng_state())
     assert not pruneplug.is_pruned(model)
@@ -173,7 +177,9 @@ def test_a_strategy_failing_on_a_later_tensor_rolls_back_everything(registry: pr
     }
     with (
         registry.registered(Fragile),
-        pytest.raises(PlanError, match=r"rules\[1\]\.strategy: fc1\.weight: .*boom") as caught,
+        pytest.raises(
+            PlanError, match=r"rules\[1\]\.strategy: fc1\.weight \(Linear\), strategy .fragile.: .*boom"
+        ) as caught,
     ):
         apply_plan(model, plan)
     assert isinstance(caught.value.__cause__, pruneplug.StrategyFailedError)

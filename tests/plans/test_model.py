@@ -112,6 +112,53 @@ def test_every_problem_is_listed(registry: pruneplug.Registry) -> None:
     assert "rules[1].scope" in str(error)
 
 
+def test_every_problem_is_a_line_of_the_message(registry: pruneplug.Registry) -> None:
+    """Several bad rules and several bad fields: each problem on a line of its own, naming the file."""
+    error = error_of(
+        rules(
+            {"strategy": "ln_structured", "params": {"amount": "lots", "n": "x", "dimm": 3}},
+            {"strategy": "identity", "scope": "everywhere", "typo": 1},
+            {"strategy": "l1_unstructured", "params": {"amount": 0.5}},
+            {"strategy": "identity", "optional": "perhaps"},
+        )
+    )
+    lines = str(error).splitlines()
+    assert lines == [
+        "plan.toml: rules[0].params.amount: amount must be an int (a count) or a float in [0, 1] (a fraction), "
+        "got str 'lots'",
+        "plan.toml: rules[0].params.n: n='x' is not a norm order; use a number, 'inf', '-inf', 'fro' or 'nuc'",
+        "plan.toml: rules[0].params.dimm: unknown parameter 'dimm'. Did you mean 'dim'? "
+        "Accepted parameters: amount, n, dim, prune_bias",
+        "plan.toml: rules[1].typo: unknown field 'typo'. Did you mean 'types'? Fields: description, modules, "
+        "module_regex, types, exclude, tensors, scope, optional, strategy, params",
+        "plan.toml: rules[1].scope: must be 'local' or 'global', got 'everywhere'",
+        "plan.toml: rules[3].optional: must be a valid boolean, got 'perhaps'",
+    ]
+    assert [loc for loc, _ in error.problems][:3] == [
+        "rules[0].params.amount",
+        "rules[0].params.n",
+        "rules[0].params.dimm",
+    ]
+    assert (error.rule, error.field) == (0, "params.amount")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"rules": []}, "plan.toml: rules: a plan needs at least 1 rule; this one has none"),
+        (
+            rules({"strategy": "identity", "tensors": []}),
+            "plan.toml: rules[0].tensors: must list at least 1 item, got 0",
+        ),
+        (rules({"strategy": "identity", "types": "Linear"}), "plan.toml: rules[0].types: must be a list, got 'Linear'"),
+        ({"version": 2, "rules": [{"strategy": "identity"}]}, "plan.toml: version: must be 1, got 2"),
+    ],
+)
+def test_pydantic_wording_becomes_the_plans(registry: pruneplug.Registry, data: dict[str, Any], expected: str) -> None:
+    """'Input should be', 'Tuple should have at least 1 item after validation' are pydantic's words, not a plan's."""
+    assert str(error_of(data)) == expected
+
+
 def test_plan_error_is_a_pruneplug_value_error_and_pickles(registry: pruneplug.Registry) -> None:
     error = error_of(rules({"strategy": "nope"}))
     assert isinstance(error, pruneplug.PruneplugError) and isinstance(error, ValueError)
