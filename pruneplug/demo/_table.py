@@ -9,7 +9,8 @@ reached.
 from __future__ import annotations
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -22,17 +23,37 @@ def _percent(share: float) -> str:
     return f"{100.0 * share:.1f}"
 
 
-def _swept_table(result: DemoResult, title: str, fine_tuned: bool) -> Table:
-    # Compact (no vertical rules, one space of padding): eleven amount columns fit in about 100 characters.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    table.add_column("strategy \\ amount %", no_wrap=True)
-    for amount in result.config.amounts:
-        table.add_column(f"{100.0 * amount:g}", justify="right", no_wrap=True)
-    for curve in result.curves:
-        if curve.points and curve.points[0].amount is not None:
-            cells = [_percent(p.accuracy_fine_tuned if fine_tuned else p.accuracy) for p in curve.points]
-            table.add_row(curve.label, *cells)
-    return table
+class _SweptTables:
+    """Accuracy per strategy and amount, as many tables as it takes to fit the console.
+
+    One column per amount; when the widest strategy label and every amount
+    column do not fit, the amounts are split over several tables, so that
+    neither a label nor a number is ever cut.
+    """
+
+    def __init__(self, result: DemoResult, title: str, fine_tuned: bool) -> None:
+        self.result, self.title, self.fine_tuned = result, title, fine_tuned
+
+    def table(self, amounts: range) -> Table:
+        # Compact (no vertical rules, one space of padding): eleven amount columns fit in about 100 characters.
+        table = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table.add_column("strategy \\ amount %", no_wrap=True)
+        for index in amounts:
+            table.add_column(f"{100.0 * self.result.config.amounts[index]:g}", justify="right", no_wrap=True)
+        for curve in self.result.curves:
+            if curve.points and curve.points[0].amount is not None:
+                points = [curve.points[index] for index in amounts]
+                cells = [_percent(p.accuracy_fine_tuned if self.fine_tuned else p.accuracy) for p in points]
+                table.add_row(curve.label, *cells)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        count = len(self.result.config.amounts)
+        fits, unbounded = count, options.update_width(1 << 16)  # (a measurement is clamped to the width it is given)
+        while fits > 1 and Measurement.get(console, unbounded, self.table(range(fits))).maximum > options.max_width:
+            fits -= 1  # (the widest label and cell are in every table, so the first range's width is everyone's)
+        for start in range(0, count, fits):
+            yield self.table(range(start, min(start + fits, count)))
 
 
 def accuracy_tables(result: DemoResult) -> RenderableType:
@@ -43,12 +64,8 @@ def accuracy_tables(result: DemoResult) -> RenderableType:
             f"{_percent(result.baseline_accuracy)}% test accuracy on {result.data_sizes[1]} held-out digits "
             f"(chance: 10%)."
         ),
-        _swept_table(result, "Test accuracy (%) right after pruning", fine_tuned=False),
-        _swept_table(
-            result,
-            f"Test accuracy (%) after {fine_tune_text(result)}",
-            fine_tuned=True,
-        ),
+        _SweptTables(result, "Test accuracy (%) right after pruning", fine_tuned=False),
+        _SweptTables(result, f"Test accuracy (%) after {fine_tune_text(result)}", fine_tuned=True),
     ]
     once = [c for c in result.curves if c.points and c.points[0].amount is None]
     if once:
