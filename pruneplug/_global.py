@@ -21,7 +21,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ._amount import count_to_prune
 from ._container import combine_masks, fast_path
-from ._errors import PruneplugError, StrategyFailedError
+from ._errors import IncompatibleStrategyError, PruneplugError, StrategyFailedError
 from ._method import method_name
 from ._packed import PackedMask, plain
 from ._reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
@@ -55,6 +55,22 @@ def _blamed(state: TensorState, policy: MaskPolicy) -> Iterator[None]:
         ) from error
 
 
+def _orig_stands_for_values(method: UnstructuredStrategy, state: TensorState) -> bool:
+    """Whether the strategy may rank the parameter itself rather than ``orig * mask``.
+
+    Dead entries are never selected, so their values only matter to scores
+    that read neighbours (not elementwise) of a tensor already pruned.
+    """
+    return not state.pruned or method.elementwise_scores or not method.uses_importance_scores
+
+
+def _ranked(method: UnstructuredStrategy, values: Tensor | None, state: TensorState) -> Tensor:
+    """What the strategy ranks for one target, whole: as :func:`_source` scores it."""
+    if values is not None:
+        return values
+    return state.orig if _orig_stands_for_values(method, state) else current_values(state)
+
+
 def _source(
     method: UnstructuredStrategy,
     values: Tensor | None,
@@ -71,8 +87,7 @@ def _source(
     with _blamed(state, policy):
         if values is not None:
             source = method.score_source(values, alive)
-        elif not state.pruned or method.elementwise_scores or not method.uses_importance_scores:
-            # Dead entries are never read, so the parameter itself stands for orig * mask.
+        elif _orig_stands_for_values(method, state):
             source = method.score_source(state.orig, alive)
         else:
             source = ScoreSource.whole(
@@ -117,6 +132,11 @@ def _rewind_all(method: UnstructuredStrategy, states: Sequence[TensorState]) -> 
     return rewind, False
 
 
+def _protects(method: torch_prune.BasePruningMethod) -> bool:
+    """Whether ``method`` is an unstructured strategy that overrides :meth:`~UnstructuredStrategy.protected`."""
+    return isinstance(method, UnstructuredStrategy) and type(method).protected is not UnstructuredStrategy.protected
+
+
 def global_masks(
     states: Sequence[TensorState],
     method: torch_prune.BasePruningMethod,
@@ -154,16 +174,18 @@ def global_masks(
         return PackedMask.pack(shaped) if packed is not None and packed[index] else shaped
 
     if fast_path(method) and isinstance(method, UnstructuredStrategy):
-        ranked = [values if values is not None else state.orig for state, values in zip(states, importance)]
-        method.prepare_global([t.dtype for t in ranked])
+        method.prepare_global(
+            [(values if values is not None else state.orig).dtype for state, values in zip(states, importance)]
+        )
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         candidates = list(alive)
-        for index, (state, t, live) in enumerate(zip(states, ranked, alive)):
+        for index, (state, values, live) in enumerate(zip(states, importance, alive) if _protects(method) else ()):
             with _blamed(state, policy):
-                guard = checked_protected(method, t)
+                guard = checked_protected(method, _ranked(method, values, state))
             if guard is not None:  # (no full-size mask is made for targets with nothing protected)
-                kept[index] = guard if live is None else guard & plain(live)
-                candidates[index] = ~guard if live is None else plain(live) & ~guard
+                unpacked = None if live is None else plain(live)
+                kept[index] = guard if unpacked is None else guard & unpacked
+                candidates[index] = ~guard if unpacked is None else unpacked & ~guard
         protected = sum(int(k.count_nonzero()) for k in kept if k is not None)
         count = count_to_prune(method.amount, total, protected=protected, strategy=method_name(method))
         rewind, keep_reads = _rewind_all(method, states)
@@ -175,6 +197,12 @@ def global_masks(
         ]
         return keep_highest_across(
             sources, count, rewind=rewind, guess=method.score_window, keep_reads=keep_reads, finish=finish
+        )
+    if _protects(method):
+        raise IncompatibleStrategyError(
+            "the strategy protects entries but computes its own masks (compute_mask is overridden): prune_global "
+            "would show it all targets as one flat tensor, where its protected() cannot be honoured; prune each "
+            "tensor with pruneplug.prune, or leave compute_mask to UnstructuredStrategy"
         )
     # A strategy that only computes masks sees all targets as one flat tensor, as in torch.
     flat_values = torch.cat(

@@ -175,3 +175,45 @@ def test_a_malformed_protected_mask_is_an_invalid_mask_error(guard: object, got:
     assert f"protected(t) returned {got}" in str(caught.value)
     assert "it must return None or a torch.bool tensor of shape (3, 3) on cpu" in str(caught.value)
     assert not pruneplug.is_pruned(layer)
+
+
+class TopOfRow(pruneplug.UnstructuredStrategy):
+    """Protects each row's largest magnitude; scores the whole tensor (not elementwise)."""
+
+    name: ClassVar[str | None] = "top_of_row"
+
+    def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        return t.abs()
+
+    def protected(self, t: Tensor) -> Tensor | None:
+        return torch.zeros(t.shape, dtype=torch.bool).scatter_(1, t.abs().argmax(1, keepdim=True), True)
+
+
+def test_global_protection_sees_what_the_strategy_ranks_as_local_pruning_does() -> None:
+    # The 9 and the 8 are pruned already: what is ranked (and protected) is orig * mask, not orig.
+    def pruned_layer() -> torch.nn.Linear:
+        layer = torch.nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[9.0, 1.0, 2.0, 3.0], [8.0, 1.0, 5.0, 4.0]]))
+        pruneplug.prune(layer, "weight", "custom_from_mask", mask=torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1]]).bool())
+        return layer
+
+    local, across = pruned_layer(), pruned_layer()
+    pruneplug.prune(local, "weight", TopOfRow, amount=4)
+    pruneplug.prune_global([(across, "weight")], TopOfRow, amount=4)
+    assert local.weight_mask.tolist() == [[False, False, False, True], [False, False, True, False]]
+    assert torch.equal(across.weight_mask, local.weight_mask)
+
+
+class DiagonalOwnMask(KeepDiagonal):
+    name: ClassVar[str | None] = "diagonal_own_mask"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        return super().compute_mask(t, default_mask)
+
+
+def test_global_pruning_refuses_a_protecting_strategy_that_computes_its_own_masks() -> None:
+    layers = [_square(4), _square(4)]
+    with pytest.raises(pruneplug.IncompatibleStrategyError, match="protected\\(\\) cannot be honoured"):
+        pruneplug.prune_global([(layer, "weight") for layer in layers], DiagonalOwnMask, amount=8)
+    assert not any(pruneplug.is_pruned(layer) for layer in layers)
