@@ -161,11 +161,12 @@ def _selection_threads(sources: Sequence[ScoreSource]) -> int:
 def _intra_op_threads(count: int) -> Iterator[None]:
     """Run the block's torch ops on ``count`` intra-op threads; restore the caller's count after, also on error.
 
-    ``torch.set_num_threads`` sets the OpenMP team size of the calling thread
-    only (and the default of threads started later), so selections in other
-    threads are not affected and each restores its own count. Under torch's
-    native thread pool the size cannot change once work has started:
-    nothing is changed there.
+    ``torch.set_num_threads`` sets OpenMP's team size for the calling thread,
+    but torch also records the number process-wide: while the block runs,
+    ``torch.get_num_threads()`` reads ``count`` in other threads too, and a
+    thread started meanwhile keeps ``count`` as its default (each selection
+    restores the count it found). Under torch's native thread pool the size
+    cannot change once work has started: nothing is changed there.
     """
     threads = torch.get_num_threads()
     if count == threads or not _openmp_backend():

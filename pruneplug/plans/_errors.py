@@ -5,8 +5,9 @@ field, a strategy that is not installed, parameters its model rejects, a
 selector that matches nothing, an amount that does not fit, a prune that
 fails half-way -- surfaces as one :class:`PlanError` naming *where*: the file,
 the rule's index and the field (``plan.toml: rules[2].params.amount: ...``).
-A plan with several problems gets one error listing every one, a line each,
-so a user fixes them all in one go. pydantic's wording is turned into the
+A plan with several problems gets one error listing every one found, a line
+each, so a user fixes them all in one go (a rule's parameters are checked
+once its other fields are valid, so a bad field can hide bad parameters). pydantic's wording is turned into the
 plan's (``must be 'local' or 'global', got 'nowhere'``). It is a
 :class:`~pruneplug.PruneplugError` and a :class:`ValueError`, so
 ``except pruneplug.PruneplugError`` and ``except ValueError`` both catch it.

@@ -105,7 +105,7 @@ class RuleSelection(BaseModel):
         if dotted:
             raise PydanticCustomError(
                 "tensor_name",
-                "tensor names are parameter names within a module, without dots (got {name!r}); "
+                "tensor names are parameter names within a module, without dots (got '{name}'); "
                 "select the module with 'modules' instead",
                 {"name": dotted[0]},
             )

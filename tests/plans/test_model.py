@@ -65,7 +65,7 @@ def test_plans_are_frozen(registry: pruneplug.Registry) -> None:
         ),
         (rules({"strategy": "identity", "scope": "everywhere"}), 0, "scope", ["'local' or 'global'"]),
         (rules({"strategy": "identity", "module_regex": "fc[1"}), 0, "module_regex", ["regular expression"]),
-        (rules({"strategy": "identity", "tensors": ["fc1.weight"]}), 0, "tensors", ["without dots"]),
+        (rules({"strategy": "identity", "tensors": ["fc1.weight"]}), 0, "tensors", ["without dots (got 'fc1.weight')"]),
         (rules({"strategy": "identity", "tensors": []}), 0, "tensors", ["at least 1"]),
         (rules({"strategy": "identity", "types": "Linear"}), 0, "types", ["a list"]),
         (rules({"strategy": "identity", "optional": "yes"}), 0, "optional", ["boolean"]),
