@@ -25,8 +25,11 @@ Justify = Literal["left", "right"]
 
 
 def _longest(texts: Sequence[str], split: bool) -> int:
+    """The widest word (``split``) or line of ``texts``, in terminal cells (a CJK character takes two)."""
+    from rich.cells import cell_len
+
     parts = [part for text in texts for part in (text.split() if split else text.splitlines())]
-    return max((len(part) for part in parts), default=1)
+    return max((cell_len(part) for part in parts), default=1)
 
 
 class FittedTable:

@@ -53,3 +53,10 @@ def test_a_table_while_whole_words_fit_then_records() -> None:
 def test_markup_is_printed_as_written() -> None:
     lines = rendered(FittedTable("[bold]t[/bold]", ("a", "b"), [("[red]x[/red]", ":smile:")]), 80)
     assert lines[0].rstrip() == "[bold]t[/bold]" and "[red]x[/red]" in lines[4] and ":smile:" in lines[4]
+
+
+def test_wide_characters_are_measured_in_cells_and_never_folded() -> None:
+    table = FittedTable("T", ["tensor", "sparsity"], [["编码器层.权重矩阵参数", "50%"], ["fc1.weight", "10%"]])
+    out = io.StringIO()
+    Console(width=40, file=out).print(table)
+    assert "编码器层.权重矩阵参数" in out.getvalue()
