@@ -13,7 +13,7 @@ is a drop-in replacement.
 
 from __future__ import annotations
 
-from ._api import (
+from .api.prune import (
     compute_mask as compute_mask,
     get_strategy as get_strategy,
     is_pruned as is_pruned,
@@ -27,15 +27,11 @@ from ._api import (
     remove as remove,
     unregister as unregister,
 )
-from ._checkpoints import (
-    Checkpoint as Checkpoint,
-    CheckpointError as CheckpointError,
-    CheckpointExistsError as CheckpointExistsError,
-    load_checkpoint as load_checkpoint,
-    save_checkpoint as save_checkpoint,
-)
-from ._container import PruningContainer as PruningContainer
-from ._errors import (
+from .core.container import PruningContainer as PruningContainer
+from .core.method import BasePruningMethod as BasePruningMethod
+from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
+from .core.reparam import MaskStorage as MaskStorage
+from .errors import (
     IncompatibleStrategyError as IncompatibleStrategyError,
     InvalidAmountError as InvalidAmountError,
     InvalidDimError as InvalidDimError,
@@ -54,10 +50,19 @@ from ._errors import (
     TensorNotFoundError as TensorNotFoundError,
     UnsupportedNormError as UnsupportedNormError,
 )
-from ._method import BasePruningMethod as BasePruningMethod
-from ._packed import PackedMask as PackedMask
-from ._params import StrategyParams as StrategyParams
-from ._registry import (
+from .hookspecs import hookimpl as hookimpl
+from .io.checkpoints import (
+    Checkpoint as Checkpoint,
+    CheckpointError as CheckpointError,
+    CheckpointExistsError as CheckpointExistsError,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
+from .io.report import Report as Report, report as report, tensor_histories as tensor_histories
+from .io.state_dict import load_pruned_state_dict as load_pruned_state_dict
+from .params import StrategyParams as StrategyParams
+from .plans import Plan as Plan, PlanError as PlanError, Rule as Rule, apply_plan as apply_plan, load_plan as load_plan
+from .registry.manager import (
     PluginInfo as PluginInfo,
     PluginLoadWarning as PluginLoadWarning,
     Registry as Registry,
@@ -66,13 +71,8 @@ from ._registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
-from ._reparam import MaskStorage as MaskStorage
-from ._report import Report as Report, report as report, tensor_histories as tensor_histories
-from ._scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
-from ._state_dict import load_pruned_state_dict as load_pruned_state_dict
-from ._storage import pack_masks as pack_masks, unpack_masks as unpack_masks
-from .hookspecs import hookimpl as hookimpl
-from .plans import Plan as Plan, PlanError as PlanError, Rule as Rule, apply_plan as apply_plan, load_plan as load_plan
+from .selection.scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
+from .storage.packed import PackedMask as PackedMask
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
 
 __version__ = "0.1.0"

@@ -9,6 +9,6 @@ if __name__ == "__main__":
         from .cli import main
 
         sys.exit(main(sys.argv[1:]))
-    from ._tour import main as tour
+    from .cli._tour import main as tour
 
     sys.exit(tour(sys.argv[1:]))

@@ -45,18 +45,10 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from . import strategies
-from ._amount import check_amount_like_torch, count_to_prune
-from ._container import PruningContainer, normalize_dim
-from ._errors import (
-    InvalidDimError,
-    InvalidImportanceScoresError,
-    InvalidMaskError,
-    InvalidParametersError,
-    InvalidTargetError,
-)
-from ._global import global_masks
-from ._method import BasePruningMethod
-from ._reparam import (
+from .api.global_prune import global_masks
+from .core.container import PruningContainer, normalize_dim
+from .core.method import BasePruningMethod
+from .core.reparam import (
     TORCH_POLICY,
     check_untied,
     commit,
@@ -66,6 +58,14 @@ from ._reparam import (
     remove_pruning,
     tensor_state,
 )
+from .errors import (
+    InvalidDimError,
+    InvalidImportanceScoresError,
+    InvalidMaskError,
+    InvalidParametersError,
+    InvalidTargetError,
+)
+from .selection.amount import check_amount_like_torch, count_to_prune
 
 __all__ = [
     "BasePruningMethod",

@@ -9,15 +9,15 @@ import torch
 from torch import nn
 
 import pruneplug
-from pruneplug import _checkpoints as checkpoints
-from pruneplug._checkpoints import (
+from pruneplug.io import checkpoints
+from pruneplug.io.checkpoints import (
     CheckpointError,
     CheckpointExistsError,
     load_checkpoint,
     load_into,
     save_checkpoint,
 )
-from pruneplug._report import report, tensor_histories
+from pruneplug.io.report import report, tensor_histories
 from pruneplug.models import LeNet
 
 

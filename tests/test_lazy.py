@@ -13,7 +13,7 @@ from torch import nn
 
 import pruneplug
 import pruneplug.compat as compat
-from pruneplug._lazy import _classes, is_lazy
+from pruneplug.core.lazy import _classes, is_lazy
 
 
 def test_nothing_extra_is_kept_after_pruning() -> None:

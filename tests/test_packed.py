@@ -14,7 +14,7 @@ from torch import Tensor
 
 import pruneplug
 from pruneplug import PackedMask
-from pruneplug._packed import flat_mask, mask_range, pack_bits, plain, storage_of, unpack_bits
+from pruneplug.storage.packed import flat_mask, mask_range, pack_bits, plain, storage_of, unpack_bits
 
 SHAPES = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
 

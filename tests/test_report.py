@@ -9,7 +9,7 @@ from rich.console import Console
 from torch import nn
 
 import pruneplug
-from pruneplug._report import Report, report, report_state_dict
+from pruneplug.io.report import Report, report, report_state_dict
 from pruneplug.models import LeNet
 
 

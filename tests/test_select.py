@@ -1,4 +1,4 @@
-"""Property tests of the exact selectors in ``pruneplug._select``.
+"""Property tests of the exact selectors in ``pruneplug.selection.exact``.
 
 Every selector is checked against one simple reference: a stable sort of the
 alive entries by ``(score, position)``, NaN ranked above ``+inf`` (pruned
@@ -23,9 +23,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import Tensor
 
-import pruneplug._select as select
+import pruneplug.selection.exact as select
 from pruneplug import PackedMask
-from pruneplug._select import ScoreSource, keep_highest, keep_highest_across, select_lowest, select_lowest_slices
+from pruneplug.selection.exact import (
+    ScoreSource,
+    keep_highest,
+    keep_highest_across,
+    select_lowest,
+    select_lowest_slices,
+)
 
 CPU = torch.device("cpu")
 SPECIALS = (math.nan, math.inf, -math.inf, -0.0, 0.0)

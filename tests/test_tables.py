@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from pruneplug._tables import FittedTable
+from pruneplug.io.tables import FittedTable
 
 ROWS = [
     ("custom_from_mask", "global", "mask: torch.Tensor", "pruneplug 0.1.0"),

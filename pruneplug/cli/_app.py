@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from .._errors import PruneplugError
+from ..errors import PruneplugError
 from . import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
 
 __all__ = ["app", "command", "run", "state", "console", "err_console", "BadInput"]
@@ -86,7 +86,7 @@ def _root(
     state.debug = debug
     state.quiet = quiet
     if ctx.invoked_subcommand is None:
-        from .._tour import main as tour
+        from ._tour import main as tour
 
         raise typer.Exit(tour([]))
 

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 
-from .._api import remove as remove_pruning
-from .._checkpoints import check_output, load_checkpoint, load_into, save_checkpoint
-from .._report import report, tensor_histories
+from ..api.prune import remove as remove_pruning
+from ..io.checkpoints import check_output, load_checkpoint, load_into, save_checkpoint
+from ..io.report import report, tensor_histories
 from ..plans import apply_plan, load_plan
 from ._app import BadInput, command, console
 from ._factory import build_model

@@ -16,7 +16,7 @@ import sys
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from .._errors import close_matches_hint
+from ..errors import close_matches_hint
 from ._app import BadInput
 
 __all__ = ["build_model"]

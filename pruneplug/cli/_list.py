@@ -1,6 +1,6 @@
 """``pruneplug list``: every strategy, its parameters and provider, and every plugin's status.
 
-The tables never cut a name (see :class:`~pruneplug._tables.FittedTable`);
+The tables never cut a name (see :class:`~pruneplug.io.tables.FittedTable`);
 under the strategies, a legend says what each kind means -- above all that
 kind ``global`` (torch's term for a mask computed from the whole tensor)
 is not what global pruning (``scope = "global"``) needs.
@@ -15,8 +15,8 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from .._registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
-from .._tables import FittedTable
+from ..io.tables import FittedTable
+from ..registry.manager import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
 from ._app import command, console
 
 

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from .._checkpoints import load_checkpoint, load_into
-from .._report import report, report_state_dict
+from ..io.checkpoints import load_checkpoint, load_into
+from ..io.report import report, report_state_dict
 from ._app import BadInput, command, console
 from ._factory import build_model
 

@@ -17,8 +17,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._registry import get_registry
 from ..models import LeNet
+from ..registry.manager import get_registry
 from ._data import NUM_CLASSES, Digits, load_digits_data
 from ._extra import require_extra
 from ._progress import Phases, silent

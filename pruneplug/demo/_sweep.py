@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._api import prune, prune_global
-from .._errors import PruneplugError
+from ..api.prune import prune, prune_global
+from ..errors import PruneplugError
 from ._data import Digits
 from ._progress import Phases, silent
 from ._training import evaluate, train

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from .._errors import InvalidParametersError
-from .._registry import Registry, StrategySpec
+from ..errors import InvalidParametersError
+from ..registry.manager import Registry, StrategySpec
 
 __all__ = ["Variant", "Skipped", "plan_variants", "GLOBAL_STRATEGY", "CONVENTIONAL_VALUES"]
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._api import prune, prune_global
-from .._errors import (
+from ..api.prune import prune, prune_global
+from ..core.reparam import MaskStorage, ModuleSnapshot, default_alive, tensor_state
+from ..errors import (
     IncompatibleStrategyError,
     InvalidAmountError,
     InvalidDimError,
@@ -35,8 +36,7 @@ from .._errors import (
     TensorNotFoundError,
     UnsupportedNormError,
 )
-from .._reparam import MaskStorage, ModuleSnapshot, default_alive, tensor_state
-from .._report import Report, RuleOutcome, report
+from ..io.report import Report, RuleOutcome, report
 from ._errors import PlanError, tensor_error
 from ._formats import load_plan
 from ._model import Plan, parse_plan

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._errors import PruneplugError, close_matches_hint
+from ..errors import PruneplugError, close_matches_hint
 
 __all__ = ["PlanError", "Problem", "from_validation_error", "location_text", "plain_message", "tensor_error"]
 

@@ -19,8 +19,8 @@ unstructured strategy.
 
 from __future__ import annotations
 
-from .._scores import BUILTIN_SCORES, ImportanceScore
 from ..hookspecs import hookimpl
+from ..selection.scores import BUILTIN_SCORES, ImportanceScore
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
 from .scored import ScoredStructured, ScoredStructuredParams, ScoredUnstructured, ScoredUnstructuredParams

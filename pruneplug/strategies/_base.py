@@ -20,13 +20,13 @@ import torch
 from pydantic import StrictBool
 from torch import Tensor
 
-from .._amount import check_amount_like_torch, count_to_prune
-from .._container import normalize_dim
-from .._errors import InvalidMaskError
-from .._method import BasePruningMethod, method_name
-from .._packed import plain
-from .._params import AmountField, DimField, StrategyParams
-from .._select import ScoreSource, keep_highest_across, select_lowest_slices
+from ..core.container import normalize_dim
+from ..core.method import BasePruningMethod, method_name
+from ..errors import InvalidMaskError
+from ..params import AmountField, DimField, StrategyParams
+from ..selection.amount import check_amount_like_torch, count_to_prune
+from ..selection.exact import ScoreSource, keep_highest_across, select_lowest_slices
+from ..storage.packed import plain
 
 __all__ = [
     "AmountParams",

@@ -11,9 +11,9 @@ from pydantic_core import PydanticCustomError
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from .._errors import InvalidMaskError
-from .._method import BasePruningMethod
-from .._params import StrategyParams
+from ..core.method import BasePruningMethod
+from ..errors import InvalidMaskError
+from ..params import StrategyParams
 
 __all__ = ["CustomFromMask", "CustomFromMaskParams", "PrecomputedMask"]
 

@@ -16,16 +16,16 @@ from pydantic import PlainValidator, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from torch import Tensor
 
-from .._errors import ScoreNotFoundError
-from .._params import DimField, StrategyParams
-from .._scores import ImportanceScore, current_target
+from ..errors import ScoreNotFoundError
+from ..params import DimField, StrategyParams
+from ..selection.scores import ImportanceScore, current_target
 from ._base import AmountParams, StructuredStrategy, UnstructuredStrategy
 
 __all__ = ["ScoredUnstructured", "ScoredStructured", "ScoredUnstructuredParams", "ScoredStructuredParams"]
 
 
 def _lookup(name: str) -> ImportanceScore:
-    from .._registry import get_registry
+    from ..registry.manager import get_registry
 
     return get_registry().get_score(name)
 

@@ -9,8 +9,8 @@ from pydantic import StrictBool
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from .._errors import UnsupportedNormError
-from .._params import DimField, GeneratorField, NormOrderField, StrategyParams
+from ..errors import UnsupportedNormError
+from ..params import DimField, GeneratorField, NormOrderField, StrategyParams
 from ._base import AmountParams, StructuredParams, StructuredStrategy
 
 __all__ = ["LnStructured", "LnStructuredParams", "RandomStructured", "RandomStructuredParams"]

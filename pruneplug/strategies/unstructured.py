@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from .._amount import count_to_prune
-from .._errors import InvalidParametersError
-from .._method import BasePruningMethod
-from .._params import GeneratorField, NoParams, StrategyParams
-from .._select import ScoreSource
+from ..core.method import BasePruningMethod
+from ..errors import InvalidParametersError
+from ..params import GeneratorField, NoParams, StrategyParams
+from ..selection.amount import count_to_prune
+from ..selection.exact import ScoreSource
 from ._base import AmountParams, UnstructuredStrategy
 
 __all__ = ["Identity", "L1Unstructured", "RandomUnstructured", "RandomUnstructuredParams"]

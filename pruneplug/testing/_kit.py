@@ -26,10 +26,10 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from .._api import is_pruned, prune, prune_global, pruning_history, remove
-from .._errors import InvalidAmountError, PruneplugError, cross_tensor_hint
-from .._registry import StrategySpec, get_registry, strategy_spec
-from .._reparam import MaskStorage
+from ..api.prune import is_pruned, prune, prune_global, pruning_history, remove
+from ..core.reparam import MaskStorage
+from ..errors import InvalidAmountError, PruneplugError, cross_tensor_hint
+from ..registry.manager import StrategySpec, get_registry, strategy_spec
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
 

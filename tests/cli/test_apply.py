@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pruneplug._checkpoints import load_checkpoint
 from pruneplug.cli import main
+from pruneplug.io.checkpoints import load_checkpoint
 from pruneplug.models import LeNet
 
 SCRIPT = shutil.which("pruneplug", path=str(Path(sys.executable).parent))

@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 import pruneplug
-from pruneplug._checkpoints import save_checkpoint
-from pruneplug._report import tensor_histories
 from pruneplug.cli import main
 from pruneplug.cli._app import _register_commands, app
+from pruneplug.io.checkpoints import save_checkpoint
+from pruneplug.io.report import tensor_histories
 from pruneplug.models import LeNet
 
 LENET = "pruneplug.models:LeNet"

@@ -38,7 +38,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from ._packed import storage_of
+from ..storage.packed import storage_of
 
 __all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget"]
 

@@ -14,7 +14,7 @@ and nothing else -- it knows masks and hooks, not strategies:
 The layout is torch's, so state_dicts, hooks and parameter order match it:
 ``<name>_orig`` is the original ``Parameter`` object (an optimizer holding it
 keeps working) and ``<name>_mask`` a buffer. ``<name>`` is computed when read
-for native prunes (see :mod:`pruneplug._lazy`) and stored as an attribute,
+for native prunes (see :mod:`pruneplug.core.lazy`) and stored as an attribute,
 as torch does, for :mod:`pruneplug.compat` and RNNs.
 """
 
@@ -31,9 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._cache import cache_key, cacheable, forget, remember, reusable
-from ._container import PruningContainer, fast_path
-from ._errors import (
+from ..errors import (
     InvalidImportanceScoresError,
     InvalidMaskError,
     InvalidParametersError,
@@ -45,10 +43,12 @@ from ._errors import (
     TensorNotFoundError,
     close_matches_hint,
 )
-from ._lazy import is_lazy, make_eager, make_lazy, masked_tensor
-from ._method import BasePruningMethod, method_name
-from ._packed import PackedMask, plain
-from ._scores import scoring
+from ..selection.scores import scoring
+from ..storage.packed import PackedMask, plain
+from .cache import cache_key, cacheable, forget, remember, reusable
+from .container import PruningContainer, fast_path
+from .lazy import is_lazy, make_eager, make_lazy, masked_tensor
+from .method import BasePruningMethod, method_name
 
 __all__ = [
     "MaskPolicy",
@@ -270,7 +270,7 @@ def refresh(module: nn.Module, hook: torch_prune.BasePruningMethod, *, force: bo
     Under autograd the tensor is recomputed every time, so each forward builds
     a fresh graph back to ``<name>_orig``. Without autograd, in eval mode, a
     native (bool) mask's result is reused while nothing changed (see
-    :mod:`pruneplug._cache`); ``force`` recomputes regardless.
+    :mod:`pruneplug.core.cache`); ``force`` recomputes regardless.
     """
     if is_lazy(module):
         if force:
@@ -426,7 +426,7 @@ def plan_prune(
     ``mask`` skips the computation: it is the new mask (already computed, for
     global pruning), only checked. ``label`` names the strategy in errors.
     ``storage`` is how a native mask is stored (``"bool"`` or ``"packed"``,
-    see :mod:`pruneplug._packed`); ``None`` keeps the tensor's current
+    see :mod:`pruneplug.storage.packed`); ``None`` keeps the tensor's current
     storage, ``"bool"`` for a tensor not pruned yet.
     """
     state = tensor_state(module, name, whole_tensors_only=policy is NATIVE_POLICY)
@@ -527,7 +527,7 @@ class ModuleSnapshot:
 
 
 def _install(pending: PendingPrune) -> None:
-    from ._serialization import install_support
+    from .module_hooks import install_support
 
     state = pending.state
     module, name = state.module, state.name
@@ -613,7 +613,7 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
     setattr(module, name, orig)
     if not any(other is not hook for _, other in pruning_hooks(module)):
         # Nothing else is pruned (torch's remove drops the hook itself right after).
-        from ._serialization import uninstall_support
+        from .module_hooks import uninstall_support
 
         make_eager(module)
         uninstall_support(module)

@@ -15,10 +15,10 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from ._api import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
-from ._method import describe_method
-from ._registry import get_registry
-from .models import LeNet
+from ..api.prune import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
+from ..core.method import describe_method
+from ..models import LeNet
+from ..registry.manager import get_registry
 
 __all__ = ["main", "sparsity_rows", "format_table"]
 

@@ -4,7 +4,7 @@
 entries are zero, whether it is *masked* (pruned, the mask still in place) or
 *zeroed* (zeros held by a plain parameter, e.g. after
 :func:`pruneplug.remove`), and the strategies that pruned it
-(:func:`~pruneplug._method.describe_method`); in total the global sparsity,
+(:func:`~pruneplug.core.method.describe_method`); in total the global sparsity,
 and the dense and non-zero parameter counts and bytes. :func:`report_state_dict`
 does the same from a checkpoint alone. The result is a frozen pydantic
 model, so ``--json`` output is its schema, and it renders for people as a
@@ -28,11 +28,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ._errors import InvalidMaskError, InvalidTargetError
-from ._method import describe_method
-from ._packed import plain, storage_of
-from ._reparam import pruning_hooks
-from .strategies import Identity
+from ..core.method import describe_method
+from ..core.reparam import pruning_hooks
+from ..errors import InvalidMaskError, InvalidTargetError
+from ..storage.packed import plain, storage_of
+from ..strategies import Identity
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -155,7 +155,7 @@ class Report(_Frozen):
         from rich.console import Group
         from rich.text import Text  # literal text: names and paths are never rich markup
 
-        from ._tables import FittedTable
+        from .tables import FittedTable
 
         parts: list[RenderableType] = []
         if self.rules:

@@ -20,22 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._container import alive_slices, combine_masks, normalize_dim
-from ._errors import (
-    IncompatibleStrategyError,
-    InvalidImportanceScoresError,
-    InvalidMaskError,
-    InvalidParametersError,
-    InvalidTargetError,
-    PruneplugError,
-    StrategyFailedError,
-    StrategyNotFoundError,
-    cross_tensor_hint,
-)
-from ._global import global_masks
-from ._packed import PackedMask, plain
-from ._registry import KINDS, StrategySpec, get_registry, strategy_spec
-from ._reparam import (
+from ..core.container import alive_slices, combine_masks, normalize_dim
+from ..core.reparam import (
     NATIVE_POLICY,
     MaskStorage,
     PendingPrune,
@@ -53,7 +39,21 @@ from ._reparam import (
     storage_for,
     tensor_state,
 )
-from .strategies import PrecomputedMask
+from ..errors import (
+    IncompatibleStrategyError,
+    InvalidImportanceScoresError,
+    InvalidMaskError,
+    InvalidParametersError,
+    InvalidTargetError,
+    PruneplugError,
+    StrategyFailedError,
+    StrategyNotFoundError,
+    cross_tensor_hint,
+)
+from ..registry.manager import KINDS, StrategySpec, get_registry, strategy_spec
+from ..storage.packed import PackedMask, plain
+from ..strategies import PrecomputedMask
+from .global_prune import global_masks
 
 __all__ = [
     "prune",
@@ -473,7 +473,7 @@ def refresh(module: nn.Module) -> nn.Module:
     in-place ops, ``load_state_dict``). Writes through ``tensor.data`` bypass
     PyTorch's change tracking: call this after them.
     """
-    from ._serialization import refresh_all
+    from ..core.module_hooks import refresh_all
 
     if not isinstance(module, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")

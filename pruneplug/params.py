@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, Wit
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from ._errors import InvalidParametersError, close_matches_hint
+from .errors import InvalidParametersError, close_matches_hint
 
 __all__ = [
     "StrategyParams",

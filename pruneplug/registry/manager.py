@@ -38,17 +38,17 @@ import pluggy
 from pydantic import BaseModel
 from torch.nn.utils import prune as torch_prune
 
-from . import hookspecs
-from ._errors import (
+from .. import hookspecs
+from ..core.method import BasePruningMethod
+from ..errors import (
     PruneplugError,
     ScoreNotFoundError,
     StrategyConflictError,
     StrategyFailedError,
     StrategyNotFoundError,
 )
-from ._method import BasePruningMethod
-from ._params import NoParams, params_model_from_signature, validate_params
-from ._scores import ImportanceScore
+from ..params import NoParams, params_model_from_signature, validate_params
+from ..selection.scores import ImportanceScore
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -340,7 +340,7 @@ class Registry:
     """
 
     def __init__(self, *, load_entry_points: bool | None = None, blocked: Iterable[str] = ()) -> None:
-        from . import strategies as builtin_strategies
+        from .. import strategies as builtin_strategies
 
         if load_entry_points is None:
             load_entry_points = not os.environ.get(DISABLE_AUTOLOAD_ENV)

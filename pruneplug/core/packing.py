@@ -12,12 +12,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._cache import forget
-from ._errors import InvalidTargetError
-from ._lazy import is_lazy
-from ._packed import PackedMask
-from ._reparam import pruning_hooks, refresh
-from ._serialization import install_packed_support
+from ..errors import InvalidTargetError
+from ..storage.packed import PackedMask
+from .cache import forget
+from .lazy import is_lazy
+from .module_hooks import install_packed_support
+from .reparam import pruning_hooks, refresh
 
 __all__ = ["pack_masks", "unpack_masks", "store_mask"]
 

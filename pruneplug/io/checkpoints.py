@@ -35,9 +35,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from ._errors import PruneplugError
-from ._reparam import MaskStorage
-from ._state_dict import load_pruned_state_dict
+from ..core.reparam import MaskStorage
+from ..errors import PruneplugError
+from .state_dict import load_pruned_state_dict
 
 __all__ = [
     "CheckpointError",

@@ -1,7 +1,7 @@
 """Global pruning: the lowest-importance entries across many tensors at once.
 
 Scored strategies (L1, random, a plugin's :class:`~pruneplug.UnstructuredStrategy`)
-stream through :func:`pruneplug._select.keep_highest_across`: a chunk of
+stream through :func:`pruneplug.selection.exact.keep_highest_across`: a chunk of
 scores (elementwise scores) or one tensor's scores in memory at a time,
 nothing concatenated; entries a strategy :meth:`~pruneplug.UnstructuredStrategy.protected`
 are left out of the selection. Any other unstructured
@@ -19,16 +19,16 @@ import torch
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ._amount import count_to_prune
-from ._container import combine_masks, fast_path
-from ._errors import IncompatibleStrategyError, PruneplugError, StrategyFailedError
-from ._method import method_name
-from ._packed import PackedMask, plain
-from ._reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
-from ._scores import scoring
-from ._select import ScoreSource, keep_highest_across
-from .strategies import UnstructuredStrategy
-from .strategies._base import checked_protected
+from ..core.container import combine_masks, fast_path
+from ..core.method import method_name
+from ..core.reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
+from ..errors import IncompatibleStrategyError, PruneplugError, StrategyFailedError
+from ..selection.amount import count_to_prune
+from ..selection.exact import ScoreSource, keep_highest_across
+from ..selection.scores import scoring
+from ..storage.packed import PackedMask, plain
+from ..strategies import UnstructuredStrategy
+from ..strategies._base import checked_protected
 
 __all__ = ["global_masks"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._errors import InvalidAmountError, InvalidParametersError
+from ..errors import InvalidAmountError, InvalidParametersError
 
 __all__ = ["check_amount", "check_amount_like_torch", "count_to_prune", "Amount"]
 
@@ -33,7 +33,7 @@ def check_amount(amount: object) -> int | float:
     >>> check_amount(True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pruneplug._errors.InvalidParametersError: amount must be an int (a count) or a float in [0, 1] ..., got bool True
+    pruneplug.errors.InvalidParametersError: amount must be an int (a count) or a float in [0, 1] ..., got bool True
     """
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise InvalidParametersError(
@@ -96,13 +96,13 @@ def count_to_prune(
     >>> count_to_prune(20, 19)
     Traceback (most recent call last):
     ...
-    pruneplug._errors.InvalidAmountError: amount=20 is larger than the 19 unpruned entries left to prune
+    pruneplug.errors.InvalidAmountError: amount=20 is larger than the 19 unpruned entries left to prune
     >>> count_to_prune(0.5, 13, protected=5)
     6
     >>> count_to_prune(1.0, 13, protected=5, strategy="diagonal")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    pruneplug._errors.InvalidAmountError: strategy 'diagonal': amount=1.0 asks to prune 13 of the 13 unpruned
+    pruneplug.errors.InvalidAmountError: strategy 'diagonal': amount=1.0 asks to prune 13 of the 13 unpruned
     entries, but the strategy protects 5 of them: at most 8 may be pruned (an int amount <= 8, or a fraction
     <= 8/13 = 0.6154)
     """

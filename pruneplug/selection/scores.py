@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ._errors import InvalidParametersError
+from ..errors import InvalidParametersError
 
 __all__ = ["ImportanceScore", "ScoreTarget", "current_target", "scoring", "BUILTIN_SCORES"]
 

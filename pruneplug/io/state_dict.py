@@ -21,9 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._errors import InvalidMaskError, InvalidTargetError
-from ._packed import PackedMask, plain
-from ._reparam import (
+from ..core.packing import store_mask
+from ..core.reparam import (
     NATIVE_POLICY,
     MaskStorage,
     ModuleSnapshot,
@@ -34,8 +33,9 @@ from ._reparam import (
     pruning_hooks,
     refresh,
 )
-from ._storage import store_mask
-from .strategies import Identity
+from ..errors import InvalidMaskError, InvalidTargetError
+from ..storage.packed import PackedMask, plain
+from ..strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
 

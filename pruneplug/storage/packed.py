@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 
-from ._errors import PackedMaskError
+from ..errors import PackedMaskError
 
 __all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of", "flat_mask", "mask_range"]
 

@@ -13,7 +13,7 @@ computes ``weight`` from ``weight_orig`` and ``weight_mask`` when it is read:
 * under autograd, a fresh ``weight_orig * weight_mask`` at every read, so
   gradients flow through the mask;
 * in eval without autograd, the result is kept and reused until
-  ``weight_orig`` or the mask changes (see :mod:`pruneplug._cache`), so
+  ``weight_orig`` or the mask changes (see :mod:`pruneplug.core.cache`), so
   inference pays nothing;
 * after pruning and before any forward, nothing is kept at all.
 
@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune as torch_prune
 
-from ._cache import cache_key, cacheable, held, remember, reusable
-from ._packed import plain
+from ..storage.packed import plain
+from .cache import cache_key, cacheable, held, remember, reusable
 
 __all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
 

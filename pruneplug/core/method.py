@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ._params import NoParams, StrategyParams
+from ..params import NoParams, StrategyParams
 
 __all__ = ["BasePruningMethod", "describe_method", "method_name"]
 
@@ -67,13 +67,13 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
         """Forward pre-hook: make ``module.<name>`` equal ``<name>_orig * <name>_mask``."""
-        from ._reparam import refresh
+        from .reparam import refresh
 
         refresh(module, self)
 
     def apply_mask(self, module: nn.Module) -> Tensor:
         """Return ``<name>_orig`` multiplied by ``<name>_mask`` (in the parameter's dtype)."""
-        from ._reparam import masked_tensor
+        from .reparam import masked_tensor
 
         return masked_tensor(module, self._tensor_name)
 
@@ -94,14 +94,14 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
         holding the whole history. On any error the module is left exactly as
         it was.
         """
-        from ._reparam import TORCH_POLICY, apply_method
+        from .reparam import TORCH_POLICY, apply_method
 
         method = cls(*args, **kwargs)
         return apply_method(module, name, method, importance_scores=importance_scores, policy=TORCH_POLICY)
 
     def prune(self, t: Tensor, default_mask: Tensor | None = None, importance_scores: Tensor | None = None) -> Tensor:
         """Return ``t`` multiplied by the mask this method computes for it."""
-        from ._reparam import check_importance_scores
+        from .reparam import check_importance_scores
 
         if importance_scores is not None:
             check_importance_scores(importance_scores, t)
@@ -119,7 +119,7 @@ class BasePruningMethod(torch_prune.BasePruningMethod):
         leaves the hook entry itself to the caller; :func:`pruneplug.remove`
         does both.
         """
-        from ._reparam import unreparametrize
+        from .reparam import unreparametrize
 
         unreparametrize(module, self)
 

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._lazy import is_lazy
-from ._method import BasePruningMethod
-from ._packed import PackedMask
-from ._reparam import pruning_hooks, refresh
+from ..storage.packed import PackedMask
+from .lazy import is_lazy
+from .method import BasePruningMethod
+from .reparam import pruning_hooks, refresh
 
 __all__ = ["install_support", "install_packed_support", "uninstall_support", "refresh_all"]
 

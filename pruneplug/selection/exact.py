@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._packed import flat_mask, mask_range
+from ..storage.packed import flat_mask, mask_range
 
 __all__ = ["ScoreSource", "keep_highest", "keep_highest_across", "select_lowest", "select_lowest_slices"]
 

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ._errors import InvalidDimError, InvalidMaskError
-from ._method import BasePruningMethod
+from ..errors import InvalidDimError, InvalidMaskError
+from .method import BasePruningMethod
 
 __all__ = ["PruningContainer", "combine_masks", "normalize_dim", "alive_slices", "fast_path"]
 

@@ -1,0 +1,4 @@
+"""Layer 5: the native functions (prune, prune_global, remove, the strategy catalogue).
+
+Internal: the public names are exported by :mod:`pruneplug`.
+"""
