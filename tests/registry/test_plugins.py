@@ -38,7 +38,7 @@ from pruneplug.strategies import L1Unstructured
 INSTALL = "pip install ./plugins/pruneplug-alternating ./plugins/pruneplug-nm"
 BUILTINS = set(pruneplug.Registry(load_entry_points=False).names())
 INSTALLED = {"alternating": "pruneplug-alternating", "nm": "pruneplug-nm"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- throwaway distributions -------------------------------------------------------------------
