@@ -1,180 +1,162 @@
-"""The base class of every pruning strategy, and the hook that keeps ``weight`` current.
+"""Iterative pruning: the history of methods on one tensor, and combining their masks.
 
-:class:`BasePruningMethod` speaks ``torch.nn.utils.prune``'s protocol (it
-subclasses torch's own base class): ``compute_mask(t, default_mask)``,
-``apply``, ``prune``, ``remove``, ``PRUNING_TYPE`` and ``_tensor_name``. An
-instance is also the forward pre-hook stored in ``module._forward_pre_hooks``,
-so models pruned by pruneplug look exactly like models pruned by torch, and
-torch's own ``is_pruned`` and ``remove`` understand them.
+When a tensor is pruned again, the new method acts only on what is still
+unpruned: the still-alive entries (unstructured), the still-alive slices along
+its ``dim`` (structured), or the whole tensor (global, for masks given whole).
+:func:`combine_masks` computes that combined mask; :class:`PruningContainer`
+keeps the methods in the order they were applied and is the hook that stands
+for all of them, exactly as in ``torch.nn.utils.prune``.
 
-On top of torch's protocol a strategy declares a registry ``name`` and a
-pydantic ``Params`` model, and the hook caches: outside autograd (``no_grad``,
-``inference_mode``, or a frozen parameter) the masked tensor is recomputed
-only when ``<name>_orig`` or ``<name>_mask`` changed (tracked with tensor
-version counters and storage pointers), so a pruned model in eval runs as fast
-as an unpruned one. With autograd on, every forward recomputes it, as torch
-does, so gradients flow to ``<name>_orig`` through the mask.
+Unlike torch's container, nothing here writes into the caller's mask, and a
+failing prune never leaves a half-built container behind (the core builds a
+new container and installs it only once the mask is valid).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ..params import NoParams, StrategyParams
+from ..errors import InvalidDimError, InvalidMaskError
+from .method import BasePruningMethod
 
-__all__ = ["BasePruningMethod", "describe_method", "method_name"]
+__all__ = ["PruningContainer", "combine_masks", "normalize_dim", "alive_slices", "fast_path"]
 
 
-class BasePruningMethod(torch_prune.BasePruningMethod):
-    """Base class for pruning strategies (and drop-in for torch's of the same name).
+def normalize_dim(dim: int, ndim: int) -> int:
+    """Turn a possibly negative ``dim`` into an index of a tensor with ``ndim`` dims.
 
-    Subclass it the way the tutorial subclasses ``torch.nn.utils.prune.BasePruningMethod``:
-    set ``PRUNING_TYPE`` and implement ``compute_mask(t, default_mask)``, which
-    returns a new 0/1 mask shaped like ``t`` that only zeroes entries
-    ``default_mask`` keeps. Add ``name`` (and ``Params``, a pydantic model of
-    the constructor's keyword arguments) to make it registrable by name.
+    >>> normalize_dim(-1, 4)
+    3
+    """
+    if ndim < 2:
+        raise InvalidDimError(
+            f"structured pruning needs a tensor with at least 2 dims to have slices; this one has {ndim}"
+        )
+    if not -ndim <= dim < ndim:
+        raise InvalidDimError(f"dim={dim} is out of range for a tensor with {ndim} dims (valid: {-ndim}..{ndim - 1})")
+    return dim % ndim
 
-    Class attributes:
-        PRUNING_TYPE: ``"unstructured"`` (entries), ``"structured"`` (whole
-            slices along ``self.dim``) or ``"global"`` (the whole tensor).
-        name: the registry name, e.g. ``"l1_unstructured"``; ``None`` if unregistered.
-        Params: pydantic model of the constructor's keyword arguments.
-        uses_importance_scores: whether ``importance_scores`` change the mask.
 
-    >>> import torch
-    >>> class EveryOther(BasePruningMethod):
-    ...     PRUNING_TYPE = "unstructured"
-    ...     def compute_mask(self, t, default_mask):
-    ...         mask = default_mask.clone()
-    ...         mask.view(-1)[::2] = 0
-    ...         return mask
-    >>> EveryOther().compute_mask(torch.ones(4), torch.ones(4))
-    tensor([0., 1., 0., 1.])
+def alive_slices(mask: Tensor, dim: int) -> Tensor:
+    """Bool vector over ``dim``: which slices still have an unpruned entry."""
+    others = [d for d in range(mask.dim()) if d != dim]
+    return mask.ne(0).any(dim=others) if others else mask.ne(0)
+
+
+def fast_path(method: object) -> bool:
+    """Whether ``method`` can select among alive entries itself, avoiding copies of ``t[alive]``.
+
+    Only pruneplug's scored strategies can, and only while their
+    ``compute_mask`` is their own (a subclass or a test mock that replaces it,
+    here or on torch's class of the same name, gets the general,
+    torch-identical path).
+    """
+    cls = type(method)
+    own = getattr(cls, "_own_compute_mask", None)
+    if own is None or getattr(cls, "compute_mask", None) is not own:
+        return False
+    replaced = getattr(cls, "_mask_replaced", None)  # pruneplug.compat's twins of torch's classes
+    return replaced is None or not replaced()
+
+
+def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask: Tensor) -> Tensor:
+    """The mask after applying ``method`` to the still-unpruned part of ``t``.
+
+    The result has ``t``'s dtype, as in torch -- except that a bool
+    ``default_mask`` gives a bool result. ``default_mask`` is never modified.
+    """
+    out_dtype = torch.bool if default_mask.dtype == torch.bool else t.dtype
+    kind = getattr(method, "PRUNING_TYPE", None)
+    if kind == "unstructured":
+        alive = default_mask if default_mask.dtype == torch.bool else default_mask == 1
+        if fast_path(method):
+            keep: Tensor = method._keep(t, alive)  # type: ignore[attr-defined]
+            return keep if out_dtype == torch.bool else default_mask.to(out_dtype) * keep
+        slc: Any = alive
+    elif kind == "structured":
+        if not hasattr(method, "dim"):
+            raise AttributeError(
+                'Pruning methods of PRUNING_TYPE "structured" need to have the attribute `dim` defined.'
+            )
+        dim = normalize_dim(method.dim, t.dim())
+        keep = alive_slices(default_mask, dim)
+        if fast_path(method):
+            pruned_now: Tensor = method._pruned_slices(t, keep)  # type: ignore[attr-defined]
+            shape = [1] * t.dim()
+            shape[dim] = -1
+            survivors = (~pruned_now).reshape(shape)
+            if out_dtype == torch.bool:
+                return default_mask & survivors
+            return default_mask.to(out_dtype) * survivors
+        slc = tuple(keep if d == dim else slice(None) for d in range(t.dim()))
+    elif kind == "global":
+        slc = tuple(slice(None) for _ in range(t.dim()))
+    else:
+        raise ValueError(f"Unrecognized PRUNING_TYPE {kind}")
+    new_mask = default_mask.to(dtype=out_dtype, copy=True)
+    part = t[slc]
+    partial = method.compute_mask(part, default_mask=default_mask[slc])
+    if not isinstance(partial, Tensor):
+        raise InvalidMaskError(f"the strategy returned {type(partial).__name__}, not a mask tensor")
+    if partial.shape != part.shape:
+        raise InvalidMaskError(
+            f"the strategy returned a mask of shape {tuple(partial.shape)} for a slice of shape {tuple(part.shape)}"
+        )
+    if out_dtype == torch.bool and partial.dtype != torch.bool:  # noqa: SIM102 - check only when converting
+        if partial.is_complex() or not bool(((partial == 0) | (partial == 1)).all()):
+            raise InvalidMaskError("the strategy returned a mask with values other than 0 and 1")
+    new_mask[slc] = partial.to(dtype=out_dtype)
+    return new_mask
+
+
+class PruningContainer(BasePruningMethod, torch_prune.PruningContainer):
+    """The methods applied to one tensor, in order; the hook of an iteratively pruned tensor.
+
+    Iterating it gives the history, e.g. ``[RandomStructured, LnStructured]``
+    after the tutorial's two prunes of ``conv1.weight``.
+
+    Accepts pruning methods (or none, to be filled with
+    :meth:`add_pruning_method`); they must all act on the same tensor. It is
+    also a ``torch.nn.utils.prune.PruningContainer``, so torch's own functions
+    extend it rather than nesting it.
     """
 
-    PRUNING_TYPE: ClassVar[str]
-    name: ClassVar[str | None] = None
-    Params: ClassVar[type[StrategyParams]] = NoParams
-    uses_importance_scores: ClassVar[bool] = True
+    def __init__(self, *methods: torch_prune.BasePruningMethod) -> None:
+        self._pruning_methods: tuple[torch_prune.BasePruningMethod, ...] = ()
+        if methods:
+            first = methods[0]
+            if isinstance(first, torch_prune.BasePruningMethod) and hasattr(first, "_tensor_name"):
+                self._tensor_name = first._tensor_name
+        for method in methods:
+            self.add_pruning_method(method)
 
-    _tensor_name: str
+    def add_pruning_method(self, method: torch_prune.BasePruningMethod) -> None:
+        """Append ``method`` to the history; it must act on this container's tensor."""
+        if not isinstance(method, torch_prune.BasePruningMethod):
+            raise TypeError(f"{type(method)} is not a BasePruningMethod subclass")
+        mine = getattr(self, "_tensor_name", None)
+        theirs = getattr(method, "_tensor_name", None)
+        if mine != theirs:
+            raise ValueError(
+                "Can only add pruning methods acting on "
+                f"the parameter named '{mine}' to PruningContainer {self}. Found '{theirs}'"
+            )
+        self._pruning_methods += (method,)
 
-    # --- torch protocol -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._pruning_methods)
 
-    def __call__(self, module: nn.Module, inputs: Any) -> None:
-        """Forward pre-hook: make ``module.<name>`` equal ``<name>_orig * <name>_mask``."""
-        from .reparam import refresh
+    def __iter__(self) -> Iterator[torch_prune.BasePruningMethod]:
+        return iter(self._pruning_methods)
 
-        refresh(module, self)
+    def __getitem__(self, idx: int) -> torch_prune.BasePruningMethod:
+        return self._pruning_methods[idx]
 
-    def apply_mask(self, module: nn.Module) -> Tensor:
-        """Return ``<name>_orig`` multiplied by ``<name>_mask`` (in the parameter's dtype)."""
-        from .reparam import masked_tensor
-
-        return masked_tensor(module, self._tensor_name)
-
-    @classmethod
-    def apply(  # type: ignore[override]
-        cls,
-        module: nn.Module,
-        name: str,
-        *args: Any,
-        importance_scores: Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch_prune.BasePruningMethod:
-        """Prune ``module.<name>`` with ``cls(*args, **kwargs)``, as torch's ``apply`` does.
-
-        Masks keep torch's dtypes on this path (it is what
-        :mod:`pruneplug.compat` uses). Returns the hook now in charge of the
-        tensor: the new method, or a :class:`~pruneplug.PruningContainer`
-        holding the whole history. On any error the module is left exactly as
-        it was.
-        """
-        from .reparam import TORCH_POLICY, apply_method
-
-        method = cls(*args, **kwargs)
-        return apply_method(module, name, method, importance_scores=importance_scores, policy=TORCH_POLICY)
-
-    def prune(self, t: Tensor, default_mask: Tensor | None = None, importance_scores: Tensor | None = None) -> Tensor:
-        """Return ``t`` multiplied by the mask this method computes for it."""
-        from .reparam import check_importance_scores
-
-        if importance_scores is not None:
-            check_importance_scores(importance_scores, t)
-        scores = t if importance_scores is None else importance_scores
-        default = default_mask if default_mask is not None else torch.ones_like(t)
-        mask: Tensor = self.compute_mask(scores, default_mask=default)  # type: ignore[no-untyped-call]
-        return t * mask
-
-    def remove(self, module: nn.Module) -> None:
-        """Make the pruning of ``module.<name>`` permanent (torch protocol).
-
-        ``<name>`` becomes a plain parameter again -- the same parameter object
-        that was ``<name>_orig``, now holding the masked values -- and
-        ``<name>_orig`` / ``<name>_mask`` are deleted. Like torch's method, this
-        leaves the hook entry itself to the caller; :func:`pruneplug.remove`
-        does both.
-        """
-        from .reparam import unreparametrize
-
-        unreparametrize(module, self)
-
-    # --- pruneplug additions ------------------------------------------------------
-
-    @property
-    def params(self) -> StrategyParams:
-        """This method's parameters as its ``Params`` model (read from its attributes)."""
-        values = {field: getattr(self, field) for field in type(self).Params.model_fields if hasattr(self, field)}
-        return type(self).Params.model_construct(**values)
-
-    def describe(self) -> str:
-        """A one-line description for reports, e.g. ``l1_unstructured(amount=0.3)``."""
-        return describe_method(self)
-
-    def __repr__(self) -> str:
-        tensor = getattr(self, "_tensor_name", None)
-        where = f" on {tensor!r}" if tensor else ""
-        return f"<{type(self).__module__}.{type(self).__qualname__} {describe_method(self)}{where}>"
-
-
-def method_name(method: torch_prune.BasePruningMethod) -> str:
-    """The registry name of a method, or its class name for foreign ones."""
-    name = getattr(type(method), "name", None)
-    if isinstance(name, str) and name:
-        return name
-    return type(method).__name__
-
-
-def _format_value(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"<tensor {tuple(value.shape)}>"
-    if isinstance(value, torch.Generator):
-        return "<generator>"
-    return repr(value)
-
-
-def describe_method(method: torch_prune.BasePruningMethod) -> str:
-    """Describe any pruning method (pruneplug's or torch's) in one line."""
-    custom = getattr(method, "description", None)
-    if isinstance(custom, str):
-        return custom
-    if isinstance(method, torch_prune.PruningContainer):
-        return " -> ".join(describe_method(m) for m in method)
-    params_model = getattr(type(method), "Params", NoParams)
-    if isinstance(method, BasePruningMethod) and params_model is not NoParams:
-        fields = {name: info.default for name, info in params_model.model_fields.items()}
-    else:  # torch's classes and foreign ones: the attributes torch's built-ins use
-        fields = {"amount": None, "n": None, "dim": None}
-    shown = [
-        f"{field}={_format_value(getattr(method, field))}"
-        for field, default in fields.items()
-        # optional knobs left at their default (a generator, prune_bias=False) are noise
-        if hasattr(method, field)
-        and getattr(method, field) is not None
-        and not (field in ("generator", "prune_bias") and getattr(method, field) == default)
-    ]
-    return f"{method_name(method)}({', '.join(shown)})"
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        """Apply the latest method to what ``default_mask`` keeps, and combine the two."""
+        return combine_masks(self._pruning_methods[-1], t, default_mask)
