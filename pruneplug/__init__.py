@@ -27,10 +27,8 @@ from .api.prune import (
     remove as remove,
     unregister as unregister,
 )
-from .core.container import PruningContainer as PruningContainer
-from .core.method import BasePruningMethod as BasePruningMethod
+from .core.method import BasePruningMethod as BasePruningMethod, PruningContainer as PruningContainer
 from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
-from .core.reparam import MaskStorage as MaskStorage
 from .errors import (
     IncompatibleStrategyError as IncompatibleStrategyError,
     InvalidAmountError as InvalidAmountError,
@@ -72,6 +70,7 @@ from .registry.manager import (
     use_registry as use_registry,
 )
 from .selection.scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
+from .storage.formats import MaskStorage as MaskStorage
 from .storage.packed import PackedMask as PackedMask
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
 

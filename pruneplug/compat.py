@@ -46,18 +46,10 @@ from torch.nn.utils import prune as torch_prune
 
 from . import strategies
 from .api.global_prune import global_masks
-from .core.container import PruningContainer, normalize_dim
-from .core.method import BasePruningMethod
-from .core.reparam import (
-    TORCH_POLICY,
-    check_untied,
-    commit,
-    default_alive,
-    is_pruned as _is_pruned,
-    plan_prune,
-    remove_pruning,
-    tensor_state,
-)
+from .core.commit import commit, remove_pruning
+from .core.method import BasePruningMethod, PruningContainer, with_history
+from .core.plan import plan_prune
+from .core.state import check_untied, default_alive, is_pruned as _is_pruned, tensor_state
 from .errors import (
     InvalidDimError,
     InvalidImportanceScoresError,
@@ -66,6 +58,8 @@ from .errors import (
     InvalidTargetError,
 )
 from .selection.amount import check_amount_like_torch, count_to_prune
+from .selection.slices import normalize_dim
+from .storage.formats import TORCH_POLICY
 
 __all__ = [
     "BasePruningMethod",
@@ -109,8 +103,6 @@ class _TorchTwin:
             return  # a user's subclass of a compat class: inherits its twin's settings
         cls._torch_compute_mask = cls._torch_class.__dict__["compute_mask"]
         cls._pruneplug_class = next(base for base in cls.__mro__[1:] if issubclass(base, BasePruningMethod))
-        if getattr(cls._pruneplug_class, "_own_compute_mask", None) is None:
-            cls._own_compute_mask = None  # type: ignore[assignment]  # no selection shortcut to keep
 
     @classmethod
     def _torch_override(cls) -> Any:
@@ -119,11 +111,17 @@ class _TorchTwin:
         return None if current is cls._torch_compute_mask else current
 
     @classmethod
-    def _mask_replaced(cls) -> bool:
-        """Whether torch's or pruneplug's ``compute_mask`` of this class is replaced (then no shortcuts)."""
-        ours = cls._pruneplug_class
-        own = getattr(ours, "_own_compute_mask", None)
-        return cls._torch_override() is not None or (own is not None and ours.compute_mask is not own)
+    def selects_itself(cls) -> bool:
+        """The fast-path contract (:mod:`pruneplug.core.fast_path`): pruneplug's selection stands for
+        ``compute_mask`` only while neither torch's nor pruneplug's ``compute_mask`` of this class, nor
+        this class's own, is replaced."""
+        ours = getattr(cls._pruneplug_class, "selects_itself", None)
+        return (
+            cls.compute_mask is _TorchTwin.compute_mask
+            and cls._torch_override() is None
+            and ours is not None
+            and bool(ours())
+        )
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """pruneplug's mask, or the replacement of torch's ``compute_mask`` if there is one."""
@@ -136,7 +134,6 @@ class _TorchTwin:
         replaced: Tensor = bound(t, default_mask=default_mask)
         return replaced
 
-    _own_compute_mask = compute_mask  # selection shortcuts stay on unless a compute_mask is replaced
 
 
 class Identity(_TorchTwin, strategies.Identity, torch_prune.Identity):
@@ -278,7 +275,7 @@ def global_unstructured(
     alive = [default_alive(s) if s.pruned else None for s in states]
     masks = global_masks(states, method, importance, alive, policy=TORCH_POLICY)
     pendings = [
-        plan_prune(module, name, CustomFromMask(mask), policy=TORCH_POLICY)
+        plan_prune(module, name, CustomFromMask(mask), stack=with_history, policy=TORCH_POLICY)
         for (module, name), mask in zip(targets, masks)
     ]
     commit(pendings)

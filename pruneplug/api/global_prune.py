@@ -19,13 +19,15 @@ import torch
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ..core.container import combine_masks, fast_path
-from ..core.method import method_name
-from ..core.reparam import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, TensorState, current_values
+from ..core.fast_path import fast_path
+from ..core.hook import method_name
+from ..core.method import combine_masks
+from ..core.state import TensorState, current_values
 from ..errors import IncompatibleStrategyError, PruneplugError, StrategyFailedError
 from ..selection.amount import count_to_prune
 from ..selection.exact import ScoreSource, keep_highest_across
 from ..selection.scores import scoring
+from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy
 from ..storage.packed import PackedMask, plain
 from ..strategies import UnstructuredStrategy
 from ..strategies._base import checked_protected

@@ -20,23 +20,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ..core.container import alive_slices, combine_masks, normalize_dim
-from ..core.reparam import (
-    NATIVE_POLICY,
-    MaskStorage,
-    PendingPrune,
+from ..core.commit import commit, remove_pruning
+from ..core.method import combine_masks, with_history
+from ..core.plan import PendingPrune, plan_prune
+from ..core.state import (
     TensorState,
     check_importance_scores,
-    check_storage,
     check_untied,
-    commit,
     default_alive,
     find_hook,
     is_pruned as _is_pruned,
-    plan_prune,
     pruned_tensors,
-    remove_pruning,
-    storage_for,
     tensor_state,
 )
 from ..errors import (
@@ -51,6 +45,8 @@ from ..errors import (
     cross_tensor_hint,
 )
 from ..registry.manager import KINDS, StrategySpec, get_registry, strategy_spec
+from ..selection.slices import alive_slices, normalize_dim
+from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage, storage_for
 from ..storage.packed import PackedMask, plain
 from ..strategies import PrecomputedMask
 from .global_prune import global_masks
@@ -163,7 +159,9 @@ def _plan_bias(pending: PendingPrune, label: str, storage: MaskStorage | None) -
     record = PrecomputedMask(new_mask, f"bias of the output channels pruned from weight by {label}")
     if storage is None and isinstance(pending.mask, PackedMask):
         storage = "packed"  # the bias is stored as the weight is
-    return plan_prune(module, "bias", record, mask=new_mask, policy=NATIVE_POLICY, label=label, storage=storage)
+    return plan_prune(
+        module, "bias", record, stack=with_history, mask=new_mask, policy=NATIVE_POLICY, label=label, storage=storage
+    )
 
 
 def prune(
@@ -231,6 +229,7 @@ def prune(
             module,
             name,
             method,
+            stack=with_history,
             importance_scores=importance_scores,
             policy=NATIVE_POLICY,
             label=spec.name,
@@ -406,7 +405,7 @@ def prune_global(
         for module, name in pairs:
             with _blamed(module, name):
                 states.append(tensor_state(module, name))
-        packed = [storage_for(state, storage) == "packed" for state in states]
+        packed = [storage_for(state.mask, storage) == "packed" for state in states]
         check_untied(states)
         importance = _importance_for(pairs, states, importance_scores)
         alive = []
@@ -429,6 +428,7 @@ def prune_global(
                 module,
                 name,
                 PrecomputedMask(mask, description),
+                stack=with_history,
                 mask=mask,
                 policy=NATIVE_POLICY,
                 label=spec.name,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..api.prune import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
-from ..core.method import describe_method
+from ..core.hook import describe_method
 from ..models import LeNet
 from ..registry.manager import get_registry
 

@@ -1,8 +1,14 @@
-"""Iterative pruning: the history of methods on one tensor, and combining their masks.
+"""The method classes: :class:`BasePruningMethod`, and the history of methods on one tensor.
 
-When a tensor is pruned again, the new method acts only on what is still
-unpruned: the still-alive entries (unstructured), the still-alive slices along
-its ``dim`` (structured), or the whole tensor (global, for masks given whole).
+:class:`BasePruningMethod` is the public base class of every strategy: the
+hook of :mod:`pruneplug.core.hook` plus torch's ``apply`` and ``remove``,
+which plan, commit and undo prunes. Both need the history class, and the
+history class is a method, so the two live here together.
+
+Iterative pruning: when a tensor is pruned again, the new method acts only on
+what is still unpruned: the still-alive entries (unstructured), the
+still-alive slices along its ``dim`` (structured), or the whole tensor
+(global, for masks given whole).
 :func:`combine_masks` computes that combined mask; :class:`PruningContainer`
 keeps the methods in the order they were applied and is the hook that stands
 for all of them, exactly as in ``torch.nn.utils.prune``.
@@ -18,50 +24,78 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ..errors import InvalidDimError, InvalidMaskError
-from .method import BasePruningMethod
+from ..errors import InvalidMaskError
+from ..selection.slices import alive_slices, normalize_dim
+from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, is_binary
+from .commit import commit, unreparametrize
+from .fast_path import SelectsEntries, SelectsSlices
+from .hook import MaskingHook
+from .plan import plan_prune
+from .state import TensorState
 
-__all__ = ["PruningContainer", "combine_masks", "normalize_dim", "alive_slices", "fast_path"]
+__all__ = ["BasePruningMethod", "PruningContainer", "combine_masks", "with_history", "apply_method"]
 
 
-def normalize_dim(dim: int, ndim: int) -> int:
-    """Turn a possibly negative ``dim`` into an index of a tensor with ``ndim`` dims.
+class BasePruningMethod(MaskingHook):
+    """Base class for pruning strategies (and drop-in for torch's of the same name).
 
-    >>> normalize_dim(-1, 4)
-    3
+    Subclass it the way the tutorial subclasses ``torch.nn.utils.prune.BasePruningMethod``:
+    set ``PRUNING_TYPE`` and implement ``compute_mask(t, default_mask)``, which
+    returns a new 0/1 mask shaped like ``t`` that only zeroes entries
+    ``default_mask`` keeps. Add ``name`` (and ``Params``, a pydantic model of
+    the constructor's keyword arguments) to make it registrable by name.
+
+    Class attributes:
+        PRUNING_TYPE: ``"unstructured"`` (entries), ``"structured"`` (whole
+            slices along ``self.dim``) or ``"global"`` (the whole tensor).
+        name: the registry name, e.g. ``"l1_unstructured"``; ``None`` if unregistered.
+        Params: pydantic model of the constructor's keyword arguments.
+        uses_importance_scores: whether ``importance_scores`` change the mask.
+
+    >>> import torch
+    >>> class EveryOther(BasePruningMethod):
+    ...     PRUNING_TYPE = "unstructured"
+    ...     def compute_mask(self, t, default_mask):
+    ...         mask = default_mask.clone()
+    ...         mask.view(-1)[::2] = 0
+    ...         return mask
+    >>> EveryOther().compute_mask(torch.ones(4), torch.ones(4))
+    tensor([0., 1., 0., 1.])
     """
-    if ndim < 2:
-        raise InvalidDimError(
-            f"structured pruning needs a tensor with at least 2 dims to have slices; this one has {ndim}"
-        )
-    if not -ndim <= dim < ndim:
-        raise InvalidDimError(f"dim={dim} is out of range for a tensor with {ndim} dims (valid: {-ndim}..{ndim - 1})")
-    return dim % ndim
 
+    @classmethod
+    def apply(  # type: ignore[override]
+        cls,
+        module: nn.Module,
+        name: str,
+        *args: Any,
+        importance_scores: Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch_prune.BasePruningMethod:
+        """Prune ``module.<name>`` with ``cls(*args, **kwargs)``, as torch's ``apply`` does.
 
-def alive_slices(mask: Tensor, dim: int) -> Tensor:
-    """Bool vector over ``dim``: which slices still have an unpruned entry."""
-    others = [d for d in range(mask.dim()) if d != dim]
-    return mask.ne(0).any(dim=others) if others else mask.ne(0)
+        Masks keep torch's dtypes on this path (it is what
+        :mod:`pruneplug.compat` uses). Returns the hook now in charge of the
+        tensor: the new method, or a :class:`~pruneplug.PruningContainer`
+        holding the whole history. On any error the module is left exactly as
+        it was.
+        """
+        method = cls(*args, **kwargs)
+        return apply_method(module, name, method, importance_scores=importance_scores, policy=TORCH_POLICY)
 
+    def remove(self, module: nn.Module) -> None:
+        """Make the pruning of ``module.<name>`` permanent (torch protocol).
 
-def fast_path(method: object) -> bool:
-    """Whether ``method`` can select among alive entries itself, avoiding copies of ``t[alive]``.
-
-    Only pruneplug's scored strategies can, and only while their
-    ``compute_mask`` is their own (a subclass or a test mock that replaces it,
-    here or on torch's class of the same name, gets the general,
-    torch-identical path).
-    """
-    cls = type(method)
-    own = getattr(cls, "_own_compute_mask", None)
-    if own is None or getattr(cls, "compute_mask", None) is not own:
-        return False
-    replaced = getattr(cls, "_mask_replaced", None)  # pruneplug.compat's twins of torch's classes
-    return replaced is None or not replaced()
+        ``<name>`` becomes a plain parameter again -- the same parameter object
+        that was ``<name>_orig``, now holding the masked values -- and
+        ``<name>_orig`` / ``<name>_mask`` are deleted. Like torch's method, this
+        leaves the hook entry itself to the caller; :func:`pruneplug.remove`
+        does both.
+        """
+        unreparametrize(module, self)
 
 
 def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask: Tensor) -> Tensor:
@@ -74,8 +108,8 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
     kind = getattr(method, "PRUNING_TYPE", None)
     if kind == "unstructured":
         alive = default_mask if default_mask.dtype == torch.bool else default_mask == 1
-        if fast_path(method):
-            keep: Tensor = method._keep(t, alive)  # type: ignore[attr-defined]
+        if isinstance(method, SelectsEntries) and method.selects_itself():
+            keep = method.keep_entries(t, alive)
             return keep if out_dtype == torch.bool else default_mask.to(out_dtype) * keep
         slc: Any = alive
     elif kind == "structured":
@@ -85,8 +119,8 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
             )
         dim = normalize_dim(method.dim, t.dim())
         keep = alive_slices(default_mask, dim)
-        if fast_path(method):
-            pruned_now: Tensor = method._pruned_slices(t, keep)  # type: ignore[attr-defined]
+        if isinstance(method, SelectsSlices) and method.selects_itself():
+            pruned_now = method.pruned_slices(t, keep)
             shape = [1] * t.dim()
             shape[dim] = -1
             survivors = (~pruned_now).reshape(shape)
@@ -107,9 +141,8 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
         raise InvalidMaskError(
             f"the strategy returned a mask of shape {tuple(partial.shape)} for a slice of shape {tuple(part.shape)}"
         )
-    if out_dtype == torch.bool and partial.dtype != torch.bool:  # noqa: SIM102 - check only when converting
-        if partial.is_complex() or not bool(((partial == 0) | (partial == 1)).all()):
-            raise InvalidMaskError("the strategy returned a mask with values other than 0 and 1")
+    if out_dtype == torch.bool and not is_binary(partial):
+        raise InvalidMaskError("the strategy returned a mask with values other than 0 and 1")
     new_mask[slc] = partial.to(dtype=out_dtype)
     return new_mask
 
@@ -160,3 +193,35 @@ class PruningContainer(BasePruningMethod, torch_prune.PruningContainer):
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """Apply the latest method to what ``default_mask`` keeps, and combine the two."""
         return combine_masks(self._pruning_methods[-1], t, default_mask)
+
+
+def with_history(state: TensorState, method: torch_prune.BasePruningMethod) -> torch_prune.BasePruningMethod:
+    """The hook that stands for ``state``'s tensor once ``method`` is applied (a ``HistoryStack``).
+
+    ``method`` itself for an unpruned tensor; otherwise a new
+    :class:`PruningContainer` of the earlier methods and ``method`` (the old
+    hook is left as it is until the prune commits).
+    """
+    if not state.pruned:
+        return method
+    old = state.hook
+    assert old is not None
+    history = list(old) if isinstance(old, torch_prune.PruningContainer) else [old]
+    return PruningContainer(*history, method)
+
+
+def apply_method(
+    module: nn.Module,
+    name: str,
+    method: torch_prune.BasePruningMethod,
+    *,
+    importance_scores: Tensor | None = None,
+    policy: MaskPolicy = NATIVE_POLICY,
+    label: str | None = None,
+) -> torch_prune.BasePruningMethod:
+    """Plan and commit one prune; return the hook now in charge of the tensor."""
+    pending = plan_prune(
+        module, name, method, stack=with_history, importance_scores=importance_scores, policy=policy, label=label
+    )
+    commit([pending])
+    return pending.hook

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from ..storage.packed import PackedMask
+from .hook import MaskingHook
 from .lazy import is_lazy
-from .method import BasePruningMethod
-from .reparam import pruning_hooks, refresh
+from .refresh import refresh
+from .state import pruning_hooks
 
 __all__ = ["install_support", "install_packed_support", "uninstall_support", "refresh_all"]
 
@@ -40,7 +41,7 @@ __all__ = ["install_support", "install_packed_support", "uninstall_support", "re
 def refresh_all(module: nn.Module) -> None:
     """Recompute every masked tensor of ``module`` itself from ``_orig`` and ``_mask``."""
     for _, hook in pruning_hooks(module):
-        if isinstance(hook, BasePruningMethod) or is_lazy(module):
+        if isinstance(hook, MaskingHook) or is_lazy(module):
             refresh(module, hook, force=True)
         else:
             setattr(module, hook._tensor_name, hook.apply_mask(module))

@@ -17,7 +17,8 @@ from ..storage.packed import PackedMask
 from .cache import forget
 from .lazy import is_lazy
 from .module_hooks import install_packed_support
-from .reparam import pruning_hooks, refresh
+from .refresh import refresh
+from .state import pruning_hooks
 
 __all__ = ["pack_masks", "unpack_masks", "store_mask"]
 

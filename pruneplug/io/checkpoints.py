@@ -35,8 +35,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from ..core.reparam import MaskStorage
 from ..errors import PruneplugError
+from ..storage.formats import MaskStorage
 from .state_dict import load_pruned_state_dict
 
 __all__ = [

@@ -28,8 +28,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..core.method import describe_method
-from ..core.reparam import pruning_hooks
+from ..core.hook import describe_method
+from ..core.state import pruning_hooks
 from ..errors import InvalidMaskError, InvalidTargetError
 from ..storage.packed import plain, storage_of
 from ..strategies import Identity

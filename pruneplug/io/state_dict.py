@@ -21,19 +21,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from ..core.commit import ModuleSnapshot, commit
+from ..core.method import with_history
 from ..core.packing import store_mask
-from ..core.reparam import (
-    NATIVE_POLICY,
-    MaskStorage,
-    ModuleSnapshot,
-    PendingPrune,
-    check_storage,
-    commit,
-    plan_prune,
-    pruning_hooks,
-    refresh,
-)
+from ..core.plan import PendingPrune, plan_prune
+from ..core.refresh import refresh
+from ..core.state import pruning_hooks
 from ..errors import InvalidMaskError, InvalidTargetError
+from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
 from ..storage.packed import PackedMask, plain
 from ..strategies import Identity
 
@@ -139,6 +134,7 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
                 tensor.module,
                 tensor.name,
                 Identity(),
+                stack=with_history,
                 mask=ones,
                 policy=NATIVE_POLICY,
                 label="identity",

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..api.prune import prune, prune_global
-from ..core.reparam import MaskStorage, ModuleSnapshot, default_alive, tensor_state
+from ..core.commit import ModuleSnapshot
+from ..core.state import default_alive, tensor_state
 from ..errors import (
     IncompatibleStrategyError,
     InvalidAmountError,
@@ -37,6 +38,7 @@ from ..errors import (
     UnsupportedNormError,
 )
 from ..io.report import Report, RuleOutcome, report
+from ..storage.formats import MaskStorage
 from ._errors import PlanError, tensor_error
 from ._formats import load_plan
 from ._model import Plan, parse_plan

@@ -32,10 +32,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..core.reparam import MaskStorage
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
 from ..registry.manager import StrategySpec, get_registry
+from ..storage.formats import MaskStorage
 from ._errors import PlanError, from_validation_error, plain_message
 
 __all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]

@@ -28,9 +28,9 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
-from ..core.container import alive_slices, normalize_dim
-from ..core.reparam import default_alive, pruning_hooks, tensor_state
+from ..core.state import default_alive, pruning_hooks, tensor_state
 from ..errors import PruneplugError, close_matches_hint
+from ..selection.slices import alive_slices, normalize_dim
 from ._errors import PlanError, tensor_error
 from ._model import Plan, Rule, strategy_for
 

@@ -20,12 +20,13 @@ import torch
 from pydantic import StrictBool
 from torch import Tensor
 
-from ..core.container import normalize_dim
-from ..core.method import BasePruningMethod, method_name
+from ..core.hook import method_name
+from ..core.method import BasePruningMethod
 from ..errors import InvalidMaskError
 from ..params import AmountField, DimField, StrategyParams
 from ..selection.amount import check_amount_like_torch, count_to_prune
 from ..selection.exact import ScoreSource, keep_highest_across, select_lowest_slices
+from ..selection.slices import normalize_dim
 from ..storage.packed import plain
 
 __all__ = [
@@ -126,8 +127,22 @@ class UnstructuredStrategy(BasePruningMethod):
         # (scores() gets a plain mask, unpacked for the read; the source keeps a packed one packed)
         return ScoreSource.whole(lambda: self.scores(t, _plain(alive)), t.numel(), t.device, alive)
 
-    def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
-        """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them."""
+    @classmethod
+    def selects_itself(cls) -> bool:
+        """Whether :meth:`keep_entries` stands for ``compute_mask`` (the :class:`~pruneplug.SelectsEntries` contract).
+
+        ``True`` unless a subclass (or a test's ``mock.patch``) replaced
+        :meth:`compute_mask`: then the core calls that replacement instead.
+        """
+        return cls.compute_mask is UnstructuredStrategy.compute_mask
+
+    def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them.
+
+        ``alive`` (``None``: all entries) are the still-unpruned entries; the
+        core and :func:`pruneplug.prune_global` call this directly instead of
+        ranking a copy of ``t[alive]`` (see :class:`~pruneplug.SelectsEntries`).
+        """
         available = t.numel() if alive is None else int(alive.count_nonzero())
         guard = checked_protected(self, t)
         if guard is None:
@@ -151,12 +166,11 @@ class UnstructuredStrategy(BasePruningMethod):
         As in torch, the entries are ranked over all of ``t``; pruning again
         through the core ranks only the still-unpruned ones.
         """
-        keep = self._keep(t, None)
+        keep = self.keep_entries(t, None)
         if default_mask.dtype == torch.bool:
             return default_mask & keep
         return default_mask.mul(keep).contiguous()
 
-    _own_compute_mask = compute_mask
 
 
 class StructuredStrategy(BasePruningMethod):
@@ -189,8 +203,16 @@ class StructuredStrategy(BasePruningMethod):
         """
         return None
 
-    def _pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
-        """Bool vector over ``dim``: the slices to prune now, among ``alive``."""
+    @classmethod
+    def selects_itself(cls) -> bool:
+        """Whether :meth:`pruned_slices` stands for ``compute_mask`` (the :class:`~pruneplug.SelectsSlices` contract).
+
+        ``True`` unless a subclass (or a test's ``mock.patch``) replaced :meth:`compute_mask`.
+        """
+        return cls.compute_mask is StructuredStrategy.compute_mask
+
+    def pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool vector over ``dim``: the slices to prune now, among the ``alive`` ones (``None``: all)."""
         dim = normalize_dim(self.dim, t.dim())
         available = t.shape[dim] if alive is None else int(alive.count_nonzero())
         unit = f"slices along dim {dim}"
@@ -211,7 +233,7 @@ class StructuredStrategy(BasePruningMethod):
 
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         """``default_mask`` with the ``amount`` lowest-scoring slices of ``t`` zeroed."""
-        pruned = self._pruned_slices(t, None)
+        pruned = self.pruned_slices(t, None)
         if not bool(pruned.any()):
             return default_mask  # torch returns the default mask itself when nothing is pruned
         dim = normalize_dim(self.dim, t.dim())
@@ -221,7 +243,6 @@ class StructuredStrategy(BasePruningMethod):
         keep = (~pruned).reshape(shape).expand(t.shape).to(out_dtype)
         return keep * default_mask.to(out_dtype)
 
-    _own_compute_mask = compute_mask
 
 
 def _plain(alive: Tensor | None) -> Tensor | None:

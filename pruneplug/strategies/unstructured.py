@@ -132,11 +132,12 @@ class RandomUnstructured(UnstructuredStrategy):
             t.device,
         )
 
-    def _keep(self, t: Tensor, alive: Tensor | None) -> Tensor:
+    def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """As the base class's, drawing even when everything goes (torch does: the stream stays in step)."""
         available = t.numel() if alive is None else int(alive.count_nonzero())
         if available and count_to_prune(self.amount, available) == available:
             self.scores(t, alive)  # torch draws even when everything goes; keep the stream in step
-        return super()._keep(t, alive)
+        return super().keep_entries(t, alive)
 
     def score_window(self, k: int, total: int) -> tuple[float, float] | None:
         """Where the k-th largest of ``total`` uniform draws lies (scores are minus the draws).

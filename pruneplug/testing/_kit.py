@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from ..api.prune import is_pruned, prune, prune_global, pruning_history, remove
-from ..core.reparam import MaskStorage
 from ..errors import InvalidAmountError, PruneplugError, cross_tensor_hint
 from ..registry.manager import StrategySpec, get_registry, strategy_spec
+from ..storage.formats import MaskStorage
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
 

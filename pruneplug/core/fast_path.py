@@ -1,0 +1,63 @@
+"""The contract a strategy implements to select among still-unpruned entries itself.
+
+torch's pruning computes a new mask on a copy: ``t[alive]`` (or the alive
+slices) is gathered, the method ranks that copy, and the result is scattered
+back. A strategy that can rank ``t`` in place while skipping what is already
+pruned saves both copies -- on a large tensor most of the time and memory of
+a prune. Such a strategy declares it by implementing one of the protocols
+below; the core (local and iterative pruning) and :func:`pruneplug.prune_global`
+then call it directly. :class:`pruneplug.UnstructuredStrategy` and
+:class:`pruneplug.StructuredStrategy` implement them, so their subclasses
+take part without writing anything.
+
+The shortcut stands in for ``compute_mask``, so it must give exactly the mask
+``compute_mask`` would. ``selects_itself()`` is how a strategy says whether it
+still does: a subclass, or a test's ``mock.patch``, that replaces
+``compute_mask`` makes it ``False``, and the general path calls the
+replacement.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+__all__ = ["SelectsEntries", "SelectsSlices", "fast_path"]
+
+
+@runtime_checkable
+class SelectsEntries(Protocol):
+    """An unstructured strategy that picks among the still-unpruned entries of a tensor itself."""
+
+    @classmethod
+    def selects_itself(cls) -> bool:
+        """Whether :meth:`keep_entries` gives what ``compute_mask`` gives (``False`` once that is replaced)."""
+        ...
+
+    def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool mask shaped like ``t``: the ``alive`` entries left after pruning (``alive=None``: all entries).
+
+        Must equal ``compute_mask(t[alive], ...)`` scattered back into
+        ``alive``; entries outside ``alive`` are ``False``.
+        """
+        ...
+
+
+@runtime_checkable
+class SelectsSlices(Protocol):
+    """A structured strategy that picks among the still-unpruned slices along its ``dim`` itself."""
+
+    @classmethod
+    def selects_itself(cls) -> bool:
+        """Whether :meth:`pruned_slices` gives what ``compute_mask`` gives (``False`` once that is replaced)."""
+        ...
+
+    def pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
+        """Bool vector over ``dim``: the slices to prune now, among the ``alive`` ones (``None``: all)."""
+        ...
+
+
+def fast_path(method: object) -> bool:
+    """Whether ``method`` takes the shortcut: it implements a protocol above and still selects itself."""
+    return isinstance(method, (SelectsEntries, SelectsSlices)) and method.selects_itself()
