@@ -135,7 +135,6 @@ class _TorchTwin:
         return replaced
 
 
-
 class Identity(_TorchTwin, strategies.Identity, torch_prune.Identity):
     """Prune nothing: reparametrize with a mask of ones (torch's ``Identity``)."""
 

@@ -22,6 +22,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import commit, remove_pruning
 from ..core.method import combine_masks, with_history
+from ..core.module_hooks import refresh_all
 from ..core.plan import PendingPrune, plan_prune
 from ..core.state import (
     TensorState,
@@ -473,8 +474,6 @@ def refresh(module: nn.Module) -> nn.Module:
     in-place ops, ``load_state_dict``). Writes through ``tensor.data`` bypass
     PyTorch's change tracking: call this after them.
     """
-    from ..core.module_hooks import refresh_all
-
     if not isinstance(module, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(module).__name__}")
     for sub in module.modules():

@@ -1,8 +1,9 @@
 """The ``pruneplug`` command line (also ``python -m pruneplug``).
 
 Commands live in small modules next to this one and register themselves on
-the Typer app in :mod:`pruneplug.cli._app`. The CLI needs the ``cli`` extra
-(``pip install 'pruneplug[cli]'``: Typer and Rich); without it, this says so.
+the Typer app of :mod:`pruneplug.cli._app`; :mod:`pruneplug.cli._commands`
+imports them all. The CLI needs the ``cli`` extra (``pip install
+'pruneplug[cli]'``: Typer and Rich); without it, this says so.
 
 Exit status: 0 on success, 2 on bad input (a plan, model, checkpoint,
 strategy or argument that cannot be used -- one message naming what was
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        from ._app import run
+        from ._commands import run
     except ImportError as error:  # the cli extra is missing
         print(
             f"pruneplug: the command line needs the 'cli' extra ({error.name or error} is not installed).\n"

@@ -16,10 +16,8 @@ to a command-line user.
 from __future__ import annotations
 
 import functools
-import sys
 import traceback
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
@@ -29,8 +27,9 @@ from rich.console import Console
 from .. import __version__
 from ..errors import PruneplugError
 from . import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
+from ._tour import main as tour
 
-__all__ = ["app", "command", "run", "state", "console", "err_console", "BadInput"]
+__all__ = ["app", "command", "state", "console", "err_console", "BadInput"]
 
 app = typer.Typer(
     name="pruneplug",
@@ -86,8 +85,6 @@ def _root(
     state.debug = debug
     state.quiet = quiet
     if ctx.invoked_subcommand is None:
-        from ._tour import main as tour
-
         raise typer.Exit(tour([]))
 
 
@@ -150,26 +147,3 @@ def command(name: str | None = None, **options: Any) -> Callable[[F], F]:
         return function
 
     return register
-
-
-def _register_commands() -> None:
-    # Each module adds its commands to ``app`` when imported.
-    from . import _apply, _demo, _list, _report, _schema  # noqa: F401
-
-
-def run(argv: Sequence[str]) -> int:
-    """Run the app with ``argv``; return the exit status (usage errors give 2)."""
-    _register_commands()
-    with warnings.catch_warnings():
-        if "--debug" not in argv:  # --debug keeps Python's form, source location included
-            warnings.showwarning = _show_warning
-        try:
-            app(args=list(argv), prog_name="pruneplug")
-        except SystemExit as done:
-            code = done.code
-            return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_BAD_INPUT)
-    return EXIT_OK
-
-
-def entry_point() -> None:  # pragma: no cover - the console script
-    sys.exit(run(sys.argv[1:]))

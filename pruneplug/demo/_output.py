@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import torch
 
+from .. import __version__
 from ._data import IMAGE_SIZE, NUM_CLASSES
 from ._extra import DemoError
 from ._run import DemoResult, fine_tune_text
@@ -45,8 +46,6 @@ FORMAT = "pruneplug-demo/1"
 
 def result_payload(result: DemoResult) -> dict[str, Any]:
     """The JSON document for ``result``: settings, data, baseline, curves, skipped strategies, timings."""
-    from .. import __version__
-
     train_size, test_size = result.data_sizes
     return {
         "format": FORMAT,

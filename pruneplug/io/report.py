@@ -33,6 +33,7 @@ from ..core.state import pruning_hooks
 from ..errors import InvalidMaskError, InvalidTargetError
 from ..storage.packed import plain, storage_of
 from ..strategies import Identity
+from .tables import FittedTable
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -154,8 +155,6 @@ class Report(_Frozen):
         """
         from rich.console import Group
         from rich.text import Text  # literal text: names and paths are never rich markup
-
-        from .tables import FittedTable
 
         parts: list[RenderableType] = []
         if self.rules:

@@ -172,7 +172,6 @@ class UnstructuredStrategy(BasePruningMethod):
         return default_mask.mul(keep).contiguous()
 
 
-
 class StructuredStrategy(BasePruningMethod):
     """Prune the ``amount`` lowest-scoring still-alive slices along ``dim``.
 
@@ -242,7 +241,6 @@ class StructuredStrategy(BasePruningMethod):
         out_dtype = torch.bool if default_mask.dtype == torch.bool else t.dtype
         keep = (~pruned).reshape(shape).expand(t.shape).to(out_dtype)
         return keep * default_mask.to(out_dtype)
-
 
 
 def _plain(alive: Tensor | None) -> Tensor | None:

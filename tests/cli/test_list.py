@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pruneplug import get_registry
 from pruneplug.cli import main
-from pruneplug.cli._app import _register_commands, app
+from pruneplug.cli._commands import app
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +62,6 @@ WIDTHS = (200, 80, 60, 40)
 
 def list_at(width: int) -> str:
     """``pruneplug list`` through typer's CliRunner (stdout not a terminal, as in a pipe) at ``width`` columns."""
-    _register_commands()
     done = CliRunner().invoke(app, ["list"], env={"COLUMNS": str(width)})
     assert done.exit_code == 0, done.output
     return done.output

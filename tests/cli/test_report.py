@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import pruneplug
 from pruneplug.cli import main
-from pruneplug.cli._app import _register_commands, app
+from pruneplug.cli._commands import app
 from pruneplug.io.checkpoints import save_checkpoint
 from pruneplug.io.report import tensor_histories
 from pruneplug.models import LeNet
@@ -81,7 +81,6 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def invoke(width: int, *args: str) -> str:
     """A command through typer's CliRunner (stdout not a terminal, as in a pipe) at ``width`` columns."""
-    _register_commands()
     done = CliRunner().invoke(app, list(args), env={"COLUMNS": str(width)})
     assert done.exit_code == 0, done.output
     return done.output
