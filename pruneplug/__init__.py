@@ -13,7 +13,7 @@ is a drop-in replacement.
 
 from __future__ import annotations
 
-from .api.prune import (
+from .api import (
     compute_mask as compute_mask,
     get_strategy as get_strategy,
     is_pruned as is_pruned,

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from . import strategies
-from .api.global_prune import global_masks
+from .api.global_masks import global_masks
 from .core.commit import commit, remove_pruning
 from .core.method import BasePruningMethod, PruningContainer, with_history
 from .core.plan import plan_prune

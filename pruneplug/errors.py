@@ -13,10 +13,12 @@ the call the user made. The message always names them, so a user can tell
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from difflib import get_close_matches
 
 __all__ = [
+    "blamed",
     "PruneplugError",
     "InvalidAmountError",
     "InvalidParametersError",
@@ -301,3 +303,35 @@ class PackedMaskError(PruneplugError, RuntimeError):
     ``torch.jit.trace`` (which would freeze the mask into the trace), and
     the like. :func:`pruneplug.unpack_masks` gives the model plain bool masks.
     """
+
+
+@contextmanager
+def blamed(
+    *,
+    module_type: str | None = None,
+    tensor: str | None = None,
+    strategy: str | None = None,
+    wrap_foreign: bool = False,
+) -> Iterator[None]:
+    """Name what was being worked on in an error raised inside the block.
+
+    A :class:`PruneplugError` gets the names it lacks and propagates. With
+    ``wrap_foreign``, any other exception -- a strategy's own bug -- becomes a
+    :class:`StrategyFailedError` naming them too; without it (the
+    ``torch.nn.utils.prune`` drop-in, whose callers catch torch's exception
+    types) it propagates as it is.
+    """
+    try:
+        yield
+    except PruneplugError as error:
+        error.add_context(module_type=module_type, tensor=tensor, strategy=strategy)
+        raise
+    except Exception as error:
+        if not wrap_foreign:
+            raise
+        raise StrategyFailedError(
+            f"the strategy raised {type(error).__name__}: {error}",
+            module_type=module_type,
+            tensor=tensor,
+            strategy=strategy,
+        ) from error

@@ -1,4 +1,26 @@
-"""Layer 5: the native functions (prune, prune_global, remove, the strategy catalogue).
+"""Layer 5: the native functions -- prune, prune_global, remove, and strategies by name.
 
-Internal: the public names are exported by :mod:`pruneplug`.
+Gathered here for the layers above (plans, the conformance kit, the CLI);
+users import them from :mod:`pruneplug`.
 """
+
+from __future__ import annotations
+
+from .catalog import get_strategy, list_strategies, register, registered, unregister
+from .global_prune import prune_global
+from .prune import compute_mask, is_pruned, prune, pruning_history, refresh, remove
+
+__all__ = [
+    "prune",
+    "prune_global",
+    "remove",
+    "is_pruned",
+    "compute_mask",
+    "pruning_history",
+    "refresh",
+    "list_strategies",
+    "get_strategy",
+    "register",
+    "unregister",
+    "registered",
+]

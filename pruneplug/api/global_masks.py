@@ -12,8 +12,8 @@ tensors are flattened into one vector and the strategy sees it whole.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from ..core.fast_path import fast_path
 from ..core.hook import method_name
 from ..core.method import combine_masks
 from ..core.state import TensorState, current_values
-from ..errors import IncompatibleStrategyError, PruneplugError, StrategyFailedError
+from ..errors import IncompatibleStrategyError, blamed
 from ..selection.amount import count_to_prune
 from ..selection.exact import ScoreSource, keep_highest_across
 from ..selection.scores import scoring
@@ -35,26 +35,9 @@ from ..strategies._base import checked_protected
 __all__ = ["global_masks"]
 
 
-@contextmanager
-def _blamed(state: TensorState, policy: MaskPolicy) -> Iterator[None]:
-    """Name the target in an error raised while scoring it (the caller adds the strategy's name).
-
-    A :class:`~pruneplug.PruneplugError` gets the module type and tensor; any
-    other exception becomes a :class:`~pruneplug.StrategyFailedError` naming
-    them for the native API, and propagates as it is for
-    :mod:`pruneplug.compat` (``TORCH_POLICY``: torch's exception types).
-    """
-    try:
-        yield
-    except PruneplugError as error:
-        error.add_context(module_type=state.module_type, tensor=state.name)
-        raise
-    except Exception as error:
-        if policy is TORCH_POLICY:
-            raise
-        raise StrategyFailedError(
-            f"the strategy raised {type(error).__name__}: {error}", module_type=state.module_type, tensor=state.name
-        ) from error
+def _blamed_for(state: TensorState, policy: MaskPolicy) -> AbstractContextManager[None]:
+    """Name ``state``'s target in an error raised while scoring it (the caller adds the strategy's name)."""
+    return blamed(module_type=state.module_type, tensor=state.name, wrap_foreign=policy is not TORCH_POLICY)
 
 
 def _orig_stands_for_values(method: UnstructuredStrategy, state: TensorState) -> bool:
@@ -84,9 +67,9 @@ def _source(
 
     Scores are computed while the target is the current :class:`~pruneplug.ScoreTarget`
     (gradient-based scores read its parameter). An error raised scoring the
-    target names it (see :func:`_blamed`).
+    target names it (see :func:`_blamed_for`).
     """
-    with _blamed(state, policy):
+    with _blamed_for(state, policy):
         if values is not None:
             source = method.score_source(values, alive)
         elif _orig_stands_for_values(method, state):
@@ -100,14 +83,14 @@ def _source(
             )
 
     def read() -> Tensor:
-        with _blamed(state, policy), scoring(state.module, state.name, state.orig):
+        with _blamed_for(state, policy), scoring(state.module, state.name, state.orig):
             values = source.read()
             if values.numel() != source.numel:  # (the selection checks too, but cannot name the target)
                 raise ValueError(f"its scores have {values.numel()} entries but the tensor has {source.numel}")
             return values
 
     def score(part: Tensor, out: Tensor) -> Tensor:
-        with _blamed(state, policy), scoring(state.module, state.name, state.orig):
+        with _blamed_for(state, policy), scoring(state.module, state.name, state.orig):
             return source.score(part, out)  # type: ignore[misc]
 
     return dataclasses.replace(source, read=read, score=None if source.score is None else score)
@@ -182,7 +165,7 @@ def global_masks(
         total = sum(s.orig.numel() if a is None else int(a.count_nonzero()) for s, a in zip(states, alive))
         candidates = list(alive)
         for index, (state, values, live) in enumerate(zip(states, importance, alive) if _protects(method) else ()):
-            with _blamed(state, policy):
+            with _blamed_for(state, policy):
                 guard = checked_protected(method, _ranked(method, values, state))
             if guard is not None:  # (no full-size mask is made for targets with nothing protected)
                 unpacked = None if live is None else plain(live)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from ..api.prune import remove as remove_pruning
+from ..api import remove as remove_pruning
 from ..io.checkpoints import check_output, load_checkpoint, load_into, save_checkpoint
 from ..io.report import report, tensor_histories
 from ..plans import apply_plan, load_plan

@@ -15,7 +15,7 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from ..api.prune import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
+from ..api import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
 from ..core.hook import describe_method
 from ..models import LeNet
 from ..registry.manager import get_registry

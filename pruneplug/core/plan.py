@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ..errors import InvalidMaskError, PruneplugError, PruningStateError, StrategyFailedError
+from ..errors import InvalidMaskError, PruningStateError, blamed
 from ..selection.scores import scoring
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, MaskStorage, is_binary, storage_for
 from ..storage.packed import PackedMask, plain
@@ -133,24 +133,16 @@ def plan_prune(
             scores = state.orig.detach()
         else:
             scores = current_values(state)
-        try:
-            with scoring(module, name, state.orig):
-                if (
-                    policy is NATIVE_POLICY
-                    and not state.pruned
-                    and isinstance(hook, SelectsEntries)
-                    and hook.selects_itself()
-                ):
-                    raw = hook.keep_entries(scores, None)  # compute_mask(t, ones) without the ones
-                else:
-                    raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
-        except PruneplugError as error:
-            error.add_context(**context)
-            raise
-        except Exception as error:
-            if policy is TORCH_POLICY:
-                raise  # code written for torch catches torch's exception types
-            raise StrategyFailedError(f"the strategy raised {type(error).__name__}: {error}", **context) from error
+        with blamed(**context, wrap_foreign=policy is not TORCH_POLICY), scoring(module, name, state.orig):
+            if (
+                policy is NATIVE_POLICY
+                and not state.pruned
+                and isinstance(hook, SelectsEntries)
+                and hook.selects_itself()
+            ):
+                raw = hook.keep_entries(scores, None)  # compute_mask(t, ones) without the ones
+            else:
+                raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
     else:
         raw = mask
     if mask is None and not type(method).__module__.startswith("pruneplug.") and isinstance(raw, Tensor):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..api.prune import prune, prune_global
+from ..api import prune, prune_global
 from ..errors import PruneplugError
 from ._data import Digits
 from ._progress import Phases, silent

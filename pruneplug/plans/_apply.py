@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..api.prune import prune, prune_global
+from ..api import prune, prune_global
 from ..core.commit import ModuleSnapshot
 from ..core.state import default_alive, tensor_state
 from ..errors import (

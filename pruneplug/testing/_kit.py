@@ -26,7 +26,7 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from ..api.prune import is_pruned, prune, prune_global, pruning_history, remove
+from ..api import is_pruned, prune, prune_global, pruning_history, remove
 from ..errors import InvalidAmountError, PruneplugError, cross_tensor_hint
 from ..registry.manager import StrategySpec, get_registry, strategy_spec
 from ..storage.formats import MaskStorage
