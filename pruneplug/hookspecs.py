@@ -10,15 +10,31 @@ plugin under the ``pruneplug`` entry-point group::
 pruneplug's own strategies are registered by the plugin
 ``pruneplug.strategies`` through exactly these hooks, so nothing a plugin can
 do is reserved to the built-ins.
+
+The item types are imported for type checkers only: at run time this module
+depends on pluggy alone, so every layer of pruneplug can import it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import pluggy
 
-__all__ = ["PROJECT_NAME", "hookspec", "hookimpl", "pruneplug_add_strategies", "pruneplug_add_importance_scores"]
+if TYPE_CHECKING:
+    import torch.nn.utils.prune
+
+    from .registry.manager import StrategySpec
+    from .selection.scores import ImportanceScore
+
+__all__ = [
+    "PROJECT_NAME",
+    "StrategyItem",
+    "hookspec",
+    "hookimpl",
+    "pruneplug_add_strategies",
+    "pruneplug_add_importance_scores",
+]
 
 PROJECT_NAME = "pruneplug"
 
@@ -28,9 +44,18 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marker for hook implementations: decorate your plugin's ``pruneplug_*`` functions with it."""
 
+StrategyItem: TypeAlias = "type[torch.nn.utils.prune.BasePruningMethod] | StrategySpec"
+"""One item of :func:`pruneplug_add_strategies`: a strategy class, or a :class:`pruneplug.StrategySpec`.
+
+``pruneplug.BasePruningMethod`` (and so ``UnstructuredStrategy`` and
+``StructuredStrategy``) subclasses ``torch.nn.utils.prune.BasePruningMethod``.
+At run time this is the annotation's text (the types stay unimported), for use
+in annotations: ``def pruneplug_add_strategies() -> list[StrategyItem]``.
+"""
+
 
 @hookspec
-def pruneplug_add_strategies() -> list[Any]:
+def pruneplug_add_strategies() -> list[StrategyItem] | tuple[StrategyItem, ...]:
     """Return the pruning strategies this plugin provides.
 
     Each item is one of:
@@ -40,21 +65,52 @@ def pruneplug_add_strategies() -> list[Any]:
       model) -- typically a subclass of :class:`pruneplug.UnstructuredStrategy`
       or :class:`pruneplug.StructuredStrategy`;
     * a subclass of ``torch.nn.utils.prune.BasePruningMethod`` written for
-      torch, wrapped with :func:`pruneplug.strategy_spec` to give it a name;
-    * a :class:`pruneplug.StrategySpec`.
+      torch: its ``__init__`` arguments become its parameters, and its name
+      is its ``name`` attribute or else its class name in snake_case
+      (``MyPruning`` -> ``my_pruning``); wrap it with
+      :func:`pruneplug.strategy_spec` (``strategy_spec(cls, name="...")``)
+      to choose the name;
+    * a :class:`pruneplug.StrategySpec` (credited to the plugin that hands it over).
 
-    Called once when the registry is first used. Every name must be unique
-    across installed plugins; a name clash is reported, never silently
-    resolved, and no plugin can replace a built-in strategy.
+    A class must be concrete, set ``PRUNING_TYPE`` to ``"unstructured"``,
+    ``"structured"`` or ``"global"``, and have a name of lowercase letters,
+    digits and underscores starting with a letter.
+
+    Called once per :class:`pruneplug.Registry`, when it is first used (a
+    lookup, ``pruneplug.prune``, ``pruneplug list``; never at
+    ``import pruneplug``), after the entry-point plugins are imported and
+    before :func:`pruneplug_add_importance_scores`. The built-in strategies
+    come through this same hook, from the plugin ``pruneplug``.
+
+    Every implementation is called, each on its own (not through pluggy's
+    hook call, so one plugin's error cannot stop another's), in registration
+    order: the built-ins first, then the installed plugins. The hook is
+    neither ``firstresult`` nor historic: all the items are collected and
+    merged by name, so the order does not change the outcome, and a name
+    must be unique across plugins. A name two plugins claim is unusable
+    (looking it up raises :class:`pruneplug.StrategyConflictError` naming
+    both) until one is uninstalled or blocked, and no plugin can replace a
+    built-in strategy (the built-in keeps the name). Strategies added with
+    :meth:`pruneplug.Registry.register` do not go through this hook.
+
+    A plugin whose implementation raises, or returns anything but a list or
+    tuple, contributes nothing through this hook; an item that is not a
+    strategy (the ``TypeError`` or ``ValueError`` of
+    :func:`pruneplug.strategy_spec`) is left out, and the plugin's other
+    items stay usable. Each of these, like a name clash, emits a
+    :class:`pruneplug.PluginLoadWarning` naming the plugin and what it did,
+    marks the plugin ``broken`` (``conflict`` for a clash) in
+    :meth:`pruneplug.Registry.plugins` and ``pruneplug list``, and leaves
+    every other plugin loaded.
 
     Returns:
-        A list of strategies (may be empty).
+        A list (or tuple) of strategies; it may be empty.
     """
     raise NotImplementedError  # pragma: no cover - a specification, never called
 
 
 @hookspec
-def pruneplug_add_importance_scores() -> list[Any]:
+def pruneplug_add_importance_scores() -> list[ImportanceScore] | tuple[ImportanceScore, ...]:
     """Return the importance scores this plugin provides.
 
     Each item is a :class:`pruneplug.ImportanceScore`: a name, and a function
@@ -71,11 +127,29 @@ def pruneplug_add_importance_scores() -> list[Any]:
     it is ``None`` when a bare tensor is scored (``pruneplug.compute_mask``).
     Mark a score ``elementwise=True`` when each entry's score depends on that
     entry alone: it is then computed chunk by chunk, never held whole.
+    Names follow the rules of strategy names (lowercase letters, digits and
+    underscores, starting with a letter).
 
-    Called once when the registry is first used. Names must be unique; a
-    plugin cannot replace a built-in score (``magnitude``, ``taylor``).
+    Called once per :class:`pruneplug.Registry`, when it is first used,
+    right after :func:`pruneplug_add_strategies`. The built-in scores
+    (``magnitude``, ``taylor``) come through this same hook, from the
+    plugin ``pruneplug``.
+
+    Every implementation is called, each on its own, in registration order
+    (the built-ins first). The hook is neither ``firstresult`` nor historic:
+    all the scores are collected and merged by name; a plugin cannot replace
+    a built-in score, and a name two plugins claim is unusable (looking it up raises
+    :class:`pruneplug.StrategyConflictError`) until one goes.
+
+    A plugin whose implementation raises, or returns anything but a list or
+    tuple, contributes no score; an item that is not an
+    :class:`pruneplug.ImportanceScore`, or has a malformed name or a
+    ``compute`` that is not callable, is left out and the plugin's other
+    scores stay usable. Each emits a :class:`pruneplug.PluginLoadWarning`
+    naming the plugin, and marks it ``broken`` (``conflict`` for a clash);
+    the other plugins are unaffected.
 
     Returns:
-        A list of :class:`pruneplug.ImportanceScore` (may be empty).
+        A list (or tuple) of :class:`pruneplug.ImportanceScore`; it may be empty.
     """
     raise NotImplementedError  # pragma: no cover - a specification, never called

@@ -1,15 +1,18 @@
-"""The documentation site: ``mkdocs build --strict`` passes, and the generated reference matches the code.
+"""The documentation site: ``mkdocs build --strict`` passes, and the reference matches the code.
 
 The strategy and plan-file reference pages are rendered from the registry,
 the pydantic models and the plan JSON Schema when the site is built
 (``docs/hooks/reference.py``), so they cannot drift; these tests check the
 renderers cover everything, and that the whole site builds with no broken
-link and no warning.
+link and no warning. The hook reference in docs/plugins.md is written by
+hand, so these tests hold it to ``pruneplug.hookspecs``: a section per hook,
+showing the hook's signature as the code declares it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -18,9 +21,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
 
+import pluggy
 import pytest
 
 import pruneplug
+from pruneplug import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +63,113 @@ def test_the_plan_files_page_follows_the_schema() -> None:
         assert f"| `{field}` |" in page
     for spec in registry.specs():
         assert f"[`{spec.name}`](strategies.md#{spec.name})" in page
+
+
+def _hookspecs() -> dict[str, pluggy.HookCaller]:
+    """Every hook pluggy finds in ``pruneplug.hookspecs``, by name."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    return dict(vars(manager.hook))
+
+
+def _signature(function: object) -> str:
+    """``name(params) -> return``, from the annotations as written (they are strings: postponed evaluation)."""
+    signature = inspect.signature(function)  # type: ignore[arg-type]
+
+    def text(annotation: object) -> str:
+        return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+    params = []
+    for parameter in signature.parameters.values():
+        one = parameter.name
+        if parameter.annotation is not inspect.Parameter.empty:
+            one += f": {text(parameter.annotation)}"
+        if parameter.default is not inspect.Parameter.empty:
+            one += f" = {parameter.default!r}"
+        params.append(one)
+    returns = (
+        "" if signature.return_annotation is inspect.Signature.empty else f" -> {text(signature.return_annotation)}"
+    )
+    return f"{function.__name__}({', '.join(params)}){returns}"  # type: ignore[attr-defined]
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """Each heading's text -> the lines under it up to the next heading of its level or above.
+
+    Lines inside fenced code blocks are never headings (a Python comment starts with ``#`` too). A fence
+    is opened as CommonMark says: three or more backticks and an info string with none (so a line of
+    prose that starts with a code span of backticks opens none), closed by as many backticks or more.
+    """
+    headings: list[tuple[int, int, str]] = []  # (line index, level, title)
+    lines = markdown.splitlines()
+    fence = ""  # the backticks that opened the block the line is in, or "" outside blocks
+    for index, line in enumerate(lines):
+        if not fence and (opening := re.match(r" {0,3}(`{3,})[^`]*$", line)):
+            fence = opening[1]
+        elif fence and re.fullmatch(rf" {{0,3}}{fence}`*\s*", line):
+            fence = ""
+        elif not fence and (match := re.match(r"(#{1,6}) (.+)", line)):
+            headings.append((index, len(match[1]), match[2].strip()))
+    sections = {}
+    for position, (index, level, title) in enumerate(headings):
+        end = next((i for i, lvl, _ in headings[position + 1 :] if lvl <= level), len(lines))
+        sections[title] = "\n".join(lines[index + 1 : end])
+    return sections
+
+
+def test_the_hook_reference_shows_every_hook_with_its_signature() -> None:
+    """Each hook of pruneplug.hookspecs has a section ``### `name` `` in docs/plugins.md that shows
+    ``name(...) -> ...`` exactly as ``inspect.signature`` reads the spec (datasette checks its hooks so)."""
+    hooks = _hookspecs()
+    assert hooks, "pluggy finds no hook in pruneplug.hookspecs"
+    sections = _sections((ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"))
+    problems = []
+    for name, caller in hooks.items():
+        assert caller.spec is not None
+        section = sections.get(f"`{name}`")
+        if section is None:
+            problems.append(f"no heading `{name}` (the headings: {', '.join(sections)})")
+            continue
+        expected = _signature(caller.spec.function)
+        shown = [
+            re.sub(r"^def |:( \.\.\.)?$", "", line.strip())
+            for line in section.splitlines()
+            if re.match(rf"\s*(def )?{name}\(", line)
+        ]
+        if expected not in shown:
+            problems.append(
+                f"section `{name}` does not show the code's signature\n"
+                f"  docs: {' | '.join(shown) or '(none shown)'}\n"
+                f"  code: {expected}  (pruneplug/hookspecs.py)"
+            )
+    assert not problems, "docs/plugins.md:\n" + "\n".join(problems)
+
+
+def test_the_hook_reference_defines_the_item_types_as_the_code_does() -> None:
+    """A type alias of pruneplug.hookspecs used in a hook signature is shown as ``Alias = definition``."""
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    aliases = {
+        name: getattr(hookspecs, name)
+        for name, annotation in vars(hookspecs).get("__annotations__", {}).items()
+        if annotation == "TypeAlias"
+    }
+    assert "StrategyItem" in aliases
+    for name, definition in aliases.items():
+        shown = re.findall(rf"^{name} = (.*)$", text, re.MULTILINE)
+        assert shown == [definition], (
+            f"docs/plugins.md defines {name} as {shown or '(nowhere)'}; pruneplug/hookspecs.py: {definition}"
+        )
+
+
+def test_every_hookspec_is_exported_and_says_how_it_is_called() -> None:
+    """pytest's hookspec.py discipline: each hook is public and its docstring says when and how it is called."""
+    for name, caller in _hookspecs().items():
+        assert caller.spec is not None
+        assert name in hookspecs.__all__, f"pruneplug.hookspecs.__all__ lacks the hook {name}"
+        doc = inspect.getdoc(caller.spec.function) or ""
+        assert "Called once per" in doc, f"the docstring of {name} does not say when it is called"
+        assert "Every implementation is called" in doc, f"the docstring of {name} does not say how results combine"
+        assert "PluginLoadWarning" in doc, f"the docstring of {name} does not say what a failing plugin causes"
 
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ unstructured strategy.
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
+from ..hookspecs import StrategyItem, hookimpl
 from ..selection.scores import BUILTIN_SCORES, ImportanceScore
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
@@ -65,7 +65,7 @@ BUILTIN_STRATEGIES = (
 
 
 @hookimpl
-def pruneplug_add_strategies() -> list[type]:
+def pruneplug_add_strategies() -> list[StrategyItem]:
     """Hand the built-in strategies to the registry, as any plugin would."""
     return list(BUILTIN_STRATEGIES)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pruneplug
+from pruneplug.hookspecs import StrategyItem
 
 from ._strategy import NMSparsity
 
@@ -10,6 +11,6 @@ __all__ = ["pruneplug_add_strategies"]
 
 
 @pruneplug.hookimpl
-def pruneplug_add_strategies() -> list[type]:
+def pruneplug_add_strategies() -> list[StrategyItem]:
     """The strategies this plugin provides: ``nm``."""
     return [NMSparsity]
