@@ -9,8 +9,6 @@ tests as it is.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +17,7 @@ from torch import nn
 
 from ..models import LeNet
 from ..registry.manager import get_registry
+from ..selection.threads import intra_op_threads
 from ._data import NUM_CLASSES, Digits, load_digits_data
 from ._extra import require_extra
 from ._progress import Phases, silent
@@ -32,7 +31,6 @@ __all__ = [
     "run_demo",
     "train_lenet",
     "fine_tune_text",
-    "one_thread",
     "FULL_AMOUNTS",
     "QUICK_AMOUNTS",
     "MEASURED_SECONDS",
@@ -128,22 +126,6 @@ def train_lenet(data: Digits, config: DemoConfig, *, phases: Phases = silent) ->
     return model
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's operators on one thread inside the block, restoring the thread count after.
-
-    LeNet's mini-batches are too small to split: with two threads every operator waits for
-    the other thread, and on a machine whose cores are busy that wait costs more than the
-    work (measured: 3 training epochs took 87 s with two threads, 5 s with one).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
     """Train LeNet on the digits and sweep every applicable registered strategy.
 
@@ -154,7 +136,10 @@ def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
         MissingExtraError: scikit-learn or matplotlib is not installed.
     """
     require_extra()
-    with one_thread():
+    # LeNet's mini-batches are too small to split: with two threads every operator waits for the
+    # other, and on a machine whose cores are busy that wait costs more than the work
+    # (measured: 3 training epochs took 87 s with two threads, 5 s with one).
+    with intra_op_threads(1):
         return _run_demo(config, phases)
 
 

@@ -28,17 +28,15 @@ scores computed whole, and what ``finish`` does, get the caller's threads.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..storage.packed import flat_mask, mask_range
+from .threads import free_cpus, intra_op_threads
 
 __all__ = ["ScoreSource", "keep_highest", "keep_highest_across", "select_lowest", "select_lowest_slices"]
 
@@ -112,31 +110,6 @@ def _chunk_size(device: torch.device) -> int:
     return _CPU_CHUNK if device.type == "cpu" else _DEVICE_CHUNK
 
 
-@functools.cache
-def _openmp_backend() -> bool:
-    """Whether torch's intra-op threads are OpenMP's, whose number a thread may change at any time."""
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def _free_cpus() -> int | None:
-    """CPUs this process may use minus other processes' runnable threads, now; ``None`` where unknown.
-
-    Linux only: ``/proc/loadavg`` counts the runnable threads of the whole
-    machine (this one included), ``/proc/self/task`` those of this process.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-        with open("/proc/loadavg") as loadavg:
-            running = int(loadavg.read().split()[3].partition("/")[0])
-        own = 0
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/stat") as stat:
-                own += stat.read().rpartition(")")[2].split()[0] == "R"
-    except (AttributeError, OSError, ValueError, IndexError):
-        return None
-    return cpus - max(0, running - own)
-
-
 def _selection_threads(sources: Sequence[ScoreSource]) -> int:
     """How many intra-op threads the selection's own ops should run on: the caller's, fewer if CPUs are busy.
 
@@ -153,30 +126,8 @@ def _selection_threads(sources: Sequence[ScoreSource]) -> int:
     threads = torch.get_num_threads()
     if threads == 1 or all(s.device.type != "cpu" for s in sources) or sum(s.numel for s in sources) <= _DIRECT_LIMIT:
         return threads  # small selections make few parallel regions: not worth the look
-    free = _free_cpus()
+    free = free_cpus()
     return threads if free is None else max(1, min(threads, free))
-
-
-@contextmanager
-def _intra_op_threads(count: int) -> Iterator[None]:
-    """Run the block's torch ops on ``count`` intra-op threads; restore the caller's count after, also on error.
-
-    ``torch.set_num_threads`` sets OpenMP's team size for the calling thread,
-    but torch also records the number process-wide: while the block runs,
-    ``torch.get_num_threads()`` reads ``count`` in other threads too, and a
-    thread started meanwhile keeps ``count`` as its default (each selection
-    restores the count it found). Under torch's native thread pool the size
-    cannot change once work has started: nothing is changed there.
-    """
-    threads = torch.get_num_threads()
-    if count == threads or not _openmp_backend():
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _Buffers:
@@ -243,7 +194,7 @@ class _Pass:
         source = self.sources[index]
         if self.kept is not None and self.kept[index] is not None:
             return self.kept[index]  # type: ignore[return-value]
-        with _intra_op_threads(self.threads):  # whole scores may be heavy work (not ours): the caller's threads
+        with intra_op_threads(self.threads):  # whole scores may be heavy work (not ours): the caller's threads
             values = source.read()
         if values.numel() != source.numel:
             raise ValueError(f"scores have {values.numel()} entries, expected {source.numel}")
@@ -417,7 +368,7 @@ def keep_highest_across(
         ]
     threads = torch.get_num_threads()
     selection = _Selection(sources, rewind, guess, keep_reads=keep_reads, threads=threads)
-    with _intra_op_threads(_selection_threads(sources)):
+    with intra_op_threads(_selection_threads(sources)):
         threshold, below, at = selection.threshold(k, total)
         ties_to_prune = k - below
         reader = selection.new_pass()
@@ -441,7 +392,7 @@ def keep_highest_across(
                     positions = ties.nonzero().reshape(-1)[:ties_to_prune]
                     part[positions] = False
                     ties_to_prune -= positions.numel()
-            with _intra_op_threads(threads):
+            with intra_op_threads(threads):
                 out.append(done(index, keep))
     return out
 

@@ -24,6 +24,7 @@ from hypothesis import given, settings, strategies as st
 from torch import Tensor
 
 import pruneplug.selection.exact as select
+import pruneplug.selection.threads as threads
 from pruneplug import PackedMask
 from pruneplug.selection.exact import (
     ScoreSource,
@@ -502,7 +503,7 @@ def test_the_selection_gives_up_threads_when_cpus_are_busy(
     least one; all of the caller's where that is unknown), so no thread waits at a barrier for one that was
     descheduled. Scores computed whole (a strategy's work) and ``finish`` keep the caller's threads, the
     caller's count is restored, and the result is the same on any number of threads."""
-    monkeypatch.setattr(select, "_free_cpus", lambda: free, raising=False)
+    monkeypatch.setattr(select, "free_cpus", lambda: free, raising=False)
     log = ThreadLog()
     values = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     whole = values.flip(0).clone()
@@ -522,7 +523,7 @@ def test_the_callers_threads_come_back_when_scoring_fails(
     sampled: list[int], two_threads: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A score that raises mid-pass leaves the caller's thread count as it was."""
-    monkeypatch.setattr(select, "_free_cpus", lambda: 1, raising=False)
+    monkeypatch.setattr(select, "free_cpus", lambda: 1, raising=False)
 
     def failing(values: Tensor, out: Tensor) -> Tensor:
         raise RuntimeError("scoring failed")
@@ -536,9 +537,9 @@ def fake_proc(monkeypatch: pytest.MonkeyPatch, cpus: int, running: int, states: 
     """A /proc where ``running`` threads of the machine are runnable, and this process's threads are in ``states``."""
     files = {"/proc/loadavg": f"2.00 1.50 1.00 {running}/300 4321\n"}
     files |= {f"/proc/self/task/{i}/stat": f"{i} (pt main) {state} 1 2 3" for i, state in enumerate(states)}
-    monkeypatch.setattr(select.os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    monkeypatch.setattr(select.os, "listdir", lambda path: [str(i) for i in range(len(states))])
-    monkeypatch.setattr(select, "open", lambda path: io.StringIO(files[path]), raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(threads.os, "listdir", lambda path: [str(i) for i in range(len(states))])
+    monkeypatch.setattr(threads, "open", lambda path: io.StringIO(files[path]), raising=False)
 
 
 @pytest.mark.parametrize(
@@ -557,7 +558,7 @@ def test_free_cpus_counts_other_processes_runnable_threads(
 ) -> None:
     """Free CPUs: those this process may use, minus the machine's runnable threads that are not its own."""
     fake_proc(monkeypatch, cpus, running, states)
-    assert select._free_cpus() == free
+    assert threads.free_cpus() == free
 
 
 def test_free_cpus_is_unknown_without_proc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -566,5 +567,5 @@ def test_free_cpus_is_unknown_without_proc(monkeypatch: pytest.MonkeyPatch) -> N
     def missing(path: str) -> io.StringIO:
         raise FileNotFoundError(path)
 
-    monkeypatch.setattr(select, "open", missing, raising=False)
-    assert select._free_cpus() is None
+    monkeypatch.setattr(threads, "open", missing, raising=False)
+    assert threads.free_cpus() is None
