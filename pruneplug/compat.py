@@ -1,37 +1,15 @@
-"""A drop-in for ``torch.nn.utils.prune``: change the import, keep the code.
+"""A drop-in for ``torch.nn.utils.prune``: the same names, signatures and observable behaviour.
 
-::
-
-    import pruneplug.compat as prune      # was: import torch.nn.utils.prune as prune
-
-The same names with the same signatures and the same observable behaviour:
-mask values and dtypes, state_dict keys, the hook objects in
-``module._forward_pre_hooks``, the :class:`PruningContainer` and its order,
-the exception types torch raises, pickling and RNN flat weights. They run on
-pruneplug's core and registry, so they also get its fixes:
-
-* ``copy.deepcopy`` of a pruned model works (pytorch#37322);
-* after ``load_state_dict`` the pruned tensor is correct at once;
-* a failing prune leaves everything as it was, even on an already pruned
-  tensor (torch drops the hook, and the tensor silently stops being masked);
-* mask computation never writes into the caller's ``default_mask``;
-* ``global_unstructured`` accepts a generator, prunes every tensor or none,
-  and neither it nor the unstructured methods sort with ``topk``;
-* pruning again ranks the tensor's current values (``weight_orig * weight_mask``),
-  not torch's copy from the last forward (stale after an optimizer step);
-* masks must be binary and may never un-prune entries (checked, with an
-  error that names the module, tensor and method);
-* a tied parameter listed twice in ``global_unstructured`` (an embedding and
-  the output layer sharing one weight) gets a warning -- as in torch, its
-  entries are ranked twice, so ``amount`` counts each of them twice.
-
-What stays exactly torch's: masks in the weight's dtype, ``module.weight``
-stored as an attribute and recomputed by the hook before every forward. The
-method classes are subclasses of torch's own (``isinstance(hook,
-torch.nn.utils.prune.L1Unstructured)`` holds), and a test that replaces
-torch's ``compute_mask`` with ``mock.patch("torch.nn.utils.prune.
-L1Unstructured.compute_mask")`` reaches them too: torch's own test suite for
-``torch.nn.utils.prune`` passes with only its import changed.
+The functions and method classes run on pruneplug's core, so they get its
+fixes (the list, side by side with torch, is in docs/getting-started.md),
+while what torch users can observe stays torch's: masks in the weight's
+dtype, ``module.weight`` stored as an attribute and recomputed by the hook
+before every forward, the hooks in ``module._forward_pre_hooks``, the
+:class:`PruningContainer` and its order, torch's exception types. Each method
+class here subclasses pruneplug's strategy (whose code runs) and torch's class
+of the same name (so ``isinstance`` checks written for torch hold); a test
+that ``mock.patch``-es torch's ``compute_mask`` reaches them too, which is how
+torch's own test suite passes with only its import changed.
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
-"""Masked tensors computed when they are read, not when a tensor is pruned.
+"""Masked tensors computed when they are read, not stored when a tensor is pruned.
 
-torch.nn.utils.prune stores ``module.weight = weight_orig * weight_mask`` as a
-plain attribute the moment it prunes, and keeps it: one extra copy of every
-pruned weight for as long as the model stays pruned (three with global
-pruning's masks). For a large model that copy is what does not fit.
-
-For tensors pruned through the native API, pruneplug gives the module a
-subclass of its own class -- same name, same ``repr``, ``isinstance`` still
-true, exactly as ``torch.nn.utils.parametrize`` does -- whose ``__getattr__``
-computes ``weight`` from ``weight_orig`` and ``weight_mask`` when it is read:
-
-* under autograd, a fresh ``weight_orig * weight_mask`` at every read, so
-  gradients flow through the mask;
-* in eval without autograd, the result is kept and reused until
-  ``weight_orig`` or the mask changes (see :mod:`pruneplug.core.cache`), so
-  inference pays nothing;
-* after pruning and before any forward, nothing is kept at all.
-
-When the last pruned tensor of a module is removed, its class goes back to
-the original (for a module that ``torch.nn.utils.parametrize`` subclassed
-meanwhile, when parametrize hands the class back). RNNs (which keep
-references to their weights in ``_flat_weights``), modules that
-``torch.nn.utils.parametrize`` already owns, and modules whose class cannot
-be subclassed keep torch's eager attribute instead.
+(Why: docs/concepts.md -- torch's stored product is one extra copy of every
+pruned weight.) For tensors pruned through the native API, the module's class
+is swapped for a subclass of it -- same name and ``repr``, ``isinstance``
+still true, as ``torch.nn.utils.parametrize`` does -- whose ``__getattr__``
+computes ``<name>`` from ``<name>_orig`` and ``<name>_mask``: afresh under
+autograd, through the eval cache (:mod:`pruneplug.core.cache`) otherwise.
+Removing the last pruned tensor restores the class (after parametrize hands
+it back, if it subclassed meanwhile). RNNs (their ``_flat_weights`` hold
+references), modules parametrize already owns, and classes that cannot be
+subclassed keep torch's eager attribute instead.
 """
 
 from __future__ import annotations
