@@ -27,6 +27,7 @@ from .api import (
     remove as remove,
     unregister as unregister,
 )
+from .core.fast_path import SelectsEntries as SelectsEntries, SelectsSlices as SelectsSlices
 from .core.method import BasePruningMethod as BasePruningMethod, PruningContainer as PruningContainer
 from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
 from .errors import (
@@ -113,6 +114,8 @@ __all__ = [
     "PruningContainer",
     "UnstructuredStrategy",
     "StructuredStrategy",
+    "SelectsEntries",
+    "SelectsSlices",
     "ImportanceScore",
     "ScoreTarget",
     "StrategyParams",
