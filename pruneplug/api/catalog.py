@@ -56,14 +56,15 @@ def resolve_strategy(strategy: StrategyLike) -> StrategySpec:
 def spec_of_class(cls: type[torch_prune.BasePruningMethod]) -> StrategySpec:
     """The spec of a strategy class passed directly; a class that cannot be one is an IncompatibleStrategyError.
 
-    ``strategy_spec`` raises a bare ``TypeError`` (its contract for
-    :func:`register`) for an abstract class or an invalid ``PRUNING_TYPE``;
-    here it becomes a :class:`PruneplugError` (still a ``TypeError``) that the
-    caller names the module and tensor in.
+    ``strategy_spec`` raises a bare ``TypeError`` or ``ValueError`` (its
+    contract for :func:`register`) for an abstract class, an invalid
+    ``PRUNING_TYPE`` or a ``name`` that is not a valid strategy name; here it
+    becomes a :class:`PruneplugError` (a ``TypeError``) that the caller names
+    the module and tensor in.
     """
     try:
         return strategy_spec(cls, provider="(passed directly)")
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         name = getattr(cls, "name", None)
         raise IncompatibleStrategyError(
             str(error), strategy=name if isinstance(name, str) and name else cls.__qualname__

@@ -1,0 +1,26 @@
+"""Strategies given to the API as classes (``pruneplug.api.catalog``): a class that cannot be one is named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import pruneplug
+
+
+class BadlyNamed(pruneplug.BasePruningMethod):
+    PRUNING_TYPE = "unstructured"
+    name = "Not A Name"
+
+    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
+        return default_mask
+
+
+def test_a_class_whose_name_cannot_be_registered_is_an_incompatible_strategy_naming_the_target() -> None:
+    layer = nn.Linear(3, 2)
+    before = layer.weight.detach().clone()
+    with pytest.raises(pruneplug.IncompatibleStrategyError, match="lowercase letters") as caught:
+        pruneplug.prune(layer, "weight", BadlyNamed)
+    assert (caught.value.module_type, caught.value.tensor) == ("Linear", "weight")
+    assert not pruneplug.is_pruned(layer) and torch.equal(layer.weight, before)
