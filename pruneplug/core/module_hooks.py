@@ -35,7 +35,7 @@ from .lazy import is_lazy
 from .refresh import refresh
 from .state import pruning_hooks
 
-__all__ = ["install_support", "install_packed_support", "uninstall_support", "refresh_all"]
+__all__ = ["install_support", "install_packed_support", "uninstall_support", "refresh_all", "refreshes_after_load"]
 
 
 def refresh_all(module: nn.Module) -> None:
@@ -143,6 +143,11 @@ def install_support(module: nn.Module) -> None:
     install_packed_support(module)  # first: masks are packed again before they are read
     if not _keys_of(module._load_state_dict_post_hooks, RefreshAfterLoad):
         module.register_load_state_dict_post_hook(RefreshAfterLoad())
+
+
+def refreshes_after_load(module: nn.Module) -> bool:
+    """Whether ``load_state_dict`` recomputes ``module``'s masked tensors by itself (not so where torch pruned)."""
+    return bool(_keys_of(module._load_state_dict_post_hooks, RefreshAfterLoad))
 
 
 def install_packed_support(module: nn.Module) -> None:

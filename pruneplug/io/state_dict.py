@@ -23,6 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import ModuleSnapshot, commit
 from ..core.method import with_history
+from ..core.module_hooks import refreshes_after_load
 from ..core.packing import store_mask
 from ..core.plan import PendingPrune, plan_prune
 from ..core.refresh import refresh
@@ -182,8 +183,8 @@ def _store(layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]
             stored = PackedMask.pack(_alive(mask)) if layout == "packed" else plain(_alive(mask))
         if stored is not mask:
             store_mask(module, hook, stored)
-        else:
-            refresh(module, hook, force=True)  # (modules torch.nn.utils.prune pruned have no refresh-after-load)
+        elif not refreshes_after_load(module):  # modules torch.nn.utils.prune pruned: loading left them stale
+            refresh(module, hook, force=True)
 
 
 def load_pruned_state_dict(
