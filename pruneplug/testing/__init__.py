@@ -46,6 +46,7 @@ from ._kit import (
     check_strategy as check_strategy,
 )
 from ._pytest import StrategyConformance as StrategyConformance
+from ._state import ModuleState as ModuleState, assert_unchanged as assert_unchanged, snapshot as snapshot
 
 __all__ = [
     "CHECKS",
@@ -53,10 +54,13 @@ __all__ = [
     "Conformance",
     "ConformanceError",
     "ConformanceReport",
+    "ModuleState",
     "ParamsLike",
     "Shape",
     "StrategyConformance",
     "StrategyLike",
     "amounts",
+    "assert_unchanged",
     "check_strategy",
+    "snapshot",
 ]
