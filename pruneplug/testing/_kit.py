@@ -32,6 +32,7 @@ from ..errors import InvalidAmountError, PruneplugError, cross_tensor_hint
 from ..registry.manager import StrategySpec, get_registry, strategy_spec
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
+from ._state import snapshot
 
 __all__ = [
     "CHECKS",
@@ -271,59 +272,6 @@ def _removed_cleanly(module: nn.Module, effective: Tensor, where: str) -> None:
     _expect(keys == ["weight"], f"after {where}, the state_dict keys are {keys}")
     _expect(isinstance(module, _Holder), f"after {where}, the module is a {type(module).__qualname__}")
     module(torch.ones(()))
-
-
-@dataclass
-class _StateSnapshot:
-    """Everything a failed prune must leave as it was."""
-
-    module_class: type
-    parameters: list[tuple[str, int, Tensor]]
-    buffers: list[tuple[str, int, Tensor]]
-    hooks: list[tuple[int, int]]
-    state: list[tuple[str, Tensor]]
-    weight: Tensor
-    history: list[int]
-
-    @classmethod
-    def of(cls, module: nn.Module) -> _StateSnapshot:
-        return cls(
-            module_class=type(module),
-            parameters=[(n, id(p), p.detach().clone()) for n, p in module.named_parameters()],
-            buffers=[(n, id(b), b.detach().clone()) for n, b in module.named_buffers()],
-            hooks=[(key, id(hook)) for key, hook in module._forward_pre_hooks.items()],
-            state=[(k, v.detach().clone()) for k, v in module.state_dict().items()],
-            weight=_weight(module).clone(),
-            history=[id(h) for h in pruning_history(module, "weight")],
-        )
-
-    def differences(self, other: _StateSnapshot) -> list[str]:
-        out = []
-        if self.module_class is not other.module_class:
-            out.append(
-                f"the module's class changed from {self.module_class.__qualname__} to {other.module_class.__qualname__}"
-            )
-        for what, mine, theirs in (
-            ("parameters", self.parameters, other.parameters),
-            ("buffers", self.buffers, other.buffers),
-        ):
-            if [(n, i) for n, i, _ in mine] != [(n, i) for n, i, _ in theirs]:
-                out.append(
-                    f"{what} changed: {[n for n, _, _ in mine]} -> {[n for n, _, _ in theirs]} (or other objects)"
-                )
-            elif not all(_same_bits(a, b) for (_, _, a), (_, _, b) in zip(mine, theirs)):
-                out.append(f"the values of the {what} changed")
-        if self.hooks != other.hooks:
-            out.append("the forward pre-hooks changed")
-        if [k for k, _ in self.state] != [k for k, _ in other.state]:
-            out.append(f"state_dict keys changed: {[k for k, _ in self.state]} -> {[k for k, _ in other.state]}")
-        elif not all(_same_bits(a, b) for (_, a), (_, b) in zip(self.state, other.state)):
-            out.append("state_dict values changed")
-        if not _same_bits(self.weight, other.weight):
-            out.append("module.weight changed")
-        if self.history != other.history:
-            out.append("the pruning history changed")
-        return out
 
 
 def _resolve(strategy: StrategyLike) -> StrategySpec:
@@ -723,7 +671,7 @@ class Conformance:
         if failing is not None:
             attempts.append(("an exception inside compute_mask", failing, params, PruneplugError))
         for label, spec, attempt, expected in attempts:
-            before = _StateSnapshot.of(module)
+            before = snapshot(module)
             torch.manual_seed(0)
             try:
                 prune(module, "weight", spec, **attempt)
@@ -735,7 +683,7 @@ class Conformance:
                 ) from error
             else:
                 raise _Failure(f"a prune with {label} ({_show(attempt)}) succeeded; it must be rejected")
-            changed = before.differences(_StateSnapshot.of(module))
+            changed = before.diff(snapshot(module))
             _expect(not changed, f"a failed prune with {label} changed the module: {'; '.join(changed)}")
 
     def _determinism(self, data: DataObject) -> None:
@@ -832,7 +780,7 @@ class Conformance:
     ) -> None:
         """``prune_global`` with an ``amount`` over what may be pruned raises InvalidAmountError, changing nothing."""
         attempt = {**params, "amount": amount}
-        before = [_StateSnapshot.of(module) for module, _ in targets]
+        before = [snapshot(module) for module, _ in targets]
         torch.manual_seed(seed)
         try:
             prune_global(targets, self.spec, **attempt)
@@ -845,9 +793,7 @@ class Conformance:
             ) from error
         else:
             raise _Failure(f"prune_global with {_show(attempt)}, more than may be pruned, succeeded")
-        changed = [
-            c for (module, _), snapshot in zip(targets, before) for c in snapshot.differences(_StateSnapshot.of(module))
-        ]
+        changed = [line for (module, _), state in zip(targets, before) for line in state.diff(snapshot(module))]
         _expect(not changed, f"a failed prune_global with {_show(attempt)} changed a module: {'; '.join(changed)}")
 
 
