@@ -33,7 +33,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "pruneplug.testing needs hypothesis: pip install hypothesis (or pip install 'pruneplug[test]')"
     ) from error
 
-from ._kit import (
+from ._checks import (
     CHECKS as CHECKS,
     DEFAULT_MAX_EXAMPLES as DEFAULT_MAX_EXAMPLES,
     Conformance as Conformance,

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from hypothesis.strategies import SearchStrategy
 
-from ._kit import DEFAULT_MAX_EXAMPLES, Conformance, ParamsLike, Shape, StrategyLike
+from ._checks import DEFAULT_MAX_EXAMPLES, Conformance, ParamsLike, Shape, StrategyLike
 
 __all__ = ["StrategyConformance"]
 
