@@ -11,9 +11,9 @@ the same ``id``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -27,10 +27,16 @@ __all__ = [
     "Line",
     "TensorRecord",
     "hook_differences",
+    "identity_of",
+    "keyed_changes",
     "record_hook",
     "record_tensor",
+    "same_bits",
     "tensor_differences",
 ]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _INTEGERS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -103,20 +109,28 @@ def record_hook(key: object, hook: object, flags: tuple[str, ...] = ()) -> HookR
     )
 
 
+def keyed_changes(
+    before: Mapping[K, V], after: Mapping[K, V], line: Callable[[K, V, str], str], order: str
+) -> Iterator[Line]:
+    """Entries removed and added (``line(key, value, "removed" or "added")``), then a change of order, if any."""
+    for key, value in before.items():
+        if key not in after:
+            yield Line(line(key, value, "removed"))
+    for key, value in after.items():
+        if key not in before:
+            yield Line(line(key, value, "added"))
+    kept_before = [key for key in before if key in after]
+    kept_after = [key for key in after if key in before]
+    if kept_before != kept_after:
+        yield Line(f"{order} reordered: {kept_before} -> {kept_after}")
+
+
 def hook_differences(where: str, before: tuple[HookRecord, ...], after: tuple[HookRecord, ...]) -> Iterator[Line]:
     """Hooks added, removed, reordered or replaced, by their handle's key (``where`` names the kind)."""
     was = {hook.key: hook for hook in before}
     now = {hook.key: hook for hook in after}
-    for key, hook in was.items():
-        if key not in now:
-            yield Line(f"{where} {key} removed ({hook.name})")
-    for key, hook in now.items():
-        if key not in was:
-            yield Line(f"{where} {key} added ({hook.name})")
+    yield from keyed_changes(was, now, lambda key, hook, change: f"{where} {key} {change} ({hook.name})", where + "s")
     kept_before = [key for key in was if key in now]
-    kept_after = [key for key in now if key in was]
-    if kept_before != kept_after:
-        yield Line(f"{where}s reordered: {kept_before} -> {kept_after}")
     for key in kept_before:
         old, new = was[key], now[key]
         if old.name != new.name:
@@ -194,6 +208,14 @@ def _bits(t: Tensor) -> Tensor:
     if t.is_floating_point():
         return t.contiguous().view(_INTEGERS[t.element_size()])
     return t
+
+
+def same_bits(a: Tensor, b: Tensor) -> bool:
+    """Same dtype, shape, device and bits (NaN equals a NaN of the same bits, -0.0 differs from 0.0)."""
+    a, b = a.detach(), b.detach()
+    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        return False
+    return _value_differences(a, b) is None
 
 
 def _show(value: Any, bits: Any) -> str:

@@ -24,6 +24,7 @@ from ._records import (
     TensorRecord,
     hook_differences,
     identity_of,
+    keyed_changes,
     record_hook,
     record_tensor,
     tensor_differences,
@@ -205,13 +206,9 @@ class ModuleState:
     def _lines(self, later: ModuleState) -> Iterator[Line]:
         was = {m.name: m for m in self._modules}
         now = {m.name: m for m in later._modules}
-        for name, module in was.items():
-            if name not in now:
-                yield Line(f"{name or _ROOT}: submodule removed ({module.cls.__name__})")
-        for name, module in now.items():
-            if name not in was:
-                yield Line(f"{name or _ROOT}: submodule added ({module.cls.__name__})")
-        yield from _order(_ROOT + ": submodules", list(was), list(now))
+        yield from keyed_changes(
+            was, now, lambda name, m, change: f"{name or _ROOT}: submodule {change} ({m.cls.__name__})", "submodules"
+        )
         for name, module in was.items():
             if name in now:
                 yield from _module_lines(module, now[name])
@@ -227,13 +224,6 @@ def _class_name(cls: type, other: type) -> str:
     if cls.__name__ != other.__name__:
         return cls.__name__
     return f"{cls.__name__}({', '.join(base.__name__ for base in cls.__bases__)})"
-
-
-def _order(where: str, before: list[str], after: list[str]) -> Iterator[Line]:
-    kept_before = [name for name in before if name in after]
-    kept_after = [name for name in after if name in before]
-    if kept_before != kept_after:
-        yield Line(f"{where} reordered: {kept_before} -> {kept_after}")
 
 
 def _module_lines(before: _ModuleRecord, after: _ModuleRecord) -> Iterator[Line]:
@@ -296,13 +286,9 @@ def _named_tensors(
     ``values(name)`` says whether the values of ``name`` are compared (else only which object it is).
     """
     was, now = dict(before), dict(after)
-    for name in was:
-        if name not in now:
-            yield Line(f"{_path(module, name)}: {kind} removed")
-    for name in now:
-        if name not in was:
-            yield Line(f"{_path(module, name)}: {kind} added")
-    yield from _order(f"{module or _ROOT}: {kind}s", list(was), list(now))
+    yield from keyed_changes(
+        was, now, lambda name, _, change: f"{_path(module, name)}: {kind} {change}", f"{module or _ROOT}: {kind}s"
+    )
     for name, old in was.items():
         if name not in now:
             continue
@@ -327,13 +313,7 @@ def _state_dict_lines(
             yield Line(f"state_dict(): {_entries(before)} -> {_entries(after)}")
         return
     was, now = dict(before), dict(after)
-    for key in was:
-        if key not in now:
-            yield Line(f"state_dict key {key!r} removed")
-    for key in now:
-        if key not in was:
-            yield Line(f"state_dict key {key!r} added")
-    yield from _order("state_dict keys", list(was), list(now))
+    yield from keyed_changes(was, now, lambda key, _, change: f"state_dict key {key!r} {change}", "state_dict keys")
     for key, value in was.items():
         if key in now:
             yield from tensor_differences(f"state_dict[{key!r}]", value, now[key])
