@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 import pruneplug
 import pruneplug.compat as compat
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 def param_names(module: nn.Module) -> list[str]:
@@ -120,13 +121,12 @@ def test_compute_nparams_toprune(amount: int | float, size: int, expected: int) 
 def test_pruning_more_entries_than_the_tensor_has_raises_value_error_and_changes_nothing() -> None:
     """An int amount larger than the tensor fails at prune time, and the module stays unpruned."""
     module = nn.Linear(2, 2)
-    weight = module.weight
+    before = snapshot(module)
     with pytest.raises(ValueError):
         torch_prune.l1_unstructured(copy.deepcopy(module), "weight", amount=5)
     with pytest.raises(ValueError):
         compat.l1_unstructured(module, "weight", amount=5)
-    assert module.weight is weight and param_names(module) == ["weight", "bias"]
-    assert not compat.is_pruned(module) and buffer_names(module) == []
+    assert_unchanged(before, module)
 
 
 # --- the reparametrization ----------------------------------------------------------------------
@@ -406,16 +406,12 @@ def test_a_failing_compute_mask_leaves_the_module_unpruned(
 ) -> None:
     """An exception from compute_mask propagates as it is and the module is exactly as before."""
     module = factory()
-    parameter = getattr(module, name)
-    names, keys = param_names(module), list(module.state_dict())
+    before = snapshot(module)
     with mock.patch(target + ".compute_mask") as compute_mask:
         compute_mask.side_effect = RuntimeError("mask computation failed")
         with pytest.raises(RuntimeError, match="mask computation failed"):
             compat.random_unstructured(module, name, amount=0.9)
-    assert getattr(module, name) is parameter and isinstance(parameter, nn.Parameter)
-    assert param_names(module) == names and list(module.state_dict()) == keys
-    assert buffer_names(module) == [] and pruning_hooks(module) == []
-    assert not hasattr(module, name + "_orig") and not hasattr(module, name + "_mask")
+    assert_unchanged(before, module)
 
 
 def test_patching_torchs_method_reaches_an_iterative_prune() -> None:
@@ -916,18 +912,10 @@ def test_a_failing_second_prune_leaves_everything_as_it_was(
     with pytest.raises(error):
         call(torch_prune, reference)
 
-    hooks = dict(module._forward_pre_hooks)
-    mask, weight = module.weight_mask, module.weight.detach().clone()
-    state = {k: v.clone() for k, v in module.state_dict().items()}
-    names, buffers = param_names(module), buffer_names(module)
+    before = snapshot(module)
     with pytest.raises(error):
         call(compat, module)
-    assert dict(module._forward_pre_hooks) == hooks
-    assert module.weight_mask is mask
-    assert torch.equal(module.weight, weight)
-    assert list(module.state_dict()) == list(state)
-    assert all(torch.equal(module.state_dict()[k], v) for k, v in state.items())
-    assert param_names(module) == names and buffer_names(module) == buffers
+    assert_unchanged(before, module)
     x = torch.randn(1, 2, 5, 5)
     assert torch.equal(module(x), F.conv2d(x, module.weight_orig * module.weight_mask, module.bias))
     compat.l1_unstructured(module, "weight", amount=1)  # and it can still be pruned further
@@ -1090,16 +1078,16 @@ def test_a_bad_call_raises_an_instance_of_what_torch_raises(call: Callable[[Any]
 
 def test_a_misshapen_mask_is_an_assertion_error_and_an_invalid_mask_error_and_changes_nothing() -> None:
     layer = _pruned_linear(compat)
-    before = copy.deepcopy(layer.state_dict())
+    before = snapshot(layer)
     with pytest.raises(AssertionError) as caught:
         compat.custom_from_mask(layer, "weight", torch.ones(3))
     assert isinstance(caught.value, pruneplug.InvalidMaskError) and isinstance(caught.value, ValueError)
     assert "Linear.weight, strategy 'custom_from_mask'" in str(caught.value)
-    assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+    assert_unchanged(before, layer)
     with pytest.raises(AttributeError) as not_a_tensor:
         compat.custom_from_mask(layer, "weight", [1.0] * 12)
     assert isinstance(not_a_tensor.value, pruneplug.InvalidMaskError)
-    assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+    assert_unchanged(before, layer)
 
 
 def test_global_unstructured_lets_a_strategy_s_own_exception_through_as_it_is() -> None:

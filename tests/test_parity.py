@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 import pruneplug
 import pruneplug.compat as compat
+from pruneplug.testing import assert_unchanged, snapshot
 
 INF = math.inf
 
@@ -548,31 +549,6 @@ def steps_for(draw: st.DrawFn, shape: torch.Size) -> Step:
     return Step(strategy, amount=amount, dim=dim, n=draw(st.sampled_from(norms)), scores_seed=seed if scored else None)
 
 
-def snapshot(module: nn.Module) -> dict[str, Any]:
-    """What a failed prune must leave untouched: state_dict, the masked tensors and the hooks, everywhere."""
-    return {
-        "state": {k: v.clone() for k, v in module.state_dict().items()},
-        "tensors": {
-            f"{prefix}.{k}": v.clone()
-            for prefix, sub in module.named_modules()
-            for k, v in sub.__dict__.items()
-            if isinstance(v, Tensor)
-        },
-        "hooks": [hook_layout(sub) for sub in module.modules()],
-    }
-
-
-def assert_unchanged(module: nn.Module, before: dict[str, Any]) -> None:
-    after = snapshot(module)
-    assert list(after["state"]) == list(before["state"])
-    for key, value in before["state"].items():
-        assert after["state"][key].dtype == value.dtype and torch.equal(after["state"][key], value), key
-    assert list(after["tensors"]) == list(before["tensors"])
-    for key, value in before["tensors"].items():
-        assert torch.equal(after["tensors"][key], value), key
-    assert after["hooks"] == before["hooks"]
-
-
 def run_both(
     reference: nn.Module,
     ours: nn.Module,
@@ -591,7 +567,7 @@ def run_both(
             assert isinstance(caught.value, type(error)), f"torch raised {error!r}, pruneplug {caught.value!r}"
         else:
             assert isinstance(caught.value, pruneplug.PruneplugError)
-        assert_unchanged(ours, before)
+        assert_unchanged(before, ours)
         return False
     after_torch = torch.get_rng_state()
     our_call(ours)

@@ -27,6 +27,7 @@ from hypothesis import given, settings, strategies as st
 from torch import Tensor, nn
 
 import pruneplug
+from pruneplug.testing import assert_unchanged, snapshot
 
 UNSTRUCTURED = ("random_unstructured", "l1_unstructured", "identity", "custom_from_mask")
 STRUCTURED = ("random_structured", "ln_structured")
@@ -402,62 +403,6 @@ FAILING: dict[str, Failing] = {
 }
 
 
-@dataclass
-class Snapshot:
-    """Everything a prune could change on a module, with identities."""
-
-    state: list[tuple[str, Tensor]]
-    parameters: list[tuple[str, Tensor, Tensor]]
-    buffers: list[tuple[str, Tensor, Tensor]]
-    hooks: list[tuple[int, object]]
-    post_hooks: list[tuple[int, object]]
-    cls: type
-    attributes: dict[str, tuple[object, Tensor]]
-    history: dict[str, list[object]]
-
-    @staticmethod
-    def of(module: nn.Module) -> Snapshot:
-        return Snapshot(
-            state=[(k, v.detach().clone()) for k, v in module.state_dict().items()],
-            parameters=[(n, p, p.detach().clone()) for n, p in module.named_parameters()],
-            buffers=[(n, b, b.detach().clone()) for n, b in module.named_buffers()],
-            hooks=list(module._forward_pre_hooks.items()),
-            post_hooks=[
-                *module._load_state_dict_post_hooks.items(),
-                *module._load_state_dict_pre_hooks.items(),
-                *module._state_dict_hooks.items(),
-            ],
-            cls=type(module),
-            attributes={n: (module.__dict__.get(n), getattr(module, n).detach().clone()) for n in ("weight", "bias")},
-            history={n: pruneplug.pruning_history(module, n) for n in ("weight", "bias")},
-        )
-
-    def assert_same(self, module: nn.Module) -> None:
-        state = list(module.state_dict().items())
-        assert [k for k, _ in state] == [k for k, _ in self.state]
-        assert all(torch.equal(now, was) for (_, now), (_, was) in zip(state, self.state))
-        params = list(module.named_parameters())
-        assert [(n, id(p)) for n, p in params] == [(n, id(p)) for n, p, _ in self.parameters]
-        assert all(torch.equal(p, was) for (_, p), (_, _, was) in zip(params, self.parameters))
-        buffers = list(module.named_buffers())
-        assert [(n, id(b)) for n, b in buffers] == [(n, id(b)) for n, b, _ in self.buffers]
-        assert all(torch.equal(b, was) for (_, b), (_, _, was) in zip(buffers, self.buffers))
-        assert [(k, id(h)) for k, h in module._forward_pre_hooks.items()] == [(k, id(h)) for k, h in self.hooks]
-        post_hooks = [
-            *module._load_state_dict_post_hooks,
-            *module._load_state_dict_pre_hooks,
-            *module._state_dict_hooks,
-        ]
-        assert post_hooks == [k for k, _ in self.post_hooks]
-        assert type(module) is self.cls
-        for name, (stored, value) in self.attributes.items():
-            # a stored attribute (torch's layout) must be the same object; a lazily computed one the same values
-            assert module.__dict__.get(name) is stored, f"module.{name} was replaced"
-            assert torch.equal(getattr(module, name), value), f"module.{name} changed"
-        for name, history in self.history.items():
-            assert [id(m) for m in pruneplug.pruning_history(module, name)] == [id(m) for m in history]
-
-
 @pytest.fixture
 def throwaways(registry: pruneplug.Registry) -> pruneplug.Registry:
     """The fresh registry with the misbehaving test strategies registered."""
@@ -496,7 +441,7 @@ def test_a_failing_prune_changes_nothing(throwaways: pruneplug.Registry, case: s
         pruneplug.prune(module, "bias", "l1_unstructured", amount=1)
     alive = alive_of(module)
     entries, rows = int(alive.sum()), int(alive.any(dim=1).sum())
-    before = Snapshot.of(module)
+    before = snapshot(module)
     with pytest.raises(pruneplug.PruneplugError) as caught:
         pruneplug.prune(module, failing.tensor, failing.strategy, **failing.params(entries, rows))
     error = caught.value
@@ -508,7 +453,7 @@ def test_a_failing_prune_changes_nothing(throwaways: pruneplug.Registry, case: s
     else:
         assert error.strategy == failing.strategy
         assert f"strategy {failing.strategy!r}" in message, message
-    before.assert_same(module)
+    assert_unchanged(before, module)
     if state != "unpruned":  # and the module still works as a pruned one
         assert torch.equal(module.weight, module.weight_orig * module.weight_mask)
 

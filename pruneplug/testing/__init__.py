@@ -33,19 +33,19 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "pruneplug.testing needs hypothesis: pip install hypothesis (or pip install 'pruneplug[test]')"
     ) from error
 
-from ._kit import (
+from ._conformance import Conformance as Conformance, check_strategy as check_strategy
+from ._examples import amounts as amounts
+from ._pytest import StrategyConformance as StrategyConformance
+from ._state import ModuleState as ModuleState, assert_unchanged as assert_unchanged, snapshot as snapshot
+from ._types import (
     CHECKS as CHECKS,
     DEFAULT_MAX_EXAMPLES as DEFAULT_MAX_EXAMPLES,
-    Conformance as Conformance,
     ConformanceError as ConformanceError,
     ConformanceReport as ConformanceReport,
     ParamsLike as ParamsLike,
     Shape as Shape,
     StrategyLike as StrategyLike,
-    amounts as amounts,
-    check_strategy as check_strategy,
 )
-from ._pytest import StrategyConformance as StrategyConformance
 
 __all__ = [
     "CHECKS",
@@ -53,10 +53,13 @@ __all__ = [
     "Conformance",
     "ConformanceError",
     "ConformanceReport",
+    "ModuleState",
     "ParamsLike",
     "Shape",
     "StrategyConformance",
     "StrategyLike",
     "amounts",
+    "assert_unchanged",
     "check_strategy",
+    "snapshot",
 ]

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 import torch
 from hypothesis.strategies import SearchStrategy
 
-from ._kit import DEFAULT_MAX_EXAMPLES, Conformance, ParamsLike, Shape, StrategyLike
+from ._conformance import Conformance
+from ._types import DEFAULT_MAX_EXAMPLES, ParamsLike, Shape, StrategyLike
 
 __all__ = ["StrategyConformance"]
 

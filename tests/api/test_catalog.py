@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import Tensor, nn
 
 import pruneplug
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 class BadlyNamed(pruneplug.BasePruningMethod):
@@ -19,8 +19,8 @@ class BadlyNamed(pruneplug.BasePruningMethod):
 
 def test_a_class_whose_name_cannot_be_registered_is_an_incompatible_strategy_naming_the_target() -> None:
     layer = nn.Linear(3, 2)
-    before = layer.weight.detach().clone()
+    before = snapshot(layer)
     with pytest.raises(pruneplug.IncompatibleStrategyError, match="lowercase letters") as caught:
         pruneplug.prune(layer, "weight", BadlyNamed)
     assert (caught.value.module_type, caught.value.tensor) == ("Linear", "weight")
-    assert not pruneplug.is_pruned(layer) and torch.equal(layer.weight, before)
+    assert_unchanged(before, layer)

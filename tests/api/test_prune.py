@@ -14,22 +14,7 @@ from torch import nn
 import pruneplug
 import pruneplug.compat as compat
 from pruneplug.strategies import L1Unstructured, LnStructured, RandomStructured
-
-
-def snapshot(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[int, object]], list[str]]:
-    state = {k: v.clone() for k, v in module.state_dict().items()}
-    return state, list(module._forward_pre_hooks.items()), [n for n, _ in module.named_parameters()]
-
-
-def assert_unchanged(
-    module: nn.Module, before: tuple[dict[str, torch.Tensor], list[tuple[int, object]], list[str]]
-) -> None:
-    state, hooks, names = before
-    after = module.state_dict()
-    assert list(after) == list(state)
-    assert all(torch.equal(after[k], state[k]) for k in state)
-    assert list(module._forward_pre_hooks.items()) == hooks
-    assert [n for n, _ in module.named_parameters()] == names
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize(
@@ -57,7 +42,7 @@ def test_invalid_parameters_are_named_and_nothing_changes(params: dict[str, obje
     assert fragment in message
     assert message.startswith("Linear.weight, strategy 'l1_unstructured':"), message
     assert isinstance(caught.value, ValueError)
-    assert_unchanged(layer, before)
+    assert_unchanged(before, layer)
 
 
 def test_amount_larger_than_what_remains() -> None:
@@ -68,7 +53,7 @@ def test_amount_larger_than_what_remains() -> None:
         pruneplug.prune(layer, "weight", "random_unstructured", amount=2)
     assert caught.value.module_type == "Linear" and caught.value.tensor == "weight"
     assert caught.value.strategy == "random_unstructured"
-    assert_unchanged(layer, before)
+    assert_unchanged(before, layer)
 
 
 def test_structured_errors_name_dims() -> None:
@@ -158,7 +143,7 @@ def test_a_raising_strategy_is_wrapped_with_its_cause(registry: pruneplug.Regist
     ) as caught:
         pruneplug.prune(layer, "weight", "broken")
     assert isinstance(caught.value.__cause__, KeyError)
-    assert_unchanged(layer, before)
+    assert_unchanged(before, layer)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +170,7 @@ def test_bad_masks_are_rejected_naming_the_strategy(registry: pruneplug.Registry
     with pytest.raises(pruneplug.InvalidMaskError, match=fragment) as caught:
         pruneplug.prune(layer, "weight", "bad")
     assert caught.value.strategy == "bad" and "Linear.weight" in str(caught.value)
-    assert_unchanged(layer, before)
+    assert_unchanged(before, layer)
 
 
 def test_masks_are_bool_and_history_is_kept() -> None:
@@ -497,7 +482,7 @@ def test_a_strategy_class_without_a_valid_pruning_type_is_named_with_its_target(
     error = caught.value
     assert (error.module_type, error.tensor, error.strategy) == ("Linear", "weight", label)
     assert str(error).startswith(f"Linear.weight, strategy '{label}': strategy class")
-    assert_unchanged(layer, before)
+    assert_unchanged(before, layer)
 
 
 # --- prune_global: every error names what is at fault -----------------------------------------------
@@ -710,4 +695,4 @@ def test_every_prune_global_error_names_what_is_at_fault(
     for word in words:
         assert word in str(raised), str(raised)
     for module, state in zip(modules, before):
-        assert_unchanged(module, state)
+        assert_unchanged(state, module)

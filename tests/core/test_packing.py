@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
@@ -12,6 +10,7 @@ from torch import Tensor, nn
 import pruneplug
 import pruneplug.compat as compat
 from pruneplug import PackedMask
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 def model() -> nn.Sequential:
@@ -80,16 +79,15 @@ def test_not_a_module_is_refused() -> None:
 @pytest.mark.parametrize("call", ["prune", "prune_global", "load_pruned_state_dict"])
 def test_an_unknown_mask_storage_is_refused_and_changes_nothing(call: str) -> None:
     net = model()
-    before = copy.deepcopy(net.state_dict())
+    before = snapshot(net)
     with pytest.raises(pruneplug.InvalidParametersError, match="mask_storage must be one of 'bool', 'packed'.*'bits'"):
         if call == "prune":
             pruneplug.prune(net[0], "weight", "l1_unstructured", amount=2, mask_storage="bits")  # type: ignore[arg-type]
         elif call == "prune_global":
             pruneplug.prune_global([(net[0], "weight")], "l1_unstructured", amount=2, mask_storage="bits")  # type: ignore[arg-type]
         else:
-            pruneplug.load_pruned_state_dict(net, before, mask_storage="bits")  # type: ignore[arg-type]
-    assert not pruneplug.is_pruned(net)
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+            pruneplug.load_pruned_state_dict(net, net.state_dict(), mask_storage="bits")  # type: ignore[arg-type]
+    assert_unchanged(before, net)
 
 
 def test_structured_pruning_with_its_bias_stores_both_packed() -> None:

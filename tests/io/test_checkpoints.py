@@ -19,6 +19,7 @@ from pruneplug.io.checkpoints import (
 )
 from pruneplug.io.report import report, tensor_histories
 from pruneplug.models import LeNet
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 def pruned_lenet() -> LeNet:
@@ -146,12 +147,11 @@ def test_a_checkpoint_for_another_model_leaves_the_model_alone(registry: prunepl
     other = save_checkpoint(tmp_path / "mlp.safetensors", nn.Sequential(nn.Linear(3, 2)).state_dict())
     pruned = save_checkpoint(tmp_path / "pruned.safetensors", pruned_lenet().state_dict())
     model = LeNet()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = snapshot(model)
     with pytest.raises(CheckpointError, match=r"mlp\.safetensors: does not fit the model: .*missing keys"):
         load_into(model, load_checkpoint(other))
     mismatched = LeNet(num_classes=7)
     with pytest.raises(CheckpointError, match="size mismatch"):
         load_into(mismatched, load_checkpoint(pruned))
     assert not pruneplug.is_pruned(mismatched)
-    assert model.state_dict().keys() == before.keys()
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert_unchanged(before, model)

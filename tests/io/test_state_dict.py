@@ -7,7 +7,6 @@ import io
 import pickle
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 
 import pruneplug
 from pruneplug.models import LeNet
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 def pruned_lenet(by: str) -> LeNet:
@@ -60,7 +60,7 @@ def test_pruned_checkpoint_loads_into_a_fresh_model_in_one_call(saved_by: str) -
 def test_load_pruned_state_dict_checks_before_touching() -> None:
     state = pruned_lenet("pruneplug").state_dict()
     fresh = LeNet()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    before = snapshot(fresh)
 
     bad_values = dict(state)
     bad_values["fc1.weight_mask"] = torch.full_like(state["fc1.weight_mask"], 0.5, dtype=torch.float32)
@@ -84,9 +84,7 @@ def test_load_pruned_state_dict_checks_before_touching() -> None:
     with pytest.raises(pruneplug.InvalidTargetError, match=r"size mismatch for fc2.weight: checkpoint \(5, 5\)"):
         pruneplug.load_pruned_state_dict(fresh, wrong_arch)
 
-    assert not pruneplug.is_pruned(fresh)
-    after = fresh.state_dict()
-    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert_unchanged(before, fresh)
 
 
 def test_load_pruned_state_dict_non_strict_and_unpruned() -> None:
@@ -226,11 +224,10 @@ def test_a_value_that_is_not_a_tensor_is_refused_before_anything_is_loaded() -> 
     state = dict(pruned_lenet("pruneplug").state_dict())
     state["fc3.bias"] = [0.0] * 10
     fresh = LeNet()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    before = snapshot(fresh)
     with pytest.raises(pruneplug.InvalidTargetError, match="not a tensor where the model has one: fc3.bias"):
         pruneplug.load_pruned_state_dict(fresh, state)
-    assert not pruneplug.is_pruned(fresh)
-    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())
+    assert_unchanged(before, fresh)
 
 
 def test_assign_loads_a_pruned_checkpoint_into_a_model_built_on_meta() -> None:
@@ -269,31 +266,6 @@ def pruned_stack(by: str) -> nn.Sequential:
     return model
 
 
-def fingerprint(model: nn.Module) -> dict[str, Any]:
-    """All a rejected load must leave as it was: which tensor objects (of which type and dtype), values, hooks."""
-    kept = model.state_dict(keep_vars=True)
-    return {
-        "objects": [(key, id(value), type(value), value.dtype) for key, value in kept.items()],
-        "values": {key: value.detach().clone() for key, value in model.state_dict().items()},
-        "hooks": [
-            [list(m._forward_pre_hooks.items()), list(m._load_state_dict_post_hooks), list(m._state_dict_hooks)]
-            for m in model.modules()
-        ],
-        "attributes": [sorted(vars(m)) for m in model.modules()],
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
-    after = fingerprint(model)
-    assert (after["objects"], after["hooks"], after["attributes"]) == (
-        before["objects"],
-        before["hooks"],
-        before["attributes"],
-    )
-    for key, value in before["values"].items():
-        assert torch.equal(after["values"][key], value), key
-
-
 BAD_MASKS: dict[str, Callable[[torch.Tensor], object]] = {
     "0.5": lambda mask: torch.full(mask.shape, 0.5),
     "-3": lambda mask: torch.where(mask.bool(), 1.0, -3.0),
@@ -312,10 +284,10 @@ def test_a_bad_mask_is_refused_whatever_the_target_and_changes_nothing(bad: str,
     checkpoint = dict(pruned_stack("bool").state_dict())
     checkpoint["2.weight_mask"] = BAD_MASKS[bad](checkpoint["2.weight_mask"])
     model = pruned_stack(target)
-    before = fingerprint(model)
+    before = snapshot(model)
     with pytest.raises(pruneplug.InvalidMaskError, match=r"Linear\.weight: state_dict\['2\.weight_mask'\]"):
         pruneplug.load_pruned_state_dict(model, checkpoint, assign=assign)
-    assert_unchanged(model, before)
+    assert_unchanged(before, model)
 
 
 def test_a_bad_mask_names_what_is_wrong() -> None:
@@ -430,12 +402,12 @@ def test_a_shared_module_whose_paths_disagree_is_refused(target: str) -> None:
     checkpoint = dict(shared("bool").state_dict())
     checkpoint["2.weight_mask"] = ~checkpoint["2.weight_mask"]
     model = shared(target)
-    before = fingerprint(model)
+    before = snapshot(model)
     with pytest.raises(
         pruneplug.InvalidMaskError, match=r"state_dict\['0\.weight_mask'\] and state_dict\['2\.weight_mask'\] differ"
     ):
         pruneplug.load_pruned_state_dict(model, checkpoint)
-    assert_unchanged(model, before)
+    assert_unchanged(before, model)
 
 
 @pytest.mark.parametrize("target", ["fresh", "bool", "torch"])
@@ -443,10 +415,10 @@ def test_the_mask_of_every_path_to_a_shared_module_is_checked(target: str) -> No
     checkpoint = dict(shared("bool").state_dict())
     checkpoint["2.weight_mask"] = torch.full((3, 3), 0.5)
     model = shared(target)
-    before = fingerprint(model)
+    before = snapshot(model)
     with pytest.raises(pruneplug.InvalidMaskError, match=r"'2\.weight_mask'\] holds values other than 0 and 1"):
         pruneplug.load_pruned_state_dict(model, checkpoint)
-    assert_unchanged(model, before)
+    assert_unchanged(before, model)
 
 
 def test_a_shared_module_is_set_up_from_any_one_of_its_paths_when_not_strict() -> None:

@@ -15,30 +15,7 @@ from torch import Tensor, nn
 import pruneplug
 from pruneplug.models import LeNet
 from pruneplug.plans import PlanError, apply_plan, parse_plan, resolve_plan
-
-
-def fingerprint(model: nn.Module) -> dict[str, Any]:
-    """Everything a plan could change: classes, parameter objects, hooks, and every tensor's values."""
-    return {
-        "modules": [(name, type(m), sorted(m._parameters), sorted(m._buffers)) for name, m in model.named_modules()],
-        "parameters": [id(p) for p in model.parameters()],
-        "hooks": [list(m._forward_pre_hooks.values()) for m in model.modules()],
-        "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "values": {
-            n: getattr(model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]).detach().clone()
-            for n, _ in model.named_parameters()
-            if not n.endswith("_orig")
-        },
-    }
-
-
-def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
-    for key in ("modules", "parameters", "hooks"):
-        assert before[key] == after[key], key
-    for key in ("tensors", "values"):
-        assert before[key].keys() == after[key].keys()
-        for name, tensor in before[key].items():
-            assert torch.equal(tensor, after[key][name]), name
+from pruneplug.testing import assert_unchanged, snapshot
 
 
 def masks(model: nn.Module) -> dict[str, Tensor]:
@@ -121,10 +98,10 @@ def test_a_plan_from_a_file(registry: pruneplug.Registry, tmp_path: Path) -> Non
 def test_dry_run_reports_the_same_and_changes_nothing(registry: pruneplug.Registry) -> None:
     plan = {"rules": [{"strategy": "random_unstructured", "scope": "global", "params": {"amount": 0.3}}]}
     model = LeNet()
-    before = fingerprint(model)
+    before = snapshot(model)
     rng = torch.get_rng_state()
     dry = apply_plan(model, plan, dry_run=True)
-    assert_same(before, fingerprint(model))
+    assert_unchanged(before, model)
     assert torch.equal(rng, torch.get_rng_state())  # the random draws are rewound too
     real = apply_plan(model, plan)
     assert dry.dry_run and not real.dry_run
@@ -139,7 +116,7 @@ def test_a_late_failure_rolls_back_every_rule(registry: pruneplug.Registry) -> N
         ]
     }
     model = LeNet()
-    before, rng = fingerprint(model), torch.get_rng_state()
+    before, rng = snapshot(model), torch.get_rng_state()
     with pytest.raises(PlanError) as caught:
         apply_plan(model, plan)
     assert (caught.value.rule, caught.value.field) == (1, "params.amount")
@@ -148,7 +125,7 @@ def test_a_late_failure_rolls_back_every_rule(registry: pruneplug.Registry) -> N
     assert str(caught.value).startswith(
         "rules[1].params.amount: fc3.weight (Linear), strategy 'l1_unstructured': amount=800 is larger than"
     ), str(caught.value)
-    assert_same(before, fingerprint(model))
+    assert_unchanged(before, model)
     assert torch.equal(rng, torch.get_rng_state())
     assert not pruneplug.is_pruned(model)
 
@@ -168,7 +145,7 @@ def test_a_strategy_failing_on_a_later_tensor_rolls_back_everything(registry: pr
 
     model = LeNet()
     pruneplug.prune(model.fc1, "weight", "l1_unstructured", amount=5)  # already pruned: rules stack on it
-    before = fingerprint(model)
+    before = snapshot(model)
     plan = {
         "rules": [
             {"strategy": "fragile", "types": ["Conv2d"], "params": {"amount": 0.5}},
@@ -183,7 +160,7 @@ def test_a_strategy_failing_on_a_later_tensor_rolls_back_everything(registry: pr
     ):
         apply_plan(model, plan)
     assert isinstance(caught.value.__cause__, pruneplug.StrategyFailedError)
-    assert_same(before, fingerprint(model))
+    assert_unchanged(before, model)
     assert len(pruneplug.pruning_history(model.fc1, "weight")) == 1
 
 
@@ -228,7 +205,7 @@ def test_rules_are_checked_against_the_model_before_anything_changes(
     registry: pruneplug.Registry, rule: dict[str, Any], field: str, words: list[str]
 ) -> None:
     model = LeNet()
-    before = fingerprint(model)
+    before = snapshot(model)
     first = {"strategy": "l1_unstructured", "params": {"amount": 0.5}}
     faulty = {"strategy": "l1_unstructured", "params": {"amount": 1}} | rule
     with pytest.raises(PlanError) as caught:
@@ -236,7 +213,7 @@ def test_rules_are_checked_against_the_model_before_anything_changes(
     assert (caught.value.rule, caught.value.field) == (1, field), str(caught.value)
     for word in words:
         assert word in str(caught.value)
-    assert_same(before, fingerprint(model))
+    assert_unchanged(before, model)
     # an optional rule that selects nothing is skipped instead
     if field in ("types[0]", "modules[1]", "module_regex", "tensors[0]", "modules"):
         skipped = apply_plan(model, {"rules": [first, faulty | {"optional": True}]}).rules[1]
@@ -322,12 +299,12 @@ def mutated_plans(draw: st.DrawFn) -> object:
 @given(st.one_of(mutated_plans(), json_values))
 def test_fuzzed_plans_raise_plan_errors_and_leave_the_model_alone(registry: pruneplug.Registry, data: object) -> None:
     model = LeNet()
-    before = fingerprint(model)
+    before = snapshot(model)
     try:
         apply_plan(model, data)  # type: ignore[arg-type]
     except PlanError as error:
         assert str(error)
-        assert_same(before, fingerprint(model))
+        assert_unchanged(before, model)
 
 
 @given(st.sampled_from(["toml", "yaml", "json"]), st.text(max_size=60))

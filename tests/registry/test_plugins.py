@@ -34,6 +34,7 @@ import pruneplug
 from pruneplug import hookspecs
 from pruneplug.models import LeNet
 from pruneplug.strategies import L1Unstructured
+from pruneplug.testing import assert_unchanged, snapshot
 
 INSTALL = "pip install ./plugins/pruneplug-alternating ./plugins/pruneplug-nm"
 BUILTINS = set(pruneplug.Registry(load_entry_points=False).names())
@@ -292,23 +293,6 @@ def prunes_fine(registry: pruneplug.Registry, names: set[str]) -> None:
         assert len(pruneplug.pruning_history(model.fc1, "weight")) == len(names)
 
 
-def snapshot(module: nn.Module) -> dict[str, Any]:
-    """What a failed prune must leave as it was: state_dict values, hooks, history."""
-    return {
-        "state": {k: v.clone() for k, v in module.state_dict().items()},
-        "hooks": list(module._forward_pre_hooks.items()),
-        "history": pruneplug.pruning_history(module, "weight"),
-    }
-
-
-def assert_unchanged(module: nn.Module, before: dict[str, Any]) -> None:
-    """``module`` is exactly as :func:`snapshot` saw it."""
-    after = snapshot(module)
-    assert after["state"].keys() == before["state"].keys()
-    assert all(torch.equal(v, before["state"][k]) for k, v in after["state"].items())
-    assert after["hooks"] == before["hooks"] and after["history"] == before["history"]
-
-
 # --- the installed plugins --------------------------------------------------------------------
 
 
@@ -416,7 +400,7 @@ def test_a_plugin_returning_a_bad_mask_is_refused_at_prune(
             pruneplug.prune(layer, "weight", strategy)
         assert caught.value.strategy == strategy
         assert str(caught.value).startswith(f"Linear.weight, strategy '{strategy}': ")
-        assert_unchanged(layer, before)
+        assert_unchanged(before, layer)
         prunes_fine(registry, {"l1_unstructured", "nm", "alternating"})
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 import pruneplug
+from pruneplug.testing import assert_unchanged, snapshot
 
 _spec = importlib.util.spec_from_file_location(
     "diagonal_plugin", Path(__file__).parents[1] / "testing" / "diagonal_plugin.py"
@@ -79,21 +80,23 @@ def test_importance_scores_are_what_protected_sees() -> None:
 @pytest.mark.parametrize("amount", [1.0, 0.9, 9, 7])
 def test_an_amount_over_what_may_be_pruned_is_refused_and_changes_nothing(amount: int | float) -> None:
     layer = _square(3)
-    before = layer.weight.detach().clone()
+    before = snapshot(layer)
     with pytest.raises(pruneplug.InvalidAmountError) as caught:
         pruneplug.prune(layer, "weight", "keep_diagonal", amount=amount)
     message = str(caught.value)
     assert "strategy 'keep_diagonal'" in message and "Linear.weight" in message
     assert "of the 9 unpruned entries" in message and "protects 3 of them: at most 6 may be pruned" in message
-    assert not pruneplug.is_pruned(layer) and torch.equal(layer.weight, before)
+    assert_unchanged(before, layer)
 
 
 def test_the_issue_example_global_amount_over_what_may_be_pruned() -> None:
     """prune_global([2x2, 3x3], diagonal-protecting, amount=1.0): 13 unpruned, 5 protected: an error, no change."""
     small, large = _square(2), _square(3)
+    before = snapshot(small), snapshot(large)
     with pytest.raises(pruneplug.InvalidAmountError, match=r"13 of the 13 unpruned entries.*protects 5.*at most 8"):
         pruneplug.prune_global([(small, "weight"), (large, "weight")], "keep_diagonal", amount=1.0)
-    assert not pruneplug.is_pruned(small) and not pruneplug.is_pruned(large)
+    assert_unchanged(before[0], small)
+    assert_unchanged(before[1], large)
 
 
 @pytest.mark.parametrize("storage", ["bool", "packed"])

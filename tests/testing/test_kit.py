@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 import unittest
 from collections.abc import Iterator
@@ -226,6 +227,17 @@ def test_each_bug_is_caught_by_its_check(strategy: type, params: Any, check: str
     )
     assert check in found, f"{check} did not catch {strategy.__name__}"
     assert message in found[check], found[check]
+
+
+def test_a_rollback_failure_says_what_changed_line_by_line() -> None:
+    """The rollback check compares whole snapshots (pruneplug.testing.snapshot) and quotes their diff."""
+    found = failures(
+        Mutates, checks=["rollback"], shapes=st.lists(st.integers(2, 5), min_size=2, max_size=3).map(tuple)
+    )
+    message = found["rollback"].splitlines()[0]
+    assert re.search(r"changed the module: weight(_orig)?: values differ at \d+ entr(y|ies) \(first at \(", message), (
+        message
+    )
 
 
 def test_invalid_params_must_be_rejected() -> None:

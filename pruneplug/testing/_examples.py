@@ -1,0 +1,202 @@
+"""What the checks draw: tensors (shape, dtype, values), earlier pruning, and the strategy's parameters.
+
+Values come in three styles -- normal, many ties, many zeros -- because ties
+and zeros are where counting and ranking bugs hide. ``amount`` (and a
+structured strategy's ``dim``) is drawn by the kit unless given, within what
+is still unpruned and not protected at each step, so every drawn prune is a
+valid one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hypothesis import assume, strategies as st
+from hypothesis.strategies import DataObject, SearchStrategy
+from torch import Tensor, nn
+
+from ..api import prune
+from ..registry.manager import StrategySpec, get_registry, strategy_spec
+from ..storage.formats import MaskStorage
+from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
+from ..strategies._base import checked_protected, checked_protected_slices
+from ._assertions import Failure, Holder, alive_slices, expected_count, show
+from ._types import ParamsLike, Shape, StrategyLike
+
+__all__ = ["SEEDS", "Examples", "amounts", "resolve"]
+
+SEEDS = st.integers(0, 2**32 - 1)
+_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def amounts(available: int, prunable: int | None = None) -> SearchStrategy[int | float]:
+    """Every kind of valid ``amount`` for ``available`` units: counts ``0..available`` and fractions.
+
+    Use it when your parameters are drawn per shape and include ``amount``.
+    ``prunable``: how many of the ``available`` units may be pruned, when the
+    strategy protects some; amounts are then drawn within it: counts up to
+    ``prunable``, fractions up to ``prunable / available`` (a fraction still
+    counts over all ``available``).
+
+    >>> from hypothesis import find
+    >>> find(amounts(5), lambda a: isinstance(a, int) and a > 3)
+    4
+    >>> find(amounts(10, prunable=4), lambda a: isinstance(a, int) and a > 3)
+    4
+    """
+    if prunable is None or prunable >= available:
+        return st.one_of(st.integers(0, available), st.sampled_from(_FRACTIONS), st.floats(0.0, 1.0))
+    share = prunable / available
+
+    def fits(fraction: float) -> bool:
+        return round(fraction * available) <= prunable
+
+    return st.one_of(
+        st.integers(0, prunable),
+        st.sampled_from([f for f in (*_FRACTIONS, share) if fits(f)]),
+        st.floats(0.0, share).filter(fits),
+    )
+
+
+def resolve(strategy: StrategyLike) -> StrategySpec:
+    """The :class:`~pruneplug.StrategySpec` of a name (in the current registry), a class, or a spec."""
+    if isinstance(strategy, StrategySpec):
+        return strategy
+    if isinstance(strategy, str):
+        return get_registry().get(strategy)
+    return strategy_spec(strategy, provider="pruneplug.testing")
+
+
+class Examples:
+    """Draws the examples of the checks of one strategy (``spec``), and knows what its parameters allow.
+
+    ``counts``: whether the strategy prunes exactly ``amount`` (of kind unstructured or
+    structured, with an ``amount`` parameter).
+    """
+
+    def __init__(
+        self, spec: StrategySpec, params: ParamsLike, shapes: SearchStrategy[Shape], dtypes: Sequence[torch.dtype]
+    ) -> None:
+        self.spec = spec
+        self.params = params
+        self.shapes = shapes
+        self.dtypes = tuple(dtypes)
+        fields = spec.params_model.model_fields
+        self.counts = spec.kind in ("unstructured", "structured") and "amount" in fields
+
+    def draw_shape_dtype(self, data: DataObject) -> tuple[Shape, torch.dtype]:
+        """A tensor shape from ``shapes`` and a dtype from ``dtypes``."""
+        shape = tuple(data.draw(self.shapes, label="shape"))
+        dtype = data.draw(st.sampled_from(self.dtypes), label="dtype")
+        return shape, dtype
+
+    @staticmethod
+    def draw_values(data: DataObject, shape: Shape, dtype: torch.dtype) -> Tensor:
+        """Values of ``shape`` and ``dtype``: normal ones, many ties, or many zeros."""
+        seed = data.draw(SEEDS, label="values seed")
+        style = data.draw(st.sampled_from(("normal", "ties", "zeros")), label="values")
+        generator = torch.Generator().manual_seed(seed)
+        if style == "ties":
+            values = torch.randint(-2, 3, shape, generator=generator).to(torch.float64)
+        else:
+            values = torch.randn(shape, generator=generator, dtype=torch.float64)
+            if style == "zeros":
+                values = values * (torch.rand(shape, generator=generator) < 0.5)
+        return values.to(dtype)
+
+    def draw_module(self, data: DataObject, shape: Shape | None = None) -> tuple[Holder, Tensor]:
+        """A module holding drawn values (of ``shape`` if given, else of a drawn shape)."""
+        if shape is None:
+            shape, dtype = self.draw_shape_dtype(data)
+        else:
+            dtype = data.draw(st.sampled_from(self.dtypes), label="dtype")
+        values = self.draw_values(data, shape, dtype)
+        return Holder(values.clone()), values
+
+    @staticmethod
+    def draw_earlier_pruning(data: DataObject, module: nn.Module) -> None:
+        """Maybe prune ``module.weight`` first with a random mask (an arbitrary earlier state).
+
+        The earlier mask may be stored bit-packed, and later prunes keep it so: the strategy
+        then prunes (locally and globally) on top of a :class:`~pruneplug.PackedMask`.
+        """
+        if not data.draw(st.booleans(), label="pruned before"):
+            return
+        shape = module._parameters["weight"].shape  # type: ignore[union-attr]
+        seed = data.draw(SEEDS, label="earlier mask seed")
+        keep = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.7
+        storage: MaskStorage = data.draw(st.sampled_from(["bool", "packed"]), label="earlier mask storage")
+        prune(module, "weight", CustomFromMask, mask=keep, mask_storage=storage)
+
+    def dim(self, params: Mapping[str, Any], ndim: int) -> int:
+        dim = params.get("dim")
+        if dim is None:
+            info = self.spec.params_model.model_fields.get("dim")
+            dim = info.default if info is not None and isinstance(info.default, int) else -1
+        return int(dim) % ndim
+
+    def available(self, alive: Tensor, params: Mapping[str, Any]) -> int:
+        if self.spec.kind == "structured" and alive.dim() >= 1:
+            return int(alive_slices(alive, self.dim(params, alive.dim())).sum())
+        return int(alive.sum())
+
+    def protected(self, values: Tensor, params: Mapping[str, Any]) -> Tensor | None:
+        """What the strategy protects in ``values``: entries (unstructured) or slices along ``dim`` (structured).
+
+        ``None`` when nothing is (the strategy does not override ``protected`` /
+        ``protected_slices``, or returns ``None``).
+        """
+        cls = self.spec.strategy_class
+        unstructured = issubclass(cls, UnstructuredStrategy) and cls.protected is not UnstructuredStrategy.protected
+        structured = (
+            issubclass(cls, StructuredStrategy) and cls.protected_slices is not StructuredStrategy.protected_slices
+        )
+        if not (unstructured or structured):
+            return None  # (no instance made for the common case)
+        asked = {**params, "amount": 0} if "amount" in self.spec.params_model.model_fields else dict(params)
+        try:
+            method = self.spec.create(**asked)
+            if isinstance(method, UnstructuredStrategy):
+                return checked_protected(method, values)
+            if isinstance(method, StructuredStrategy):
+                return checked_protected_slices(method, values, self.dim(params, values.dim()))
+        except Exception as error:
+            raise Failure(
+                f"asking the strategy what it protects (with {show(asked)}) raised {type(error).__name__}: {error}"
+            ) from error
+        return None
+
+    def protected_alive(self, values: Tensor, alive: Tensor, params: Mapping[str, Any]) -> Tensor | None:
+        """The protected entries (or slices) among the still-unpruned ones, or ``None`` if nothing is protected."""
+        guard = self.protected(values, params)
+        if guard is None:
+            return None
+        if self.spec.kind == "structured":
+            return guard & alive_slices(alive, self.dim(params, alive.dim()))
+        return guard & alive
+
+    def draw_params(self, data: DataObject, values: Tensor, alive: Tensor) -> dict[str, Any]:
+        shape = tuple(values.shape)
+        source: Any = self.params if self.params is not None else {}
+        if not isinstance(source, (Mapping, SearchStrategy)) and callable(source):
+            source = source(shape)
+        if isinstance(source, SearchStrategy):
+            source = data.draw(source, label="params")
+        if not isinstance(source, Mapping):
+            raise TypeError(f"params must give a mapping of parameter values, got {type(source).__name__}")
+        params = {k: data.draw(v, label=k) if isinstance(v, SearchStrategy) else v for k, v in source.items()}
+        fields = self.spec.params_model.model_fields
+        if self.spec.kind == "structured" and "dim" in fields and "dim" not in params and shape:
+            params["dim"] = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+        available = self.available(alive, params)
+        kept = self.protected_alive(values, alive, params) if self.counts else None
+        prunable = available if kept is None else available - int(kept.sum())
+        if "amount" in fields and "amount" not in params:
+            params["amount"] = data.draw(amounts(available, prunable), label="amount")
+        amount = params.get("amount")
+        if self.counts and isinstance(amount, (int, float)) and not isinstance(amount, bool):
+            # a fixed amount larger than what may be pruned is a (correctly) failing prune, not an example
+            assume(expected_count(amount, available) <= prunable)
+        return params
