@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 import pruneplug
+from pruneplug.hookspecs import StrategyItem
 
 
 class KeepDiagonal(pruneplug.UnstructuredStrategy):
@@ -44,6 +45,6 @@ class ClaimsDiagonal(KeepDiagonal):
 
 
 @pruneplug.hookimpl
-def pruneplug_add_strategies() -> list[type]:
+def pruneplug_add_strategies() -> list[StrategyItem]:
     """The fixture's strategies, handed over as an installed plugin would."""
     return [KeepDiagonal, ClaimsDiagonal]
