@@ -684,7 +684,7 @@ def _warn(message: str) -> None:
     pruneplug: a fixed ``stacklevel`` would point at pruneplug's own code, not
     at the user's line that triggered the loading.
     """
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # pruneplug/, not registry/
     level = 1
     frame = sys._getframe(0)
     while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
