@@ -50,7 +50,7 @@ from ..errors import (
     StrategyNotFoundError,
     cross_tensor_hint,
 )
-from ..registry.manager import KINDS, StrategySpec, get_registry, strategy_spec
+from ..registry import KINDS, StrategySpec, get_registry, strategy_spec
 from ..storage.packed import PackedMask, plain
 from ..strategies import PrecomputedMask
 from .global_prune import global_masks

@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from ..io.tables import FittedTable
-from ..registry.manager import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
+from ..registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
 from ._app import command, console
 
 

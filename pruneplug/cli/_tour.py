@@ -18,7 +18,7 @@ from torch import nn
 from ..api.prune import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
 from ..core.method import describe_method
 from ..models import LeNet
-from ..registry.manager import get_registry
+from ..registry import get_registry
 
 __all__ = ["main", "sparsity_rows", "format_table"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import LeNet
-from ..registry.manager import get_registry
+from ..registry import get_registry
 from ._data import NUM_CLASSES, Digits, load_digits_data
 from ._extra import require_extra
 from ._progress import Phases, silent

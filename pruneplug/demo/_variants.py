@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import InvalidParametersError
-from ..registry.manager import Registry, StrategySpec
+from ..registry import Registry, StrategySpec
 
 __all__ = ["Variant", "Skipped", "plan_variants", "GLOBAL_STRATEGY", "CONVENTIONAL_VALUES"]
 

@@ -35,7 +35,7 @@ from pydantic_core import PydanticCustomError
 from ..core.reparam import MaskStorage
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
-from ..registry.manager import StrategySpec, get_registry
+from ..registry import StrategySpec, get_registry
 from ._errors import PlanError, from_validation_error, plain_message
 
 __all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]

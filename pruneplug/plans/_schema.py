@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..core.reparam import MaskStorage
-from ..registry.manager import Registry, StrategySpec, get_registry
+from ..registry import Registry, StrategySpec, get_registry
 from ._model import PLAN_VERSION, Plan, RuleSelection
 
 __all__ = ["plan_schema", "SCHEMA_DIALECT"]

@@ -1,4 +1,44 @@
-"""Layer 4: the strategy registry -- pluggy manager, entry-point plugins, describing strategies.
+"""Layer 4: the strategy registry -- describing strategies, loading plugins, looking strategies up.
+
+* :mod:`.spec` -- :class:`StrategySpec` and :func:`strategy_spec`: what is known about one strategy;
+* :mod:`.plugins` -- entry-point plugins, the switches that skip them, :class:`PluginInfo`;
+* :mod:`.manager` -- :class:`Registry`: the pluggy manager, name clashes, lookup and :meth:`~Registry.register`;
+* :mod:`.default` -- the default registry the public API uses (:func:`get_registry`, :func:`use_registry`).
 
 Internal: the public names are exported by :mod:`pruneplug`.
 """
+
+from .default import get_registry as get_registry, use_registry as use_registry
+from .manager import Registry as Registry
+from .plugins import (
+    BLOCK_PLUGINS_ENV as BLOCK_PLUGINS_ENV,
+    DISABLE_AUTOLOAD_ENV as DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP as ENTRY_POINT_GROUP,
+    PluginInfo as PluginInfo,
+    PluginLoadWarning as PluginLoadWarning,
+)
+from .spec import (
+    BUILTIN_PLUGIN as BUILTIN_PLUGIN,
+    KIND_DESCRIPTIONS as KIND_DESCRIPTIONS,
+    KINDS as KINDS,
+    ParameterInfo as ParameterInfo,
+    StrategySpec as StrategySpec,
+    strategy_spec as strategy_spec,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DISABLE_AUTOLOAD_ENV",
+    "BLOCK_PLUGINS_ENV",
+    "BUILTIN_PLUGIN",
+    "KINDS",
+    "KIND_DESCRIPTIONS",
+    "PluginLoadWarning",
+    "PluginInfo",
+    "ParameterInfo",
+    "StrategySpec",
+    "Registry",
+    "strategy_spec",
+    "get_registry",
+    "use_registry",
+]

@@ -25,7 +25,7 @@ __all__ = ["ScoredUnstructured", "ScoredStructured", "ScoredUnstructuredParams",
 
 
 def _lookup(name: str) -> ImportanceScore:
-    from ..registry.manager import get_registry
+    from ..registry.default import get_registry
 
     return get_registry().get_score(name)
 

@@ -29,7 +29,7 @@ from torch.nn.utils import prune as torch_prune
 from ..api.prune import is_pruned, prune, prune_global, pruning_history, remove
 from ..core.reparam import MaskStorage
 from ..errors import InvalidAmountError, PruneplugError, cross_tensor_hint
-from ..registry.manager import StrategySpec, get_registry, strategy_spec
+from ..registry import StrategySpec, get_registry, strategy_spec
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
 

@@ -41,7 +41,7 @@ def test_registry_is_created_on_first_use_not_at_import() -> None:
     import subprocess
     import sys
 
-    code = "import pruneplug, pruneplug.registry.manager as r; print(r._default_registry is None)"
+    code = "import pruneplug, pruneplug.registry.default as r; print(r._default_registry is None)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
