@@ -50,7 +50,7 @@ from ..errors import (
     StrategyNotFoundError,
     cross_tensor_hint,
 )
-from ..registry import KINDS, StrategySpec, get_registry, strategy_spec
+from ..registry import KINDS, StrategySpec, get_registry
 from ..storage.packed import PackedMask, plain
 from ..strategies import PrecomputedMask
 from .global_prune import global_masks
@@ -99,7 +99,7 @@ def _spec_of_class(cls: type[torch_prune.BasePruningMethod]) -> StrategySpec:
     caller names the module and tensor in.
     """
     try:
-        return strategy_spec(cls, provider="(passed directly)")
+        return get_registry().spec_for(cls, provider="(passed directly)")
     except TypeError as error:
         name = getattr(cls, "name", None)
         raise IncompatibleStrategyError(

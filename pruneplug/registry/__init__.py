@@ -2,14 +2,17 @@
 
 * :mod:`.spec` -- :class:`StrategySpec` and :func:`strategy_spec`: what is known about one strategy;
 * :mod:`.plugins` -- entry-point plugins, the switches that skip them, :class:`PluginInfo`;
-* :mod:`.manager` -- :class:`Registry`: the pluggy manager, name clashes, lookup and :meth:`~Registry.register`;
-* :mod:`.default` -- the default registry the public API uses (:func:`get_registry`, :func:`use_registry`).
+* :mod:`.manager` -- :class:`~.manager.StrategyRegistry`: the pluggy manager, name clashes, lookup and
+  registration, with the built-in plugin it is given;
+* :mod:`.default` -- :class:`Registry`, with pruneplug's strategies as the built-ins, and the default
+  registry the public API uses (:func:`get_registry`, :func:`use_registry`); the only module here
+  that imports :mod:`pruneplug.strategies`.
 
 Internal: the public names are exported by :mod:`pruneplug`.
 """
 
-from .default import get_registry as get_registry, use_registry as use_registry
-from .manager import Registry as Registry
+from .default import Registry as Registry, get_registry as get_registry, use_registry as use_registry
+from .manager import StrategyRegistry as StrategyRegistry
 from .plugins import (
     BLOCK_PLUGINS_ENV as BLOCK_PLUGINS_ENV,
     DISABLE_AUTOLOAD_ENV as DISABLE_AUTOLOAD_ENV,
@@ -38,6 +41,7 @@ __all__ = [
     "ParameterInfo",
     "StrategySpec",
     "Registry",
+    "StrategyRegistry",
     "strategy_spec",
     "get_registry",
     "use_registry",

@@ -1,19 +1,51 @@
-"""The default registry: the one the public API uses, created on first use.
+"""pruneplug's registry: :class:`Registry`, with pruneplug's strategies built in, and the default instance.
 
-:func:`get_registry` creates it -- and so loads the plugins -- on first use,
-never at ``import pruneplug``; :func:`use_registry` swaps in another for a
-``with`` block (tests use a fresh one).
+The one module of the registry that knows the built-in strategies: it hands
+:mod:`pruneplug.strategies` to :class:`~.manager.StrategyRegistry` as its
+built-in plugin. :func:`get_registry` creates the default registry -- and so
+loads the plugins -- on first use, never at ``import pruneplug``;
+:func:`use_registry` swaps in another for a ``with`` block (tests use a fresh one).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .manager import Registry
+from .. import strategies
+from .manager import StrategyRegistry
 
-__all__ = ["get_registry", "use_registry"]
+__all__ = ["Registry", "get_registry", "use_registry"]
+
+
+class Registry(StrategyRegistry):
+    """Strategies by name, from the built-ins, installed plugins and :meth:`register`.
+
+    Args:
+        builtins: the built-in plugin, which cannot be blocked and whose
+            names no other plugin can take. Default: pruneplug's own
+            strategies and scores (:mod:`pruneplug.strategies`); ``None``: none.
+        load_entry_points: load plugins from the ``pruneplug`` entry-point
+            group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
+            is set to a non-empty value.
+        blocked: plugin (entry point) names not to load, in addition to those
+            in ``PRUNEPLUG_BLOCK_PLUGINS`` (comma-separated). The built-in
+            plugin cannot be blocked.
+
+    Each strategy it hands out validates and is built with this registry's
+    importance scores, whichever registry is the default.
+    """
+
+    def __init__(
+        self,
+        *,
+        builtins: object | None = strategies,
+        load_entry_points: bool | None = None,
+        blocked: Iterable[str] = (),
+    ) -> None:
+        super().__init__(builtins=builtins, load_entry_points=load_entry_points, blocked=blocked)
+
 
 _default_registry: Registry | None = None
 _default_lock = threading.Lock()

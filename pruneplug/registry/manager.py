@@ -1,10 +1,12 @@
 """The strategy registry: one pluggy plugin manager, built-ins and plugins alike.
 
-A :class:`Registry` owns a :class:`pluggy.PluginManager` for the project
-``pruneplug``. The built-in strategies are the plugin ``pruneplug`` (the
-module :mod:`pruneplug.strategies`); installed distributions add theirs via
-the ``pruneplug`` entry-point group (:mod:`.plugins`); scripts and notebooks use
-:meth:`Registry.register`. Every strategy ends up as a :class:`~.spec.StrategySpec`.
+A :class:`StrategyRegistry` owns a :class:`pluggy.PluginManager` for the
+project ``pruneplug``. The built-in plugin is given to it (``builtins=``;
+:class:`pruneplug.Registry` gives :mod:`pruneplug.strategies`); installed
+distributions add theirs via the ``pruneplug`` entry-point group
+(:mod:`.plugins`); scripts and notebooks use :meth:`StrategyRegistry.register`.
+Every strategy ends up as a :class:`~.spec.StrategySpec`, which carries the
+registry's importance scores to its parameter validation.
 
 A misbehaving plugin never breaks the others: a plugin that fails to import,
 has a malformed hook, raises in its hook or hands over something that is not
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 import pluggy
@@ -30,35 +33,48 @@ from ..selection.scores import ImportanceScore
 from .plugins import PluginInfo, PluginSwitches, load_entry_points, normalized, version_of, warn_at_caller
 from .spec import BUILTIN_PLUGIN, NAME_PATTERN, StrategySpec, strategy_spec
 
-__all__ = ["Registry"]
+__all__ = ["StrategyRegistry"]
 
 
-class Registry:
-    """Strategies by name, from the built-ins, installed plugins and :meth:`register`.
+class StrategyRegistry:
+    """Strategies by name, from the built-in plugin it is given, installed plugins and :meth:`register`.
+
+    :class:`pruneplug.Registry` is this class with pruneplug's own strategies
+    as the built-ins; use that one.
 
     Args:
+        builtins: the built-in plugin -- a module or object with
+            ``@pruneplug.hookimpl`` functions -- registered as ``"pruneplug"``:
+            it cannot be blocked, and no other plugin can take its names.
+            ``None``: no built-ins.
         load_entry_points: load plugins from the ``pruneplug`` entry-point
             group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.
         blocked: plugin (entry point) names not to load, in addition to those
             in ``PRUNEPLUG_BLOCK_PLUGINS`` (comma-separated). The built-in
             plugin cannot be blocked.
+
+    Each strategy it hands out validates and is built with this registry's
+    importance scores (:attr:`StrategySpec.context <pruneplug.StrategySpec>`),
+    whichever registry is the default.
     """
 
-    def __init__(self, *, load_entry_points: bool | None = None, blocked: Iterable[str] = ()) -> None:
-        from .. import strategies as builtin_strategies
-
+    def __init__(
+        self, *, builtins: object | None = None, load_entry_points: bool | None = None, blocked: Iterable[str] = ()
+    ) -> None:
         self._switches = PluginSwitches.read(
             load_entry_points=load_entry_points, blocked=blocked, builtin=BUILTIN_PLUGIN
         )
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
-        self._pm.register(builtin_strategies, name=BUILTIN_PLUGIN)
+        self._plugins: dict[str, PluginInfo] = {}
+        if builtins is not None:
+            self._pm.register(builtins, name=BUILTIN_PLUGIN)
+            self._plugins[BUILTIN_PLUGIN] = PluginInfo(BUILTIN_PLUGIN, "pruneplug", version_of("pruneplug"))
         for name in self._switches.blocked:
             self._pm.set_blocked(name)
-        self._plugins: dict[str, PluginInfo] = {
-            BUILTIN_PLUGIN: PluginInfo(BUILTIN_PLUGIN, "pruneplug", version_of("pruneplug"))
-        }
+        # What the specs handed out give their parameter validators (StrategySpec.context).
+        self._context: Mapping[str, Any] = MappingProxyType({"scores": self.get_score})
         self._specs: dict[str, StrategySpec] = {}
         self._conflicts: dict[str, list[StrategySpec]] = {}
         self._scores: dict[str, ImportanceScore] = {}
@@ -155,7 +171,8 @@ class Registry:
                 item = dataclasses.replace(
                     item, provider=info.name, distribution=info.distribution, version=info.version
                 )
-            return strategy_spec(item, provider=info.name, distribution=info.distribution, version=info.version)
+            spec = strategy_spec(item, provider=info.name, distribution=info.distribution, version=info.version)
+            return dataclasses.replace(spec, context=self._context)
 
         def to_score(item: Any, info: PluginInfo) -> ImportanceScore:
             if not isinstance(item, ImportanceScore):
@@ -265,6 +282,15 @@ class Registry:
         self._ensure_ready()
         return list(self._plugins.values())
 
+    def spec_for(self, strategy: Any, *, provider: str) -> StrategySpec:
+        """The spec of a strategy class used without registering it, its parameters validated as this registry's.
+
+        Like :func:`~pruneplug.strategy_spec`, but the spec carries this
+        registry's :attr:`~pruneplug.StrategySpec.context` (its importance
+        scores), as the specs it hands out do. Raises what ``strategy_spec`` raises.
+        """
+        return dataclasses.replace(strategy_spec(strategy, provider=provider), context=self._context)
+
     # --- programmatic registration -----------------------------------------------------
 
     def register(self, strategy: Any, *, name: str | None = None) -> StrategySpec:
@@ -274,7 +300,7 @@ class Registry:
         (unregister the old one first).
         """
         self._ensure_ready()
-        spec = strategy_spec(strategy, name=name, provider="register()")
+        spec = dataclasses.replace(strategy_spec(strategy, name=name, provider="register()"), context=self._context)
         with self._lock:
             taken = self._manual.get(spec.name) or self._specs.get(spec.name)
             if taken is not None or spec.name in self._conflicts:

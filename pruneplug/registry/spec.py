@@ -12,7 +12,8 @@ import inspect
 import re
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -77,6 +78,10 @@ class StrategySpec:
         version: that distribution's version.
         summary: first line of the class docstring.
         uses_importance_scores: whether ``importance_scores`` affect its masks.
+        context: what the registry that hands the spec out gives the
+            parameter model's validators (pydantic's ``info.context``):
+            ``"scores"``, its importance scores by name (``get_score``). Empty
+            for a spec made outside a registry.
     """
 
     name: str
@@ -88,10 +93,11 @@ class StrategySpec:
     version: str | None = None
     summary: str = ""
     uses_importance_scores: bool = True
+    context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def validate(self, params: dict[str, Any]) -> BaseModel:
         """Validate parameters with :attr:`params_model` (raises :class:`~pruneplug.InvalidParametersError`)."""
-        return validate_params(self.params_model, params, strategy=self.name)
+        return validate_params(self.params_model, params, strategy=self.name, context=self.context)
 
     def create(self, **params: Any) -> torch_prune.BasePruningMethod:
         """Validate ``params`` and build a fresh instance of the strategy."""
