@@ -75,6 +75,7 @@ def strategies_payload() -> dict[str, Any]:
             "entry_point": p.entry_point,
             "status": p.status,
             "error": p.error,
+            "blocked_by": p.blocked_by,
             "strategies": sorted(p.strategies),
             "scores": sorted(p.scores),
         }
@@ -129,7 +130,8 @@ def list_command(
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
         # A broken plugin may still provide some strategies (only what failed is left out): show both.
         provided = ", ".join(plugin["strategies"] + plugin["scores"])
-        detail = "\n".join(part for part in (provided, plugin["error"]) if part) or "-"
+        blocked = f"blocked by {plugin['blocked_by']}" if plugin["blocked_by"] else ""
+        detail = "\n".join(part for part in (provided, plugin["error"], blocked) if part) or "-"
         plugins.append((plugin["name"], dist, plugin["status"], detail))
     console.print(FittedTable("Plugins", ("plugin", "distribution", "status", "strategies / problem"), plugins))
 

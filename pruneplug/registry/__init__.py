@@ -17,6 +17,7 @@ from .plugins import (
     BLOCK_PLUGINS_ENV as BLOCK_PLUGINS_ENV,
     DISABLE_AUTOLOAD_ENV as DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP as ENTRY_POINT_GROUP,
+    PLUGINS_ENV as PLUGINS_ENV,
     PluginInfo as PluginInfo,
     PluginLoadWarning as PluginLoadWarning,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_AUTOLOAD_ENV",
     "BLOCK_PLUGINS_ENV",
+    "PLUGINS_ENV",
     "BUILTIN_PLUGIN",
     "KINDS",
     "KIND_DESCRIPTIONS",

@@ -29,9 +29,14 @@ class Registry(StrategyRegistry):
         load_entry_points: load plugins from the ``pruneplug`` entry-point
             group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.
-        blocked: plugin (entry point) names not to load, in addition to those
-            in ``PRUNEPLUG_BLOCK_PLUGINS`` (comma-separated). The built-in
-            plugin cannot be blocked.
+        blocked: plugin names (entry-point or distribution names) not to
+            load, in addition to those in ``PRUNEPLUG_BLOCK_PLUGINS``
+            (comma-separated). The built-in plugin cannot be blocked.
+        allowed: if given, load only the plugins so named, and those in
+            ``PRUNEPLUG_PLUGINS`` (comma-separated; when it is set, only those
+            are loaded even without this argument). The others show as
+            blocked; the built-ins always load. A name both allowed and
+            blocked is blocked.
 
     Each strategy it hands out validates and is built with this registry's
     importance scores, whichever registry is the default.
@@ -43,8 +48,9 @@ class Registry(StrategyRegistry):
         builtins: object | None = strategies,
         load_entry_points: bool | None = None,
         blocked: Iterable[str] = (),
+        allowed: Iterable[str] | None = None,
     ) -> None:
-        super().__init__(builtins=builtins, load_entry_points=load_entry_points, blocked=blocked)
+        super().__init__(builtins=builtins, load_entry_points=load_entry_points, blocked=blocked, allowed=allowed)
 
 
 _default_registry: Registry | None = None

@@ -50,9 +50,14 @@ class StrategyRegistry:
         load_entry_points: load plugins from the ``pruneplug`` entry-point
             group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.
-        blocked: plugin (entry point) names not to load, in addition to those
-            in ``PRUNEPLUG_BLOCK_PLUGINS`` (comma-separated). The built-in
-            plugin cannot be blocked.
+        blocked: plugin names (entry-point or distribution names) not to
+            load, in addition to those in ``PRUNEPLUG_BLOCK_PLUGINS``
+            (comma-separated). The built-in plugin cannot be blocked.
+        allowed: if given, load only the plugins so named, and those in
+            ``PRUNEPLUG_PLUGINS`` (comma-separated; when it is set, only those
+            are loaded even without this argument). The others show as
+            blocked; the built-ins always load. A name both allowed and
+            blocked is blocked.
 
     Each strategy it hands out validates and is built with this registry's
     importance scores (:attr:`StrategySpec.context <pruneplug.StrategySpec>`),
@@ -60,10 +65,15 @@ class StrategyRegistry:
     """
 
     def __init__(
-        self, *, builtins: object | None = None, load_entry_points: bool | None = None, blocked: Iterable[str] = ()
+        self,
+        *,
+        builtins: object | None = None,
+        load_entry_points: bool | None = None,
+        blocked: Iterable[str] = (),
+        allowed: Iterable[str] | None = None,
     ) -> None:
         self._switches = PluginSwitches.read(
-            load_entry_points=load_entry_points, blocked=blocked, builtin=BUILTIN_PLUGIN
+            load_entry_points=load_entry_points, blocked=blocked, allowed=allowed, builtin=BUILTIN_PLUGIN
         )
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)

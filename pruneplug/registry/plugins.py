@@ -3,8 +3,9 @@
 Installed distributions announce a plugin under the ``pruneplug`` entry-point
 group. :func:`load_entry_points` imports each one and registers it with a
 registry's pluggy manager -- unless a switch says otherwise
-(:class:`PluginSwitches`: ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``,
-``PRUNEPLUG_BLOCK_PLUGINS``) -- and records it as a :class:`PluginInfo`. A
+(:class:`PluginSwitches`: ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``, the allowlist
+``PRUNEPLUG_PLUGINS``, the blocklist ``PRUNEPLUG_BLOCK_PLUGINS``, which wins
+over the allowlist) -- and records it as a :class:`PluginInfo`. A
 plugin that cannot be imported or registered is recorded as broken; it never
 stops the others from loading.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_AUTOLOAD_ENV",
     "BLOCK_PLUGINS_ENV",
+    "PLUGINS_ENV",
     "PluginLoadWarning",
     "PluginInfo",
     "PluginSwitches",
@@ -39,6 +41,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "pruneplug"
 DISABLE_AUTOLOAD_ENV = "PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_PLUGINS_ENV = "PRUNEPLUG_BLOCK_PLUGINS"
+PLUGINS_ENV = "PRUNEPLUG_PLUGINS"
 
 
 class PluginLoadWarning(UserWarning):
@@ -59,7 +62,8 @@ class PluginInfo:
         strategies: the strategy names it registered.
         scores: the importance score names it registered.
         blocked_by: for a blocked plugin, the switch that blocked it
-            (``"'nm' in PRUNEPLUG_BLOCK_PLUGINS"``).
+            (``"'nm' in PRUNEPLUG_BLOCK_PLUGINS"``, or
+            ``"PRUNEPLUG_PLUGINS, which names only 'alternating'"``).
     """
 
     name: str
@@ -98,26 +102,67 @@ class PluginSwitches:
         blocked: names not to load (entry-point or distribution names), each
             with the switch that names it (``PRUNEPLUG_BLOCK_PLUGINS`` or
             ``Registry(blocked=...)``), for messages.
+        allowed: if not ``None``, the only names to load, each with the switch
+            that names it (``PRUNEPLUG_PLUGINS`` or ``Registry(allowed=...)``).
+            A name both allowed and blocked is blocked.
     """
 
     load_entry_points: bool
     blocked: dict[str, str]
+    allowed: dict[str, str] | None = None
 
     @classmethod
-    def read(cls, *, load_entry_points: bool | None, blocked: Iterable[str], builtin: str) -> PluginSwitches:
-        """The switches from a registry's arguments and the environment; ``builtin`` cannot be blocked."""
+    def read(
+        cls,
+        *,
+        load_entry_points: bool | None,
+        blocked: Iterable[str],
+        allowed: Iterable[str] | None = None,
+        builtin: str,
+    ) -> PluginSwitches:
+        """The switches from a registry's arguments and the environment; ``builtin`` is never blocked nor listed."""
         if load_entry_points is None:
             load_entry_points = not os.environ.get(DISABLE_AUTOLOAD_ENV)
-        from_env = _env_list(BLOCK_PLUGINS_ENV)
-        where = {b: BLOCK_PLUGINS_ENV if b in from_env else "Registry(blocked=...)" for b in [*blocked, *from_env]}
-        return cls(load_entry_points, {b: w for b, w in where.items() if b != builtin})
+        allowlist = None
+        if allowed is not None or _env_list(PLUGINS_ENV):  # an empty variable is no allowlist
+            allowlist = _named(allowed or (), PLUGINS_ENV, "Registry(allowed=...)", builtin)
+        return cls(load_entry_points, _named(blocked, BLOCK_PLUGINS_ENV, "Registry(blocked=...)", builtin), allowlist)
 
-    def blocked_entry(self, entry_point: str, distribution: str) -> str | None:
-        """The blocked name matching this entry point or its distribution (spelt any way pip accepts)."""
-        if entry_point in self.blocked:
-            return entry_point
-        wanted = normalized(distribution)
-        return next((name for name in sorted(self.blocked) if normalized(name) == wanted), None)
+    def excluded_by(self, entry_point: str, distribution: str) -> tuple[str | None, str] | None:
+        """What keeps this entry point from loading: ``(the name that matched, or None, the reason)``, or ``None``.
+
+        A blocked name matching its entry point's or distribution's name
+        (spelt any way pip accepts) blocks it; so does an allowlist naming
+        neither. The blocklist wins over the allowlist.
+        """
+        blocked = _matching(self.blocked, entry_point, distribution)
+        if blocked is not None:
+            return blocked, f"{blocked!r} in {self.blocked[blocked]}"
+        if self.allowed is None or _matching(self.allowed, entry_point, distribution) is not None:
+            return None
+        return None, _allowlist_text(self.allowed)
+
+
+def _allowlist_text(allowed: dict[str, str]) -> str:
+    """``"PRUNEPLUG_PLUGINS, which names only 'a', 'b'"``: why a plugin an allowlist leaves out is blocked."""
+    where = " and ".join(dict.fromkeys(allowed[name] for name in sorted(allowed))) or "Registry(allowed=...)"
+    names = ", ".join(repr(name) for name in sorted(allowed))
+    return f"{where}, which names only {names}" if names else f"{where}, which names no plugin"
+
+
+def _named(names: Iterable[str], variable: str, argument: str, builtin: str) -> dict[str, str]:
+    """Each of ``names`` and of the environment ``variable``'s names, with where it was named (not ``builtin``)."""
+    from_env = _env_list(variable)
+    where = {name: variable if name in from_env else argument for name in [*names, *from_env]}
+    return {name: switch for name, switch in where.items() if name != builtin}
+
+
+def _matching(names: dict[str, str], entry_point: str, distribution: str) -> str | None:
+    """The one of ``names`` that is this entry point's name or its distribution's (as pip compares them)."""
+    if entry_point in names:
+        return entry_point
+    wanted = normalized(distribution)
+    return next((name for name in sorted(names) if normalized(name) == wanted), None)
 
 
 def load_entry_points(
@@ -130,9 +175,10 @@ def load_entry_points(
 
     ``plugins`` maps a key (the entry point's name; ``"name (distribution)"``
     when two distributions use one name) to its :class:`PluginInfo`; a
-    blocked plugin is recorded but never imported. ``broken(info, reason)``
-    is told about each plugin that fails. A blocked name that matches no
-    installed plugin is reported with a :class:`PluginLoadWarning`.
+    blocked plugin (or one the allowlist leaves out) is recorded but never
+    imported. ``broken(info, reason)`` is told about each plugin that fails.
+    A blocked or allowed name that matches no installed plugin is reported
+    with a :class:`PluginLoadWarning`.
     """
     seen: set[tuple[str, str, str]] = set()
     matched: set[str] = set()
@@ -147,10 +193,11 @@ def load_entry_points(
                 seen.add((dist_name, ep.name, ep.value))
                 _load_one(pm, plugins, switches, broken, matched, ep, dist_name, dist.version)
     finally:
-        for name in sorted(set(switches.blocked) - matched):
+        named = {**(switches.allowed or {}), **switches.blocked}
+        for name in sorted(set(named) - matched):
             installed = ", ".join(sorted(p for p, info in plugins.items() if info.entry_point)) or "none"
             warn_at_caller(
-                f"pruneplug: {switches.blocked[name]} names {name!r}, which is no installed plugin's "
+                f"pruneplug: {named[name]} names {name!r}, which is no installed plugin's "
                 f"entry point or distribution (installed plugins: {installed})"
             )
 
@@ -171,11 +218,15 @@ def _load_one(
         # A blocked plugin does not hold its name against another distribution's.
         plugins[f"{ep.name} ({earlier.distribution})"] = plugins.pop(ep.name)
         earlier = None
-    blocked_by = switches.blocked_entry(ep.name, dist_name)
-    if blocked_by is not None:
+    allowed = _matching(switches.allowed or {}, ep.name, dist_name)
+    if allowed is not None:
+        matched.add(allowed)
+    excluded = switches.excluded_by(ep.name, dist_name)
+    if excluded is not None:
+        blocked, info.blocked_by = excluded
         info.status = "blocked"
-        info.blocked_by = f"{blocked_by!r} in {switches.blocked[blocked_by]}"
-        matched.add(blocked_by)
+        if blocked is not None:
+            matched.add(blocked)
         plugins[ep.name if earlier is None else f"{ep.name} ({dist_name})"] = info
         return
     if earlier is not None:
