@@ -66,6 +66,7 @@ from .registry import (
     PluginInfo as PluginInfo,
     PluginLoadWarning as PluginLoadWarning,
     Registry as Registry,
+    StrategyDeprecationWarning as StrategyDeprecationWarning,
     StrategySpec as StrategySpec,
     get_registry as get_registry,
     strategy_spec as strategy_spec,
@@ -122,6 +123,7 @@ __all__ = [
     "Registry",
     "PluginInfo",
     "PluginLoadWarning",
+    "StrategyDeprecationWarning",
     "get_registry",
     "use_registry",
     # errors

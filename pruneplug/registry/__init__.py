@@ -1,7 +1,9 @@
 """Layer 4: the strategy registry -- describing strategies, loading plugins, looking strategies up.
 
-* :mod:`.spec` -- :class:`StrategySpec` and :func:`strategy_spec`: what is known about one strategy;
+* :mod:`.spec` -- :class:`StrategySpec` and :func:`strategy_spec`: what is known about one strategy,
+  its deprecated names included (:class:`StrategyDeprecationWarning`);
 * :mod:`.plugins` -- entry-point plugins, the switches that skip them, :class:`PluginInfo`;
+* :mod:`.claims` -- who gets a name (a strategy's own or deprecated name, a score's) when plugins clash;
 * :mod:`.manager` -- :class:`~.manager.StrategyRegistry`: the pluggy manager, name clashes, lookup and
   registration, with the built-in plugin it is given;
 * :mod:`.default` -- :class:`Registry`, with pruneplug's strategies as the built-ins, and the default
@@ -26,6 +28,7 @@ from .spec import (
     KIND_DESCRIPTIONS as KIND_DESCRIPTIONS,
     KINDS as KINDS,
     ParameterInfo as ParameterInfo,
+    StrategyDeprecationWarning as StrategyDeprecationWarning,
     StrategySpec as StrategySpec,
     strategy_spec as strategy_spec,
 )
@@ -42,6 +45,7 @@ __all__ = [
     "PluginInfo",
     "ParameterInfo",
     "StrategySpec",
+    "StrategyDeprecationWarning",
     "Registry",
     "StrategyRegistry",
     "strategy_spec",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
@@ -30,8 +30,9 @@ import pluggy
 from .. import hookspecs
 from ..errors import ScoreNotFoundError, StrategyConflictError, StrategyNotFoundError
 from ..selection.scores import ImportanceScore
+from .claims import Claim, gather
 from .plugins import PluginInfo, PluginSwitches, load_entry_points, normalized, version_of, warn_at_caller
-from .spec import BUILTIN_PLUGIN, NAME_PATTERN, StrategySpec, strategy_spec
+from .spec import BUILTIN_PLUGIN, NAME_PATTERN, StrategyDeprecationWarning, StrategySpec, strategy_spec
 
 __all__ = ["StrategyRegistry"]
 
@@ -85,11 +86,12 @@ class StrategyRegistry:
             self._pm.set_blocked(name)
         # What the specs handed out give their parameter validators (StrategySpec.context).
         self._context: Mapping[str, Any] = MappingProxyType({"scores": self.get_score})
-        self._specs: dict[str, StrategySpec] = {}
-        self._conflicts: dict[str, list[StrategySpec]] = {}
-        self._scores: dict[str, ImportanceScore] = {}
-        self._score_conflicts: dict[str, list[tuple[str, ImportanceScore]]] = {}
-        self._manual: dict[str, StrategySpec] = {}
+        # Each name (a strategy's own or deprecated) -> the claim holding it; names two plugins claim -> the claims.
+        self._claims: dict[str, Claim] = {}
+        self._conflicts: dict[str, list[Claim]] = {}
+        self._score_claims: dict[str, Claim] = {}
+        self._score_conflicts: dict[str, list[Claim]] = {}
+        self._manual: dict[str, StrategySpec] = {}  # each name a register()ed strategy holds -> its spec
         self._ready = False
         self._loading = False
         self._lock = threading.RLock()
@@ -122,59 +124,6 @@ class StrategyRegistry:
         info.error = reason if info.error is None else f"{info.error}; {reason}"
         warn_at_caller(f"pruneplug plugin {info.label}: {reason}")
 
-    def _gather(
-        self, hook: Any, convert: Callable[[Any, PluginInfo], Any], noun: str, listing: str
-    ) -> tuple[dict[str, Any], dict[str, list[tuple[str, Any]]]]:
-        """Call one hook on every plugin, each in isolation; resolve names and clashes.
-
-        Returns ``(usable, conflicts)``: name -> item, and name -> ``[(plugin, item), ...]``
-        for names two plugins claim. A plugin cannot take a built-in's name.
-        """
-        claims: dict[str, list[tuple[str, Any]]] = {}
-        for impl in hook.get_hookimpls():
-            plugin = impl.plugin_name
-            info = self._plugins.setdefault(plugin, PluginInfo(plugin))
-            try:
-                items = impl.function()
-            except Exception as error:
-                self._broken(info, f"{hook.name} raised {type(error).__name__}: {error}")
-                continue
-            if not isinstance(items, (list, tuple)):
-                self._broken(info, f"{hook.name} must return a list, got {type(items).__name__}")
-                continue
-            for item in items:
-                try:
-                    value = convert(item, info)
-                except (TypeError, ValueError) as error:
-                    article = "an" if noun[0] in "aeiou" else "a"
-                    self._broken(info, f"it handed over something that is not {article} {noun}: {error}")
-                    continue
-                claims.setdefault(value.name, []).append((plugin, value))
-                getattr(info, listing).append(value.name)
-        usable: dict[str, Any] = {}
-        conflicts: dict[str, list[tuple[str, Any]]] = {}
-        for name, claimants in claims.items():
-            builtin = [item for plugin, item in claimants if plugin == BUILTIN_PLUGIN]
-            if builtin:
-                usable[name] = builtin[0]
-                for plugin, _ in claimants:
-                    if plugin != BUILTIN_PLUGIN:
-                        self._broken(self._plugins[plugin], f"it tries to replace the built-in {noun} {name!r}")
-                        getattr(self._plugins[plugin], listing).remove(name)
-            elif len(claimants) == 1:
-                usable[name] = claimants[0][1]
-            else:
-                conflicts[name] = claimants
-                for plugin, _ in claimants:
-                    others = ", ".join(self._plugins[p].label for p, _ in claimants if p != plugin)
-                    self._broken(
-                        self._plugins[plugin],
-                        f"{noun} {name!r} is also provided by {others}; "
-                        "it is unusable until one of them is uninstalled or blocked",
-                        status="conflict",
-                    )
-        return usable, conflicts
-
     def _collect(self) -> None:
         def to_spec(item: Any, info: PluginInfo) -> StrategySpec:
             if isinstance(item, StrategySpec):  # made with strategy_spec(): credited to whoever hands it over
@@ -191,16 +140,39 @@ class StrategyRegistry:
                 raise ValueError(f"importance score {item.name!r} needs a lowercase name and a callable compute")
             return item
 
-        self._specs, conflicts = self._gather(self._pm.hook.pruneplug_add_strategies, to_spec, "strategy", "strategies")
-        self._conflicts = {name: [spec for _, spec in claimants] for name, claimants in conflicts.items()}
-        self._scores, self._score_conflicts = self._gather(
-            self._pm.hook.pruneplug_add_importance_scores, to_score, "importance score", "scores"
+        claims, self._conflicts = gather(
+            self._pm.hook.pruneplug_add_strategies,
+            to_spec,
+            lambda spec: (spec.name, *spec.deprecated_names),
+            self._plugins,
+            self._broken,
+            noun="strategy",
+            listing="strategies",
+        )
+
+        def stands_for_its_strategy(claim: Claim) -> bool:
+            """A deprecated name whose strategy lost its own name to a built-in must not lead to the built-in."""
+            current = claims.get(claim.item.name)
+            return (current is not None and current.item is claim.item) or claim.item.name in self._conflicts
+
+        self._claims = {name: claim for name, claim in claims.items() if stands_for_its_strategy(claim)}
+        self._score_claims, self._score_conflicts = gather(
+            self._pm.hook.pruneplug_add_importance_scores,
+            to_score,
+            lambda score: (score.name,),
+            self._plugins,
+            self._broken,
+            noun="importance score",
+            listing="scores",
         )
 
     # --- lookup ------------------------------------------------------------------------
 
     def get(self, name: str) -> StrategySpec:
         """The strategy registered as ``name``.
+
+        A deprecated name of a strategy finds that strategy, with a
+        :class:`~pruneplug.StrategyDeprecationWarning` pointing at the caller.
 
         Raises:
             StrategyNotFoundError: no such name (the message lists close matches).
@@ -209,9 +181,26 @@ class StrategyRegistry:
         self._ensure_ready()
         if not isinstance(name, str):
             raise StrategyNotFoundError(repr(name), self.names())
+        spec = self._current(name)
+        if spec.name != name:
+            current = self._current(spec.name)
+            warn_at_caller(
+                f"strategy {name!r} is deprecated, use {spec.name!r} (renamed by {current.provider_label})",
+                StrategyDeprecationWarning,
+            )
+            return current
+        return spec
+
+    def _holder(self, name: str) -> StrategySpec | None:
+        """The strategy holding ``name`` (its own or a deprecated name), if any."""
+        claim = self._claims.get(name)
+        return self._manual.get(name) or (claim.item if claim is not None else None)
+
+    def _current(self, name: str) -> StrategySpec:
+        """The strategy holding ``name``, without a warning; raises as :meth:`get` does."""
         if name in self._conflicts:
-            raise StrategyConflictError(name, [s.provider_label for s in self._conflicts[name]])
-        spec = self._manual.get(name) or self._specs.get(name)
+            raise StrategyConflictError(name, self._providers(name))
+        spec = self._holder(name)
         if spec is None:
             extra = self._blocked_hint(name)
             broken = [p.label for p in self._plugins.values() if p.status == "broken"]
@@ -219,6 +208,13 @@ class StrategyRegistry:
                 extra += " Broken plugins (see `pruneplug list`): " + ", ".join(broken) + "."
             raise StrategyNotFoundError(name, self.names(), extra=extra)
         return spec
+
+    def _providers(self, name: str) -> list[str]:
+        """Who holds or claims strategy name ``name``: ``["pruneplug-nm 0.1.0", "x 1.0 (deprecated name for 'y')"]``."""
+        if name in self._conflicts:
+            return [claim.by(claim.item.provider_label) for claim in self._conflicts[name]]
+        spec = self._holder(name)
+        return [] if spec is None else [Claim("", name, spec).by(spec.provider_label)]
 
     def _blocked_hint(self, name: str) -> str:
         """Which blocked plugins may provide strategy ``name``, and what blocked them (or ``""``).
@@ -257,35 +253,48 @@ class StrategyRegistry:
         self._ensure_ready()
         if name in self._score_conflicts:
             raise StrategyConflictError(
-                name, [self._plugins[p].label for p, _ in self._score_conflicts[name]], kind="importance score"
+                name, [self._plugins[c.plugin].label for c in self._score_conflicts[name]], kind="importance score"
             )
-        score = self._scores.get(name) if isinstance(name, str) else None
-        if score is None:
+        claim = self._score_claims.get(name) if isinstance(name, str) else None
+        if claim is None:
             raise ScoreNotFoundError(repr(name) if not isinstance(name, str) else name, self.score_names())
+        score: ImportanceScore = claim.item
         return score
 
     def score_names(self) -> list[str]:
         """Sorted names of every usable importance score."""
         self._ensure_ready()
-        return sorted(self._scores)
+        return sorted(self._score_claims)
 
     def __contains__(self, name: object) -> bool:
+        """Whether :meth:`get` finds a strategy by ``name`` (deprecated names included)."""
         self._ensure_ready()
-        return name in self._specs or name in self._manual
+        return isinstance(name, str) and self._holder(name) is not None
 
     def names(self) -> list[str]:
-        """Sorted names of every usable strategy (conflicting names excluded)."""
+        """Sorted names of every usable strategy (conflicting and deprecated names excluded)."""
         self._ensure_ready()
-        return sorted({*self._specs, *self._manual})
+        held = {name: self._holder(name) for name in {*self._claims, *self._manual}}
+        return sorted(name for name, spec in held.items() if spec is not None and spec.name == name)
+
+    def deprecated_names(self) -> dict[str, StrategySpec]:
+        """Every usable deprecated name, sorted, with the strategy it now stands for."""
+        self._ensure_ready()
+        held = {name: self._holder(name) for name in sorted({*self._claims, *self._manual})}
+        return {
+            name: spec
+            for name, spec in held.items()
+            if spec is not None and spec.name != name and spec.name not in self._conflicts
+        }
 
     def specs(self) -> list[StrategySpec]:
         """Every usable strategy, sorted by name."""
         return [self.get(name) for name in self.names()]
 
     def conflicts(self) -> dict[str, list[StrategySpec]]:
-        """Names claimed by more than one plugin, with every claimant."""
+        """Names claimed by more than one plugin, with every claimant (the strategy, or one with it as an old name)."""
         self._ensure_ready()
-        return {name: list(specs) for name, specs in self._conflicts.items()}
+        return {name: [claim.item for claim in claims] for name, claims in self._conflicts.items()}
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen: loaded, broken or blocked."""
@@ -312,26 +321,29 @@ class StrategyRegistry:
         self._ensure_ready()
         spec = dataclasses.replace(strategy_spec(strategy, name=name, provider="register()"), context=self._context)
         with self._lock:
-            taken = self._manual.get(spec.name) or self._specs.get(spec.name)
-            if taken is not None or spec.name in self._conflicts:
-                holders = [taken.provider_label] if taken else [s.provider_label for s in self._conflicts[spec.name]]
-                raise StrategyConflictError(spec.name, holders, registering=True)
-            self._manual[spec.name] = spec
+            for claimed in (spec.name, *spec.deprecated_names):
+                holders = self._providers(claimed)
+                if holders:
+                    raise StrategyConflictError(claimed, holders, registering=True)
+            for claimed in (spec.name, *spec.deprecated_names):
+                self._manual[claimed] = spec
         return spec
 
     def unregister(self, name: str) -> None:
-        """Remove a strategy added with :meth:`register`."""
+        """Remove a strategy added with :meth:`register` (and its deprecated names)."""
         self._ensure_ready()
         with self._lock:
-            if name not in self._manual:
+            spec = self._manual.get(name)
+            if spec is None or spec.name != name:
                 raise StrategyNotFoundError(
                     name,
-                    self._manual,
-                    extra=" Only strategies added with register() can be unregistered; built-ins and plugins"
-                    " stay (block a plugin with PRUNEPLUG_BLOCK_PLUGINS).",
+                    [held for held, registered in self._manual.items() if registered.name == held],
+                    extra=" Only strategies added with register() can be unregistered, by their current name;"
+                    " built-ins and plugins stay (block a plugin with PRUNEPLUG_BLOCK_PLUGINS).",
                     listed_as="Strategies added with register()",
                 )
-            del self._manual[name]
+            for claimed in (spec.name, *spec.deprecated_names):
+                del self._manual[claimed]
 
     @contextmanager
     def registered(self, strategy: Any, *, name: str | None = None) -> Iterator[StrategySpec]:

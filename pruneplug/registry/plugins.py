@@ -251,17 +251,21 @@ def _load_one(
         broken(info, f"it implements unknown hooks {', '.join(unknown)} (a typo? the hooks are: {known})")
 
 
-def warn_at_caller(message: str, category: type[Warning] = PluginLoadWarning) -> None:
-    """Warn, attributed to the first caller outside pruneplug.
+# Code that runs between the user's line and a warning: pruneplug itself, pydantic (validating a plan calls back
+# into pruneplug) and contextlib (``with pruneplug.registered(...)``).
+_NOT_THE_CALLER = frozenset({"pruneplug", "pydantic", "pydantic_core", "contextlib"})
 
-    Plugins load on a registry's first use, which may be many calls deep inside
-    pruneplug: a fixed ``stacklevel`` would point at pruneplug's own code, not
-    at the user's line that triggered the loading.
+
+def warn_at_caller(message: str, category: type[Warning] = PluginLoadWarning) -> None:
+    """Warn, attributed to the first caller outside pruneplug (and the libraries it calls back through).
+
+    Plugins load on a registry's first use, and strategies are looked up by
+    name, many calls deep inside pruneplug: a fixed ``stacklevel`` would point
+    at pruneplug's own code, not at the user's line that did it.
     """
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # pruneplug/, not registry/
     level = 1
     frame = sys._getframe(0)
-    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame.f_back is not None and str(frame.f_globals.get("__name__")).partition(".")[0] in _NOT_THE_CALLER:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

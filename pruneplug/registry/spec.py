@@ -8,11 +8,12 @@ makes one from a strategy class -- pruneplug's or one written for
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "NAME_PATTERN",
     "ParameterInfo",
     "StrategySpec",
+    "StrategyDeprecationWarning",
     "strategy_spec",
 ]
 
@@ -47,7 +49,14 @@ KIND_DESCRIPTIONS = {
     "e.g. a given mask or N:M groups; despite the name, not usable with global pruning, "
     "which needs kind unstructured",
 }
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")  # of strategies, their deprecated names and importance scores
+
+
+class StrategyDeprecationWarning(FutureWarning):
+    """A strategy was looked up by a deprecated name: it still works, under the name the warning gives.
+
+    A ``FutureWarning``, so that users see it (plan files, scripts), not only developers.
+    """
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,10 @@ class StrategySpec:
         version: that distribution's version.
         summary: first line of the class docstring.
         uses_importance_scores: whether ``importance_scores`` affect its masks.
+        deprecated_names: the strategy's former names. Looking one up finds
+            this strategy, with a :class:`StrategyDeprecationWarning`; they
+            are not listed as strategies (a strategy class declares them as
+            ``deprecated_names = ("old_name",)``).
         context: what the registry that hands the spec out gives the
             parameter model's validators (pydantic's ``info.context``):
             ``"scores"``, its importance scores by name (``get_score``). Empty
@@ -93,6 +106,7 @@ class StrategySpec:
     version: str | None = None
     summary: str = ""
     uses_importance_scores: bool = True
+    deprecated_names: tuple[str, ...] = ()
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def validate(self, params: dict[str, Any]) -> BaseModel:
@@ -197,18 +211,31 @@ def strategy_spec(
     provider: str = BUILTIN_PLUGIN,
     distribution: str | None = None,
     version: str | None = None,
+    deprecated_names: Iterable[str] | None = None,
 ) -> StrategySpec:
     """Describe a strategy class (pruneplug's or torch-style) as a :class:`StrategySpec`.
 
     ``name`` defaults to the class's ``name`` attribute, then to its class
     name in snake_case. A torch ``BasePruningMethod`` subclass works as it is:
-    its ``__init__`` arguments become the parameters.
+    its ``__init__`` arguments become the parameters. ``deprecated_names``
+    (the strategy's former names) defaults to the ``deprecated_names``
+    attribute the class itself declares (not one it inherits: a subclass
+    under a name of its own is another strategy).
+
+    Raises:
+        TypeError: not a strategy class (or an abstract one, or one without a
+            valid ``PRUNING_TYPE``), or ``deprecated_names`` is not a list of names.
+        ValueError: a name is not a lowercase identifier, or a deprecated
+            name is the strategy's own name or is given twice.
     """
     if isinstance(strategy, StrategySpec):
-        spec = strategy
-        if name is not None and name != spec.name:
-            spec = StrategySpec(**{**spec.__dict__, "name": name})
-        return spec
+        changes: dict[str, Any] = {} if name is None or name == strategy.name else {"name": name}
+        former = strategy.deprecated_names if deprecated_names is None else deprecated_names
+        owner = strategy.strategy_class.__qualname__
+        checked = _checked_deprecated_names(former, changes.get("name", strategy.name), owner)
+        if checked != strategy.deprecated_names:
+            changes["deprecated_names"] = checked
+        return dataclasses.replace(strategy, **changes) if changes else strategy
     if not (inspect.isclass(strategy) and issubclass(strategy, torch_prune.BasePruningMethod)):
         raise TypeError(
             f"a strategy must be a subclass of pruneplug.BasePruningMethod (or of torch.nn.utils.prune's), "
@@ -247,4 +274,27 @@ def strategy_spec(
         version=version,
         summary=doc.strip().splitlines()[0] if doc.strip() else "",
         uses_importance_scores=bool(getattr(strategy, "uses_importance_scores", True)),
+        deprecated_names=_checked_deprecated_names(
+            vars(strategy).get("deprecated_names", ()) if deprecated_names is None else deprecated_names,
+            resolved,
+            strategy.__qualname__,
+        ),
     )
+
+
+def _checked_deprecated_names(names: object, own: str, owner: str) -> tuple[str, ...]:
+    """``names`` as a tuple, each a valid name other than ``own`` and given once (``owner`` names the class)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise TypeError(f"deprecated_names of {owner} must be a tuple or list of names, got {names!r}")
+    checked = tuple(names)
+    for old in checked:
+        if not isinstance(old, str) or not NAME_PATTERN.match(old):
+            raise ValueError(
+                f"deprecated name {old!r} of {owner} must be lowercase letters, digits and underscores, "
+                "starting with a letter"
+            )
+        if old == own:
+            raise ValueError(f"deprecated name {old!r} is {owner}'s own name; list only former names")
+        if checked.count(old) > 1:
+            raise ValueError(f"deprecated name {old!r} is given twice in the deprecated_names of {owner}")
+    return checked

@@ -644,6 +644,48 @@ def test_register_and_registered_next_to_installed_plugins(installed: dict[str, 
         pruneplug.unregister("positional")
 
 
+# --- deprecated names ------------------------------------------------------------------------------
+
+RENAMES = FakePlugin(
+    "renames",
+    STRATEGY_HEADER
+    + """
+    class Keeper(Keep):
+        name = "keeper"
+        deprecated_names = ("keep_all", "nm")
+
+    @pruneplug.hookimpl
+    def pruneplug_add_strategies():
+        return [Keeper]
+    """,
+    status="conflict",
+    reason=r"deprecated name 'nm' \(for 'keeper'\) is also provided by pruneplug-nm",
+    strategies=("keeper",),
+)
+
+
+def test_a_plugin_keeps_a_renamed_strategys_old_name(site: Site, installed: dict[str, str]) -> None:
+    """An old name declared by an installed plugin works with a warning naming its distribution; one that is
+    another plugin's strategy name makes that name unusable, both plugins named."""
+    site.add(RENAMES)
+    registry, messages = load(expect_warnings=True)
+    assert all(re.search(RENAMES.reason + "|strategy 'nm' is also provided by pruneplug-renames", m) for m in messages)
+    with pruneplug.use_registry(registry), pytest.warns(pruneplug.StrategyDeprecationWarning) as caught:
+        pruneplug.prune(nn.Linear(2, 2), "weight", "keep_all")
+    [warning] = caught.list
+    assert (
+        str(warning.message) == "strategy 'keep_all' is deprecated, use 'keeper' (renamed by pruneplug-renames 0.0.1)"
+    )
+    assert "keep_all" not in registry.names() and "keeper" in registry.names()
+    with pytest.raises(pruneplug.StrategyConflictError) as conflict:
+        registry.get("nm")
+    assert sorted(conflict.value.providers) == [
+        f"pruneplug-nm {installed['pruneplug-nm']}",
+        "pruneplug-renames 0.0.1 (deprecated name for 'keeper')",
+    ]
+    assert (plugin_info(registry, "nm").status, plugin_info(registry, "renames").status) == ("conflict", "conflict")
+
+
 # --- pruneplug list --json, as a user runs it ---------------------------------------------------
 
 
