@@ -23,9 +23,11 @@ class Registry(StrategyRegistry):
     """Strategies by name, from the built-ins, installed plugins and :meth:`register`.
 
     Args:
-        builtins: the built-in plugin, which cannot be blocked and whose
-            names no other plugin can take. Default: pruneplug's own
-            strategies and scores (:mod:`pruneplug.strategies`); ``None``: none.
+        builtins: the built-in plugin -- a module or object with
+            ``@pruneplug.hookimpl`` functions, registered as ``"pruneplug"``:
+            it cannot be blocked, and no other plugin can take its names.
+            Default: pruneplug's own strategies and scores
+            (:mod:`pruneplug.strategies`); ``None``: none.
         load_entry_points: load plugins from the ``pruneplug`` entry-point
             group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.

@@ -41,24 +41,8 @@ class StrategyRegistry:
     """Strategies by name, from the built-in plugin it is given, installed plugins and :meth:`register`.
 
     :class:`pruneplug.Registry` is this class with pruneplug's own strategies
-    as the built-ins; use that one.
-
-    Args:
-        builtins: the built-in plugin -- a module or object with
-            ``@pruneplug.hookimpl`` functions -- registered as ``"pruneplug"``:
-            it cannot be blocked, and no other plugin can take its names.
-            ``None``: no built-ins.
-        load_entry_points: load plugins from the ``pruneplug`` entry-point
-            group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
-            is set to a non-empty value.
-        blocked: plugin names (entry-point or distribution names) not to
-            load, in addition to those in ``PRUNEPLUG_BLOCK_PLUGINS``
-            (comma-separated). The built-in plugin cannot be blocked.
-        allowed: if given, load only the plugins so named, and those in
-            ``PRUNEPLUG_PLUGINS`` (comma-separated; when it is set, only those
-            are loaded even without this argument). The others show as
-            blocked; the built-ins always load. A name both allowed and
-            blocked is blocked.
+    as the built-ins: use that one. The arguments are that class's (where
+    they are documented), but ``builtins`` defaults to ``None``, no built-ins.
 
     Each strategy it hands out validates and is built with this registry's
     importance scores (:attr:`StrategySpec.context <pruneplug.StrategySpec>`),
