@@ -61,10 +61,11 @@ from .io.report import Report as Report, report as report, tensor_histories as t
 from .io.state_dict import load_pruned_state_dict as load_pruned_state_dict
 from .params import StrategyParams as StrategyParams
 from .plans import Plan as Plan, PlanError as PlanError, Rule as Rule, apply_plan as apply_plan, load_plan as load_plan
-from .registry.manager import (
+from .registry import (
     PluginInfo as PluginInfo,
     PluginLoadWarning as PluginLoadWarning,
     Registry as Registry,
+    StrategyDeprecationWarning as StrategyDeprecationWarning,
     StrategySpec as StrategySpec,
     get_registry as get_registry,
     strategy_spec as strategy_spec,
@@ -124,6 +125,7 @@ __all__ = [
     "Registry",
     "PluginInfo",
     "PluginLoadWarning",
+    "StrategyDeprecationWarning",
     "get_registry",
     "use_registry",
     # errors

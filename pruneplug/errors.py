@@ -226,14 +226,16 @@ class StrategyNotFoundError(PruneplugError, LookupError):
 
 
 class ScoreNotFoundError(PruneplugError, LookupError):
-    """No registered importance score has this name; the message lists close matches."""
+    """No registered importance score has this name; the message lists close matches (then ``extra``)."""
 
-    def __init__(self, name: str, available: Iterable[str]) -> None:
+    def __init__(self, name: str, available: Iterable[str], *, extra: str = "") -> None:
         self.name = name
         self.available = sorted(available)
+        self.extra = extra
         hint = close_matches_hint(name, self.available)
         super().__init__(
             f"no importance score named {name!r}.{hint} Registered scores: {', '.join(self.available) or 'none'}."
+            + extra
         )
 
 

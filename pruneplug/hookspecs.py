@@ -24,7 +24,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch.nn.utils.prune
 
-    from .registry.manager import StrategySpec
+    from .registry import StrategySpec
     from .selection.scores import ImportanceScore
 
 __all__ = [

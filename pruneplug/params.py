@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import torch
@@ -161,10 +162,21 @@ def _describe_error(error: dict[str, Any], fields: list[str]) -> str:
     return f"{location}: {error.get('msg')}" if location else str(error.get("msg"))
 
 
-def validate_params(model: type[BaseModel], params: dict[str, Any], *, strategy: str | None = None) -> BaseModel:
-    """Validate ``params`` with ``model``; raise :class:`InvalidParametersError` naming each problem."""
+def validate_params(
+    model: type[BaseModel],
+    params: dict[str, Any],
+    *,
+    strategy: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> BaseModel:
+    """Validate ``params`` with ``model``; raise :class:`InvalidParametersError` naming each problem.
+
+    ``context`` reaches the model's validators as pydantic's ``info.context``:
+    the registry validating the parameters passes what it provides there
+    (see :attr:`pruneplug.StrategySpec.context`).
+    """
     try:
-        return model.model_validate(params)
+        return model.model_validate(params, context=context)
     except ValidationError as error:
         fields = list(model.model_fields)
         problems = [_describe_error(dict(e), fields) for e in error.errors()]

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pruneplug import Registry
-from pruneplug.registry.manager import StrategySpec
+from pruneplug.registry import StrategySpec
 
 if TYPE_CHECKING:
     from mkdocs.config.defaults import MkDocsConfig

@@ -19,7 +19,7 @@ from typing import Any
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import IncompatibleStrategyError, InvalidParametersError, StrategyNotFoundError
-from ..registry.manager import KINDS, StrategySpec, get_registry, strategy_spec
+from ..registry import KINDS, StrategySpec, get_registry
 
 __all__ = [
     "StrategyLike",
@@ -63,7 +63,7 @@ def spec_of_class(cls: type[torch_prune.BasePruningMethod]) -> StrategySpec:
     the module and tensor in.
     """
     try:
-        return strategy_spec(cls, provider="(passed directly)")
+        return get_registry().spec_for(cls, provider="(passed directly)")
     except (TypeError, ValueError) as error:
         name = getattr(cls, "name", None)
         raise IncompatibleStrategyError(

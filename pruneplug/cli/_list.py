@@ -1,5 +1,8 @@
 """``pruneplug list``: every strategy, its parameters and provider, and every plugin's status.
 
+Deprecated strategy names are not strategies of their own: they are listed
+apart, each with the name to use instead.
+
 The tables never cut a name (see :class:`~pruneplug.io.tables.FittedTable`);
 under the strategies, a legend says what each kind means -- above all that
 kind ``global`` (torch's term for a mask computed from the whole tensor)
@@ -16,7 +19,7 @@ import typer
 from rich.text import Text
 
 from ..io.tables import FittedTable
-from ..registry.manager import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
+from ..registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
 from ._app import command, console
 
 
@@ -26,7 +29,7 @@ def _parameter_text(parameter: ParameterInfo) -> str:
 
 
 def strategies_payload() -> dict[str, Any]:
-    """What ``pruneplug list --json`` prints: strategies, conflicts, importance scores, plugins and kinds.
+    """What ``pruneplug list --json`` prints: strategies, conflicts, deprecated names, scores, plugins and kinds.
 
     ``kinds`` says what each strategy kind means, and whether global pruning
     (``scope = "global"``, ``pruneplug.prune_global``) can use it.
@@ -55,7 +58,14 @@ def strategies_payload() -> dict[str, Any]:
         for spec in registry.specs()
     ]
     conflicts = [
-        {"name": name, "providers": [s.provider_label for s in specs], "status": "conflict"}
+        {
+            "name": name,
+            "providers": [
+                s.provider_label if s.name == name else f"{s.provider_label} (deprecated name for {s.name!r})"
+                for s in specs
+            ],
+            "status": "conflict",
+        }
         for name, specs in sorted(registry.conflicts().items())
     ]
     scores = [
@@ -75,6 +85,7 @@ def strategies_payload() -> dict[str, Any]:
             "entry_point": p.entry_point,
             "status": p.status,
             "error": p.error,
+            "blocked_by": p.blocked_by,
             "strategies": sorted(p.strategies),
             "scores": sorted(p.scores),
         }
@@ -84,7 +95,18 @@ def strategies_payload() -> dict[str, Any]:
         {"name": kind, "description": KIND_DESCRIPTIONS[kind], "global_pruning": kind == "unstructured"}
         for kind in KINDS
     ]
-    return {"strategies": strategies, "conflicts": conflicts, "scores": scores, "plugins": plugins, "kinds": kinds}
+    deprecated = [
+        {"name": old, "use": spec.name, "provider": spec.provider_label}
+        for old, spec in registry.deprecated_names().items()
+    ]
+    return {
+        "strategies": strategies,
+        "conflicts": conflicts,
+        "deprecated_names": deprecated,
+        "scores": scores,
+        "plugins": plugins,
+        "kinds": kinds,
+    }
 
 
 def _jsonable(value: object) -> bool:
@@ -121,6 +143,9 @@ def list_command(
         columns, rows = columns[:-1], [row[:-1] for row in rows]
     console.print(FittedTable("Strategies", columns, rows))
     console.print(Text(_kinds_legend(console.width), no_wrap=True, overflow="ignore"))
+    if payload["deprecated_names"]:  # old names still accepted, with a warning; shown so that users move on
+        renamed = [(d["name"], d["use"], d["provider"]) for d in payload["deprecated_names"]]
+        console.print(FittedTable("Deprecated names (still accepted)", ("name", "use", "provider"), renamed))
     scores = [(s["name"], s["summary"], s["provider"] or "-") for s in payload["scores"]]
     title = "Importance scores (for scored_unstructured / scored_structured)"
     console.print(FittedTable(title, ("score", "summary", "provider"), scores))
@@ -129,7 +154,8 @@ def list_command(
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
         # A broken plugin may still provide some strategies (only what failed is left out): show both.
         provided = ", ".join(plugin["strategies"] + plugin["scores"])
-        detail = "\n".join(part for part in (provided, plugin["error"]) if part) or "-"
+        blocked = f"blocked by {plugin['blocked_by']}" if plugin["blocked_by"] else ""
+        detail = "\n".join(part for part in (provided, plugin["error"], blocked) if part) or "-"
         plugins.append((plugin["name"], dist, plugin["status"], detail))
     console.print(FittedTable("Plugins", ("plugin", "distribution", "status", "strategies / problem"), plugins))
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..api import is_pruned, list_strategies, prune, prune_global, pruning_history, remove
 from ..core.hook import describe_method
 from ..models import LeNet
-from ..registry.manager import get_registry
+from ..registry import get_registry
 
 __all__ = ["main", "sparsity_rows", "format_table"]
 

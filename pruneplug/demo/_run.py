@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models import LeNet
-from ..registry.manager import get_registry
+from ..registry import get_registry
 from ..selection.threads import intra_op_threads
 from ._data import NUM_CLASSES, Digits, load_digits_data
 from ._extra import require_extra

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import torch
 
 from ..errors import InvalidParametersError
-from ..registry.manager import Registry, StrategySpec
+from ..registry import Registry, StrategySpec
+from ..selection.scores import ImportanceScore
 
 __all__ = ["Variant", "Skipped", "plan_variants", "GLOBAL_STRATEGY", "CONVENTIONAL_VALUES"]
 
@@ -89,9 +90,9 @@ class Skipped:
     reason: str
 
 
-def _accepts(annotation: Any, kind: type) -> bool:
-    """Whether a (possibly ``Annotated`` / union) annotation admits instances of ``kind``."""
-    if annotation is kind:
+def _accepts(annotation: Any, kind: type | tuple[type, ...]) -> bool:
+    """Whether a (possibly ``Annotated`` / union) annotation admits instances of ``kind`` (one of ``kind``)."""
+    if annotation in (kind if isinstance(kind, tuple) else (kind,)):
         return True
     return any(_accepts(arg, kind) for arg in typing.get_args(annotation) if not isinstance(arg, (str, bytes)))
 
@@ -108,7 +109,7 @@ def _derive(spec: StrategySpec, scores: list[str]) -> list[Variant] | Skipped:
             generator_parameter = name
         elif name == "dim" and spec.kind == "structured":
             params[name] = 0
-        elif name == _SCORE_PARAMETER and _accepts(info.annotation, str) and scores:
+        elif name == _SCORE_PARAMETER and _accepts(info.annotation, (str, ImportanceScore)) and scores:
             score_values = list(scores)
         elif info.is_required():
             if name not in CONVENTIONAL_VALUES:

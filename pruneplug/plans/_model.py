@@ -9,7 +9,8 @@ selected tensor on its own, ``global`` pools them all through
 Validation happens here, before a plan ever meets a model: unknown fields
 (typos) are rejected with the closest field named, the strategy must be
 registered, and its parameters are validated by that strategy's own pydantic
-model -- plugin strategies included, looked up in the current registry.
+model -- plugin strategies included, looked up in the current registry. A
+rule naming a strategy by a deprecated name holds its current name.
 What depends on the model (does a selector match anything? does the amount
 fit?) is checked by :mod:`pruneplug.plans._resolve` before anything is pruned.
 """
@@ -34,7 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
-from ..registry.manager import StrategySpec, get_registry
+from ..registry import StrategySpec, get_registry
 from ..storage.formats import MaskStorage
 from ._errors import PlanError, from_validation_error, plain_message
 
@@ -128,6 +129,19 @@ class Rule(RuleSelection):
     params: dict[Name, Any] = Field(
         default_factory=dict, description="The strategy's parameters, validated by its own model."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_name(cls, data: Any) -> Any:
+        """A deprecated strategy name becomes the strategy's current name, with one warning, as the rule is read."""
+        if isinstance(data, Mapping) and isinstance(data.get("strategy"), str):
+            try:
+                current = strategy_for(data["strategy"]).name  # warns for a deprecated name
+            except PruneplugError:
+                return data  # reported, with the rule's other problems, by _check_strategy
+            if current != data["strategy"]:
+                return {**data, "strategy": current}
+        return data
 
     @model_validator(mode="after")
     def _check_strategy(self) -> Rule:

@@ -6,7 +6,9 @@ by ``strategy``: choosing ``"ln_structured"`` makes ``params`` that strategy's
 own pydantic model (``amount``, ``n``, ``dim``, ``prune_bias``), so the
 schema follows whatever strategies are installed, plugins included.
 
-A strategy whose required parameters cannot be written in a file (such as
+A strategy's deprecated names are variants too, marked ``"deprecated": true``
+(editors strike them through), so that old plan files still check. A
+strategy whose required parameters cannot be written in a file (such as
 ``custom_from_mask``, which takes a tensor) is left out; a plugin whose
 parameter model pydantic cannot render gets ``params`` as a free-form object.
 """
@@ -17,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..registry.manager import Registry, StrategySpec, get_registry
+from ..registry import Registry, StrategySpec, get_registry
 from ..storage.formats import MaskStorage
 from ._model import PLAN_VERSION, Plan, RuleSelection
 
@@ -44,18 +46,24 @@ def _literal(value: str) -> Any:
     return Literal[value]
 
 
-def _variant(spec: StrategySpec) -> type[BaseModel] | None:
+def _variant(spec: StrategySpec, name: str | None = None) -> type[BaseModel] | None:
+    """The rule variant for ``spec``, named ``name`` (a deprecated name: the variant is marked deprecated)."""
     params = _params_schema(spec)
     if params is None:
         return None
+    name = name or spec.name
     required = any(info.is_required() for info in spec.params_model.model_fields.values())
     params_type: Any = spec.params_model if params.get("type") != "object" or "properties" in params else dict
     default: Any = ... if required else Field(default_factory=dict)
+    doc = f"{spec.name}: {spec.summary}" if spec.summary else spec.name
+    if name != spec.name:
+        doc = f"{name}: deprecated, use {spec.name!r}. {doc}"
     model: type[BaseModel] = create_model(
-        f"Rule_{spec.name}",
+        f"Rule_{name}",
         __base__=RuleSelection,
-        __doc__=f"{spec.name}: {spec.summary}" if spec.summary else spec.name,
-        strategy=(_literal(spec.name), Field(description=spec.summary or spec.name)),
+        __doc__=doc,
+        __config__=ConfigDict(json_schema_extra={"deprecated": True}) if name != spec.name else None,
+        strategy=(_literal(name), Field(description=spec.summary or spec.name)),
         params=(params_type, default),
     )
     return model
@@ -64,7 +72,9 @@ def _variant(spec: StrategySpec) -> type[BaseModel] | None:
 def plan_schema(registry: Registry | None = None) -> dict[str, Any]:
     """The JSON Schema of a plan file, for the strategies of ``registry`` (default: the current one)."""
     registry = registry or get_registry()
-    variants = [v for v in (_variant(spec) for spec in registry.specs()) if v is not None]
+    described: list[tuple[StrategySpec, str | None]] = [(spec, None) for spec in registry.specs()]
+    described += [(spec, old) for old, spec in registry.deprecated_names().items()]
+    variants = [v for v in (_variant(spec, name) for spec, name in described) if v is not None]
     rule: Any
     if len(variants) > 1:
         rule = Annotated[Union[tuple(variants)], Field(discriminator="strategy")]  # noqa: UP007

@@ -27,7 +27,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..api import prune, prune_global, pruning_history, remove
 from ..errors import InvalidAmountError, PruneplugError
-from ..registry.manager import StrategySpec
+from ..registry import StrategySpec
 from ..strategies import CustomFromMask
 from ._assertions import (
     Failure,

@@ -18,7 +18,7 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from torch import Tensor, nn
 
 from ..api import prune
-from ..registry.manager import StrategySpec, get_registry, strategy_spec
+from ..registry import StrategySpec, get_registry, strategy_spec
 from ..storage.formats import MaskStorage
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 
 from hypothesis.strategies import SearchStrategy
 
-from ..registry.manager import StrategySpec
+from ..registry import StrategySpec
 
 __all__ = [
     "CHECKS",

@@ -41,7 +41,7 @@ def test_registry_is_created_on_first_use_not_at_import() -> None:
     import subprocess
     import sys
 
-    code = "import pruneplug, pruneplug.registry.manager as r; print(r._default_registry is None)"
+    code = "import pruneplug, pruneplug.registry.default as r; print(r._default_registry is None)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
@@ -258,3 +258,15 @@ def test_an_unknown_blocked_name_warns_at_the_callers_line(blockable: str, monke
         [warning] = caught.list
         assert str(warning.message).startswith(f"pruneplug: {switch} names 'halfs', which is no installed plugin")
         assert (warning.filename, warning.lineno) == (__file__, line)
+
+
+def test_a_load_warning_through_the_public_api_points_at_the_callers_line(blockable: str) -> None:
+    """Loading triggered several calls deep inside pruneplug (api, then registry) still blames the user's line."""
+    with (
+        pruneplug.use_registry(pruneplug.Registry(blocked=[blockable, "halfs"])),
+        pytest.warns(pruneplug.PluginLoadWarning) as caught,
+    ):
+        line = _next_line()
+        pruneplug.list_strategies()
+    [warning] = caught.list
+    assert (warning.filename, warning.lineno) == (__file__, line)

@@ -473,10 +473,10 @@ def test_blocking_by_distribution_name_and_unknown_names(site: Site, installed: 
     assert plugin_info(spelt_otherwise, "nm").status == "blocked"
 
 
-def load_blocking(blocked: list[str]) -> tuple[pruneplug.Registry, list[str]]:
+def load_blocking(blocked: list[str], allowed: list[str] | None = None) -> tuple[pruneplug.Registry, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        registry = pruneplug.Registry(blocked=blocked)
+        registry = pruneplug.Registry(blocked=blocked, allowed=allowed)
         registry.names()
     return registry, [str(w.message) for w in caught if issubclass(w.category, pruneplug.PluginLoadWarning)]
 
@@ -506,6 +506,59 @@ def test_blocking_one_of_two_distributions_with_one_entry_point_name(site: Site,
         assert messages == [] and [n for n in registry.names() if n.startswith("dup_")] == [kept]
         statuses = sorted((p.distribution, p.status) for p in registry.plugins() if p.name.startswith("dup"))
         assert statuses == sorted([(blocked, "blocked"), ("dist-" + kept[-1], "ok")])
+
+
+def test_an_allowlist_loads_only_the_plugins_it_names(
+    site: Site, installed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PRUNEPLUG_PLUGINS=nm: only ``nm`` is loaded (and the built-ins); the others show as blocked, never imported."""
+    site.add(RAISES_ON_IMPORT)
+    monkeypatch.setenv("PRUNEPLUG_PLUGINS", "nm")
+    registry, _ = load(expect_warnings=False)
+    assert set(registry.names()) == BUILTINS | {"nm"}
+    assert plugin_info(registry, "nm").status == "ok"
+    for name in ("alternating", RAISES_ON_IMPORT.plugin):
+        info = plugin_info(registry, name)
+        assert (info.status, info.blocked_by) == ("blocked", "PRUNEPLUG_PLUGINS, which names only 'nm'")
+    assert RAISES_ON_IMPORT.module not in sys.modules
+    with pytest.raises(pruneplug.StrategyNotFoundError) as caught:
+        registry.get("alternating")
+    assert caught.value.extra == (
+        f" It is probably provided by the plugin 'alternating' (pruneplug-alternating "
+        f"{installed['pruneplug-alternating']}), blocked by PRUNEPLUG_PLUGINS, which names only 'nm': "
+        "blocked plugins are not loaded."
+    )
+    monkeypatch.setenv("PRUNEPLUG_PLUGINS", "PrunePlug_Alternating")  # a distribution name, spelt as pip allows
+    registry, _ = load(expect_warnings=False)
+    assert set(registry.names()) == BUILTINS | {"alternating"}
+    monkeypatch.delenv("PRUNEPLUG_PLUGINS")
+    programmatic = pruneplug.Registry(allowed=["nm"])
+    assert set(programmatic.names()) == BUILTINS | {"nm"}
+    assert plugin_info(programmatic, "alternating").blocked_by == "Registry(allowed=...), which names only 'nm'"
+    assert set(pruneplug.Registry(allowed=[]).names()) == BUILTINS
+
+
+def test_an_allowlisted_name_not_installed_is_reported(installed: dict[str, str]) -> None:
+    """A name in the allowlist that no installed plugin has is a warning naming it and what is installed."""
+    registry, messages = load_blocking([], allowed=["nm", "n_m"])
+    assert set(registry.names()) == BUILTINS | {"nm"}
+    [message] = messages
+    assert message.startswith("pruneplug: Registry(allowed=...) names 'n_m', which is no installed plugin's entry ")
+    assert re.search(r"\(installed plugins: .*alternating, .*nm.*\)$", message), message
+
+
+def test_a_blocked_plugin_stays_blocked_when_allowed_too(
+    installed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named in both the allowlist and the blocklist, a plugin is blocked: block wins."""
+    monkeypatch.setenv("PRUNEPLUG_PLUGINS", "nm,alternating")
+    monkeypatch.setenv("PRUNEPLUG_BLOCK_PLUGINS", "nm")
+    registry, _ = load(expect_warnings=False)
+    assert set(registry.names()) == BUILTINS | {"alternating"}
+    assert plugin_info(registry, "nm").blocked_by == "'nm' in PRUNEPLUG_BLOCK_PLUGINS"
+    monkeypatch.setenv("PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")  # and disabling autoload still loads none
+    registry, _ = load(expect_warnings=False)
+    assert set(registry.names()) == BUILTINS and [p.name for p in registry.plugins()] == ["pruneplug"]
 
 
 SPEC_HANDED_OVER = FakePlugin(
@@ -575,6 +628,48 @@ def test_register_and_registered_next_to_installed_plugins(installed: dict[str, 
         pruneplug.unregister("positional")
 
 
+# --- deprecated names ------------------------------------------------------------------------------
+
+RENAMES = FakePlugin(
+    "renames",
+    STRATEGY_HEADER
+    + """
+    class Keeper(Keep):
+        name = "keeper"
+        deprecated_names = ("keep_all", "nm")
+
+    @pruneplug.hookimpl
+    def pruneplug_add_strategies():
+        return [Keeper]
+    """,
+    status="conflict",
+    reason=r"deprecated name 'nm' \(for 'keeper'\) is also provided by pruneplug-nm",
+    strategies=("keeper",),
+)
+
+
+def test_a_plugin_keeps_a_renamed_strategys_old_name(site: Site, installed: dict[str, str]) -> None:
+    """An old name declared by an installed plugin works with a warning naming its distribution; one that is
+    another plugin's strategy name makes that name unusable, both plugins named."""
+    site.add(RENAMES)
+    registry, messages = load(expect_warnings=True)
+    assert all(re.search(RENAMES.reason + "|strategy 'nm' is also provided by pruneplug-renames", m) for m in messages)
+    with pruneplug.use_registry(registry), pytest.warns(pruneplug.StrategyDeprecationWarning) as caught:
+        pruneplug.prune(nn.Linear(2, 2), "weight", "keep_all")
+    [warning] = caught.list
+    assert (
+        str(warning.message) == "strategy 'keep_all' is deprecated, use 'keeper' (renamed by pruneplug-renames 0.0.1)"
+    )
+    assert "keep_all" not in registry.names() and "keeper" in registry.names()
+    with pytest.raises(pruneplug.StrategyConflictError) as conflict:
+        registry.get("nm")
+    assert sorted(conflict.value.providers) == [
+        f"pruneplug-nm {installed['pruneplug-nm']}",
+        "pruneplug-renames 0.0.1 (deprecated name for 'keeper')",
+    ]
+    assert (plugin_info(registry, "nm").status, plugin_info(registry, "renames").status) == ("conflict", "conflict")
+
+
 # --- pruneplug list --json, as a user runs it ---------------------------------------------------
 
 
@@ -598,6 +693,8 @@ def cli(
         "misbehaving": ([sys.executable, "-m", "pruneplug", "list", "--json"], {"PYTHONPATH": str(root)}),
         "blocked": ([sys.executable, "-m", "pruneplug", "list", "--json"], {"PRUNEPLUG_BLOCK_PLUGINS": "nm"}),
         "disabled": ([sys.executable, "-m", "pruneplug", "list", "--json"], {"PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD": "1"}),
+        "allowed": ([sys.executable, "-m", "pruneplug", "list", "--json"], {"PRUNEPLUG_PLUGINS": "alternating"}),
+        "allowed table": ([sys.executable, "-m", "pruneplug", "list"], {"PRUNEPLUG_PLUGINS": "alternating"}),
         "script": ([sys.executable, "-c", script], {}),
     }
     started = {
@@ -653,7 +750,8 @@ def test_list_json_shows_each_misbehaving_plugin(
 def test_list_json_shows_installed_blocked_and_disabled_plugins(
     cli: dict[str, subprocess.CompletedProcess[str]], installed: dict[str, str]
 ) -> None:
-    """Installed plugins appear with their distribution and version; blocked ones as blocked; none when disabled."""
+    """Installed plugins appear with their distribution and version; blocked ones as blocked, with the switch that
+    blocked them (the blocklist, or an allowlist that does not name them); none when disabled."""
     blocked = payload(cli["blocked"])
     plugins = {p["name"]: p for p in blocked["plugins"]}
     assert plugins["nm"]["status"] == "blocked" and plugins["nm"]["distribution"] == "pruneplug-nm"
@@ -667,6 +765,19 @@ def test_list_json_shows_installed_blocked_and_disabled_plugins(
     disabled = payload(cli["disabled"])
     assert [p["name"] for p in disabled["plugins"]] == ["pruneplug"]
     assert {s["name"] for s in disabled["strategies"]} == BUILTINS
+    allowed = payload(cli["allowed"])
+    plugins = {p["name"]: p for p in allowed["plugins"]}
+    assert plugins["alternating"]["status"] == "ok" and plugins["alternating"]["blocked_by"] is None
+    assert (plugins["nm"]["status"], plugins["nm"]["blocked_by"]) == (
+        "blocked",
+        "PRUNEPLUG_PLUGINS, which names only 'alternating'",
+    )
+    assert {s["name"] for s in allowed["strategies"]} == BUILTINS | {"alternating"}
+    table = cli["allowed table"]
+    assert table.returncode == 0, table.stderr
+    assert "PRUNEPLUG_PLUGINS" in table.stdout, table.stdout  # the reason beside the blocked plugin
+    blocked_row = next(p for p in payload(cli["blocked"])["plugins"] if p["name"] == "nm")
+    assert blocked_row["blocked_by"] == "'nm' in PRUNEPLUG_BLOCK_PLUGINS"
 
 
 def test_a_script_prunes_with_plugins_by_name(cli: dict[str, subprocess.CompletedProcess[str]]) -> None:
