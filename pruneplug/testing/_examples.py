@@ -18,7 +18,7 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from torch import Tensor, nn
 
 from ..api import prune
-from ..registry import StrategySpec, get_registry, strategy_spec
+from ..registry import StrategySpec, get_registry
 from ..storage.formats import MaskStorage
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
@@ -61,12 +61,12 @@ def amounts(available: int, prunable: int | None = None) -> SearchStrategy[int |
 
 
 def resolve(strategy: StrategyLike) -> StrategySpec:
-    """The :class:`~pruneplug.StrategySpec` of a name (in the current registry), a class, or a spec."""
+    """The :class:`~pruneplug.StrategySpec` of a name, a class or a spec, as the current registry sees it."""
     if isinstance(strategy, StrategySpec):
         return strategy
     if isinstance(strategy, str):
         return get_registry().get(strategy)
-    return strategy_spec(strategy, provider="pruneplug.testing")
+    return get_registry().spec_for(strategy, provider="pruneplug.testing")  # with its scores
 
 
 class Examples:

@@ -18,6 +18,7 @@ import pruneplug
 from pruneplug.hookspecs import hookimpl
 from pruneplug.registry import StrategyRegistry
 from pruneplug.strategies import ScoredUnstructured
+from pruneplug.testing import check_strategy
 
 
 def _square(values: torch.Tensor, target: pruneplug.ScoreTarget | None) -> torch.Tensor:
@@ -110,3 +111,11 @@ def test_the_api_page_shows_every_method_registry_inherits() -> None:
     assert listed is not None
     public = {name for name in vars(StrategyRegistry) if not name.startswith("_")}
     assert {name.strip() for name in listed[1].split(",")} == public
+
+
+def test_the_conformance_kit_checks_a_class_with_the_current_registrys_scores() -> None:
+    """``check_strategy(SomeClass, {"score": ...})`` validates the class's parameters as the current registry
+    does: a score only that registry has is known to it."""
+    with pruneplug.use_registry(_with_square()):
+        report = check_strategy(ScoredUnstructured, {"score": "square"}, checks=["count"], max_examples=3)
+    assert "count" in report.passed
