@@ -74,7 +74,11 @@ def pruneplug_add_strategies() -> list[StrategyItem] | tuple[StrategyItem, ...]:
 
     A class must be concrete, set ``PRUNING_TYPE`` to ``"unstructured"``,
     ``"structured"`` or ``"global"``, and have a name of lowercase letters,
-    digits and underscores starting with a letter.
+    digits and underscores starting with a letter. A strategy that was
+    renamed lists its old names in ``deprecated_names`` (a class attribute,
+    or ``strategy_spec(cls, deprecated_names=[...])``): they keep working,
+    with a :class:`pruneplug.StrategyDeprecationWarning`, and compete for
+    names as real ones do.
 
     Called once per :class:`pruneplug.Registry`, when it is first used (a
     lookup, ``pruneplug.prune``, ``pruneplug list``; never at
