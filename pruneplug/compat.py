@@ -95,7 +95,7 @@ class _TorchTwin:
         this class's own, is replaced."""
         ours = getattr(cls._pruneplug_class, "selects_itself", None)
         return (
-            cls.compute_mask is _TorchTwin.compute_mask
+            cls.compute_mask is _TWIN_COMPUTE_MASK
             and cls._torch_override() is None
             and ours is not None
             and bool(ours())
@@ -111,6 +111,9 @@ class _TorchTwin:
         bound = bind(override, self, type(self)) if bind is not None else override
         replaced: Tensor = bound(t, default_mask=default_mask)
         return replaced
+
+
+_TWIN_COMPUTE_MASK = _TorchTwin.compute_mask  # as defined: a replacement turns the shortcut off
 
 
 class Identity(_TorchTwin, strategies.Identity, torch_prune.Identity):

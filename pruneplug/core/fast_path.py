@@ -19,11 +19,11 @@ replacement.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["SelectsEntries", "SelectsSlices", "fast_path"]
+__all__ = ["SelectsEntries", "SelectsSlices", "fast_path", "selecting_entries", "selecting_slices"]
 
 
 @runtime_checkable
@@ -58,6 +58,16 @@ class SelectsSlices(Protocol):
         ...
 
 
+def selecting_entries(method: object) -> TypeGuard[SelectsEntries]:
+    """Whether ``method`` picks among alive entries itself now (implements :class:`SelectsEntries`, not replaced)."""
+    return isinstance(method, SelectsEntries) and method.selects_itself()
+
+
+def selecting_slices(method: object) -> TypeGuard[SelectsSlices]:
+    """Whether ``method`` picks among alive slices itself now (implements :class:`SelectsSlices`, not replaced)."""
+    return isinstance(method, SelectsSlices) and method.selects_itself()
+
+
 def fast_path(method: object) -> bool:
-    """Whether ``method`` takes the shortcut: it implements a protocol above and still selects itself."""
-    return isinstance(method, (SelectsEntries, SelectsSlices)) and method.selects_itself()
+    """Whether ``method`` takes either shortcut."""
+    return selecting_entries(method) or selecting_slices(method)

@@ -31,7 +31,7 @@ from ..errors import InvalidMaskError
 from ..selection.slices import alive_slices, normalize_dim
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, is_binary
 from .commit import commit, unreparametrize
-from .fast_path import SelectsEntries, SelectsSlices
+from .fast_path import selecting_entries, selecting_slices
 from .hook import MaskingHook
 from .plan import plan_prune
 from .state import TensorState
@@ -108,7 +108,7 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
     kind = getattr(method, "PRUNING_TYPE", None)
     if kind == "unstructured":
         alive = default_mask if default_mask.dtype == torch.bool else default_mask == 1
-        if isinstance(method, SelectsEntries) and method.selects_itself():
+        if selecting_entries(method):
             keep = method.keep_entries(t, alive)
             return keep if out_dtype == torch.bool else default_mask.to(out_dtype) * keep
         slc: Any = alive
@@ -119,7 +119,7 @@ def combine_masks(method: torch_prune.BasePruningMethod, t: Tensor, default_mask
             )
         dim = normalize_dim(method.dim, t.dim())
         keep = alive_slices(default_mask, dim)
-        if isinstance(method, SelectsSlices) and method.selects_itself():
+        if selecting_slices(method):
             pruned_now = method.pruned_slices(t, keep)
             shape = [1] * t.dim()
             shape[dim] = -1

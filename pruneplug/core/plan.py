@@ -24,7 +24,7 @@ from ..errors import InvalidMaskError, PruningStateError, blamed
 from ..selection.scores import scoring
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, MaskStorage, is_binary, storage_for
 from ..storage.packed import PackedMask, plain
-from .fast_path import SelectsEntries
+from .fast_path import selecting_entries
 from .hook import method_name
 from .state import TensorState, check_importance_scores, current_values, default_alive, tensor_state
 
@@ -134,12 +134,7 @@ def plan_prune(
         else:
             scores = current_values(state)
         with blamed(**context, wrap_foreign=policy is not TORCH_POLICY), scoring(module, name, state.orig):
-            if (
-                policy is NATIVE_POLICY
-                and not state.pruned
-                and isinstance(hook, SelectsEntries)
-                and hook.selects_itself()
-            ):
+            if policy is NATIVE_POLICY and not state.pruned and selecting_entries(hook):
                 raw = hook.keep_entries(scores, None)  # compute_mask(t, ones) without the ones
             else:
                 raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))

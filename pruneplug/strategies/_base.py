@@ -134,7 +134,7 @@ class UnstructuredStrategy(BasePruningMethod):
         ``True`` unless a subclass (or a test's ``mock.patch``) replaced
         :meth:`compute_mask`: then the core calls that replacement instead.
         """
-        return cls.compute_mask is UnstructuredStrategy.compute_mask
+        return cls.compute_mask is _UNSTRUCTURED_COMPUTE_MASK
 
     def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool mask shaped like ``t``: the alive entries left after pruning ``amount`` of them.
@@ -208,7 +208,7 @@ class StructuredStrategy(BasePruningMethod):
 
         ``True`` unless a subclass (or a test's ``mock.patch``) replaced :meth:`compute_mask`.
         """
-        return cls.compute_mask is StructuredStrategy.compute_mask
+        return cls.compute_mask is _STRUCTURED_COMPUTE_MASK
 
     def pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool vector over ``dim``: the slices to prune now, among the ``alive`` ones (``None``: all)."""
@@ -241,6 +241,12 @@ class StructuredStrategy(BasePruningMethod):
         out_dtype = torch.bool if default_mask.dtype == torch.bool else t.dtype
         keep = (~pruned).reshape(shape).expand(t.shape).to(out_dtype)
         return keep * default_mask.to(out_dtype)
+
+
+# The functions as the classes define them: a later replacement (a subclass's, a test's mock.patch
+# of the class attribute) is not one of these, and turns the shortcut off.
+_UNSTRUCTURED_COMPUTE_MASK = UnstructuredStrategy.compute_mask
+_STRUCTURED_COMPUTE_MASK = StructuredStrategy.compute_mask
 
 
 def _plain(alive: Tensor | None) -> Tensor | None:

@@ -122,3 +122,37 @@ def test_the_shortcut_gives_the_mask_the_general_path_gives(
                 pruneplug.prune(layer, "weight", strategy, amount=amount, **params)
         masks.append(layer.weight_mask.clone())
     assert torch.equal(masks[0], masks[1])
+
+
+_L1 = (pruneplug.UnstructuredStrategy, "l1_unstructured", {"amount": 2})
+_LN = (pruneplug.StructuredStrategy, "ln_structured", {"amount": 1, "n": 1, "dim": 0})
+
+
+@pytest.mark.parametrize(
+    ("base", "strategy", "params", "api"),
+    [(*_L1, "native"), (*_L1, "compat"), (*_L1, "global"), (*_LN, "native"), (*_LN, "compat")],
+)
+def test_patching_the_base_classs_compute_mask_reaches_every_prune(
+    monkeypatch: pytest.MonkeyPatch, base: type, strategy: str, params: dict[str, Any], api: str
+) -> None:
+    """A test that patches ``UnstructuredStrategy.compute_mask`` (or the structured one) sees every prune
+    go through its patch: first prunes, prunes again, natively, through compat, and globally."""
+    seen: list[str] = []
+    original = base.compute_mask
+
+    def patched(self: Any, t: Tensor, default_mask: Tensor) -> Tensor:
+        seen.append("patched")
+        return original(self, t, default_mask)
+
+    monkeypatch.setattr(base, "compute_mask", patched)
+    layers = [nn.Linear(4, 4), nn.Linear(4, 4)]
+    for _ in range(2):
+        if api == "native":
+            pruneplug.prune(layers[0], "weight", strategy, **params)
+        elif api == "global":
+            pruneplug.prune_global([(layer, "weight") for layer in layers], strategy, **params)
+        elif strategy == "l1_unstructured":
+            pruneplug.compat.l1_unstructured(layers[0], "weight", amount=2)
+        else:
+            pruneplug.compat.ln_structured(layers[0], "weight", amount=1, n=1, dim=0)
+    assert seen == ["patched", "patched"]
