@@ -13,6 +13,7 @@ is a drop-in replacement.
 
 from __future__ import annotations
 
+from . import _moved as _moved  # old module paths stay importable, for pickles made by 0.1.0
 from .api import (
     compute_mask as compute_mask,
     get_strategy as get_strategy,
