@@ -226,15 +226,19 @@ class StrategyNotFoundError(PruneplugError, LookupError):
 
 
 class ScoreNotFoundError(PruneplugError, LookupError):
-    """No registered importance score has this name; the message lists close matches (then ``extra``)."""
+    """No importance score of this name where it was looked up; the message lists close matches (then ``extra``).
 
-    def __init__(self, name: str, available: Iterable[str], *, extra: str = "") -> None:
+    ``where`` names what was searched: the registered scores, or only the
+    built-in ones (a scored strategy built without a registry).
+    """
+
+    def __init__(self, name: str, available: Iterable[str], *, extra: str = "", where: str = "Registered") -> None:
         self.name = name
         self.available = sorted(available)
         self.extra = extra
         hint = close_matches_hint(name, self.available)
         super().__init__(
-            f"no importance score named {name!r}.{hint} Registered scores: {', '.join(self.available) or 'none'}."
+            f"no importance score named {name!r}.{hint} {where} scores: {', '.join(self.available) or 'none'}."
             + extra
         )
 

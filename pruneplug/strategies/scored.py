@@ -48,6 +48,7 @@ def builtin_score(name: str) -> ImportanceScore:
         raise ScoreNotFoundError(
             name,
             _BUILTIN,
+            where="Built-in",
             extra=" Without a registry only the built-in scores are known by name: pass the score itself"
             " (pruneplug.get_registry().get_score(name)), or prune by the strategy's name"
             " (pruneplug.prune(module, 'weight', 'scored_unstructured', score=...)).",
