@@ -63,6 +63,8 @@ def _plugin(**hooks: Callable[[], object]) -> types.SimpleNamespace:
 def test_pluggy_sees_each_spec_with_the_flags_its_docstring_states() -> None:
     registry = pruneplug.Registry(load_entry_points=False)
     callers = {name: caller for name, caller in vars(registry.plugin_manager.hook).items() if caller.has_spec()}
+    specs = [name for name, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, "pruneplug_spec")]
+    assert specs and all(name.startswith("pruneplug_") for name in specs), specs
     assert sorted(callers) == sorted(HOOKS) == sorted(n for n in hookspecs.__all__ if n.startswith("pruneplug_"))
     for name, caller in callers.items():
         assert caller.spec is not None

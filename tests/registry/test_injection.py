@@ -123,9 +123,8 @@ def test_the_conformance_kit_checks_a_class_with_the_current_registrys_scores() 
 
 def test_a_scored_strategy_built_without_a_registry_says_only_built_in_scores_were_searched() -> None:
     """Built directly, a scored strategy knows the built-in scores only; the error says so and how to pass one."""
-    with pruneplug.use_registry(_with_square()):
-        with pytest.raises(pruneplug.ScoreNotFoundError) as caught:
-            ScoredUnstructured(0.5, score="square")
+    with pruneplug.use_registry(_with_square()), pytest.raises(pruneplug.ScoreNotFoundError) as caught:
+        ScoredUnstructured(0.5, score="square")
     message = str(caught.value)
     assert "Built-in scores: magnitude, taylor." in message and "Registered" not in message
     assert "get_score(name)" in message
