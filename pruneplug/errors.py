@@ -238,8 +238,7 @@ class ScoreNotFoundError(PruneplugError, LookupError):
         self.extra = extra
         hint = close_matches_hint(name, self.available)
         super().__init__(
-            f"no importance score named {name!r}.{hint} {where} scores: {', '.join(self.available) or 'none'}."
-            + extra
+            f"no importance score named {name!r}.{hint} {where} scores: {', '.join(self.available) or 'none'}." + extra
         )
 
 
