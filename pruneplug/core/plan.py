@@ -97,6 +97,7 @@ def plan_prune(
     ``stack`` builds the hook that will stand for the tensor (see the module
     docstring); the mask is that hook's, so a pruned tensor's new mask keeps
     everything earlier prunes removed.
+
     ``mask`` skips the computation: it is the new mask (already computed, for
     global pruning), only checked. ``label`` names the strategy in errors.
     ``storage`` is how a native mask is stored (``"bool"`` or ``"packed"``,
