@@ -1,15 +1,15 @@
 """The hook half of every pruning method: it keeps ``module.<name>`` equal to ``orig * mask``.
 
-:class:`MaskingHook` is what the core installs and recognises: it speaks ``torch.nn.utils.prune``'s protocol (it
-subclasses torch's own base class): ``compute_mask(t, default_mask)``,
-``apply``, ``prune``, ``remove``, ``PRUNING_TYPE`` and ``_tensor_name``. An
-instance is also the forward pre-hook stored in ``module._forward_pre_hooks``,
-so models pruned by pruneplug look exactly like models pruned by torch, and
-torch's own ``is_pruned`` and ``remove`` understand them. The public class,
-:class:`pruneplug.BasePruningMethod` (:mod:`pruneplug.core.method`), adds
-torch's ``apply`` and ``remove``, which install and undo prunes: kept apart
-so that the core's planning and committing, below that class, can still
-recognise pruneplug's hooks.
+:class:`MaskingHook` subclasses ``torch.nn.utils.prune.BasePruningMethod`` and
+implements the part of torch's protocol that acts on an installed tensor:
+the forward pre-hook call, ``apply_mask``, ``prune``, ``PRUNING_TYPE`` and
+``_tensor_name``. An instance is the pre-hook stored in
+``module._forward_pre_hooks``, so models pruned by pruneplug look exactly like
+models pruned by torch, and torch's own ``is_pruned`` and ``remove``
+understand them. The public class, :class:`pruneplug.BasePruningMethod`
+(:mod:`pruneplug.core.method`), adds torch's ``apply`` and ``remove``, which
+install and undo prunes; they are kept apart so that the core's planning and
+committing, which sit below that class, can still recognise pruneplug's hooks.
 
 On top of torch's protocol a strategy declares a registry ``name`` and a
 pydantic ``Params`` model, and the hook caches: outside autograd (``no_grad``,
