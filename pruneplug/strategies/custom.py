@@ -14,6 +14,7 @@ from torch.nn.utils import prune as torch_prune
 from ..core.method import BasePruningMethod
 from ..errors import InvalidMaskError
 from ..params import StrategyParams
+from ..storage.formats import is_binary
 
 __all__ = ["CustomFromMask", "CustomFromMaskParams", "PrecomputedMask"]
 
@@ -57,7 +58,7 @@ class CustomFromMask(BasePruningMethod):
                 strategy=self.name,
             )
         given = self.mask
-        if given.dtype != torch.bool and (given.is_complex() or not bool(((given == 0) | (given == 1)).all())):
+        if not is_binary(given):
             raise InvalidMaskError("the given mask holds values other than 0 and 1", strategy=self.name)
         return default_mask * given.to(device=default_mask.device, dtype=default_mask.dtype)
 
