@@ -10,13 +10,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from . import EXIT_BAD_INPUT, EXIT_OK, _apply, _demo, _list, _report, _schema
+from . import EXIT_BAD_INPUT, EXIT_OK, _apply, _demo, _list, _report, _schema  # noqa: F401 - importing a command module registers it
 from ._app import _show_warning, app
 
 __all__ = ["app", "run"]
-
-COMMAND_MODULES = (_apply, _demo, _list, _report, _schema)
-"""The modules whose import registered the commands (named so that the imports are visibly used)."""
 
 
 def run(argv: Sequence[str]) -> int:
