@@ -299,6 +299,7 @@ def test_vgg_flattens_the_feature_map_without_pooling_it_to_1x1() -> None:
     assert modules(model, nn.AdaptiveAvgPool2d) == []
     flattens = calls(traced(model), torch.flatten)
     assert len(flattens) == 1 and flattens[0].args[1:] == (1,)
+    assert flattens[0].args[0].target == "features.6"  # the last maxpool's 4x4 map, pooled no further
     last_conv = modules(model, nn.Conv2d)[-1]
     first_fc, *_, last_fc = modules(model, nn.Linear)
     assert first_fc.in_features == last_conv.out_channels * 4 * 4 == 512
@@ -312,6 +313,8 @@ def test_the_vit_has_patch_tokens_a_class_token_a_position_embedding_and_batch_f
     assert patch.kernel_size == patch.stride == (4, 4) and patch.out_channels == 32
     assert isinstance(model.cls_token, nn.Parameter) and model.cls_token.shape == (1, 1, 32)
     assert isinstance(model.pos_embed, nn.Parameter) and model.pos_embed.shape == (1, 17, 32)
+    # drawn at random like the weights: a zero token or embedding would hide a slicing mistake
+    assert model.cls_token.count_nonzero() == 32 and model.pos_embed.count_nonzero() == 17 * 32
     attentions = modules(model, nn.MultiheadAttention)
     assert [(a.embed_dim, a.num_heads, a.batch_first) for a in attentions] == [(32, 4, True)] * 2
     assert len(modules(model, nn.LayerNorm)) == 2 * 2 + 1
