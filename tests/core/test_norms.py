@@ -402,3 +402,87 @@ def test_a_deleted_channel_mask_is_reported_by_the_forward() -> None:
         norm(torch.randn(2, 4))
     unmask_norm_channels(norm)
     assert type(norm) is nn.LayerNorm
+
+
+def model_with_norms() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(3, 12), nn.LayerNorm(12), nn.Unflatten(1, (12, 1)), nn.GroupNorm(3, 12))
+
+
+def test_load_pruned_state_dict_masks_the_channels_of_a_fresh_model() -> None:
+    model = model_with_norms()
+    keep = even_keep(12)
+    mask_norm_channels(model[1], keep)
+    mask_norm_channels(model[3], keep)
+    pruneplug.prune(model[3], "weight", "l1_unstructured", amount=3)
+    state = model.state_dict()
+    assert {"1.channels_mask", "3.channels_mask", "3.weight_orig", "3.weight_mask"} <= set(state)
+
+    with pytest.raises(RuntimeError, match="Unexpected key.*channels_mask"):
+        model_with_norms().load_state_dict(state)  # torch's own load does not know the key, as expected
+    fresh = model_with_norms()
+    pruneplug.load_pruned_state_dict(fresh, state)
+    for index in (1, 3):
+        assert type(fresh[index]) is type(model[index]) and torch.equal(fresh[index].channels_mask, keep)
+    assert is_lazy(fresh[3]) and torch.equal(fresh[3].weight_mask, model[3].weight_mask)
+    x = torch.randn(5, 3)
+    assert torch.equal(fresh(x), model(x))
+    pruneplug.load_pruned_state_dict(fresh, state)  # into a masked model: loads as any buffer
+    assert torch.equal(fresh(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (uneven_keep(12), r"state_dict\['3.channels_mask'\] keeps \[2, 1, 1\]"),
+        (torch.ones(12, dtype=torch.uint8), r"state_dict\['3.channels_mask'\] must be a bool tensor"),
+        (torch.ones(6, dtype=torch.bool), r"state_dict\['3.channels_mask'\] has shape \(6,\)"),
+        (torch.zeros(12, dtype=torch.bool), "keeps no channel"),
+    ],
+)
+@pytest.mark.parametrize("masked_already", [False, True])
+def test_load_pruned_state_dict_checks_the_channel_masks_first(bad: Tensor, error: str, masked_already: bool) -> None:
+    model = model_with_norms()
+    mask_norm_channels(model[1], even_keep(12))
+    mask_norm_channels(model[3], even_keep(12))
+    pruneplug.prune(model[0], "weight", "l1_unstructured", amount=3)
+    state = model.state_dict()
+    state["3.channels_mask"] = bad
+    target = model_with_norms()
+    if masked_already:
+        mask_norm_channels(target[3], torch.ones(12, dtype=torch.bool))
+    before = snapshot(target)
+    with pytest.raises(InvalidMaskError, match=error):
+        pruneplug.load_pruned_state_dict(target, state)
+    assert_unchanged(before, target)
+
+
+def test_load_pruned_state_dict_undoes_the_channel_masks_when_loading_fails() -> None:
+    model = model_with_norms()
+    mask_norm_channels(model[1], even_keep(12))
+    state = model.state_dict()
+    target = model_with_norms()
+    target[0].register_load_state_dict_pre_hook(lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    before = snapshot(target)
+    with pytest.raises(KeyboardInterrupt):
+        pruneplug.load_pruned_state_dict(target, state)
+    assert_unchanged(before, target)
+
+
+def test_load_pruned_state_dict_wants_one_channel_mask_for_a_shared_norm() -> None:
+    norm = nn.LayerNorm(4)
+    model = nn.Sequential(norm, nn.ReLU(), norm)
+    state = {
+        "0.weight": norm.weight.detach(),
+        "0.bias": norm.bias.detach(),
+        "0.channels_mask": torch.tensor([True, True, False, True]),
+        "2.weight": norm.weight.detach(),
+        "2.bias": norm.bias.detach(),
+        "2.channels_mask": torch.tensor([True, False, True, True]),
+    }
+    before = snapshot(model)
+    with pytest.raises(InvalidMaskError, match="'0.channels_mask'.*'2.channels_mask'.*differ"):
+        pruneplug.load_pruned_state_dict(model, state)
+    assert_unchanged(before, model)
+    state["2.channels_mask"] = state["0.channels_mask"]
+    pruneplug.load_pruned_state_dict(model, state)
+    assert torch.equal(norm.channels_mask, state["0.channels_mask"])
