@@ -4,7 +4,9 @@ A state_dict saved from a pruned model holds ``<name>_orig`` and
 ``<name>_mask`` where a fresh model has ``<name>``. torch needs ``identity``
 called on each such tensor before ``load_state_dict``; here one call finds
 them from the keys, sets up the reparametrization, and loads -- for
-checkpoints written by pruneplug or by torch.nn.utils.prune.
+checkpoints written by pruneplug or by torch.nn.utils.prune. Likewise a
+norm saved with a ``channels_mask`` (channel pruning,
+:mod:`pruneplug.core.norms`) gets its channels masked before loading.
 
 A module reached by several paths (``nn.Sequential(lin, act, lin)``) is in
 the state_dict once per path, as torch saves and loads it: it is set up
@@ -24,6 +26,7 @@ from torch.nn.utils import prune as torch_prune
 from ..core.commit import ModuleSnapshot, commit
 from ..core.method import with_history
 from ..core.module_hooks import refreshes_after_load
+from ..core.norms import BUFFER as CHANNELS_MASK, check_norm_channels, mask_norm_channels, masks_channel_statistics
 from ..core.packing import store_mask
 from ..core.plan import PendingPrune, plan_prune
 from ..core.refresh import refresh
@@ -116,6 +119,49 @@ def _find(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Tensor]:
     return [tensor for tensor in found.values() if tensor.masks and (tensor.pruned or tensor.paired)]
 
 
+@dataclass
+class _Norm:
+    """A norm whose statistics span channels, with the checkpoint's ``channels_mask`` for each path to it."""
+
+    module: nn.Module
+    prefixes: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def check(self, state_dict: Mapping[str, object]) -> None:
+        """Each mask is one :func:`~pruneplug.core.norms.mask_norm_channels` takes, and they all agree."""
+        for key in self.keys:
+            check_norm_channels(self.module, state_dict[key], what=f"state_dict[{key!r}]")
+        first, *others = self.keys
+        for key in others:
+            one, other = state_dict[first], state_dict[key]
+            assert isinstance(one, Tensor) and isinstance(other, Tensor)  # (checked above)
+            if not (one.is_meta or other.is_meta) and not torch.equal(one, other.to(one.device)):
+                raise InvalidMaskError(
+                    f"state_dict[{first!r}] and state_dict[{key!r}] differ, but both are the channel mask of one "
+                    f"{type(self.module).__name__} shared by the model (reached as "
+                    f"{' and '.join(repr(p[:-1]) for p in self.prefixes)}), which has one",
+                    module_type=type(self.module).__name__,
+                    tensor=CHANNELS_MASK,
+                )
+
+
+def _find_norms(model: nn.Module, state_dict: Mapping[str, object]) -> list[_Norm]:
+    """The norms for which the checkpoint has a ``channels_mask``, channel-masked in the model or not.
+
+    Those without one get it set up (``masks_channel_statistics``); for those
+    with one the checkpoint's mask is checked all the same.
+    """
+    found: dict[int, _Norm] = {}
+    for qualname, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{qualname}." if qualname else ""
+        key = prefix + CHANNELS_MASK
+        if key in state_dict and masks_channel_statistics(module):
+            norm = found.setdefault(id(module), _Norm(module))
+            norm.prefixes.append(prefix)
+            norm.keys.append(key)
+    return list(found.values())
+
+
 def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPrune], dict[str, str]]:
     """Plan an identity reparametrization for each unpruned tensor the checkpoint holds pruned.
 
@@ -199,11 +245,16 @@ def load_pruned_state_dict(
 
     For every parameter ``p`` the checkpoint stores as ``p_orig`` + ``p_mask``
     and the model holds unpruned, the reparametrization is created first
-    (its history starts with :class:`~pruneplug.strategies.Identity`); then
-    the state_dict is loaded and the masked tensors are current at once.
+    (its history starts with :class:`~pruneplug.strategies.Identity`), and
+    every LayerNorm, GroupNorm or RMSNorm the checkpoint holds with a
+    ``channels_mask`` (see :func:`pruneplug.core.norms.mask_norm_channels`)
+    is made to normalize only the kept channels; then the state_dict is
+    loaded and the masked tensors are current at once.
     Every mask the checkpoint holds for a tensor of the model -- pruned
     already or not -- is checked (a tensor of the parameter's shape, holding
-    only 0 and 1), as are tensor types and shapes and, with ``strict``, the
+    only 0 and 1), and so is every channel mask of a norm (a bool vector
+    over its channels keeping one at least, as many in each of a
+    GroupNorm's groups), as are tensor types and shapes and, with ``strict``, the
     keys, before anything changes, so a checkpoint that does not fit leaves
     the model exactly as it was. (A module's own ``_load_from_state_dict``
     that fails part-way is torch's to undo.) A module the model reaches by
@@ -236,7 +287,8 @@ def load_pruned_state_dict(
             state_dict does not fit the model (keys, shapes).
         InvalidMaskError: a mask is not a tensor, is misshapen, holds
             anything but 0 and 1, or differs from the mask of another path
-            to the same module.
+            to the same module; a norm's channel mask is not one
+            :func:`~pruneplug.core.norms.mask_norm_channels` takes.
         InvalidParametersError: ``mask_storage`` is none of those.
     """
     if not isinstance(model, nn.Module):
@@ -249,6 +301,10 @@ def load_pruned_state_dict(
     tensors = _find(model, state_dict)
     for tensor in tensors:
         tensor.check(state_dict)
+    norms = _find_norms(model, state_dict)
+    for norm in norms:
+        norm.check(state_dict)
+    installs = [norm for norm in norms if CHANNELS_MASK not in norm.module._buffers]
     pendings, renamed = _plan(tensors, storage or "bool")
     expected: dict[str, tuple[int, ...] | None] = {}
     for key, value in model.state_dict().items():
@@ -257,6 +313,11 @@ def load_pruned_state_dict(
             expected[renamed[key]] = expected[renamed[key][: -len("_orig")] + "_mask"] = shape
         else:
             expected[key] = shape
+    for norm in installs:
+        for key in norm.keys:
+            mask = state_dict[key]
+            assert isinstance(mask, Tensor)  # (checked above)
+            expected[key] = tuple(mask.shape)
     not_tensors = [
         key for key, value in state_dict.items() if expected.get(key) is not None and not isinstance(value, Tensor)
     ]
@@ -286,12 +347,16 @@ def load_pruned_state_dict(
                     "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
                 )
             raise InvalidTargetError("the state_dict does not match the model (" + "; ".join(detail) + ")")
-    snapshots = [
-        ModuleSnapshot(module) for module in {id(t.module): t.module for t in tensors if not t.pruned}.values()
-    ]
-    commit(pendings)
-    layouts = _layouts(model, storage)
+    changing = {id(t.module): t.module for t in tensors if not t.pruned}
+    changing.update({id(norm.module): norm.module for norm in installs})
+    snapshots = [ModuleSnapshot(module) for module in changing.values()]
     try:
+        for norm in installs:  # first, so that a lazy class made by the commit wraps the channel-masked one
+            mask = state_dict[norm.keys[0]]
+            assert isinstance(mask, Tensor)  # (checked above)
+            mask_norm_channels(norm.module, mask)
+        commit(pendings)
+        layouts = _layouts(model, storage)
         model.load_state_dict(state_dict, strict=strict, assign=assign)
     except BaseException:
         for snapshot in snapshots:
