@@ -1,0 +1,195 @@
+"""Counting a model's multiply-accumulates and parameters, without running it for real.
+
+:func:`count_macs` runs one forward under :class:`torch.utils.flop_counter.FlopCounterMode`
+and halves the FLOPs it counts (one multiply-accumulate is two FLOPs). The
+forward runs under :class:`~torch._subclasses.fake_tensor.FakeTensorMode` on
+fake copies of the inputs: shapes flow through the model, nothing is
+computed, no activation memory is taken, so counting a ResNet-50 at batch 1
+costs a fraction of a second on any machine.
+
+What is counted is what ``flop_counter`` knows: matrix products (``mm``,
+``addmm``, ``bmm``, ``baddbmm``), convolutions (transposed too) and attention
+kernels. Biases, normalization (BatchNorm, LayerNorm), activations, pooling,
+softmax and other elementwise work count nothing -- the usual convention of
+published MACs figures (a ResNet-50 is 4.09 GMACs at 224x224 this way).
+``flop_counter`` counts ``scaled_dot_product_attention`` only through its GPU
+kernels; the CPU kernel (and the one other backends override) is counted here
+with the same formula. Causal attention counts as full attention, as in
+``flop_counter``.
+
+The forward runs with autograd enabled (free on fake tensors): in eval mode
+without autograd, :class:`torch.nn.MultiheadAttention` and
+:class:`torch.nn.TransformerEncoderLayer` take fused fast paths, single
+operators ``flop_counter`` does not know, which would count as zero.
+
+If the forward cannot run on fake tensors -- data-dependent control flow
+(``.item()``, ``nonzero``), an operator without a fake implementation, a C++
+extension -- it runs once for real under :func:`torch.no_grad` instead. There
+the fused fast paths above are taken in eval mode and count zero; put such a
+model in train mode to count them.
+
+The model is left as it was: its mode is kept (a model in train mode is
+counted in train mode), and buffers a forward updates (BatchNorm's running
+statistics and ``num_batches_tracked``, which a train-mode forward bumps even
+on fake inputs since it adds to a real tensor) get their values back, as do
+tensors the forward set as plain attributes (such as the masked weights that
+pruneplug's hooks compute).
+
+>>> import torch
+>>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
+>>> count_macs(net, (torch.randn(1, 3, 8, 8),))  # 8*6*6 outputs x 3*3*3 each, then 288 x 10
+10656
+>>> count_params(net)
+3114
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.parameter import is_lazy
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..core.cache import forget
+from ..core.state import pruning_hooks
+from ..errors import InvalidTargetError
+
+__all__ = ["count_macs", "count_params"]
+
+
+def count_params(model: nn.Module) -> int:
+    """The entries of ``model``'s parameters, each parameter counted once (tied ones too).
+
+    A tensor pruned by pruneplug (or ``torch.nn.utils.prune``) counts through
+    its ``<name>_orig`` parameter -- the masked ``<name>`` is a plain
+    attribute computed from it -- so masking changes nothing here; only
+    compaction, which makes the tensors smaller, does.
+
+    Raises:
+        InvalidTargetError: ``model`` is not a module, or holds an
+            uninitialized parameter of a lazy module (run one forward first).
+    """
+    _check_module(model)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def count_macs(model: nn.Module, example_inputs: tuple[Any, ...] | Tensor, *, fake: bool = True) -> int:
+    """The multiply-accumulates of one forward of ``model`` on ``example_inputs``.
+
+    Args:
+        model: any module; left as it was (see the module's docstring).
+        example_inputs: the positional arguments of the forward (a lone
+            tensor is taken as one argument); their values do not matter
+            unless the forward branches on them.
+        fake: count on fake tensors (nothing computed). ``False`` runs the
+            forward for real under :func:`torch.no_grad`, as is done anyway
+            when the fake forward fails.
+
+    Raises:
+        InvalidTargetError: ``model`` is not a module, or holds an
+            uninitialized parameter of a lazy module (run one forward first).
+    """
+    _check_module(model)
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if fake:
+        try:
+            with _left_as_it_was(model, fake=True):
+                return _count_on_fakes(model, inputs)
+        except Exception:  # any failure of the fake forward: a real one decides (and raises its own errors)
+            pass
+    with _left_as_it_was(model, fake=False), torch.no_grad():
+        return _count(model, inputs)
+
+
+def _check_module(model: nn.Module) -> None:
+    if not isinstance(model, nn.Module):
+        raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for name, parameter in model.named_parameters():
+        if is_lazy(parameter):
+            raise InvalidTargetError(
+                f"parameter {name!r} is not initialized yet (a lazy module): run one forward before counting"
+            )
+
+
+def _count_on_fakes(model: nn.Module, inputs: tuple[Any, ...]) -> int:
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fakes = tuple(mode.from_tensor(item) if isinstance(item, Tensor) else item for item in inputs)
+        with torch.enable_grad():
+            return _count(model, fakes)
+
+
+def _count(model: nn.Module, inputs: tuple[Any, ...]) -> int:
+    with FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
+        model(*inputs)
+    return int(counter.get_total_flops()) // 2
+
+
+def _attention_flops(
+    query: Sequence[int], key: Sequence[int], value: Sequence[int], *args: object, **kwargs: object
+) -> int:
+    """``softmax(q kᵀ) v``: two batched products over (batch, query heads); key/value heads broadcast."""
+    *batch, queries, width = query
+    keys, value_width = key[-2], value[-1]
+    return 2 * _product(batch) * queries * keys * (width + value_width)
+
+
+def _product(sizes: Sequence[int]) -> int:
+    out = 1
+    for size in sizes:
+        out *= size
+    return out
+
+
+# The scaled_dot_product_attention kernels flop_counter has no formula for (it knows the CUDA ones).
+_ATTENTION = {
+    getattr(torch.ops.aten, name): _attention_flops
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    if hasattr(torch.ops.aten, name)
+}
+
+
+@contextmanager
+def _left_as_it_was(model: nn.Module, *, fake: bool) -> Iterator[None]:
+    """Give back, on leaving, the buffers and plain tensor attributes a forward may change.
+
+    Buffers are copied before (pruning masks aside: no forward writes them)
+    and written back where they differ -- not where their version counter
+    moved: BatchNorm's kernel updates the running statistics without bumping
+    it. With ``fake``,
+    pruneplug's cache of masked tensors is emptied too: it may hold a fake
+    tensor computed from the real parameters.
+    """
+    modules = list(model.modules())
+    hooks = [(module, hook) for module in modules for _, hook in pruning_hooks(module)]
+    masks = {id(module._buffers.get(f"{hook._tensor_name}_mask")) for module, hook in hooks}
+    registered = [(module, dict(module._buffers)) for module in modules]
+    attributes = [(module, {k: v for k, v in vars(module).items() if isinstance(v, Tensor)}) for module in modules]
+    saved = [
+        (buffer, buffer.detach().clone())
+        for _, buffers in registered
+        for buffer in buffers.values()
+        if buffer is not None and id(buffer) not in masks and not buffer.is_inference()
+    ]
+    try:
+        yield
+    finally:
+        for module, buffers in registered:
+            module._buffers.clear()
+            module._buffers.update(buffers)
+        with torch.no_grad():
+            for buffer, copy in saved:
+                if not torch.equal(buffer, copy):
+                    buffer.copy_(copy)
+        for module, tensors in attributes:
+            state = vars(module)
+            for name in [k for k, v in state.items() if isinstance(v, Tensor) and k not in tensors]:
+                del state[name]
+            state.update(tensors)
+        if fake:
+            for _, hook in hooks:
+                forget(hook)
