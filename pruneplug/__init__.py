@@ -28,10 +28,24 @@ from .api import (
     remove as remove,
     unregister as unregister,
 )
+from .compaction import (
+    ChannelGraph as ChannelGraph,
+    ChannelGroup as ChannelGroup,
+    CompactionReport as CompactionReport,
+    compact as compact,
+    count_macs as count_macs,
+    count_params as count_params,
+    load_compacted as load_compacted,
+    prune_channels as prune_channels,
+    trace_channels as trace_channels,
+)
 from .core.fast_path import SelectsEntries as SelectsEntries, SelectsSlices as SelectsSlices
 from .core.method import BasePruningMethod as BasePruningMethod, PruningContainer as PruningContainer
 from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
 from .errors import (
+    ChannelGraphWarning as ChannelGraphWarning,
+    ChannelTraceError as ChannelTraceError,
+    CompactionError as CompactionError,
     IncompatibleStrategyError as IncompatibleStrategyError,
     InvalidAmountError as InvalidAmountError,
     InvalidDimError as InvalidDimError,
@@ -94,6 +108,16 @@ __all__ = [
     "unpack_masks",
     "PackedMask",
     "MaskStorage",
+    # channels: coupled channel pruning and compaction
+    "trace_channels",
+    "ChannelGraph",
+    "ChannelGroup",
+    "prune_channels",
+    "compact",
+    "load_compacted",
+    "CompactionReport",
+    "count_macs",
+    "count_params",
     # plans, checkpoints, reports
     "Plan",
     "Rule",
@@ -150,4 +174,7 @@ __all__ = [
     "PlanError",
     "CheckpointError",
     "CheckpointExistsError",
+    "ChannelTraceError",
+    "CompactionError",
+    "ChannelGraphWarning",
 ]

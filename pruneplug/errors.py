@@ -36,6 +36,9 @@ __all__ = [
     "StrategyFailedError",
     "PruningStateError",
     "PackedMaskError",
+    "ChannelTraceError",
+    "CompactionError",
+    "ChannelGraphWarning",
     "close_matches_hint",
     "cross_tensor_hint",
 ]
@@ -308,6 +311,27 @@ class PackedMaskError(PruneplugError, RuntimeError):
     ``torch.jit.trace`` (which would freeze the mask into the trace), and
     the like. :func:`pruneplug.unpack_masks` gives the model plain bool masks.
     """
+
+
+class ChannelTraceError(PruneplugError, RuntimeError):
+    """The channel graph of a model could not be traced.
+
+    The example inputs do not run through the model (the model's own
+    exception is chained), or they are not tensors.
+    """
+
+
+class CompactionError(PruneplugError, RuntimeError):
+    """A compaction or a compacted checkpoint that cannot be done exactly.
+
+    :func:`pruneplug.compact` raises it (after putting the model back as it
+    was) when the compacted model's outputs differ from the masked model's;
+    :func:`pruneplug.load_compacted` when a checkpoint's shapes do not fit.
+    """
+
+
+class ChannelGraphWarning(UserWarning):
+    """Channels the channel graph leaves alone: an operation or module it does not know touches them."""
 
 
 @contextmanager

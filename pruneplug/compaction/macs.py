@@ -59,7 +59,7 @@ from ..core.cache import forget
 from ..core.state import pruning_hooks
 from ..errors import InvalidTargetError
 
-__all__ = ["count_macs", "count_params"]
+__all__ = ["count_macs", "count_params", "counting_macs", "MacCounter"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -127,6 +127,30 @@ def _count(model: nn.Module, inputs: tuple[Any, ...]) -> int:
     with FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
         model(*inputs)
     return int(counter.get_total_flops()) // 2
+
+
+class MacCounter:
+    """What :func:`counting_macs` yields: the count so far, read with :meth:`macs`."""
+
+    def __init__(self, mode: FlopCounterMode) -> None:
+        self.mode = mode
+
+    def macs(self) -> int:
+        """The multiply-accumulates counted so far."""
+        return int(self.mode.get_total_flops()) // 2
+
+
+@contextmanager
+def counting_macs() -> Iterator[MacCounter]:
+    """Count the multiply-accumulates of whatever runs inside (``with counting_macs() as c: ...; c.macs()``).
+
+    For a real forward that is run anyway (compaction's output checks): the
+    count comes with it at no extra forward. Keep ``nn.MultiheadAttention``
+    off its fused fast path meanwhile (``torch.backends.mha.set_fastpath_enabled``),
+    which counts as zero.
+    """
+    with FlopCounterMode(display=False, custom_mapping=_ATTENTION) as mode:
+        yield MacCounter(mode)
 
 
 def _attention_flops(

@@ -1,0 +1,104 @@
+"""Loading a compacted checkpoint into a freshly built, unpruned model.
+
+A compacted model is the original architecture at smaller widths, so it
+ships as a plain state_dict (safetensors, through
+:func:`pruneplug.save_checkpoint`), never as a pickled module:
+:func:`load_compacted` builds the architecture as usual, resizes every layer
+whose tensors have other shapes in the checkpoint (the layer's attributes
+follow, as in compaction: :mod:`.resize`), and loads the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..core.commit import ModuleSnapshot
+from ..errors import CompactionError, PruneplugError
+from ..io.state_dict import load_pruned_state_dict
+from .resize import layer_attributes, resizable
+
+__all__ = ["load_compacted"]
+
+_PRUNING_SUFFIXES = ("_orig", "_mask", "channels_mask")
+
+
+def _new_shapes(module: nn.Module, prefix: str, state_dict: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for store in (module._parameters, module._buffers):
+        for name, tensor in store.items():
+            if tensor is None:
+                continue
+            for key in (prefix + name, prefix + name + "_orig"):
+                saved = state_dict.get(key)
+                if isinstance(saved, Tensor) and tuple(saved.shape) != tuple(tensor.shape):
+                    shapes[name] = tuple(saved.shape)
+                    break
+    return shapes
+
+
+def _resize(module: nn.Module, path: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    if resizable(module):
+        for attribute, value in layer_attributes(module, shapes, path or type(module).__name__).items():
+            setattr(module, attribute, value)
+    for name, shape in shapes.items():
+        if name in module._parameters:
+            old = module._parameters[name]
+            assert old is not None
+            fresh = torch.empty(shape, dtype=old.dtype, device=old.device)
+            module._parameters[name] = nn.Parameter(fresh, requires_grad=old.requires_grad)
+        else:
+            buffer = module._buffers[name]
+            assert buffer is not None
+            module._buffers[name] = torch.empty(shape, dtype=buffer.dtype, device=buffer.device)
+
+
+def load_compacted(model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True) -> nn.Module:
+    """Resize ``model`` (freshly built, unpruned) to a compacted ``state_dict``'s shapes and load it.
+
+    Every layer whose tensors have other shapes in ``state_dict`` gets
+    tensors of those shapes, and the attributes its forward reads
+    (``in_channels``, ``num_features``, ``embed_dim`` ...) to match; then the
+    values are loaded (masks a checkpoint still holds set up pruning again,
+    as :func:`pruneplug.load_pruned_state_dict` does). Returns ``model``.
+
+    A parameter of a module without a layer rule (a ViT's ``pos_embed``) is
+    resized alone. Norms without parameters (``elementwise_affine=False``)
+    keep their width: the checkpoint does not hold it.
+
+    Raises:
+        CompactionError: the checkpoint does not fit the architecture (the
+            model is then as it was).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CompactionError(f"state_dict must be a mapping of names to tensors, not {type(state_dict).__name__}")
+    resized: list[tuple[str, nn.Module, dict[str, tuple[int, ...]]]] = []
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        shapes = _new_shapes(module, prefix, state_dict)
+        if shapes:
+            resized.append((path, module, shapes))
+    snapshots = [ModuleSnapshot(module) for _, module, _ in resized]
+    try:
+        for path, module, shapes in resized:
+            _resize(module, path, shapes)
+        if any(str(key).endswith(_PRUNING_SUFFIXES) for key in state_dict):
+            load_pruned_state_dict(model, state_dict, strict=strict)
+        else:
+            model.load_state_dict(dict(state_dict), strict=strict)  # type: ignore[arg-type]
+    except PruneplugError as error:
+        for snapshot in snapshots:
+            snapshot.restore()
+        if isinstance(error, CompactionError):
+            raise
+        raise CompactionError(f"the checkpoint does not load into the resized model: {error}") from error
+    except Exception as error:
+        for snapshot in snapshots:
+            snapshot.restore()
+        names = ", ".join(path or type(module).__name__ for path, module, _ in resized) or "none"
+        raise CompactionError(
+            f"the checkpoint does not fit the model ({type(error).__name__}: {error}); layers resized: {names}"
+        ) from error
+    return model

@@ -1,0 +1,289 @@
+"""A recorded run of a model: every torch call on the way from its inputs to its outputs.
+
+The channel graph needs to know which tensor flows into which operation,
+with real shapes. This module runs the model once on the example inputs, under
+``torch.no_grad``, and records:
+
+* each call of a module that has a channel rule (convolutions, linear layers,
+  norms, embeddings, ``nn.MultiheadAttention``, recurrent layers: see
+  :data:`pruneplug.compaction.rules.MODULE_RULES`) as one step, whatever
+  happens inside it, through global module hooks;
+* every other torch function and tensor method (``torch.cat``, ``x.view``,
+  ``F.relu``, ``+``) as one step, through a
+  :class:`torch.overrides.TorchFunctionMode`.
+
+It is an eager run, so Python control flow, data-dependent branches
+included, simply runs: what is recorded is the path the example inputs took
+(another branch is not seen; :func:`pruneplug.compact` checks outputs on the
+same inputs). The model is left as it was: its training flag is not touched,
+and its buffers (BatchNorm running statistics) are put back after the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from ..core.lazy import is_lazy
+from ..core.state import pruned_tensors
+from ..errors import ChannelTraceError
+
+__all__ = ["Value", "Step", "Recording", "record", "ExampleInputs", "as_call_args", "buffers_kept"]
+
+TensorKey = tuple[str, str]
+"""``(qualified module name, tensor name)`` of a parameter or buffer of the model."""
+
+ExampleInputs = Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any]
+"""What a model is called with: one tensor, positional arguments, or keyword arguments."""
+
+
+@dataclass(eq=False)
+class Value:
+    """One tensor seen in the run (a new one for each in-place change)."""
+
+    index: int
+    shape: tuple[int, ...]
+    tensor: TensorKey | None = None  # set when the value is a parameter or buffer of the model
+    parameter: bool = False
+    origin: str = "op"  # "op", "input", "tensor" (parameter/buffer) or "constant" (made outside the run)
+
+    def __repr__(self) -> str:
+        where = f" {self.tensor[0]}.{self.tensor[1]}" if self.tensor else ""
+        return f"Value#{self.index}{list(self.shape)}{where}"
+
+
+@dataclass(eq=False)
+class Step:
+    """One recorded call: a torch function (``module`` is None) or a whole module with a rule."""
+
+    name: str
+    func: Callable[..., Any] | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: tuple[Value, ...]
+    where: str  # qualified name of the innermost module that was running
+    module: nn.Module | None = None
+    path: str | None = None  # the module's qualified name, for module steps
+
+    def inputs(self) -> list[Value]:
+        """The values among the arguments, in order."""
+        flat, _ = tree_flatten((self.args, self.kwargs))
+        return [item for item in flat if isinstance(item, Value)]
+
+
+@dataclass
+class Recording:
+    """The result of :func:`record`: steps in call order, and the model's inputs and outputs."""
+
+    steps: list[Step]
+    inputs: list[Value]
+    outputs: list[Value]
+    values: list[Value]
+    tensors: dict[TensorKey, Value] = field(default_factory=dict)
+    tied: set[TensorKey] = field(default_factory=set)  # tensors the model holds under several names
+
+
+def as_call_args(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` to call a model with, from a tensor, a tuple/list, or a mapping."""
+    if isinstance(example_inputs, Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ChannelTraceError(
+        f"example_inputs must be a tensor, a tuple of the model's positional arguments or a dict of its"
+        f" keyword arguments, not {type(example_inputs).__name__}"
+    )
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, model: nn.Module, is_leaf: Callable[[nn.Module], bool]) -> None:
+        super().__init__()
+        self.is_leaf = is_leaf
+        self.paths = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
+        self.keys: dict[int, tuple[TensorKey, bool]] = {}
+        self.tied: set[TensorKey] = set()
+        for owner_name, owner in model.named_modules(remove_duplicate=False):
+            for kind, store in (("p", owner._parameters), ("b", owner._buffers)):
+                for name, tensor in store.items():
+                    if tensor is None:
+                        continue
+                    key = (owner_name, name[: -len("_orig")] if name.endswith("_orig") else name)
+                    if id(tensor) in self.keys and self.keys[id(tensor)][0] != key:
+                        self.tied.update({self.keys[id(tensor)][0], key})
+                        continue
+                    self.keys[id(tensor)] = (key, kind == "p")
+        self.values: dict[int, Value] = {}
+        self.all_values: list[Value] = []
+        self.tensor_values: dict[TensorKey, Value] = {}
+        self.alive: list[Any] = []  # every tensor seen stays alive, so no id() is reused during the run
+        self.steps: list[Step] = []
+        self.stack: list[str] = [""]
+        self.depth = 0  # > 0 inside a module recorded as one step
+        self.paused = False
+
+    # -- values -----------------------------------------------------------------------------------
+    def _new(self, item: Tensor, **info: Any) -> Value:
+        value = Value(len(self.all_values), tuple(item.shape), **info)
+        self.all_values.append(value)
+        self.values[id(item)] = value
+        self.alive.append(item)
+        return value
+
+    def lookup(self, tensor: Tensor) -> Value:
+        """The value ``tensor`` holds now; parameters and unseen tensors get one on first sight."""
+        value = self.values.get(id(tensor))
+        if value is not None:
+            return value
+        known = self.keys.get(id(tensor))
+        if known is not None:
+            key, is_parameter = known
+            value = self._new(tensor, tensor=key, parameter=is_parameter, origin="tensor")
+            self.tensor_values[key] = value
+            return value
+        return self._new(tensor, origin="constant")
+
+    def tensor_value(self, key: TensorKey, tensor: Tensor, is_parameter: bool) -> Value:
+        value = self.tensor_values.get(key)
+        if value is None:
+            value = self._new(tensor, tensor=key, parameter=is_parameter, origin="tensor")
+            self.tensor_values[key] = value
+        else:
+            self.values[id(tensor)] = value
+            self.alive.append(tensor)
+        return value
+
+    def _outputs(self, result: Any) -> tuple[Value, ...]:
+        flat, _ = tree_flatten(result)
+        return tuple(self._new(item) for item in flat if isinstance(item, Tensor))
+
+    def _as_values(self, tree: Any) -> Any:
+        return tree_map(lambda item: self.lookup(item) if isinstance(item, Tensor) else item, tree)
+
+    # -- torch functions --------------------------------------------------------------------------
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if self.depth or self.paused:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", None) or type(func).__name__
+        if name == "__get__":  # a tensor property (``x.T``, ``x.shape``): name it after the property
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        arg_values, kwarg_values = self._as_values((args, kwargs))
+        result = func(*args, **kwargs)
+        outputs = self._outputs(result)
+        if name == "__setitem__" and isinstance(args[0], Tensor):  # changes args[0] in place
+            outputs = (self._new(args[0]),)
+        if outputs:
+            self.steps.append(Step(name, func, arg_values, kwarg_values, outputs, self.stack[-1]))
+        return result
+
+    # -- modules ----------------------------------------------------------------------------------
+    def pre_hook(self, module: nn.Module, args: Any) -> None:
+        self.stack.append(self.paths.get(id(module), "?"))
+        if self.depth or self.is_leaf(module):
+            self.depth += 1
+
+    def post_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        path = self.stack.pop()
+        if not self.depth:
+            return
+        self.depth -= 1
+        if self.depth or not self.is_leaf(module):
+            return
+        self.paused = True  # reading shapes here goes through the mode too
+        try:
+            arg_values, kwarg_values = self._as_values((tuple(args), dict(kwargs)))
+            outputs = self._outputs(output)
+        finally:
+            self.paused = False
+        step = Step(type(module).__name__, None, arg_values, kwarg_values, outputs, path, module, path)
+        self.steps.append(step)
+
+
+def _masked_attribute_hooks(recorder: _Recorder, model: nn.Module) -> list[Any]:
+    """Make masked tensors of modules traced through (not recorded whole) known values.
+
+    A module without a rule that reads a pruned tensor of its own (a pruned
+    ``pos_embed``) gets it computed by pruneplug's reparametrization; the
+    hooks below compute it once per call, before the module's forward, and
+    name it after the tensor, so the run sees the tensor and not the product.
+    """
+    handles: list[Any] = []
+    for path, module, name in list(pruned_tensors(model)):
+        if recorder.is_leaf(module):
+            continue
+
+        def before(mod: nn.Module, args: Any, *, _path: str = path, _name: str = name) -> None:
+            recorder.paused = True
+            try:
+                tensor = getattr(mod, _name)
+            finally:
+                recorder.paused = False
+            if is_lazy(mod):
+                mod.__dict__[_name] = tensor  # the same object for every read during this call
+            recorder.tensor_value((_path, _name), tensor, True)
+
+        def after(mod: nn.Module, args: Any, output: Any, *, _name: str = name) -> None:
+            if is_lazy(mod):
+                mod.__dict__.pop(_name, None)
+
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after, always_call=True))
+    return handles
+
+
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Put every buffer of ``model`` back as it was afterwards (train-mode BatchNorm updates its statistics)."""
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                if buffer.shape == copy.shape:
+                    buffer.copy_(copy)
+
+
+def record(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[nn.Module], bool]) -> Recording:
+    """Run ``model`` on ``example_inputs`` once and record every step; the model is not changed."""
+    args, kwargs = as_call_args(example_inputs)
+    recorder = _Recorder(model, is_leaf)
+    flat_inputs = [item for item in tree_flatten((args, kwargs))[0] if isinstance(item, Tensor)]
+    if not flat_inputs:
+        raise ChannelTraceError("example_inputs hold no tensor: the channel graph needs the model's real inputs")
+    recorder.paused = True
+    inputs = [recorder._new(item, origin="input") for item in flat_inputs]
+    recorder.paused = False
+    pre = nn.modules.module.register_module_forward_pre_hook(recorder.pre_hook)
+    post = nn.modules.module.register_module_forward_hook(recorder.post_hook, with_kwargs=True)
+    handles = _masked_attribute_hooks(recorder, model)
+    try:
+        with buffers_kept(model), torch.no_grad(), recorder:
+            output = model(*args, **kwargs)
+    except ChannelTraceError:
+        raise
+    except Exception as error:
+        raise ChannelTraceError(
+            f"the model failed on example_inputs ({type(error).__name__}: {error}); pass inputs it runs on"
+        ) from error
+    finally:
+        pre.remove()
+        post.remove()
+        for handle in handles:
+            handle.remove()
+    recorder.paused = True
+    outputs = [recorder.lookup(item) for item in tree_flatten(output)[0] if isinstance(item, Tensor)]
+    if not outputs:
+        raise ChannelTraceError(f"the model returned no tensor (got {type(output).__name__})")
+    return Recording(recorder.steps, inputs, outputs, recorder.all_values, recorder.tensor_values, recorder.tied)
