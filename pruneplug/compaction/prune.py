@@ -88,15 +88,15 @@ def forget_graph(model: nn.Module) -> None:
 # -- the tensors of a member -----------------------------------------------------------------------
 
 
-def _values(model: nn.Module, member: Member) -> tuple[nn.Module, Tensor, Tensor]:
-    """``(module, current values, alive mask)`` of a member's tensor (values: orig * mask when pruned)."""
+def _values(model: nn.Module, member: Member) -> tuple[nn.Module, Tensor, Tensor | None]:
+    """``(module, current values, alive mask or None when never pruned)`` of a member's tensor."""
     module = model.get_submodule(member.module)
     state = tensor_state(module, member.tensor)
-    alive = default_alive(state)
     values = state.orig.detach()
-    if state.pruned:
-        values = values * alive.to(values.dtype)
-    return module, values, alive
+    if not state.pruned:
+        return module, values, None
+    alive = plain(default_alive(state)).bool()
+    return module, values * alive.to(values.dtype), alive
 
 
 def _grouped_view(t: Tensor, groups: int) -> Tensor:
@@ -122,10 +122,12 @@ def _alive_channels(model: nn.Module, group: ChannelGroup) -> Tensor:
     for member in group.members:
         if not member.parameter:
             continue
-        _, _, mask = _values(model, member)
-        view, dim = _slice_view(plain(mask), member)
+        state = tensor_state(model.get_submodule(member.module), member.tensor)
+        if not state.pruned:
+            return torch.ones(group.size, dtype=torch.bool)  # a tensor never pruned: every channel is alive
+        view, dim = _slice_view(plain(default_alive(state)).bool(), member)
         others = [d for d in range(view.dim()) if d != dim]
-        slices = view.ne(0).any(dim=others) if others else view.ne(0)
+        slices = view.any(dim=others) if others else view
         alive |= slices[member.index].any(1).cpu()
     return alive
 
@@ -228,19 +230,33 @@ class _Plan:
     descriptions: dict[tuple[str, str], list[str]]
 
 
-def _mark(mask: Tensor, member: Member, channels: Tensor) -> None:
-    entries = member.index[channels].reshape(-1).to(mask.device)
-    if member.layout[0] == "grouped":
-        groups = member.layout[1]
-        out, per_group = mask.shape[0], mask.shape[1]
-        view = mask.view(groups, out // groups, per_group, *mask.shape[2:])
-        view[entries // per_group, :, entries % per_group] = False
-    else:
-        mask.index_fill_(member.dim, entries, False)
+def _keep_vector(size: int, member: Member, channels: Tensor) -> Tensor:
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[member.index[channels].reshape(-1)] = False
+    return keep
+
+
+def _mask_of(shape: torch.Size, cuts: list[tuple[Member, Tensor]], device: torch.device) -> Tensor:
+    """A full-shape bool mask, ``False`` at every slice of the pruned channels (built by broadcasting)."""
+    mask = torch.ones((1,) * len(shape), dtype=torch.bool, device=device)
+    for member, channels in cuts:
+        if member.layout[0] == "grouped":
+            groups = member.layout[1]
+            out, per_group = shape[0], shape[1]
+            keep = _keep_vector(per_group * groups, member, channels).to(device)
+            blocks = keep.view(groups, 1, per_group).expand(groups, out // groups, per_group).reshape(out, per_group)
+            mask = mask & blocks.view(out, per_group, *([1] * (len(shape) - 2)))
+        else:
+            keep = _keep_vector(shape[member.dim], member, channels).to(device)
+            view = [1] * len(shape)
+            view[member.dim] = shape[member.dim]
+            mask = mask & keep.view(view)
+    return mask.expand(shape).contiguous()
 
 
 def _masks(model: nn.Module, pruned: dict[int, Tensor], graph: ChannelGraph, label: str) -> _Plan:
     plan = _Plan({}, {}, {})
+    cuts: dict[tuple[str, str], list[tuple[Member, Tensor]]] = {}
     for group in graph.groups:
         channels = pruned.get(group.id)
         if channels is None or not bool(channels.any()):
@@ -249,30 +265,30 @@ def _masks(model: nn.Module, pruned: dict[int, Tensor], graph: ChannelGraph, lab
             if not member.parameter:
                 continue
             key = (member.module, member.tensor)
-            if key not in plan.masks:
-                _, _, alive = _values(model, member)
-                plan.masks[key] = plain(alive).clone().bool()
-                plan.descriptions[key] = []
-            _mark(plan.masks[key], member, channels)
-            plan.descriptions[key].append(f"#{group.id}")
+            cuts.setdefault(key, []).append((member, channels))
+            plan.descriptions.setdefault(key, []).append(f"#{group.id}")
         for norm in group.norms:
             if norm.module not in plan.norms:
                 module = model.get_submodule(norm.module)
                 current = norm_channels_mask(module)
-                size = int(norm.index.max()) + 1 if current is None else len(current)
-                width = _norm_width(module, size)
                 plan.norms[norm.module] = (
-                    torch.ones(width, dtype=torch.bool) if current is None else current.detach().clone().cpu()
+                    torch.ones(_norm_width(module), dtype=torch.bool)
+                    if current is None
+                    else current.detach().clone().cpu()
                 )
             plan.norms[norm.module][norm.index[channels].reshape(-1)] = False
+    for key, items in cuts.items():
+        module, values, alive = _values(model, items[0][0])
+        mask = _mask_of(values.shape, items, values.device)
+        plan.masks[key] = mask if alive is None else mask & alive
     return plan
 
 
-def _norm_width(module: nn.Module, fallback: int) -> int:
+def _norm_width(module: nn.Module) -> int:
     shape = getattr(module, "normalized_shape", None)
     if shape is not None:
         return int(shape[-1])
-    return int(getattr(module, "num_channels", fallback))
+    return int(module.num_channels)
 
 
 def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
@@ -294,7 +310,6 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
         )
     norms = [(model.get_submodule(path), keep) for path, keep in plan.norms.items()]
     snapshots = [ModuleSnapshot(module) for module, _ in norms]
-    saved = [norm_channels_mask(module) for module, _ in norms]
     try:
         for module, keep in norms:
             mask_norm_channels(module, keep.to(_device(module)))
@@ -302,7 +317,6 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
     except BaseException:
         for snapshot in snapshots:
             snapshot.restore()
-        del saved
         raise
     for pending in pendings:
         release_precomputed(pending.hook)

@@ -245,7 +245,12 @@ def _masked_attribute_hooks(recorder: _Recorder, model: nn.Module) -> list[Any]:
 @contextmanager
 def buffers_kept(model: nn.Module) -> Iterator[None]:
     """Put every buffer of ``model`` back as it was afterwards (train-mode BatchNorm updates its statistics)."""
-    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    saved = [
+        (buffer, buffer.detach().clone())
+        for module in model.modules()
+        for name, buffer in module._buffers.items()
+        if buffer is not None and not name.endswith("_mask")  # masks: no forward writes them, and they are big
+    ]
     try:
         yield
     finally:
