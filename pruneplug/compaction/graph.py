@@ -31,17 +31,21 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
-from ..errors import ChannelGraphWarning, InvalidTargetError
+from ..errors import ChannelGraphWarning, ChannelTraceError, InvalidParametersError, InvalidTargetError
 from .rules import Layout, SlotSpace, apply_rule, channel_digit_links, is_rule_module
 from .trace import ExampleInputs, Recording, record
+from .trace_fx import FxUnavailable, record_fx
 
-__all__ = ["ChannelGraph", "ChannelGroup", "Member", "trace_channels", "IgnoreLike"]
+__all__ = ["ChannelGraph", "ChannelGroup", "Member", "trace_channels", "IgnoreLike", "Tracer"]
+
+Tracer = Literal["auto", "fx", "eager"]
+"""How the run is recorded: ``torch.fx`` where it can trace the model (``"auto"``), always (``"fx"``), or never."""
 
 IgnoreLike = Iterable[nn.Module | str]
 """Modules (objects, or qualified names) whose channels are left alone."""
@@ -170,7 +174,7 @@ class ChannelGraph:
     def summary(self) -> str:
         """A table: each group's size, blocks and members, and why a group is left alone."""
         lines = [
-            f"ChannelGraph (traced by the {self.tracer} recorder): {len(self.groups)} groups,"
+            f"ChannelGraph (traced by {self.tracer}): {len(self.groups)} groups,"
             f" {len(self.prunable)} prunable, {sum(g.size for g in self.prunable)} prunable channels"
         ]
         for group in self.groups:
@@ -416,7 +420,9 @@ def _build(space: SlotSpace, recording: Recording, ignored: Sequence[str]) -> tu
     return groups, messages
 
 
-def trace_channels(model: nn.Module, example_inputs: ExampleInputs, *, ignore: IgnoreLike = ()) -> ChannelGraph:
+def trace_channels(
+    model: nn.Module, example_inputs: ExampleInputs, *, ignore: IgnoreLike = (), tracer: Tracer = "auto"
+) -> ChannelGraph:
     """Find every prunable channel dimension of ``model`` and the groups of coupled ones.
 
     Runs ``model`` once on ``example_inputs`` (a tensor, a tuple of
@@ -434,7 +440,7 @@ def trace_channels(model: nn.Module, example_inputs: ExampleInputs, *, ignore: I
     [(8, ['0.weight', '0.bias', '2.weight'])]
     """
     ignored = _module_paths(model, ignore)
-    recording = record(model, example_inputs, is_rule_module)
+    recording, used = _record(model, example_inputs, tracer)
     space = SlotSpace()
     for step in recording.steps:
         apply_rule(space, step)
@@ -459,7 +465,21 @@ def trace_channels(model: nn.Module, example_inputs: ExampleInputs, *, ignore: I
     for message in messages:
         warnings.warn(message, ChannelGraphWarning, stacklevel=2)
     inputs = _detached(example_inputs)
-    return ChannelGraph(groups, "eager", inputs, messages, weakref.ref(model))
+    return ChannelGraph(groups, used, inputs, messages, weakref.ref(model))
+
+
+def _record(model: nn.Module, example_inputs: ExampleInputs, tracer: str) -> tuple[Recording, str]:
+    """The recorded run, by ``torch.fx`` where it can trace the model, else by the eager recorder."""
+    if tracer not in ("auto", "fx", "eager"):
+        raise InvalidParametersError(f"tracer must be 'auto', 'fx' or 'eager', not {tracer!r}")
+    if tracer != "eager":
+        try:
+            return record_fx(model, example_inputs, is_rule_module), "fx"
+        except FxUnavailable as error:
+            if tracer == "fx":
+                raise ChannelTraceError(f"torch.fx cannot trace the model: {error}") from error
+            return record(model, example_inputs, is_rule_module), f"eager (torch.fx could not trace it: {error})"
+    return record(model, example_inputs, is_rule_module), "eager"
 
 
 def _detached(example_inputs: ExampleInputs) -> ExampleInputs:

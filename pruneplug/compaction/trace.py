@@ -35,7 +35,7 @@ from ..core.lazy import is_lazy
 from ..core.state import pruned_tensors
 from ..errors import ChannelTraceError
 
-__all__ = ["Value", "Step", "Recording", "record", "ExampleInputs", "as_call_args", "buffers_kept"]
+__all__ = ["Value", "Step", "Recording", "record", "ExampleInputs", "as_call_args", "buffers_kept", "tensor_keys"]
 
 TensorKey = tuple[str, str]
 """``(qualified module name, tensor name)`` of a parameter or buffer of the model."""
@@ -104,23 +104,33 @@ def as_call_args(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[s
     )
 
 
+def tensor_keys(model: nn.Module) -> tuple[dict[int, tuple[TensorKey, bool]], set[TensorKey]]:
+    """``id(tensor) -> (key, is a parameter)`` for the model's parameters and buffers, and the tied keys.
+
+    A pruned tensor is keyed by its own name (``weight``, not ``weight_orig``);
+    a tensor the model holds under several names is tied.
+    """
+    keys: dict[int, tuple[TensorKey, bool]] = {}
+    tied: set[TensorKey] = set()
+    for owner_name, owner in model.named_modules(remove_duplicate=False):
+        for is_parameter, store in ((True, owner._parameters), (False, owner._buffers)):
+            for name, tensor in store.items():
+                if tensor is None:
+                    continue
+                key = (owner_name, name[: -len("_orig")] if name.endswith("_orig") else name)
+                if id(tensor) in keys and keys[id(tensor)][0] != key:
+                    tied.update({keys[id(tensor)][0], key})
+                    continue
+                keys[id(tensor)] = (key, is_parameter)
+    return keys, tied
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module, is_leaf: Callable[[nn.Module], bool]) -> None:
         super().__init__()
         self.is_leaf = is_leaf
         self.paths = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
-        self.keys: dict[int, tuple[TensorKey, bool]] = {}
-        self.tied: set[TensorKey] = set()
-        for owner_name, owner in model.named_modules(remove_duplicate=False):
-            for kind, store in (("p", owner._parameters), ("b", owner._buffers)):
-                for name, tensor in store.items():
-                    if tensor is None:
-                        continue
-                    key = (owner_name, name[: -len("_orig")] if name.endswith("_orig") else name)
-                    if id(tensor) in self.keys and self.keys[id(tensor)][0] != key:
-                        self.tied.update({self.keys[id(tensor)][0], key})
-                        continue
-                    self.keys[id(tensor)] = (key, kind == "p")
+        self.keys, self.tied = tensor_keys(model)
         self.values: dict[int, Value] = {}
         self.all_values: list[Value] = []
         self.tensor_values: dict[TensorKey, Value] = {}
