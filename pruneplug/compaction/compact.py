@@ -159,7 +159,7 @@ def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo)
         new_mask = _slice(mask, cut, where)
         module._buffers[name + "_mask"] = new_mask.contiguous()
         if bool(new_mask.all()):
-            remove_pruning(module, name)
+            remove_pruning(module, name, unmasked=True)
         return
     if name in module._parameters and module._parameters[name] is not None:
         parameter = module._parameters[name]

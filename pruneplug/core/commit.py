@@ -109,11 +109,13 @@ def commit(pendings: Sequence[PendingPrune]) -> None:
         raise
 
 
-def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> None:
+def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod, *, unmasked: bool = False) -> None:
     """Make ``hook``'s tensor a plain parameter again, holding the masked values.
 
     The parameter object is the same one as before pruning. The hook entry in
     ``module._forward_pre_hooks`` is left for the caller (torch's protocol).
+    ``unmasked``: the caller knows the mask keeps every entry (compaction
+    sliced the pruned ones away), so ``orig`` already holds the values.
     """
     name = getattr(hook, "_tensor_name", None)
     if name is None:
@@ -129,7 +131,9 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
         and type(hook).apply_mask is not MaskingHook.apply_mask
     )
     with torch.no_grad():
-        if overridden or torch._debug_has_internal_overlap(orig) == 1:  # 1: overlaps (e.g. made by expand)
+        if unmasked and not overridden:
+            pass
+        elif overridden or torch._debug_has_internal_overlap(orig) == 1:  # 1: overlaps (e.g. made by expand)
             orig.data = hook.apply_mask(module).data
         else:
             # In place: no second copy of the weight, same storage, same -0.0 as torch's product.
@@ -145,8 +149,11 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod) -> N
         uninstall_support(module)
 
 
-def remove_pruning(module: nn.Module, name: str) -> None:
-    """Make ``module.<name>``'s pruning permanent and drop its hook (pruneplug's or torch's)."""
+def remove_pruning(module: nn.Module, name: str, *, unmasked: bool = False) -> None:
+    """Make ``module.<name>``'s pruning permanent and drop its hook (pruneplug's or torch's).
+
+    ``unmasked``: the mask is known to keep every entry (see :func:`unreparametrize`).
+    """
     found = find_hook(module, name)
     if found is None:
         pruned = [getattr(h, "_tensor_name", "?") for _, h in pruning_hooks(module)]
@@ -158,6 +165,6 @@ def remove_pruning(module: nn.Module, name: str) -> None:
             tensor=name,
         )
     key, hook = found
-    unreparametrize(module, hook)
+    unreparametrize(module, hook, unmasked=unmasked)
     del module._forward_pre_hooks[key]
     forget(hook)  # (unreparametrize already dropped the load post-hook if this was the last pruned tensor)
