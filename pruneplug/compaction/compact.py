@@ -304,8 +304,10 @@ def compact(
     Args:
         model: a model pruned by :func:`pruneplug.prune_channels` (or one
             whose coupled channels were all masked by other means).
-        example_inputs: what the model is called with; default: the inputs
-            :func:`pruneplug.prune_channels` traced with.
+        example_inputs: what the model is called with, for the output check
+            (and for tracing the channel graph, when the model was not pruned
+            by :func:`pruneplug.prune_channels` in this process); default: the
+            inputs ``prune_channels`` traced with.
         rtol, atol: how far the compacted outputs may be from the masked
             ones (default: fp32 ``1e-4``/``1e-5``, half precision ``1e-2``).
 
@@ -320,7 +322,7 @@ def compact(
         raise CompactionError(
             "compact needs example_inputs: this model was not pruned by prune_channels in this session"
         )
-    if graph is None or example_inputs is not None:
+    if graph is None:
         graph = trace_channels(model, inputs)
     params_before = count_params(model)
     removals = _removable(model, graph)
