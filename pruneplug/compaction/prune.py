@@ -125,9 +125,10 @@ def _alive_channels(model: nn.Module, group: ChannelGroup) -> Tensor:
         state = tensor_state(model.get_submodule(member.module), member.tensor)
         if not state.pruned:
             return torch.ones(group.size, dtype=torch.bool)  # a tensor never pruned: every channel is alive
-        view, dim = _slice_view(plain(default_alive(state)).bool(), member)
+        bytes_ = plain(default_alive(state)).bool().view(torch.uint8)  # amax over bytes: ~10x faster than any()
+        view, dim = _slice_view(bytes_, member)
         others = [d for d in range(view.dim()) if d != dim]
-        slices = view.any(dim=others) if others else view
+        slices = (view.amax(dim=others) if others else view).bool()
         alive |= slices[member.index].any(1).cpu()
     return alive
 
