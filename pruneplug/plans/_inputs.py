@@ -112,7 +112,8 @@ def example_tensor(spec: ExampleInput, device: torch.device | str | None = None)
     if spec.integral:
         tensor = torch.randint(int(low), int(high), spec.shape, generator=generator, dtype=dtype)
     else:
-        tensor = (torch.rand(spec.shape, generator=generator, dtype=torch.float64) * (high - low) + low).to(dtype)
+        wide = torch.float64 if dtype == torch.float64 else torch.float32  # not twice the memory for float32
+        tensor = (torch.rand(spec.shape, generator=generator, dtype=wide) * (high - low) + low).to(dtype)
     return tensor if device is None else tensor.to(device)
 
 
