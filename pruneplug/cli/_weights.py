@@ -3,7 +3,9 @@
 A compacted checkpoint (``pruneplug apply --compact``) holds the
 architecture at smaller widths, so some of its tensors have other shapes
 than the freshly built model's: the model is then resized to them and
-loaded by :func:`pruneplug.load_compacted`. Any other checkpoint goes through
+loaded by :func:`pruneplug.load_compacted`, with a note on stderr naming
+the tensors that differ (the wrong ``--model`` gets resized too, and the note
+says so). Any other checkpoint goes through
 :func:`~pruneplug.io.checkpoints.load_into`, which re-creates its masks. Both
 refuse a checkpoint whose dtypes differ from the model's rather than
 convert it, and name the file when it does not fit.
@@ -19,6 +21,7 @@ from ..compaction import load_compacted
 from ..errors import PruneplugError
 from ..io.checkpoints import Checkpoint, CheckpointError, _check_dtypes as check_dtypes, load_into
 from ..storage.formats import MaskStorage
+from ._app import err_console
 
 __all__ = ["load_weights", "resized"]
 
@@ -47,13 +50,16 @@ def load_weights(
     Raises:
         CheckpointError: the checkpoint does not fit the model, even resized, or its dtypes differ.
     """
-    if not resized(model, checkpoint.state_dict):
+    different = resized(model, checkpoint.state_dict)
+    if not different:
         return load_into(model, checkpoint, mask_storage=mask_storage)
     check_dtypes(model, checkpoint)
     try:
         load_compacted(model, checkpoint.state_dict)
     except PruneplugError as error:
         raise CheckpointError(f"does not fit the model, even resized: {error.reason}", path=checkpoint.path) from error
+    shown = ", ".join(different[:6]) + (f" ... ({len(different)} in all)" if len(different) > 6 else "")
+    err_console.print(f"pruneplug: note: {checkpoint.path} is compacted; the model was resized to it ({shown})")
     earlier: dict[str, tuple[str, ...]] = {name: () for name in checkpoint.masked}
     earlier.update(checkpoint.history)
     return earlier

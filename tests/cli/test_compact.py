@@ -166,6 +166,9 @@ def test_report_of_a_compacted_checkpoint_without_an_input(folder: Path, capsys:
     status, out, err = run(capsys, "report", "small.safetensors", "-m", LENET, "--json")
     assert status == 0, err
     assert "size" not in json.loads(out) and json.loads(out)["totals"]["parameters"] == 27180
+    assert err.startswith(
+        "pruneplug: note: small.safetensors is compacted; the model was resized to it (conv1.bias, conv1.weight,"
+    )
     status, out, err = run(capsys, "report", "lenet.safetensors", "-m", LENET, *SHAPE, "--json")
     assert status == 0 and json.loads(out)["size"]["parameters"] == 44426, err
 
