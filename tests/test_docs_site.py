@@ -61,6 +61,9 @@ def test_the_plan_files_page_follows_the_schema() -> None:
     rule = next(d for name, d in schema["$defs"].items() if name.startswith("Rule_"))
     for field in rule["properties"]:
         assert f"| `{field}` |" in page
+    example = page.split("## The example input")[1].split("\n## ")[0]
+    for field in schema["$defs"]["ExampleInput"]["properties"]:
+        assert f"| `{field}` |" in example
     for spec in registry.specs():
         assert f"[`{spec.name}`](strategies.md#{spec.name})" in page
 

@@ -297,6 +297,20 @@ def render_plan_files(registry: Registry) -> str:
         "| --- | --- | --- | --- |",
         *_field_rows(schema.get("properties", {}), set(schema.get("required", [])), refs),
     ]
+    example = defs.get("ExampleInput")
+    if example is not None:
+        lines += [
+            "",
+            "## The example input",
+            "",
+            "`example_input` describes the one tensor the model is called with, for channel rules and "
+            "compaction: `example_input = { shape = [1, 3, 224, 224] }`, or token ids "
+            '`{ shape = [1, 128], dtype = "int64", high = 50257 }`.',
+            "",
+            "| field | type | default | notes |",
+            "| --- | --- | --- | --- |",
+            *_field_rows(example.get("properties", {}), set(example.get("required", [])), refs),
+        ]
     if rule_defs:
         first = next(iter(rule_defs.values()))
         lines += [
@@ -305,7 +319,7 @@ def render_plan_files(registry: Registry) -> str:
             "",
             "Each entry of `rules` selects tensors, names a `strategy` and gives its `params`. A module is "
             "selected when it passes every filter that is given; then each of its parameters named in "
-            "`tensors` is.",
+            "`tensors` is -- or, in a channel rule (`channels = true`), the channel groups of its outputs.",
             "",
             "| field | type | default | notes |",
             "| --- | --- | --- | --- |",

@@ -381,6 +381,7 @@ def prune_channels(
     example_inputs: ExampleInputs,
     scope: Scope = "local",
     ignore: IgnoreLike = (),
+    group_filter: Callable[[ChannelGroup], bool] | None = None,
     round_to: int | None = None,
     group_reduction: GroupReduction = "mean",
     **params: Any,
@@ -408,6 +409,10 @@ def prune_channels(
         scope: ``"local"`` (each group alone) or ``"global"`` (all groups
             ranked together, each group's scores divided by their mean).
         ignore: modules (or qualified names) whose channels stay.
+        group_filter: called with each prunable group of the traced graph;
+            only the groups it returns True for are pruned (and, with
+            ``scope="global"``, ranked). Finer than ``ignore``, which leaves
+            alone every group touching a module.
         round_to: each group keeps a multiple of this many channels.
         group_reduction: how a channel's per-tensor scores are combined.
         **params: the strategy's parameters (``n=2`` for ``ln_structured``);
@@ -425,7 +430,7 @@ def prune_channels(
     label = spec.name
     try:
         graph = trace_channels(model, example_inputs, ignore=ignore)
-        groups = graph.prunable
+        groups = [g for g in graph.prunable if group_filter is None or group_filter(g)]
         alive = [_alive_channels(model, g) for g in groups]
         scored = [_scores(model, g, method, group_reduction) for g in groups]
         if scope == "global" and groups:

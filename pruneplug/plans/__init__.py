@@ -10,7 +10,11 @@ A plan is a list of rules applied in order. Each rule selects tensors
 (module names by glob or regex, module types, tensor names), names a
 strategy with its parameters -- validated by the strategy's own pydantic
 model -- and a scope: ``local`` (each tensor on its own) or ``global`` (all
-selected tensors pooled). Anything wrong raises :class:`PlanError` naming the
+selected tensors pooled). A rule with ``channels = true`` prunes coupled
+channel groups instead (:func:`pruneplug.prune_channels`), tracing the model
+on the plan's ``example_input``; ``compact = true`` then removes the pruned
+channels for real (:func:`pruneplug.compact`), and the :class:`PlanReport`
+says what that gave. Anything wrong raises :class:`PlanError` naming the
 file, the rule and the field, and leaves the model unchanged. See
 ``docs/plans.md``.
 """
@@ -29,7 +33,9 @@ from ._formats import (
     loads_plan as loads_plan,
     plan_data as plan_data,
 )
+from ._inputs import INPUT_DTYPES as INPUT_DTYPES, ExampleInput as ExampleInput, example_tensor as example_tensor
 from ._model import PLAN_VERSION as PLAN_VERSION, Plan as Plan, Rule as Rule, Scope as Scope, parse_plan as parse_plan
+from ._report import PlanReport as PlanReport
 from ._resolve import ResolvedRule as ResolvedRule, Target as Target, resolve_plan as resolve_plan
 from ._schema import plan_schema as plan_schema
 
@@ -49,6 +55,10 @@ __all__ = [
     "plan_data",
     "format_for",
     "apply_plan",
+    "PlanReport",
+    "ExampleInput",
+    "INPUT_DTYPES",
+    "example_tensor",
     "PlanLike",
     "Progress",
     "resolve_plan",

@@ -11,7 +11,15 @@
    buffers, hooks and attributes), and if a later rule fails every one of
    them is restored -- and torch's global CPU random generator rewound, so
    random strategies draw the same numbers on the next try.
-3. A dry run does all of that and then restores the model regardless.
+3. A channel rule (``channels = true``) goes through
+   :func:`pruneplug.prune_channels`, pruning exactly the channel groups the
+   rule selects (:mod:`~pruneplug.plans._channels`); ``compact = true``
+   then runs :func:`pruneplug.compact` after the last rule. Both reach
+   beyond the modules a rule names (coupled layers, norms), so a plan with
+   either snapshots every module of the model, and the values of its
+   parameters, which compaction replaces in place.
+4. A dry run does all of that and then restores the model regardless: a dry
+   run with ``compact`` reports what compaction would give.
 """
 
 from __future__ import annotations
@@ -24,25 +32,30 @@ import torch
 from torch import nn
 
 from ..api import prune, prune_global
+from ..compaction import CompactionReport, compact as compact_model, prune_channels
+from ..compaction.trace import ExampleInputs
 from ..core.commit import ModuleSnapshot
 from ..core.state import default_alive, tensor_state
 from ..errors import (
+    ChannelTraceError,
     IncompatibleStrategyError,
     InvalidAmountError,
     InvalidDimError,
     InvalidImportanceScoresError,
     InvalidParametersError,
+    InvalidTargetError,
     PruneplugError,
     StrategyNotFoundError,
     TensorNotFoundError,
     UnsupportedNormError,
 )
-from ..io.report import Report, RuleOutcome, report
+from ..io.report import RuleOutcome, report
 from ..storage.formats import MaskStorage
 from ._errors import PlanError, tensor_error
 from ._formats import load_plan
 from ._model import Plan, parse_plan
-from ._resolve import ResolvedRule, Target, resolve_plan
+from ._report import PlanReport
+from ._resolve import ResolvedRule, Target, plan_inputs, resolve_with
 
 __all__ = ["apply_plan", "PlanLike", "Progress"]
 
@@ -101,7 +114,40 @@ def _counts(targets: tuple[Target, ...]) -> _Counts:
     return counts
 
 
-def _apply_rule(resolved: ResolvedRule, mask_storage: MaskStorage | None) -> RuleOutcome:
+# Which field of a channel rule a core error points at.
+_CHANNEL_FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
+    (InvalidAmountError, "params.amount"),
+    (UnsupportedNormError, "params.n"),
+    (InvalidParametersError, "params"),
+    (InvalidImportanceScoresError, "params"),
+    (ChannelTraceError, "example_input"),
+    (InvalidTargetError, "modules"),
+)
+
+
+def _prune_channels(model: nn.Module, resolved: ResolvedRule, inputs: ExampleInputs | None) -> None:
+    rule = resolved.rule
+    if inputs is None or resolved.selection is None:  # pragma: no cover - resolve_plan refuses these
+        raise PlanError("a channel rule needs example inputs", rule=resolved.index, field="example_input")
+    try:
+        prune_channels(
+            model,
+            rule.strategy,
+            example_inputs=inputs,
+            scope=rule.scope,
+            group_filter=resolved.selection,
+            round_to=rule.round_to,
+            group_reduction=rule.group_reduction,
+            **dict(rule.params),
+        )
+    except PruneplugError as error:
+        field = next((f for kind, f in _CHANNEL_FIELDS if isinstance(error, kind)), "strategy")
+        raise PlanError(str(error), rule=resolved.index, field=field) from error
+
+
+def _apply_rule(
+    model: nn.Module, resolved: ResolvedRule, mask_storage: MaskStorage | None, inputs: ExampleInputs | None
+) -> RuleOutcome:
     rule = resolved.rule
     if resolved.skipped is not None:
         return RuleOutcome(
@@ -119,7 +165,9 @@ def _apply_rule(resolved: ResolvedRule, mask_storage: MaskStorage | None) -> Rul
     targets = resolved.targets
     before = _counts(targets)
     params = dict(rule.params)
-    if rule.scope == "global":
+    if rule.channels:
+        _prune_channels(model, resolved, inputs)
+    elif rule.scope == "global":
         try:
             prune_global([(t.module, t.tensor) for t in targets], rule.strategy, mask_storage=mask_storage, **params)
         except PruneplugError as error:
@@ -152,7 +200,9 @@ def apply_plan(
     dry_run: bool = False,
     progress: Progress | None = None,
     source: str | None = None,
-) -> Report:
+    example_inputs: ExampleInputs | None = None,
+    compact: bool | None = None,
+) -> PlanReport:
     """Apply every rule of ``plan`` to ``model``, in order, atomically; return the sparsity report.
 
     Args:
@@ -161,48 +211,116 @@ def apply_plan(
         dry_run: apply, report, then put the model back exactly as it was.
         progress: called as ``progress(done, total)`` after each rule.
         source: the plan's file, named in errors (the default when ``plan`` is a path).
+        example_inputs: what the model is called with, for channel rules and
+            compaction (a tensor, a tuple of positional arguments, a dict of
+            keyword arguments); default: the tensor the plan's
+            ``example_input`` describes.
+        compact: after the rules, remove the pruned channels for real
+            (:func:`pruneplug.compact`); default: as the plan's ``compact`` says.
 
     Returns:
-        :class:`~pruneplug.Report` of the whole model, with
-        ``rules`` saying what each rule selected and the sparsity it gave.
+        :class:`PlanReport`: the :class:`~pruneplug.Report` of the whole
+        model, with ``rules`` saying what each rule selected and the sparsity
+        it gave, and ``compaction`` the :class:`~pruneplug.CompactionReport`
+        when the plan compacted the model (a dry run included).
 
     Raises:
-        PlanError: the plan is invalid, does not fit the model, or a rule
-            failed; it names the file, the rule and the field, and the model
-            is exactly as it was before the call.
+        PlanError: the plan is invalid, does not fit the model, or a rule (or
+            the compaction) failed; it names the file, the rule and the
+            field, and the model is exactly as it was before the call.
     """
     if source is None and isinstance(plan, (str, os.PathLike)):
         source = str(plan)
     try:
-        return _apply(model, _as_plan(plan, source), dry_run, progress)
+        return _apply(model, _as_plan(plan, source), dry_run, progress, example_inputs, compact)
     except PlanError as error:
         raise error.locate(source=source) from error.__cause__
 
 
-def _apply(model: nn.Module, plan: Plan, dry_run: bool, progress: Progress | None) -> Report:
+class _ModelSnapshot:
+    """Every module of a model as it is now, the values of its parameters included.
+
+    Compaction gives parameters smaller values in place (``parameter.data``,
+    keeping their identity), which a :class:`ModuleSnapshot` alone does not
+    restore; the old values are kept here by reference, not copied.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        modules = list(model.modules())
+        self.snapshots = [ModuleSnapshot(module) for module in modules]
+        self.data = [
+            (parameter, parameter.data)
+            for module in modules
+            for parameter in module._parameters.values()
+            if parameter is not None
+        ]
+
+    def restore(self) -> None:
+        for snapshot in self.snapshots:
+            snapshot.restore()
+        for parameter, data in self.data:
+            parameter.data = data
+
+
+def _compact(model: nn.Module, inputs: ExampleInputs | None) -> CompactionReport:
+    if inputs is None:
+        raise PlanError(
+            "compacting runs the model to check the compacted one computes what the masked one did: give the plan "
+            "an example_input, e.g. example_input = {shape = [1, 3, 224, 224]} (apply_plan's example_inputs=, or "
+            "pruneplug apply --input-shape, also give one)",
+            field="example_input",
+        )
+    try:
+        return compact_model(model, inputs)
+    except PruneplugError as error:
+        raise PlanError(f"the compaction failed: {error.reason}", field="compact") from error
+
+
+def _apply(
+    model: nn.Module,
+    plan: Plan,
+    dry_run: bool,
+    progress: Progress | None,
+    example_inputs: ExampleInputs | None,
+    compact: bool | None,
+) -> PlanReport:
     """Resolve every rule, snapshot what they select, apply in order; restore on failure or for a dry run."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"a plan applies to a torch.nn.Module, got {type(model).__name__}")
-    resolved = resolve_plan(model, plan)
-    modules = {id(t.module): t.module for item in resolved for t in item.targets}
-    snapshots = [ModuleSnapshot(module) for module in modules.values()]
-    rng = torch.get_rng_state()
+    compacting = plan.compact if compact is None else compact
+    inputs, described = plan_inputs(model, plan, example_inputs)
+    if compacting and inputs is None:
+        _compact(model, None)  # raises: the example input is missing
+    resolved = resolve_with(model, plan, inputs, described)
+    restore_rng = torch.get_rng_state()
+    snapshot: _ModelSnapshot | None = None
+    snapshots: list[ModuleSnapshot] = []
+    if compacting or any(item.rule.channels for item in resolved):
+        snapshot = _ModelSnapshot(model)  # channel rules and compaction reach far beyond what a rule selects
+    else:
+        modules = {id(t.module): t.module for item in resolved for t in item.targets}
+        snapshots = [ModuleSnapshot(module) for module in modules.values()]
 
     def restore() -> None:
-        for snapshot in snapshots:
+        if snapshot is not None:
             snapshot.restore()
-        torch.set_rng_state(rng)
+        for item in snapshots:
+            item.restore()
+        torch.set_rng_state(restore_rng)
 
     outcomes: list[RuleOutcome] = []
+    compaction: CompactionReport | None = None
     try:
         for item in resolved:
-            outcomes.append(_apply_rule(item, plan.mask_storage))
+            outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs))
             if progress is not None:
                 progress(len(outcomes), len(resolved))
+        if compacting:
+            compaction = _compact(model, inputs)
         result = report(model, rules=outcomes, dry_run=dry_run)
     except BaseException:
         restore()
         raise
     if dry_run:
         restore()
-    return result
+    return PlanReport(**dict(result), compaction=compaction)

@@ -4,7 +4,11 @@ A :class:`Plan` is an ordered list of :class:`Rule` s. A rule *selects*
 tensors (module names by glob or regex, module types, tensor names), *names*
 a strategy and its parameters, and has a *scope*: ``local`` prunes each
 selected tensor on its own, ``global`` pools them all through
-:func:`pruneplug.prune_global`.
+:func:`pruneplug.prune_global`. A *channel rule* (``channels = true``) prunes
+the coupled channel groups of the selected modules' outputs instead
+(:func:`pruneplug.prune_channels`), with a structured strategy, no
+``tensors`` and no ``dim``; the plan then needs an ``example_input``
+(:class:`~pruneplug.plans.ExampleInput`), as ``compact = true`` does.
 
 Validation happens here, before a plan ever meets a model: unknown fields
 (typos) are rejected with the closest field named, the strategy must be
@@ -26,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -33,11 +38,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..compaction.prune import GroupReduction
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
 from ..registry import StrategySpec, get_registry
 from ..storage.formats import MaskStorage
 from ._errors import PlanError, from_validation_error, plain_message
+from ._inputs import ExampleInput
 
 __all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]
 
@@ -55,7 +62,8 @@ class RuleSelection(BaseModel):
     """Which tensors a rule acts on, and how (shared by :class:`Rule` and the JSON Schema).
 
     A module is selected when it passes every filter that is given; then
-    each of its parameters named in ``tensors`` is selected.
+    each of its parameters named in ``tensors`` is selected -- or, in a
+    channel rule, the channel groups of its outputs.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -81,10 +89,25 @@ class RuleSelection(BaseModel):
     scope: Scope = Field(
         default="local",
         description="'local': each selected tensor pruned on its own; "
-        "'global': all selected tensors pooled (pruneplug.prune_global).",
+        "'global': all selected tensors pooled (pruneplug.prune_global). "
+        "A channel rule: each channel group on its own, or all ranked together.",
     )
     optional: StrictBool = Field(
         default=False, description="Skip the rule, instead of failing, when it selects nothing."
+    )
+    channels: StrictBool = Field(
+        default=False,
+        description="Prune coupled channel groups (pruneplug.prune_channels) instead of tensors: the output channels "
+        "of the selected modules, with every tensor coupled to them. Needs a structured strategy and the plan's "
+        "example_input; no 'tensors', no 'dim'.",
+    )
+    round_to: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="Channel rules: each group keeps a multiple of this many channels."
+    )
+    group_reduction: GroupReduction = Field(
+        default="mean",
+        description="Channel rules: how a channel's scores in the group's tensors are combined "
+        "('mean', 'sum', 'max' or 'min').",
     )
 
     @field_validator("module_regex")
@@ -149,18 +172,55 @@ class Rule(RuleSelection):
             spec = strategy_for(self.strategy)
         except PruneplugError as error:
             raise _problem("strategy", error.reason) from None
+        problems = self._channel_problems(spec) if self.channels else []
         try:
             spec.validate(dict(self.params))
         except InvalidParametersError as error:
-            raise _problem(*_params_problems(error, list(spec.params_model.model_fields))) from None
+            problems += _params_problems(error, list(spec.params_model.model_fields))[2] or [("params", error.reason)]
+        if problems:
+            raise _problem(*problems[0], problems=problems)
+        if self.channels:
+            return self
+        for field in ("round_to", "group_reduction"):
+            if field in self.model_fields_set:
+                raise _problem(field, f"{field} only applies to a channel rule (channels = true)")
         if self.scope == "global" and spec.kind != "unstructured":
             raise _problem(
                 "scope",
                 "scope 'global' ranks the entries of all selected tensors together, which needs a strategy "
                 f"of kind 'unstructured'; {cross_tensor_hint(spec.name, spec.kind)}. "
-                "Use scope 'local' to prune each selected tensor on its own",
+                "Use scope 'local' to prune each selected tensor on its own"
+                + (", or channels = true to rank whole channel groups globally" if spec.kind == "structured" else ""),
             )
         return self
+
+    def _channel_problems(self, spec: StrategySpec) -> list[tuple[str, str]]:
+        """What keeps this channel rule from working: each ``(field, message)``."""
+        problems = []
+        if spec.kind != "structured":
+            problems.append(
+                (
+                    "strategy",
+                    "a channel rule (channels = true) ranks whole channels, which needs a strategy of kind "
+                    f"'structured'; {spec.name!r} is {spec.kind} (see `pruneplug list`: ln_structured, "
+                    "random_structured, scored_structured ...)",
+                )
+            )
+        if "tensors" in self.model_fields_set:
+            problems.append(
+                (
+                    "tensors",
+                    "a channel rule prunes every tensor coupled to the channels it selects (weights, biases, "
+                    "norms, the next layers' inputs); leave 'tensors' out",
+                )
+            )
+        for name, why in (
+            ("dim", "the channel graph decides each tensor's dim"),
+            ("prune_bias", "biases coupled to a channel are always pruned with it"),
+        ):
+            if name in self.params and name in spec.params_model.model_fields:  # else: an unknown parameter
+                problems.append((f"params.{name}", f"a channel rule takes no {name!r}: {why}; leave it out"))
+        return problems
 
 
 def _problem(field: str, message: str, problems: list[tuple[str, str]] | None = None) -> PydanticCustomError:
@@ -204,6 +264,16 @@ class Plan(BaseModel):
         default=None,
         description="How the masks of the tensors the plan prunes are stored: 'bool' (a byte per entry) or "
         "'packed' (a bit per entry, for large models). Default: as they are, 'bool' for tensors not pruned yet.",
+    )
+    example_input: ExampleInput | None = Field(
+        default=None,
+        description="What the model is called with, for channel rules and compaction: "
+        "{shape = [1, 3, 224, 224], dtype = 'float32', low = 0, high = 1}.",
+    )
+    compact: StrictBool = Field(
+        default=False,
+        description="After the rules, remove the pruned channels for real (pruneplug.compact): smaller tensors, "
+        "checked to compute what the masked model did. Needs example_input.",
     )
     rules: tuple[Rule, ...] = Field(min_length=1, description="Applied in order.")
 

@@ -13,6 +13,11 @@ before any tensor is touched:
   exceed what is still unpruned (for a structured strategy, the alive slices
   along ``dim``; for a global rule, all selected entries together).
 
+* a channel rule needs example inputs (the plan's ``example_input``): the
+  model's channel graph is traced on them once, and the rule must prune at
+  least one channel group (the groups of its modules' outputs that can be
+  pruned; see :mod:`pruneplug.plans._channels`).
+
 Later rules act on what earlier rules leave, which only applying can tell;
 :mod:`pruneplug.plans._apply` rolls everything back if one of them fails.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,13 +34,17 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from ..compaction import ChannelGraph, trace_channels
+from ..compaction.trace import ExampleInputs
 from ..core.state import default_alive, pruning_hooks, tensor_state
-from ..errors import PruneplugError, close_matches_hint
+from ..errors import ChannelGraphWarning, PruneplugError, close_matches_hint
 from ..selection.slices import alive_slices, normalize_dim
+from ._channels import ChannelSelection
 from ._errors import PlanError, tensor_error
+from ._inputs import example_tensor, model_device
 from ._model import Plan, Rule, strategy_for
 
-__all__ = ["Target", "ResolvedRule", "resolve_plan", "resolve_rule", "tensor_names", "type_names"]
+__all__ = ["Target", "ResolvedRule", "channel_graph", "resolve_plan", "resolve_rule", "tensor_names", "type_names"]
 
 _LISTED = 12
 
@@ -60,14 +70,20 @@ class ResolvedRule:
     Attributes:
         index: the rule's position in the plan.
         rule: the rule.
-        targets: the selected tensors, in module order (empty if skipped).
+        targets: the selected tensors, in module order (empty if skipped); for a
+            channel rule, every parameter of the channel groups it prunes.
         skipped: why an ``optional`` rule selects nothing; ``None`` otherwise.
+        selection: for a channel rule, which channel groups it prunes
+            (:func:`pruneplug.prune_channels`'s ``group_filter``).
+        groups: for a channel rule, how many channel groups it prunes.
     """
 
     index: int
     rule: Rule
     targets: tuple[Target, ...]
     skipped: str | None = None
+    selection: ChannelSelection | None = field(default=None, repr=False)
+    groups: int = 0
 
 
 def type_names(module: nn.Module) -> set[str]:
@@ -112,8 +128,9 @@ class _Miss(Exception):
         self.message = message
 
 
-def _select(model: nn.Module, rule: Rule) -> list[Target]:
-    """The rule's targets; raises :class:`_Miss` when it selects nothing or a selector has a typo.
+def _modules(model: nn.Module, rule: Rule) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """The modules the rule selects, and those its ``exclude`` names; raises :class:`_Miss` when it
+    selects none or a selector has a typo.
 
     An ``optional`` rule only fails (to be skipped) when it selects nothing
     at all: its globs and types may name modules that only some models have.
@@ -154,6 +171,14 @@ def _select(model: nn.Module, rule: Rule) -> list[Target]:
         raise _Miss(
             "modules", "no module passes every filter of the rule together (modules, module_regex, types, exclude)"
         )
+    excluded = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in rule.exclude)]
+    return chosen, excluded
+
+
+def _select(model: nn.Module, rule: Rule) -> list[Target]:
+    """The rule's targets; raises :class:`_Miss` when it selects nothing or a selector has a typo."""
+    strict = not rule.optional
+    chosen, _ = _modules(model, rule)
     available = {name: tensor_names(module) for name, module in chosen}
     every = sorted({tensor for found in available.values() for tensor in found})
     for position, tensor in enumerate(rule.tensors):
@@ -235,13 +260,40 @@ def _check_fit(rule: Rule, index: int, targets: Sequence[Target], owners: dict[i
         )
 
 
-def resolve_rule(model: nn.Module, rule: Rule, index: int, owners: dict[int, str] | None = None) -> ResolvedRule:
+def _channel_select(model: nn.Module, rule: Rule, graph: ChannelGraph) -> tuple[list[Target], ChannelSelection, int]:
+    """The parameters of the channel groups a channel rule prunes, its selection, and how many groups
+    (raises :class:`_Miss` when it prunes none)."""
+    chosen, excluded = _modules(model, rule)
+    selection = ChannelSelection.of(((name, module, tensor_names(module)) for name, module in chosen), excluded)
+    groups = [group for group in graph.prunable if selection(group)]
+    if not groups:
+        why = "; ".join(selection.why_not(graph.groups)[:_LISTED]) or "none of their parameters is in a channel group"
+        raise _Miss("modules", f"the selected modules have no output channels that can be pruned: {why}")
+    tensors = dict.fromkeys((m.module, m.tensor) for group in groups for m in group.members if m.parameter)
+    targets = [Target(path, model.get_submodule(path), tensor) for path, tensor in tensors]
+    return targets, selection, len(groups)
+
+
+def resolve_rule(
+    model: nn.Module,
+    rule: Rule,
+    index: int,
+    owners: dict[int, str] | None = None,
+    *,
+    graph: ChannelGraph | None = None,
+) -> ResolvedRule:
     """What ``rule`` selects in ``model`` now, checked (raises :class:`PlanError`).
 
     ``owners`` carries the parameters earlier rules selected, so that a tied
     parameter selected under another name by a later rule is caught too.
+    ``graph`` is the model's channel graph, which a channel rule needs.
     """
     try:
+        if rule.channels:
+            if graph is None:
+                raise PlanError("a channel rule needs the model's channel graph", rule=index, field="channels")
+            targets, selection, count = _channel_select(model, rule, graph)
+            return ResolvedRule(index, rule, tuple(targets), selection=selection, groups=count)
         targets = _select(model, rule)
     except _Miss as miss:
         if rule.optional:
@@ -251,7 +303,53 @@ def resolve_rule(model: nn.Module, rule: Rule, index: int, owners: dict[int, str
     return ResolvedRule(index, rule, tuple(targets))
 
 
-def resolve_plan(model: nn.Module, plan: Plan) -> list[ResolvedRule]:
-    """Resolve and check every rule of ``plan`` against ``model``, changing nothing."""
+def channel_graph(model: nn.Module, example_inputs: ExampleInputs, described: str) -> ChannelGraph:
+    """The channel graph of ``model`` on ``example_inputs`` (``described`` in errors), without its warnings.
+
+    The graph's warnings (an operation it does not know) are given when the
+    rule is applied, by :func:`pruneplug.prune_channels`'s own trace.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ChannelGraphWarning)
+            return trace_channels(model, example_inputs)
+    except PruneplugError as error:  # ChannelTraceError: the model does not run on the inputs
+        raise PlanError(f"cannot trace the model on {described}: {error.reason}", field="example_input") from error
+
+
+def plan_inputs(model: nn.Module, plan: Plan, given: ExampleInputs | None) -> tuple[ExampleInputs | None, str]:
+    """The example inputs -- ``given``, or the tensor the plan's ``example_input`` describes, on the model's
+    device -- and how errors name them; ``(None, "")`` when there are none."""
+    if given is not None:
+        return given, "the example inputs given"
+    if plan.example_input is None:
+        return None, ""
+    return example_tensor(plan.example_input, model_device(model)), f"example_input {plan.example_input.describe()}"
+
+
+def resolve_with(
+    model: nn.Module, plan: Plan, example_inputs: ExampleInputs | None, described: str
+) -> list[ResolvedRule]:
+    """:func:`resolve_plan` with the example inputs made already (``described``: how errors name them)."""
     owners: dict[int, str] = {}
-    return [resolve_rule(model, rule, index, owners) for index, rule in enumerate(plan.rules)]
+    graph: ChannelGraph | None = None
+    channel_rules = [index for index, rule in enumerate(plan.rules) if rule.channels]
+    if channel_rules:
+        if example_inputs is None:
+            raise PlanError(
+                f"rules[{channel_rules[0]}] prunes channels, which runs the model once to find how its channels "
+                "are coupled: give the plan an example_input, e.g. example_input = {shape = [1, 3, 224, 224]} "
+                "(apply_plan's example_inputs=, or pruneplug apply --input-shape, also give one)",
+                field="example_input",
+            )
+        graph = channel_graph(model, example_inputs, described)
+    return [resolve_rule(model, rule, index, owners, graph=graph) for index, rule in enumerate(plan.rules)]
+
+
+def resolve_plan(model: nn.Module, plan: Plan, *, example_inputs: ExampleInputs | None = None) -> list[ResolvedRule]:
+    """Resolve and check every rule of ``plan`` against ``model``, changing nothing.
+
+    ``example_inputs`` (default: the tensor the plan's ``example_input``
+    describes) is what channel rules trace the model on.
+    """
+    return resolve_with(model, plan, *plan_inputs(model, plan, example_inputs))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..registry import Registry, StrategySpec, get_registry
 from ..storage.formats import MaskStorage
+from ._inputs import ExampleInput
 from ._model import PLAN_VERSION, Plan, RuleSelection
 
 __all__ = ["plan_schema", "SCHEMA_DIALECT"]
@@ -92,6 +93,11 @@ def plan_schema(registry: Registry | None = None) -> dict[str, Any]:
             MaskStorage | None,
             Field(None, description=Plan.model_fields["mask_storage"].description),
         ),
+        example_input=(
+            ExampleInput | None,
+            Field(None, description=Plan.model_fields["example_input"].description),
+        ),
+        compact=(bool, Field(False, description=Plan.model_fields["compact"].description)),
         rules=(list[rule], Field(min_length=1, description="Applied in order; later rules see earlier masks.")),
     )
     schema = plan.model_json_schema(by_alias=True)

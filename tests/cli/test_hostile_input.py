@@ -177,3 +177,57 @@ def test_pruned_outputs_load_back(folder: Path, capsys: pytest.CaptureFixture[st
     model = LeNet()
     pruneplug.load_pruned_state_dict(model, load_file(folder / "b.safetensors"))
     assert int((~model.conv1.weight_mask).sum()) == 75 + 38
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--input-shape", ""], ["--input-shape ''", "positive whole numbers separated by commas"]),
+        (["--input-shape", "1,,28,28"], ["--input-shape '1,,28,28'", "separated by commas"]),
+        (["--input-shape", "1x1x28x28"], ["separated by commas"]),
+        (["--input-shape", "1 1 28 28"], ["separated by commas"]),
+        (["--input-shape", "1,-1,28,28"], ["separated by commas"]),
+        (["--input-shape", "1,1.5,28"], ["separated by commas"]),
+        (["--input-shape", "[1,1,28,28]"], ["separated by commas"]),
+        (["--input-shape", "\uff11,1,28,28"], ["separated by commas"]),  # a full-width digit
+        (["--input-shape", "1,0,28,28"], ["every size must be at least 1"]),
+        (["--input-shape", "1,1,28,28,1,1,1,1,1"], ["at most 8"]),
+        (["--input-shape", "100000,100000,100"], ["1,000,000,000,000 entries", "more than the 268,435,456"]),
+        (["--input-shape", "1,1,28,28", "--input-dtype", "flaot32"], ["'flaot32' is not one of", "'float32'"]),
+        (["--input-dtype", "float32"], ["--input-dtype needs --input-shape"]),
+    ],
+)
+def test_bad_input_shapes_and_dtypes_name_the_flag(
+    folder: Path, capsys: pytest.CaptureFixture[str], flags: list[str], words: list[str]
+) -> None:
+    (folder / "plan.toml").write_text(
+        '[[rules]]\nstrategy = "ln_structured"\nchannels = true\nparams = { amount = 0.5, n = 2 }\n'
+    )
+    status, _, err = run(capsys, "apply", "plan.toml", "-m", LENET, "-o", "out.safetensors", "--compact", *flags)
+    assert status == 2, err
+    for word in words:
+        assert word in err, err
+    assert "Traceback" not in err and not (folder / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("rule", "where"),
+    [
+        ('strategy = "ln_structured"\nchannels = true\ntensors = ["weight"]\nparams = { amount = 0.5, n = 2 }',
+         "rules[0].tensors: a channel rule prunes every tensor coupled"),
+        ('strategy = "l1_unstructured"\nchannels = true\nparams = { amount = 0.5 }',
+         "rules[0].strategy: a channel rule (channels = true) ranks whole channels"),
+        ('strategy = "ln_structured"\nchannels = true\nparams = { amount = 0.5, n = 2, dim = 0 }',
+         "rules[0].params.dim: a channel rule takes no 'dim'"),
+        ('strategy = "ln_structured"\nchannels = true\nparams = { amount = 0.5, n = 2 }',
+         "example_input: rules[0] prunes channels"),
+    ],
+)  # fmt: skip
+def test_bad_channel_rules_are_bad_input(
+    folder: Path, capsys: pytest.CaptureFixture[str], rule: str, where: str
+) -> None:
+    (folder / "plan.toml").write_text(f"[[rules]]\n{rule}\n")
+    status, _, err = run(capsys, "apply", "plan.toml", "-m", LENET, "-w", "lenet.safetensors", "-o", "out.pt")
+    assert status == 2, err
+    assert f"plan.toml: {where}" in err and "Traceback" not in err
+    assert not (folder / "out.pt").exists()

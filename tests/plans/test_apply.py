@@ -261,17 +261,38 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=12,
 )
-FIELDS = ["strategy", "params", "scope", "modules", "module_regex", "types", "exclude", "tensors", "optional"]
+FIELDS = [
+    "strategy",
+    "params",
+    "scope",
+    "modules",
+    "module_regex",
+    "types",
+    "exclude",
+    "tensors",
+    "optional",
+    "channels",
+    "round_to",
+    "group_reduction",
+]
+CHANNEL_PLAN = {
+    "example_input": {"shape": [2, 1, 28, 28]},
+    "compact": True,
+    "rules": [
+        {"strategy": "ln_structured", "channels": True, "types": ["Conv2d"], "params": {"amount": 0.5, "n": 2}},
+        {"strategy": "l1_unstructured", "types": ["Linear"], "params": {"amount": 0.3}},
+    ],
+}
 NAMES = ["fc1", "fc*", "conv?", "*", "", "fc9", "weight", "bias", "Linear", "Conv2d", "l1_unstructured", "[", "amount"]
 
 
 @st.composite
 def mutated_plans(draw: st.DrawFn) -> object:
-    plan: Any = copy.deepcopy(PLAN)
+    plan: Any = copy.deepcopy(draw(st.sampled_from([PLAN, CHANNEL_PLAN])))
     for _ in range(draw(st.integers(1, 3))):
         rules = [r for r in plan["rules"] if isinstance(r, dict)]
         rule = draw(st.sampled_from(rules)) if rules else {}
-        action = draw(st.sampled_from(["drop", "set", "name", "typo", "param", "nest", "top"]))
+        action = draw(st.sampled_from(["drop", "set", "name", "typo", "param", "nest", "input", "top"]))
         field = draw(st.sampled_from(FIELDS))
         if action == "drop":
             rule.pop(field, None)
@@ -289,6 +310,16 @@ def mutated_plans(draw: st.DrawFn) -> object:
                 )
         elif action == "nest":
             plan["rules"].append(draw(json_values))
+        elif action == "input":
+            example = plan.setdefault("example_input", {})
+            key = draw(st.sampled_from(["shape", "dtype", "low", "high", "shap", "compact"]))
+            value = draw(
+                json_values | st.lists(st.integers(-1, 30), max_size=5) | st.sampled_from(["int64", "bfloat16"])
+            )
+            if key == "compact":
+                plan["compact"] = value
+            elif isinstance(example, dict):
+                example[key] = value
         else:
             plan = draw(st.sampled_from([plan, {"rules": draw(json_values)}, draw(json_values)]))
             if not isinstance(plan, dict) or not isinstance(plan.get("rules"), list):

@@ -48,31 +48,63 @@ def rule_data(draw: st.DrawFn) -> dict[str, Any]:
         params["amount"] = draw(amounts)
     if strategy == "ln_structured":
         params["n"] = draw(norms)
-    if strategy.endswith("_structured"):
+    channels = strategy.endswith("_structured") and draw(st.booleans())
+    if strategy.endswith("_structured") and not channels:
         params |= draw(_optional(dim=dims, prune_bias=st.booleans()))
-    scopes = ["local", "global"] if strategy.endswith("unstructured") or strategy == "identity" else ["local"]
-    data = {"strategy": strategy, "params": params} if params or draw(st.booleans()) else {"strategy": strategy}
-    data |= draw(
-        _optional(
-            description=texts,
-            modules=st.lists(texts, min_size=1, max_size=3),
-            module_regex=st.sampled_from(["conv.*", "fc[12]", r"layer\d+\..*", ".*"]),
-            types=st.lists(
-                st.sampled_from(["Conv2d", "Linear", "torch.nn.modules.conv.Conv2d"]), min_size=1, max_size=2
-            ),
-            exclude=st.lists(texts, max_size=2),
-            tensors=st.lists(st.sampled_from(["weight", "bias"]), min_size=1, max_size=2),
-            scope=st.sampled_from(scopes),
-            optional=st.booleans(),
-        )
+    scopes = (
+        ["local", "global"] if strategy.endswith("unstructured") or strategy == "identity" or channels else ["local"]
     )
+    data = {"strategy": strategy, "params": params} if params or draw(st.booleans()) else {"strategy": strategy}
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "description": texts,
+        "modules": st.lists(texts, min_size=1, max_size=3),
+        "module_regex": st.sampled_from(["conv.*", "fc[12]", r"layer\d+\..*", ".*"]),
+        "types": st.lists(
+            st.sampled_from(["Conv2d", "Linear", "torch.nn.modules.conv.Conv2d"]), min_size=1, max_size=2
+        ),
+        "exclude": st.lists(texts, max_size=2),
+        "scope": st.sampled_from(scopes),
+        "optional": st.booleans(),
+    }
+    if channels:
+        data["channels"] = True
+        optional |= {"round_to": st.integers(1, 64), "group_reduction": st.sampled_from(["mean", "sum", "max", "min"])}
+    else:
+        optional |= {"tensors": st.lists(st.sampled_from(["weight", "bias"]), min_size=1, max_size=2)}
+    data |= draw(_optional(**optional))
     return data
+
+
+shapes = st.lists(st.integers(1, 64), min_size=1, max_size=4)
+example_inputs = st.one_of(
+    st.fixed_dictionaries({"shape": shapes}),
+    st.builds(
+        lambda shape, dtype, low, span: {"shape": shape, "dtype": dtype, "low": low, "high": low + span},
+        shapes,
+        st.sampled_from(["int64", "int32"]),
+        st.integers(-100, 100),
+        st.integers(1, 50_000),
+    ),
+    st.builds(
+        lambda shape, dtype, low, span: {"shape": shape, "dtype": dtype, "low": low, "high": low + span},
+        shapes,
+        st.sampled_from(["float32", "float64", "float16", "bfloat16"]),
+        st.floats(-1e3, 1e3),
+        st.floats(0.5, 1e3),
+    ),
+)
 
 
 plan_datas = st.builds(
     lambda rules, extra: {**extra, "rules": rules},
     st.lists(rule_data(), min_size=1, max_size=4),
-    _optional(version=st.just(1), description=texts, mask_storage=st.sampled_from(["bool", "packed"])),
+    _optional(
+        version=st.just(1),
+        description=texts,
+        mask_storage=st.sampled_from(["bool", "packed"]),
+        example_input=example_inputs,
+        compact=st.booleans(),
+    ),
 )
 
 

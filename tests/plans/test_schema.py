@@ -62,6 +62,22 @@ def test_the_schema_rejects_what_the_plan_model_rejects(registry: pruneplug.Regi
         {"rules": [{"strategy": "no_such_strategy"}]},
         {"rules": []},
         {"rules": [{"strategy": "identity"}], "extra": 1},
+        {"rules": [{"strategy": "identity"}], "example_input": {"shape": []}},
+        {"rules": [{"strategy": "identity"}], "example_input": {"shape": [1, 0]}},
+        {"rules": [{"strategy": "identity"}], "example_input": {"shape": [1], "dtype": "uint8"}},
+        {"rules": [{"strategy": "identity"}], "example_input": {"shape": [1], "size": 2}},
+        {"rules": [{"strategy": "identity"}], "compact": "yes"},
+        {"rules": [{"strategy": "ln_structured", "channels": True, "round_to": 0, "params": {"amount": 1, "n": 2}}]},
+        {
+            "rules": [
+                {
+                    "strategy": "ln_structured",
+                    "channels": True,
+                    "group_reduction": "median",
+                    "params": {"amount": 1, "n": 2},
+                }
+            ]
+        },
     ]
     for plan in bad:
         assert list(validator.iter_errors(plan)), plan
