@@ -81,12 +81,35 @@ def test_a_size_1_broadcast_couples_no_channels() -> None:
     graph = trace(ScaledByFirstChannel(), images())
     main = group(graph, "a.weight[dim 0]", "a.bias[dim 0]", "c.weight[dim 1]")
     assert main.prunable and main.size == 8
-    # b's channel 0 is read alone (a group of one); its seven others feed nothing but stay one prunable group
+    # b's channel 0 is read alone (a group of one), its seven others feed nothing: neither joins a's channels
     first = [g for g in graph.groups if "b.weight[dim 0]" in members(g) and g.size == 1]
     rest = [g for g in graph.groups if "b.weight[dim 0]" in members(g) and g.size == 7]
-    assert len(first) == 1 and not first[0].prunable
-    assert len(rest) == 1 and rest[0].prunable
+    assert len(first) == 1 and len(rest) == 1
     assert member(rest[0], "b.weight", 0).index.flatten().tolist() == list(range(1, 8))
+
+
+class Sliced(nn.Module):
+    """``b(a(x)[:, 2:])`` (or ``narrow``): fixed bounds that would pick other channels of a smaller ``a``."""
+
+    def __init__(self, narrow: bool) -> None:
+        super().__init__()
+        self.narrow = narrow
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.a(x))
+        out: Tensor = self.b(h.narrow(1, 2, 6) if self.narrow else h[:, 2:])
+        return out
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_a_slice_of_channels_by_fixed_bounds_pins_them(narrow: bool) -> None:
+    graph = trace(Sliced(narrow), torch.randn(2, 4))
+    sliced = group(graph, "a.weight[dim 0]", "a.bias[dim 0]", "b.weight[dim 1]")
+    assert member(sliced, "a.weight", 0).index.flatten().tolist() == list(range(2, 8))
+    assert not sliced.prunable and "fixed bounds" in (sliced.reason or "")
+    assert graph.prunable == []
 
 
 class Residual(nn.Module):
