@@ -323,6 +323,8 @@ def record(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[n
     finally:
         pre.remove()
         post.remove()
+        # torch's handle forgets the with_kwargs flag, which alone makes torch.compile warn of global hooks
+        nn.modules.module._global_forward_hooks_with_kwargs.pop(post.id, None)
         for handle in handles:
             handle.remove()
     recorder.paused = True
