@@ -502,3 +502,12 @@ def test_tracing_changes_nothing_on_a_training_model() -> None:
     trace(model, images())
     assert_unchanged(before, model)  # train-mode BatchNorm's running statistics and counter put back
     assert graph.tracer == "eager"
+
+
+def test_tracing_leaves_no_global_module_hook_behind() -> None:
+    # a global hook left registered makes every later torch.compile(module) warn about it
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    trace(model, torch.randn(2, 4))
+    with pytest.raises(pruneplug.ChannelTraceError):
+        trace(model, torch.randn(2, 5))
+    assert not nn.modules.module._has_any_global_hook()
