@@ -98,6 +98,22 @@ def test_parameters_stay_the_same_objects() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_gradients_are_sliced_with_their_parameters_so_training_goes_on() -> None:
+    model, x = MLP(), torch.randn(3, 4)
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=x)
+    model(x).square().sum().backward()
+    kept = model.fc1.weight_mask.any(1)
+    grad = model.fc1.weight_orig.grad
+    assert grad is not None
+    expected = grad[kept].clone()
+    pruneplug.compact(model)
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.shape == parameter.shape, name
+    assert torch.equal(model.fc1.weight.grad, expected)
+    model(x).square().sum().backward()  # accumulates into the sliced gradients
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+
+
 def test_a_train_mode_batchnorm_updates_its_kept_statistics_as_the_masked_one_does() -> None:
     model = helpers.randomize_norms(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1)))
     x = torch.randn(4, 3, 6, 6)
@@ -161,6 +177,7 @@ def test_a_forward_with_a_hard_coded_width_is_refused_and_the_model_is_left_as_i
     model, x = helpers.randomize_norms(FixedWidth()), torch.randn(2, 3, 8, 8)
     model.train()
     pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=x)
+    model(x).sum().backward()  # gradients too are put back
     outputs = helpers.run(model, (x,))
     before = snapshot(model)
     with pytest.raises(pruneplug.CompactionError, match="fails on example_inputs"):
