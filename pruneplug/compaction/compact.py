@@ -137,15 +137,30 @@ class _Undo:
         if id(module) not in self.snapshots:
             self.snapshots[id(module)] = ModuleSnapshot(module)
 
+    grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+
     def set_data(self, tensor: Tensor, new: Tensor) -> None:
         self.data.append((tensor, tensor.data))
         tensor.data = new
 
+    def set_grad(self, tensor: Tensor, new: Tensor) -> None:
+        self.grads.append((tensor, tensor.grad))  # type: ignore[arg-type]  # (only called when there is one)
+        tensor.grad = new
+
     def restore(self) -> None:
         for tensor, old in reversed(self.data):
             tensor.data = old
+        for tensor, old in reversed(self.grads):  # (a .grad must have its tensor's shape when set)
+            tensor.grad = old
         for snapshot in self.snapshots.values():
             snapshot.restore()
+
+
+def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> None:
+    """Slice a parameter's values, and its gradient alike: a stale one of the old shape breaks the next backward."""
+    undo.set_data(parameter, _slice(parameter.data, cut, where))
+    if parameter.grad is not None:
+        undo.set_grad(parameter, _slice(parameter.grad, cut, where))
 
 
 def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo) -> None:
@@ -155,7 +170,7 @@ def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo)
         stored = module._buffers[name + "_mask"]
         assert stored is not None
         mask = plain(stored)
-        undo.set_data(orig, _slice(orig.data, cut, where))
+        _slice_parameter(orig, cut, where, undo)
         new_mask = _slice(mask, cut, where)
         module._buffers[name + "_mask"] = new_mask.contiguous()
         if bool(new_mask.all()):
@@ -164,7 +179,7 @@ def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo)
     if name in module._parameters and module._parameters[name] is not None:
         parameter = module._parameters[name]
         assert parameter is not None
-        undo.set_data(parameter, _slice(parameter.data, cut, where))
+        _slice_parameter(parameter, cut, where, undo)
         return
     buffer = module._buffers.get(name)
     if buffer is not None:

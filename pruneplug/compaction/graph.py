@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
@@ -394,8 +395,14 @@ def _build(space: SlotSpace, recording: Recording, ignored: Sequence[str]) -> tu
                     reason = reason or f"{what}: {size} channels do not split into {count} blocks"
                     continue
                 block = index // (size // count)
+                per_block = F.one_hot(block, count).sum(1)  # entries of each channel in each block
+                if bool((per_block == per_block[:, :1]).all()):
+                    continue  # each channel spans every block alike (u * v of two chunks): any cut keeps them equal
                 if not bool((block == block[:, :1]).all()):
                     reason = reason or f"{what}: a channel spans two blocks"
+                    continue
+                if len(positions) != size:  # other groups hold the other channels, and could keep other counts
+                    reason = reason or f"{what}: its channels are in several groups"
                     continue
                 combined = block[:, 0] if block_ids is None else block_ids * count + block[:, 0]
                 block_ids = combined

@@ -488,6 +488,8 @@ def _narrow(space: SlotSpace, step: Step) -> None:
             space.tie(space.of(whole, d), space.of(piece, d))
     local = torch.arange(piece.shape[dim])
     space.link(space.of(piece, dim), local, space.of(whole, dim), local + start)
+    if piece.shape[dim] != whole.shape[dim]:
+        space.pin(space.of(whole, dim), f"narrowed by fixed bounds ({step.where or 'the model'})")
 
 
 def _stack(space: SlotSpace, step: Step) -> None:
@@ -534,8 +536,10 @@ def _getitem(space: SlotSpace, step: Step) -> None:
         slot_out = space.of(target, d_out)
         if len(picked) == source.shape[d_in]:
             space.tie(slot_in, slot_out)
-        elif len(picked):
-            space.link(slot_out, torch.arange(len(picked)), slot_in, picked)
+        else:  # the bounds are numbers in the forward's code: in fewer channels they would pick others
+            if len(picked):
+                space.link(slot_out, torch.arange(len(picked)), slot_in, picked)
+            space.pin(slot_in, f"sliced by fixed bounds ({step.where or 'the model'})")
         d_in += 1
         d_out += 1
 

@@ -11,6 +11,8 @@ with real shapes. This module runs the model once on the example inputs, under
 * every other torch function and tensor method (``torch.cat``, ``x.view``,
   ``F.relu``, ``+``) as one step, through a
   :class:`torch.overrides.TorchFunctionMode`.
+* each call of a custom ``torch.autograd.Function`` as one step, whatever
+  its forward does (no rule knows it: the channels it touches stay).
 
 It is an eager run, so Python control flow, data-dependent branches
 included, simply runs: what is recorded is the path the example inputs took
@@ -219,6 +221,47 @@ class _Recorder(TorchFunctionMode):
         step = Step(type(module).__name__, None, arg_values, kwarg_values, outputs, path, module, path)
         self.steps.append(step)
 
+    # -- custom autograd functions ----------------------------------------------------------------
+    def function_step(self, function: type, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """Record a call of a custom ``torch.autograd.Function`` as one step, named after its class."""
+        self.paused = True
+        try:
+            arg_values, kwarg_values = self._as_values((args, kwargs))
+            outputs = self._outputs(result)
+        finally:
+            self.paused = False
+        if outputs:
+            step = Step(f"{function.__name__}.apply", None, arg_values, kwarg_values, outputs, self.stack[-1])
+            self.steps.append(step)
+
+
+@contextmanager
+def _opaque_functions(recorder: _Recorder) -> Iterator[None]:
+    """Record every custom ``torch.autograd.Function`` as one step, without looking inside.
+
+    Its forward may do what the torch calls seen inside do not show (a kernel
+    writing into ``torch.empty_like(x)``, say), so no rule reaches in: the
+    step has none, and the channels it touches are left alone.
+    """
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if recorder.depth or recorder.paused:
+            return original.__func__(cls, *args, **kwargs)
+        recorder.depth += 1  # nothing inside is recorded
+        try:
+            result = original.__func__(cls, *args, **kwargs)
+        finally:
+            recorder.depth -= 1
+        recorder.function_step(cls, args, kwargs, result)
+        return result
+
+    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original  # type: ignore[method-assign]
+
 
 def _masked_attribute_hooks(recorder: _Recorder, model: nn.Module) -> list[Any]:
     """Make masked tensors of modules traced through (not recorded whole) known values.
@@ -284,7 +327,7 @@ def record(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[n
     post = nn.modules.module.register_module_forward_hook(recorder.post_hook, with_kwargs=True)
     handles = _masked_attribute_hooks(recorder, model)
     try:
-        with buffers_kept(model), torch.no_grad(), recorder:
+        with buffers_kept(model), torch.no_grad(), _opaque_functions(recorder), recorder:
             output = model(*args, **kwargs)
     except ChannelTraceError:
         raise
@@ -295,6 +338,8 @@ def record(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[n
     finally:
         pre.remove()
         post.remove()
+        # torch's handle forgets the with_kwargs flag, which alone makes torch.compile warn of global hooks
+        nn.modules.module._global_forward_hooks_with_kwargs.pop(post.id, None)
         for handle in handles:
             handle.remove()
     recorder.paused = True
