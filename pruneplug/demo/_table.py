@@ -26,6 +26,11 @@ def _percent(share: float) -> str:
     return f"{100.0 * share:.1f}"
 
 
+def _ms(milliseconds: float) -> str:
+    """Three significant digits (the noise is larger), five characters at most below 100 s."""
+    return f"{milliseconds:.{2 if milliseconds < 10 else 1 if milliseconds < 100 else 0}f}"
+
+
 def _widths(widths: dict[str, int]) -> str:
     """``"3-8-60-42"``: the hidden layers' widths (the last layer's are the classes, never pruned)."""
     return "-".join(str(width) for width in list(widths.values())[:-1])
@@ -80,8 +85,8 @@ def channel_tables(channels: ChannelSweep) -> list[RenderableType]:
             _widths(point.widths),
             f"{point.params:,}",
             f"{point.macs_per_image:,}",
-            f"{point.latency_ms:.2f}",
-            f"{point.dense_latency_ms:.2f}",
+            _ms(point.latency_ms),
+            _ms(point.dense_latency_ms),
             f"{point.speedup:.2f}x",
         )
     threads = f"{channels.threads} thread{'' if channels.threads == 1 else 's'}"
