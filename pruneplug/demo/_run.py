@@ -1,4 +1,4 @@
-"""The whole demo: load the digits, train LeNet, sweep every strategy, return the results.
+"""The whole demo: load the digits, train LeNet, sweep every strategy, prune channels and compact, return the results.
 
 :func:`run_demo` is what ``pruneplug demo`` runs; it writes nothing (see
 :func:`~pruneplug.demo.write_outputs`) and prints nothing (see
