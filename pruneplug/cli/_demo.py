@@ -49,9 +49,11 @@ def demo_command(
 
     Every registered strategy that applies (built-ins and installed plugins)
     and global L1 pruning prune copies of the trained network at rising
-    sparsity, with and without a short fine-tune. Prints a table, and writes
-    the raw numbers (JSON) and a plot (PNG) into --out. Needs the 'demo'
-    extra: pip install 'pruneplug[demo]'.
+    sparsity, with and without a short fine-tune. Then whole coupled channels
+    are pruned and removed (compaction), and the smaller networks' CPU latency
+    is measured against the dense one's. Prints tables, and writes the raw
+    numbers (JSON) and a plot (PNG) into --out. Needs the 'demo' extra:
+    pip install 'pruneplug[demo]'.
     """
     try:
         require_extra()

@@ -5,6 +5,9 @@ scikit-learn for a few seconds, then prunes copies of it with every
 registered strategy that applies -- built-ins and installed plugins alike,
 found through the registry -- and with global L1 pruning, at rising
 sparsity, with and without a short fine-tune, and measures test accuracy.
+Then it prunes whole coupled channel groups (:func:`pruneplug.prune_channels`),
+fine-tunes, compacts the networks (:func:`pruneplug.compact`) and measures
+what that buys: parameters, MACs and CPU latency against the dense network.
 
 ::
 
@@ -20,12 +23,21 @@ package imports without them.
 
 Modules: ``_data`` (the digits), ``_training`` (train, fine-tune, score),
 ``_variants`` (which runs, from the registry), ``_sweep`` (prune copies and
-measure), ``_run`` (the whole demo), ``_output`` (JSON and PNG files),
-``_table`` (the printed tables).
+measure), ``_channels`` (channel pruning, compaction, latency), ``_run``
+(the whole demo), ``_output`` (JSON and PNG files), ``_table`` (the printed
+tables).
 """
 
 from __future__ import annotations
 
+from ._channels import (
+    ChannelPoint as ChannelPoint,
+    ChannelSweep as ChannelSweep,
+    LeftOut as LeftOut,
+    channel_sweep as channel_sweep,
+    median_latencies as median_latencies,
+    prune_and_compact as prune_and_compact,
+)
 from ._data import Digits as Digits, load_digits_data as load_digits_data
 from ._extra import (
     EXTRA as EXTRA,
@@ -86,6 +98,12 @@ __all__ = [
     "Point",
     "prunable_layers",
     "weight_sparsity",
+    "channel_sweep",
+    "prune_and_compact",
+    "median_latencies",
+    "ChannelSweep",
+    "ChannelPoint",
+    "LeftOut",
     "Phases",
     "Step",
     "silent",

@@ -16,15 +16,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
 from .. import __version__
+from ._channels import ChannelSweep
 from ._data import IMAGE_SIZE, NUM_CLASSES
 from ._extra import DemoError
 from ._run import DemoResult, fine_tune_text
 from ._sweep import Curve
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "RESULTS_FILE",
@@ -36,16 +40,17 @@ __all__ = [
     "atomic_write",
     "CurveStyle",
     "curve_styles",
+    "channel_label",
 ]
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy-vs-sparsity.png"
-FORMAT = "pruneplug-demo/1"
-"""The ``format`` field of the JSON file; bumped when its layout changes."""
+FORMAT = "pruneplug-demo/2"
+"""The ``format`` field of the JSON file; bumped when its layout changes (2: the ``channels`` section)."""
 
 
 def result_payload(result: DemoResult) -> dict[str, Any]:
-    """The JSON document for ``result``: settings, data, baseline, curves, skipped strategies, timings."""
+    """The JSON document for ``result``: settings, data, baseline, curves, skipped strategies, channels, timings."""
     train_size, test_size = result.data_sizes
     return {
         "format": FORMAT,
@@ -62,6 +67,7 @@ def result_payload(result: DemoResult) -> dict[str, Any]:
         "baseline": {"accuracy": result.baseline_accuracy},
         "curves": [asdict(curve) for curve in result.curves],
         "skipped": [asdict(skipped) for skipped in result.skipped],
+        "channels": None if result.channels is None else asdict(result.channels),
         "seconds": result.seconds,
     }
 
@@ -103,6 +109,7 @@ _COLOURS = (
     "#ff1493",
 )
 _GLOBAL_COLOUR = "black"
+_CHANNEL_COLOUR = "#9400d3"  # dark violet: at least 0.4 from every colour above, black and grey
 _REFERENCE_COLOUR = "grey"
 _LINE_WIDTH = 1.3
 _MARKER_SIZE = 5.0
@@ -158,14 +165,76 @@ def curve_styles(curves: list[Curve]) -> list[CurveStyle]:
     return styles
 
 
+def channel_label(channels: ChannelSweep) -> str:
+    """What the plot and the tables call the channel pruning run (``"ln_structured channels, compacted"``)."""
+    return f"{channels.strategy} channels, compacted"
+
+
+def _draw_channel_curve(ax: Axes, channels: ChannelSweep, key: str) -> None:
+    ax.plot(
+        [100.0 * point.sparsity for point in channels.points],
+        [100.0 * getattr(point, key) for point in channels.points],
+        label=channel_label(channels),
+        color=_CHANNEL_COLOUR,
+        linestyle="-.",
+        marker="o",
+        linewidth=2.4,
+        markersize=_MARKER_SIZE,  # filled, unlike the sweep's hollow markers
+        zorder=3,
+    )
+
+
+def _draw_gains(ax: Axes, channels: ChannelSweep) -> None:
+    """The third panel: how much smaller and faster the compacted networks are, against sparsity."""
+    sparsity = [100.0 * point.sparsity for point in channels.points]
+    gains = (
+        ([channels.dense_params / p.params for p in channels.points], "fewer parameters", ":", "s"),
+        ([channels.dense_macs_per_image / p.macs_per_image for p in channels.points], "fewer MACs", "--", "^"),
+        ([p.speedup for p in channels.points], "measured speed-up", "-", "o"),
+    )
+    for ratios, label, linestyle, marker in gains:
+        ax.plot(
+            sparsity,
+            ratios,
+            label=label,
+            color=_CHANNEL_COLOUR,
+            linestyle=linestyle,
+            marker=marker,
+            linewidth=2.4 if label == "measured speed-up" else _LINE_WIDTH,
+            markersize=_MARKER_SIZE,
+        )
+    ax.axhline(1.0, color=_REFERENCE_COLOUR, linewidth=7, alpha=0.35, zorder=1, label="dense network")
+    ax.set_yscale("log")
+    ax.set_xlim(0, 100)
+    ax.set_title(f"{channel_label(channels)}: smaller and faster")
+    ax.set_xlabel("sparsity of the conv and linear weights, masked (%)")
+    ax.set_ylabel("dense network / compacted network (x)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(
+        loc="upper left",
+        fontsize="small",
+        title=(
+            f"latency: median of {channels.repeats} forwards of {channels.batch_size} images,\n"
+            f"{channels.threads} thread{'' if channels.threads == 1 else 's'}, CPU"
+        ),
+        title_fontsize="small",
+    )
+
+
 def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(12.0, 6.0), layout="constrained")
-    axes = figure.subplots(1, 2, sharey=True)
+    channels = result.channels if result.channels is not None and result.channels.points else None
+    figure = Figure(figsize=(12.0 if channels is None else 17.0, 6.0), layout="constrained")
+    axes = figure.subplots(1, 2 if channels is None else 3, width_ratios=None if channels is None else (1, 1, 0.85))
+    axes[1].sharey(axes[0])
+    axes[1].tick_params(labelleft=False)
     styles = curve_styles(result.curves)
-    panels = (("accuracy", "right after pruning"), ("accuracy_fine_tuned", f"after {fine_tune_text(result)}"))
-    for ax, (key, title) in zip(axes, panels):
+    panels = (
+        ("accuracy", "accuracy", "right after pruning"),
+        ("accuracy_fine_tuned", "accuracy_compacted", f"after {fine_tune_text(result)}"),
+    )
+    for ax, (key, channel_key, title) in zip(axes, panels):
         for curve, style in zip(result.curves, styles):
             ax.plot(
                 [100.0 * point.sparsity for point in curve.points],
@@ -174,6 +243,8 @@ def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
                 markerfacecolor="none",  # hollow: a marker under another of another shape shows
                 **asdict(style),
             )
+        if channels is not None:
+            _draw_channel_curve(ax, channels, channel_key)
         # The dense network is a wide pale band under the curves: no curve is drawn like it.
         ax.axhline(
             100.0 * result.baseline_accuracy,
@@ -190,8 +261,10 @@ def _draw_plot(result: DemoResult, file: IO[bytes]) -> None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
+    if channels is not None:
+        _draw_gains(axes[2], channels)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=5, fontsize="small", frameon=False)
+    figure.legend(handles, labels, loc="outside lower center", ncols=6, fontsize="small", frameon=False)
     figure.suptitle(
         f"LeNet on scikit-learn's digits: test accuracy against sparsity (seed {result.config.seed}; "
         "dashed: structured; a wide edge: another curve lies on it)"

@@ -1,4 +1,4 @@
-"""The whole demo: load the digits, train LeNet, sweep every strategy, return the results.
+"""The whole demo: load the digits, train LeNet, sweep every strategy, prune channels and compact, return the results.
 
 :func:`run_demo` is what ``pruneplug demo`` runs; it writes nothing (see
 :func:`~pruneplug.demo.write_outputs`) and prints nothing (see
@@ -18,6 +18,7 @@ from torch import nn
 from ..models import LeNet
 from ..registry import get_registry
 from ..selection.threads import intra_op_threads
+from ._channels import ChannelSweep, channel_sweep
 from ._data import NUM_CLASSES, Digits, load_digits_data
 from ._extra import require_extra
 from ._progress import Phases, silent
@@ -48,7 +49,10 @@ help quotes them. Rerun the benchmark and update these with the docs that quote 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """How long the demo trains and which sparsities it sweeps.
+    """How long the demo trains, which sparsities it sweeps, how often it times a forward.
+
+    ``latency_repeats`` is the number of timed forwards of each network per
+    amount of the channel pruning run (their median is the latency).
 
     Use :meth:`full` (the default run) or :meth:`quick` (fewer epochs and
     sparsities, for tests and a first look); :data:`MEASURED_SECONDS` says
@@ -63,6 +67,7 @@ class DemoConfig:
     amounts: tuple[float, ...] = FULL_AMOUNTS
     fine_tune_epochs: int = 2
     fine_tune_learning_rate: float = 5e-4
+    latency_repeats: int = 25
 
     @classmethod
     def full(cls, seed: int = 0) -> DemoConfig:
@@ -72,12 +77,13 @@ class DemoConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
         """A much shorter run (``pruneplug demo --quick``): fewer epochs, three sparsities."""
-        return cls(seed=seed, mode="quick", epochs=4, amounts=QUICK_AMOUNTS, fine_tune_epochs=1)
+        return cls(seed=seed, mode="quick", epochs=4, amounts=QUICK_AMOUNTS, fine_tune_epochs=1, latency_repeats=15)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.fine_tune_epochs < 0:
+        if self.epochs < 1 or self.fine_tune_epochs < 0 or self.latency_repeats < 1:
             raise ValueError(
-                f"epochs must be >= 1 and fine_tune_epochs >= 0, got {self.epochs}, {self.fine_tune_epochs}"
+                "epochs and latency_repeats must be >= 1 and fine_tune_epochs >= 0, got "
+                f"{self.epochs}, {self.latency_repeats} and {self.fine_tune_epochs}"
             )
         bad = [a for a in self.amounts if not 0.0 <= a <= 1.0]
         if not self.amounts or bad:
@@ -86,10 +92,14 @@ class DemoConfig:
 
 @dataclass
 class DemoResult:
-    """What the demo measured: the trained baseline, one curve per variant, what was skipped.
+    """What the demo measured: the trained baseline, one curve per variant, what was skipped, channel pruning.
 
-    ``seconds`` holds wall-clock timings (``train``, ``sweep``, ``total``),
-    the only numbers that differ between two runs with the same seed.
+    ``channels`` is the channel pruning and compaction run
+    (:class:`~pruneplug.demo.ChannelSweep`); ``None`` only in results
+    built without it. ``seconds`` holds wall-clock timings (``train``,
+    ``sweep``, ``channels``, ``total``); they and the latencies in
+    ``channels`` are the only numbers that differ between two runs with the
+    same seed.
     """
 
     config: DemoConfig
@@ -98,6 +108,7 @@ class DemoResult:
     curves: list[Curve]
     skipped: list[Skipped]
     seconds: dict[str, float] = field(default_factory=dict)
+    channels: ChannelSweep | None = None
 
 
 def fine_tune_text(result: DemoResult) -> str:
@@ -127,7 +138,7 @@ def train_lenet(data: Digits, config: DemoConfig, *, phases: Phases = silent) ->
 
 
 def run_demo(config: DemoConfig, *, phases: Phases = silent) -> DemoResult:
-    """Train LeNet on the digits and sweep every applicable registered strategy.
+    """Train LeNet on the digits, sweep every applicable registered strategy, then prune channels and compact.
 
     The strategies come from the current registry (built-ins and installed
     plugins; swap it with :func:`pruneplug.use_registry`).
@@ -153,6 +164,10 @@ def _run_demo(config: DemoConfig, phases: Phases) -> DemoResult:
     variants, skipped = plan_variants(get_registry())
     settings = SweepSettings(config.amounts, config.seed, config.fine_tune_epochs, config.fine_tune_learning_rate)
     curves, not_applicable = sweep(model, data, variants, settings, phases=phases)
+    swept_at = time.perf_counter()
+    channels = channel_sweep(
+        model, data, settings, batch_size=config.batch_size, repeats=config.latency_repeats, phases=phases
+    )
     finished = time.perf_counter()
     return DemoResult(
         config=config,
@@ -162,7 +177,9 @@ def _run_demo(config: DemoConfig, phases: Phases) -> DemoResult:
         skipped=skipped + not_applicable,
         seconds={
             "train": round(trained_at - started, 3),
-            "sweep": round(finished - trained_at, 3),
+            "sweep": round(swept_at - trained_at, 3),
+            "channels": round(finished - swept_at, 3),
             "total": round(finished - started, 3),
         },
+        channels=channels,
     )

@@ -1,9 +1,11 @@
-"""The demo's tables (rich): test accuracy against sparsity, one row per strategy.
+"""The demo's tables (rich): test accuracy against sparsity, one row per strategy; channel pruning.
 
 Strategies that sweep ``amount`` get two tables with one column per amount
 -- right after pruning, and after the short fine-tune; strategies without an
 ``amount`` (run once) get a table of their own with the sparsity they
-reached.
+reached. The channel pruning run gets two tables with one row per amount:
+accuracy (pruned, fine-tuned, compacted), then size and latency (layer
+widths, parameters, MACs per image, milliseconds, speed-up).
 """
 
 from __future__ import annotations
@@ -14,13 +16,90 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from ._channels import ChannelSweep
 from ._run import DemoResult, fine_tune_text
 
-__all__ = ["accuracy_tables"]
+__all__ = ["accuracy_tables", "channel_tables"]
 
 
 def _percent(share: float) -> str:
     return f"{100.0 * share:.1f}"
+
+
+def _ms(milliseconds: float) -> str:
+    """Three significant digits (the noise is larger), five characters at most below 100 s."""
+    return f"{milliseconds:.{2 if milliseconds < 10 else 1 if milliseconds < 100 else 0}f}"
+
+
+def _widths(widths: dict[str, int]) -> str:
+    """``"3-8-60-42"``: the hidden layers' widths (the last layer's are the classes, never pruned)."""
+    return "-".join(str(width) for width in list(widths.values())[:-1])
+
+
+def channel_tables(channels: ChannelSweep) -> list[RenderableType]:
+    """The channel pruning run: an accuracy table and a size-and-latency table, one row per amount."""
+    label = f"{channels.strategy} channels"
+    accuracy = Table(
+        title=f"{label}: test accuracy (%)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    # Two-line headers and no wrapping: both tables fit in 60 columns, and no number or width is ever cut.
+    for column in ("amount\n%", "sparsity\n%", "\npruned", "fine-\ntuned", "\ncompacted"):
+        accuracy.add_column(column, justify="right", no_wrap=True)
+    size = Table(
+        title=f"{label}, compacted: size and CPU latency",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("amount\n%", "\nwidths", "\nparams", "MACs\n/image", "latency\nms", "dense\nms", "speed-\nup"):
+        size.add_column(column, justify="right", no_wrap=True)
+    size.add_row(
+        "dense",
+        _widths(channels.dense_widths),
+        f"{channels.dense_params:,}",
+        f"{channels.dense_macs_per_image:,}",
+        "",
+        "",
+        "",
+    )
+    for point in channels.points:
+        amount = f"{100.0 * point.amount:g}"
+        accuracy.add_row(
+            amount,
+            _percent(point.sparsity),
+            _percent(point.accuracy),
+            _percent(point.accuracy_fine_tuned),
+            _percent(point.accuracy_compacted),
+        )
+        size.add_row(
+            amount,
+            _widths(point.widths),
+            f"{point.params:,}",
+            f"{point.macs_per_image:,}",
+            _ms(point.latency_ms),
+            _ms(point.dense_latency_ms),
+            f"{point.speedup:.2f}x",
+        )
+    threads = f"{channels.threads} thread{'' if channels.threads == 1 else 's'}"
+    notes = [
+        f"{label}: whole coupled channel groups pruned ({channels.strategy}, "
+        + ", ".join(f"{k}={v}" for k, v in channels.params.items())
+        + "), fine-tuned with the masks on, then compacted (the channels removed for real). Widths: the output "
+        f"channels of {', '.join(list(channels.dense_widths)[:-1])}. Latency: the median of {channels.repeats} "
+        f"forwards of {channels.batch_size} images under torch.inference_mode on {threads}, the dense and the "
+        "compacted network in turns; it varies from run to run, with the machine's load."
+    ]
+    notes += [f"{label}: left out {100.0 * left.amount:g}% ({left.reason})" for left in channels.left_out]
+    return [Text(""), accuracy, Text(""), size, Text(""), *(Text(note, style="dim") for note in notes)]
 
 
 class _SweptTables:
@@ -85,4 +164,6 @@ def accuracy_tables(result: DemoResult) -> RenderableType:
     notes += [f"{c.label}: left {name} dense ({why})" for c in result.curves for name, why in c.left_dense.items()]
     notes += [f"skipped {s.strategy}: {s.reason}" for s in result.skipped]
     parts += [Text(note, style="dim") for note in notes]
+    if result.channels is not None:
+        parts += channel_tables(result.channels)
     return Group(*parts)

@@ -28,6 +28,7 @@ def test_options_reach_the_demo_and_the_results_are_printed_and_written(
     assert status == 0, err
     assert seen == [DemoConfig.quick(seed=7)]
     assert "global l1_unstructured" in out and "right after pruning" in out and "skipped identity" in out
+    assert "ln_structured channels: test accuracy (%)" in out
     assert (tmp_path / "out" / PLOT_FILE).exists() and (tmp_path / "out" / RESULTS_FILE).exists()
 
 
@@ -62,6 +63,8 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "global l1_unstructured" in done.stdout and done.stderr == ""
+    assert "ln_structured channels, compacted: size and CPU latency" in done.stdout
     payload = json.loads((out / RESULTS_FILE).read_text())
     assert payload["settings"]["mode"] == "quick" and payload["baseline"]["accuracy"] > 0.8
+    assert [point["amount"] for point in payload["channels"]["points"]] == [0.0, 0.5, 0.9]
     assert (out / PLOT_FILE).stat().st_size > 10_000

@@ -71,7 +71,7 @@ def test_outputs_are_written_atomically(quick_result: DemoResult, tmp_path: Path
     written = write_outputs(quick_result, out)
     assert sorted(p.name for p in out.iterdir()) == sorted([RESULTS_FILE, PLOT_FILE])  # no temporary files left
     payload = json.loads(written["json"].read_text())
-    assert payload["format"] == "pruneplug-demo/1" and payload["settings"]["mode"] == "quick"
+    assert payload["format"] == "pruneplug-demo/2" and payload["settings"]["mode"] == "quick"
     assert [c["label"] for c in payload["curves"]] == [c.label for c in quick_result.curves]
     assert payload["baseline"]["accuracy"] == quick_result.baseline_accuracy
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
