@@ -9,7 +9,10 @@ tensor's channel scores are divided by their mean, so that a 3x3
 convolution's rows (9·C entries each) do not drown out a BatchNorm's single
 gamma, and then reduced across the group's tensors with ``group_reduction``
 (``"mean"``, the default; ``"sum"``, ``"max"`` or ``"min"``). Buffers are not
-scored.
+scored, and neither are biases (as in Torch-Pruning): one number per channel,
+their normalized scores swing so widely that they would decide alone (on the
+demo's LeNet, scoring them took accuracy right after a 30 % prune from 90 %
+to 39 %). A group whose only parameters are biases is scored by them.
 
 ``scope="local"`` prunes ``amount`` of the still-unpruned channels of every
 group. ``scope="global"`` ranks the channels of all groups together: each
@@ -133,13 +136,17 @@ def _alive_channels(model: nn.Module, group: ChannelGroup) -> Tensor:
     return alive
 
 
+def _is_bias(name: str) -> bool:
+    """Biases are not scored: one number per channel, their normalized scores swing widely."""
+    return name == "bias" or name.endswith("_bias") or name in ("bias_k", "bias_v")
+
+
 def _scores(model: nn.Module, group: ChannelGroup, method: Any, reduction: str) -> tuple[Tensor, Tensor]:
     """Channel scores of ``group`` (normalized per tensor, reduced) and which channels are protected."""
     rows = []
     protected = torch.zeros(group.size, dtype=torch.bool)
-    for member in group.members:
-        if not member.parameter:
-            continue
+    scored = [m for m in group.members if m.parameter and not _is_bias(m.tensor)]
+    for member in scored or [m for m in group.members if m.parameter]:
         module, values, _ = _values(model, member)
         view, dim = _slice_view(values, member)
         state = tensor_state(module, member.tensor)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import builtins
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -95,6 +96,26 @@ def _name(node: fx.Node) -> str:
     return str(getattr(target, "__name__", target))
 
 
+@contextmanager
+def _functions_refused() -> Iterator[None]:
+    """While fx traces, a custom ``torch.autograd.Function`` stops it.
+
+    fx would trace through the function's forward, whose torch calls need
+    not show what it does (a kernel writing into ``torch.empty_like(x)``);
+    the eager recorder keeps such a call as one opaque step instead.
+    """
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        raise FxUnavailable(f"the forward calls the custom autograd function {cls.__name__}")
+
+    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original  # type: ignore[method-assign]
+
+
 def record_fx(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[nn.Module], bool]) -> Recording:
     """Trace ``model`` with ``torch.fx`` and record it as steps; :class:`FxUnavailable` when fx cannot."""
     args, kwargs = as_call_args(example_inputs)
@@ -104,8 +125,11 @@ def record_fx(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable
         if not is_leaf(module):
             raise FxUnavailable(f"{path or 'the model'}.{name} is a pruned tensor of a module without a layer rule")
     try:
-        graph = _Tracer(is_leaf).trace(model)
+        with _functions_refused():
+            graph = _Tracer(is_leaf).trace(model)
         module = fx.GraphModule(model, graph)
+    except FxUnavailable:
+        raise
     except Exception as error:
         raise FxUnavailable(f"{type(error).__name__}: {error}") from error
     run = _Run(module)

@@ -488,20 +488,21 @@ def test_group_of_and_groups_of_find_a_tensor_s_groups() -> None:
     assert "2.weight[dim 1]" in text and "left alone: it reaches the model's inputs" in text
 
 
-def test_tracing_changes_nothing_on_a_training_model() -> None:
+@pytest.mark.parametrize("tracer", ["fx", "eager"])
+def test_tracing_changes_nothing_on_a_training_model(tracer: str) -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1))
     helpers.randomize_norms(model)
     model.train()
     model[1].eval()  # a mixed state: the flags must all stay as they are
     before = snapshot(model)
-    graph = trace(model, images())
+    graph = trace(model, images(), tracer=tracer)
     assert_unchanged(before, model)
     assert int(model[1].num_batches_tracked) == 0
     model[1].train()
     before = snapshot(model)
-    trace(model, images())
+    trace(model, images(), tracer=tracer)
     assert_unchanged(before, model)  # train-mode BatchNorm's running statistics and counter put back
-    assert graph.tracer == "eager"
+    assert graph.tracer == tracer
 
 
 def test_tracing_leaves_no_global_module_hook_behind() -> None:
