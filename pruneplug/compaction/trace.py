@@ -37,7 +37,17 @@ from ..core.lazy import is_lazy
 from ..core.state import pruned_tensors
 from ..errors import ChannelTraceError
 
-__all__ = ["Value", "Step", "Recording", "record", "ExampleInputs", "as_call_args", "buffers_kept", "tensor_keys"]
+__all__ = [
+    "Value",
+    "Step",
+    "Recording",
+    "record",
+    "ExampleInputs",
+    "as_call_args",
+    "buffers_kept",
+    "tensor_keys",
+    "leaves",
+]
 
 TensorKey = tuple[str, str]
 """``(qualified module name, tensor name)`` of a parameter or buffer of the model."""
@@ -74,10 +84,22 @@ class Step:
     module: nn.Module | None = None
     path: str | None = None  # the module's qualified name, for module steps
 
+    _inputs: list[Value] | None = field(default=None, repr=False)
+
     def inputs(self) -> list[Value]:
-        """The values among the arguments, in order."""
-        flat, _ = tree_flatten((self.args, self.kwargs))
-        return [item for item in flat if isinstance(item, Value)]
+        """The values among the arguments, in order (found once: the rules ask often)."""
+        if self._inputs is None:
+            self._inputs = [item for item in leaves((self.args, self.kwargs)) if isinstance(item, Value)]
+        return list(self._inputs)
+
+
+def leaves(tree: Any) -> list[Any]:
+    """The items of nested tuples, lists and dicts (what a call's arguments hold), in order."""
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in leaves(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in leaves(item)]
+    return [tree]
 
 
 @dataclass

@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import tree_flatten, tree_map
 
 from ..core.state import pruned_tensors
-from .trace import ExampleInputs, Recording, Step, TensorKey, Value, as_call_args, buffers_kept, tensor_keys
+from .trace import ExampleInputs, Recording, Step, TensorKey, Value, as_call_args, buffers_kept, leaves, tensor_keys
 
 __all__ = ["record_fx", "FxUnavailable"]
 
@@ -171,8 +170,8 @@ def _steps(model: nn.Module, graph: fx.Graph, results: dict[fx.Node, Any]) -> Re
         result = results.get(node)
         where = _where(node)
         if node.op == "placeholder":
-            produced[node] = tree_map(lambda t: new(t, origin="input") if isinstance(t, Tensor) else t, result)
-            inputs.extend(v for v in tree_flatten(produced[node])[0] if isinstance(v, Value))
+            produced[node] = _map(lambda t: new(t, origin="input") if isinstance(t, Tensor) else t, result)
+            inputs.extend(v for v in leaves(produced[node]) if isinstance(v, Value))
             continue
         if node.op == "get_attr":
             found = by_path.get(str(node.target))
@@ -182,24 +181,24 @@ def _steps(model: nn.Module, graph: fx.Graph, results: dict[fx.Node, Any]) -> Re
                     tensors[key] = new(result, tensor=key, parameter=is_parameter, origin="tensor")
                 produced[node] = tensors[key]
             else:
-                produced[node] = tree_map(lambda t: new(t, origin="constant") if isinstance(t, Tensor) else t, result)
+                produced[node] = _map(lambda t: new(t, origin="constant") if isinstance(t, Tensor) else t, result)
             continue
         if node.op == "output":
-            flat = tree_flatten(tree_map(lookup, node.args[0]))[0]
+            flat = leaves(_map(lookup, node.args[0]))
             outputs = [v for v in flat if isinstance(v, Value)]
             continue
-        call_args = tree_map(lookup, node.args)
-        call_kwargs = tree_map(lookup, dict(node.kwargs))
+        call_args = _map(lookup, node.args)
+        call_kwargs = _map(lookup, dict(node.kwargs))
         name = _name(node)
         if node.target is operator.getitem and isinstance(call_args[0], (tuple, list)):
             produced[node] = call_args[0][call_args[1]]  # an element of a tuple output
             continue
-        if not any(isinstance(t, Tensor) for t in tree_flatten(result)[0]):
+        if not any(isinstance(t, Tensor) for t in leaves(result)):
             produced[node] = result  # a number, a size: the rules read it as a plain value
             continue
-        out = tree_map(lambda t: new(t) if isinstance(t, Tensor) else t, result)
+        out = _map(lambda t: new(t) if isinstance(t, Tensor) else t, result)
         produced[node] = out
-        out_values = tuple(v for v in tree_flatten(out)[0] if isinstance(v, Value))
+        out_values = tuple(v for v in leaves(out) if isinstance(v, Value))
         if node.op == "call_module":
             sub = model.get_submodule(str(node.target))
             steps.append(
@@ -228,6 +227,17 @@ def _steps(model: nn.Module, graph: fx.Graph, results: dict[fx.Node, Any]) -> Re
                 )
             )
     return Recording(steps, inputs, outputs, values, tensors, tied)
+
+
+def _map(function: Callable[[Any], Any], tree: Any) -> Any:
+    """``function`` applied to the items of nested tuples, lists and dicts (a call's arguments, a result)."""
+    if isinstance(tree, tuple):
+        return tuple(_map(function, item) for item in tree)
+    if isinstance(tree, list):
+        return [_map(function, item) for item in tree]
+    if isinstance(tree, dict):
+        return {key: _map(function, item) for key, item in tree.items()}
+    return function(tree)
 
 
 def _where(node: fx.Node) -> str:
