@@ -30,6 +30,7 @@ all-or-nothing change: whatever is raised, the model is left as it was.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,8 +187,6 @@ def _kept_count(group: ChannelGroup, alive: int, prune: int, round_to: int | Non
 
 def _choose(group: ChannelGroup, scores: Tensor, alive: Tensor, protected: Tensor, keep: int) -> Tensor:
     """Bool over channels: which alive channels to prune so that ``keep`` stay (the same number per block)."""
-    order_key = torch.where(alive, scores, torch.full_like(scores, math.inf))
-    order_key = torch.where(protected & alive, torch.full_like(scores, math.inf), order_key)
     prune = torch.zeros(group.size, dtype=torch.bool)
     blocks = group.blocks if group.blocks is not None else torch.zeros(group.size, dtype=torch.long)
     count = group.block_count
@@ -410,7 +409,8 @@ def prune_channels(
             ``"scored_structured"``, a plugin's), a spec, class or instance.
         amount: a fraction of each group's unpruned channels (``local``) or
             of all of them (``global``), or a count. A group is never emptied:
-            an amount that would empty one is an error.
+            locally, an amount that would empty one is an error; globally,
+            each group keeps at least one channel.
         example_inputs: what the model is called with (a tensor, a tuple, a
             dict of keyword arguments).
         scope: ``"local"`` (each group alone) or ``"global"`` (all groups
@@ -448,6 +448,7 @@ def prune_channels(
                 for g, live in zip(groups, alive, strict=True)
             ]
         pruned: dict[int, Tensor] = {}
+        too_narrow: list[str] = []
         for group, live, (scores, protected), count in zip(groups, alive, scored, counts, strict=True):
             n_alive = int(live.sum())
             if n_alive == 0:
@@ -457,6 +458,8 @@ def prune_channels(
                     f"amount={amount} would prune all {n_alive} channels of group #{group.id} ({group.name});"
                     " a group is never emptied: use a smaller amount, or ignore= its modules"
                 )
+            if round_to and n_alive < round_to:
+                too_narrow.append(f"#{group.id} ({group.name}, {n_alive})")
             keep = _kept_count(group, n_alive, count, round_to)
             if keep >= n_alive:
                 continue
@@ -466,4 +469,10 @@ def prune_channels(
     except PruneplugError as error:
         raise error.add_context(strategy=label) from error.__cause__
     remember_graph(model, graph)
+    if too_narrow:
+        warnings.warn(
+            f"round_to={round_to} is more than the channels of group(s) {', '.join(too_narrow)}: left as they are",
+            UserWarning,
+            stacklevel=2,
+        )
     return model
