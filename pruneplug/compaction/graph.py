@@ -40,7 +40,7 @@ from torch.utils._pytree import tree_map
 
 from ..errors import ChannelGraphWarning, ChannelTraceError, InvalidParametersError, InvalidTargetError
 from .rules import Layout, SlotSpace, apply_rule, channel_digit_links, is_rule_module
-from .trace import ExampleInputs, Recording, record
+from .trace import ExampleInputs, Recording, Step, record
 from .trace_fx import FxUnavailable, record_fx
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "trace_channels", "IgnoreLike", "Tracer"]
@@ -450,20 +450,13 @@ def trace_channels(
     recording, used = _record(model, example_inputs, tracer)
     space = SlotSpace()
     for step in recording.steps:
-        apply_rule(space, step)
+        _apply_and_pin_the_rest(space, step)
     for value in recording.inputs:
         for slot in space.all_of(value):
             space.pin(slot, "it reaches the model's inputs")
     for value in recording.outputs:
         for slot in space.all_of(value):
             space.pin(slot, "it reaches the model's outputs")
-    coupled = {s for pair in space.ties for s in pair} | {link[i] for link in space.links for i in (0, 2)}
-    coupled |= {s for reshape in space.reshapes for s in (*reshape.inputs, *reshape.outputs)}
-    for step in recording.steps:
-        for value in step.outputs:
-            for slot in space.all_of(value):
-                if slot not in coupled:  # its producer's rule says nothing about it: it cannot shrink
-                    space.pin(slot, f"{step.name} makes it without saying where its channels come from")
     for value in recording.values:
         if value.origin == "constant":
             for slot in space.all_of(value):
@@ -473,6 +466,23 @@ def trace_channels(
         warnings.warn(message, ChannelGraphWarning, stacklevel=2)
     inputs = _detached(example_inputs)
     return ChannelGraph(groups, used, inputs, messages, weakref.ref(model))
+
+
+def _apply_and_pin_the_rest(space: SlotSpace, step: Step) -> None:
+    """Apply ``step``'s rule; pin every output dim the rule itself did not relate to anything.
+
+    Such a dim's channels cannot shrink with any producer: a later step may
+    tie it to a consumer, but that would only make a group of consumers.
+    """
+    ties, links, reshapes = len(space.ties), len(space.links), len(space.reshapes)
+    apply_rule(space, step)
+    related = {s for pair in space.ties[ties:] for s in pair}
+    related |= {link[0] for link in space.links[links:]} | {link[2] for link in space.links[links:]}
+    related |= {s for reshape in space.reshapes[reshapes:] for s in (*reshape.inputs, *reshape.outputs)}
+    for value in step.outputs:
+        for slot in space.all_of(value):
+            if slot not in related:
+                space.pin(slot, f"{step.name} makes it without saying where its channels come from")
 
 
 def _record(model: nn.Module, example_inputs: ExampleInputs, tracer: str) -> tuple[Recording, str]:

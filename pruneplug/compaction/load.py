@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from ..core.commit import ModuleSnapshot
 from ..errors import CompactionError, PruneplugError
 from ..io.state_dict import load_pruned_state_dict
-from .resize import layer_attributes, resizable
+from .graph import trace_channels
+from .resize import layer_attributes, resizable, tensor_shape
+from .trace import ExampleInputs
 
 __all__ = ["load_compacted"]
 
@@ -55,7 +57,51 @@ def _resize(module: nn.Module, path: str, shapes: dict[str, tuple[int, ...]]) ->
             module._buffers[name] = torch.empty(shape, dtype=buffer.dtype, device=buffer.device)
 
 
-def load_compacted(model: nn.Module, state_dict: Mapping[str, object], *, strict: bool = True) -> nn.Module:
+def _shapeless_norms(model: nn.Module) -> list[str]:
+    """Norms whose statistics span channels and that hold no parameter: a checkpoint does not say their width."""
+    return [
+        path
+        for path, module in model.named_modules()
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) and tensor_shape(module, "weight") is None
+    ]
+
+
+def _norm_widths(
+    model: nn.Module, state_dict: Mapping[str, object], example_inputs: ExampleInputs, norms: list[str]
+) -> dict[str, int]:
+    """The widths of parameterless norms, from the channel groups they share with parameters."""
+    graph = trace_channels(model, example_inputs)
+    widths: dict[str, int] = {}
+    for group in graph.groups:
+        for norm in group.norms:
+            if norm.module not in norms:
+                continue
+            for member in group.members:
+                if member.layout[0] != "plain":
+                    continue
+                prefix = f"{member.module}." if member.module else ""
+                saved = state_dict.get(prefix + member.tensor, state_dict.get(prefix + member.tensor + "_orig"))
+                if isinstance(saved, Tensor):
+                    kept = saved.shape[member.dim] // member.index.shape[1]
+                    widths[norm.module] = kept * int(norm.index.shape[1])
+                    break
+    return widths
+
+
+def _set_norm_width(module: nn.Module, width: int) -> None:
+    if isinstance(module, nn.GroupNorm):
+        module.num_channels = width
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
+
+
+def load_compacted(
+    model: nn.Module,
+    state_dict: Mapping[str, object],
+    *,
+    strict: bool = True,
+    example_inputs: ExampleInputs | None = None,
+) -> nn.Module:
     """Resize ``model`` (freshly built, unpruned) to a compacted ``state_dict``'s shapes and load it.
 
     Every layer whose tensors have other shapes in ``state_dict`` gets
@@ -65,12 +111,15 @@ def load_compacted(model: nn.Module, state_dict: Mapping[str, object], *, strict
     as :func:`pruneplug.load_pruned_state_dict` does). Returns ``model``.
 
     A parameter of a module without a layer rule (a ViT's ``pos_embed``) is
-    resized alone. Norms without parameters (``elementwise_affine=False``)
-    keep their width: the checkpoint does not hold it.
+    resized alone. A LayerNorm, GroupNorm or RMSNorm without parameters
+    (``elementwise_affine=False``) has no tensor in the checkpoint to say its
+    width: pass ``example_inputs`` and it is read from the channel group the
+    norm shares with parameters (the fresh model is traced).
 
     Raises:
-        CompactionError: the checkpoint does not fit the architecture (the
-            model is then as it was).
+        CompactionError: the checkpoint does not fit the architecture, or a
+            parameterless norm's width is unknown without ``example_inputs``
+            (the model is then as it was).
     """
     if not isinstance(state_dict, Mapping):
         raise CompactionError(f"state_dict must be a mapping of names to tensors, not {type(state_dict).__name__}")
@@ -80,13 +129,34 @@ def load_compacted(model: nn.Module, state_dict: Mapping[str, object], *, strict
         shapes = _new_shapes(module, prefix, state_dict)
         if shapes:
             resized.append((path, module, shapes))
-    snapshots = [ModuleSnapshot(module) for _, module, _ in resized]
+    widths: dict[str, int] = {}
+    shapeless = _shapeless_norms(model)
+    if resized and shapeless:
+        if example_inputs is None:
+            raise CompactionError(
+                f"the norms {', '.join(shapeless)} hold no parameter, so the checkpoint does not say their widths:"
+                " pass example_inputs to read them from the channel graph"
+            )
+        widths = _norm_widths(model, state_dict, example_inputs, shapeless)
+    touched = {id(module): module for _, module, _ in resized}
+    touched.update({id(m): m for m in (model.get_submodule(p) for p in widths)})
+    snapshots = [ModuleSnapshot(module) for module in touched.values()]
     try:
         for path, module, shapes in resized:
             _resize(module, path, shapes)
+        for path, width in widths.items():
+            _set_norm_width(model.get_submodule(path), width)
         if any(str(key).endswith(_PRUNING_SUFFIXES) for key in state_dict):
             load_pruned_state_dict(model, state_dict, strict=strict)
         else:
+            if strict:  # torch copies what fits before it complains about keys: check them first
+                expected = set(model.state_dict())
+                missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+                if missing or unexpected:
+                    raise CompactionError(
+                        f"the checkpoint's keys do not fit the model: missing {missing or 'none'},"
+                        f" unexpected {unexpected or 'none'}"
+                    )
             model.load_state_dict(dict(state_dict), strict=strict)  # type: ignore[arg-type]
     except PruneplugError as error:
         for snapshot in snapshots:

@@ -179,7 +179,7 @@ def _kept_count(group: ChannelGroup, alive: int, prune: int, round_to: int | Non
         step = step * round_to // math.gcd(step, round_to)
     keep = alive - prune
     if step > 1:
-        keep = round(keep / step) * step
+        keep = math.floor(keep / step + 0.5) * step  # halves round up, not to even
         keep = max(keep, step)
         keep = min(keep, alive - alive % step)
     return max(keep, min(step, alive))

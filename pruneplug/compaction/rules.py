@@ -466,6 +466,12 @@ def _cat(space: SlotSpace, step: Step) -> None:
 def _split(space: SlotSpace, step: Step) -> None:
     whole = step.inputs()[0]
     dim = int(_arg(step, 1, "dim", 0) if step.name == "unbind" else _arg(step, 2, "dim", 0)) % len(whole.shape)
+    if step.name == "unbind":  # each piece is one index of dim, which it drops
+        for piece in step.outputs:
+            for d in range(len(piece.shape)):
+                space.tie(space.of(piece, d), space.of(whole, d if d < dim else d + 1))
+        space.pin(space.of(whole, dim), f"unbound into single slices ({step.where or 'the model'})")
+        return
     _offsets(space, step.outputs, whole, dim)
     if step.name != "chunk":  # split sizes are numbers in the forward's code: the pieces cannot shrink
         space.pin(space.of(whole, dim), f"{step.name} into pieces of fixed sizes ({step.where or 'the model'})")
@@ -587,12 +593,13 @@ def _reduction(space: SlotSpace, step: Step) -> None:
     for d in dims:
         space.pin(space.of(source, d), f"{step.name} over this dim ({step.where or 'the model'})")
     rest = [d for d in range(ndim) if d not in dims]
-    if len(target.shape) == ndim:
-        for d in rest:
-            space.tie(space.of(source, d), space.of(target, d))
-    elif len(target.shape) == len(rest):
-        for out_dim, in_dim in enumerate(rest):
-            space.tie(space.of(source, in_dim), space.of(target, out_dim))
+    for target in step.outputs:  # (var_mean, std_mean, max with dim: several outputs of one shape)
+        if len(target.shape) == ndim:
+            for d in rest:
+                space.tie(space.of(source, d), space.of(target, d))
+        elif len(target.shape) == len(rest):
+            for out_dim, in_dim in enumerate(rest):
+                space.tie(space.of(source, in_dim), space.of(target, out_dim))
 
 
 def _along(space: SlotSpace, step: Step) -> None:
