@@ -39,7 +39,7 @@ __all__ = [
 
 FULL_AMOUNTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUICK_AMOUNTS = (0.0, 0.5, 0.9)
-MEASURED_SECONDS = {"full": 55, "quick": 15}
+MEASURED_SECONDS = {"full": 85, "quick": 25}
 """How long ``pruneplug demo`` and ``pruneplug demo --quick`` take on two CPU cores, in seconds.
 
 Medians measured by ``benchmarks/demo.py`` (the table in docs/benchmarks.md); the CLI's
