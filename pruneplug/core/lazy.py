@@ -15,7 +15,6 @@ subclassed keep torch's eager attribute instead.
 from __future__ import annotations
 
 import threading
-import types
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from torch.nn.utils import parametrize, prune as torch_prune
 
 from ..storage.packed import plain
 from .cache import cache_key, cacheable, held, remember, reusable
+from .subclass import mixed_class
 
 __all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
 
@@ -133,29 +133,13 @@ def _lazy_class(base: type[nn.Module]) -> type[nn.Module] | None:
     """The lazy subclass of ``base`` (created once per class), or ``None`` if it cannot be made."""
     if issubclass(base, LazyMaskedModule):
         return base
-    cls = _classes.get(base)
-    if cls is not None:
-        return cls
-    with _classes_lock:
-        cls = _classes.get(base)
-        if cls is None:
-            namespace = {
-                "__module__": base.__module__,
-                "__qualname__": base.__qualname__,
-                "__doc__": base.__doc__,
-                "_pp_base": base,
-            }
-            try:
-                cls = types.new_class(
-                    base.__name__, (LazyMaskedModule, base), exec_body=lambda ns: ns.update(namespace)
-                )
-            except Exception:
-                # The class refuses subclasses (an __init_subclass__ or metaclass that raises, of any
-                # Exception type): such modules stay eager. Nothing is cached, so the half-made class
-                # is garbage; BaseException (KeyboardInterrupt, SystemExit) still propagates.
-                return None
-            _classes[base] = cls
-    return cls
+    try:
+        return mixed_class(base, LazyMaskedModule, "_pp_base", _classes, _classes_lock)
+    except Exception:
+        # The class refuses subclasses (an __init_subclass__ or metaclass that raises, of any
+        # Exception type): such modules stay eager. Nothing is cached, so the half-made class
+        # is garbage; BaseException (KeyboardInterrupt, SystemExit) still propagates.
+        return None
 
 
 def is_lazy(module: nn.Module) -> bool:

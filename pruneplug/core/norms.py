@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copyreg
 import threading
-import types
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import InvalidMaskError, InvalidTargetError, NotPrunedError
 from .lazy import LazyMaskedModule, _lazy_class
+from .subclass import mixed_class
 
 __all__ = [
     "ChannelMaskedNorm",
@@ -243,30 +243,14 @@ def norm_channels_mask(module: nn.Module) -> Tensor | None:
 
 def _masked_class(base: type[nn.Module]) -> type[nn.Module]:
     """The channel-masked subclass of ``base``, created once per class."""
-    cls = _classes.get(base)
-    if cls is not None:
-        return cls
-    with _classes_lock:
-        cls = _classes.get(base)
-        if cls is None:
-            namespace = {
-                "__module__": base.__module__,
-                "__qualname__": base.__qualname__,
-                "__doc__": base.__doc__,
-                "_pp_norm_base": base,
-            }
-            try:
-                cls = types.new_class(
-                    base.__name__, (ChannelMaskedNorm, base), exec_body=lambda ns: ns.update(namespace)
-                )
-            except Exception as error:  # an __init_subclass__ or metaclass of its own refuses
-                raise InvalidTargetError(
-                    f"{base.__qualname__} cannot be subclassed ({type(error).__name__}: {error}), "
-                    "which masking its channels needs",
-                    module_type=base.__name__,
-                ) from error
-            _classes[base] = cls
-    return cls
+    try:
+        return mixed_class(base, ChannelMaskedNorm, "_pp_norm_base", _classes, _classes_lock)
+    except Exception as error:  # an __init_subclass__ or metaclass of its own refuses
+        raise InvalidTargetError(
+            f"{base.__qualname__} cannot be subclassed ({type(error).__name__}: {error}), "
+            "which masking its channels needs",
+            module_type=base.__name__,
+        ) from error
 
 
 def _with_lazy(cls: type[nn.Module], lazy: bool) -> type[nn.Module]:
