@@ -512,3 +512,30 @@ def test_tracing_leaves_no_global_module_hook_behind() -> None:
     with pytest.raises(pruneplug.ChannelTraceError):
         trace(model, torch.randn(2, 5))
     assert not nn.modules.module._has_any_global_hook()
+
+
+class Branching(nn.Module):
+    """A forward whose Python control flow depends on the data: torch.fx cannot read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.a(x))
+        if x.sum() > 0:  # (a condition on h, a reduction over its channels, would pin them)
+            h = h * 2
+        out: Tensor = self.b(h)
+        return out
+
+
+def test_a_model_fx_cannot_read_is_recorded_eagerly_and_says_why() -> None:
+    model, x = Branching(), torch.randn(2, 4)
+    graph = trace(model, x)
+    assert graph.tracer.startswith("eager (torch.fx could not trace it:")
+    assert [members(g) for g in graph.prunable] == [{"a.weight[dim 0]", "a.bias[dim 0]", "b.weight[dim 1]"}]
+    with pytest.raises(pruneplug.ChannelTraceError, match="torch.fx cannot trace the model"):
+        trace(model, x, tracer="fx")
+    with pytest.raises(pruneplug.InvalidParametersError, match="tracer must be"):
+        trace(model, x, tracer="export")

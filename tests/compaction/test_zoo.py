@@ -58,3 +58,23 @@ def test_a_zoo_model_compacts_to_what_its_masked_twin_computes(name: str, amount
     assert pruneplug.count_params(fresh) == report.params_after
     for a, b in zip(compacted, helpers.run(fresh, inputs)):
         assert torch.equal(a, b)
+
+
+def _layout(graph: pruneplug.ChannelGraph) -> list[tuple[int, bool, tuple[tuple[str, int, tuple[int, ...]], ...]]]:
+    return sorted(
+        (
+            group.size,
+            group.prunable,
+            tuple(sorted((m.name, m.dim, tuple(m.index.flatten().tolist())) for m in group.members)),
+        )
+        for group in graph.groups
+    )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fx_and_the_eager_recorder_find_the_same_groups(name: str) -> None:
+    model, inputs = MODELS[name]()
+    by_fx = pruneplug.trace_channels(model, inputs, tracer="fx")
+    by_eager = pruneplug.trace_channels(model, inputs, tracer="eager")
+    assert (by_fx.tracer, by_eager.tracer) == ("fx", "eager")
+    assert _layout(by_fx) == _layout(by_eager)
