@@ -48,7 +48,7 @@ from .graph import ChannelGraph, ChannelGroup, trace_channels
 from .macs import count_params, counting_macs
 from .prune import _alive_channels, cached_graph, forget_graph
 from .report import CompactionReport
-from .resize import layer_attributes, resizable
+from .resize import layer_attributes, norm_width, resizable, set_norm_width
 from .trace import ExampleInputs, as_call_args, buffers_kept
 
 __all__ = ["compact"]
@@ -206,11 +206,7 @@ def _apply(model: nn.Module, cuts: dict[tuple[str, str], _Cut], norms: dict[str,
         keep = norm_channels_mask(module)
         if keep is not None:
             unmask_norm_channels(module)
-        width = _norm_width(module) - len(removed)
-        if isinstance(module, nn.GroupNorm):
-            module.num_channels = width
-        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-            module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
+        set_norm_width(module, norm_width(module) - len(removed))
     for path in by_module:
         module = model.get_submodule(path)
         if resizable(module):
@@ -219,12 +215,6 @@ def _apply(model: nn.Module, cuts: dict[tuple[str, str], _Cut], norms: dict[str,
         if path in attention:
             _rescale_queries(module, attention[path], undo)
     refresh(model)
-
-
-def _norm_width(module: nn.Module) -> int:
-    if isinstance(module, nn.GroupNorm):
-        return int(module.num_channels)
-    return int(module.normalized_shape[-1])  # type: ignore[index]
 
 
 def _rescale_queries(module: nn.Module, old_head_dim: int, undo: _Undo) -> None:

@@ -19,7 +19,7 @@ from ..core.commit import ModuleSnapshot
 from ..errors import CompactionError, PruneplugError
 from ..io.state_dict import load_pruned_state_dict
 from .graph import trace_channels
-from .resize import layer_attributes, resizable, tensor_shape
+from .resize import layer_attributes, resizable, set_norm_width, tensor_shape
 from .trace import ExampleInputs
 
 __all__ = ["load_compacted"]
@@ -88,13 +88,6 @@ def _norm_widths(
     return widths
 
 
-def _set_norm_width(module: nn.Module, width: int) -> None:
-    if isinstance(module, nn.GroupNorm):
-        module.num_channels = width
-    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-        module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
-
-
 def load_compacted(
     model: nn.Module,
     state_dict: Mapping[str, object],
@@ -145,7 +138,7 @@ def load_compacted(
         for path, module, shapes in resized:
             _resize(module, path, shapes)
         for path, width in widths.items():
-            _set_norm_width(model.get_submodule(path), width)
+            set_norm_width(model.get_submodule(path), width)
         if any(str(key).endswith(_PRUNING_SUFFIXES) for key in state_dict):
             load_pruned_state_dict(model, state_dict, strict=strict)
         else:

@@ -59,6 +59,7 @@ from ..storage.packed import plain
 from ..strategies import PrecomputedMask
 from ..strategies.bias import release_precomputed
 from .graph import ChannelGraph, ChannelGroup, IgnoreLike, Member, trace_channels
+from .resize import norm_width
 from .trace import ExampleInputs
 
 __all__ = ["prune_channels", "cached_graph", "GroupReduction", "Scope"]
@@ -279,7 +280,7 @@ def _masks(model: nn.Module, pruned: dict[int, Tensor], graph: ChannelGraph, lab
                 module = model.get_submodule(norm.module)
                 current = norm_channels_mask(module)
                 plan.norms[norm.module] = (
-                    torch.ones(_norm_width(module), dtype=torch.bool)
+                    torch.ones(norm_width(module), dtype=torch.bool)
                     if current is None
                     else current.detach().clone().cpu()
                 )
@@ -289,13 +290,6 @@ def _masks(model: nn.Module, pruned: dict[int, Tensor], graph: ChannelGraph, lab
         mask = _mask_of(values.shape, items, values.device)
         plan.masks[key] = mask if alive is None else mask & alive
     return plan
-
-
-def _norm_width(module: nn.Module) -> int:
-    shape = getattr(module, "normalized_shape", None)
-    if shape is not None:
-        return int(shape[-1])
-    return int(getattr(module, "num_channels"))  # noqa: B009 (a GroupNorm; typed loosely by nn.Module)
 
 
 def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import CompactionError
 
-__all__ = ["layer_attributes", "resizable", "tensor_shape"]
+__all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width"]
 
 Shape = tuple[int, ...]
 
@@ -32,6 +32,21 @@ def tensor_shape(module: nn.Module, name: str) -> Shape | None:
             if tensor is not None:
                 return tuple(tensor.shape)
     return None
+
+
+def norm_width(module: nn.Module) -> int:
+    """The channels a LayerNorm or RMSNorm (its last normalized dim) or a GroupNorm normalizes."""
+    if isinstance(module, nn.GroupNorm):
+        return int(module.num_channels)
+    return int(module.normalized_shape[-1])  # type: ignore[index]
+
+
+def set_norm_width(module: nn.Module, width: int) -> None:
+    """Make a LayerNorm, RMSNorm or GroupNorm normalize ``width`` channels (its tensors are resized apart)."""
+    if isinstance(module, nn.GroupNorm):
+        module.num_channels = width
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
 
 
 def resizable(module: nn.Module) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .resize import tensor_shape
 from .trace import Step, TensorKey, Value
 
 __all__ = ["SlotSpace", "SlotInfo", "apply_rule", "is_rule_module", "Layout"]
@@ -167,17 +168,8 @@ def _broadcast(space: SlotSpace, inputs: Sequence[Value], output: Value) -> None
                 space.tie(space.of(value, -k), space.of(output, -k))
 
 
-def _tensor_shape(module: nn.Module, name: str) -> tuple[int, ...] | None:
-    for store in (module._parameters, module._buffers):
-        for candidate in (name, name + "_orig"):
-            tensor = store.get(candidate)
-            if tensor is not None:
-                return tuple(tensor.shape)
-    return None
-
-
 def _module_tensor(space: SlotSpace, path: str, module: nn.Module, name: str, dim: int, **kw: Any) -> int | None:
-    shape = _tensor_shape(module, name)
+    shape = tensor_shape(module, name)
     if shape is None:
         return None
     parameter = name in module._parameters or name + "_orig" in module._parameters
@@ -807,7 +799,7 @@ def _module_rule(space: SlotSpace, step: Step) -> None:
         return
     x, y = io
     layer = _module_layer(space, step)
-    shape = _tensor_shape(module, "weight")
+    shape = tensor_shape(module, "weight")
     if isinstance(module, nn.modules.conv._ConvNd):
         spatial = len(module.kernel_size)
         assert shape is not None
