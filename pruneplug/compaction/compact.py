@@ -218,7 +218,10 @@ def _apply(model: nn.Module, cuts: dict[tuple[str, str], _Cut], norms: dict[str,
 
 
 def _rescale_queries(module: nn.Module, old_head_dim: int, undo: _Undo) -> None:
-    """Keep ``q·k / sqrt(head_dim)`` as it was: the query rows absorb the change of head size."""
+    """Keep ``q·k / sqrt(head_dim)`` as it was: the query rows absorb the change of head size.
+
+    Writes ``.data``; the caller refreshes the masked tensors afterwards.
+    """
     assert isinstance(module, nn.MultiheadAttention)
     new_head_dim = module.embed_dim // module.num_heads
     if new_head_dim == old_head_dim:
@@ -232,7 +235,6 @@ def _rescale_queries(module: nn.Module, old_head_dim: int, undo: _Undo) -> None:
         scaled = tensor.data.clone()
         scaled[:embed] *= factor
         undo.set_data(tensor, scaled)
-    refresh(module)
 
 
 # -- checking --------------------------------------------------------------------------------------
