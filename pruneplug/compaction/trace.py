@@ -24,7 +24,7 @@ and its buffers (BatchNorm running statistics) are put back after the run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "buffers_kept",
     "tensor_keys",
     "leaves",
+    "function_apply_replaced",
 ]
 
 TensorKey = tuple[str, str]
@@ -257,32 +258,46 @@ class _Recorder(TorchFunctionMode):
             self.steps.append(step)
 
 
-@contextmanager
-def _opaque_functions(recorder: _Recorder) -> Iterator[None]:
-    """Record every custom ``torch.autograd.Function`` as one step, without looking inside.
+FunctionApply = Callable[..., Any]
+"""``torch.autograd.Function.apply``'s implementation: ``(cls, *args, **kwargs) -> result``."""
 
-    Its forward may do what the torch calls seen inside do not show (a kernel
-    writing into ``torch.empty_like(x)``, say), so no rule reaches in: the
-    step has none, and the channels it touches are left alone.
+
+@contextmanager
+def function_apply_replaced(make: Callable[[FunctionApply], FunctionApply]) -> Iterator[None]:
+    """Every custom ``torch.autograd.Function`` called through ``make(original apply)`` meanwhile.
+
+    A function's forward may do what the torch calls seen inside do not
+    show (a kernel writing into ``torch.empty_like(x)``, say), so neither
+    recorder looks inside: the eager one keeps the call as one opaque step,
+    fx gives up. The patch is process-wide while it lasts, as the recorder's
+    global module hooks are.
     """
     original = torch.autograd.Function.__dict__["apply"]
-
-    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
-        if recorder.depth or recorder.paused:
-            return original.__func__(cls, *args, **kwargs)
-        recorder.depth += 1  # nothing inside is recorded
-        try:
-            result = original.__func__(cls, *args, **kwargs)
-        finally:
-            recorder.depth -= 1
-        recorder.function_step(cls, args, kwargs, result)
-        return result
-
-    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    torch.autograd.Function.apply = classmethod(make(original.__func__))  # type: ignore[assignment,method-assign]
     try:
         yield
     finally:
         torch.autograd.Function.apply = original  # type: ignore[method-assign]
+
+
+def _opaque_functions(recorder: _Recorder) -> AbstractContextManager[None]:
+    """Record every custom ``torch.autograd.Function`` as one step, without looking inside (it has no rule)."""
+
+    def make(original: FunctionApply) -> FunctionApply:
+        def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+            if recorder.depth or recorder.paused:
+                return original(cls, *args, **kwargs)
+            recorder.depth += 1  # nothing inside is recorded
+            try:
+                result = original(cls, *args, **kwargs)
+            finally:
+                recorder.depth -= 1
+            recorder.function_step(cls, args, kwargs, result)
+            return result
+
+        return apply
+
+    return function_apply_replaced(make)
 
 
 def _masked_attribute_hooks(recorder: _Recorder, model: nn.Module) -> list[Any]:

@@ -19,15 +19,26 @@ from __future__ import annotations
 
 import builtins
 import operator
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
 from ..core.state import pruned_tensors
-from .trace import ExampleInputs, Recording, Step, TensorKey, Value, as_call_args, buffers_kept, leaves, tensor_keys
+from .trace import (
+    ExampleInputs,
+    Recording,
+    Step,
+    TensorKey,
+    Value,
+    as_call_args,
+    buffers_kept,
+    function_apply_replaced,
+    leaves,
+    tensor_keys,
+)
 
 __all__ = ["record_fx", "FxUnavailable"]
 
@@ -95,24 +106,16 @@ def _name(node: fx.Node) -> str:
     return str(getattr(target, "__name__", target))
 
 
-@contextmanager
-def _functions_refused() -> Iterator[None]:
-    """While fx traces, a custom ``torch.autograd.Function`` stops it.
+def _functions_refused() -> AbstractContextManager[None]:
+    """While fx traces, a custom ``torch.autograd.Function`` stops it (fx would trace through its forward)."""
 
-    fx would trace through the function's forward, whose torch calls need
-    not show what it does (a kernel writing into ``torch.empty_like(x)``);
-    the eager recorder keeps such a call as one opaque step instead.
-    """
-    original = torch.autograd.Function.__dict__["apply"]
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+            raise FxUnavailable(f"the forward calls the custom autograd function {cls.__name__}")
 
-    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
-        raise FxUnavailable(f"the forward calls the custom autograd function {cls.__name__}")
+        return apply
 
-    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
-    try:
-        yield
-    finally:
-        torch.autograd.Function.apply = original  # type: ignore[method-assign]
+    return function_apply_replaced(make)
 
 
 def record_fx(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[nn.Module], bool]) -> Recording:
