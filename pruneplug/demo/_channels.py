@@ -45,8 +45,8 @@ from ..errors import PruneplugError
 from ..selection.threads import intra_op_threads
 from ._data import Digits
 from ._progress import Phases, silent
-from ._sweep import SweepSettings, prunable_layers, weight_sparsity
-from ._training import evaluate, train
+from ._sweep import SweepSettings, prunable_layers, scored_before_and_after_fine_tuning, weight_sparsity
+from ._training import evaluate
 
 __all__ = [
     "CHANNEL_STRATEGY",
@@ -198,16 +198,7 @@ def prune_and_compact(
         model = copy.deepcopy(trained)
         prune_channels(model, CHANNEL_STRATEGY, amount=amount, example_inputs=(batch,), **CHANNEL_PARAMS)
         sparsity = weight_sparsity(model)
-        accuracy = evaluate(model, data.test_images, data.test_labels)
-        train(
-            model,
-            data.train_images,
-            data.train_labels,
-            epochs=settings.fine_tune_epochs,
-            seed=settings.seed,
-            learning_rate=settings.fine_tune_learning_rate,
-        )
-        fine_tuned = evaluate(model, data.test_images, data.test_labels)
+        accuracy, fine_tuned = scored_before_and_after_fine_tuning(model, data, settings)
         masked = copy.deepcopy(model)
         report = compact(model)
         compacted = evaluate(model, data.test_images, data.test_labels)

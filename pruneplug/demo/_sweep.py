@@ -30,7 +30,16 @@ from ._progress import Phases, silent
 from ._training import evaluate, train
 from ._variants import Skipped, Variant
 
-__all__ = ["Point", "Curve", "SweepSettings", "prunable_layers", "weight_sparsity", "prune_copy", "sweep"]
+__all__ = [
+    "Point",
+    "Curve",
+    "SweepSettings",
+    "prunable_layers",
+    "weight_sparsity",
+    "prune_copy",
+    "scored_before_and_after_fine_tuning",
+    "sweep",
+]
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,20 @@ def sweep(
     return curves, skipped
 
 
+def scored_before_and_after_fine_tuning(model: nn.Module, data: Digits, settings: SweepSettings) -> tuple[float, float]:
+    """Test accuracy of a pruned ``model``, then again after the sweep's fine-tune (``model`` is trained in place)."""
+    accuracy = evaluate(model, data.test_images, data.test_labels)
+    train(
+        model,
+        data.train_images,
+        data.train_labels,
+        epochs=settings.fine_tune_epochs,
+        seed=settings.seed,
+        learning_rate=settings.fine_tune_learning_rate,
+    )
+    return accuracy, evaluate(model, data.test_images, data.test_labels)
+
+
 def _run(
     trained: nn.Module, data: Digits, variant: Variant, amount: float | None, settings: SweepSettings
 ) -> tuple[Point, dict[str, str]]:
@@ -206,14 +229,5 @@ def _run(
         sparsity = weight_sparsity(model)
         if amount is None and sparsity == 0.0:
             raise _NotApplicable("prunes nothing")
-        accuracy = evaluate(model, data.test_images, data.test_labels)
-        train(
-            model,
-            data.train_images,
-            data.train_labels,
-            epochs=settings.fine_tune_epochs,
-            seed=settings.seed,
-            learning_rate=settings.fine_tune_learning_rate,
-        )
-        fine_tuned = evaluate(model, data.test_images, data.test_labels)
+        accuracy, fine_tuned = scored_before_and_after_fine_tuning(model, data, settings)
     return Point(amount, sparsity, accuracy, fine_tuned), left_dense
