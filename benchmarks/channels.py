@@ -70,7 +70,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _resnet50 import MACS, PARAMS, resnet50  # benchmarks/ is the script's folder, first on sys.path
+from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _resnet50 import MACS, PARAMS, resnet50
 from torch import Tensor, nn
 
 import pruneplug
@@ -360,13 +361,7 @@ def render(rows: dict[str, Row], found: dict[str, float | None], about: dict[str
 
 def write_docs(text: str) -> None:
     """Put ``text`` between the channel benchmark's markers in docs/benchmarks.md (the other tables stay)."""
-    start, end = MARKERS
-    document = DOCS.read_text()
-    if start not in document or end not in document:
-        raise SystemExit(f"{DOCS}: the markers {start} and {end} are missing")
-    before, _, rest = document.partition(start)
-    _, _, after = rest.partition(end)
-    DOCS.write_text(f"{before}{start}\n{text}\n{end}{after}")
+    write_between(MARKERS, text, DOCS)
 
 
 # --- the run ------------------------------------------------------------------------------------

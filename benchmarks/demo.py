@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -103,13 +105,7 @@ def table(runs: list[Run], load: float) -> str:
 
 def write_docs(text: str) -> None:
     """Put ``text`` between the demo's markers in docs/benchmarks.md (the other tables are left alone)."""
-    start, end = MARKERS
-    document = DOCS.read_text()
-    if start not in document or end not in document:
-        raise SystemExit(f"{DOCS}: the markers {start} and {end} are missing")
-    before, _, rest = document.partition(start)
-    _, _, after = rest.partition(end)
-    DOCS.write_text(f"{before}{start}\n{text}\n{end}{after}")
+    write_between(MARKERS, text, DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:
