@@ -313,7 +313,7 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
     snapshots = [ModuleSnapshot(module) for module, _ in norms]
     try:
         for module, keep in norms:
-            mask_norm_channels(module, keep.to(_device(module)))
+            mask_norm_channels(module, keep)  # (it stores the mask on the module's device)
         commit(pendings)
     except BaseException:
         for snapshot in snapshots:
@@ -321,12 +321,6 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
         raise
     for pending in pendings:
         release_precomputed(pending.hook)
-
-
-def _device(module: nn.Module) -> torch.device:
-    for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-        return tensor.device
-    return torch.device("cpu")
 
 
 # -- the API ---------------------------------------------------------------------------------------
