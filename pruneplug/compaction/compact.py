@@ -46,7 +46,7 @@ from ..errors import CompactionError, PruneplugError
 from ..storage.packed import plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
 from .macs import count_params, counting_macs
-from .prune import _alive_channels, cached_graph, forget_graph
+from .prune import alive_channels, cached_graph, forget_graph
 from .report import CompactionReport
 from .resize import layer_attributes, norm_width, resizable, set_norm_width
 from .trace import ExampleInputs, as_call_args, buffers_kept
@@ -66,7 +66,7 @@ class _Cut:
 def _removable(model: nn.Module, graph: ChannelGraph) -> list[tuple[ChannelGroup, Tensor]]:
     found = []
     for group in graph.prunable:
-        dead = ~_alive_channels(model, group)
+        dead = ~alive_channels(model, group)
         if not bool(dead.any()) or bool(dead.all()):
             continue
         if group.blocks is not None:
