@@ -9,10 +9,13 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils.flop_counter import FlopCounterMode
 
 import pruneplug
-from pruneplug.compaction.macs import count_macs, count_params
+from pruneplug.compaction.macs import _ATTENTION, count_macs, count_params, counting_macs
 from pruneplug.errors import InvalidTargetError
+
+from .zoo import EXTRA, ZOO
 
 
 def conv_net() -> nn.Sequential:
@@ -84,6 +87,21 @@ def test_fake_and_real_runs_count_the_same(make: type[nn.Module], training: bool
         assert count_macs(model, inputs) == real
     else:  # a real run without autograd takes attention's fused fast path, which flop_counter does not know
         assert real == count_macs(model.mlp, inputs) < count_macs(model, inputs)
+
+
+@pytest.mark.parametrize("name", sorted({**ZOO, **EXTRA}))
+@pytest.mark.parametrize("training", [True, False])
+def test_the_counter_counts_what_flop_counter_counts(name: str, training: bool) -> None:
+    """counting_macs counts what FlopCounterMode (given the CPU attention formula) counts, on every zoo model."""
+    model, inputs = {**ZOO, **EXTRA}[name]()
+    model.train(training)
+    torch.manual_seed(0)
+    with torch.no_grad(), counting_macs() as counter:
+        model(*inputs)
+    torch.manual_seed(0)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_ATTENTION) as reference:
+        model(*inputs)
+    assert counter.macs() == reference.get_total_flops() // 2 > 0
 
 
 class Spy(nn.Module):
