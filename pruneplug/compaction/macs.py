@@ -141,7 +141,7 @@ class MacCounter(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # (torch leaves it untyped)
         self.flops = 0
 
     def macs(self) -> int:
