@@ -642,6 +642,13 @@ def _sdpa(space: SlotSpace, step: Step) -> None:
     for x in (q, k, v):
         for d in range(1, min(len(x.shape), len(out.shape)) - 1):
             space.tie(space.of(x, -d - 2), space.of(out, -d - 2))
+    if len(q.shape) >= 3 and len(k.shape) == len(q.shape) and k.shape[-3] != q.shape[-3]:
+        # enable_gqa: key/value head j serves query heads j*r .. j*r+r-1 (as repeat_interleave would)
+        heads, kv_heads = q.shape[-3], k.shape[-3]
+        if kv_heads and heads % kv_heads == 0:
+            query_heads = torch.arange(heads)
+            for x in (k, v):
+                space.link(space.of(x, -3), query_heads // (heads // kv_heads), space.of(q, -3), query_heads)
 
 
 # -- spatial ops -----------------------------------------------------------------------------------
@@ -1086,6 +1093,13 @@ def channel_digit_links(space: SlotSpace, reshape: Reshape, channel: Callable[[i
                 digits.append((slot, (flat // stride) % size))
         sides.append((slots, digits))
     (_, in_digits), (_, out_digits) = sides
+    for (slots, digits), other in ((sides[0], out_digits), (sides[1], in_digits)):
+        if not digits and other and len(slots) > 1:
+            # One channel dim split into several new dims, none of them a channel yet (q rows viewed as
+            # (heads, head_dim), a linear's features as (C, H, W)): the outermost takes the channels, in
+            # blocks of the inner ones, which stay free. Linking every digit would make one atom of all.
+            total = math.prod(space.infos[s].size for s in slots)
+            digits.append((slots[0], torch.arange(total) // (total // space.infos[slots[0]].size)))
     if not in_digits or not out_digits:
         for _, digits in sides:
             for slot, _ in digits:
