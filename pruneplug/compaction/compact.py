@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +45,7 @@ from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
 from ..storage.packed import plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
+from .hf import rewrite_sizes
 from .macs import count_params, counting_macs
 from .prune import alive_channels, cached_graph, forget_graph
 from .report import CompactionReport
@@ -138,6 +139,17 @@ class _Undo:
             self.snapshots[id(module)] = ModuleSnapshot(module)
 
     grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    attributes: list[tuple[Any, str, bool, Any]] = field(default_factory=list)  # (owner, name, had it, old)
+
+    def set_attribute(self, owner: Any, name: str, value: Any) -> None:
+        """``setattr`` (``None``: delete), remembering what was there."""
+        had = name in vars(owner)
+        self.attributes.append((owner, name, had, vars(owner).get(name)))
+        if value is None:
+            if had:
+                delattr(owner, name)
+        else:
+            setattr(owner, name, value)
 
     def set_data(self, tensor: Tensor, new: Tensor) -> None:
         self.data.append((tensor, tensor.data))
@@ -154,6 +166,11 @@ class _Undo:
             tensor.grad = old
         for snapshot in self.snapshots.values():
             snapshot.restore()
+        for owner, name, had, old in reversed(self.attributes):
+            if had:
+                setattr(owner, name, old)
+            elif name in vars(owner):
+                delattr(owner, name)
 
 
 def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> None:
@@ -350,6 +367,7 @@ def compact(
     worst, allowed = 0.0, 0.0
     try:
         _apply(model, cuts, norms, undo)
+        sizes = rewrite_sizes(model, undo.set_attribute)
         for mode in modes:
             try:
                 outputs, macs_after = _run(model, inputs, mode == "train")
@@ -383,6 +401,8 @@ def compact(
         tolerance=allowed,
         verified_modes=tuple(modes),
         tracer=graph.tracer,
+        config_sizes=sizes.uniform if sizes else {},
+        per_layer_sizes=sizes.per_layer if sizes else {},
     )
 
 

@@ -55,6 +55,15 @@ class CompactionReport(BaseModel):
     tolerance: NonNegativeFloat = Field(description="The largest difference accepted.")
     verified_modes: tuple[VerifiedMode, ...] = Field(description="The modes in which the outputs were compared.")
     tracer: str = Field(description="How the channel graph was traced.")
+    config_sizes: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="Sizes written into a Hugging Face model's config (hidden_size, num_attention_heads, ...).",
+    )
+    per_layer_sizes: dict[str, list[NonNegativeInt]] = Field(
+        default_factory=dict,
+        description="Config fields whose value differs between layers: the config cannot state them,"
+        " so from_pretrained cannot rebuild the model (pruneplug.load_compacted can).",
+    )
 
     @property
     def param_reduction(self) -> float:
@@ -96,8 +105,16 @@ class CompactionReport(BaseModel):
             f"Compacted {_groups(self.groups_compacted)} ({self.total_channels_removed:,} channels removed): "
             f"parameters {self.params_before:,} -> {self.params_after:,} ({_times(self.param_reduction)} fewer), "
             f"MACs {self.macs_before:,} -> {self.macs_after:,} ({_times(self.macs_reduction)} fewer); "
-            f"{self._checked()}; traced with {self.tracer}."
+            f"{self._checked()}; traced with {self.tracer}.{self._config()}"
         )
+
+    def _config(self) -> str:
+        if self.per_layer_sizes:
+            fields = ", ".join(sorted(self.per_layer_sizes))
+            return f" The layers differ in {fields}: the config cannot state it (load with pruneplug.load_compacted)."
+        if self.config_sizes:
+            return " Config: " + ", ".join(f"{k}={v}" for k, v in self.config_sizes.items()) + "."
+        return ""
 
     def _rows(self) -> list[tuple[str, str, str, str]]:
         return [
@@ -108,7 +125,7 @@ class CompactionReport(BaseModel):
     def _summary(self) -> str:
         return (
             f"{_groups(self.groups_compacted)} compacted, {self.total_channels_removed:,} channels removed; "
-            f"{self._checked()}; traced with {self.tracer}."
+            f"{self._checked()}; traced with {self.tracer}.{self._config()}"
         )
 
     def _checked(self) -> str:

@@ -26,6 +26,8 @@ def fields(**changes: Any) -> dict[str, Any]:
         "tolerance": 1e-4,
         "verified_modes": ("eval", "train"),
         "tracer": "fx",
+        "config_sizes": {},
+        "per_layer_sizes": {},
     }
     return {**values, **changes}
 
@@ -71,6 +73,14 @@ def test_rich_shows_the_table_and_the_line() -> None:
     assert "Compaction" in text
     assert "25,557,032" in text and "6,390,000" in text and "4.00x" in text and "3.93x" in text
     assert "192 channels removed" in text
+
+
+def test_the_config_sizes_are_stated_and_per_layer_sizes_point_to_load_compacted() -> None:
+    uniform = CompactionReport(**fields(config_sizes={"hidden_size": 48, "num_attention_heads": 2}))
+    assert "Config: hidden_size=48, num_attention_heads=2." in str(uniform)
+    varying = CompactionReport(**fields(per_layer_sizes={"intermediate_size": [48, 64]}))
+    assert "differ in intermediate_size" in str(varying) and "load_compacted" in varying.to_markdown()
+    assert "Config" not in str(CompactionReport(**fields()))
 
 
 def test_json_round_trips_and_holds_the_fields_only() -> None:
