@@ -20,7 +20,7 @@ the rules of every step (:mod:`.rules`), and solves them:
 
 A group is left alone (``prunable=False``, with the reason) when it reaches
 the model's inputs or outputs, an operation without a rule, a reduction or
-softmax over its channels, a tensor made outside the run, a tied parameter,
+softmax over its channels, a tensor made outside the run,
 an ``ignore``-d module, or blocks whose sizes disagree.
 """
 
@@ -352,7 +352,9 @@ def _build(space: SlotSpace, recording: Recording, ignored: Sequence[str]) -> tu
     norms_by_class: dict[int, list[int]] = defaultdict(list)
     for slot in space.norms:
         norms_by_class[of_slot[slot]].append(slot)
-    tied = recording.tied
+    aliases: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # a tied tensor's other names
+    for alias, first in recording.tied.items():
+        aliases[first].append(alias)
     groups: list[ChannelGroup] = []
     warned: dict[str, set[str]] = defaultdict(set)
     for signature, atoms in sorted(signatures.items(), key=lambda item: (item[0], min(item[1]))):
@@ -375,12 +377,10 @@ def _build(space: SlotSpace, recording: Recording, ignored: Sequence[str]) -> tu
             for slot in classes.members[cls]:
                 info = space.infos[slot]
                 if info.tensor is not None:
-                    path, name = info.tensor
-                    members.append(Member(path, name, info.dim, index, info.layout, info.parameter))
-                    if (path, name) in tied:
-                        reason = reason or f"{path}.{name} is tied to another tensor of the model"
-                    if _ignored(path, ignored):
-                        reason = reason or f"{path or 'the model'} is ignored"
+                    for path, name in [info.tensor, *aliases.get(info.tensor, [])]:
+                        members.append(Member(path, name, info.dim, index, info.layout, info.parameter))
+                        if _ignored(path, ignored):
+                            reason = reason or f"{path or 'the model'} is ignored"
             for slot in norms_by_class.get(cls, []):
                 norms.append(Member(space.norms[slot], "channels_mask", 0, index, parameter=False))
             if cls in pins:
@@ -449,6 +449,7 @@ def trace_channels(
     ignored = _module_paths(model, ignore)
     recording, used = _record(model, example_inputs, tracer)
     space = SlotSpace()
+    space.aliases = dict(recording.tied)
     for step in recording.steps:
         _apply_and_pin_the_rest(space, step)
     for value in recording.inputs:

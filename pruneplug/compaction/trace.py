@@ -112,7 +112,7 @@ class Recording:
     outputs: list[Value]
     values: list[Value]
     tensors: dict[TensorKey, Value] = field(default_factory=dict)
-    tied: set[TensorKey] = field(default_factory=set)  # tensors the model holds under several names
+    tied: dict[TensorKey, TensorKey] = field(default_factory=dict)  # another name of a tensor -> its first name
 
 
 def as_call_args(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -129,14 +129,15 @@ def as_call_args(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[s
     )
 
 
-def tensor_keys(model: nn.Module) -> tuple[dict[int, tuple[TensorKey, bool]], set[TensorKey]]:
-    """``id(tensor) -> (key, is a parameter)`` for the model's parameters and buffers, and the tied keys.
+def tensor_keys(model: nn.Module) -> tuple[dict[int, tuple[TensorKey, bool]], dict[TensorKey, TensorKey]]:
+    """``id(tensor) -> (key, is a parameter)`` for the model's parameters and buffers, and the tied names.
 
     A pruned tensor is keyed by its own name (``weight``, not ``weight_orig``);
-    a tensor the model holds under several names is tied.
+    a tensor the model holds under several names (tied input and output
+    embeddings) is keyed by the first, and ``tied`` maps each other name to it.
     """
     keys: dict[int, tuple[TensorKey, bool]] = {}
-    tied: set[TensorKey] = set()
+    tied: dict[TensorKey, TensorKey] = {}
     for owner_name, owner in model.named_modules(remove_duplicate=False):
         for is_parameter, store in ((True, owner._parameters), (False, owner._buffers)):
             for name, tensor in store.items():
@@ -144,7 +145,7 @@ def tensor_keys(model: nn.Module) -> tuple[dict[int, tuple[TensorKey, bool]], se
                     continue
                 key = (owner_name, name[: -len("_orig")] if name.endswith("_orig") else name)
                 if id(tensor) in keys and keys[id(tensor)][0] != key:
-                    tied.update({keys[id(tensor)][0], key})
+                    tied[key] = keys[id(tensor)][0]
                     continue
                 keys[id(tensor)] = (key, is_parameter)
     return keys, tied
