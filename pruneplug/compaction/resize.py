@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core.norms import is_rms_norm_like
 from ..errors import CompactionError
 
 __all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width"]
@@ -35,9 +36,13 @@ def tensor_shape(module: nn.Module, name: str) -> Shape | None:
 
 
 def norm_width(module: nn.Module) -> int:
-    """The channels a LayerNorm or RMSNorm (its last normalized dim) or a GroupNorm normalizes."""
+    """The channels a LayerNorm or RMSNorm (its last normalized dim), a GroupNorm or an RMSNorm-like one normalizes."""
     if isinstance(module, nn.GroupNorm):
         return int(module.num_channels)
+    if is_rms_norm_like(module):  # (its weight is its only record of the width)
+        shape = tensor_shape(module, "weight")
+        assert shape is not None
+        return shape[0]
     return int(module.normalized_shape[-1])  # type: ignore[index]
 
 

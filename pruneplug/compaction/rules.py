@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.norms import is_rms_norm_like
 from .resize import tensor_shape
 from .trace import Step, TensorKey, Value
 
@@ -84,6 +85,7 @@ class SlotSpace:
         self.norms: dict[int, str] = {}  # slot -> qualified name of a norm whose statistics span it
         self.reshapes: list[Reshape] = []
         self.leaves: dict[str, nn.Module] = {}
+        self.aliases: dict[TensorKey, TensorKey] = {}  # another name of a tied tensor -> its first name
 
     # -- slots ------------------------------------------------------------------------------------
     def _slot(self, key: tuple[Any, ...], info: SlotInfo) -> int:
@@ -102,7 +104,11 @@ class SlotSpace:
         return self._slot(("v", value.index, dim), SlotInfo(value.shape[dim], value.index, None, dim))
 
     def tensor(self, key: TensorKey, dim: int, size: int, *, parameter: bool = True, layout: Layout = PLAIN) -> int:
-        """The slot of dim ``dim`` of the model's tensor ``key`` (with ``layout``, a view of it)."""
+        """The slot of dim ``dim`` of the model's tensor ``key`` (with ``layout``, a view of it).
+
+        A tied tensor has one slot per dim whatever name it is reached by.
+        """
+        key = self.aliases.get(key, key)
         return self._slot(("t", key, dim, layout), SlotInfo(size, None, key, dim, parameter, layout))
 
     def all_of(self, value: Value) -> list[int]:
@@ -820,10 +826,11 @@ def _module_rule(space: SlotSpace, step: Step) -> None:
         channels = space.of(x, 1)
         space.norms[channels] = path
         space.block(channels, module.num_groups, f"the {module.num_groups} groups of {path}")
-    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or is_rms_norm_like(module):
         space.tie_values(x, y)
-        if len(module.normalized_shape) != 1:
-            for k in range(1, len(module.normalized_shape) + 1):
+        normalized: tuple[int, ...] = tuple(getattr(module, "normalized_shape", (0,)))  # (RMSNorm-like: the last)
+        if len(normalized) != 1:
+            for k in range(1, len(normalized) + 1):
                 space.pin(space.of(x, -k), f"normalized over several dims ({path})")
             return
         channels = space.of(x, -1)
@@ -1047,8 +1054,13 @@ _RULE_MODULES: tuple[type[nn.Module], ...] = (
 
 
 def is_rule_module(module: nn.Module) -> bool:
-    """Whether a module call is recorded as one step (it has a module rule, or is known to be opaque)."""
-    return isinstance(module, _RULE_MODULES)
+    """Whether a module call is recorded as one step (it has a module rule, or is known to be opaque).
+
+    Besides torch's layers: the RMSNorm classes of Hugging Face models and user code
+    (:func:`pruneplug.core.norms.is_rms_norm_like`), whose ``mean`` over the channels
+    would otherwise pin the hidden size.
+    """
+    return isinstance(module, _RULE_MODULES) or is_rms_norm_like(module)
 
 
 _IGNORED = {"size", "dim", "numel", "__len__", "__bool__", "item", "tolist", "__format__", "__repr__"}
