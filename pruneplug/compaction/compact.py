@@ -140,6 +140,7 @@ class _Undo:
 
     grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     attributes: list[tuple[Any, str, bool, Any]] = field(default_factory=list)  # (owner, name, had it, old)
+    sliced: set[int] = field(default_factory=set)  # ids of the parameters already sliced
 
     def set_attribute(self, owner: Any, name: str, value: Any) -> None:
         """``setattr`` (``None``: delete), remembering what was there."""
@@ -174,7 +175,13 @@ class _Undo:
 
 
 def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> None:
-    """Slice a parameter's values, and its gradient alike: a stale one of the old shape breaks the next backward."""
+    """Slice a parameter's values, and its gradient alike: a stale one of the old shape breaks the next backward.
+
+    A tied parameter (one tensor under several names) is sliced once.
+    """
+    if id(parameter) in undo.sliced:
+        return
+    undo.sliced.add(id(parameter))
     undo.set_data(parameter, _slice(parameter.data, cut, where))
     if parameter.grad is not None:
         undo.set_grad(parameter, _slice(parameter.grad, cut, where))
@@ -403,6 +410,7 @@ def compact(
         tracer=graph.tracer,
         config_sizes=sizes.uniform if sizes else {},
         per_layer_sizes=sizes.per_layer if sizes else {},
+        config_mismatches=sizes.mismatched if sizes else [],
     )
 
 

@@ -3,193 +3,201 @@
 A compacted transformer has fewer attention heads, MLP neurons or hidden
 channels than its ``config`` says. ``save_pretrained`` writes that config
 and ``from_pretrained`` builds the model from it, so the numbers must be the
-new ones; some modules also keep sizes as plain attributes (GPT-2's
-``split_size``, BERT's ``all_head_size``) that their forward reads.
+new ones; some modules also keep sizes as plain attributes (BERT's
+``all_head_size``, ``num_attention_heads``) that their forward or ``repr``
+reads.
 
 Nothing here imports ``transformers``: a model is recognized by what it has
-(a ``config`` with the fields of a known family, layers whose projections
-have the family's names), so the package works without it. A family is
-described by :class:`Family`; :func:`rewrite_sizes` finds the one that fits a
-model and writes its sizes, :func:`describe` only reads them.
+-- a ``config``, a list of layers, in each an attention block with query and
+key projections and a head size, and an MLP -- under the names the LLaMA
+family (LLaMA, Qwen2, Mistral: ``self_attn.q_proj``, ``mlp.up_proj``), BERT
+(``attention.self.query``, ``intermediate.dense``) and ViT
+(``attention.q_proj``, ``mlp.fc1``) use.
 
-Supported: the LLaMA family (``LlamaForCausalLM``, ``Qwen2``, ``Mistral``
-and every decoder with ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj``
-under ``config.head_dim``).
+Whether the new config describes the model is not assumed but checked: the
+model's class is built from it on the meta device (no memory, no init cost)
+and every parameter's and buffer's shape compared with the compacted model's.
+Where they differ -- layers of different sizes after a global prune, BERT
+with heads x head size no longer equal to the hidden size, a pruned pooler --
+the config keeps its old numbers for the varying fields and lists, in
+``pruneplug_per_layer_sizes``, what it cannot state; such a model loads with
+:func:`pruneplug.load_compacted`.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor, nn
+import torch
+from torch import nn
 
-__all__ = ["ConfigSizes", "Family", "describe", "family_of", "rewrite_sizes", "PER_LAYER", "Setter"]
+from .resize import tensor_shape
+
+__all__ = ["ConfigSizes", "describe", "rewrite_sizes", "PER_LAYER", "Setter"]
+
+PER_LAYER = "pruneplug_per_layer_sizes"
+"""The config field that lists, for a model its config cannot describe, the sizes it cannot state."""
+
+Setter = Callable[[Any, str, Any], None]
+"""How an attribute is written: ``setattr``, or one that remembers the old value (compaction's rollback).
+A value of ``None`` deletes the attribute."""
+
+_LAYER_LISTS = ("model.layers", "layers", "encoder.layer", "encoder.layers", "model.decoder.layers")
+_ATTENTION = ("self_attn", "attention.self", "attention", "attn")
+_QUERY = ("q_proj", "query")
+_KEY = ("k_proj", "key")
+_HEAD_SIZE = ("head_dim", "attention_head_size")
+_MLP_IN = ("mlp.up_proj", "mlp.gate_proj", "mlp.fc1", "intermediate.dense", "mlp.c_fc")
 
 
 @dataclass(frozen=True)
 class ConfigSizes:
-    """What the compacted model's config states: ``uniform`` values, and the fields that vary by layer."""
+    """What the compacted model's config states: ``uniform`` values, and what it cannot state."""
 
-    family: str
     uniform: dict[str, int]
     per_layer: dict[str, list[int]]
+    mismatched: list[str] = field(default_factory=list)  # tensors a model built from the config would size otherwise
 
     @property
     def describable(self) -> bool:
-        """Whether the config can describe the model: no size differs between layers."""
-        return not self.per_layer
+        """Whether ``from_pretrained`` on the saved model builds it as it is."""
+        return not self.per_layer and not self.mismatched
 
 
 @dataclass(frozen=True)
-class Family:
-    """One architecture family: how to find it and read its sizes from the modules."""
+class _Layer:
+    """Where one layer keeps its attention and MLP, under the names its family uses."""
 
-    name: str
-    matches: Callable[[nn.Module], bool]
-    sizes: Callable[[nn.Module], dict[str, list[int] | int]]
-    attributes: Callable[[nn.Module], Iterator[tuple[Any, str, int]]]
+    attention: nn.Module
+    query: nn.Module
+    key: nn.Module
+    head_size: int
+    mlp_in: nn.Module | None
+    module: nn.Module
+    mlp: nn.Module | None
 
 
 def _config(model: nn.Module) -> Any:
     return getattr(model, "config", None)
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
-    for path in ("model.layers", "layers", "model.decoder.layers"):
+def _find(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+    for name in names:
         try:
-            found = model.get_submodule(path)
+            return name, module.get_submodule(name)
         except AttributeError:
             continue
-        if isinstance(found, nn.ModuleList):
-            return list(found)
-    return []
+    return None
 
 
-def _linear_out(module: nn.Module, path: str) -> int | None:
-    try:
-        layer = module.get_submodule(path)
-    except AttributeError:
+def _layer(module: nn.Module) -> _Layer | None:
+    found = _find(module, _ATTENTION)
+    if found is None:
         return None
-    weight = getattr(layer, "weight", None)
-    return None if weight is None else int(weight.shape[0])
+    attention = found[1]
+    query, key = _find(attention, _QUERY), _find(attention, _KEY)
+    head_size = next((getattr(attention, n) for n in _HEAD_SIZE if isinstance(getattr(attention, n, None), int)), None)
+    if query is None or key is None or head_size is None:
+        return None
+    mlp_in = _find(module, _MLP_IN)
+    mlp = None if mlp_in is None else _find(module, (mlp_in[0].rsplit(".", 1)[0],))
+    return _Layer(
+        attention,
+        query[1],
+        key[1],
+        head_size,
+        None if mlp_in is None else mlp_in[1],
+        module,
+        None if mlp is None else mlp[1],
+    )
 
 
-def _int(module: nn.Module, name: str) -> int:
-    value = getattr(module, name)
-    assert isinstance(value, int), f"{type(module).__name__}.{name} is not an int"
-    return value
+def _layers(model: nn.Module) -> list[_Layer] | None:
+    """The model's layers, if every one has the parts this module knows; else ``None``."""
+    base = getattr(model, "base_model", None)
+    for root in (model, base) if isinstance(base, nn.Module) and base is not model else (model,):
+        for path in _LAYER_LISTS:
+            try:
+                found = root.get_submodule(path)
+            except AttributeError:
+                continue
+            if isinstance(found, nn.ModuleList) and len(found):
+                layers = [_layer(layer) for layer in found]
+                return None if any(layer is None for layer in layers) else layers  # type: ignore[return-value]
+    return None
 
 
-def _hidden(model: nn.Module) -> int | None:
-    """The width of the input embeddings: the hidden size (the residual stream)."""
-    embeddings = getattr(model, "get_input_embeddings", None)
-    module = embeddings() if callable(embeddings) else None
-    weight = getattr(module, "weight", None)
-    return int(weight.shape[1]) if isinstance(weight, Tensor) and weight.dim() == 2 else None
+def _rows(module: nn.Module) -> int:
+    shape = tensor_shape(module, "weight")
+    assert shape is not None, f"{type(module).__name__} has no weight"
+    return shape[0]
 
 
-# -- the LLaMA family -------------------------------------------------------------------------------
+def _hidden(layers: list[_Layer]) -> int:
+    """The hidden size (the residual stream): what the first layer's query projection reads."""
+    shape = tensor_shape(layers[0].query, "weight")
+    assert shape is not None and len(shape) == 2
+    return shape[1]
 
 
-def _llama_matches(model: nn.Module) -> bool:
+def _sizes(model: nn.Module, layers: list[_Layer]) -> dict[str, int | list[int]]:
     config = _config(model)
-    layers = _layers(model)
-    if config is None or not layers or not hasattr(config, "num_key_value_heads"):
-        return False
-    first = layers[0]
-    return all(
-        _linear_out(first, name) is not None
-        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
-    ) and isinstance(getattr(first.get_submodule("self_attn"), "head_dim", None), int)
-
-
-def _llama_mlp_width(layer: nn.Module) -> int | None:
-    return _linear_out(layer, "mlp.up_proj") or _linear_out(layer, "mlp.gate_proj")
-
-
-def _llama_sizes(model: nn.Module) -> dict[str, list[int] | int]:
-    layers = _layers(model)
-    head_dim = _int(layers[0].get_submodule("self_attn"), "head_dim")
-    heads, kv_heads, inner = [], [], []
-    for layer in layers:
-        heads.append(int(_linear_out(layer, "self_attn.q_proj") or 0) // head_dim)
-        kv_heads.append(int(_linear_out(layer, "self_attn.k_proj") or 0) // head_dim)
-        width = _llama_mlp_width(layer)
-        if width is not None:
-            inner.append(width)
-    hidden = _hidden(model) or int(_config(model).hidden_size)
-    sizes: dict[str, list[int] | int] = {
-        "hidden_size": hidden,
-        "head_dim": head_dim,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
+    sizes: dict[str, int | list[int]] = {
+        "num_attention_heads": [_rows(layer.query) // layer.head_size for layer in layers],
+        "head_dim": [layer.head_size for layer in layers],
     }
-    if inner:
-        sizes["intermediate_size"] = inner
+    if hasattr(config, "hidden_size"):
+        sizes["hidden_size"] = _hidden(layers)
+    if hasattr(config, "num_key_value_heads"):
+        sizes["num_key_value_heads"] = [_rows(layer.key) // layer.head_size for layer in layers]
+    if hasattr(config, "intermediate_size") and all(layer.mlp_in is not None for layer in layers):
+        sizes["intermediate_size"] = [_rows(layer.mlp_in) for layer in layers if layer.mlp_in is not None]
     return sizes
 
 
-def _llama_attributes(model: nn.Module) -> Iterator[tuple[Any, str, int]]:
-    """Sizes some versions keep on the modules (``num_heads``, ``hidden_size``, ...), where they exist."""
-    hidden = _hidden(model)
-    for layer in _layers(model):
-        attention = layer.get_submodule("self_attn")
-        head_dim = _int(attention, "head_dim")
-        heads = int(_linear_out(layer, "self_attn.q_proj") or 0) // head_dim
-        kv_heads = int(_linear_out(layer, "self_attn.k_proj") or 0) // head_dim
-        for name, value in (
-            ("num_heads", heads),
-            ("num_attention_heads", heads),
-            ("num_key_value_heads", kv_heads),
-            ("num_key_value_groups", heads // kv_heads if kv_heads else 0),
-            ("hidden_size", hidden),
-        ):
-            if value is not None and isinstance(getattr(attention, name, None), int):
-                yield attention, name, value
-        mlp = getattr(layer, "mlp", None)
-        width = _llama_mlp_width(layer)
-        if mlp is not None:
-            for name, value in (("intermediate_size", width), ("hidden_size", hidden)):
-                if value is not None and isinstance(getattr(mlp, name, None), int):
-                    yield mlp, name, value
-        if hidden is not None and isinstance(getattr(layer, "hidden_size", None), int):
-            yield layer, "hidden_size", hidden
-
-
-LLAMA = Family("llama", _llama_matches, _llama_sizes, _llama_attributes)
-
-FAMILIES: tuple[Family, ...] = (LLAMA,)
-
-
-def family_of(model: nn.Module) -> Family | None:
-    """The family whose layout ``model`` has, or ``None`` (not a Hugging Face model pruneplug knows)."""
-    if _config(model) is None:
-        return None
-    return next((family for family in FAMILIES if family.matches(model)), None)
+def _attributes(model: nn.Module, layers: list[_Layer]) -> Iterator[tuple[Any, str, int]]:
+    """Sizes the modules keep as plain attributes (``num_heads``, ``all_head_size``, ...), where they exist."""
+    hidden = _hidden(layers)
+    for layer in layers:
+        width = _rows(layer.query)
+        heads = width // layer.head_size
+        kv_heads = _rows(layer.key) // layer.head_size
+        values: dict[str, int | None] = {
+            "num_heads": heads,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "num_key_value_groups": heads // kv_heads if kv_heads else None,
+            "all_head_size": width,
+            "hidden_size": hidden,
+        }
+        for name, value in values.items():
+            if value is not None and isinstance(getattr(layer.attention, name, None), int):
+                yield layer.attention, name, value
+        inner = None if layer.mlp_in is None else _rows(layer.mlp_in)
+        for owner in (layer.mlp, layer.module):
+            for name, value in (("intermediate_size", inner), ("hidden_size", hidden)):
+                if owner is not None and value is not None and isinstance(getattr(owner, name, None), int):
+                    yield owner, name, value
 
 
 def describe(model: nn.Module) -> ConfigSizes | None:
-    """The sizes ``model``'s config should state, read from its modules; ``None`` for an unknown model."""
-    family = family_of(model)
-    if family is None:
+    """The sizes ``model``'s config should state, read from its modules; ``None`` for a model this does not know."""
+    layers = _layers(model) if _config(model) is not None else None
+    if not layers:
         return None
     uniform: dict[str, int] = {}
     per_layer: dict[str, list[int]] = {}
-    for name, value in family.sizes(model).items():
+    for name, value in _sizes(model, layers).items():
         if isinstance(value, int):
             uniform[name] = value
         elif len(set(value)) == 1:
             uniform[name] = value[0]
         else:
             per_layer[name] = list(value)
-    return ConfigSizes(family.name, uniform, per_layer)
-
-
-Setter = Callable[[Any, str, Any], None]
-"""How an attribute is written: ``setattr``, or one that remembers the old value (compaction's rollback).
-A value of ``None`` deletes the attribute."""
+    return ConfigSizes(uniform, per_layer)
 
 
 def _set(owner: Any, name: str, value: Any) -> None:
@@ -200,26 +208,59 @@ def _set(owner: Any, name: str, value: Any) -> None:
         setattr(owner, name, value)
 
 
-def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None:
-    """Write the compacted sizes into ``model.config`` and the attributes its modules read.
+def _mismatched(model: nn.Module, config: Any) -> list[str]:
+    """The tensors whose shape a model built from ``config`` would not have (empty: the config describes it)."""
+    try:
+        with torch.device("meta"):
+            rebuilt = type(model)(copy.deepcopy(config))
+    except Exception as error:  # the config itself is refused (a size check in the model's constructor)
+        return [f"the model cannot be built from the config ({type(error).__name__}: {error})"]
+    wrong = []
+    for path, module in rebuilt.named_modules():
+        try:
+            ours = model.get_submodule(path)
+        except AttributeError:
+            wrong.append(f"{path} (missing)")
+            continue
+        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+            if tensor is None or name in module._non_persistent_buffers_set:
+                continue
+            shape = tensor_shape(ours, name)
+            if shape != tuple(tensor.shape):
+                qualified = f"{path}.{name}" if path else name
+                wrong.append(f"{qualified}: {shape} here, {tuple(tensor.shape)} from the config")
+    return wrong
 
-    Fields that differ between layers keep their old value in the config
-    (which then cannot describe the model: :func:`pruneplug.load_compacted`
-    loads it) and are listed in ``config.pruneplug_per_layer_sizes``.
-    Returns what was written; ``None`` for a model of no known family.
+
+def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None:
+    """Write the compacted sizes into ``model.config`` and the attributes its modules read; check them.
+
+    Fields that differ between layers keep their old value in the config,
+    and ``config.pruneplug_per_layer_sizes`` lists them (and any tensor a
+    model built from the config would size otherwise). Returns what was
+    written; ``None`` for a model this module does not know.
     """
+    layers = _layers(model) if _config(model) is not None else None
     sizes = describe(model)
-    family = family_of(model)
-    if sizes is None or family is None:
+    if sizes is None or not layers:
         return None
     config = _config(model)
     for name, value in sizes.uniform.items():
         setter(config, name, value)
-    setter(config, PER_LAYER, dict(sizes.per_layer) if sizes.per_layer else None)
-    for owner, name, value in list(family.attributes(model)):
+    for owner, name, value in list(_attributes(model, layers)):
         setter(owner, name, value)
-    return sizes
+    mismatched = _mismatched(model, config)
+    result = ConfigSizes(sizes.uniform, sizes.per_layer, mismatched)
+    unstated: dict[str, Any] = dict(sizes.per_layer)
+    if mismatched:
+        unstated["tensors"] = mismatched
+    setter(config, PER_LAYER, unstated or None)
+    return result
 
 
-PER_LAYER = "pruneplug_per_layer_sizes"
-"""The config field that lists, for a model whose layers differ in size, each layer's size of each field."""
+def per_layer_note(sizes: ConfigSizes) -> str:
+    """What the config cannot state, in a sentence for errors and reports."""
+    parts = [f"{name} {values}" for name, values in sizes.per_layer.items()]
+    if sizes.mismatched:
+        parts.append(f"{len(sizes.mismatched)} tensor shapes (e.g. {sizes.mismatched[0]})")
+    return "; ".join(parts)

@@ -64,6 +64,11 @@ class CompactionReport(BaseModel):
         description="Config fields whose value differs between layers: the config cannot state them,"
         " so from_pretrained cannot rebuild the model (pruneplug.load_compacted can).",
     )
+    config_mismatches: list[str] = Field(
+        default_factory=list,
+        description="Tensors a model built from the rewritten config would size otherwise (empty: it describes"
+        " the model, and from_pretrained rebuilds it).",
+    )
 
     @property
     def param_reduction(self) -> float:
@@ -109,9 +114,9 @@ class CompactionReport(BaseModel):
         )
 
     def _config(self) -> str:
-        if self.per_layer_sizes:
-            fields = ", ".join(sorted(self.per_layer_sizes))
-            return f" The layers differ in {fields}: the config cannot state it (load with pruneplug.load_compacted)."
+        if self.per_layer_sizes or self.config_mismatches:
+            what = ", ".join(sorted(self.per_layer_sizes)) or f"{len(self.config_mismatches)} tensor shapes"
+            return f" The config cannot state {what}: load the saved model with pruneplug.load_compacted."
         if self.config_sizes:
             return " Config: " + ", ".join(f"{k}={v}" for k, v in self.config_sizes.items()) + "."
         return ""

@@ -28,6 +28,7 @@ def fields(**changes: Any) -> dict[str, Any]:
         "tracer": "fx",
         "config_sizes": {},
         "per_layer_sizes": {},
+        "config_mismatches": [],
     }
     return {**values, **changes}
 
@@ -79,7 +80,7 @@ def test_the_config_sizes_are_stated_and_per_layer_sizes_point_to_load_compacted
     uniform = CompactionReport(**fields(config_sizes={"hidden_size": 48, "num_attention_heads": 2}))
     assert "Config: hidden_size=48, num_attention_heads=2." in str(uniform)
     varying = CompactionReport(**fields(per_layer_sizes={"intermediate_size": [48, 64]}))
-    assert "differ in intermediate_size" in str(varying) and "load_compacted" in varying.to_markdown()
+    assert "cannot state intermediate_size" in str(varying) and "load_compacted" in varying.to_markdown()
     assert "Config" not in str(CompactionReport(**fields()))
 
 

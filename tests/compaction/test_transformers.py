@@ -1,0 +1,211 @@
+"""Hugging Face transformers, built from configs with random weights: heads, MLP neurons and the hidden size.
+
+For each model: prune_channels finds the groups by itself, compact removes
+them, the compacted logits equal the masked ones, the config states the new
+sizes, and ``save_pretrained`` -> ``from_pretrained`` gives the same logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import pruneplug
+from pruneplug.compaction.graph import ChannelGroup
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 96
+TOKENS = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(0))
+IMAGES = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def llama(**changes: Any) -> nn.Module:
+    config = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**config, **changes}))
+
+
+def qwen2() -> nn.Module:
+    config = transformers.Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    return transformers.Qwen2ForCausalLM(config)
+
+
+def mistral() -> nn.Module:
+    config = transformers.MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
+    return transformers.MistralForCausalLM(config)
+
+
+def bert() -> nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
+    return transformers.BertForSequenceClassification(config)
+
+
+def vit() -> nn.Module:
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        num_labels=5,
+    )
+    return transformers.ViTForImageClassification(config)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], Tensor]] = {
+    "llama": (llama, TOKENS),
+    "llama-tied": (lambda: llama(tie_word_embeddings=True), TOKENS),
+    "qwen2": (qwen2, TOKENS),
+    "mistral": (mistral, TOKENS),
+    "bert": (bert, TOKENS),
+    "vit": (vit, IMAGES),
+}
+CAUSAL = {"llama", "llama-tied", "qwen2", "mistral"}
+
+
+def build(name: str) -> tuple[nn.Module, Tensor]:
+    make, inputs = MODELS[name]
+    torch.manual_seed(0)
+    return make().eval(), inputs
+
+
+def logits(model: nn.Module, inputs: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(inputs).logits  # type: ignore[no-any-return]
+
+
+def kind(group: ChannelGroup) -> str:
+    """What a group is: heads (query rows viewed as heads), the MLP's neurons, or the hidden size."""
+    names = [m.name for m in group.members]
+    if any("embed" in n for n in names):
+        return "hidden"
+    if any(k in n for n in names for k in ("q_proj", "query")):
+        return "heads"
+    if any("pooler" in n for n in names):
+        return "pooler"
+    return "mlp"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_heads_neurons_and_hidden_size_are_found(name: str) -> None:
+    model, inputs = build(name)
+    graph = pruneplug.trace_channels(model, (inputs,))
+    kinds = [kind(g) for g in graph.prunable]
+    assert kinds.count("heads") == 2 and kinds.count("mlp") == 2 and kinds.count("hidden") == 1, graph.summary()
+    heads = next(g for g in graph.prunable if kind(g) == "heads")
+    query = next(m for m in heads.members if m.tensor == "weight" and ("q_proj" in m.module or "query" in m.module))
+    config = model.config
+    per_group = config.num_attention_heads // getattr(config, "num_key_value_heads", config.num_attention_heads)
+    head_size = config.hidden_size // config.num_attention_heads
+    assert heads.size == getattr(config, "num_key_value_heads", config.num_attention_heads)
+    assert heads.unit == per_group * head_size  # a key/value head takes the query heads it serves along
+    assert query.dim == 0
+
+
+@pytest.mark.parametrize("amount", [0.25, 0.5])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_compacted_logits_equal_the_masked_ones_and_reload_from_pretrained(
+    name: str, amount: float, tmp_path: Path
+) -> None:
+    model, inputs = build(name)
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=amount, example_inputs=(inputs,))
+    masked = logits(model, inputs)
+    before = sum(p.numel() for p in model.parameters())
+    report = pruneplug.compact(model)
+    assert report.max_abs_diff <= 1e-5
+    assert sum(p.numel() for p in model.parameters()) < before
+    assert torch.allclose(logits(model, inputs), masked, rtol=1e-4, atol=1e-5)
+    config = model.config
+    assert config.hidden_size == round(64 * (1 - amount))
+    if name != "vit":  # (ViT's input embeddings are a patch convolution)
+        assert model.get_input_embeddings().weight.shape[1] == config.hidden_size
+    assert report.config_sizes["hidden_size"] == config.hidden_size and not report.config_mismatches
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    assert torch.equal(logits(reloaded, inputs), logits(model, inputs))
+    if name in CAUSAL:
+        assert config.num_attention_heads % config.num_key_value_heads == 0
+        generated = model.generate(inputs[:1], max_new_tokens=4, do_sample=False)
+        assert generated.shape == (1, inputs.shape[1] + 4)
+    if name == "llama-tied":
+        assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_heads_alone_leave_the_hidden_size_and_state_the_new_head_count(tmp_path: Path) -> None:
+    model, inputs = build("llama")
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(inputs,), group_filter=_heads)
+    report = pruneplug.compact(model)
+    assert report.config_sizes["num_attention_heads"] == 4 and report.config_sizes["num_key_value_heads"] == 2
+    assert model.config.hidden_size == 64 and model.config.intermediate_size == 96
+    assert model.model.layers[0].self_attn.num_key_value_groups == 2
+
+
+def _heads(group: ChannelGroup) -> bool:
+    return kind(group) == "heads"
+
+
+def test_layers_of_different_sizes_are_stated_apart_and_the_report_says_so() -> None:
+    model, inputs = build("llama")
+    mlp = [g for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "mlp"]
+    pruneplug.prune_channels(
+        model,
+        "ln_structured",
+        n=2,
+        amount=0.5,
+        example_inputs=(inputs,),
+        group_filter=lambda g: g.name == mlp[0].name,
+    )
+    report = pruneplug.compact(model)
+    assert report.per_layer_sizes == {"intermediate_size": [48, 96]}
+    assert model.config.pruneplug_per_layer_sizes["intermediate_size"] == [48, 96]
+    assert "load_compacted" in str(report)
+
+
+def test_bert_with_heads_and_hidden_size_pruned_apart_is_not_describable() -> None:
+    model, inputs = build("bert")
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(inputs,), group_filter=_heads)
+    masked = logits(model, inputs)
+    report = pruneplug.compact(model)
+    assert torch.allclose(logits(model, inputs), masked, rtol=1e-4, atol=1e-5)
+    # BERT's head size is hidden_size / num_attention_heads: 2 heads of 16 in a hidden size of 64 cannot be stated
+    assert report.config_mismatches and "load_compacted" in str(report)
