@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from ..errors import ChannelGraphWarning, ChannelTraceError, InvalidParametersError, InvalidTargetError
+from .hf import elastic_splits
 from .rules import Layout, SlotSpace, apply_rule, channel_digit_links, is_rule_module
 from .trace import ExampleInputs, Recording, Step, record
 from .trace_fx import FxUnavailable, record_fx
@@ -450,6 +451,7 @@ def trace_channels(
     recording, used = _record(model, example_inputs, tracer)
     space = SlotSpace()
     space.aliases = dict(recording.tied)
+    space.elastic_splits = elastic_splits(model)
     for step in recording.steps:
         _apply_and_pin_the_rest(space, step)
     for value in recording.inputs:

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .resize import tensor_shape
+from .resize import is_transposed_linear, tensor_shape
 
-__all__ = ["ConfigSizes", "describe", "rewrite_sizes", "PER_LAYER", "Setter"]
+__all__ = ["ConfigSizes", "describe", "elastic_splits", "rewrite_sizes", "PER_LAYER", "Setter"]
 
 PER_LAYER = "pruneplug_per_layer_sizes"
 """The config field that lists, for a model its config cannot describe, the sizes it cannot state."""
@@ -45,7 +45,7 @@ Setter = Callable[[Any, str, Any], None]
 """How an attribute is written: ``setattr``, or one that remembers the old value (compaction's rollback).
 A value of ``None`` deletes the attribute."""
 
-_LAYER_LISTS = ("model.layers", "layers", "encoder.layer", "encoder.layers", "model.decoder.layers")
+_LAYER_LISTS = ("model.layers", "layers", "encoder.layer", "encoder.layers", "model.decoder.layers", "h")
 _ATTENTION = ("self_attn", "attention.self", "attention", "attn")
 _QUERY = ("q_proj", "query")
 _KEY = ("k_proj", "key")
@@ -72,12 +72,33 @@ class _Layer:
     """Where one layer keeps its attention and MLP, under the names its family uses."""
 
     attention: nn.Module
-    query: nn.Module
+    query: nn.Module  # the query projection, or the fused q/k/v one (GPT-2's c_attn)
     key: nn.Module
     head_size: int
     mlp_in: nn.Module | None
     module: nn.Module
     mlp: nn.Module | None
+    fused: int = 1  # projections packed in ``query`` (3 for GPT-2's c_attn)
+
+    @property
+    def query_width(self) -> int:
+        return _out_width(self.query) // self.fused
+
+    @property
+    def key_width(self) -> int:
+        return _out_width(self.key) // self.fused
+
+
+def _out_width(module: nn.Module) -> int:
+    shape = tensor_shape(module, "weight")
+    assert shape is not None and len(shape) == 2, f"{type(module).__name__} has no 2-D weight"
+    return shape[1] if is_transposed_linear(module) else shape[0]
+
+
+def _in_width(module: nn.Module) -> int:
+    shape = tensor_shape(module, "weight")
+    assert shape is not None and len(shape) == 2, f"{type(module).__name__} has no 2-D weight"
+    return shape[0] if is_transposed_linear(module) else shape[1]
 
 
 def _config(model: nn.Module) -> Any:
@@ -99,6 +120,10 @@ def _layer(module: nn.Module) -> _Layer | None:
         return None
     attention = found[1]
     query, key = _find(attention, _QUERY), _find(attention, _KEY)
+    fused = 1
+    if query is None and key is None and isinstance(getattr(attention, "split_size", None), int):
+        query = key = _find(attention, ("c_attn",))  # GPT-2: q, k and v from one projection, split in three
+        fused = 3
     head_size = next((getattr(attention, n) for n in _HEAD_SIZE if isinstance(getattr(attention, n, None), int)), None)
     if query is None or key is None or head_size is None:
         return None
@@ -112,6 +137,7 @@ def _layer(module: nn.Module) -> _Layer | None:
         None if mlp_in is None else mlp_in[1],
         module,
         None if mlp is None else mlp[1],
+        fused,
     )
 
 
@@ -130,31 +156,27 @@ def _layers(model: nn.Module) -> list[_Layer] | None:
     return None
 
 
-def _rows(module: nn.Module) -> int:
-    shape = tensor_shape(module, "weight")
-    assert shape is not None, f"{type(module).__name__} has no weight"
-    return shape[0]
-
-
 def _hidden(layers: list[_Layer]) -> int:
     """The hidden size (the residual stream): what the first layer's query projection reads."""
-    shape = tensor_shape(layers[0].query, "weight")
-    assert shape is not None and len(shape) == 2
-    return shape[1]
+    return _in_width(layers[0].query)
 
 
 def _sizes(model: nn.Module, layers: list[_Layer]) -> dict[str, int | list[int]]:
     config = _config(model)
     sizes: dict[str, int | list[int]] = {
-        "num_attention_heads": [_rows(layer.query) // layer.head_size for layer in layers],
+        "num_attention_heads": [layer.query_width // layer.head_size for layer in layers],
         "head_dim": [layer.head_size for layer in layers],
     }
     if hasattr(config, "hidden_size"):
         sizes["hidden_size"] = _hidden(layers)
     if hasattr(config, "num_key_value_heads"):
-        sizes["num_key_value_heads"] = [_rows(layer.key) // layer.head_size for layer in layers]
-    if hasattr(config, "intermediate_size") and all(layer.mlp_in is not None for layer in layers):
-        sizes["intermediate_size"] = [_rows(layer.mlp_in) for layer in layers if layer.mlp_in is not None]
+        sizes["num_key_value_heads"] = [layer.key_width // layer.head_size for layer in layers]
+    inner = [_out_width(layer.mlp_in) for layer in layers if layer.mlp_in is not None]
+    if len(inner) == len(layers):
+        for name in ("intermediate_size", "n_inner"):  # (GPT-2 names it n_inner)
+            if hasattr(config, name):
+                sizes[name] = inner
+                break
     return sizes
 
 
@@ -162,25 +184,38 @@ def _attributes(model: nn.Module, layers: list[_Layer]) -> Iterator[tuple[Any, s
     """Sizes the modules keep as plain attributes (``num_heads``, ``all_head_size``, ...), where they exist."""
     hidden = _hidden(layers)
     for layer in layers:
-        width = _rows(layer.query)
+        width = layer.query_width
         heads = width // layer.head_size
-        kv_heads = _rows(layer.key) // layer.head_size
+        kv_heads = layer.key_width // layer.head_size
         values: dict[str, int | None] = {
             "num_heads": heads,
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
             "num_key_value_groups": heads // kv_heads if kv_heads else None,
             "all_head_size": width,
+            "split_size": width,
+            "embed_dim": hidden,
             "hidden_size": hidden,
         }
         for name, value in values.items():
             if value is not None and isinstance(getattr(layer.attention, name, None), int):
                 yield layer.attention, name, value
-        inner = None if layer.mlp_in is None else _rows(layer.mlp_in)
+        inner = None if layer.mlp_in is None else _out_width(layer.mlp_in)
         for owner in (layer.mlp, layer.module):
             for name, value in (("intermediate_size", inner), ("hidden_size", hidden)):
                 if owner is not None and value is not None and isinstance(getattr(owner, name, None), int):
                     yield owner, name, value
+
+
+def elastic_splits(model: nn.Module) -> set[str]:
+    """Qualified names of the attention modules whose split size is an attribute :func:`rewrite_sizes` rewrites.
+
+    GPT-2 splits its fused q/k/v projection with ``.split(self.split_size)``:
+    the pieces may shrink (alike), since the attribute will say their new size.
+    """
+    layers = _layers(model) if _config(model) is not None else None
+    paths = {id(module): path for path, module in model.named_modules()}
+    return {paths[id(layer.attention)] for layer in layers or [] if layer.fused > 1}
 
 
 def describe(model: nn.Module) -> ConfigSizes | None:

@@ -20,7 +20,7 @@ from torch import nn
 from ..core.norms import is_rms_norm_like
 from ..errors import CompactionError
 
-__all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width"]
+__all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width", "is_transposed_linear"]
 
 Shape = tuple[int, ...]
 
@@ -54,9 +54,24 @@ def set_norm_width(module: nn.Module, width: int) -> None:
         module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
 
 
+def is_transposed_linear(module: nn.Module) -> bool:
+    """A linear layer that stores its weight as ``(in, out)`` and its width as ``nf``: GPT-2's ``Conv1D``.
+
+    Recognized by what it has (the class lives in transformers): a class named
+    ``Conv1D`` with an int ``nf`` (its output width), a 2-D weight, and no
+    children. :func:`pruneplug.compact` checks the outputs whatever lets it in.
+    """
+    if type(module).__name__ != "Conv1D" and not any(c.__name__ == "Conv1D" for c in type(module).__mro__):
+        return False
+    shape = tensor_shape(module, "weight")
+    width = getattr(module, "nf", None)
+    # (nf is not compared with the weight: right after slicing, it still holds the old width)
+    return isinstance(width, int) and shape is not None and len(shape) == 2 and not any(True for _ in module.children())
+
+
 def resizable(module: nn.Module) -> bool:
     """Whether :func:`layer_attributes` knows the layer (others may only have free tensors resized)."""
-    return isinstance(
+    return is_transposed_linear(module) or isinstance(
         module,
         (
             nn.modules.conv._ConvNd,
@@ -92,6 +107,9 @@ def layer_attributes(module: nn.Module, shapes: Mapping[str, Shape], where: str 
         return shapes.get(name) or tensor_shape(module, name)
 
     weight = shape("weight")
+    if is_transposed_linear(module):
+        assert weight is not None
+        return {"nf": weight[1]}
     if isinstance(module, nn.modules.conv._ConvNd):
         assert weight is not None
         return _conv(module, weight)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.norms import is_rms_norm_like
-from .resize import tensor_shape
+from .resize import is_transposed_linear, tensor_shape
 from .trace import Step, TensorKey, Value
 
 __all__ = ["SlotSpace", "SlotInfo", "apply_rule", "is_rule_module", "Layout"]
@@ -86,6 +86,9 @@ class SlotSpace:
         self.reshapes: list[Reshape] = []
         self.leaves: dict[str, nn.Module] = {}
         self.aliases: dict[TensorKey, TensorKey] = {}  # another name of a tied tensor -> its first name
+        # modules whose split sizes are attributes compaction rewrites (GPT-2's split_size): their equal
+        # splits are chunks, whose pieces may shrink alike
+        self.elastic_splits: set[str] = set()
 
     # -- slots ------------------------------------------------------------------------------------
     def _slot(self, key: tuple[Any, ...], info: SlotInfo) -> int:
@@ -471,7 +474,8 @@ def _split(space: SlotSpace, step: Step) -> None:
         space.pin(space.of(whole, dim), f"unbound into single slices ({step.where or 'the model'})")
         return
     _offsets(space, step.outputs, whole, dim)
-    if step.name != "chunk":  # split sizes are numbers in the forward's code: the pieces cannot shrink
+    elastic = step.name == "split" and step.where in space.elastic_splits
+    if step.name != "chunk" and not elastic:  # split sizes are numbers in the forward's code: pieces cannot shrink
         space.pin(space.of(whole, dim), f"{step.name} into pieces of fixed sizes ({step.where or 'the model'})")
         return
     sizes = {piece.shape[dim] for piece in step.outputs}
@@ -819,6 +823,9 @@ def _module_rule(space: SlotSpace, step: Step) -> None:
         _conv(layer, x, y, spatial, bool(module.transposed), shape)
     elif isinstance(module, nn.Linear):
         _linear(layer, x, y)
+    elif is_transposed_linear(module):  # GPT-2's Conv1D: weight (in, out)
+        transposed = _Layer(space, step, lambda d: layer.weight(1 - d), layer.bias, layer.extra)
+        _linear(transposed, x, y)
     elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
         _per_channel_norm(layer, x, y, ("weight", "bias", "running_mean", "running_var"))
     elif isinstance(module, nn.GroupNorm):
@@ -1060,7 +1067,7 @@ def is_rule_module(module: nn.Module) -> bool:
     (:func:`pruneplug.core.norms.is_rms_norm_like`), whose ``mean`` over the channels
     would otherwise pin the hidden size.
     """
-    return isinstance(module, _RULE_MODULES) or is_rms_norm_like(module)
+    return isinstance(module, _RULE_MODULES) or is_rms_norm_like(module) or is_transposed_linear(module)
 
 
 _IGNORED = {"size", "dim", "numel", "__len__", "__bool__", "item", "tolist", "__format__", "__repr__"}

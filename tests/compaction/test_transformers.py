@@ -66,6 +66,13 @@ def mistral() -> nn.Module:
     return transformers.MistralForCausalLM(config)
 
 
+def gpt2() -> nn.Module:
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_inner=96, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    return transformers.GPT2LMHeadModel(config)
+
+
 def bert() -> nn.Module:
     config = transformers.BertConfig(
         vocab_size=VOCAB,
@@ -97,10 +104,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Tensor]] = {
     "llama-tied": (lambda: llama(tie_word_embeddings=True), TOKENS),
     "qwen2": (qwen2, TOKENS),
     "mistral": (mistral, TOKENS),
+    "gpt2": (gpt2, TOKENS),
     "bert": (bert, TOKENS),
     "vit": (vit, IMAGES),
 }
-CAUSAL = {"llama", "llama-tied", "qwen2", "mistral"}
+CAUSAL = {"llama", "llama-tied", "qwen2", "mistral", "gpt2"}
 
 
 def build(name: str) -> tuple[nn.Module, Tensor]:
@@ -117,9 +125,9 @@ def logits(model: nn.Module, inputs: Tensor) -> Tensor:
 def kind(group: ChannelGroup) -> str:
     """What a group is: heads (query rows viewed as heads), the MLP's neurons, or the hidden size."""
     names = [m.name for m in group.members]
-    if any("embed" in n for n in names):
+    if any("embed" in n or "wte" in n for n in names):
         return "hidden"
-    if any(k in n for n in names for k in ("q_proj", "query")):
+    if any(k in n for n in names for k in ("q_proj", "query", "c_attn")):
         return "heads"
     if any("pooler" in n for n in names):
         return "pooler"
@@ -133,13 +141,17 @@ def test_heads_neurons_and_hidden_size_are_found(name: str) -> None:
     kinds = [kind(g) for g in graph.prunable]
     assert kinds.count("heads") == 2 and kinds.count("mlp") == 2 and kinds.count("hidden") == 1, graph.summary()
     heads = next(g for g in graph.prunable if kind(g) == "heads")
-    query = next(m for m in heads.members if m.tensor == "weight" and ("q_proj" in m.module or "query" in m.module))
     config = model.config
     per_group = config.num_attention_heads // getattr(config, "num_key_value_heads", config.num_attention_heads)
     head_size = config.hidden_size // config.num_attention_heads
     assert heads.size == getattr(config, "num_key_value_heads", config.num_attention_heads)
-    assert heads.unit == per_group * head_size  # a key/value head takes the query heads it serves along
-    assert query.dim == 0
+    if name == "gpt2":  # one head is rows of q, k and v in the fused c_attn (a Conv1D: out along dim 1)
+        fused = heads.members[0]
+        assert (fused.module, fused.dim, heads.unit, heads.block_count) == ("transformer.h.0.attn.c_attn", 1, 48, 1)
+    else:  # a key/value head takes the query heads it serves along
+        query = heads.members[0]
+        assert query.module.endswith(("q_proj", "query")) and query.dim == 0
+        assert heads.unit == per_group * head_size
 
 
 @pytest.mark.parametrize("amount", [0.25, 0.5])
@@ -164,10 +176,10 @@ def test_compacted_logits_equal_the_masked_ones_and_reload_from_pretrained(
     reloaded = type(model).from_pretrained(tmp_path).eval()
     assert torch.equal(logits(reloaded, inputs), logits(model, inputs))
     if name in CAUSAL:
-        assert config.num_attention_heads % config.num_key_value_heads == 0
+        assert config.num_attention_heads % getattr(config, "num_key_value_heads", 1) == 0
         generated = model.generate(inputs[:1], max_new_tokens=4, do_sample=False)
         assert generated.shape == (1, inputs.shape[1] + 4)
-    if name == "llama-tied":
+    if name in ("llama-tied", "gpt2"):
         assert model.lm_head.weight is model.get_input_embeddings().weight
 
 
@@ -209,3 +221,23 @@ def test_bert_with_heads_and_hidden_size_pruned_apart_is_not_describable() -> No
     assert torch.allclose(logits(model, inputs), masked, rtol=1e-4, atol=1e-5)
     # BERT's head size is hidden_size / num_attention_heads: 2 heads of 16 in a hidden size of 64 cannot be stated
     assert report.config_mismatches and "load_compacted" in str(report)
+
+
+def test_torch_transformer_encoder_shrinks_its_width_and_feed_forward() -> None:
+    """nn.MultiheadAttention has one embed_dim for the stream and q/k/v: its heads shrink (head size) with it."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(64, 4, 96, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(64), enable_nested_tensor=False)
+    model = nn.Sequential(nn.Embedding(VOCAB, 64), encoder, nn.Linear(64, 7)).eval()
+    graph = pruneplug.trace_channels(model, (TOKENS,))
+    width = graph.group_of("0", "weight", 1)
+    assert width is not None and width.prunable and width.block_count == 4  # the 4 heads keep equal sizes
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(TOKENS,))
+    with torch.no_grad():
+        masked = model(TOKENS)
+    report = pruneplug.compact(model)
+    attention = encoder.layers[0].self_attn
+    assert (attention.embed_dim, attention.num_heads, attention.head_dim) == (32, 4, 8)
+    assert encoder.layers[1].linear1.out_features == 48 and report.config_sizes == {}
+    with torch.no_grad():
+        assert torch.allclose(model(TOKENS), masked, rtol=1e-4, atol=1e-5)
