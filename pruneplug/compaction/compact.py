@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,7 @@ from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
 from ..storage.packed import plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
-from .hf import rewrite_sizes
+from .hf import AttributeLog, rewrite_sizes
 from .macs import count_params, counting_macs
 from .prune import alive_channels, cached_graph, forget_graph
 from .report import CompactionReport
@@ -139,18 +139,8 @@ class _Undo:
             self.snapshots[id(module)] = ModuleSnapshot(module)
 
     grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-    attributes: list[tuple[Any, str, bool, Any]] = field(default_factory=list)  # (owner, name, had it, old)
+    attributes: AttributeLog = field(default_factory=AttributeLog)  # config and size attributes rewritten
     sliced: set[int] = field(default_factory=set)  # ids of the parameters already sliced
-
-    def set_attribute(self, owner: Any, name: str, value: Any) -> None:
-        """``setattr`` (``None``: delete), remembering what was there."""
-        had = name in vars(owner)
-        self.attributes.append((owner, name, had, vars(owner).get(name)))
-        if value is None:
-            if had:
-                delattr(owner, name)
-        else:
-            setattr(owner, name, value)
 
     def set_data(self, tensor: Tensor, new: Tensor) -> None:
         self.data.append((tensor, tensor.data))
@@ -167,11 +157,7 @@ class _Undo:
             tensor.grad = old
         for snapshot in self.snapshots.values():
             snapshot.restore()
-        for owner, name, had, old in reversed(self.attributes):
-            if had:
-                setattr(owner, name, old)
-            elif name in vars(owner):
-                delattr(owner, name)
+        self.attributes.restore()
 
 
 def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> None:
@@ -374,7 +360,7 @@ def compact(
     worst, allowed = 0.0, 0.0
     try:
         _apply(model, cuts, norms, undo)
-        sizes = rewrite_sizes(model, undo.set_attribute)
+        sizes = rewrite_sizes(model, undo.attributes.set)
         for mode in modes:
             try:
                 outputs, macs_after = _run(model, inputs, mode == "train")

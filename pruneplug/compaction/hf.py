@@ -36,7 +36,7 @@ from torch import nn
 
 from .resize import is_transposed_linear, tensor_shape
 
-__all__ = ["ConfigSizes", "describe", "elastic_splits", "rewrite_sizes", "PER_LAYER", "Setter"]
+__all__ = ["AttributeLog", "ConfigSizes", "describe", "elastic_splits", "rewrite_sizes", "PER_LAYER", "Setter"]
 
 PER_LAYER = "pruneplug_per_layer_sizes"
 """The config field that lists, for a model its config cannot describe, the sizes it cannot state."""
@@ -241,6 +241,28 @@ def _set(owner: Any, name: str, value: Any) -> None:
             delattr(owner, name)
     else:
         setattr(owner, name, value)
+
+
+class AttributeLog:
+    """A :data:`Setter` that remembers what it overwrote, for :meth:`restore` (a failed compaction or load)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, str, bool, Any]] = []  # (owner, name, had it, old value)
+
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        """``setattr`` (``None``: delete), remembering what was there."""
+        had = name in vars(owner)
+        self.entries.append((owner, name, had, vars(owner).get(name)))
+        _set(owner, name, value)
+
+    def restore(self) -> None:
+        """Put back every attribute as it was, newest first."""
+        for owner, name, had, old in reversed(self.entries):
+            if had:
+                setattr(owner, name, old)
+            elif name in vars(owner):
+                delattr(owner, name)
+        self.entries.clear()
 
 
 def _mismatched(model: nn.Module, config: Any) -> list[str]:

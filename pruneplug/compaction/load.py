@@ -19,6 +19,7 @@ from ..core.commit import ModuleSnapshot
 from ..errors import CompactionError, PruneplugError
 from ..io.state_dict import load_pruned_state_dict
 from .graph import trace_channels
+from .hf import AttributeLog, rewrite_sizes
 from .resize import layer_attributes, resizable, set_norm_width, tensor_shape
 from .trace import ExampleInputs
 
@@ -41,7 +42,9 @@ def _new_shapes(module: nn.Module, prefix: str, state_dict: Mapping[str, object]
     return shapes
 
 
-def _resize(module: nn.Module, path: str, shapes: dict[str, tuple[int, ...]]) -> None:
+def _resize(module: nn.Module, path: str, shapes: dict[str, tuple[int, ...]], made: dict[int, nn.Parameter]) -> None:
+    """Give ``module`` tensors of ``shapes``; ``made`` maps each replaced parameter to its new one, so that
+    a tied parameter (input and output embeddings) stays one parameter."""
     if resizable(module):
         for attribute, value in layer_attributes(module, shapes, path or type(module).__name__).items():
             setattr(module, attribute, value)
@@ -49,12 +52,34 @@ def _resize(module: nn.Module, path: str, shapes: dict[str, tuple[int, ...]]) ->
         if name in module._parameters:
             old = module._parameters[name]
             assert old is not None
-            fresh = torch.empty(shape, dtype=old.dtype, device=old.device)
-            module._parameters[name] = nn.Parameter(fresh, requires_grad=old.requires_grad)
+            if id(old) not in made:
+                fresh = torch.empty(shape, dtype=old.dtype, device=old.device)
+                made[id(old)] = nn.Parameter(fresh, requires_grad=old.requires_grad)
+            module._parameters[name] = made[id(old)]
         else:
             buffer = module._buffers[name]
             assert buffer is not None
             module._buffers[name] = torch.empty(shape, dtype=buffer.dtype, device=buffer.device)
+
+
+def _with_tied_names(model: nn.Module, state_dict: Mapping[str, object]) -> Mapping[str, object]:
+    """``state_dict`` with the other names of a tied tensor filled in from the one it has.
+
+    ``save_pretrained`` (and safetensors) write a tied tensor once, under one
+    of its names; the model still has it under every name.
+    """
+    names: dict[int, list[str]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        for name, tensor in module._parameters.items():
+            if tensor is not None:
+                names.setdefault(id(tensor), []).append(f"{path}.{name}" if path else name)
+    filled = dict(state_dict)
+    for keys in names.values():
+        present = [k for k in keys if k in filled]
+        if present and len(present) < len(keys):
+            for key in keys:
+                filled.setdefault(key, filled[present[0]])
+    return filled
 
 
 def _shapeless_norms(model: nn.Module) -> list[str]:
@@ -116,6 +141,7 @@ def load_compacted(
     """
     if not isinstance(state_dict, Mapping):
         raise CompactionError(f"state_dict must be a mapping of names to tensors, not {type(state_dict).__name__}")
+    state_dict = _with_tied_names(model, state_dict)
     resized: list[tuple[str, nn.Module, dict[str, tuple[int, ...]]]] = []
     for path, module in model.named_modules():
         prefix = f"{path}." if path else ""
@@ -134,9 +160,11 @@ def load_compacted(
     touched = {id(module): module for _, module, _ in resized}
     touched.update({id(m): m for m in (model.get_submodule(p) for p in widths)})
     snapshots = [ModuleSnapshot(module) for module in touched.values()]
+    written = AttributeLog()
     try:
+        made: dict[int, nn.Parameter] = {}
         for path, module, shapes in resized:
-            _resize(module, path, shapes)
+            _resize(module, path, shapes, made)
         for path, width in widths.items():
             set_norm_width(model.get_submodule(path), width)
         if any(str(key).endswith(_PRUNING_SUFFIXES) for key in state_dict):
@@ -151,13 +179,16 @@ def load_compacted(
                         f" unexpected {unexpected or 'none'}"
                     )
             model.load_state_dict(dict(state_dict), strict=strict)  # type: ignore[arg-type]
+        rewrite_sizes(model, written.set)
     except PruneplugError as error:
+        written.restore()
         for snapshot in snapshots:
             snapshot.restore()
         if isinstance(error, CompactionError):
             raise
         raise CompactionError(f"the checkpoint does not load into the resized model: {error}") from error
     except Exception as error:
+        written.restore()
         for snapshot in snapshots:
             snapshot.restore()
         names = ", ".join(path or type(module).__name__ for path, module, _ in resized) or "none"

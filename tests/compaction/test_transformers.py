@@ -241,3 +241,30 @@ def test_torch_transformer_encoder_shrinks_its_width_and_feed_forward() -> None:
     assert encoder.layers[1].linear1.out_features == 48 and report.config_sizes == {}
     with torch.no_grad():
         assert torch.allclose(model(TOKENS), masked, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_layers_of_different_sizes_load_with_load_compacted_and_not_from_pretrained(tied: bool, tmp_path: Path) -> None:
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model, inputs = build("llama-tied" if tied else "llama")
+    first_mlp = next(g for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "mlp")
+    chosen = {
+        first_mlp.name,
+        next(g.name for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "hidden"),
+    }
+    pruneplug.prune_channels(
+        model, "ln_structured", n=2, amount=0.5, example_inputs=(inputs,), group_filter=lambda g: g.name in chosen
+    )
+    report = pruneplug.compact(model)
+    assert report.per_layer_sizes == {"intermediate_size": [48, 96]} and report.config_mismatches
+    model.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # transformers' own error, with its report
+        type(model).from_pretrained(tmp_path)
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert config.pruneplug_per_layer_sizes["intermediate_size"] == [48, 96]
+    fresh = type(model)(config).eval()
+    pruneplug.load_compacted(fresh, safetensors_torch.load_file(tmp_path / "model.safetensors"))
+    assert torch.equal(logits(fresh, inputs), logits(model, inputs))
+    assert fresh.model.layers[0].mlp.up_proj.out_features == 48 and fresh.config.hidden_size == 32
+    if tied:
+        assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
