@@ -30,7 +30,7 @@ import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -39,12 +39,16 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from ..errors import ChannelGraphWarning, ChannelTraceError, InvalidParametersError, InvalidTargetError
-from .hf import elastic_splits
+from .hf import elastic_splits, part_dims
 from .rules import Layout, SlotSpace, apply_rule, channel_digit_links, is_rule_module
 from .trace import ExampleInputs, Recording, Step, record
 from .trace_fx import FxUnavailable, record_fx
 
-__all__ = ["ChannelGraph", "ChannelGroup", "Member", "trace_channels", "IgnoreLike", "Tracer"]
+__all__ = ["ChannelGraph", "ChannelGroup", "GroupPart", "Member", "trace_channels", "IgnoreLike", "Tracer"]
+
+GroupPart = Literal["channels", "heads", "neurons", "hidden"]
+"""What a group is in a transformer pruneplug knows (LLaMA family, GPT-2, BERT, ViT): a layer's attention
+``"heads"``, its MLP ``"neurons"``, or the ``"hidden"`` size; ``"channels"`` in any other model or group."""
 
 Tracer = Literal["auto", "fx", "eager"]
 """How the run is recorded: ``torch.fx`` where it can trace the model (``"auto"``), always (``"fx"``), or never."""
@@ -91,6 +95,7 @@ class ChannelGroup:
     blocks: Tensor | None = None  # block id of each atom; every block keeps the same number
     prunable: bool = True
     reason: str | None = None
+    part: GroupPart = "channels"
 
     @property
     def unit(self) -> int:
@@ -182,7 +187,8 @@ class ChannelGraph:
         for group in self.groups:
             blocks = f", {group.block_count} blocks" if group.block_count > 1 else ""
             state = "" if group.prunable else f"  [left alone: {group.reason}]"
-            lines.append(f"  #{group.id}: {group.size} channels{blocks}{state}")
+            part = f" ({group.part})" if group.part != "channels" else ""
+            lines.append(f"  #{group.id}: {group.size} channels{part}{blocks}{state}")
             members = ", ".join(repr(m) for m in group.members)
             lines.append(f"      {members}")
         for message in self.warnings:
@@ -465,10 +471,23 @@ def trace_channels(
             for slot in space.all_of(value):
                 space.pin(slot, "it meets a tensor made outside the traced run (a constant)")
     groups, messages = _build(space, recording, ignored)
+    groups = _named_parts(model, groups)
     for message in messages:
         warnings.warn(message, ChannelGraphWarning, stacklevel=2)
     inputs = _detached(example_inputs)
     return ChannelGraph(groups, used, inputs, messages, weakref.ref(model))
+
+
+def _named_parts(model: nn.Module, groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    """Each group of a known transformer with its part (heads, neurons, hidden) set."""
+    parts = part_dims(model)
+    if not parts:
+        return groups
+    named = []
+    for group in groups:
+        found = [parts[key] for key in ((m.module, m.tensor, m.dim) for m in group.members) if key in parts]
+        named.append(replace(group, part=found[0]) if found else group)
+    return named
 
 
 def _apply_and_pin_the_rest(space: SlotSpace, step: Step) -> None:

@@ -36,7 +36,16 @@ from torch import nn
 
 from .resize import is_transposed_linear, tensor_shape
 
-__all__ = ["AttributeLog", "ConfigSizes", "describe", "elastic_splits", "rewrite_sizes", "PER_LAYER", "Setter"]
+__all__ = [
+    "AttributeLog",
+    "ConfigSizes",
+    "describe",
+    "elastic_splits",
+    "part_dims",
+    "rewrite_sizes",
+    "PER_LAYER",
+    "Setter",
+]
 
 PER_LAYER = "pruneplug_per_layer_sizes"
 """The config field that lists, for a model its config cannot describe, the sizes it cannot state."""
@@ -207,6 +216,28 @@ def _attributes(model: nn.Module, layers: list[_Layer]) -> Iterator[tuple[Any, s
                     yield owner, name, value
 
 
+def part_dims(model: nn.Module) -> dict[tuple[str, str, int], str]:
+    """``(module, tensor, dim) -> part`` for the dims that tell a known transformer's parts apart.
+
+    A channel group holding the query projection's output dim is a layer's
+    attention ``"heads"``; the first MLP projection's output dim, its
+    ``"neurons"``; the query projection's input dim, the ``"hidden"`` size.
+    Empty for a model this module does not know.
+    """
+    layers = _layers(model) if _config(model) is not None else None
+    if not layers:
+        return {}
+    paths = {id(module): path for path, module in model.named_modules()}
+    parts: dict[tuple[str, str, int], str] = {}
+    for layer in layers:
+        out_dim = 1 if is_transposed_linear(layer.query) else 0
+        parts[(paths[id(layer.query)], "weight", out_dim)] = "heads"
+        parts[(paths[id(layer.query)], "weight", 1 - out_dim)] = "hidden"
+        if layer.mlp_in is not None:
+            parts[(paths[id(layer.mlp_in)], "weight", 1 if is_transposed_linear(layer.mlp_in) else 0)] = "neurons"
+    return parts
+
+
 def elastic_splits(model: nn.Module) -> set[str]:
     """Qualified names of the attention modules whose split size is an attribute :func:`rewrite_sizes` rewrites.
 
@@ -289,30 +320,72 @@ def _mismatched(model: nn.Module, config: Any) -> list[str]:
     return wrong
 
 
+def _own_config(model: nn.Module, setter: Setter) -> Any:
+    """A copy of ``model.config`` put in its place everywhere in the model, to write the new sizes into.
+
+    A Hugging Face model shares its config object with its modules, and with
+    whoever built it: writing into that object would change the config the
+    user builds the next (dense) model from.
+    """
+    shared = _config(model)
+    config = copy.deepcopy(shared)
+    for module in model.modules():
+        if vars(module).get("config") is shared:
+            setter(module, "config", config)
+    return config
+
+
 def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None:
-    """Write the compacted sizes into ``model.config`` and the attributes its modules read; check them.
+    """Write the compacted sizes into ``model.config`` (a copy: see below) and the attributes its modules read.
 
     Fields that differ between layers keep their old value in the config,
     and ``config.pruneplug_per_layer_sizes`` lists them (and any tensor a
-    model built from the config would size otherwise). Returns what was
-    written; ``None`` for a model this module does not know.
+    model built from the config would size otherwise). The config object the
+    model was built with is left as it was: the model and its modules get a
+    copy. Returns what was written; ``None`` for a model this module does not
+    know.
     """
     layers = _layers(model) if _config(model) is not None else None
     sizes = describe(model)
     if sizes is None or not layers:
         return None
-    config = _config(model)
-    for name, value in sizes.uniform.items():
+    config = _own_config(model, setter)
+    refused = _refusal(config, sizes.uniform)
+    uniform = {} if refused else sizes.uniform
+    for name, value in uniform.items():
         setter(config, name, value)
     for owner, name, value in list(_attributes(model, layers)):
         setter(owner, name, value)
-    mismatched = _mismatched(model, config)
-    result = ConfigSizes(sizes.uniform, sizes.per_layer, mismatched)
+    mismatched = ([refused] if refused else []) + _mismatched(model, config)
+    result = ConfigSizes(uniform, sizes.per_layer, mismatched)
     unstated: dict[str, Any] = dict(sizes.per_layer)
+    if refused:
+        unstated.update({name: value for name, value in sizes.uniform.items() if getattr(config, name, None) != value})
     if mismatched:
         unstated["tensors"] = mismatched
     setter(config, PER_LAYER, unstated or None)
     return result
+
+
+def _refusal(config: Any, sizes: dict[str, int]) -> str | None:
+    """Why the config class refuses ``sizes`` (its own checks, which ``save_pretrained`` runs), or ``None``.
+
+    transformers 5 checks, for instance, that a LLaMA's ``hidden_size`` is a
+    multiple of ``num_attention_heads`` even when ``head_dim`` is stated: 6
+    heads in a hidden size of 64 cannot be saved, let alone loaded. Such a
+    config keeps its old numbers, which it accepts.
+    """
+    trial = copy.deepcopy(config)
+    for name, value in sizes.items():
+        setattr(trial, name, value)
+    validate = getattr(trial, "validate", None)
+    if not callable(validate):
+        return None
+    try:
+        validate()
+    except Exception as error:  # (the config classes raise ValueError or their validation error types)
+        return f"the config refuses the new sizes ({type(error).__name__}: {error})"
+    return None
 
 
 def per_layer_note(sizes: ConfigSizes) -> str:

@@ -122,25 +122,14 @@ def logits(model: nn.Module, inputs: Tensor) -> Tensor:
         return model(inputs).logits  # type: ignore[no-any-return]
 
 
-def kind(group: ChannelGroup) -> str:
-    """What a group is: heads (query rows viewed as heads), the MLP's neurons, or the hidden size."""
-    names = [m.name for m in group.members]
-    if any("embed" in n or "wte" in n for n in names):
-        return "hidden"
-    if any(k in n for n in names for k in ("q_proj", "query", "c_attn")):
-        return "heads"
-    if any("pooler" in n for n in names):
-        return "pooler"
-    return "mlp"
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_heads_neurons_and_hidden_size_are_found(name: str) -> None:
     model, inputs = build(name)
     graph = pruneplug.trace_channels(model, (inputs,))
-    kinds = [kind(g) for g in graph.prunable]
-    assert kinds.count("heads") == 2 and kinds.count("mlp") == 2 and kinds.count("hidden") == 1, graph.summary()
-    heads = next(g for g in graph.prunable if kind(g) == "heads")
+    parts = [g.part for g in graph.prunable]
+    assert parts.count("heads") == 2 and parts.count("neurons") == 2 and parts.count("hidden") == 1, graph.summary()
+    assert set(parts) <= {"heads", "neurons", "hidden", "channels"} and parts.count("channels") == (name == "bert")
+    heads = next(g for g in graph.prunable if g.part == "heads")
     config = model.config
     per_group = config.num_attention_heads // getattr(config, "num_key_value_heads", config.num_attention_heads)
     head_size = config.hidden_size // config.num_attention_heads
@@ -193,12 +182,12 @@ def test_heads_alone_leave_the_hidden_size_and_state_the_new_head_count(tmp_path
 
 
 def _heads(group: ChannelGroup) -> bool:
-    return kind(group) == "heads"
+    return group.part == "heads"
 
 
 def test_layers_of_different_sizes_are_stated_apart_and_the_report_says_so() -> None:
     model, inputs = build("llama")
-    mlp = [g for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "mlp"]
+    mlp = [g for g in pruneplug.trace_channels(model, (inputs,)).prunable if g.part == "neurons"]
     pruneplug.prune_channels(
         model,
         "ln_structured",
@@ -247,10 +236,10 @@ def test_torch_transformer_encoder_shrinks_its_width_and_feed_forward() -> None:
 def test_layers_of_different_sizes_load_with_load_compacted_and_not_from_pretrained(tied: bool, tmp_path: Path) -> None:
     safetensors_torch = pytest.importorskip("safetensors.torch")
     model, inputs = build("llama-tied" if tied else "llama")
-    first_mlp = next(g for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "mlp")
+    first_mlp = next(g for g in pruneplug.trace_channels(model, (inputs,)).prunable if g.part == "neurons")
     chosen = {
         first_mlp.name,
-        next(g.name for g in pruneplug.trace_channels(model, (inputs,)).prunable if kind(g) == "hidden"),
+        next(g.name for g in pruneplug.trace_channels(model, (inputs,)).prunable if g.part == "hidden"),
     }
     pruneplug.prune_channels(
         model, "ln_structured", n=2, amount=0.5, example_inputs=(inputs,), group_filter=lambda g: g.name in chosen
@@ -268,3 +257,49 @@ def test_layers_of_different_sizes_load_with_load_compacted_and_not_from_pretrai
     assert fresh.model.layers[0].mlp.up_proj.out_features == 48 and fresh.config.hidden_size == 32
     if tied:
         assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
+
+
+def test_the_config_the_model_was_built_from_is_left_as_it_was() -> None:
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(TOKENS,))
+    pruneplug.compact(model)
+    assert (config.hidden_size, config.intermediate_size, config.num_attention_heads) == (64, 96, 4)
+    assert model.config is not config and model.config.hidden_size == 32
+    assert all(getattr(m, "config", model.config) is model.config for m in model.modules())
+
+
+def test_a_failed_compaction_gives_back_the_config_and_the_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, inputs = build("bert")
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(inputs,))
+    config = model.config
+    attention = model.bert.encoder.layer[0].attention.self
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    original = type(attention).forward
+
+    def broken_once_compacted(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        output = original(self, *args, **kwargs)
+        if self.query.out_features == 64:  # still the masked model
+            return output
+        return (output[0] * 2, *output[1:])  # the compacted attention computes something else
+
+    monkeypatch.setattr(type(attention), "forward", broken_once_compacted)
+    with pytest.raises(pruneplug.CompactionError):
+        pruneplug.compact(model)
+    assert model.config is config and config.hidden_size == 64 and attention.num_attention_heads == 4
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_sizes_the_config_class_refuses_are_kept_out_of_it(tmp_path: Path) -> None:
+    """transformers' LlamaConfig wants hidden_size % num_attention_heads == 0: 6 heads in 64 are refused."""
+    model, inputs = build("llama")
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.25, example_inputs=(inputs,), group_filter=_heads)
+    report = pruneplug.compact(model)
+    assert report.config_mismatches[0].startswith("the config refuses the new sizes")
+    assert model.config.num_attention_heads == 8 and model.config.pruneplug_per_layer_sizes["num_attention_heads"] == 6
+    model.save_pretrained(tmp_path)  # the config it writes is one transformers accepts
+    fresh = type(model)(transformers.AutoConfig.from_pretrained(tmp_path)).eval()
+    pruneplug.load_compacted(fresh, pytest.importorskip("safetensors.torch").load_file(tmp_path / "model.safetensors"))
+    assert torch.equal(logits(fresh, inputs), logits(model, inputs))
