@@ -39,14 +39,14 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from ..errors import ChannelGraphWarning, ChannelTraceError, InvalidParametersError, InvalidTargetError
-from .hf import elastic_splits, part_dims
+from .hf import Part, elastic_splits, part_dims
 from .rules import Layout, SlotSpace, apply_rule, channel_digit_links, is_rule_module
 from .trace import ExampleInputs, Recording, Step, record
 from .trace_fx import FxUnavailable, record_fx
 
 __all__ = ["ChannelGraph", "ChannelGroup", "GroupPart", "Member", "trace_channels", "IgnoreLike", "Tracer"]
 
-GroupPart = Literal["channels", "heads", "neurons", "hidden"]
+GroupPart = Part
 """What a group is in a transformer pruneplug knows (LLaMA family, GPT-2, BERT, ViT): a layer's attention
 ``"heads"``, its MLP ``"neurons"``, or the ``"hidden"`` size; ``"channels"`` in any other model or group."""
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -46,6 +46,9 @@ __all__ = [
     "PER_LAYER",
     "Setter",
 ]
+
+Part = Literal["channels", "heads", "neurons", "hidden"]
+"""What a channel group is in a transformer this module knows (``"channels"``: anything else)."""
 
 PER_LAYER = "pruneplug_per_layer_sizes"
 """The config field that lists, for a model its config cannot describe, the sizes it cannot state."""
@@ -216,7 +219,7 @@ def _attributes(model: nn.Module, layers: list[_Layer]) -> Iterator[tuple[Any, s
                     yield owner, name, value
 
 
-def part_dims(model: nn.Module) -> dict[tuple[str, str, int], str]:
+def part_dims(model: nn.Module) -> dict[tuple[str, str, int], Part]:
     """``(module, tensor, dim) -> part`` for the dims that tell a known transformer's parts apart.
 
     A channel group holding the query projection's output dim is a layer's
@@ -228,7 +231,7 @@ def part_dims(model: nn.Module) -> dict[tuple[str, str, int], str]:
     if not layers:
         return {}
     paths = {id(module): path for path, module in model.named_modules()}
-    parts: dict[tuple[str, str, int], str] = {}
+    parts: dict[tuple[str, str, int], Part] = {}
     for layer in layers:
         out_dim = 1 if is_transposed_linear(layer.query) else 0
         parts[(paths[id(layer.query)], "weight", out_dim)] = "heads"
