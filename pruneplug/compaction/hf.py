@@ -1,26 +1,36 @@
-"""Hugging Face models after compaction: the sizes their configs and attention modules state, rewritten.
+"""Hugging Face transformers in the channel graph and after compaction: their parts, and the sizes they state.
 
 A compacted transformer has fewer attention heads, MLP neurons or hidden
 channels than its ``config`` says. ``save_pretrained`` writes that config
 and ``from_pretrained`` builds the model from it, so the numbers must be the
 new ones; some modules also keep sizes as plain attributes (BERT's
-``all_head_size``, ``num_attention_heads``) that their forward or ``repr``
-reads.
+``all_head_size``, GPT-2's ``split_size``) that their forward reads.
 
 Nothing here imports ``transformers``: a model is recognized by what it has
 -- a ``config``, a list of layers, in each an attention block with query and
-key projections and a head size, and an MLP -- under the names the LLaMA
-family (LLaMA, Qwen2, Mistral: ``self_attn.q_proj``, ``mlp.up_proj``), BERT
+key projections (or GPT-2's fused ``c_attn``) and a head size, and an MLP --
+under the names the LLaMA family (LLaMA, Qwen2, Mistral: ``self_attn.q_proj``,
+``mlp.up_proj``), GPT-2 (``attn.c_attn``, ``mlp.c_fc``), BERT
 (``attention.self.query``, ``intermediate.dense``) and ViT
-(``attention.q_proj``, ``mlp.fc1``) use.
+(``attention.q_proj``, ``mlp.fc1``) use. What that gives:
+
+* :func:`part_dims`: which channel groups are a layer's heads, its MLP
+  neurons, or the hidden size (``ChannelGroup.part``);
+* :func:`elastic_splits`: the modules whose ``.split(self.split_size)`` may
+  shrink, since the attribute is rewritten (GPT-2);
+* :func:`rewrite_sizes`: the new sizes, written into a copy of the config
+  (the object the user built the model from stays as it was) and into the
+  attributes of the modules.
 
 Whether the new config describes the model is not assumed but checked: the
+config class's own validation runs on it (transformers' ``LlamaConfig``
+refuses a hidden size that is not a multiple of the head count), then the
 model's class is built from it on the meta device (no memory, no init cost)
 and every parameter's and buffer's shape compared with the compacted model's.
-Where they differ -- layers of different sizes after a global prune, BERT
-with heads x head size no longer equal to the hidden size, a pruned pooler --
-the config keeps its old numbers for the varying fields and lists, in
-``pruneplug_per_layer_sizes``, what it cannot state; such a model loads with
+Where that fails -- layers of different sizes after a global prune, BERT
+with heads x head size no longer equal to the hidden size -- the config keeps
+its old numbers for what it cannot state and lists, in
+``pruneplug_per_layer_sizes``, the real ones; such a model loads with
 :func:`pruneplug.load_compacted`.
 """
 
@@ -72,11 +82,6 @@ class ConfigSizes:
     uniform: dict[str, int]
     per_layer: dict[str, list[int]]
     mismatched: list[str] = field(default_factory=list)  # tensors a model built from the config would size otherwise
-
-    @property
-    def describable(self) -> bool:
-        """Whether ``from_pretrained`` on the saved model builds it as it is."""
-        return not self.per_layer and not self.mismatched
 
 
 @dataclass(frozen=True)
@@ -389,11 +394,3 @@ def _refusal(config: Any, sizes: dict[str, int]) -> str | None:
     except Exception as error:  # (the config classes raise ValueError or their validation error types)
         return f"the config refuses the new sizes ({type(error).__name__}: {error})"
     return None
-
-
-def per_layer_note(sizes: ConfigSizes) -> str:
-    """What the config cannot state, in a sentence for errors and reports."""
-    parts = [f"{name} {values}" for name, values in sizes.per_layer.items()]
-    if sizes.mismatched:
-        parts.append(f"{len(sizes.mismatched)} tensor shapes (e.g. {sizes.mismatched[0]})")
-    return "; ".join(parts)
