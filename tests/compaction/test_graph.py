@@ -539,3 +539,60 @@ def test_a_model_fx_cannot_read_is_recorded_eagerly_and_says_why() -> None:
         trace(model, x, tracer="fx")
     with pytest.raises(pruneplug.InvalidParametersError, match="tracer must be"):
         trace(model, x, tracer="export")
+
+
+class HandAttention(nn.Module):
+    """Attention written out: q/k/v rows viewed as (heads, head size), key/value heads shared by query heads."""
+
+    def __init__(self, width: int = 32, heads: int = 4, kv_heads: int = 2, head_size: int = 8, gqa: bool = True):
+        super().__init__()
+        self.head_size, self.gqa = head_size, gqa
+        self.q = nn.Linear(width, heads * head_size)
+        self.k = nn.Linear(width, kv_heads * head_size)
+        self.v = nn.Linear(width, kv_heads * head_size)
+        self.o = nn.Linear(heads * head_size, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        k = self.k(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        v = self.v(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        if self.gqa:
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.head_size**-0.5, enable_gqa=True)
+        else:  # repeat_kv: each key/value head expanded over the query heads it serves
+            kv_heads, r = k.shape[1], q.shape[1] // k.shape[1]  # (from the shapes, which compaction changes)
+            k = k[:, :, None].expand(b, kv_heads, r, s, self.head_size).reshape(b, -1, s, self.head_size)
+            v = v[:, :, None].expand(b, kv_heads, r, s, self.head_size).reshape(b, -1, s, self.head_size)
+            y = torch.softmax(q @ k.transpose(-1, -2) * self.head_size**-0.5, -1) @ v
+        return self.o(y.transpose(1, 2).reshape(b, s, -1))
+
+
+@pytest.mark.parametrize("gqa", [True, False], ids=["enable_gqa", "repeat_kv"])
+def test_a_key_value_head_takes_the_query_heads_it_serves_along(gqa: bool) -> None:
+    model = HandAttention(gqa=gqa).eval()
+    x = torch.randn(2, 5, 32)
+    graph = pruneplug.trace_channels(model, x)
+    heads = graph.group_of("q", "weight")
+    assert heads is not None and heads.prunable and heads.size == 2  # the 2 key/value heads
+    index = {m.name: m.index for m in heads.members}
+    assert index["q.weight"].tolist() == [list(range(0, 16)), list(range(16, 32))]  # 2 query heads of 8 each
+    assert index["k.weight"].tolist() == [list(range(0, 8)), list(range(8, 16))]
+    assert index["o.weight"].tolist() == index["q.weight"].tolist()  # o's columns, as q's rows
+    pruneplug.prune_channels(
+        model, "ln_structured", n=2, amount=0.5, example_inputs=x, group_filter=lambda g: g.size == 2
+    )
+    with torch.no_grad():
+        masked = model(x)
+    pruneplug.compact(model)
+    assert (model.q.out_features, model.k.out_features, model.o.in_features) == (16, 8, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), masked, atol=1e-6)
+
+
+def test_a_linear_viewed_as_an_image_gives_its_channels_in_blocks_of_h_x_w_rows() -> None:
+    model = nn.Sequential(nn.Linear(10, 8 * 4 * 4), nn.Unflatten(1, (8, 4, 4)), nn.Conv2d(8, 3, 3)).eval()
+    graph = pruneplug.trace_channels(model, torch.randn(2, 10))
+    group = graph.group_of("0", "weight")
+    assert group is not None and group.prunable and group.size == 8 and group.unit == 16
+    assert group.members[0].index[1].tolist() == list(range(16, 32))  # channel 1: rows 16..31
+    assert {m.name for m in group.members} == {"0.weight", "0.bias", "2.weight"}
