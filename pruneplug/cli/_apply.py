@@ -1,4 +1,4 @@
-"""``pruneplug apply PLAN --model MODULE:FACTORY [--weights IN] -o OUT``: prune a checkpoint by a plan.
+"""``pruneplug apply PLAN (--model MODULE:FACTORY [--weights IN] | --hf DIR) -o OUT``: prune a model by a plan.
 
 The steps: check the output can be written (before any work), read the plan,
 build the model from its factory, load the weights (re-creating any masks
@@ -10,6 +10,13 @@ temporary file. ``--input-shape``/``--input-dtype`` give the example input
 that channel rules and compaction run the model on (over the plan's).
 ``--dry-run`` stops after applying: it prints what each rule selects, the
 sparsity it would give and what compaction would give, and writes nothing.
+
+``--hf DIR`` takes a Hugging Face transformers model directory instead of
+``--model``/``--weights`` (:mod:`~pruneplug.cli._hf`): the model is loaded
+with ``from_pretrained``, its example input defaults to token ids when its
+config has a vocabulary, the pruning is always made permanent (a directory
+``from_pretrained`` reads holds no masks), and ``-o`` names the directory
+``save_pretrained`` writes, through a temporary directory.
 """
 
 from __future__ import annotations
@@ -18,13 +25,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from torch import nn
 
 from ..api import remove as remove_pruning
+from ..compaction import CompactionReport
 from ..io.checkpoints import check_output, load_checkpoint, save_checkpoint
 from ..io.report import report, tensor_histories
 from ..plans import apply_plan, load_plan
 from ._app import BadInput, command, console
 from ._factory import build_model
+from ._hf import check_norms, check_output_dir, load_hf, save_hf, token_input
 from ._inputs import InputDtype, InputShape, example_input
 from ._progress import steps
 from ._weights import load_weights
@@ -36,9 +46,24 @@ __all__ = ["apply_command"]
 def apply_command(
     plan: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan: a .toml, .yaml/.yml or .json file.")],
     model: Annotated[
-        str,
-        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Builds the model, e.g. pruneplug.models:LeNet."),
-    ],
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="MODULE:FACTORY",
+            help="Builds the model, e.g. pruneplug.models:LeNet (or give --hf).",
+        ),
+    ] = None,
+    hf: Annotated[
+        Path | None,
+        typer.Option(
+            "--hf",
+            metavar="DIR",
+            help="Instead of --model and --weights: a Hugging Face transformers model directory, loaded with "
+            "from_pretrained (the class its config.json names); -o is then the directory save_pretrained writes, "
+            "with plain weights (as --remove). Default example input: 16 token ids, when the config has a vocab_size.",
+        ),
+    ] = None,
     weights: Annotated[
         Path | None,
         typer.Option(
@@ -51,7 +76,12 @@ def apply_command(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="OUT", help="Where to write the result (.safetensors, .pt or .pth)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Where to write the result (.safetensors, .pt or .pth; with --hf, a directory).",
+        ),
     ] = None,
     remove: Annotated[
         bool, typer.Option("--remove", help="Make the pruning permanent: plain weights, no masks.")
@@ -76,16 +106,22 @@ def apply_command(
     input_dtype: InputDtype = None,
 ) -> None:
     """Apply a pruning plan to a model's weights and save the result."""
+    if (model is None) == (hf is None):
+        both = " (not both)" if model is not None else ""
+        raise BadInput(f"apply needs the model: --model MODULE:FACTORY or --hf DIR{both}")
+    if hf is not None and weights is not None:
+        raise BadInput(f"--weights cannot be used with --hf: the weights are those in {hf}")
     if not dry_run:
         if output is None:
             raise BadInput("apply needs --output/-o OUT (or --dry-run to write nothing)")
-        check_output(output, overwrite=force)
+        if hf is not None:
+            check_output_dir(output, overwrite=force)
+        else:
+            check_output(output, overwrite=force)
     loaded = load_plan(plan)
     given = example_input(input_shape, input_dtype, loaded.example_input)
-    if given is not loaded.example_input:
-        loaded = loaded.model_copy(update={"example_input": given})
     compacting = compact or loaded.compact
-    net = build_model(model)
+    net = build_model(str(model)) if hf is None else nn.Module()  # (the --hf model is loaded below)
     earlier: dict[str, tuple[str, ...]] = {}
     history: dict[str, list[str]] = {}
     rules = len(loaded.rules)
@@ -97,11 +133,17 @@ def apply_command(
             if done == total and compacting:
                 progress.start("compacting")
 
-        if weights is not None:
+        if hf is not None:
+            progress.start(f"loading {hf}")
+            net = load_hf(hf)
+            given = token_input(net, given)
+        elif weights is not None:
             progress.start(f"loading {weights}")
             checkpoint = load_checkpoint(weights, allow_pickle=allow_pickle)
             earlier = load_weights(net, checkpoint, mask_storage=loaded.mask_storage)
         progress.advance()
+        if given is not loaded.example_input:
+            loaded = loaded.model_copy(update={"example_input": given})
         progress.start("applying the plan")
         result = apply_plan(
             net, loaded, dry_run=dry_run, progress=advance, source=str(plan), compact=True if compact else None
@@ -110,10 +152,15 @@ def apply_command(
             progress.advance()
         if output is not None and not dry_run:
             history = tensor_histories(net, earlier)  # before --remove takes the hooks away
-            if remove:
+            if hf is not None:
+                check_norms(net)
+            if remove or hf is not None:
                 remove_pruning(net)
             progress.start(f"writing {output}")
-            save_checkpoint(output, net.state_dict(), history=history, overwrite=force)
+            if hf is not None:
+                save_hf(net, output, overwrite=force)
+            else:
+                save_checkpoint(output, net.state_dict(), history=history, overwrite=force)
             progress.advance()
     if dry_run:
         console.print(result.to_rich(tensors=False))
@@ -129,8 +176,22 @@ def apply_command(
     console.print(final.to_rich(tensors=False))
     if result.compaction is not None:
         console.print(result.compaction.to_rich())
+    if hf is not None:
+        console.print(f"Wrote {output}; {_hf_outcome(result.compaction)}.")
+        return
     masks = "pruning made permanent (no masks)" if remove else "masks kept: apply another plan to resume"
     if result.compaction is not None:
         compacted = f"compacted: --model {model} loads it, resized to it"
         masks = f"{compacted}; {masks}" if remove or final.totals.masked_tensors else f"{compacted}; no masks left"
     console.print(f"Wrote {output}; {masks}.")
+
+
+def _hf_outcome(compaction: CompactionReport | None) -> str:
+    """What the directory ``--hf`` wrote holds, and how to load it."""
+    if compaction is not None and (compaction.per_layer_sizes or compaction.config_mismatches):
+        return (
+            "compacted, with sizes its config cannot state (see above): from_pretrained cannot rebuild it; "
+            "build the model from its config and load the weights with pruneplug.load_compacted"
+        )
+    what = "compacted" if compaction is not None else "pruned entries are zeros"
+    return f"{what}, plain weights: from_pretrained loads it"

@@ -5,10 +5,11 @@ A channel rule (``channels = true``) selects modules as any rule does
 *output channels* of those modules: each channel group of the model's channel
 graph (:func:`pruneplug.trace_channels`) in which a selected module's
 parameter takes part along its output dim (dim 0; dim 1 of a transposed
-convolution's or an embedding's weight; a 1-d parameter -- a bias, a norm's
-weight -- along its only dim). So ``types = ["Conv2d"]`` prunes the
-convolutions' output channels, and with them every tensor coupled to those
-channels: biases, the next BatchNorm, the next layers' input columns.
+convolution's, an embedding's, or a GPT-2 ``Conv1D``'s weight, which is stored
+``(in, out)``; a 1-d parameter -- a bias, a norm's weight -- along its only
+dim). So ``types = ["Conv2d"]`` prunes the convolutions' output channels, and
+with them every tensor coupled to those channels: biases, the next BatchNorm,
+the next layers' input columns.
 Selecting a module never prunes its input channels: they are the outputs of
 the modules before it.
 
@@ -35,13 +36,18 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..compaction import ChannelGroup
+from ..compaction.resize import is_transposed_linear
 
 __all__ = ["ChannelSelection", "output_dim"]
 
 
 def output_dim(module: nn.Module, tensor: str) -> int:
     """The dim of ``module.<tensor>`` along which it holds the module's output channels."""
-    if tensor == "weight" and isinstance(module, (nn.modules.conv._ConvTransposeNd, nn.Embedding, nn.EmbeddingBag)):
+    if tensor != "weight":
+        return 0
+    if isinstance(module, (nn.modules.conv._ConvTransposeNd, nn.Embedding, nn.EmbeddingBag)):
+        return 1
+    if is_transposed_linear(module):  # GPT-2's Conv1D: weight (in, out)
         return 1
     return 0
 
