@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from torch import nn
 
 from ..api import remove as remove_pruning
 from ..compaction import CompactionReport
@@ -121,7 +120,7 @@ def apply_command(
     loaded = load_plan(plan)
     given = example_input(input_shape, input_dtype, loaded.example_input)
     compacting = compact or loaded.compact
-    net = build_model(str(model)) if hf is None else nn.Module()  # (the --hf model is loaded below)
+    built = build_model(str(model)) if hf is None else None  # (an --hf model loads below, as a step)
     earlier: dict[str, tuple[str, ...]] = {}
     history: dict[str, list[str]] = {}
     rules = len(loaded.rules)
@@ -133,11 +132,14 @@ def apply_command(
             if done == total and compacting:
                 progress.start("compacting")
 
-        if hf is not None:
+        if built is None:
+            assert hf is not None
             progress.start(f"loading {hf}")
             net = load_hf(hf)
             given = token_input(net, given)
-        elif weights is not None:
+        else:
+            net = built
+        if weights is not None:
             progress.start(f"loading {weights}")
             checkpoint = load_checkpoint(weights, allow_pickle=allow_pickle)
             earlier = load_weights(net, checkpoint, mask_storage=loaded.mask_storage)
