@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from ..api.prune import refresh
+from ..core.cache import uncached
 from ..core.commit import ModuleSnapshot, remove_pruning
 from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
@@ -275,7 +276,14 @@ def _no_fast_path() -> Iterator[None]:
 def _run(model: nn.Module, inputs: ExampleInputs, train: bool) -> tuple[list[Tensor], int]:
     """The model's outputs on ``inputs`` in train or eval mode, and the MACs of that forward."""
     args, kwargs = as_call_args(inputs)
-    with buffers_kept(model), torch.no_grad(), _mode(model, train), _no_fast_path(), counting_macs() as counter:
+    with (
+        buffers_kept(model),
+        uncached(),
+        torch.no_grad(),
+        _mode(model, train),
+        _no_fast_path(),
+        counting_macs() as counter,
+    ):
         output = model(*args, **kwargs)
     return [t.detach().clone() for t in tree_flatten(output)[0] if isinstance(t, Tensor)], counter.macs()
 

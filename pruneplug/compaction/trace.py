@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..core.cache import uncached
 from ..core.lazy import is_lazy
 from ..core.state import pruned_tensors
 from ..errors import ChannelTraceError
@@ -365,7 +366,7 @@ def record(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable[[n
     post = nn.modules.module.register_module_forward_hook(recorder.post_hook, with_kwargs=True)
     handles = _masked_attribute_hooks(recorder, model)
     try:
-        with buffers_kept(model), torch.no_grad(), _opaque_functions(recorder), recorder:
+        with buffers_kept(model), uncached(), torch.no_grad(), _opaque_functions(recorder), recorder:
             output = model(*args, **kwargs)
     except ChannelTraceError:
         raise

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
+from ..core.cache import uncached
 from ..core.state import pruned_tensors
 from .trace import (
     ExampleInputs,
@@ -136,7 +137,7 @@ def record_fx(model: nn.Module, example_inputs: ExampleInputs, is_leaf: Callable
         raise FxUnavailable(f"{type(error).__name__}: {error}") from error
     run = _Run(module)
     try:
-        with buffers_kept(model), torch.no_grad():
+        with buffers_kept(model), uncached(), torch.no_grad():
             run.run(*args)
     except Exception as error:
         raise FxUnavailable(f"the traced graph does not run: {type(error).__name__}: {error}") from error

@@ -24,6 +24,11 @@ these hold:
 
 Writes through ``tensor.data`` bypass version counters; after such a write,
 call :func:`pruneplug.refresh`.
+
+Inside :func:`uncached`, nothing is kept: pruneplug's own forwards (tracing
+the channel graph, compaction's output checks) run there, so that a
+model's masked tensors are not all held at once -- one extra copy of every
+pruned weight, which a 1 B-parameter model cannot spare.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +46,7 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..storage.packed import storage_of
 
-__all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget"]
+__all__ = ["cacheable", "cache_key", "reusable", "remember", "held", "forget", "uncached"]
 
 _optimizer_steps = 0
 _hook_lock = threading.Lock()
@@ -54,6 +60,7 @@ _hook_installed = False
 _Entry = tuple[tuple[object, ...], weakref.ref[Tensor], Tensor | None, tuple[StorageWeakRef, ...]]
 _entries: weakref.WeakKeyDictionary[object, _Entry] = weakref.WeakKeyDictionary()
 _PLAIN_TYPES = (Tensor, nn.Parameter)
+_off = threading.local()  # .depth: how many uncached() blocks this thread is in
 
 
 def _count_step(*_: object) -> None:
@@ -78,8 +85,20 @@ def _version(t: Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+@contextlib.contextmanager
+def uncached() -> Iterator[None]:
+    """Compute masked tensors afresh meanwhile, in this thread, and keep none of them."""
+    _off.depth = getattr(_off, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _off.depth -= 1
+
+
 def cacheable(orig: Tensor, mask: Tensor) -> bool:
     """Whether a masked tensor of these may be kept at all (see the module's docstring)."""
+    if getattr(_off, "depth", 0):
+        return False
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
         return False
     for tensor in (orig, storage_of(mask)):

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pruneplug
+from pruneplug.core.cache import held
+from pruneplug.core.lazy import lazily_masked_hook
 from pruneplug.testing import assert_unchanged, snapshot
 
 _spec = importlib.util.spec_from_file_location("compaction_helpers", Path(__file__).with_name("helpers.py"))
@@ -312,3 +314,18 @@ def test_a_net_with_a_norm_compacts_to_what_the_masked_one_computes(name: str) -
     assert helpers.run(model[1], (eight,))[0].shape == eight.shape  # the norm's attributes say 8 channels now
     helpers.masked_and_compacted_agree(masked, model, (x,))
     assert helpers.pruning_leftovers(model) == []
+
+
+def test_tracing_pruning_and_compacting_keep_no_masked_tensor_alive() -> None:
+    """pruneplug's own forwards run uncached: a model's masked weights are never all held at once."""
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(2, 8)
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.25, example_inputs=x)
+    pruneplug.trace_channels(model, x)  # (a forward of the masked model)
+    hooks = [lazily_masked_hook(model[i], "weight") for i in (0, 2, 4)]
+    assert all(h is not None for h in hooks) and [held(h) for h in hooks] == [None, None, None]
+    with torch.no_grad():
+        model(x)  # the user's own eval forward keeps them, as always
+    assert all(held(h) is not None for h in hooks)

@@ -14,6 +14,8 @@ from torch.func import functional_call, vmap
 
 import pruneplug
 import pruneplug.compat as compat
+from pruneplug.core.cache import held, uncached
+from pruneplug.core.lazy import lazily_masked_hook
 
 
 def pruned_stack(prune: Callable[[nn.Module], None]) -> nn.Sequential:
@@ -253,3 +255,25 @@ def test_masks_made_in_inference_mode_are_never_stale(storage: str) -> None:
         layer.weight_mask[layer.weight_mask.nonzero()[0].tolist()] = False
         assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
         assert torch.allclose(layer(x), x @ (layer.weight_orig * layer.weight_mask).T + layer.bias)
+
+
+@pytest.mark.parametrize("prune", NATIVE)
+def test_nothing_is_kept_inside_uncached_and_what_was_kept_stays_right(prune: Callable[[nn.Module], None]) -> None:
+
+    model = pruned_stack(prune)
+    hook = lazily_masked_hook(model[0], "weight")
+    x = torch.randn(3, 4)
+    with uncached():
+        assert torch.allclose(model(x), expected(model, x))
+    assert held(hook) is None  # nothing kept while uncached
+    model(x)
+    kept = held(hook)
+    assert kept is not None  # kept again outside
+    with uncached(), uncached():  # (nested)
+        assert torch.allclose(model(x), expected(model, x))
+    assert held(hook) is kept
+    with torch.no_grad():
+        model[0].weight_orig.mul_(2)  # a change seen inside and after
+    with uncached():
+        assert torch.allclose(model(x), expected(model, x))
+    assert torch.allclose(model(x), expected(model, x))
