@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -130,35 +130,70 @@ def _slice_grouped(weight: Tensor, cut: _Cut, where: str) -> Tensor:
     return torch.cat(pieces)
 
 
+_Restore = Callable[[Tensor], Tensor]  # the values a tensor had, from the values it has now
+
+
 @dataclass
 class _Undo:
+    """What compaction changed, to put back if its check fails.
+
+    A sliced tensor keeps only its removed slices here, not its old values
+    whole: the kept slices are in the tensor, so a rollback needs nothing
+    more, and the model does not hold its old and new weights at once.
+    """
+
     snapshots: dict[int, ModuleSnapshot] = field(default_factory=dict)
-    data: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    data: list[tuple[Tensor, _Restore]] = field(default_factory=list)
+    grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    attributes: AttributeLog = field(default_factory=AttributeLog)  # config and size attributes rewritten
+    sliced: set[int] = field(default_factory=set)  # ids of the parameters already sliced
 
     def keep(self, module: nn.Module) -> None:
         if id(module) not in self.snapshots:
             self.snapshots[id(module)] = ModuleSnapshot(module)
 
-    grads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-    attributes: AttributeLog = field(default_factory=AttributeLog)  # config and size attributes rewritten
-    sliced: set[int] = field(default_factory=set)  # ids of the parameters already sliced
-
     def set_data(self, tensor: Tensor, new: Tensor) -> None:
-        self.data.append((tensor, tensor.data))
+        old = tensor.data
+        self.data.append((tensor, lambda _: old))
         tensor.data = new
+
+    def slice_data(self, tensor: Tensor, cut: _Cut, where: str) -> None:
+        """Slice ``tensor``'s values in place, remembering the removed slices (all of it, for grouped cuts)."""
+        if cut.grouped:
+            self.set_data(tensor, _slice(tensor.data, cut, where))
+            return
+        steps: list[tuple[int, torch.Size, Tensor, Tensor, Tensor]] = []
+        result = tensor.data
+        for dim, removed in sorted(cut.plain.items()):
+            kept = _kept(result.shape[dim], removed).to(result.device)
+            gone = torch.tensor(sorted(removed), dtype=torch.long, device=result.device)
+            steps.append((dim, result.shape, kept, gone, result.index_select(dim, gone)))
+            result = result.index_select(dim, kept)
+        self.data.append((tensor, lambda current: _unslice(current, steps)))
+        tensor.data = result
 
     def set_grad(self, tensor: Tensor, new: Tensor) -> None:
         self.grads.append((tensor, tensor.grad))  # type: ignore[arg-type]  # (only called when there is one)
         tensor.grad = new
 
     def restore(self) -> None:
-        for tensor, old in reversed(self.data):
-            tensor.data = old
+        for tensor, restore in reversed(self.data):
+            tensor.data = restore(tensor.data)
         for tensor, old in reversed(self.grads):  # (a .grad must have its tensor's shape when set)
             tensor.grad = old
         for snapshot in self.snapshots.values():
             snapshot.restore()
         self.attributes.restore()
+
+
+def _unslice(current: Tensor, steps: list[tuple[int, torch.Size, Tensor, Tensor, Tensor]]) -> Tensor:
+    """The tensor before :meth:`_Undo.slice_data`: kept and removed slices put back in place, last cut first."""
+    for dim, shape, kept, gone, removed in reversed(steps):
+        whole = current.new_empty(shape)
+        whole.index_copy_(dim, kept, current)
+        whole.index_copy_(dim, gone, removed)
+        current = whole
+    return current
 
 
 def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> None:
@@ -169,7 +204,7 @@ def _slice_parameter(parameter: Tensor, cut: _Cut, where: str, undo: _Undo) -> N
     if id(parameter) in undo.sliced:
         return
     undo.sliced.add(id(parameter))
-    undo.set_data(parameter, _slice(parameter.data, cut, where))
+    undo.slice_data(parameter, cut, where)
     if parameter.grad is not None:
         undo.set_grad(parameter, _slice(parameter.grad, cut, where))
 
