@@ -44,7 +44,7 @@ from ..core.cache import uncached
 from ..core.commit import ModuleSnapshot, remove_pruning
 from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
-from ..storage.packed import plain
+from ..storage.packed import PackedMask, plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
 from .hf import AttributeLog, rewrite_sizes
 from .macs import count_params, counting_macs
@@ -217,8 +217,8 @@ def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo)
         assert stored is not None
         mask = plain(stored)
         _slice_parameter(orig, cut, where, undo)
-        new_mask = _slice(mask, cut, where)
-        module._buffers[name + "_mask"] = new_mask.contiguous()
+        new_mask = _slice(mask, cut, where).contiguous()
+        module._buffers[name + "_mask"] = PackedMask.pack(new_mask) if isinstance(stored, PackedMask) else new_mask
         if bool(new_mask.all()):
             remove_pruning(module, name, unmasked=True)
         return

@@ -54,7 +54,7 @@ from ..errors import (
 )
 from ..selection.amount import check_amount, count_to_prune
 from ..selection.scores import scoring
-from ..storage.formats import NATIVE_POLICY
+from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
 from ..storage.packed import plain
 from ..strategies import PrecomputedMask
 from ..strategies.bias import release_precomputed
@@ -297,7 +297,7 @@ def _masks(model: nn.Module, pruned: dict[int, Tensor], graph: ChannelGraph, lab
     return plan
 
 
-def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
+def _commit(model: nn.Module, plan: _Plan, spec_name: str, storage: MaskStorage | None) -> None:
     pendings: list[PendingPrune] = []
     for (path, name), mask in plan.masks.items():
         module = model.get_submodule(path)
@@ -312,6 +312,7 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str) -> None:
                 mask=mask,
                 policy=NATIVE_POLICY,
                 label=spec_name,
+                storage=storage,
             )
         )
     norms = [(model.get_submodule(path), keep) for path, keep in plan.norms.items()]
@@ -383,6 +384,7 @@ def prune_channels(
     group_filter: Callable[[ChannelGroup], bool] | None = None,
     round_to: int | None = None,
     group_reduction: GroupReduction = "mean",
+    mask_storage: MaskStorage | None = None,
     **params: Any,
 ) -> nn.Module:
     """Prune whole groups of coupled channels of ``model``; returns ``model``.
@@ -415,6 +417,9 @@ def prune_channels(
             alone every group touching a module.
         round_to: each group keeps a multiple of this many channels.
         group_reduction: how a channel's per-tensor scores are combined.
+        mask_storage: ``"bool"`` or ``"packed"`` (one bit per entry: 1/32 of
+            an fp32 weight; for models whose masks would not fit beside
+            them); default: as the tensor's mask already is, else bool.
         **params: the strategy's parameters (``n=2`` for ``ln_structured``);
             no ``dim``: the graph decides each tensor's dim.
 
@@ -427,6 +432,7 @@ def prune_channels(
         ChannelTraceError: the model does not run on ``example_inputs``.
     """
     spec, method = _check(strategy, params, amount, scope, round_to, group_reduction)
+    storage = check_storage(mask_storage)
     label = spec.name
     try:
         graph = trace_channels(model, example_inputs, ignore=ignore)
@@ -458,7 +464,7 @@ def prune_channels(
                 continue
             pruned[group.id] = _choose(group, scores, live, protected, keep)
         plan = _masks(model, pruned, graph, label)
-        _commit(model, plan, label)
+        _commit(model, plan, label, storage)
     except PruneplugError as error:
         raise error.add_context(strategy=label) from error.__cause__
     remember_graph(model, graph)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 import pruneplug
 from pruneplug.core.cache import held
 from pruneplug.core.lazy import lazily_masked_hook
+from pruneplug.storage.packed import PackedMask
 from pruneplug.testing import assert_unchanged, snapshot
 
 _spec = importlib.util.spec_from_file_location("compaction_helpers", Path(__file__).with_name("helpers.py"))
@@ -329,3 +330,21 @@ def test_tracing_pruning_and_compacting_keep_no_masked_tensor_alive() -> None:
     with torch.no_grad():
         model(x)  # the user's own eval forward keeps them, as always
     assert all(held(h) is not None for h in hooks)
+
+
+def test_masks_can_be_packed_and_stay_packed_through_compaction() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(2, 8)
+    pruneplug.prune(model[2], "weight", "l1_unstructured", amount=5, mask_storage="packed")  # zeros compaction keeps
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.25, example_inputs=x, mask_storage="packed")
+    assert all(isinstance(model[i].weight_mask, PackedMask) for i in (0, 2))
+    with torch.no_grad():
+        masked = model(x)
+    pruneplug.compact(model)
+    assert isinstance(model[2].weight_mask, PackedMask) and model[2].weight_mask.shape == (4, 12)
+    assert not hasattr(model[0], "weight_mask")  # all kept: no mask left
+    with torch.no_grad():
+        assert torch.allclose(model(x), masked, atol=1e-6)
+    with pytest.raises(pruneplug.InvalidParametersError, match="mask_storage"):
+        pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.25, example_inputs=x, mask_storage="bits")
