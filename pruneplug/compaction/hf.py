@@ -392,5 +392,5 @@ def _refusal(config: Any, sizes: dict[str, int]) -> str | None:
     try:
         validate()
     except Exception as error:  # (the config classes raise ValueError or their validation error types)
-        return f"the config refuses the new sizes ({type(error).__name__}: {error})"
+        return f"the config refuses the new sizes ({' '.join(str(error).split())})"
     return None
