@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import importlib.metadata
 import json
 import os
 import platform
@@ -72,6 +71,7 @@ from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _machine import cpu_name, version
 from _resnet50 import MACS, PARAMS, resnet50
 from torch import Tensor, nn
 
@@ -129,12 +129,7 @@ def has_channel_api() -> bool:
 
 def machine(threads: int) -> dict[str, Any]:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu,
@@ -143,17 +138,10 @@ def machine(threads: int) -> dict[str, Any]:
         "threads": threads,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_pruning": _version("torch-pruning"),
-        "pruneplug": _version("pruneplug"),
+        "torch_pruning": version("torch-pruning"),
+        "pruneplug": version("pruneplug"),
         "load_average": os.getloadavg()[0],
     }
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 # --- pruning ----------------------------------------------------------------------------------

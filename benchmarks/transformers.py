@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
 import platform
@@ -92,6 +91,7 @@ from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _machine import cpu_name, version
 from torch import Tensor, nn
 
 import pruneplug
@@ -241,21 +241,9 @@ def logits(model: nn.Module, ids: Tensor) -> Tensor:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine(threads: int) -> dict[str, Any]:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     total = None
     with suppress(ValueError, OSError, AttributeError):
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -266,8 +254,8 @@ def machine(threads: int) -> dict[str, Any]:
         "memory_bytes": total,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": _version("transformers"),
-        "pruneplug": _version("pruneplug"),
+        "transformers": version("transformers"),
+        "pruneplug": version("pruneplug"),
         "load_average": os.getloadavg()[0],
     }
 
