@@ -68,6 +68,7 @@ class Reshape:
 
     inputs: list[int]
     outputs: list[int]
+    inferred: int | None = None  # the output slot whose size the forward left to torch (-1, or a flatten)
 
 
 class SlotSpace:
@@ -348,7 +349,7 @@ def _elementwise(space: SlotSpace, step: Step) -> None:
 # -- shape ops -------------------------------------------------------------------------------------
 
 
-def _reshape(space: SlotSpace, source: Value, target: Value) -> None:
+def _reshape(space: SlotSpace, source: Value, target: Value, inferred: int | None = None) -> None:
     """Pair dims by equal products; one-to-one pairs are ties, the rest are resolved later."""
     ins = [d for d, n in enumerate(source.shape) if n > 1]
     outs = [d for d, n in enumerate(target.shape) if n > 1]
@@ -375,7 +376,11 @@ def _reshape(space: SlotSpace, source: Value, target: Value) -> None:
             space.tie(space.of(source, group_in[0]), space.of(target, group_out[0]))
         else:
             space.reshapes.append(
-                Reshape([space.of(source, d) for d in group_in], [space.of(target, d) for d in group_out])
+                Reshape(
+                    [space.of(source, d) for d in group_in],
+                    [space.of(target, d) for d in group_out],
+                    space.of(target, inferred) if inferred is not None and inferred in group_out else None,
+                )
             )
         i += 1
         j += 1
@@ -383,7 +388,28 @@ def _reshape(space: SlotSpace, source: Value, target: Value) -> None:
 
 def _shape_change(space: SlotSpace, step: Step) -> None:
     source = step.inputs()[0]
-    _reshape(space, source, step.outputs[0])
+    _reshape(space, source, step.outputs[0], _inferred_dim(step, len(step.outputs[0].shape)))
+
+
+def _inferred_dim(step: Step, ndim: int) -> int | None:
+    """The output dim whose size the call leaves to torch: a ``-1`` in view/reshape/unflatten, a flatten's dim.
+
+    Only such a size follows when channels go; a number written in the
+    forward (``reshape(B, N, self.heads, -1)``'s heads) stays as it is.
+    """
+    if step.name == "flatten":
+        return int(_arg(step, 1, "start_dim", 0)) % max(ndim, 1)
+    if step.name in {"view", "reshape"}:
+        sizes: Any = step.args[1:] if len(step.args) > 1 else step.kwargs.get("shape", ())
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple, torch.Size)):
+            sizes = sizes[0]
+        found = [i for i, size in enumerate(sizes) if isinstance(size, int) and size == -1]
+        return found[0] if len(found) == 1 and len(sizes) == ndim else None
+    if step.name == "unflatten":
+        dim, sizes = _arg(step, 1, "dim"), _arg(step, 2, "sizes", ())
+        found = [i for i, size in enumerate(sizes) if isinstance(size, int) and size == -1]
+        return (int(dim) % max(ndim - len(sizes) + 1, 1)) + found[0] if len(found) == 1 else None
+    return None
 
 
 def _permutation(step: Step, ndim: int) -> list[int] | None:
@@ -1112,13 +1138,15 @@ def channel_digit_links(space: SlotSpace, reshape: Reshape, channel: Callable[[i
                 digits.append((slot, (flat // stride) % size))
         sides.append((slots, digits))
     (_, in_digits), (_, out_digits) = sides
-    for (slots, digits), other in ((sides[0], out_digits), (sides[1], in_digits)):
-        if not digits and other and len(slots) > 1:
-            # One channel dim split into several new dims, none of them a channel yet (q rows viewed as
-            # (heads, head_dim), a linear's features as (C, H, W)): the outermost takes the channels, in
-            # blocks of the inner ones, which stay free. Linking every digit would make one atom of all.
-            total = math.prod(space.infos[s].size for s in slots)
-            digits.append((slots[0], torch.arange(total) // (total // space.infos[slots[0]].size)))
+    slots = reshape.outputs
+    if not out_digits and in_digits and len(slots) > 1 and reshape.inferred == slots[0]:
+        # One channel dim split into several new dims, none of them a channel yet, the outermost's size
+        # left to torch (q rows viewed as (-1, head_dim)): the outermost takes the channels, in blocks of
+        # the inner ones, which stay free. A number written there (reshape(B, N, self.heads, -1)) would
+        # not follow when channels go; linking every digit would make one atom of all. (Merging such
+        # dims back needs no rule: by then the outer dim is a channel, through the ties in between.)
+        total = math.prod(space.infos[s].size for s in slots)
+        out_digits.append((slots[0], torch.arange(total) // (total // space.infos[slots[0]].size)))
     if not in_digits or not out_digits:
         for _, digits in sides:
             for slot, _ in digits:

@@ -589,10 +589,23 @@ def test_a_key_value_head_takes_the_query_heads_it_serves_along(gqa: bool) -> No
         assert torch.allclose(model(x), masked, atol=1e-6)
 
 
-def test_a_linear_viewed_as_an_image_gives_its_channels_in_blocks_of_h_x_w_rows() -> None:
-    model = nn.Sequential(nn.Linear(10, 8 * 4 * 4), nn.Unflatten(1, (8, 4, 4)), nn.Conv2d(8, 3, 3)).eval()
-    graph = pruneplug.trace_channels(model, torch.randn(2, 10))
-    group = graph.group_of("0", "weight")
-    assert group is not None and group.prunable and group.size == 8 and group.unit == 16
-    assert group.members[0].index[1].tolist() == list(range(16, 32))  # channel 1: rows 16..31
-    assert {m.name for m in group.members} == {"0.weight", "0.bias", "2.weight"}
+class FixedHeads(nn.Module):
+    """nanoGPT-style: the head count is a number in the forward (``view(B, T, self.heads, -1)``)."""
+
+    def __init__(self, width: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        q, k, v = (p(x).view(b, t, self.heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        return self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, -1))
+
+
+def test_heads_counted_by_a_number_in_the_forward_are_left_alone() -> None:
+    """Only a size left to torch (-1) follows when heads go: a written head count would not shrink."""
+    graph = pruneplug.trace_channels(FixedHeads().eval(), torch.randn(1, 3, 16))
+    for name in ("q", "o"):
+        group = graph.group_of(name, "weight", 0 if name == "q" else 1)
+        assert group is not None and not group.prunable, graph.summary()
