@@ -46,7 +46,7 @@ from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
 from ..storage.packed import PackedMask, plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
-from .hf import AttributeLog, rewrite_sizes
+from .hf import AttributeLog, rewrite_sizes_safely
 from .macs import count_params, counting_macs
 from .prune import alive_channels, cached_graph, forget_graph
 from .report import CompactionReport
@@ -158,10 +158,19 @@ class _Undo:
         tensor.data = new
 
     def slice_data(self, tensor: Tensor, cut: _Cut, where: str) -> None:
-        """Slice ``tensor``'s values in place, remembering the removed slices (all of it, for grouped cuts)."""
-        if cut.grouped:
-            self.set_data(tensor, _slice(tensor.data, cut, where))
+        """Slice ``tensor``'s values in place, remembering the removed slices.
+
+        The whole old tensor is kept instead for grouped cuts, and for a tensor
+        that is a view into a larger storage or not contiguous (channels-last):
+        a rebuilt one would be contiguous, in a storage of its own.
+        """
+        old = tensor.data
+        shared = old.storage_offset() != 0 or old.untyped_storage().nbytes() != old.numel() * old.element_size()
+        if cut.grouped or shared or not old.is_contiguous():
+            # (a view into a larger buffer, or another layout: only the old tensor itself restores that exactly)
+            self.set_data(tensor, _slice(old, cut, where))
             return
+        del old
         steps: list[tuple[int, torch.Size, Tensor, Tensor, Tensor]] = []
         result = tensor.data
         for dim, removed in sorted(cut.plain.items()):
@@ -403,7 +412,7 @@ def compact(
     worst, allowed = 0.0, 0.0
     try:
         _apply(model, cuts, norms, undo)
-        sizes = rewrite_sizes(model, undo.attributes.set)
+        sizes = rewrite_sizes_safely(model, undo.attributes)
         for mode in modes:
             try:
                 outputs, macs_after = _run(model, inputs, mode == "train")

@@ -53,6 +53,7 @@ __all__ = [
     "elastic_splits",
     "part_dims",
     "rewrite_sizes",
+    "rewrite_sizes_safely",
     "PER_LAYER",
     "Setter",
 ]
@@ -106,20 +107,34 @@ class _Layer:
         return _out_width(self.key) // self.fused
 
 
-def _out_width(module: nn.Module) -> int:
+def _projection(module: nn.Module) -> bool:
+    """A layer with a 2-D weight of its own (not, for instance, a LoRA wrapper around one)."""
     shape = tensor_shape(module, "weight")
-    assert shape is not None and len(shape) == 2, f"{type(module).__name__} has no 2-D weight"
+    return shape is not None and len(shape) == 2
+
+
+def _out_width(module: nn.Module) -> int:
+    shape = tensor_shape(module, "weight") or (0, 0)
     return shape[1] if is_transposed_linear(module) else shape[0]
 
 
 def _in_width(module: nn.Module) -> int:
-    shape = tensor_shape(module, "weight")
-    assert shape is not None and len(shape) == 2, f"{type(module).__name__} has no 2-D weight"
+    shape = tensor_shape(module, "weight") or (0, 0)
     return shape[0] if is_transposed_linear(module) else shape[1]
 
 
 def _config(model: nn.Module) -> Any:
-    return getattr(model, "config", None)
+    """A Hugging Face config (a ``PretrainedConfig``: ``model_type`` and ``to_dict``), or ``None``.
+
+    A ``config`` attribute of another kind (a dict, a dataclass of the
+    user's) does not make a model one of transformers'.
+    """
+    config = getattr(model, "config", None)
+    return (
+        config
+        if isinstance(getattr(config, "model_type", None), str) and callable(getattr(config, "to_dict", None))
+        else None
+    )
 
 
 def _find(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
@@ -142,9 +157,11 @@ def _layer(module: nn.Module) -> _Layer | None:
         query = key = _find(attention, ("c_attn",))  # GPT-2: q, k and v from one projection, split in three
         fused = 3
     head_size = next((getattr(attention, n) for n in _HEAD_SIZE if isinstance(getattr(attention, n, None), int)), None)
-    if query is None or key is None or head_size is None:
+    if query is None or key is None or head_size is None or not _projection(query[1]):
         return None
     mlp_in = _find(module, _MLP_IN)
+    if mlp_in is not None and not _projection(mlp_in[1]):
+        return None
     mlp = None if mlp_in is None else _find(module, (mlp_in[0].rsplit(".", 1)[0],))
     return _Layer(
         attention,
@@ -200,6 +217,11 @@ def _sizes(model: nn.Module, layers: list[_Layer]) -> dict[str, int | list[int]]
 def _attributes(model: nn.Module, layers: list[_Layer]) -> Iterator[tuple[Any, str, int]]:
     """Sizes the modules keep as plain attributes (``num_heads``, ``all_head_size``, ...), where they exist."""
     hidden = _hidden(layers)
+    base = getattr(model, "base_model", None)
+    for top in {id(m): m for m in (model, base) if isinstance(m, nn.Module)}.values():
+        for name in ("embed_dim", "hidden_size"):  # (GPT2Model.embed_dim)
+            if isinstance(vars(top).get(name), int):
+                yield top, name, hidden
     for layer in layers:
         width = layer.query_width
         heads = width // layer.head_size
@@ -325,6 +347,11 @@ def _mismatched(model: nn.Module, config: Any) -> list[str]:
             if shape != tuple(tensor.shape):
                 qualified = f"{path}.{name}" if path else name
                 wrong.append(f"{qualified}: {shape} here, {tuple(tensor.shape)} from the config")
+        for name, value in vars(module).items():  # numbers computed from the config when built
+            mine = vars(ours).get(name)
+            if type(value) in (int, float) and type(mine) in (int, float) and value != mine:
+                qualified = f"{path}.{name}" if path else name
+                wrong.append(f"{qualified}: {mine} here, {value} from the config")
     return wrong
 
 
@@ -343,6 +370,24 @@ def _own_config(model: nn.Module, setter: Setter) -> Any:
     return config
 
 
+def rewrite_sizes_safely(model: nn.Module, log: AttributeLog) -> ConfigSizes | None:
+    """:func:`rewrite_sizes` through ``log``; if it fails, nothing it wrote stays and the sizes say why.
+
+    The config is a description of the model, written after the model
+    itself was changed and checked: a config this module cannot write (a
+    class of its own, a read-only field) must not undo that.
+    """
+    before = len(log.entries)
+    try:
+        return rewrite_sizes(model, log.set)
+    except Exception as error:  # whatever a foreign config class raises
+        undone = AttributeLog()
+        undone.entries = log.entries[before:]
+        undone.restore()
+        del log.entries[before:]
+        return ConfigSizes({}, {}, [f"the config was not rewritten ({type(error).__name__}: {error})"])
+
+
 def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None:
     """Write the compacted sizes into ``model.config`` (a copy: see below) and the attributes its modules read.
 
@@ -353,10 +398,13 @@ def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None
     copy. Returns what was written; ``None`` for a model this module does not
     know.
     """
-    layers = _layers(model) if _config(model) is not None else None
-    sizes = describe(model)
-    if sizes is None or not layers:
+    if _config(model) is None:
         return None
+    layers = _layers(model)
+    sizes = describe(model)
+    if sizes is None or not layers:  # an architecture this module cannot read: say whether its config still fits
+        mismatched = _mismatched(model, _config(model))
+        return ConfigSizes({}, {}, mismatched) if mismatched else None
     config = _own_config(model, setter)
     refused = _refusal(config, sizes.uniform)
     uniform = {} if refused else sizes.uniform

@@ -19,7 +19,7 @@ from ..core.commit import ModuleSnapshot
 from ..errors import CompactionError, PruneplugError
 from ..io.state_dict import load_pruned_state_dict
 from .graph import trace_channels
-from .hf import AttributeLog, rewrite_sizes
+from .hf import AttributeLog, rewrite_sizes_safely
 from .resize import layer_attributes, resizable, set_norm_width, tensor_shape
 from .trace import ExampleInputs
 
@@ -179,7 +179,7 @@ def load_compacted(
                         f" unexpected {unexpected or 'none'}"
                     )
             model.load_state_dict(dict(state_dict), strict=strict)  # type: ignore[arg-type]
-        rewrite_sizes(model, written.set)
+        rewrite_sizes_safely(model, written)
     except PruneplugError as error:
         written.restore()
         for snapshot in snapshots:

@@ -109,7 +109,7 @@ def layer_attributes(module: nn.Module, shapes: Mapping[str, Shape], where: str 
     weight = shape("weight")
     if is_transposed_linear(module):
         assert weight is not None
-        return {"nf": weight[1]}
+        return {"nf": weight[1], **({"nx": weight[0]} if isinstance(getattr(module, "nx", None), int) else {})}
     if isinstance(module, nn.modules.conv._ConvNd):
         assert weight is not None
         return _conv(module, weight)

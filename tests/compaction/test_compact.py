@@ -238,3 +238,20 @@ def test_without_the_query_rescale_multihead_attention_would_not_match(monkeypat
     monkeypatch.setattr(compacting, "_rescale_queries", lambda *args: None)
     with pytest.raises(pruneplug.CompactionError, match="does not compute what the masked one did"):
         pruneplug.compact(model)
+
+
+def test_a_failed_compaction_gives_back_channels_last_weights_as_they_were() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).to(memory_format=torch.channels_last)
+    pruneplug.prune_channels(model, "ln_structured", n=1, amount=0.5, example_inputs=torch.randn(1, 3, 8, 8))
+    weight = model[0].weight_orig
+    before = (weight.stride(), weight.data_ptr(), weight.detach().clone())
+
+    def refuse_compacted(module: nn.Module, args: object) -> None:
+        if module.weight.shape[0] != 8:
+            raise RuntimeError("the compacted layer is refused")
+
+    model[0].register_forward_pre_hook(refuse_compacted)
+    with pytest.raises(pruneplug.CompactionError):
+        pruneplug.compact(model)
+    assert (weight.stride(), weight.data_ptr()) == before[:2] and torch.equal(weight, before[2])

@@ -303,3 +303,48 @@ def test_sizes_the_config_class_refuses_are_kept_out_of_it(tmp_path: Path) -> No
     fresh = type(model)(transformers.AutoConfig.from_pretrained(tmp_path)).eval()
     pruneplug.load_compacted(fresh, pytest.importorskip("safetensors.torch").load_file(tmp_path / "model.safetensors"))
     assert torch.equal(logits(fresh, inputs), logits(model, inputs))
+
+
+def test_a_number_the_config_would_rebuild_otherwise_is_reported() -> None:
+    """Gemma scales its embeddings by sqrt(hidden_size), fixed when built: a rebuilt model would differ."""
+    config = transformers.GemmaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
+    model = transformers.GemmaForCausalLM(config).eval()
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=(TOKENS,))
+    report = pruneplug.compact(model)
+    assert any("embed_scale" in line for line in report.config_mismatches), report.config_mismatches
+    assert "load_compacted" in str(report)
+
+
+class DictConfigured(nn.Module):
+    """A user's model with a plain dict as ``config`` and HF-like names: not a transformers model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {"dim": 16, "heads": 4}
+        self.layers = nn.ModuleList([nn.Module()])
+        self.layers[0].self_attn = nn.Module()
+        self.layers[0].self_attn.head_dim = 4
+        self.layers[0].self_attn.q_proj = nn.Linear(16, 16)
+        self.layers[0].self_attn.k_proj = nn.Linear(16, 16)
+        self.layers[0].mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer = self.layers[0]
+        return layer.mlp(x + layer.self_attn.q_proj(x) * layer.self_attn.k_proj(x))
+
+
+def test_a_config_that_is_not_transformers_is_left_alone_and_compaction_works() -> None:
+    model = DictConfigured().eval()
+    x = torch.randn(2, 16)
+    pruneplug.prune_channels(model, "ln_structured", n=2, amount=0.5, example_inputs=x)
+    report = pruneplug.compact(model)
+    assert model.config == {"dim": 16, "heads": 4} and report.config_sizes == {} and not report.config_mismatches
+    assert model.layers[0].mlp[0].out_features == 16
