@@ -277,26 +277,17 @@ def prune_and_compact(
     del graph
     gc.collect()
     baseline = _status("VmRSS") if memory else None
-    with torch.enable_grad(), measured("prune_channels, MLP neurons", calls, baseline, memory):
-        pruneplug.prune_channels(
-            model,
-            "ln_structured",
-            n=2,
-            amount=MLP_AMOUNT,
-            example_inputs=(prompt,),
-            group_filter=MLP_GROUPS,
-            mask_storage="packed",
-        )
-    with torch.enable_grad(), measured("prune_channels, attention heads", calls, baseline, memory):
-        pruneplug.prune_channels(
-            model,
-            "ln_structured",
-            n=2,
-            amount=HEAD_AMOUNT,
-            example_inputs=(prompt,),
-            group_filter=HEAD_GROUPS,
-            mask_storage="packed",
-        )
+    for what, amount, part in (("MLP neurons", MLP_AMOUNT, MLP_GROUPS), ("attention heads", HEAD_AMOUNT, HEAD_GROUPS)):
+        with torch.enable_grad(), measured(f"prune_channels, {what}", calls, baseline, memory):
+            pruneplug.prune_channels(
+                model,
+                "ln_structured",
+                n=2,
+                amount=amount,
+                example_inputs=(prompt,),
+                group_filter=part,
+                mask_storage="packed",
+            )
     with torch.enable_grad(), measured("compact", calls, baseline, memory):
         report = pruneplug.compact(model)
     return calls, baseline, report.model_dump(), groups

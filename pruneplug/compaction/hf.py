@@ -282,8 +282,10 @@ def elastic_splits(model: nn.Module) -> set[str]:
 def describe(model: nn.Module) -> ConfigSizes | None:
     """The sizes ``model``'s config should state, read from its modules; ``None`` for a model this does not know."""
     layers = _layers(model) if _config(model) is not None else None
-    if not layers:
-        return None
+    return _described(model, layers) if layers else None
+
+
+def _described(model: nn.Module, layers: list[_Layer]) -> ConfigSizes:
     uniform: dict[str, int] = {}
     per_layer: dict[str, list[int]] = {}
     for name, value in _sizes(model, layers).items():
@@ -401,10 +403,10 @@ def rewrite_sizes(model: nn.Module, setter: Setter = _set) -> ConfigSizes | None
     if _config(model) is None:
         return None
     layers = _layers(model)
-    sizes = describe(model)
-    if sizes is None or not layers:  # an architecture this module cannot read: say whether its config still fits
+    if not layers:  # an architecture this module cannot read: say whether its config still fits
         mismatched = _mismatched(model, _config(model))
         return ConfigSizes({}, {}, mismatched) if mismatched else None
+    sizes = _described(model, layers)
     config = _own_config(model, setter)
     refused = _refusal(config, sizes.uniform)
     uniform = {} if refused else sizes.uniform

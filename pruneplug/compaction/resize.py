@@ -61,7 +61,7 @@ def is_transposed_linear(module: nn.Module) -> bool:
     ``Conv1D`` with an int ``nf`` (its output width), a 2-D weight, and no
     children. :func:`pruneplug.compact` checks the outputs whatever lets it in.
     """
-    if type(module).__name__ != "Conv1D" and not any(c.__name__ == "Conv1D" for c in type(module).__mro__):
+    if not any(c.__name__ == "Conv1D" for c in type(module).__mro__):
         return False
     shape = tensor_shape(module, "weight")
     width = getattr(module, "nf", None)
