@@ -385,6 +385,31 @@ def test_taylor_gradients_come_from_the_calibration_batches_and_the_users_grads_
     assert before["training"] == after["training"]
 
 
+def test_taylor_on_already_pruned_layers_reads_the_gradient_of_weight_orig() -> None:
+    torch.manual_seed(8)
+    model = helpers.Stack(depth=1)
+    twin = helpers.Stack(depth=1)
+    twin.load_state_dict(model.state_dict())
+    for net in (model, twin):
+        pruneplug.prune(net.blocks[0].fc1, "weight", "l1_unstructured", amount=0.25)
+    batches = helpers.feature_batches(count=2)
+
+    def loss(output: Tensor, batch: Tensor) -> Tensor:
+        return output.pow(2).mean()
+
+    pruneplug.prune_calibrated(
+        model, "scored_unstructured", amount=0.5, calibration=batches, loss=loss, score="taylor", progress=False
+    )
+    for x in batches:
+        loss(twin(x), x).backward()
+    for layer in (twin.blocks[0].fc1, twin.blocks[0].fc2):
+        pruneplug.prune(layer, "weight", "scored_unstructured", amount=0.5, score="taylor")
+    assert torch.equal(model.blocks[0].fc1.weight_mask, twin.blocks[0].fc1.weight_mask)
+    assert torch.equal(model.blocks[0].fc2.weight_mask, twin.blocks[0].fc2.weight_mask)
+    assert int((~model.blocks[0].fc1.weight_mask).sum()) == 32 + 48  # a quarter, then half of the rest
+    assert model.blocks[0].fc1.weight_orig.grad is None
+
+
 def test_taylor_without_a_loss_or_a_loss_without_taylor_is_an_error() -> None:
     model = helpers.Stack(depth=2)
     batches = helpers.feature_batches()
