@@ -20,6 +20,12 @@ layer sees, ``(rows, d_in)`` -- or a sequence of such tensors (or of
 ``(batch, seq, d_in)`` tensors), one per forward-hook call, accumulated the way
 the official ``add_batch`` does. The test folders are not packages: test
 modules load this file by path.
+
+Checked once against the official code itself (``SparseGPT`` and ``WrappedGPT``
+run on CPU, 8 calls of ``(2, 64, 256)`` inputs with a dead feature, a
+``(64, 256)`` weight): with ``official_threshold=True`` the SparseGPT weights
+agree to 1e-6 and the masks exactly (50%, 30%, 0%, 2:4); the Wanda masks and
+``scaler_row`` agree exactly.
 """
 
 from __future__ import annotations
