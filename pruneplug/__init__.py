@@ -39,10 +39,16 @@ from .compaction import (
     prune_channels as prune_channels,
     trace_channels as trace_channels,
 )
-from .core.fast_path import SelectsEntries as SelectsEntries, SelectsSlices as SelectsSlices
+from .core.fast_path import (
+    SelectsEntries as SelectsEntries,
+    SelectsSlices as SelectsSlices,
+    UpdatesValues as UpdatesValues,
+)
 from .core.method import BasePruningMethod as BasePruningMethod, PruningContainer as PruningContainer
 from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
 from .errors import (
+    CalibrationError as CalibrationError,
+    CalibrationRequiredError as CalibrationRequiredError,
     ChannelGraphWarning as ChannelGraphWarning,
     ChannelTraceError as ChannelTraceError,
     CompactionError as CompactionError,
@@ -58,6 +64,7 @@ from .errors import (
     PruneplugError as PruneplugError,
     PruningStateError as PruningStateError,
     ScoreNotFoundError as ScoreNotFoundError,
+    StatisticNotFoundError as StatisticNotFoundError,
     StrategyConflictError as StrategyConflictError,
     StrategyFailedError as StrategyFailedError,
     StrategyNotFoundError as StrategyNotFoundError,
@@ -87,6 +94,8 @@ from .registry import (
     use_registry as use_registry,
 )
 from .selection.scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
+from .statistics.context import statistics_for as statistics_for, using_statistics as using_statistics
+from .statistics.spec import NeedsStatistics as NeedsStatistics, Statistic as Statistic
 from .storage.formats import MaskStorage as MaskStorage
 from .storage.packed import PackedMask as PackedMask
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
@@ -118,6 +127,12 @@ __all__ = [
     "CompactionReport",
     "count_macs",
     "count_params",
+    # data-aware pruning: calibration statistics
+    "Statistic",
+    "NeedsStatistics",
+    "UpdatesValues",
+    "using_statistics",
+    "statistics_for",
     # plans, checkpoints, reports
     "Plan",
     "Rule",
@@ -165,6 +180,7 @@ __all__ = [
     "NotPrunedError",
     "StrategyNotFoundError",
     "ScoreNotFoundError",
+    "StatisticNotFoundError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "StrategyFailedError",
@@ -177,4 +193,6 @@ __all__ = [
     "ChannelTraceError",
     "CompactionError",
     "ChannelGraphWarning",
+    "CalibrationError",
+    "CalibrationRequiredError",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "NotPrunedError",
     "StrategyNotFoundError",
     "ScoreNotFoundError",
+    "StatisticNotFoundError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "UnsupportedNormError",
@@ -38,6 +39,8 @@ __all__ = [
     "PackedMaskError",
     "ChannelTraceError",
     "CompactionError",
+    "CalibrationError",
+    "CalibrationRequiredError",
     "ChannelGraphWarning",
     "close_matches_hint",
     "cross_tensor_hint",
@@ -245,6 +248,19 @@ class ScoreNotFoundError(PruneplugError, LookupError):
         )
 
 
+class StatisticNotFoundError(PruneplugError, LookupError):
+    """No calibration statistic of this name is registered; the message lists close matches."""
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        hint = close_matches_hint(name, self.available)
+        super().__init__(
+            f"no calibration statistic named {name!r}.{hint} Registered statistics: "
+            f"{', '.join(self.available) or 'none'}."
+        )
+
+
 class StrategyConflictError(PruneplugError, LookupError):
     """Two providers registered the same strategy name; neither silently wins.
 
@@ -327,6 +343,24 @@ class CompactionError(PruneplugError, RuntimeError):
     :func:`pruneplug.compact` raises it (after putting the model back as it
     was) when the compacted model's outputs differ from the masked model's;
     :func:`pruneplug.load_compacted` when a checkpoint's shapes do not fit.
+    """
+
+
+class CalibrationError(PruneplugError, RuntimeError):
+    """Data-aware pruning cannot go on with the calibration data or statistics it has.
+
+    Calibration batches that do not run through the model (the model's own
+    exception is chained), statistics of the wrong shape, a Hessian whose
+    Cholesky factorization fails even with the dampening asked for. Whatever
+    was being pruned is left exactly as it was.
+    """
+
+
+class CalibrationRequiredError(CalibrationError):
+    """A strategy needs statistics of calibration data and none were collected for this tensor.
+
+    Run it through :func:`pruneplug.prune_calibrated`, which collects them,
+    or inside :func:`pruneplug.using_statistics` with statistics of your own.
     """
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .registry import StrategySpec
     from .selection.scores import ImportanceScore
+    from .statistics.spec import Statistic
 
 __all__ = [
     "PROJECT_NAME",
@@ -34,6 +35,7 @@ __all__ = [
     "hookimpl",
     "pruneplug_add_strategies",
     "pruneplug_add_importance_scores",
+    "pruneplug_add_statistics",
 ]
 
 PROJECT_NAME = "pruneplug"
@@ -155,5 +157,53 @@ def pruneplug_add_importance_scores() -> list[ImportanceScore] | tuple[Importanc
 
     Returns:
         A list (or tuple) of :class:`pruneplug.ImportanceScore`; it may be empty.
+    """
+    raise NotImplementedError  # pragma: no cover - a specification, never called
+
+
+@hookspec
+def pruneplug_add_statistics() -> list[Statistic] | tuple[Statistic, ...]:
+    """Return the calibration statistics this plugin provides.
+
+    Each item is a :class:`pruneplug.Statistic`: a name, and a function
+    ``create(module)`` returning an accumulator for one layer (an object with
+    ``add(inputs)``, ``result()`` and ``rows``; see
+    :class:`pruneplug.statistics.spec.Accumulator`). A strategy that reads
+    statistics implements ``required_statistics()`` (the
+    :class:`pruneplug.NeedsStatistics` contract) and reads them with
+    :func:`pruneplug.statistics_for`; :func:`pruneplug.prune_calibrated`
+    collects, for each layer it prunes, exactly the statistics the strategy
+    names, feeding each accumulator the layer's inputs on the calibration
+    data::
+
+        @pruneplug.hookimpl
+        def pruneplug_add_statistics():
+            return [pruneplug.Statistic("input_abs_max", AbsMax, summary="max |x_j| per input feature")]
+
+    Names follow the rules of strategy names (lowercase letters, digits and
+    underscores, starting with a letter).
+
+    Called once per :class:`pruneplug.Registry`, when it is first used, right
+    after :func:`pruneplug_add_importance_scores`. The built-in statistics
+    (``input_sq_norms``, ``input_hessian``) come through this same hook, from
+    the plugin ``pruneplug``.
+
+    Every implementation is called, each on its own, in registration order
+    (the built-ins first). The hook is neither ``firstresult`` nor historic:
+    all the statistics are collected and merged by name; a plugin cannot
+    replace a built-in statistic, and a name two plugins claim is unusable
+    (looking it up raises :class:`pruneplug.StrategyConflictError`) until
+    one goes.
+
+    A plugin whose implementation raises, or returns anything but a list or
+    tuple, contributes no statistic; an item that is not a
+    :class:`pruneplug.Statistic`, or has a malformed name or a ``create``
+    that is not callable, is left out and the plugin's other statistics stay
+    usable. Each emits a :class:`pruneplug.PluginLoadWarning` naming the
+    plugin, and marks it ``broken`` (``conflict`` for a clash); the other
+    plugins are unaffected.
+
+    Returns:
+        A list (or tuple) of :class:`pruneplug.Statistic`; it may be empty.
     """
     raise NotImplementedError  # pragma: no cover - a specification, never called

@@ -26,7 +26,7 @@ from pruneplug import hookspecs
 from pruneplug.hookspecs import StrategyItem, hookimpl
 from pruneplug.selection.scores import BUILTIN_SCORES
 
-HOOKS = ("pruneplug_add_strategies", "pruneplug_add_importance_scores")
+HOOKS = ("pruneplug_add_strategies", "pruneplug_add_importance_scores", "pruneplug_add_statistics")
 
 
 def _strategy(name: str) -> type[pruneplug.BasePruningMethod]:
@@ -45,6 +45,25 @@ def _strategy(name: str) -> type[pruneplug.BasePruningMethod]:
 
 def _score(name: str) -> pruneplug.ImportanceScore:
     return pruneplug.ImportanceScore(name, lambda values, target: values.abs(), elementwise=True)
+
+
+class _Norms:
+    """A statistic's accumulator: the running maximum of |x| per input feature."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.rows = 0
+        self.value = torch.zeros(module.in_features)
+
+    def add(self, inputs: torch.Tensor) -> None:
+        self.rows += inputs.reshape(-1, inputs.shape[-1]).shape[0]
+        self.value = torch.maximum(self.value, inputs.abs().reshape(-1, inputs.shape[-1]).amax(0))
+
+    def result(self) -> torch.Tensor:
+        return self.value
+
+
+def _statistic(name: str) -> pruneplug.Statistic:
+    return pruneplug.Statistic(name, _Norms, summary="max |x_j|")
 
 
 def _plugin(**hooks: Callable[[], object]) -> types.SimpleNamespace:
@@ -93,6 +112,11 @@ class _Recorder:
         self.calls.append((self.name, "scores"))
         return [_score(f"{self.name}_score")]
 
+    @hookimpl
+    def pruneplug_add_statistics(self) -> list[pruneplug.Statistic]:
+        self.calls.append((self.name, "statistics"))
+        return [_statistic(f"{self.name}_statistic")]
+
 
 def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_kept() -> None:
     calls: list[tuple[str, str]] = []
@@ -104,15 +128,24 @@ def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_
     assert {"first_score", "second_score", "magnitude"} <= set(registry.score_names())
     registry.get("second_strategy")
     registry.get_score("first_score")
-    # Once each, every implementation, in registration order, strategies before scores.
-    assert calls == [("first", "strategies"), ("second", "strategies"), ("first", "scores"), ("second", "scores")]
+    assert {"first_statistic", "second_statistic", "input_hessian"} <= set(registry.statistic_names())
+    assert isinstance(registry.get_statistic("second_statistic"), pruneplug.Statistic)
+    # Once each, every implementation, in registration order: strategies, then scores, then statistics.
+    assert calls == [
+        ("first", "strategies"),
+        ("second", "strategies"),
+        ("first", "scores"),
+        ("second", "scores"),
+        ("first", "statistics"),
+        ("second", "statistics"),
+    ]
     impls = registry.plugin_manager.hook.pruneplug_add_strategies.get_hookimpls()
     assert [impl.plugin_name for impl in impls] == ["pruneplug", "first", "second"]  # the built-ins first
 
     another = pruneplug.Registry(load_entry_points=False)
     another.plugin_manager.register(_Recorder("first", calls), name="first")
     assert "first_strategy" in another
-    assert calls[4:] == [("first", "strategies"), ("first", "scores")]  # once per registry
+    assert calls[6:] == [("first", "strategies"), ("first", "scores"), ("first", "statistics")]  # once per registry
 
 
 @dataclass(frozen=True)
@@ -172,6 +205,24 @@ CASES = {
     "scores-built-in-name": Returns(
         HOOKS[1], lambda: [_score("magnitude")], r"it tries to replace the built-in importance score 'magnitude'"
     ),
+    "statistics-tuple": Returns(HOOKS[2], lambda: (_statistic("kept"),), None, ("kept",), "ok"),
+    "statistics-raises": Returns(HOOKS[2], _raise, r"pruneplug_add_statistics raised RuntimeError: nothing today"),
+    "statistics-wrong-item": Returns(
+        HOOKS[2],
+        lambda: [_score("squared"), _statistic("kept")],
+        r"it handed over something that is not a statistic: expected a pruneplug.Statistic, got .*squared.*",
+        ("kept",),
+    ),
+    "statistics-bad-name": Returns(
+        HOOKS[2],
+        lambda: [_statistic("Max"), _statistic("kept")],
+        r"it handed over something that is not a statistic: statistic 'Max' needs a lowercase name and a callable "
+        r"create",
+        ("kept",),
+    ),
+    "statistics-built-in-name": Returns(
+        HOOKS[2], lambda: [_statistic("input_hessian")], r"it tries to replace the built-in statistic 'input_hessian'"
+    ),
 }
 
 
@@ -185,6 +236,7 @@ def test_what_a_hook_returns_is_kept_or_reported_as_its_docstring_says(case: Ret
         _plugin(
             pruneplug_add_strategies=lambda: [_strategy("bystander")],
             pruneplug_add_importance_scores=lambda: [_score("bystander")],
+            pruneplug_add_statistics=lambda: [_statistic("bystander")],
         ),
         name="bystander",
     )
@@ -199,11 +251,11 @@ def test_what_a_hook_returns_is_kept_or_reported_as_its_docstring_says(case: Ret
         assert re.fullmatch(case.reason, plugins["bad"].error or ""), plugins["bad"].error
     assert plugins["bad"].status == case.status
     assert plugins["bystander"].status == "ok" and plugins["bystander"].error is None
-    names, listed = (
-        (registry.names(), plugins["bad"].strategies)
-        if case.hook == "pruneplug_add_strategies"
-        else (registry.score_names(), plugins["bad"].scores)
-    )
+    names, listed = {
+        HOOKS[0]: (registry.names(), plugins["bad"].strategies),
+        HOOKS[1]: (registry.score_names(), plugins["bad"].scores),
+        HOOKS[2]: (registry.statistic_names(), plugins["bad"].statistics),
+    }[case.hook]
     assert listed == list(case.kept)
     assert set(case.kept) <= set(names) and "bystander" in names
     assert registry.get("l1_unstructured").provider == "pruneplug"

@@ -248,6 +248,18 @@ def render_strategies(registry: Registry) -> str:
     for name in registry.score_names():
         score = registry.get_score(name)
         lines.append(f"| `{name}` | {_cell(score.summary)} | {'yes' if score.elementwise else 'no'} |")
+    lines += [
+        "",
+        "## Calibration statistics {#calibration-statistics}",
+        "",
+        "What data-aware strategies read of the inputs their layers see on calibration data "
+        "(`pruneplug.prune_calibrated` collects them); plugins add more through the "
+        "`pruneplug_add_statistics` hook.",
+        "",
+        "| statistic | what it measures |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{name}` | {_cell(registry.get_statistic(name).summary)} |" for name in registry.statistic_names()]
     return "\n".join(lines) + "\n"
 
 

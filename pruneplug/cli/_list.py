@@ -77,6 +77,14 @@ def strategies_payload() -> dict[str, Any]:
         }
         for name in registry.score_names()
     ]
+    statistics = [
+        {
+            "name": name,
+            "summary": registry.get_statistic(name).summary,
+            "provider": next((p.label for p in registry.plugins() if name in p.statistics), None),
+        }
+        for name in registry.statistic_names()
+    ]
     plugins = [
         {
             "name": p.name,
@@ -88,6 +96,7 @@ def strategies_payload() -> dict[str, Any]:
             "blocked_by": p.blocked_by,
             "strategies": sorted(p.strategies),
             "scores": sorted(p.scores),
+            "statistics": sorted(p.statistics),
         }
         for p in registry.plugins()
     ]
@@ -104,6 +113,7 @@ def strategies_payload() -> dict[str, Any]:
         "conflicts": conflicts,
         "deprecated_names": deprecated,
         "scores": scores,
+        "statistics": statistics,
         "plugins": plugins,
         "kinds": kinds,
     }
@@ -149,11 +159,14 @@ def list_command(
     scores = [(s["name"], s["summary"], s["provider"] or "-") for s in payload["scores"]]
     title = "Importance scores (for scored_unstructured / scored_structured)"
     console.print(FittedTable(title, ("score", "summary", "provider"), scores))
+    statistics = [(s["name"], s["summary"], s["provider"] or "-") for s in payload["statistics"]]
+    title = "Calibration statistics (for data-aware strategies: pruneplug.prune_calibrated)"
+    console.print(FittedTable(title, ("statistic", "summary", "provider"), statistics))
     plugins = []
     for plugin in payload["plugins"]:
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
         # A broken plugin may still provide some strategies (only what failed is left out): show both.
-        provided = ", ".join(plugin["strategies"] + plugin["scores"])
+        provided = ", ".join(plugin["strategies"] + plugin["scores"] + plugin["statistics"])
         blocked = f"blocked by {plugin['blocked_by']}" if plugin["blocked_by"] else ""
         detail = "\n".join(part for part in (provided, plugin["error"], blocked) if part) or "-"
         plugins.append((plugin["name"], dist, plugin["status"], detail))

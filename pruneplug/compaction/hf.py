@@ -44,7 +44,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .resize import is_transposed_linear, tensor_shape
+from ..layers import is_transposed_linear
+from .resize import tensor_shape
 
 __all__ = [
     "AttributeLog",

@@ -19,8 +19,9 @@ from torch import nn
 
 from ..core.norms import is_rms_norm_like
 from ..errors import CompactionError
+from ..layers import is_transposed_linear
 
-__all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width", "is_transposed_linear"]
+__all__ = ["layer_attributes", "resizable", "tensor_shape", "norm_width", "set_norm_width"]
 
 Shape = tuple[int, ...]
 
@@ -52,21 +53,6 @@ def set_norm_width(module: nn.Module, width: int) -> None:
         module.num_channels = width
     elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         module.normalized_shape = (*tuple(module.normalized_shape)[:-1], width)
-
-
-def is_transposed_linear(module: nn.Module) -> bool:
-    """A linear layer that stores its weight as ``(in, out)`` and its width as ``nf``: GPT-2's ``Conv1D``.
-
-    Recognized by what it has (the class lives in transformers): a class named
-    ``Conv1D`` with an int ``nf`` (its output width), a 2-D weight, and no
-    children. :func:`pruneplug.compact` checks the outputs whatever lets it in.
-    """
-    if not any(c.__name__ == "Conv1D" for c in type(module).__mro__):
-        return False
-    shape = tensor_shape(module, "weight")
-    width = getattr(module, "nf", None)
-    # (nf is not compared with the weight: right after slicing, it still holds the old width)
-    return isinstance(width, int) and shape is not None and len(shape) == 2 and not any(True for _ in module.children())
 
 
 def resizable(module: nn.Module) -> bool:

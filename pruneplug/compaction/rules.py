@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.norms import is_rms_norm_like
-from .resize import is_transposed_linear, tensor_shape
+from ..layers import is_transposed_linear
+from .resize import tensor_shape
 from .trace import Step, TensorKey, Value
 
 __all__ = ["SlotSpace", "SlotInfo", "apply_rule", "is_rule_module", "Layout"]

@@ -94,16 +94,29 @@ def _install(pending: PendingPrune) -> None:
 
 
 def commit(pendings: Sequence[PendingPrune]) -> None:
-    """Install planned prunes all together; on any error every module is restored."""
+    """Install planned prunes all together; on any error every module is restored.
+
+    A prune whose strategy updates values (:class:`~pruneplug.core.fast_path.UpdatesValues`)
+    writes them into ``<name>_orig`` in place last, keeping the old values until all is done.
+    """
     snapshots: dict[int, ModuleSnapshot] = {}
     for pending in pendings:
         module = pending.state.module
         if id(module) not in snapshots:
             snapshots[id(module)] = ModuleSnapshot(module)
+    replaced: list[tuple[torch.Tensor, torch.Tensor]] = []  # (orig, its old values) for UpdatesValues
     try:
         for pending in pendings:
             _install(pending)
+        with torch.no_grad():
+            for pending in pendings:
+                if pending.values is not None:
+                    replaced.append((pending.state.orig, pending.state.orig.detach().clone()))
+                    pending.state.orig.copy_(pending.values)
     except BaseException:
+        with torch.no_grad():
+            for orig, old in reversed(replaced):
+                orig.copy_(old)
         for snapshot in snapshots.values():
             snapshot.restore()
         raise

@@ -23,7 +23,15 @@ from typing import Protocol, TypeGuard, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["SelectsEntries", "SelectsSlices", "fast_path", "selecting_entries", "selecting_slices"]
+__all__ = [
+    "SelectsEntries",
+    "SelectsSlices",
+    "UpdatesValues",
+    "fast_path",
+    "selecting_entries",
+    "selecting_slices",
+    "updating_values",
+]
 
 
 @runtime_checkable
@@ -56,6 +64,34 @@ class SelectsSlices(Protocol):
     def pruned_slices(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """Bool vector over ``dim``: the slices to prune now, among the ``alive`` ones (``None``: all)."""
         ...
+
+
+@runtime_checkable
+class UpdatesValues(Protocol):
+    """A strategy that also changes the entries it keeps, to make up for those it prunes (SparseGPT's OBS update).
+
+    The core calls :meth:`prune_and_update` instead of ``compute_mask`` when
+    the tensor is pruned through :func:`pruneplug.prune` (or
+    :func:`pruneplug.prune_calibrated`) without importance scores. It writes
+    the new values into ``<name>_orig`` in place -- the same ``Parameter``
+    object, so an optimizer holding it keeps working -- together with the
+    mask; :func:`pruneplug.remove` keeps them, and a prune that fails leaves
+    the old values.
+    """
+
+    def prune_and_update(self, t: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(keep, values)``: the bool mask of ``t``'s shape after pruning, and the new values of ``t``.
+
+        ``t`` is the tensor's current ``<name>_orig`` (do not change it);
+        ``alive`` the still-unpruned entries (``None``: all). ``keep`` holds
+        only alive entries; ``values`` has ``t``'s shape, dtype and device.
+        """
+        ...
+
+
+def updating_values(method: object) -> TypeGuard[UpdatesValues]:
+    """Whether ``method`` updates the values it keeps (implements :class:`UpdatesValues`)."""
+    return isinstance(method, UpdatesValues)
 
 
 def selecting_entries(method: object) -> TypeGuard[SelectsEntries]:

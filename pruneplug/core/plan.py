@@ -13,7 +13,7 @@ sit above this module (:mod:`pruneplug.core.method`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +24,7 @@ from ..errors import InvalidMaskError, PruningStateError, blamed
 from ..selection.scores import scoring
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, MaskStorage, is_binary, storage_for
 from ..storage.packed import PackedMask, plain
-from .fast_path import selecting_entries
+from .fast_path import selecting_entries, updating_values
 from .hook import method_name
 from .state import TensorState, check_importance_scores, current_values, default_alive, tensor_state
 
@@ -78,6 +78,7 @@ class PendingPrune:
     mask: Tensor
     alive: Tensor = field(repr=False)
     lazy: bool = False  # compute the masked tensor on read (native API) instead of storing it
+    values: Tensor | None = field(default=None, repr=False)  # new values of <name>_orig (UpdatesValues)
 
 
 def plan_prune(
@@ -124,6 +125,7 @@ def plan_prune(
     method._tensor_name = name
     hook = stack(state, method)
     previous = default_alive(state) if state.pruned else None  # what the new mask may not exceed
+    values = None
     if mask is None:
         if importance_scores is not None:
             scores = importance_scores
@@ -135,7 +137,10 @@ def plan_prune(
         else:
             scores = current_values(state)
         with blamed(**context, wrap_foreign=policy is not TORCH_POLICY), scoring(module, name, state.orig):
-            if policy is NATIVE_POLICY and not state.pruned and selecting_entries(hook):
+            if policy is NATIVE_POLICY and importance_scores is None and updating_values(method):
+                raw, values = method.prune_and_update(state.orig.detach(), previous)
+                values = _checked_values(values, state, context)
+            elif policy is NATIVE_POLICY and not state.pruned and selecting_entries(hook):
                 raw = hook.keep_entries(scores, None)  # compute_mask(t, ones) without the ones
             else:
                 raw = hook.compute_mask(scores, default_mask=_default_mask(state, policy))
@@ -148,5 +153,21 @@ def plan_prune(
         return PendingPrune(state, hook, raw.detach(), alive)  # type: ignore[union-attr]
     if storage_for(state.mask, storage) == "packed":
         packed = PackedMask.pack(alive)
-        return PendingPrune(state, hook, packed, packed, lazy=True)
-    return PendingPrune(state, hook, plain(alive), alive, lazy=True)
+        return PendingPrune(state, hook, packed, packed, lazy=True, values=values)
+    return PendingPrune(state, hook, plain(alive), alive, lazy=True, values=values)
+
+
+def _checked_values(values: object, state: TensorState, context: Mapping[str, str]) -> Tensor:
+    """New values a strategy computed for ``<name>_orig``: a finite tensor of its shape, dtype and device."""
+    orig = state.orig
+    if not isinstance(values, Tensor):
+        raise InvalidMaskError(f"prune_and_update returned {type(values).__name__} as the new values", **context)
+    if values.shape != orig.shape or values.dtype != orig.dtype or values.device != orig.device:
+        raise InvalidMaskError(
+            f"prune_and_update returned new values of shape {tuple(values.shape)}, {values.dtype} on "
+            f"{values.device}; the tensor is {tuple(orig.shape)}, {orig.dtype} on {orig.device}",
+            **context,
+        )
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        raise InvalidMaskError("prune_and_update returned new values that are not all finite", **context)
+    return values.detach()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..compaction import ChannelGroup
-from ..compaction.resize import is_transposed_linear
+from ..layers import is_transposed_linear
 
 __all__ = ["ChannelSelection", "output_dim"]
 

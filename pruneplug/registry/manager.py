@@ -28,8 +28,9 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
-from ..errors import ScoreNotFoundError, StrategyConflictError, StrategyNotFoundError
+from ..errors import ScoreNotFoundError, StatisticNotFoundError, StrategyConflictError, StrategyNotFoundError
 from ..selection.scores import ImportanceScore
+from ..statistics.spec import Statistic
 from .claims import Claim, gather
 from .plugins import PluginInfo, PluginSwitches, load_entry_points, normalized, version_of, warn_at_caller
 from .spec import BUILTIN_PLUGIN, NAME_PATTERN, StrategyDeprecationWarning, StrategySpec, strategy_spec
@@ -75,6 +76,8 @@ class StrategyRegistry:
         self._conflicts: dict[str, list[Claim]] = {}
         self._score_claims: dict[str, Claim] = {}
         self._score_conflicts: dict[str, list[Claim]] = {}
+        self._statistic_claims: dict[str, Claim] = {}
+        self._statistic_conflicts: dict[str, list[Claim]] = {}
         self._manual: dict[str, StrategySpec] = {}  # each name a register()ed strategy holds -> its spec
         self._ready = False
         self._loading = False
@@ -148,6 +151,23 @@ class StrategyRegistry:
             self._broken,
             noun="importance score",
             listing="scores",
+        )
+
+        def to_statistic(item: Any, info: PluginInfo) -> Statistic:
+            if not isinstance(item, Statistic):
+                raise TypeError(f"expected a pruneplug.Statistic, got {item!r}")
+            if not NAME_PATTERN.match(item.name) or not callable(item.create):
+                raise ValueError(f"statistic {item.name!r} needs a lowercase name and a callable create")
+            return item
+
+        self._statistic_claims, self._statistic_conflicts = gather(
+            self._pm.hook.pruneplug_add_statistics,
+            to_statistic,
+            lambda statistic: (statistic.name,),
+            self._plugins,
+            self._broken,
+            noun="statistic",
+            listing="statistics",
         )
 
     # --- lookup ------------------------------------------------------------------------
@@ -249,6 +269,29 @@ class StrategyRegistry:
         """Sorted names of every usable importance score."""
         self._ensure_ready()
         return sorted(self._score_claims)
+
+    def get_statistic(self, name: str) -> Statistic:
+        """The calibration statistic registered as ``name`` (see ``pruneplug_add_statistics``).
+
+        Raises:
+            StatisticNotFoundError: no such statistic (the message lists close matches).
+            StrategyConflictError: two plugins claim the name.
+        """
+        self._ensure_ready()
+        if name in self._statistic_conflicts:
+            raise StrategyConflictError(
+                name, [self._plugins[c.plugin].label for c in self._statistic_conflicts[name]], kind="statistic"
+            )
+        claim = self._statistic_claims.get(name) if isinstance(name, str) else None
+        if claim is None:
+            raise StatisticNotFoundError(repr(name) if not isinstance(name, str) else name, self.statistic_names())
+        statistic: Statistic = claim.item
+        return statistic
+
+    def statistic_names(self) -> list[str]:
+        """Sorted names of every usable calibration statistic."""
+        self._ensure_ready()
+        return sorted(self._statistic_claims)
 
     def __contains__(self, name: object) -> bool:
         """Whether :meth:`get` finds a strategy by ``name`` (deprecated names included)."""

@@ -61,6 +61,7 @@ class PluginInfo:
         error: why it is broken.
         strategies: the strategy names it registered.
         scores: the importance score names it registered.
+        statistics: the calibration statistic names it registered.
         blocked_by: for a blocked plugin, the switch that blocked it
             (``"'nm' in PRUNEPLUG_BLOCK_PLUGINS"``, or
             ``"PRUNEPLUG_PLUGINS, which names only 'alternating'"``).
@@ -74,6 +75,7 @@ class PluginInfo:
     error: str | None = None
     strategies: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=list)
+    statistics: list[str] = field(default_factory=list)
     blocked_by: str | None = None
 
     @property

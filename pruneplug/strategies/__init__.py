@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ..hookspecs import StrategyItem, hookimpl
 from ..selection.scores import BUILTIN_SCORES, ImportanceScore
+from ..statistics.spec import BUILTIN_STATISTICS, Statistic
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
 from .scored import ScoredStructured, ScoredStructuredParams, ScoredUnstructured, ScoredUnstructuredParams
@@ -50,6 +51,7 @@ __all__ = [
     "ScoredStructuredParams",
     "pruneplug_add_strategies",
     "pruneplug_add_importance_scores",
+    "pruneplug_add_statistics",
 ]
 
 BUILTIN_STRATEGIES = (
@@ -74,3 +76,9 @@ def pruneplug_add_strategies() -> list[StrategyItem]:
 def pruneplug_add_importance_scores() -> list[ImportanceScore]:
     """Hand the built-in importance scores (magnitude, taylor) to the registry."""
     return list(BUILTIN_SCORES)
+
+
+@hookimpl
+def pruneplug_add_statistics() -> list[Statistic]:
+    """Hand the built-in calibration statistics (input_sq_norms, input_hessian) to the registry."""
+    return list(BUILTIN_STATISTICS)

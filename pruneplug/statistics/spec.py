@@ -1,0 +1,199 @@
+"""Calibration statistics: what a data-aware strategy measures of the inputs its layers see.
+
+A :class:`Statistic` is a name and a factory of :class:`Accumulator` objects:
+one per layer, fed every calibration input of that layer by a forward hook,
+in constant memory however many batches run. A strategy says which it needs
+by implementing :class:`NeedsStatistics`; :func:`pruneplug.prune_calibrated`
+then collects exactly those, and the strategy reads them with
+:func:`~pruneplug.statistics.context.statistics_for`.
+
+The built-ins, registered through the ``pruneplug_add_statistics`` hook as a
+plugin's would be:
+
+``input_sq_norms``
+    per input feature ``j``, the mean over calibration rows of ``x_j**2``:
+    shape ``(d_in,)``. Wanda's ``||X_j||_2`` is ``sqrt(rows * mean)``: a
+    factor shared by every layer that sees the same rows.
+``input_hessian``
+    the mean over rows of ``x x^T``: shape ``(d_in, d_in)``. SparseGPT's
+    ``H = 2 X X^T`` up to a factor, which its relative dampening cancels.
+
+A *row* is one input vector of the layer: a token of a sequence (every dim of
+the input but the last counts rows). Both are accumulated in fp32 whatever
+the model's dtype, as running means (no sum grows with the number of batches).
+
+>>> import torch
+>>> layer = torch.nn.Linear(3, 2)
+>>> norms = INPUT_SQ_NORMS.create(layer)
+>>> norms.add(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]))
+>>> norms.result(), norms.rows
+(tensor([5., 2., 0.]), 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CalibrationError
+from ..layers import is_transposed_linear
+
+__all__ = [
+    "Accumulator",
+    "Statistic",
+    "NeedsStatistics",
+    "BUILTIN_STATISTICS",
+    "INPUT_SQ_NORMS",
+    "INPUT_HESSIAN",
+    "input_dim",
+    "input_features",
+]
+
+
+@runtime_checkable
+class Accumulator(Protocol):
+    """One layer's running statistic: fed each calibration input, asked for the result at the end."""
+
+    rows: int
+    """How many input rows it has seen."""
+
+    def add(self, inputs: Tensor) -> None:
+        """Take in one calibration input of the layer: its first positional argument, shape ``(..., d_in)``."""
+        ...
+
+    def result(self) -> Tensor:
+        """The statistic over every input seen so far."""
+        ...
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A named statistic of a layer's calibration inputs, and how to accumulate it.
+
+    Attributes:
+        name: how strategies ask for it (``"input_hessian"``); lowercase
+            letters, digits and underscores, starting with a letter.
+        create: ``create(module) -> Accumulator`` for one layer; raises
+            :class:`~pruneplug.CalibrationError` for a layer it cannot measure.
+        summary: one line for ``pruneplug list`` and the docs.
+    """
+
+    name: str
+    create: Callable[[nn.Module], Accumulator]
+    summary: str = ""
+
+
+@runtime_checkable
+class NeedsStatistics(Protocol):
+    """A strategy that reads statistics of calibration data (``wanda``, ``sparsegpt``, a plugin's)."""
+
+    def required_statistics(self) -> tuple[str, ...]:
+        """The names of the statistics it reads, for every tensor it prunes (may be empty)."""
+        ...
+
+
+def input_features(module: nn.Module) -> int:
+    """The width of a linear layer's inputs (``in_features``; GPT-2's ``Conv1D``: its weight's rows).
+
+    Raises:
+        CalibrationError: ``module`` is not a linear layer.
+    """
+    if isinstance(module, nn.Linear):
+        return int(module.in_features)
+    if is_transposed_linear(module):
+        weight = module._parameters.get("weight_orig", module._parameters.get("weight"))
+        assert weight is not None
+        return int(weight.shape[0])
+    raise CalibrationError(
+        f"the built-in calibration statistics measure the inputs of linear layers (nn.Linear, GPT-2's Conv1D); "
+        f"{type(module).__name__} is not one: leave it out of the targets",
+        module_type=type(module).__name__,
+    )
+
+
+def input_dim(module: nn.Module) -> int:
+    """The dim of a linear layer's 2-D weight that meets its input features: 1, or 0 for GPT-2's ``Conv1D``."""
+    return 0 if is_transposed_linear(module) else 1
+
+
+def _rows(module: nn.Module, inputs: Tensor, width: int) -> Tensor:
+    """``inputs`` as fp32 rows of ``width`` features, checked."""
+    if not isinstance(inputs, Tensor) or inputs.dim() == 0 or inputs.shape[-1] != width:
+        got = f"shape {tuple(inputs.shape)}" if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise CalibrationError(
+            f"expected the layer's input to end in its {width} input features, got {got}",
+            module_type=type(module).__name__,
+        )
+    return inputs.detach().reshape(-1, width).float()
+
+
+class _SquaredNorms:
+    """Running mean over rows of each input feature's square."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module
+        self._width = input_features(module)
+        self._mean: Tensor | None = None
+        self.rows = 0
+
+    def add(self, inputs: Tensor) -> None:
+        rows = _rows(self._module, inputs, self._width)
+        if rows.shape[0] == 0:
+            return
+        total = self.rows + rows.shape[0]
+        batch = rows.square().sum(dim=0)
+        if self._mean is None:
+            self._mean = batch.div_(total)
+        else:
+            self._mean.mul_(self.rows / total).add_(batch, alpha=1.0 / total)
+        self.rows = total
+
+    def result(self) -> Tensor:
+        if self._mean is None:
+            return torch.zeros(self._width)
+        return self._mean
+
+
+class _Hessian:
+    """Running mean over rows of ``x x^T``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module
+        self._width = input_features(module)
+        self._mean: Tensor | None = None
+        self.rows = 0
+
+    def add(self, inputs: Tensor) -> None:
+        rows = _rows(self._module, inputs, self._width)
+        if rows.shape[0] == 0:
+            return
+        total = self.rows + rows.shape[0]
+        if self._mean is None:
+            self._mean = torch.zeros(self._width, self._width, device=rows.device)
+        # mean <- mean * old/total + X^T X / total, in place: one d_in x d_in buffer per layer
+        self._mean.addmm_(rows.T, rows, beta=self.rows / total, alpha=1.0 / total)
+        self.rows = total
+
+    def result(self) -> Tensor:
+        if self._mean is None:
+            return torch.zeros(self._width, self._width)
+        return self._mean
+
+
+INPUT_SQ_NORMS = Statistic(
+    "input_sq_norms",
+    _SquaredNorms,
+    summary="mean over rows of each input feature squared, (d_in,): Wanda's ||X_j||^2 up to the row count",
+)
+INPUT_HESSIAN = Statistic(
+    "input_hessian",
+    _Hessian,
+    summary="mean over rows of x x^T, (d_in, d_in) fp32: the layer-wise Hessian of SparseGPT/OBS",
+)
+
+BUILTIN_STATISTICS = (INPUT_SQ_NORMS, INPUT_HESSIAN)
+"""The statistics pruneplug registers itself (through the same hook as plugins)."""
