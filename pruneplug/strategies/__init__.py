@@ -23,6 +23,7 @@ from ..hookspecs import StrategyItem, hookimpl
 from ..selection.scores import BUILTIN_SCORES, ImportanceScore
 from ..statistics.spec import BUILTIN_STATISTICS, Statistic
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
+from ._obs import obs_prune
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
 from .scored import ScoredStructured, ScoredStructuredParams, ScoredUnstructured, ScoredUnstructuredParams
 from .structured import LnStructured, LnStructuredParams, RandomStructured, RandomStructuredParams
@@ -49,6 +50,7 @@ __all__ = [
     "ScoredUnstructuredParams",
     "ScoredStructured",
     "ScoredStructuredParams",
+    "obs_prune",
     "pruneplug_add_strategies",
     "pruneplug_add_importance_scores",
     "pruneplug_add_statistics",
