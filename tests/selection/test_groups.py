@@ -53,7 +53,9 @@ def n_of_m_case(draw: st.DrawFn) -> tuple[Tensor, Tensor, int, int]:
 
 
 @given(n_of_m_case(), st.booleans())
-def test_n_of_m_keeps_the_best_alive_entries_of_every_group(case: tuple[Tensor, Tensor, int, int], all_alive: bool) -> None:
+def test_n_of_m_keeps_the_best_alive_entries_of_every_group(
+    case: tuple[Tensor, Tensor, int, int], all_alive: bool
+) -> None:
     scores, alive, keep_n, of_m = case
     if all_alive:
         alive = torch.ones_like(alive)
