@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..api.catalog import StrategyLike, instantiate, resolve_strategy
 from ..api.global_prune import prune_global
 from ..api.prune import prune
-from ..core.fast_path import UpdatesValues
+from ..core.fast_path import updating_values
 from ..core.state import default_alive, tensor_state
 from ..errors import (
     CalibrationError,
@@ -75,7 +75,6 @@ class _Run:
     """What every target's prune needs: the strategy and its settings, and what to put back on failure."""
 
     strategy: StrategyLike
-    name: str
     params: dict[str, Any]
     amounts: dict[str, int | float | None]
     mask_storage: MaskStorage | None
@@ -371,11 +370,11 @@ def prune_calibrated(
         found = find_blocks(model, blocks) if inside else None
         selection = select_targets(model, targets, found, sequential=inside)
         amounts = _amounts(amount, selection)
-        methods = [
+        # every distinct amount is validated with the parameters before anything runs
+        method, *_ = [
             instantiate(strategy, spec, dict(params) if value is None else {"amount": value, **params})
             for value in dict.fromkeys(amounts.values())
         ]
-        method = methods[0]
         statistics = _statistics(method, spec.name)
         gradient = reads_gradients(method)
         if gradient and loss is None:
@@ -402,11 +401,10 @@ def prune_calibrated(
         amounts = {name: owl[name] for name in amounts}
     run = _Run(
         strategy=strategy,
-        name=spec.name,
         params=dict(params),
         amounts=amounts,
         mask_storage=mask_storage,
-        updates_values=isinstance(method, UpdatesValues),
+        updates_values=updating_values(method),
         rollback=Rollback(t.module for t in selection.targets),
     )
     rows = {t.name: 0 for t in selection.targets}
