@@ -309,8 +309,9 @@ def prune_calibrated(
     and gradients are the user's again afterwards. Memory, sequentially: the
     current block's inputs once per batch (on the model's device, in its
     dtype), its dense outputs until its pruned ones replace them, and its
-    layers' statistics; SparseGPT-like strategies that update weights also
-    keep a CPU copy of each weight they update, to restore it on failure.
+    layers' statistics. The old values of weights a strategy updates
+    (SparseGPT's), kept to restore them on failure, go to a temporary file
+    for a model in CPU memory and to CPU memory for one on an accelerator.
 
     Returns:
         A :class:`CalibrationReport`: per layer the amount asked, sparsity
@@ -409,25 +410,26 @@ def prune_calibrated(
     )
     rows = {t.name: 0 for t in selection.targets}
     block_results: list[BlockResult] = []
-    try:
-        with calibrating(model):
-            gradients = (
-                calibration_gradients(model, selection.targets, calibration, loss)
-                if gradient and loss is not None
-                else nullcontext()
-            )
-            with gradients:
-                if sequential and found is not None:
-                    total = 1 + max(t.block if t.block is not None else 0 for t in selection.targets)
-                    with block_progress(total, progress) as bar:
-                        block_results, batches = _sequential(
-                            model, found, selection, calibration, statistics, run, bar, rows
-                        )
-                else:
-                    batches = _one_pass(model, selection, calibration, statistics, run, scope, amount, rows)
-    except BaseException:
-        run.rollback.restore()
-        raise
+    with run.rollback:  # (leaving it deletes the old values kept on disk: after a restore)
+        try:
+            with calibrating(model):
+                gradients = (
+                    calibration_gradients(model, selection.targets, calibration, loss)
+                    if gradient and loss is not None
+                    else nullcontext()
+                )
+                with gradients:
+                    if sequential and found is not None:
+                        total = 1 + max(t.block if t.block is not None else 0 for t in selection.targets)
+                        with block_progress(total, progress) as bar:
+                            block_results, batches = _sequential(
+                                model, found, selection, calibration, statistics, run, bar, rows
+                            )
+                    else:
+                        batches = _one_pass(model, selection, calibration, statistics, run, scope, amount, rows)
+        except BaseException:
+            run.rollback.restore()
+            raise
     layers = {
         t.name: LayerResult(
             amount=amounts[t.name],

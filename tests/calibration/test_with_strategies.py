@@ -94,6 +94,40 @@ def test_sparsegpt_updates_survive_and_a_later_failure_restores_them() -> None:
     assert float((model.blocks[0].fc1.weight == 0).float().mean()) == 0.5
 
 
+def test_old_values_of_updated_weights_are_kept_on_disk_not_in_memory_and_deleted_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback must not hold a second copy of every weight SparseGPT updates in the model's memory (the
+    sequential pipeline's memory bound): the old values go to a temporary folder, gone when the call ends."""
+    import tempfile
+
+    from pruneplug.calibration import state
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    kept: list[object] = []
+    real_keep = state.Rollback.keep_values
+
+    def spy(self: state.Rollback, module: nn.Module) -> None:
+        real_keep(self, module)
+        kept.append(self._values[-1][1])
+        if len(kept) == 3:  # (the third layer's update fails)
+            raise RuntimeError("full disk")
+
+    torch.manual_seed(3)
+    model = helpers.Stack(depth=2)
+    before = helpers.state_of(model)
+    batches = helpers.feature_batches(count=2, rows=12)
+    monkeypatch.setattr(state.Rollback, "keep_values", spy)
+    with pytest.raises(RuntimeError, match="full disk"):
+        pruneplug.prune_calibrated(model, "sparsegpt", amount=0.5, calibration=batches)
+    assert helpers.same(before, helpers.state_of(model))
+    assert len(kept) == 3 and all(isinstance(path, Path) for path in kept)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(state.Rollback, "keep_values", real_keep)
+    pruneplug.prune_calibrated(model, "sparsegpt", amount=0.5, calibration=batches)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("build", [helpers.tiny_llama, helpers.tiny_gpt2], ids=["llama", "gpt2"])
 @pytest.mark.parametrize("strategy", ["wanda", "sparsegpt", "magnitude"])
 def test_transformers_from_configs(build: Any, strategy: str) -> None:
