@@ -434,6 +434,7 @@ def prune_calibrated(
         t.name: LayerResult(
             amount=amounts[t.name],
             sparsity=_sparsity(t.module),
+            entries=tensor_state(t.module, "weight").orig.numel(),
             rows=rows[t.name],
             block=found[t.block].name if found is not None and t.block is not None else None,
         )
