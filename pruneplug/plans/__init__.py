@@ -22,6 +22,7 @@ file, the rule and the field, and leaves the model unchanged. See
 from __future__ import annotations
 
 from ._apply import PlanLike as PlanLike, Progress as Progress, apply_plan as apply_plan
+from ._calibration import CalibrationSource as CalibrationSource
 from ._errors import PlanError as PlanError
 from ._formats import (
     FORMATS as FORMATS,
@@ -59,6 +60,7 @@ __all__ = [
     "ExampleInput",
     "INPUT_DTYPES",
     "example_tensor",
+    "CalibrationSource",
     "PlanLike",
     "Progress",
     "resolve_plan",
