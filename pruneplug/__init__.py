@@ -28,6 +28,11 @@ from .api import (
     remove as remove,
     unregister as unregister,
 )
+from .calibration import (
+    CalibrationReport as CalibrationReport,
+    owl_amounts as owl_amounts,
+    prune_calibrated as prune_calibrated,
+)
 from .compaction import (
     ChannelGraph as ChannelGraph,
     ChannelGroup as ChannelGroup,
@@ -127,6 +132,10 @@ __all__ = [
     "CompactionReport",
     "count_macs",
     "count_params",
+    # data-aware pruning
+    "prune_calibrated",
+    "owl_amounts",
+    "CalibrationReport",
     # data-aware pruning: calibration statistics
     "Statistic",
     "NeedsStatistics",

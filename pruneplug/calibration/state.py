@@ -1,0 +1,75 @@
+"""The model's state while calibrating, and putting it back: training modes, caches, and (on failure) everything pruned.
+
+:func:`calibrating` puts the model in eval mode with Hugging Face key/value
+caches off and pruneplug's masked-tensor cache unused (it would keep one
+extra copy of every pruned weight), and gives back the user's training
+modes and cache setting afterwards, whatever happens.
+
+:class:`Rollback` keeps what a calibrated prune changes on its targets --
+each module's attributes, parameters, buffers and hooks
+(:class:`~pruneplug.core.commit.ModuleSnapshot`), and the values of every
+weight a strategy updates in place (SparseGPT's) -- so that a failure in any
+block leaves the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from ..core.cache import uncached
+from ..core.commit import ModuleSnapshot
+from .targets import weight_of
+
+__all__ = ["calibrating", "Rollback"]
+
+
+@contextmanager
+def calibrating(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no key/value cache, no masked-tensor cache for the ``with`` block; the user's settings after."""
+    modes = [(module, module.training) for module in model.modules()]
+    config = getattr(model, "config", None)
+    cache_setting = getattr(config, "use_cache", None) if config is not None else None
+    try:
+        if isinstance(cache_setting, bool):
+            config.use_cache = False  # type: ignore[union-attr]
+        model.eval()
+        with uncached():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        if isinstance(cache_setting, bool):
+            config.use_cache = cache_setting  # type: ignore[union-attr]
+
+
+class Rollback:
+    """What a calibrated prune changes on ``modules``, kept to be put back by :meth:`restore`."""
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self._snapshots = [ModuleSnapshot(module) for module in modules]
+        self._values: list[tuple[Tensor, Tensor]] = []
+        self._kept: set[int] = set()
+
+    def keep_values(self, module: nn.Module) -> None:
+        """Copy the values of ``module``'s weight (``weight_orig`` if pruned) before a strategy updates them.
+
+        The copy lives on the CPU, so an accelerator holds no second copy of the
+        weights; each weight is copied once.
+        """
+        weight = weight_of(module)
+        if weight is None or id(weight) in self._kept:
+            return
+        self._kept.add(id(weight))
+        self._values.append((weight, weight.detach().to("cpu", copy=True)))
+
+    def restore(self) -> None:
+        """Put every module back as it was, weights included."""
+        for snapshot in reversed(self._snapshots):
+            snapshot.restore()
+        with torch.no_grad():
+            for weight, saved in reversed(self._values):
+                weight.copy_(saved.to(weight.device))
