@@ -399,6 +399,8 @@ def resolve_plan(model: nn.Module, plan: Plan, *, example_inputs: ExampleInputs 
     """Resolve and check every rule of ``plan`` against ``model``, changing nothing.
 
     ``example_inputs`` (default: the tensor the plan's ``example_input``
-    describes) is what channel rules trace the model on.
+    describes) is what channel rules trace the model on. A data-aware rule
+    needs the plan's ``calibration`` section (its ``calibrated`` says why it
+    runs on calibration data); the section's functions are not imported here.
     """
     return resolve_with(model, plan, *plan_inputs(model, plan, example_inputs))
