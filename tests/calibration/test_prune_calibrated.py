@@ -441,20 +441,22 @@ def test_taylor_without_a_loss_or_a_loss_without_taylor_is_an_error() -> None:
 # --------------------------------------------------------------------------------------------- all or nothing
 
 
-def test_a_strategy_failing_in_a_later_block_leaves_the_model_exactly_as_it_was() -> None:
-    model = helpers.Stack(depth=4)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_strategy_failing_in_a_later_block_leaves_the_model_exactly_as_it_was(dtype: torch.dtype) -> None:
+    model = helpers.Stack(depth=4).to(dtype)
+    batches = [x.to(dtype) for x in helpers.feature_batches()]
     pruneplug.prune(model.blocks[0].fc1, "weight", "l1_unstructured", amount=0.25)  # an existing mask, stacked on
     model.blocks[1].fc2.weight.grad = torch.ones_like(model.blocks[1].fc2.weight)
     model.blocks[2].eval()
     before = helpers.state_of(model)
     helpers.HalvesKept.FAILING.add(id(model.blocks[3].fc2))
     with pytest.raises(pruneplug.StrategyFailedError, match=r"was told to fail here.*layer 'blocks.3.fc2'"):
-        pruneplug.prune_calibrated(model, "calib_halves_kept", amount=0.5, calibration=helpers.feature_batches())
+        pruneplug.prune_calibrated(model, "calib_halves_kept", amount=0.5, calibration=batches)
     assert helpers.same(before, helpers.state_of(model))
     # and the strategy did update earlier blocks' values before failing
     helpers.HalvesKept.FAILING.clear()
     weight = model.blocks[1].fc1.weight.detach().clone()
-    pruneplug.prune_calibrated(model, "calib_halves_kept", amount=0.5, calibration=helpers.feature_batches())
+    pruneplug.prune_calibrated(model, "calib_halves_kept", amount=0.5, calibration=batches)
     assert torch.equal(model.blocks[1].fc1.weight_orig, weight * 0.5)
 
 
