@@ -24,8 +24,9 @@
    plan's ``calibration`` section names -- imported and called once, after
    every rule is resolved and before anything is pruned. A strategy that
    writes new values into the weights it keeps (``sparsegpt``) changes them
-   in place, so their values are copied first whenever something could still
-   have to undo the rule (a later rule, the compaction, a dry run).
+   in place, so their values are kept first (as ``prune_calibrated`` keeps
+   them: in a temporary file for a model in CPU memory) whenever something
+   could still have to undo the rule (a later rule, the compaction, a dry run).
 5. A dry run does all of that and then restores the model regardless: a dry
    run with ``compact`` reports what compaction would give.
 """
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from ..api import prune, prune_global
+from ..calibration.state import Rollback
 from ..compaction import CompactionReport, compact as compact_model, prune_channels
 from ..compaction.trace import ExampleInputs
 from ..core.commit import ModuleSnapshot
@@ -60,7 +62,6 @@ from ..errors import (
 from ..io.report import RuleOutcome, report
 from ..storage.formats import MaskStorage
 from ._calibrated import (
-    SavedValues,
     check_gradient_batches,
     prune_rule_calibrated,
     settings_for,
@@ -351,33 +352,36 @@ def _apply(
     else:
         modules = {id(t.module): t.module for item in resolved for t in item.targets}
         snapshots = [ModuleSnapshot(module) for module in modules.values()]
-    values = SavedValues()
-    last = max((item.index for item in resolved if item.skipped is None), default=-1)
-    for item in active:
-        if (dry_run or compacting or item.index < last) and updates_values(item.rule, item.index):
-            values.keep([t.module for t in item.targets])
+    # The old values of weights a rule updates in place (sparsegpt), for a later rule, the compaction or a dry
+    # run to put back (the rule's own failure is undone by prune_calibrated); a temporary file for a CPU model.
+    with Rollback(()) as values:
+        last = max((item.index for item in resolved if item.skipped is None), default=-1)
+        for item in active:
+            if (dry_run or compacting or item.index < last) and updates_values(item.rule, item.index):
+                for target in item.targets:
+                    values.keep_values(target.module)
 
-    def restore() -> None:
-        if snapshot is not None:
-            snapshot.restore()
-        for item in snapshots:
-            item.restore()
-        values.restore()  # after the snapshots: the parameters hold their old tensors again, refilled here
-        torch.set_rng_state(restore_rng)
+        def restore() -> None:
+            if snapshot is not None:
+                snapshot.restore()
+            for item in snapshots:
+                item.restore()
+            values.restore()  # after the snapshots: the parameters hold their old tensors again, refilled here
+            torch.set_rng_state(restore_rng)
 
-    outcomes: list[RuleOutcome] = []
-    compaction: CompactionReport | None = None
-    try:
-        for item in resolved:
-            outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs, data))
-            if progress is not None:
-                progress(len(outcomes), len(resolved))
-        if compacting:
-            compaction = _compact(model, inputs)
-        result = report(model, rules=outcomes, dry_run=dry_run)
-    except BaseException:
-        restore()
-        raise
-    if dry_run:
-        restore()
+        outcomes: list[RuleOutcome] = []
+        compaction: CompactionReport | None = None
+        try:
+            for item in resolved:
+                outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs, data))
+                if progress is not None:
+                    progress(len(outcomes), len(resolved))
+            if compacting:
+                compaction = _compact(model, inputs)
+            result = report(model, rules=outcomes, dry_run=dry_run)
+        except BaseException:
+            restore()
+            raise
+        if dry_run:
+            restore()
     return PlanReport(**dict(result), compaction=compaction)

@@ -25,15 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..calibration import CalibrationReport, prune_calibrated
 from ..calibration.blocks import Block, find_blocks
 from ..calibration.gradients import reads_gradients
 from ..calibration.targets import is_linear_layer, select_targets
-from ..core.fast_path import UpdatesValues
-from ..core.state import tensor_state
+from ..core.fast_path import updating_values
 from ..errors import (
     CalibrationError,
     IncompatibleStrategyError,
@@ -60,7 +58,6 @@ __all__ = [
     "updates_values",
     "check_gradient_batches",
     "prune_rule_calibrated",
-    "SavedValues",
 ]
 
 _LISTED = 8
@@ -274,36 +271,9 @@ def prune_rule_calibrated(
         raise PlanError(str(error), rule=index, field=_field(error)) from error
 
 
-class SavedValues:
-    """Copies of the weights value-updating rules (``sparsegpt``) change in place, to put them back.
-
-    The plan's module snapshots restore which tensors a module holds, not
-    what is in them; a strategy implementing :class:`pruneplug.UpdatesValues`
-    writes new values into ``weight_orig`` in place. The copies are kept on
-    the CPU.
-    """
-
-    def __init__(self) -> None:
-        self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def keep(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the current weight of each of ``modules`` (once)."""
-        with torch.no_grad():
-            for module in modules:
-                parameter = tensor_state(module, "weight").orig
-                if id(parameter) not in self.saved:
-                    self.saved[id(parameter)] = (parameter, parameter.detach().to("cpu", copy=True))
-
-    def restore(self) -> None:
-        """Write every copy back into its parameter."""
-        with torch.no_grad():
-            for parameter, copy in self.saved.values():
-                parameter.data.copy_(copy)
-
-
 def updates_values(rule: Rule, index: int) -> bool:
     """Whether the rule's strategy writes new values into the weights it keeps (:class:`pruneplug.UpdatesValues`)."""
-    return isinstance(_method(rule, index), UpdatesValues)
+    return updating_values(_method(rule, index))
 
 
 def check_gradient_batches(rules: Sequence[tuple[int, Rule]], data: CalibrationData) -> None:
