@@ -81,7 +81,8 @@ class CalibratedChecks(Checks):
         shapes = f"of shape {tuple(wrong.shape)} (this layer's is {tuple(right[name].shape)})"
         attempts.append((f"with the statistic {name!r} {shapes}", {module: {**right, name: wrong}}, CalibrationError))
         for label, statistics, expected in attempts:
-            self.refused(module, params, seed, label, statistics, expected)
+            if not self.refused(module, params, seed, label, statistics, expected):
+                break  # (it pruned: the later attempts would start from another state)
         self.bare_tensor_refused(module, held, params, seed, right)
 
     def refused(
@@ -92,11 +93,12 @@ class CalibratedChecks(Checks):
         label: str,
         statistics: _Statistics | None,
         expected: type[CalibrationError],
-    ) -> None:
+    ) -> bool:
         """A prune with ``statistics`` in use (``None``: none at all) raises ``expected`` and changes nothing.
 
-        A prune that prunes nothing (``amount=0``, say) needs no statistics: it may succeed
-        instead, provided it leaves the mask and the values as they were.
+        A prune whose result cannot depend on statistics -- it prunes nothing (``amount=0``)
+        or everything still unpruned -- may succeed instead, leaving the values as they were:
+        then ``False`` (not refused).
         """
         before = snapshot(module)
         alive, held = alive_mask(module), held_values(module)
@@ -116,12 +118,13 @@ class CalibratedChecks(Checks):
             raise Failure(f"a prune {label} raised {wrong}, not a {expected.__name__}: {error}") from error
         else:
             pruned = int((alive & ~alive_mask(module)).sum())
-            if pruned or not same_bits(held_values(module), held):
-                what = f"pruned {_entries(pruned)}" if pruned else "changed the values"
+            if pruned not in (0, int(alive.sum())) or not same_bits(held_values(module), held):
+                what = f"pruned {_entries(pruned)} of {int(alive.sum())}" if pruned else "changed the values"
                 raise Failure(f"a prune {label} ({show(params)}) {what}; it must raise a {expected.__name__}")
-            return
+            return False
         changed = before.diff(snapshot(module))
         expect(not changed, f"a failed prune {label} changed the module: {'; '.join(changed)}")
+        return True
 
     def bare_tensor_refused(
         self, module: nn.Module, held: Tensor, params: Mapping[str, Any], seed: int, right: Mapping[str, Tensor]
@@ -129,7 +132,7 @@ class CalibratedChecks(Checks):
         """``pruneplug.compute_mask`` on a bare tensor raises CalibrationRequiredError.
 
         No layer is being pruned, so there are no statistics of its own -- even with
-        statistics in use for some layer. (Unless it prunes nothing, like a prune.)
+        statistics in use for some layer. (Unless it prunes nothing or everything, as for a prune.)
         """
         label = "pruneplug.compute_mask on a bare tensor (no layer is pruned, so there are no statistics to read)"
         t = held.clone()
@@ -143,7 +146,10 @@ class CalibratedChecks(Checks):
             raise Failure(f"{label} raised {type(error).__name__}, not a CalibrationRequiredError: {error}") from error
         else:
             pruned = int((~mask).sum())
-            expect(pruned == 0, f"{label} pruned {_entries(pruned)}; it must raise a CalibrationRequiredError")
+            expect(
+                pruned in (0, mask.numel()),
+                f"{label} pruned {_entries(pruned)} of {mask.numel()}; it must raise a CalibrationRequiredError",
+            )
         expect(same_bits(t, held), f"{label} modified the tensor it was given")
 
     def check_updates(self, data: DataObject) -> None:

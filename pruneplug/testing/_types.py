@@ -114,8 +114,10 @@ implements what it checks (so a plain strategy's report is as it was); name one 
     :class:`pruneplug.CalibrationError` that is not a ``CalibrationRequiredError``;
     each leaves the module exactly as it was. :func:`pruneplug.compute_mask` on a
     bare tensor (no layer, so no statistics of its own) raises
-    ``CalibrationRequiredError``. Parameters for which ``required_statistics()`` is
-    empty must prune with no statistics in use.
+    ``CalibrationRequiredError``. (A prune whose result cannot depend on the
+    statistics -- one that prunes nothing, ``amount=0``, or everything still unpruned
+    -- may succeed instead, leaving the values as they were.) Parameters for which
+    ``required_statistics()`` is empty must prune with no statistics in use.
 ``updates``
     For a strategy implementing :class:`pruneplug.UpdatesValues`: ``prune_and_update``
     leaves the tensor it is given as it is and returns a mask equal to the one
