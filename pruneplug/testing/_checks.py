@@ -132,7 +132,7 @@ class Checks(Examples):
             expect(same_bits(orig, values), "weight_orig does not hold the original values any more")
         expect(same_bits(weight_of(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask")
         self.kept_protected(values, before, after, params, "the prune")
-        if not self.counts or "amount" not in params:
+        if not self.counts or params.get("amount") is None:
             return
         amount = params["amount"]
         if self.spec.kind == "unstructured":
@@ -255,7 +255,7 @@ class Checks(Examples):
             (f"invalid parameters {show(bad)}", self.spec, {**params, **bad}, PruneplugError)
             for bad in self.invalid_params
         ]
-        if self.counts:
+        if self.counts and params.get("amount") is not None:
             available = self.available(alive, params)
             attempts.append(
                 (
@@ -358,7 +358,7 @@ class Checks(Examples):
         protected = sum(int(k.sum()) for k in kept if k is not None)
         targets = [(m, "weight") for m in modules]
         seed = data.draw(SEEDS, label="seed")
-        if "amount" in self.spec.params_model.model_fields:
+        if "amount" in self.spec.params_model.model_fields and params.get("amount") is not None:
             params["amount"] = data.draw(amounts(total, total - protected), label="global amount")
             if protected:
                 self.global_refuses(targets, params, total - protected + 1, seed)
@@ -379,7 +379,7 @@ class Checks(Examples):
             expect(
                 same_bits(weight_of(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask"
             )
-        if "amount" in params:
+        if params.get("amount") is not None:
             pruned = sum(int((a & ~alive_mask(m)).sum()) for a, m in zip(before, modules))
             expected = expected_count(params["amount"], total)
             expect(

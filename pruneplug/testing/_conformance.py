@@ -17,6 +17,7 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from ..errors import cross_tensor_hint
 from ..registry import StrategySpec
 from ..statistics.spec import NeedsStatistics
+from ..strategies import UnstructuredStrategy
 from ._assertions import Failure
 from ._calibrated_checks import CalibratedChecks
 from ._examples import resolve
@@ -119,9 +120,34 @@ class Conformance:
             if "amount" not in self.spec.params_model.model_fields:
                 return "the strategy has no 'amount' parameter"
             return f"kind {self.spec.kind!r} has no counting rule (only unstructured and structured do)"
+        if check == "count" and isinstance(self.params, Mapping) and self.params.get("amount", 0) is None:
+            return "the parameters give amount=None: there is no amount to count"
         if check == "global" and self.spec.kind != "unstructured":
             return f"prune_global needs kind 'unstructured'; {cross_tensor_hint(self.spec.name, self.spec.kind)}"
+        if check == "global":
+            refusal = self._global_refusal()
+            if refusal is not None:
+                return f"prune_global refuses these parameters: {refusal}"
         return None
+
+    def _global_refusal(self) -> str | None:
+        """What ``global_refusal()`` says of the strategy made with the fixed parameters, if they are fixed.
+
+        Parameters drawn (a hypothesis strategy, or a function of the shape) may vary: then ``None``,
+        and the ``global`` check runs. A drawn ``amount`` does not count: it never makes a refusal.
+        """
+        if not isinstance(self.params, Mapping):
+            return None
+        if any(isinstance(v, SearchStrategy) for k, v in self.params.items() if k != "amount"):
+            return None
+        fixed = {k: v for k, v in self.params.items() if not isinstance(v, SearchStrategy)}
+        if "amount" in self.spec.params_model.model_fields and "amount" not in fixed:
+            fixed["amount"] = 0
+        try:
+            method = self.spec.create(**fixed)
+        except Exception:  # (invalid parameters: the checks report them)
+            return None
+        return method.global_refusal() if isinstance(method, UnstructuredStrategy) else None
 
     def check(self, name: str) -> None:
         """Run one check; raise :class:`ConformanceError` if the strategy fails it.

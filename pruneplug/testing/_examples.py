@@ -213,7 +213,8 @@ class Examples:
         )
         if not (unstructured or structured):
             return None  # (no instance made for the common case)
-        asked = {**params, "amount": 0} if "amount" in self.spec.params_model.model_fields else dict(params)
+        amount = "amount" in self.spec.params_model.model_fields and params.get("amount", 0) is not None
+        asked = {**params, "amount": 0} if amount else dict(params)
         try:
             method = self.spec.create(**asked)
             if isinstance(method, UnstructuredStrategy):

@@ -48,7 +48,9 @@ ParamsLike: TypeAlias = ParamsSource | Callable[[Shape], ParamsSource] | None
 ``amount`` (if the strategy has one) and, for structured strategies, ``dim`` are drawn by
 the kit when left out, so the checks cover counts, fractions, 0 and everything that may be
 pruned: for a strategy that protects entries (``protected``, ``protected_slices``) the kit
-draws within what is still unpruned and not protected, at every step.
+draws within what is still unpruned and not protected, at every step. Give
+``"amount": None`` to check a strategy whose amount is optional without one (in its N:M
+mode, say): ``count`` is then skipped.
 """
 
 CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinism", "remove", "global")
@@ -85,6 +87,8 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
     tensors: valid, monotone masks and, with an ``amount``, exactly that many entries
     pruned across all of them, none protected; an ``amount`` over what may be pruned
     across them raises :class:`pruneplug.InvalidAmountError` and changes nothing.
+    Skipped for fixed parameters with which the strategy's ``global_refusal()`` refuses
+    (``wanda``'s ``compare="row"``, N:M).
 
 A strategy that reads calibration statistics (implements
 :class:`pruneplug.NeedsStatistics`) is checked on ``nn.Linear`` layers (2-D
