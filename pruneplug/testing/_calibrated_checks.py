@@ -162,6 +162,8 @@ class CalibratedChecks(Checks):
         params = self.draw_params(data, held, alive)
         seed = data.draw(SEEDS, label="seed")
         keep, values = self.updated(module, orig, held, alive if pruned else None, params, seed)
+        # the same prune failing after prune_and_update ran: the values it would have written must not stay
+        self.failure_restores(module, params, seed)
 
         self.prune_valid(module, params, seed)
         expect(
@@ -180,8 +182,6 @@ class CalibratedChecks(Checks):
             same_bits(weight_of(module), orig.detach() * mask),
             "module.weight is not weight_orig * weight_mask: the updated values must act through weight_orig",
         )
-
-        self.failure_restores(data, module)
 
         remove(module, "weight")
         weight = module._parameters.get("weight")
@@ -241,16 +241,15 @@ class CalibratedChecks(Checks):
         )
         return keep, values.detach()
 
-    def failure_restores(self, data: DataObject, module: nn.Module) -> None:
+    def failure_restores(self, module: nn.Module, params: Mapping[str, Any], seed: int) -> None:
         """A prune that fails after ``prune_and_update`` ran leaves the module as it was, values included."""
         failing = failing_spec(self.spec)
         if failing is None:  # pragma: no cover - a class that refuses subclasses
             return
-        params = self.draw_params(data, held_values(module), alive_mask(module))
         before = snapshot(module)
         try:
             with self.statistics_in_use([module], params):
-                torch.manual_seed(0)
+                torch.manual_seed(seed)
                 prune(module, "weight", failing, **params)
         except PruneplugError:
             pass

@@ -30,6 +30,7 @@ from pruneplug.testing import (
 from pruneplug.testing._calibration import STYLES, calibration_inputs
 
 FAST = 15  # examples per check: every bug below shows on the first few
+UPDATED_SHAPES = st.tuples(st.integers(1, 4), st.integers(2, 6))
 
 
 @pytest.fixture(autouse=True)
@@ -426,7 +427,8 @@ class InPlaceWhenItCan(TinyOBS):
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
 def test_each_update_bug_is_caught(strategy: type, check: str, message: str) -> None:
-    found = failures(strategy, checks=[check])
+    # (layers of 2 inputs or more, half pruned: each row keeps some entries and loses some, so they are updated)
+    found = failures(strategy, {"amount": 0.5}, checks=[check], shapes=UPDATED_SHAPES)
     assert check in found, f"{check} did not catch {strategy.__name__}"
     assert message in found[check], found[check]
 
