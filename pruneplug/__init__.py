@@ -28,6 +28,11 @@ from .api import (
     remove as remove,
     unregister as unregister,
 )
+from .calibration import (
+    CalibrationReport as CalibrationReport,
+    owl_amounts as owl_amounts,
+    prune_calibrated as prune_calibrated,
+)
 from .compaction import (
     ChannelGraph as ChannelGraph,
     ChannelGroup as ChannelGroup,
@@ -93,7 +98,11 @@ from .registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
-from .selection.scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
+from .selection.scores import (
+    ImportanceScore as ImportanceScore,
+    ScoreTarget as ScoreTarget,
+    current_target as current_target,
+)
 from .statistics.context import statistics_for as statistics_for, using_statistics as using_statistics
 from .statistics.spec import NeedsStatistics as NeedsStatistics, Statistic as Statistic
 from .storage.formats import MaskStorage as MaskStorage
@@ -127,6 +136,10 @@ __all__ = [
     "CompactionReport",
     "count_macs",
     "count_params",
+    # data-aware pruning
+    "prune_calibrated",
+    "owl_amounts",
+    "CalibrationReport",
     # data-aware pruning: calibration statistics
     "Statistic",
     "NeedsStatistics",
@@ -159,6 +172,7 @@ __all__ = [
     "SelectsSlices",
     "ImportanceScore",
     "ScoreTarget",
+    "current_target",
     "StrategyParams",
     "StrategySpec",
     "strategy_spec",
