@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 import pruneplug
-from pruneplug.selection.scores import current_target
 from pruneplug.strategies import AmountParams
 from pruneplug.testing import (
     CALIBRATION_CHECKS,
@@ -50,7 +49,7 @@ def failures(strategy: Any, params: Any = None, **options: Any) -> dict[str, str
 
 def _layer_statistic(name: str, t: Tensor, strategy: str, shape: tuple[int, ...]) -> Tensor:
     """Statistic ``name`` of the layer being pruned, of ``shape`` (checked by ``statistics_for``)."""
-    target = current_target()
+    target = pruneplug.current_target()
     module = None if target is None else target.module
     tensor = None if target is None else target.name
     found = pruneplug.statistics_for(module, [name], strategy=strategy, tensor=tensor, shapes={name: shape})
@@ -166,7 +165,7 @@ class Records(TinyWanda):
 
     def norms(self, t: Tensor) -> Tensor:
         norms = super().norms(t)
-        target = current_target()
+        target = pruneplug.current_target()
         assert target is not None
         Records.seen.append((target.module, norms))
         return norms
@@ -237,7 +236,7 @@ class Unchecked(TinyWanda):
     name = "unchecked"
 
     def norms(self, t: Tensor) -> Tensor:
-        target = current_target()
+        target = pruneplug.current_target()
         module = None if target is None else target.module
         return pruneplug.statistics_for(module, ["input_sq_norms"], strategy="unchecked")["input_sq_norms"]
 
@@ -260,7 +259,7 @@ class AssumesALayer(TinyWanda):
     name = "assumes_a_layer"
 
     def norms(self, t: Tensor) -> Tensor:
-        module = current_target().module  # type: ignore[union-attr]
+        module = pruneplug.current_target().module  # type: ignore[union-attr]
         return pruneplug.statistics_for(
             module, ["input_sq_norms"], strategy="assumes_a_layer", shapes={"input_sq_norms": (t.shape[1],)}
         )["input_sq_norms"]
@@ -388,7 +387,7 @@ class WritesTheParameter(TinyOBS):
 
     def prune_and_update(self, t: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
         keep, values = super().prune_and_update(t.clone(), alive)
-        target = current_target()
+        target = pruneplug.current_target()
         assert target is not None
         with torch.no_grad():
             target.parameter.copy_(values)
@@ -402,7 +401,7 @@ class InPlaceWhenItCan(TinyOBS):
 
     def prune_and_update(self, t: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
         keep, values = super().prune_and_update(t, alive)
-        target = current_target()
+        target = pruneplug.current_target()
         if target is not None and t.data_ptr() == target.parameter.data_ptr():
             t.copy_(values)
             return keep, t
