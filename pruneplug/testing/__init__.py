@@ -18,8 +18,11 @@ The checks (see :data:`CHECKS`) are hypothesis properties over small tensors:
 mask shape, dtype and values; exact counts for strategies with an ``amount``;
 monotone masks under iterative pruning; rollback of failing prunes;
 determinism under a seed; ``remove`` keeping the effective tensor bit for bit;
-and global pruning for unstructured strategies. pruneplug runs the same kit
-over its built-in strategies.
+and global pruning for unstructured strategies. Data-aware strategies get
+statistics of random calibration inputs to prune with, and checks of their
+own (:data:`CALIBRATION_CHECKS`): a clear error without statistics or with
+misshapen ones, and updated values that land in ``weight_orig`` and roll
+back. pruneplug runs the same kit over its built-in strategies.
 
 Needs `hypothesis <https://hypothesis.readthedocs.io>`_ (``pip install hypothesis``).
 """
@@ -38,6 +41,7 @@ from ._examples import amounts as amounts
 from ._pytest import StrategyConformance as StrategyConformance
 from ._state import ModuleState as ModuleState, assert_unchanged as assert_unchanged, snapshot as snapshot
 from ._types import (
+    CALIBRATION_CHECKS as CALIBRATION_CHECKS,
     CHECKS as CHECKS,
     DEFAULT_MAX_EXAMPLES as DEFAULT_MAX_EXAMPLES,
     ConformanceError as ConformanceError,
@@ -48,6 +52,7 @@ from ._types import (
 )
 
 __all__ = [
+    "CALIBRATION_CHECKS",
     "CHECKS",
     "DEFAULT_MAX_EXAMPLES",
     "Conformance",

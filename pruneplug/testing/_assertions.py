@@ -21,10 +21,12 @@ from ._records import same_bits
 __all__ = [
     "Failure",
     "Holder",
+    "LinearHolder",
     "alive_mask",
     "alive_slices",
     "expect",
     "expected_count",
+    "held_values",
     "orig_of",
     "pruning_hooks",
     "removed_cleanly",
@@ -54,6 +56,34 @@ class Holder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x * self.weight.sum()
 
+    def probe(self) -> Tensor:
+        """An input ``forward`` takes."""
+        return torch.ones(())
+
+
+class LinearHolder(nn.Linear):
+    """An ``nn.Linear`` without bias whose weight holds given ``(out_features, in_features)`` values.
+
+    What the checks prune for a strategy that reads calibration statistics: the
+    statistics measure the inputs of linear layers.
+    """
+
+    def __init__(self, values: Tensor) -> None:
+        if values.dim() != 2:
+            raise ValueError(
+                "strategies that read calibration statistics are checked on nn.Linear layers, whose weights "
+                f"are 2-D (out_features, in_features); the shapes given drew {tuple(values.shape)}"
+            )
+        out_features, in_features = values.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")  # (no random init drawn)
+        self.weight = nn.Parameter(values)
+
+    def probe(self) -> Tensor:
+        """An input ``forward`` takes: one row of ones."""
+        weight = self._parameters.get("weight_orig", self._parameters.get("weight"))
+        assert weight is not None
+        return torch.ones(1, self.in_features, dtype=weight.dtype)
+
 
 def weight_of(module: nn.Module) -> Tensor:
     """What ``module.weight`` holds now (the masked tensor while pruned)."""
@@ -69,6 +99,14 @@ def orig_of(module: nn.Module) -> Tensor:
     if orig is None:
         raise Failure("there is no weight_orig parameter after pruning")
     return orig
+
+
+def held_values(module: nn.Module) -> Tensor:
+    """A copy of the values ``weight_orig`` holds now (``weight`` before the first prune)."""
+    held = module._parameters.get("weight_orig", module._parameters.get("weight"))
+    if held is None:
+        raise Failure("the module has neither weight_orig nor weight")
+    return held.detach().clone()
 
 
 def alive_mask(module: nn.Module) -> Tensor:
@@ -95,8 +133,11 @@ def pruning_hooks(module: nn.Module) -> list[torch_prune.BasePruningMethod]:
     return [h for h in module._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]
 
 
-def removed_cleanly(module: nn.Module, effective: Tensor, where: str) -> None:
-    """After ``remove``: a plain ``weight`` Parameter holding ``effective`` bit for bit, and nothing else left."""
+def removed_cleanly(module: Holder | LinearHolder, effective: Tensor, where: str, cls: type) -> None:
+    """After ``remove``: a plain ``weight`` Parameter holding ``effective`` bit for bit, and nothing else left.
+
+    ``cls``: the class the module had before it was pruned (a holder), which it must still be an instance of.
+    """
     expect(isinstance(module._parameters.get("weight"), nn.Parameter), f"after {where}, weight is not a Parameter")
     expect(same_bits(weight_of(module), effective), f"{where} changed the effective tensor")
     left = [n for n in ("weight_orig", "weight_mask") if n in module._parameters or n in module._buffers]
@@ -104,8 +145,8 @@ def removed_cleanly(module: nn.Module, effective: Tensor, where: str) -> None:
     expect(not pruning_hooks(module) and not is_pruned(module), f"after {where}, a pruning hook remains")
     keys = list(module.state_dict())
     expect(keys == ["weight"], f"after {where}, the state_dict keys are {keys}")
-    expect(isinstance(module, Holder), f"after {where}, the module is a {type(module).__qualname__}")
-    module(torch.ones(()))
+    expect(isinstance(module, cls), f"after {where}, the module is a {type(module).__qualname__}")
+    module(module.probe())
 
 
 def show(params: Mapping[str, Any]) -> str:

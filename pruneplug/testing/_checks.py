@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -26,17 +27,21 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from ..api import prune, prune_global, pruning_history, remove
+from ..core.fast_path import UpdatesValues
 from ..errors import InvalidAmountError, PruneplugError
 from ..registry import StrategySpec
+from ..selection.scores import scoring
 from ..storage.formats import is_binary
 from ..strategies import CustomFromMask
 from ._assertions import (
     Failure,
     Holder,
+    LinearHolder,
     alive_mask,
     alive_slices,
     expect,
     expected_count,
+    held_values,
     orig_of,
     pruning_hooks,
     removed_cleanly,
@@ -48,7 +53,7 @@ from ._examples import SEEDS, Examples, amounts
 from ._state import snapshot
 from ._types import ParamsLike, Shape
 
-__all__ = ["Checks"]
+__all__ = ["Checks", "failing_spec"]
 
 _UNKNOWN_PARAMETER = "pruneplug_testing_unknown_parameter"
 
@@ -57,16 +62,26 @@ class _InjectedFailure(RuntimeError):
     """Raised by the rollback check after the strategy's own ``compute_mask`` ran."""
 
 
-def _failing_spec(spec: StrategySpec) -> StrategySpec | None:
-    """The strategy, but ``compute_mask`` raises after the strategy's own code ran (for rollback)."""
+def failing_spec(spec: StrategySpec) -> StrategySpec | None:
+    """The strategy, but ``compute_mask`` raises after the strategy's own code ran (for rollback).
+
+    So does ``prune_and_update``, for a strategy that updates values (the core calls it instead).
+    """
     base = spec.strategy_class
 
     def compute_mask(self: Any, t: Tensor, default_mask: Tensor) -> Tensor:
         base.compute_mask(self, t, default_mask)
         raise _InjectedFailure("failure injected by pruneplug.testing after the strategy's compute_mask ran")
 
+    def prune_and_update(self: Any, t: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
+        base.prune_and_update(self, t, alive)  # type: ignore[attr-defined]  # (only for an UpdatesValues class)
+        raise _InjectedFailure("failure injected by pruneplug.testing after the strategy's prune_and_update ran")
+
+    methods: dict[str, Any] = {"compute_mask": compute_mask, "__module__": base.__module__}
+    if issubclass(base, UpdatesValues):
+        methods["prune_and_update"] = prune_and_update
     try:
-        failing = type(base.__name__, (base,), {"compute_mask": compute_mask, "__module__": base.__module__})
+        failing = type(base.__name__, (base,), methods)
     except TypeError:  # pragma: no cover - a class that refuses subclasses
         return None
     return dataclasses.replace(spec, strategy_class=failing)
@@ -92,14 +107,20 @@ class Checks(Examples):
         return method
 
     def prune_valid(self, module: nn.Module, params: Mapping[str, Any], seed: int, what: str = "a valid prune") -> None:
-        torch.manual_seed(seed)
-        try:
-            prune(module, "weight", self.spec, **params)
-        except Exception as error:
-            raise Failure(f"{what} with {show(params)} failed: {type(error).__name__}: {error}") from error
+        """Prune ``module.weight`` with ``params`` (and the statistics they require in use); it must work."""
+        with self.statistics_in_use([module], params):
+            torch.manual_seed(seed)
+            try:
+                prune(module, "weight", self.spec, **params)
+            except Exception as error:
+                raise Failure(f"{what} with {show(params)} failed: {type(error).__name__}: {error}") from error
 
     def step(self, before: Tensor, after: Tensor, params: Mapping[str, Any], module: nn.Module, values: Tensor) -> None:
-        """What every successful prune must satisfy (and exact counts where they apply)."""
+        """What every successful prune must satisfy (and exact counts where they apply).
+
+        ``values``: ``weight_orig`` before the prune, which it must still hold -- unless
+        the strategy updates values (the ``updates`` check checks those).
+        """
         expect(after.dtype == torch.bool, f"the stored mask is {after.dtype}; native masks are torch.bool")
         expect(after.shape == before.shape, f"the mask has shape {tuple(after.shape)}, not {tuple(before.shape)}")
         revived = int((after & ~before).sum())
@@ -107,10 +128,11 @@ class Checks(Examples):
             revived == 0, f"{revived} pruned entr{'y' if revived == 1 else 'ies'} came back; masks may only lose ones"
         )
         orig = orig_of(module)
-        expect(same_bits(orig, values), "weight_orig does not hold the original values any more")
+        if not self.updates:
+            expect(same_bits(orig, values), "weight_orig does not hold the original values any more")
         expect(same_bits(weight_of(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask")
         self.kept_protected(values, before, after, params, "the prune")
-        if not self.counts or "amount" not in params:
+        if not self.counts or params.get("amount") is None:
             return
         amount = params["amount"]
         if self.spec.kind == "unstructured":
@@ -175,11 +197,14 @@ class Checks(Examples):
             f"expected one pruning hook acting on 'weight', found {hooks!r}",
         )
         # torch's protocol (what torch.nn.utils.prune and pruneplug.compat call): a float default mask.
+        # A calibrated strategy reads the layer it prunes from the core, which names it while a mask is computed.
         method = self.spec.create(**params)
         t = values.clone()
-        torch.manual_seed(seed)
+        target = scoring(module, "weight", original) if self.calibrated else nullcontext()
         try:
-            raw = method.compute_mask(t, default_mask=torch.ones_like(t))  # type: ignore[no-untyped-call]
+            with self.statistics_in_use([module], params), target:
+                torch.manual_seed(seed)
+                raw = method.compute_mask(t, default_mask=torch.ones_like(t))  # type: ignore[no-untyped-call]
         except Exception as error:
             raise Failure(
                 "compute_mask(t, default_mask) with a float default mask, as torch.nn.utils.prune and "
@@ -203,14 +228,15 @@ class Checks(Examples):
         self.step(before, alive_mask(module), params, module, values)
 
     def check_iterative(self, data: DataObject) -> None:
-        module, values = self.draw_module(data)
+        module, _ = self.draw_module(data)
         steps = data.draw(st.integers(2, 4), label="steps")
         for _ in range(steps):
             before = alive_mask(module)
             history = len(pruning_history(module, "weight"))
-            params = self.draw_params(data, values, before)
+            held = held_values(module)  # (the original values, unless the strategy updates them)
+            params = self.draw_params(data, held, before)
             self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
-            self.step(before, alive_mask(module), params, module, values)
+            self.step(before, alive_mask(module), params, module, held)
             grown = len(pruning_history(module, "weight"))
             expect(grown == history + 1, f"the pruning history went from {history} to {grown} methods; expected +1")
 
@@ -218,6 +244,7 @@ class Checks(Examples):
         module, values = self.draw_module(data)
         if data.draw(st.booleans(), label="pruned by the strategy before"):
             self.prune_valid(module, self.draw_params(data, values, alive_mask(module)), data.draw(SEEDS, label="seed"))
+            values = held_values(module)
         alive = alive_mask(module)
         params = self.draw_params(data, values, alive)
         # (label, strategy, parameters, the error it must raise)
@@ -228,7 +255,7 @@ class Checks(Examples):
             (f"invalid parameters {show(bad)}", self.spec, {**params, **bad}, PruneplugError)
             for bad in self.invalid_params
         ]
-        if self.counts:
+        if self.counts and params.get("amount") is not None:
             available = self.available(alive, params)
             attempts.append(
                 (
@@ -244,14 +271,16 @@ class Checks(Examples):
                 for amount in (over, 1.0):
                     label = f"amount={amount!r}, more than may be pruned ({int(kept.sum())} protected)"
                     attempts.append((label, self.spec, {**params, "amount": amount}, InvalidAmountError))
-        failing = _failing_spec(self.spec)
+        failing = failing_spec(self.spec)
         if failing is not None:
-            attempts.append(("an exception inside compute_mask", failing, params, PruneplugError))
+            inside = "prune_and_update" if self.updates else "compute_mask"
+            attempts.append((f"an exception inside {inside}", failing, params, PruneplugError))
         for label, spec, attempt, expected in attempts:
             before = snapshot(module)
-            torch.manual_seed(0)
             try:
-                prune(module, "weight", spec, **attempt)
+                with self.statistics_in_use([module], params):  # (those the valid parameters require)
+                    torch.manual_seed(0)
+                    prune(module, "weight", spec, **attempt)
             except expected:
                 pass
             except Exception as error:
@@ -264,16 +293,16 @@ class Checks(Examples):
             expect(not changed, f"a failed prune with {label} changed the module: {'; '.join(changed)}")
 
     def check_determinism(self, data: DataObject) -> None:
-        shape, dtype = self.draw_shape_dtype(data)
-        values = self.draw_values(data, shape, dtype)
-        first, second = Holder(values.clone()), Holder(values.clone())
+        first, values = self.draw_module(data)
+        second = self.twin(first, values)
+        shape = tuple(values.shape)
         earlier = data.draw(st.one_of(st.none(), SEEDS), label="earlier mask seed")
         if earlier is not None:
             keep = torch.rand(shape, generator=torch.Generator().manual_seed(earlier)) < 0.7
             for module in (first, second):
                 prune(module, "weight", CustomFromMask, mask=keep)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self.draw_params(data, values, alive_mask(first))
+            params = self.draw_params(data, held_values(first), alive_mask(first))
             seed = data.draw(SEEDS, label="seed")
             self.prune_valid(first, params, seed)
             self.prune_valid(second, params, seed)
@@ -281,12 +310,18 @@ class Checks(Examples):
                 torch.equal(alive_mask(first), alive_mask(second)),
                 f"the same tensor, parameters {show(params)} and torch.manual_seed({seed}) gave different masks",
             )
+            expect(
+                same_bits(orig_of(first), orig_of(second)),
+                f"the same tensor, parameters {show(params)} and torch.manual_seed({seed}) gave different "
+                "updated values",
+            )
 
     def check_remove(self, data: DataObject) -> None:
-        module, values = self.draw_module(data)
+        module, _ = self.draw_module(data)
+        cls = type(module)
         self.draw_earlier_pruning(data, module)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self.draw_params(data, values, alive_mask(module))
+            params = self.draw_params(data, held_values(module), alive_mask(module))
             self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
         effective = weight_of(module).clone()
         orig = orig_of(module)
@@ -298,17 +333,17 @@ class Checks(Examples):
 
         remove(module, "weight")
         expect(module._parameters.get("weight") is orig, "remove did not give back the original Parameter as weight")
-        expect(type(module) is Holder, f"after pruneplug.remove, the module's class is {type(module)!r}")
-        removed_cleanly(module, effective, "pruneplug.remove")
+        expect(type(module) is cls, f"after pruneplug.remove, the module's class is {type(module)!r}, not {cls!r}")
+        removed_cleanly(module, effective, "pruneplug.remove", cls)
 
         torch_prune.remove(twin, "weight")  # torch's own remove understands pruneplug's hooks
-        removed_cleanly(twin, effective, "torch.nn.utils.prune.remove on a deepcopy")
+        removed_cleanly(twin, effective, "torch.nn.utils.prune.remove on a deepcopy", cls)
 
     def check_global(self, data: DataObject) -> None:
         count = data.draw(st.integers(1, 3), label="tensors")
         # parameters drawn for a shape must fit every target: then all targets have that shape
         per_shape = callable(self.params) and not isinstance(self.params, (Mapping, SearchStrategy))
-        modules: list[Holder] = []
+        modules: list[Holder | LinearHolder] = []
         originals: list[Tensor] = []
         for _ in range(count):
             shape = tuple(originals[0].shape) if per_shape and originals else None
@@ -323,13 +358,14 @@ class Checks(Examples):
         protected = sum(int(k.sum()) for k in kept if k is not None)
         targets = [(m, "weight") for m in modules]
         seed = data.draw(SEEDS, label="seed")
-        if "amount" in self.spec.params_model.model_fields:
+        if "amount" in self.spec.params_model.model_fields and params.get("amount") is not None:
             params["amount"] = data.draw(amounts(total, total - protected), label="global amount")
             if protected:
                 self.global_refuses(targets, params, total - protected + 1, seed)
-        torch.manual_seed(seed)
         try:
-            prune_global(targets, self.spec, **params)
+            with self.statistics_in_use(modules, params):
+                torch.manual_seed(seed)
+                prune_global(targets, self.spec, **params)
         except Exception as error:
             raise Failure(f"prune_global with {show(params)} failed: {type(error).__name__}: {error}") from error
         for module, values, alive in zip(modules, originals, before):
@@ -343,7 +379,7 @@ class Checks(Examples):
             expect(
                 same_bits(weight_of(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask"
             )
-        if "amount" in params:
+        if params.get("amount") is not None:
             pruned = sum(int((a & ~alive_mask(m)).sum()) for a, m in zip(before, modules))
             expected = expected_count(params["amount"], total)
             expect(
@@ -358,9 +394,10 @@ class Checks(Examples):
         """``prune_global`` with an ``amount`` over what may be pruned raises InvalidAmountError, changing nothing."""
         attempt = {**params, "amount": amount}
         before = [snapshot(module) for module, _ in targets]
-        torch.manual_seed(seed)
         try:
-            prune_global(targets, self.spec, **attempt)
+            with self.statistics_in_use([module for module, _ in targets], params):
+                torch.manual_seed(seed)
+                prune_global(targets, self.spec, **attempt)
         except InvalidAmountError:
             pass
         except Exception as error:

@@ -15,11 +15,15 @@ from hypothesis import HealthCheck, Phase, given, settings as Settings, strategi
 from hypothesis.strategies import DataObject, SearchStrategy
 
 from ..errors import cross_tensor_hint
+from ..registry import StrategySpec
+from ..statistics.spec import NeedsStatistics
+from ..strategies import UnstructuredStrategy
 from ._assertions import Failure
-from ._checks import Checks
+from ._calibrated_checks import CalibratedChecks
 from ._examples import resolve
 from ._hypothesis_private import set_database_key
 from ._types import (
+    CALIBRATION_CHECKS,
     CHECKS,
     DEFAULT_MAX_EXAMPLES,
     ConformanceError,
@@ -30,6 +34,29 @@ from ._types import (
 )
 
 __all__ = ["Conformance", "check_strategy"]
+
+_ALL_CHECKS = CHECKS + CALIBRATION_CHECKS
+
+
+def _describe(error: BaseException) -> str:
+    """What a failed check says: the failure's message and hypothesis's notes (its falsifying example).
+
+    Hypothesis raises a group when it finds several distinct failures: each is described, numbered.
+    """
+    group = getattr(error, "exceptions", None)
+    if isinstance(group, tuple) and group:
+        return "\n".join(f"({number}) {_describe(part)}" for number, part in enumerate(group, 1))
+    message = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
+    notes = [n for n in getattr(error, "__notes__", ()) if isinstance(n, str)]
+    return "\n".join([message, *notes])
+
+
+def _default_shapes(spec: StrategySpec) -> SearchStrategy[Shape]:
+    """1 to 3 dims of 1 to 5 (2 or 3 dims if structured); a linear layer's weight if the strategy is calibrated."""
+    if issubclass(spec.strategy_class, NeedsStatistics):  # checked on nn.Linear layers
+        return st.tuples(st.integers(1, 5), st.integers(1, 6))
+    min_dims = 2 if spec.kind == "structured" else 1
+    return st.lists(st.integers(1, 5), min_size=min_dims, max_size=3).map(tuple)
 
 
 class Conformance:
@@ -42,7 +69,9 @@ class Conformance:
         strategy: a registered name, a strategy class or a :class:`pruneplug.StrategySpec`.
         params: the strategy's parameters (see :data:`ParamsLike`).
         shapes: the tensor shapes to try (default: 1 to 3 dims of size 1 to 5; at least 2
-            dims for structured strategies).
+            dims for structured strategies; ``(out_features, in_features)`` of 1 to 5 and
+            1 to 6 for a strategy that reads calibration statistics, which is checked on
+            ``nn.Linear`` layers).
         dtypes: the floating dtypes to try.
         invalid_params: parameter sets the strategy must reject (merged over valid drawn
             ones), each checked for rollback -- e.g. ``[{"n": 4, "m": 4}]``.
@@ -63,10 +92,6 @@ class Conformance:
     ) -> None:
         self.spec = resolve(strategy)
         self.params = params
-        min_dims = 2 if self.spec.kind == "structured" else 1
-        self.shapes = (
-            shapes if shapes is not None else st.lists(st.integers(1, 5), min_size=min_dims, max_size=3).map(tuple)
-        )
         self.dtypes = tuple(dtypes)
         if not self.dtypes or not all(d.is_floating_point for d in self.dtypes):
             raise ValueError(f"dtypes must be floating dtypes (parameters are), got {dtypes!r}")
@@ -80,19 +105,49 @@ class Conformance:
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
         )
-        self._checks = Checks(self.spec, params, self.shapes, self.dtypes, self.invalid_params)
+        self.shapes = shapes if shapes is not None else _default_shapes(self.spec)
+        self._checks = CalibratedChecks(self.spec, params, self.shapes, self.dtypes, self.invalid_params)
 
     def skip_reason(self, check: str) -> str | None:
         """Why ``check`` does not apply to this strategy, or ``None`` if it does."""
-        if check not in CHECKS:
-            raise ValueError(f"unknown check {check!r}; the checks are {', '.join(CHECKS)}")
+        if check not in _ALL_CHECKS:
+            raise ValueError(f"unknown check {check!r}; the checks are {', '.join(_ALL_CHECKS)}")
+        if check == "calibration" and not self._checks.calibrated:
+            return "the strategy reads no calibration statistics (it does not implement pruneplug.NeedsStatistics)"
+        if check == "updates" and not self._checks.updates:
+            return "the strategy does not change the values it keeps (it does not implement pruneplug.UpdatesValues)"
         if check == "count" and not self._checks.counts:
             if "amount" not in self.spec.params_model.model_fields:
                 return "the strategy has no 'amount' parameter"
             return f"kind {self.spec.kind!r} has no counting rule (only unstructured and structured do)"
+        if check == "count" and isinstance(self.params, Mapping) and self.params.get("amount", 0) is None:
+            return "the parameters give amount=None: there is no amount to count"
         if check == "global" and self.spec.kind != "unstructured":
             return f"prune_global needs kind 'unstructured'; {cross_tensor_hint(self.spec.name, self.spec.kind)}"
+        if check == "global":
+            refusal = self._global_refusal()
+            if refusal is not None:
+                return f"prune_global refuses these parameters: {refusal}"
         return None
+
+    def _global_refusal(self) -> str | None:
+        """What ``global_refusal()`` says of the strategy made with the fixed parameters, if they are fixed.
+
+        Parameters drawn (a hypothesis strategy, or a function of the shape) may vary: then ``None``,
+        and the ``global`` check runs. A drawn ``amount`` does not count: it never makes a refusal.
+        """
+        if not isinstance(self.params, Mapping):
+            return None
+        if any(isinstance(v, SearchStrategy) for k, v in self.params.items() if k != "amount"):
+            return None
+        fixed = {k: v for k, v in self.params.items() if not isinstance(v, SearchStrategy)}
+        if "amount" in self.spec.params_model.model_fields and "amount" not in fixed:
+            fixed["amount"] = 0
+        try:
+            method = self.spec.create(**fixed)
+        except Exception:  # (invalid parameters: the checks report them)
+            return None
+        return method.global_refusal() if isinstance(method, UnstructuredStrategy) else None
 
     def check(self, name: str) -> None:
         """Run one check; raise :class:`ConformanceError` if the strategy fails it.
@@ -117,9 +172,7 @@ class Conformance:
             with torch.random.fork_rng(devices=[]):  # the checks seed torch's RNG; the caller's stream is kept
                 run()
         except Exception as error:
-            message = str(error) if isinstance(error, Failure) else f"{type(error).__name__}: {error}"
-            notes = [n for n in getattr(error, "__notes__", ()) if isinstance(n, str)]
-            raise ConformanceError(self.spec.name, {name: "\n".join([message, *notes])}) from error
+            raise ConformanceError(self.spec.name, {name: _describe(error)}) from error
 
 
 def check_strategy(
@@ -141,7 +194,8 @@ def check_strategy(
         params: the strategy's parameters: fixed values, hypothesis strategies, or a
             function of the tensor shape (see :data:`ParamsLike`). ``amount`` and, for
             structured strategies, ``dim`` are drawn when left out.
-        checks: run only these (default: every check in :data:`CHECKS` that applies).
+        checks: run only these (default: every check in :data:`CHECKS` that applies, then
+            those of :data:`CALIBRATION_CHECKS` that apply).
         shapes: a hypothesis strategy of tensor shapes (e.g. ones your strategy needs).
         dtypes: floating dtypes to try (e.g. ``(torch.float32, torch.float16)``).
         invalid_params: parameter sets that must be rejected, checked for rollback.
@@ -169,10 +223,13 @@ def check_strategy(
         max_examples=max_examples,
         settings=settings,
     )
-    wanted = list(CHECKS) if checks is None else list(checks)
+    if checks is None:
+        wanted = [*CHECKS, *(name for name in CALIBRATION_CHECKS if conformance.skip_reason(name) is None)]
+    else:
+        wanted = list(checks)
     for name in wanted:
-        if name not in CHECKS:
-            raise ValueError(f"unknown check {name!r}; the checks are {', '.join(CHECKS)}")
+        if name not in _ALL_CHECKS:
+            raise ValueError(f"unknown check {name!r}; the checks are {', '.join(_ALL_CHECKS)}")
     passed: list[str] = []
     skipped: dict[str, str] = {}
     failures: dict[str, str] = {}

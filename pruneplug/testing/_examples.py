@@ -4,12 +4,15 @@ Values come in three styles -- normal, many ties, many zeros -- because ties
 and zeros are where counting and ranking bugs hide. ``amount`` (and a
 structured strategy's ``dim``) is drawn by the kit unless given, within what
 is still unpruned and not protected at each step, so every drawn prune is a
-valid one.
+valid one. A strategy that reads calibration statistics is given
+``nn.Linear`` layers with calibration inputs of their own
+(:mod:`._calibration`), and prunes with the statistics it requires in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -18,11 +21,14 @@ from hypothesis.strategies import DataObject, SearchStrategy
 from torch import Tensor, nn
 
 from ..api import prune
+from ..core.fast_path import UpdatesValues
 from ..registry import StrategySpec, get_registry
+from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
 from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
-from ._assertions import Failure, Holder, alive_slices, expected_count, show
+from ._assertions import Failure, Holder, LinearHolder, alive_slices, expected_count, show
+from ._calibration import Calibration
 from ._types import ParamsLike, Shape, StrategyLike
 
 __all__ = ["SEEDS", "Examples", "amounts", "resolve"]
@@ -73,7 +79,10 @@ class Examples:
     """Draws the examples of the checks of one strategy (``spec``), and knows what its parameters allow.
 
     ``counts``: whether the strategy prunes exactly ``amount`` (of kind unstructured or
-    structured, with an ``amount`` parameter).
+    structured, with an ``amount`` parameter). ``calibrated``: whether it may read
+    calibration statistics (implements :class:`pruneplug.NeedsStatistics`): it is then
+    checked on ``nn.Linear`` layers. ``updates``: whether it changes the values it keeps
+    (implements :class:`pruneplug.UpdatesValues`).
     """
 
     def __init__(
@@ -85,6 +94,10 @@ class Examples:
         self.dtypes = tuple(dtypes)
         fields = spec.params_model.model_fields
         self.counts = spec.kind in ("unstructured", "structured") and "amount" in fields
+        cls = spec.strategy_class
+        self.calibrated = issubclass(cls, NeedsStatistics)
+        self.updates = issubclass(cls, UpdatesValues)
+        self.calibration = Calibration()
 
     def draw_shape_dtype(self, data: DataObject) -> tuple[Shape, torch.dtype]:
         """A tensor shape from ``shapes`` and a dtype from ``dtypes``."""
@@ -106,14 +119,59 @@ class Examples:
                 values = values * (torch.rand(shape, generator=generator) < 0.5)
         return values.to(dtype)
 
-    def draw_module(self, data: DataObject, shape: Shape | None = None) -> tuple[Holder, Tensor]:
-        """A module holding drawn values (of ``shape`` if given, else of a drawn shape)."""
+    def draw_module(self, data: DataObject, shape: Shape | None = None) -> tuple[Holder | LinearHolder, Tensor]:
+        """A module holding drawn values (of ``shape`` if given, else of a drawn shape).
+
+        For a calibrated strategy, an ``nn.Linear`` with calibration inputs drawn for it.
+        """
         if shape is None:
             shape, dtype = self.draw_shape_dtype(data)
         else:
             dtype = data.draw(st.sampled_from(self.dtypes), label="dtype")
         values = self.draw_values(data, shape, dtype)
-        return Holder(values.clone()), values
+        if not self.calibrated:
+            return Holder(values.clone()), values
+        module = LinearHolder(values.clone())
+        self.calibration.draw(data, module)
+        return module, values
+
+    def twin(self, module: Holder | LinearHolder, values: Tensor) -> Holder | LinearHolder:
+        """Another module holding ``values``, with ``module``'s calibration inputs."""
+        if not isinstance(module, LinearHolder):
+            return Holder(values.clone())
+        other = LinearHolder(values.clone())
+        self.calibration.share(module, other)
+        return other
+
+    def required(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The statistics the strategy with ``params`` requires (``()`` for one that is not calibrated)."""
+        if not self.calibrated:
+            return ()
+        try:
+            method = self.spec.create(**params)
+        except Exception as error:
+            raise Failure(
+                f"creating the strategy with {show(params)} (to ask which statistics it requires) raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not isinstance(method, NeedsStatistics):
+            raise Failure(f"the strategy made with {show(params)} has no required_statistics() method")
+        try:
+            names = method.required_statistics()
+        except Exception as error:
+            raise Failure(f"required_statistics() raised {type(error).__name__}: {error}") from error
+        if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+            raise Failure(f"required_statistics() returned {names!r}, not a tuple of statistic names")
+        return tuple(names)
+
+    @contextmanager
+    def statistics_in_use(self, modules: Sequence[nn.Module], params: Mapping[str, Any]) -> Iterator[None]:
+        """The statistics the strategy with ``params`` requires, of every module in ``modules``, in use.
+
+        Nothing is put in use for a strategy that requires none.
+        """
+        with self.calibration.in_use(modules, self.required(params)):
+            yield
 
     @staticmethod
     def draw_earlier_pruning(data: DataObject, module: nn.Module) -> None:
@@ -155,7 +213,8 @@ class Examples:
         )
         if not (unstructured or structured):
             return None  # (no instance made for the common case)
-        asked = {**params, "amount": 0} if "amount" in self.spec.params_model.model_fields else dict(params)
+        amount = "amount" in self.spec.params_model.model_fields and params.get("amount", 0) is not None
+        asked = {**params, "amount": 0} if amount else dict(params)
         try:
             method = self.spec.create(**asked)
             if isinstance(method, UnstructuredStrategy):

@@ -95,3 +95,11 @@ class StrategyConformance:
     def test_global(self) -> None:
         """Unstructured strategies work with ``prune_global``, with exact counts across tensors, protection kept."""
         self._run("global")
+
+    def test_calibration(self) -> None:
+        """A strategy reading statistics refuses to prune without them, or with misshapen ones, changing nothing."""
+        self._run("calibration")
+
+    def test_updates(self) -> None:
+        """A strategy updating values: they land in ``weight_orig``, match ``compute_mask``'s mask, roll back."""
+        self._run("updates")

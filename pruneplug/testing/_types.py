@@ -17,6 +17,7 @@ from hypothesis.strategies import SearchStrategy
 from ..registry import StrategySpec
 
 __all__ = [
+    "CALIBRATION_CHECKS",
     "CHECKS",
     "DEFAULT_MAX_EXAMPLES",
     "ConformanceError",
@@ -47,7 +48,9 @@ ParamsLike: TypeAlias = ParamsSource | Callable[[Shape], ParamsSource] | None
 ``amount`` (if the strategy has one) and, for structured strategies, ``dim`` are drawn by
 the kit when left out, so the checks cover counts, fractions, 0 and everything that may be
 pruned: for a strategy that protects entries (``protected``, ``protected_slices``) the kit
-draws within what is still unpruned and not protected, at every step.
+draws within what is still unpruned and not protected, at every step. Give
+``"amount": None`` to check a strategy whose amount is optional without one (in its N:M
+mode, say): ``count`` is then skipped.
 """
 
 CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinism", "remove", "global")
@@ -84,6 +87,50 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
     tensors: valid, monotone masks and, with an ``amount``, exactly that many entries
     pruned across all of them, none protected; an ``amount`` over what may be pruned
     across them raises :class:`pruneplug.InvalidAmountError` and changes nothing.
+    Skipped for fixed parameters with which the strategy's ``global_refusal()`` refuses
+    (``wanda``'s ``compare="row"``, N:M).
+
+A strategy that reads calibration statistics (implements
+:class:`pruneplug.NeedsStatistics`) is checked on ``nn.Linear`` layers (2-D
+weights, ``(out_features, in_features)``), each with random calibration inputs of
+its own; every prune runs inside :func:`pruneplug.using_statistics` with the
+statistics ``required_statistics()`` names, made from those inputs by the
+registry's :class:`pruneplug.Statistic` as :func:`pruneplug.prune_calibrated`
+makes them. It then also gets the :data:`CALIBRATION_CHECKS`. A strategy that
+updates the values it keeps (implements :class:`pruneplug.UpdatesValues`) keeps
+``weight_orig`` the same ``Parameter`` but not its values; the ``updates`` check
+says which values it must hold.
+"""
+
+CALIBRATION_CHECKS: tuple[str, ...] = ("calibration", "updates")
+"""The checks of data-aware strategies, run after :data:`CHECKS` for a strategy they apply to.
+
+:func:`~pruneplug.testing.check_strategy` runs each by default only for a strategy that
+implements what it checks (so a plain strategy's report is as it was); name one in
+``checks`` and it is reported as skipped, with why, where it does not apply.
+
+``calibration``
+    For a strategy implementing :class:`pruneplug.NeedsStatistics` (from any earlier
+    pruning, its own included): a prune with no statistics in use, with statistics
+    of another layer only, or without one of those it requires raises
+    :class:`pruneplug.CalibrationRequiredError`; one with a statistic of the wrong
+    shape (that of a layer of another width) raises a
+    :class:`pruneplug.CalibrationError` that is not a ``CalibrationRequiredError``;
+    each leaves the module exactly as it was. :func:`pruneplug.compute_mask` on a
+    bare tensor (no layer, so no statistics of its own) raises
+    ``CalibrationRequiredError``. (A prune whose result cannot depend on the
+    statistics -- one that prunes nothing, ``amount=0``, or everything still unpruned
+    -- may succeed instead, leaving the values as they were.) Parameters for which
+    ``required_statistics()`` is empty must prune with no statistics in use.
+``updates``
+    For a strategy implementing :class:`pruneplug.UpdatesValues`: ``prune_and_update``
+    leaves the tensor it is given as it is and returns a mask equal to the one
+    :func:`pruneplug.compute_mask` gives for the same tensor, parameters, statistics
+    and seed; after a prune ``weight_orig`` is the same ``Parameter`` holding exactly
+    the values it returned and ``weight`` is ``weight_orig * weight_mask``; a prune
+    failing after ``prune_and_update`` ran leaves the old values (and everything
+    else); after :func:`pruneplug.remove` the pruned entries are zero and the kept
+    ones the updated values.
 """
 
 DEFAULT_MAX_EXAMPLES = 20

@@ -74,17 +74,86 @@ class TestScoredStructured(StrategyConformance):
     params: ClassVar[ParamsLike] = {"score": "magnitude", "reduce": st.sampled_from(["sum", "mean", "max", "l2"])}
 
 
+# The data-aware strategies (and magnitude, their baseline) are checked on nn.Linear layers, with
+# statistics of random calibration inputs in use (the kit's calibration checks).
+
+FRACTIONS = st.sampled_from([0.0, 0.25, 0.5, 1.0]) | st.floats(0.0, 1.0)
+"""Amounts valid in every row whatever is left in it: compare="row" prunes ``amount`` of each row."""
+N_OF_M_SHAPES = st.tuples(st.integers(1, 4), st.sampled_from([4, 8, 12]))
+"""Linear weights whose input dim holds whole groups of 4."""
+PER_ROW = (
+    "compare='row' prunes amount of each row, not of the tensor, and the kit counts over the tensor in every "
+    "check that prunes: rows are counted in tests/strategies/test_calibrated.py"
+)
+
+
+def _counts_per_row(self: StrategyConformance) -> None:
+    pytest.skip(PER_ROW)
+
+
 class TestMagnitude(StrategyConformance):
-    strategy = "magnitude"  # compare="tensor", its default: "row" and N:M count per row and per group
+    strategy = "magnitude"  # compare="tensor", its default
     dtypes = ALL_FLOATS
 
 
-#: Built-ins that read calibration statistics of the module they prune: the kit's checks prune a bare
-#: holder module with no statistics, so they are checked in tests/strategies/test_calibrated.py instead.
-NEEDS_CALIBRATION = {"wanda", "sparsegpt"}
+class TestMagnitudeRows(StrategyConformance):
+    strategy = "magnitude"
+    params: ClassVar[ParamsLike] = {"compare": "row", "amount": FRACTIONS}
+    test_mask = test_count = test_iterative = _counts_per_row
+
+
+class TestMagnitudeNM(StrategyConformance):
+    strategy = "magnitude"
+    params: ClassVar[ParamsLike] = {"keep_n": 2, "of_m": 4, "amount": None}
+    shapes = N_OF_M_SHAPES
+    invalid_params = ({"keep_n": 4}, {"amount": 0.5})
+
+
+class TestWanda(StrategyConformance):
+    strategy = "wanda"
+    params: ClassVar[ParamsLike] = {"compare": "tensor"}
+    dtypes = ALL_FLOATS
+
+
+class TestWandaRows(StrategyConformance):
+    strategy = "wanda"  # compare="row", its default
+    params: ClassVar[ParamsLike] = {"amount": FRACTIONS}
+    dtypes = ALL_FLOATS
+    invalid_params = ({"compare": "column"},)
+    test_mask = test_count = test_iterative = _counts_per_row
+
+
+class TestWandaNM(StrategyConformance):
+    strategy = "wanda"
+    params: ClassVar[ParamsLike] = {"keep_n": st.sampled_from([1, 2, 3]), "of_m": 4, "amount": None}
+    shapes = N_OF_M_SHAPES
+    invalid_params = ({"of_m": 1}, {"keep_n": 4})
+
+    def test_global(self) -> None:
+        pytest.skip("N:M is a rule within each group of one tensor: prune_global refuses it")
+
+
+class TestSparseGPT(StrategyConformance):
+    strategy = "sparsegpt"
+    params: ClassVar[ParamsLike] = {"block_size": st.sampled_from([1, 2, 128]), "damp": st.sampled_from([0.01, 0.1])}
+    dtypes = ALL_FLOATS
+    invalid_params = ({"block_size": 0}, {"damp": -0.1})
+
+
+class TestSparseGPTNM(StrategyConformance):
+    strategy = "sparsegpt"
+    params: ClassVar[ParamsLike] = {"keep_n": 2, "of_m": 4, "amount": None, "block_size": st.sampled_from([4, 8])}
+    shapes = N_OF_M_SHAPES
 
 
 def test_every_builtin_strategy_has_a_conformance_class(registry: pruneplug.Registry) -> None:
     """Adding a built-in strategy means adding its conformance class here."""
     covered = {cls.strategy for cls in StrategyConformance.__subclasses__() if cls.__module__ == __name__}
-    assert covered | NEEDS_CALIBRATION == set(registry.names())
+    assert covered == set(registry.names())
+
+
+def test_the_calibration_checks_run_for_the_data_aware_builtins() -> None:
+    """wanda and sparsegpt are not skipped by the kit: both get the calibration check, sparsegpt the updates."""
+    assert TestWanda.conformance().skip_reason("calibration") is None
+    assert TestSparseGPT.conformance().skip_reason("updates") is None
+    assert TestWandaRows.conformance().skip_reason("global") is not None  # prune_global refuses compare="row"

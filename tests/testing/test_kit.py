@@ -17,6 +17,7 @@ from torch import Tensor
 
 import pruneplug
 from pruneplug.testing import (
+    CALIBRATION_CHECKS,
     CHECKS,
     Conformance,
     ConformanceError,
@@ -267,7 +268,7 @@ class _BrokenAsClass(StrategyConformance):
 def test_subclasses_run_one_test_per_check_and_skip_what_does_not_apply() -> None:
     """A subclass's test methods pass, skip with the reason, or fail with ConformanceError."""
     names = sorted(n for n in dir(StrategyConformance) if n.startswith("test_"))
-    assert names == sorted(f"test_{check}" for check in CHECKS)
+    assert names == sorted(f"test_{check}" for check in (*CHECKS, *CALIBRATION_CHECKS))
     suite = _ConformsAsClass()
     suite.test_mask()
     suite.test_global()
