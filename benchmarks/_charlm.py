@@ -17,6 +17,7 @@ an untied LM head.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -220,6 +221,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     context = model_config.context
     model.train()
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     losses: list[float] = []
     for step in range(config.steps):
@@ -241,7 +243,12 @@ def train(
             )
     seconds = time.perf_counter() - start
     model.eval()
-    return model, {"seconds": seconds, "final_loss": sum(losses[-20:]) / len(losses[-20:])}
+    return model, {
+        "seconds": seconds,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "threads": torch.get_num_threads(),
+        "load_average": [load, os.getloadavg()[0]],  # when training started and ended
+    }
 
 
 @torch.no_grad()

@@ -16,14 +16,24 @@ Every row starts from a deep copy of the same trained weights and prunes the
 MLP ``fc1``/``fc2``; embeddings, LayerNorms and the LM head stay dense), with
 ``pruneplug.prune_calibrated`` on the same 128 calibration sequences of 128
 characters (as the papers take 128 sequences of their context length), block
-by block unless the row says otherwise. Each row reports the perplexity on
-the whole held-out split (non-overlapping windows of 128), the sparsity
-reached over those 24 weights, and the seconds the pruning took (calibration
-forwards included; OWL's rows include ``pruneplug.owl_amounts``).
+by block unless the row says otherwise. The rows: dense; at 50 % and at 70 %
+unstructured, the papers' three (magnitude per tensor, Wanda per row,
+SparseGPT), magnitude per row and Wanda per tensor (to tell the criterion
+from the group it is compared in), global Wanda and OWL + Wanda; at 2:4,
+magnitude, Wanda and SparseGPT. Each row reports the perplexity on the whole
+held-out split (non-overlapping windows of 128), the sparsity reached over
+those 24 weights (all together, and the least and most of one), and the
+seconds the pruning took (calibration forwards included; OWL's rows include
+``pruneplug.owl_amounts``). Under the table, the papers' three rows of each
+pattern sorted by perplexity, and whether that is the papers' order.
+
+On a machine shared with busy processes, ``--threads 1`` is much faster than
+two threads: torch's threads wait for each other at every operation, and one
+that shares its CPU holds up the rest.
 
 Usage::
 
-    python benchmarks/calibration.py                # train once (about 4 min on 2 cores), then every row
+    python benchmarks/calibration.py                # train once (about 4 min on 2 idle cores), then every row
     python benchmarks/calibration.py --quick        # a tiny model trained for a few steps, seconds
     python benchmarks/calibration.py --threads 2    # torch's intra-op threads (default: the CPUs it may use)
     python benchmarks/calibration.py --no-cache     # train afresh and keep nothing
@@ -137,34 +147,45 @@ def owl(strategy: str, amount: float) -> Prune:
     return prune
 
 
-CRITERIA = (("magnitude", "magnitude (per tensor)"), ("wanda", "Wanda (per row)"), ("sparsegpt", "SparseGPT"))
-GLOBAL = {"scope": "global", "sequential": False, "compare": "tensor"}
+NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}  # the papers' three criteria
+SETTINGS = {"50 %": "50", "2:4": "2of4", "70 %": "70"}  # each pattern's suffix in the row keys
 
 
 def methods() -> list[Method]:
-    """Every row, in the table's order: dense, then 50 % unstructured, 2:4, and 70 % unstructured."""
+    """Every row, in the table's order: dense, then 50 % unstructured, 2:4, and 70 % unstructured.
+
+    Each unstructured setting has the papers' rows (magnitude per tensor,
+    Wanda per row, SparseGPT), the two other ways to compare (magnitude per
+    row, Wanda per tensor: which of criterion and comparison makes a
+    difference), global Wanda and OWL + Wanda.
+    """
     rows = [Method("dense", "dense", "—", "—", None)]
-    for amount in (0.5, 0.7):
-        setting, tag = f"{amount * 100:.0f} %", f"{amount * 100:.0f}"
-        for strategy, label in CRITERIA:
-            params: dict[str, Any] = {"amount": amount}
-            rows.append(
-                Method(f"{strategy}-{tag}", label, setting, shown(strategy, params), calibrated(strategy, **params))
-            )
-        params = {"amount": amount, **GLOBAL}
-        label = "global Wanda (across layers)"
-        rows.append(
-            Method(f"global-wanda-{tag}", label, setting, shown("wanda", params), calibrated("wanda", **params))
-        )
-        call = f'"wanda", amount=owl_amounts(model, calibration, amount={amount})'
-        rows.append(Method(f"owl-wanda-{tag}", "OWL + Wanda", setting, call, owl("wanda", amount)))
-        if amount == 0.5:
-            for strategy, label in CRITERIA:
-                params = {"amount": None, "keep_n": 2, "of_m": 4}
-                name = label.split(" (")[0]  # N:M compares within groups: neither per tensor nor per row
+    for setting, tag in SETTINGS.items():
+        if setting == "2:4":  # N:M compares within groups of 4: neither per tensor nor per row
+            for strategy, name in NAMES.items():
+                params: dict[str, Any] = {"amount": None, "keep_n": 2, "of_m": 4}
                 rows.append(
-                    Method(f"{strategy}-2of4", name, "2:4", shown(strategy, params), calibrated(strategy, **params))
+                    Method(f"{strategy}-{tag}", name, setting, shown(strategy, params), calibrated(strategy, **params))
                 )
+            continue
+        amount = int(tag) / 100
+        for key, label, strategy, extra in (
+            ("magnitude", "magnitude (per tensor)", "magnitude", {}),
+            ("wanda", "Wanda (per row)", "wanda", {}),
+            ("sparsegpt", "SparseGPT", "sparsegpt", {}),
+            ("magnitude-row", "magnitude (per row)", "magnitude", {"compare": "row"}),
+            ("wanda-tensor", "Wanda (per tensor)", "wanda", {"compare": "tensor"}),
+            (
+                "global-wanda",
+                "global Wanda (across layers)",
+                "wanda",
+                {"scope": "global", "sequential": False, "compare": "tensor"},
+            ),
+        ):
+            params = {"amount": amount, **extra}
+            rows.append(Method(f"{key}-{tag}", label, setting, shown(strategy, params), calibrated(strategy, **params)))
+        call = f'"wanda", amount=owl_amounts(model, calibration, amount={amount})'
+        rows.append(Method(f"owl-wanda-{tag}", "OWL + Wanda (per row)", setting, call, owl("wanda", amount)))
     return rows
 
 
@@ -175,15 +196,18 @@ def block_linears(model: nn.Module) -> list[str]:
     ]
 
 
-def sparsity(model: nn.Module, targets: list[str]) -> float:
-    """The fraction of zeros in the (masked) weights of ``targets``, all counted together."""
+def sparsity(model: nn.Module, targets: list[str]) -> tuple[float, dict[str, float]]:
+    """The fraction of zeros in the (masked) weights of ``targets`` all counted together, and that of each."""
     zeros = total = 0
+    each: dict[str, float] = {}
     with torch.no_grad():
         for name in targets:
             weight = model.get_submodule(name).weight
-            zeros += int((weight == 0).sum())
+            found = int((weight == 0).sum())
+            each[name] = found / weight.numel()
+            zeros += found
             total += weight.numel()
-    return zeros / total
+    return zeros / total, each
 
 
 def has_calibration_api() -> bool:
@@ -216,6 +240,7 @@ class Row:
     call: str
     perplexity: float | None = None
     sparsity: float | None = None
+    layer_sparsity: dict[str, float] | None = None  # per pruned weight
     seconds: float | None = None
     report: Any = None  # the CalibrationReport, as plain values
     skipped: str | None = None
@@ -233,7 +258,7 @@ def run_row(
         row.seconds = time.perf_counter() - start
         row.report = plain(report)
     row.perplexity = perplexity(model, test, context)
-    row.sparsity = sparsity(model, targets)
+    row.sparsity, row.layer_sparsity = sparsity(model, targets)
     seconds = "" if row.seconds is None else f", {row.seconds:.1f} s"
     print(f"  {method.key}: perplexity {row.perplexity:.3f}, sparsity {row.sparsity:.1%}{seconds}", file=sys.stderr)
     return row
@@ -310,14 +335,11 @@ PAPERS_ORDER = "magnitude worst, SparseGPT at or below Wanda"
 
 
 def ordering(rows: list[dict[str, Any]]) -> list[str]:
-    """Per setting, magnitude, Wanda and SparseGPT sorted by perplexity, and whether that is the papers' order."""
+    """Per setting, the papers' three rows sorted by perplexity, and whether that is the papers' order."""
+    perplexities = {row["key"]: row["perplexity"] for row in rows if row["perplexity"] is not None}
     lines = []
-    for setting in ("50 %", "2:4", "70 %"):
-        found = {
-            row["key"].split("-")[0]: row["perplexity"]
-            for row in rows
-            if row["setting"] == setting and row["perplexity"] is not None and row["key"].split("-")[0] in NAMES
-        }
+    for setting, tag in SETTINGS.items():
+        found = {name: perplexities[f"{name}-{tag}"] for name in NAMES if f"{name}-{tag}" in perplexities}
         if len(found) < len(NAMES):
             continue
         ranked = sorted(found, key=lambda name: found[name])
@@ -327,7 +349,16 @@ def ordering(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def _training_load(train: dict[str, Any]) -> str:
+    """`` on 2 threads, load average 0.3 to 0.5`` where the training info says (older caches do not)."""
+    if "threads" not in train:
+        return ""
+    start, end = train["load_average"]
+    return f" on {_threads(train['threads'])}, load average {start:.1f} to {end:.1f}"
 
 
 def render(result: dict[str, Any], about: dict[str, Any], quick: bool) -> str:
@@ -335,7 +366,7 @@ def render(result: dict[str, Any], about: dict[str, Any], quick: bool) -> str:
     dense = next((row["perplexity"] for row in result["rows"] if row["key"] == "dense"), None)
     trained = "loaded from the cache" if train["cached"] else "trained in this run"
     lines = [
-        f"Machine: {about['cpus']} CPUs ({about['cpu']}), torch on {about['threads']} threads, "
+        f"Machine: {about['cpus']} CPUs ({about['cpu']}), torch on {_threads(about['threads'])}, "
         f"Python {about['python']}, torch {about['torch']}; load average {about['load_average']:.1f} when the run "
         f"started, {about['load_average_end']:.1f} when it ended" + ("; --quick." if quick else "."),
         "",
@@ -345,24 +376,27 @@ def render(result: dict[str, Any], about: dict[str, Any], quick: bool) -> str:
         f"{result['pruned_parameters'] / 1e6:.2f} M of them in the pruned Linear weights. "
         f"Trained {train['steps']} steps of {train['batch']} windows "
         f"({train['steps'] * train['batch'] * model['context'] / data['train']:.2g} passes over the "
-        f"{data['train']:,} training characters) in {train['seconds']:.0f} s ({trained}). Held out: "
+        f"{data['train']:,} training characters) in {train['seconds']:.0f} s{_training_load(train)} ({trained}). "
+        "Held out: "
         f"{data['test']:,} characters; a unigram model (character frequencies) has perplexity "
         f"{result['unigram_perplexity']:.2f} there. Calibration: {result['calibration']['sequences']} sequences of "
         f"{result['calibration']['length']} characters.",
         "",
-        "| pattern | method | `prune_calibrated(model, ...)` | held-out perplexity | × dense | sparsity | time |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| pattern | method | `prune_calibrated(model, ...)` | held-out perplexity | × dense | sparsity "
+        "| layers' sparsity (min–max) | time |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         if row["skipped"] is not None:
-            lines.append(f"| {row['setting']} | {row['label']} | `{row['call']}` | skipped | | | |")
+            lines.append(f"| {row['setting']} | {row['label']} | `{row['call']}` | skipped | | | | |")
             continue
         ratio = "—" if dense is None or row["key"] == "dense" else f"{row['perplexity'] / dense:.2f}×"
         seconds = "—" if row["seconds"] is None else f"{row['seconds']:.1f} s"
         call = "—" if row["call"] == "—" else f"`{row['call']}`"
+        each = row["layer_sparsity"].values()
         lines.append(
             f"| {row['setting']} | {row['label']} | {call} | {row['perplexity']:.3f} | {ratio} "
-            f"| {row['sparsity']:.1%} | {seconds} |"
+            f"| {row['sparsity']:.1%} | {min(each):.0%}–{max(each):.0%} | {seconds} |"
         )
     order = ordering(result["rows"])
     if order:
