@@ -52,7 +52,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ class Method:
 
     key: str
     label: str
-    setting: str  # the rows are grouped by it: "dense", "50 %", "2:4", "70 %"
+    setting: str  # the rows are grouped by it: "—" (dense), "50 %", "2:4", "70 %"
     call: str  # what is passed to prune_calibrated, as the table shows it
     prune: Prune | None  # None: the dense model
 
@@ -219,7 +219,7 @@ def plain(value: Any) -> Any:
     """``value`` (a report: dataclasses, mappings, tensors) as JSON-ready values."""
     if is_dataclass(value) and not isinstance(value, type):
         return {field.name: plain(getattr(value, field.name)) for field in fields(value)}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # the report's layers are a read-only mappingproxy
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]

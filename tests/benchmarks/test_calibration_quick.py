@@ -61,6 +61,10 @@ def test_quick_run_trains_prunes_every_row_and_writes_the_json(tmp_path: Path, b
     assert all(row["perplexity"] > 1 and 0 <= row["sparsity"] <= 1 for row in result["rows"])
     assert all(row["seconds"] > 0 for row in result["rows"] if row["key"] != "dense")
     assert len(result["targets"]) == 6 * bench.QUICK.model["blocks"]
+    for row in result["rows"][1:]:  # each CalibrationReport, as plain JSON
+        assert set(row["report"]["layers"]) == set(result["targets"]), row["key"]
+        reported = {name: layer["sparsity"] for name, layer in row["report"]["layers"].items()}
+        assert reported == pytest.approx(row["layer_sparsity"]), row["key"]  # the report agrees with the zeros
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + len(keys)  # the header, its rule, a line per row
     assert "| held-out perplexity |" in table[0]
