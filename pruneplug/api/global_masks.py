@@ -147,8 +147,14 @@ def global_masks(
             a strategy raises scoring one target propagate as it is; by
             default it becomes a :class:`~pruneplug.StrategyFailedError`
             naming the target.
-    """
 
+    Raises:
+        IncompatibleStrategyError: the strategy's ``global_refusal()`` says
+            its configuration selects within one tensor (per row, N:M).
+    """
+    refusal = method.global_refusal() if isinstance(method, UnstructuredStrategy) else None
+    if refusal is not None:
+        raise IncompatibleStrategyError(f"global pruning cannot use this configuration: {refusal}")
     kept: list[Tensor | None] = [None] * len(states)  # per target: its protected, still unpruned entries
 
     def finish(index: int, keep: Tensor) -> Tensor:

@@ -143,7 +143,9 @@ def prune_global(
             tied parameter listed through two modules.
         IncompatibleStrategyError: the strategy is not of kind
             ``"unstructured"`` (a strategy of kind ``"global"`` computes one
-            tensor's mask from that whole tensor: use :func:`prune` per tensor).
+            tensor's mask from that whole tensor: use :func:`prune` per tensor),
+            or its parameters select within each tensor (``wanda`` with
+            ``compare="row"`` or N:M: the strategy's ``global_refusal()``).
         StrategyNotFoundError, StrategyConflictError: as for :func:`prune`.
         InvalidAmountError, InvalidParametersError,
         InvalidImportanceScoresError, InvalidMaskError, StrategyFailedError:

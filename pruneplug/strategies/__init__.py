@@ -11,10 +11,15 @@ name                      kind          prunes
 ``custom_from_mask``      global        what a given mask says
 ``scored_unstructured``   unstructured  the entries lowest by any registered score
 ``scored_structured``     structured    the slices lowest by any registered score
+``magnitude``             unstructured  the smallest-magnitude entries per tensor, per row or N:M
+``wanda``                 unstructured  the lowest ``|W| * ||X||`` (calibration data) per row, tensor or N:M
+``sparsegpt``             global        by OBS with the calibration Hessian, updating the weights kept
 ========================  ============  ============================================
 
 Global pruning across tensors is :func:`pruneplug.prune_global` with any
-unstructured strategy.
+unstructured strategy (``wanda`` and ``magnitude`` with ``compare="tensor"``).
+``wanda`` and ``sparsegpt`` read statistics of calibration data
+(:func:`pruneplug.prune_calibrated`); N:M means ``keep_n`` kept of every ``of_m``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from ..hookspecs import StrategyItem, hookimpl
 from ..selection.scores import BUILTIN_SCORES, ImportanceScore
 from ..statistics.spec import BUILTIN_STATISTICS, Statistic
 from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
+from ._obs import obs_prune
+from .calibrated import (
+    Magnitude,
+    MagnitudeParams,
+    SparseGPT,
+    SparseGPTParams,
+    SparsityParams,
+    Wanda,
+    WandaParams,
+)
 from .custom import CustomFromMask, CustomFromMaskParams, PrecomputedMask
 from .scored import ScoredStructured, ScoredStructuredParams, ScoredUnstructured, ScoredUnstructuredParams
 from .structured import LnStructured, LnStructuredParams, RandomStructured, RandomStructuredParams
@@ -49,6 +64,14 @@ __all__ = [
     "ScoredUnstructuredParams",
     "ScoredStructured",
     "ScoredStructuredParams",
+    "SparsityParams",
+    "Magnitude",
+    "MagnitudeParams",
+    "Wanda",
+    "WandaParams",
+    "SparseGPT",
+    "SparseGPTParams",
+    "obs_prune",
     "pruneplug_add_strategies",
     "pruneplug_add_importance_scores",
     "pruneplug_add_statistics",
@@ -63,6 +86,9 @@ BUILTIN_STRATEGIES = (
     CustomFromMask,
     ScoredUnstructured,
     ScoredStructured,
+    Magnitude,
+    Wanda,
+    SparseGPT,
 )
 
 

@@ -115,6 +115,16 @@ class UnstructuredStrategy(BasePruningMethod):
         can follow it here. Default: nothing.
         """
 
+    def global_refusal(self) -> str | None:
+        """Why this configured instance cannot rank entries across tensors, or ``None`` if it can.
+
+        :func:`pruneplug.prune_global` raises
+        :class:`~pruneplug.IncompatibleStrategyError` with this text: for a
+        strategy whose parameters make its selection a rule within one tensor
+        (per row, per N:M group), say so and what to pass instead. Default: ``None``.
+        """
+        return None
+
     def score_rewinder(self, device: torch.device) -> Callable[[], None] | None:
         """For scores that consume randomness: a function restarting the stream (see RandomUnstructured)."""
         return None

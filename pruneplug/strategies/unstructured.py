@@ -17,7 +17,7 @@ from ..selection.amount import count_to_prune
 from ..selection.exact import ScoreSource
 from ._base import AmountParams, UnstructuredStrategy
 
-__all__ = ["Identity", "L1Unstructured", "RandomUnstructured", "RandomUnstructuredParams"]
+__all__ = ["Identity", "L1Unstructured", "RandomUnstructured", "RandomUnstructuredParams", "abs_into"]
 
 
 class Identity(BasePruningMethod):
@@ -57,11 +57,7 @@ class L1Unstructured(UnstructuredStrategy):
 
     def scores_into(self, values: Tensor, out: Tensor) -> Tensor:
         """``|values|`` written into the reusable buffer ``out`` (exact: fp16/bf16 widen to fp32)."""
-        if values.dtype == out.dtype:
-            return torch.abs(values, out=out)
-        if values.is_complex():
-            return out.copy_(values.abs())  # the modulus, as torch ranks complex entries
-        return torch.abs(out.copy_(values), out=out)
+        return abs_into(values, out)
 
     @classmethod
     def apply(  # type: ignore[override]
@@ -170,6 +166,15 @@ class RandomUnstructured(UnstructuredStrategy):
     def apply(cls, module: torch.nn.Module, name: str, amount: int | float) -> torch_prune.BasePruningMethod:  # type: ignore[override]
         """Prune ``amount`` random entries of ``module.<name>``."""
         return super().apply(module, name, amount=amount)
+
+
+def abs_into(values: Tensor, out: Tensor) -> Tensor:
+    """``|values|`` written into the float buffer ``out`` (exact: fp16/bf16 widen to fp32; complex: the modulus)."""
+    if values.dtype == out.dtype:
+        return torch.abs(values, out=out)
+    if values.is_complex():
+        return out.copy_(values.abs())  # the modulus, as torch ranks complex entries
+    return torch.abs(out.copy_(values), out=out)
 
 
 def _default_generator(device: torch.device) -> torch.Generator | None:

@@ -18,10 +18,13 @@ BUILTIN_NAMES = [
     "identity",
     "l1_unstructured",
     "ln_structured",
+    "magnitude",
     "random_structured",
     "random_unstructured",
     "scored_structured",
     "scored_unstructured",
+    "sparsegpt",
+    "wanda",
 ]
 
 
@@ -53,10 +56,13 @@ def test_specs_describe_kind_params_and_provider(registry: pruneplug.Registry) -
         "identity": "unstructured",
         "l1_unstructured": "unstructured",
         "ln_structured": "structured",
+        "magnitude": "unstructured",
         "random_structured": "structured",
         "random_unstructured": "unstructured",
         "scored_structured": "structured",
         "scored_unstructured": "unstructured",
+        "sparsegpt": "global",
+        "wanda": "unstructured",
     }
     for spec in registry.specs():
         assert issubclass(spec.params_model, BaseModel)
@@ -82,7 +88,7 @@ def test_unknown_name_lists_close_matches(registry: pruneplug.Registry) -> None:
 
 def test_list_strategies_filters(registry: pruneplug.Registry) -> None:
     assert pruneplug.list_strategies("*_structured") == ["ln_structured", "random_structured", "scored_structured"]
-    assert pruneplug.list_strategies(kind="global") == ["custom_from_mask"]
+    assert pruneplug.list_strategies(kind="global") == ["custom_from_mask", "sparsegpt"]
     assert pruneplug.list_strategies("l1*", kind="structured") == []
 
 
