@@ -310,11 +310,8 @@ def prune_calibrated(
     and gradients are the user's again afterwards. Memory, sequentially: the
     current block's inputs once per batch (on the model's device, in its
     dtype), its dense outputs until its pruned ones replace them, and its
-    layers' statistics. SparseGPT-like strategies that update weights have the
-    old values of each weight they update written to a temporary file (in
-    ``TMPDIR``), to restore them on failure: as much disk as those weights
-    take, deleted when the call returns (kept in memory where no temporary
-    file can be written).
+    layers' statistics; SparseGPT-like strategies that update weights also
+    keep a CPU copy of each weight they update, to restore it on failure.
 
     Returns:
         A :class:`CalibrationReport`: per layer the amount asked, sparsity
@@ -433,8 +430,6 @@ def prune_calibrated(
     except BaseException:
         run.rollback.restore()
         raise
-    finally:
-        run.rollback.close()
     layers = {
         t.name: LayerResult(
             amount=amounts[t.name],
