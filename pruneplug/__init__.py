@@ -98,7 +98,11 @@ from .registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
-from .selection.scores import ImportanceScore as ImportanceScore, ScoreTarget as ScoreTarget
+from .selection.scores import (
+    ImportanceScore as ImportanceScore,
+    ScoreTarget as ScoreTarget,
+    current_target as current_target,
+)
 from .statistics.context import statistics_for as statistics_for, using_statistics as using_statistics
 from .statistics.spec import NeedsStatistics as NeedsStatistics, Statistic as Statistic
 from .storage.formats import MaskStorage as MaskStorage
@@ -168,6 +172,7 @@ __all__ = [
     "SelectsSlices",
     "ImportanceScore",
     "ScoreTarget",
+    "current_target",
     "StrategyParams",
     "StrategySpec",
     "strategy_spec",

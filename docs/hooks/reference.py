@@ -323,6 +323,21 @@ def render_plan_files(registry: Registry) -> str:
             "| --- | --- | --- | --- |",
             *_field_rows(example.get("properties", {}), set(example.get("required", [])), refs),
         ]
+    calibration = defs.get("CalibrationSource")
+    if calibration is not None:
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            "`calibration` names the Python code that gives the data of data-aware rules (`wanda`, "
+            "`sparsegpt`, the `taylor` score with a loss): "
+            '`calibration = { batches = "mypkg.data:calibration_batches" }`. Each such rule is applied '
+            "through `pruneplug.prune_calibrated`, in order (see [calibration](../plans.md#calibration)).",
+            "",
+            "| field | type | default | notes |",
+            "| --- | --- | --- | --- |",
+            *_field_rows(calibration.get("properties", {}), set(calibration.get("required", [])), refs),
+        ]
     if rule_defs:
         first = next(iter(rule_defs.values()))
         lines += [

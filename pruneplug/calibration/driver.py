@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..api.catalog import StrategyLike, instantiate, resolve_strategy
 from ..api.global_prune import prune_global
 from ..api.prune import prune
-from ..core.fast_path import UpdatesValues
+from ..core.fast_path import updating_values
 from ..core.state import default_alive, tensor_state
 from ..errors import (
     CalibrationError,
@@ -75,7 +75,6 @@ class _Run:
     """What every target's prune needs: the strategy and its settings, and what to put back on failure."""
 
     strategy: StrategyLike
-    name: str
     params: dict[str, Any]
     amounts: dict[str, int | float | None]
     mask_storage: MaskStorage | None
@@ -310,8 +309,9 @@ def prune_calibrated(
     and gradients are the user's again afterwards. Memory, sequentially: the
     current block's inputs once per batch (on the model's device, in its
     dtype), its dense outputs until its pruned ones replace them, and its
-    layers' statistics; SparseGPT-like strategies that update weights also
-    keep a CPU copy of each weight they update, to restore it on failure.
+    layers' statistics. The old values of weights a strategy updates
+    (SparseGPT's), kept to restore them on failure, go to a temporary file
+    for a model in CPU memory and to CPU memory for one on an accelerator.
 
     Returns:
         A :class:`CalibrationReport`: per layer the amount asked, sparsity
@@ -371,11 +371,11 @@ def prune_calibrated(
         found = find_blocks(model, blocks) if inside else None
         selection = select_targets(model, targets, found, sequential=inside)
         amounts = _amounts(amount, selection)
-        methods = [
+        # every distinct amount is validated with the parameters before anything runs
+        method, *_ = [
             instantiate(strategy, spec, dict(params) if value is None else {"amount": value, **params})
             for value in dict.fromkeys(amounts.values())
         ]
-        method = methods[0]
         statistics = _statistics(method, spec.name)
         gradient = reads_gradients(method)
         if gradient and loss is None:
@@ -402,38 +402,39 @@ def prune_calibrated(
         amounts = {name: owl[name] for name in amounts}
     run = _Run(
         strategy=strategy,
-        name=spec.name,
         params=dict(params),
         amounts=amounts,
         mask_storage=mask_storage,
-        updates_values=isinstance(method, UpdatesValues),
+        updates_values=updating_values(method),
         rollback=Rollback(t.module for t in selection.targets),
     )
     rows = {t.name: 0 for t in selection.targets}
     block_results: list[BlockResult] = []
-    try:
-        with calibrating(model):
-            gradients = (
-                calibration_gradients(model, selection.targets, calibration, loss)
-                if gradient and loss is not None
-                else nullcontext()
-            )
-            with gradients:
-                if sequential and found is not None:
-                    total = 1 + max(t.block if t.block is not None else 0 for t in selection.targets)
-                    with block_progress(total, progress) as bar:
-                        block_results, batches = _sequential(
-                            model, found, selection, calibration, statistics, run, bar, rows
-                        )
-                else:
-                    batches = _one_pass(model, selection, calibration, statistics, run, scope, amount, rows)
-    except BaseException:
-        run.rollback.restore()
-        raise
+    with run.rollback:  # (leaving it deletes the old values kept on disk: after a restore)
+        try:
+            with calibrating(model):
+                gradients = (
+                    calibration_gradients(model, selection.targets, calibration, loss)
+                    if gradient and loss is not None
+                    else nullcontext()
+                )
+                with gradients:
+                    if sequential and found is not None:
+                        total = 1 + max(t.block if t.block is not None else 0 for t in selection.targets)
+                        with block_progress(total, progress) as bar:
+                            block_results, batches = _sequential(
+                                model, found, selection, calibration, statistics, run, bar, rows
+                            )
+                    else:
+                        batches = _one_pass(model, selection, calibration, statistics, run, scope, amount, rows)
+        except BaseException:
+            run.rollback.restore()
+            raise
     layers = {
         t.name: LayerResult(
             amount=amounts[t.name],
             sparsity=_sparsity(t.module),
+            entries=tensor_state(t.module, "weight").orig.numel(),
             rows=rows[t.name],
             block=found[t.block].name if found is not None and t.block is not None else None,
         )

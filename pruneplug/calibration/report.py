@@ -19,12 +19,14 @@ class LayerResult:
             of them, including those pruned before).
         rows: calibration rows (tokens) its inputs held.
         block: the qualified name of its block, ``None`` outside the blocks.
+        entries: how many entries its weight has.
     """
 
     amount: int | float | None
     sparsity: float
     rows: int
     block: str | None
+    entries: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,11 @@ class CalibrationReport:
 
     @property
     def sparsity(self) -> float:
-        """Mean sparsity over the pruned layers, unweighted."""
-        if not self.layers:
+        """The fraction of all the targets' weight entries pruned (each layer weighted by its size)."""
+        entries = sum(layer.entries for layer in self.layers.values())
+        if entries == 0:
             return 0.0
-        return sum(layer.sparsity for layer in self.layers.values()) / len(self.layers)
+        return sum(layer.sparsity * layer.entries for layer in self.layers.values()) / entries
 
     def __str__(self) -> str:
         name_width = max([len("layer"), *(len(name) for name in self.layers)])

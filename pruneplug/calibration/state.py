@@ -9,13 +9,19 @@ modes and cache setting afterwards, whatever happens.
 each module's attributes, parameters, buffers and hooks
 (:class:`~pruneplug.core.commit.ModuleSnapshot`), and the values of every
 weight a strategy updates in place (SparseGPT's) -- so that a failure in any
-block leaves the model exactly as it was.
+block leaves the model exactly as it was. Those old values are the size of
+every pruned weight together: they are written to a temporary file for
+weights in CPU memory (the model's own memory holds no second copy; the
+kernel's page cache holds what it can spare), and kept in CPU memory for
+weights on an accelerator. The file is deleted when the call ends.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -47,24 +53,45 @@ def calibrating(model: nn.Module) -> Iterator[None]:
 
 
 class Rollback:
-    """What a calibrated prune changes on ``modules``, kept to be put back by :meth:`restore`."""
+    """What a calibrated prune changes on ``modules``, kept to be put back by :meth:`restore`.
+
+    Use it as a context manager: leaving it deletes the temporary file of old values.
+    """
 
     def __init__(self, modules: Iterable[nn.Module]) -> None:
         self._snapshots = [ModuleSnapshot(module) for module in modules]
-        self._values: list[tuple[Tensor, Tensor]] = []
+        self._values: list[tuple[Tensor, Tensor | Path]] = []
         self._kept: set[int] = set()
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Rollback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
     def keep_values(self, module: nn.Module) -> None:
-        """Copy the values of ``module``'s weight (``weight_orig`` if pruned) before a strategy updates them.
+        """Keep the values of ``module``'s weight (``weight_orig`` if pruned) before a strategy updates them.
 
-        The copy lives on the CPU, so an accelerator holds no second copy of the
-        weights; each weight is copied once.
+        Each weight is kept once: in a temporary file when it lives in CPU
+        memory, as a CPU copy when it lives on an accelerator.
         """
         weight = weight_of(module)
         if weight is None or id(weight) in self._kept:
             return
         self._kept.add(id(weight))
-        self._values.append((weight, weight.detach().to("cpu", copy=True)))
+        if weight.device.type != "cpu":
+            self._values.append((weight, weight.detach().to("cpu", copy=True)))
+            return
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="pruneplug-rollback-")
+        path = Path(self._folder.name) / f"{len(self._values)}.pt"
+        values = weight.detach()
+        whole = values.is_contiguous() and values.untyped_storage().nbytes() == values.numel() * values.element_size()
+        torch.save(values if whole else values.clone(), path)  # (torch.save writes a view's whole storage)
+        self._values.append((weight, path))
 
     def restore(self) -> None:
         """Put every module back as it was, weights included."""
@@ -72,4 +99,5 @@ class Rollback:
             snapshot.restore()
         with torch.no_grad():
             for weight, saved in reversed(self._values):
-                weight.copy_(saved.to(weight.device))
+                old = torch.load(saved, mmap=True, weights_only=True) if isinstance(saved, Path) else saved
+                weight.copy_(old.to(weight.device))

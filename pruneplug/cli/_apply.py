@@ -10,6 +10,11 @@ temporary file. ``--input-shape``/``--input-dtype`` give the example input
 that channel rules and compaction run the model on (over the plan's).
 ``--dry-run`` stops after applying: it prints what each rule selects, the
 sparsity it would give and what compaction would give, and writes nothing.
+``--calibration MODULE:FUNCTION`` names the function giving the batches of
+data-aware rules (``wanda``, ``sparsegpt``), over the plan's
+``calibration.batches`` (or as a plan's calibration section of its own); the
+plan's calibration functions, as the factory, are imported with the current
+directory first on the path.
 
 ``--hf DIR`` takes a Hugging Face transformers model directory instead of
 ``--model``/``--weights`` (:mod:`~pruneplug.cli._hf`): the model is loaded
@@ -25,14 +30,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from ..api import remove as remove_pruning
 from ..compaction import CompactionReport
 from ..io.checkpoints import check_output, load_checkpoint, save_checkpoint
 from ..io.report import report, tensor_histories
-from ..plans import apply_plan, load_plan
+from ..plans import CalibrationSource, Plan, apply_plan, load_plan
 from ._app import BadInput, command, console
-from ._factory import build_model
+from ._factory import build_model, cwd_importable
 from ._hf import check_norms, check_output_dir, load_hf, save_hf, token_input
 from ._inputs import InputDtype, InputShape, example_input
 from ._progress import steps
@@ -103,6 +109,16 @@ def apply_command(
     ] = False,
     input_shape: InputShape = None,
     input_dtype: InputDtype = None,
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration",
+            metavar="MODULE:FUNCTION",
+            help="The function giving the calibration batches of data-aware rules (wanda, sparsegpt), called with "
+            "no arguments; replaces the plan's calibration.batches (or gives the plan a calibration section). "
+            "Imported with the current directory on the path, e.g. my_data:calibration_batches.",
+        ),
+    ] = None,
 ) -> None:
     """Apply a pruning plan to a model's weights and save the result."""
     if (model is None) == (hf is None):
@@ -117,7 +133,7 @@ def apply_command(
             check_output_dir(output, overwrite=force)
         else:
             check_output(output, overwrite=force)
-    loaded = load_plan(plan)
+    loaded = _with_calibration(load_plan(plan), calibration)
     given = example_input(input_shape, input_dtype, loaded.example_input)
     compacting = compact or loaded.compact
     built = build_model(str(model)) if hf is None else None  # (an --hf model loads below, as a step)
@@ -147,9 +163,10 @@ def apply_command(
         if given is not loaded.example_input:
             loaded = loaded.model_copy(update={"example_input": given})
         progress.start("applying the plan")
-        result = apply_plan(
-            net, loaded, dry_run=dry_run, progress=advance, source=str(plan), compact=True if compact else None
-        )
+        with cwd_importable():  # the plan's calibration functions, as the factory
+            result = apply_plan(
+                net, loaded, dry_run=dry_run, progress=advance, source=str(plan), compact=True if compact else None
+            )
         if compacting:
             progress.advance()
         if output is not None and not dry_run:
@@ -186,6 +203,21 @@ def apply_command(
         compacted = f"compacted: --model {model} loads it, resized to it"
         masks = f"{compacted}; {masks}" if remove or final.totals.masked_tensors else f"{compacted}; no masks left"
     console.print(f"Wrote {output}; {masks}.")
+
+
+def _with_calibration(plan: Plan, spec: str | None) -> Plan:
+    """``plan`` with ``--calibration``'s function as its calibration batches (the rest of its section kept)."""
+    if spec is None:
+        return plan
+    section = {} if plan.calibration is None else plan.calibration.model_dump()
+    try:
+        source = CalibrationSource.model_validate({**section, "batches": spec})
+    except ValidationError:
+        raise BadInput(
+            f"--calibration {spec!r}: expected MODULE:FUNCTION, a Python module and a function in it returning the "
+            "calibration batches, e.g. my_data:calibration_batches"
+        ) from None
+    return plan.model_copy(update={"calibration": source})
 
 
 def _hf_outcome(compaction: CompactionReport | None) -> str:

@@ -3,8 +3,9 @@
 ``pruneplug.models:LeNet`` imports :mod:`pruneplug.models` and calls
 ``LeNet()``; ``mypkg.nets:build.resnet18`` follows attributes after the
 colon. The current directory is searched first, as ``python -m`` does, so a
-``models.py`` in the directory pruneplug runs from works. Anything that goes wrong is the user's
-input, reported as :class:`~pruneplug.cli._app.BadInput` (exit status 2).
+``models.py`` in the directory pruneplug runs from works (:func:`cwd_importable`;
+``pruneplug apply`` imports a plan's calibration functions the same way). Anything that goes wrong is
+the user's input, reported as :class:`~pruneplug.cli._app.BadInput` (exit status 2).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from torch import nn
 from torch.nn.parameter import is_lazy
@@ -19,16 +22,27 @@ from torch.nn.parameter import is_lazy
 from ..errors import close_matches_hint
 from ._app import BadInput
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "cwd_importable"]
 
 
-def _import(module_name: str, spec: str) -> object:
+@contextmanager
+def cwd_importable() -> Iterator[None]:
+    """The current directory first on ``sys.path`` for the ``with`` block (as ``python -m`` puts it there)."""
     cwd = os.getcwd()
     added = cwd not in sys.path
     if added:
         sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(module_name)
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _import(module_name: str, spec: str) -> object:
+    try:
+        with cwd_importable():
+            return importlib.import_module(module_name)
     except ImportError as error:
         raise BadInput(f"--model {spec!r}: cannot import {module_name!r}: {error}") from error
     except Exception as error:  # the user's module raised while importing
@@ -38,9 +52,6 @@ def _import(module_name: str, spec: str) -> object:
             f"--model {spec!r}: importing {module_name!r} called sys.exit({error.code!r}); "
             "the factory's module must be importable without running a script"
         ) from error
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
 
 
 def build_model(spec: str) -> nn.Module:

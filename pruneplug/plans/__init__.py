@@ -14,7 +14,10 @@ selected tensors pooled). A rule with ``channels = true`` prunes coupled
 channel groups instead (:func:`pruneplug.prune_channels`), tracing the model
 on the plan's ``example_input``; ``compact = true`` then removes the pruned
 channels for real (:func:`pruneplug.compact`), and the :class:`PlanReport`
-says what that gave. Anything wrong raises :class:`PlanError` naming the
+says what that gave. A data-aware rule (``wanda``, ``sparsegpt``) runs on the
+batches the plan's ``calibration`` section names (:class:`CalibrationSource`,
+a ``MODULE:FUNCTION``), through :func:`pruneplug.prune_calibrated`, one call
+per rule, in order. Anything wrong raises :class:`PlanError` naming the
 file, the rule and the field, and leaves the model unchanged. See
 ``docs/plans.md``.
 """
@@ -22,6 +25,7 @@ file, the rule and the field, and leaves the model unchanged. See
 from __future__ import annotations
 
 from ._apply import PlanLike as PlanLike, Progress as Progress, apply_plan as apply_plan
+from ._calibration import CalibrationSource as CalibrationSource
 from ._errors import PlanError as PlanError
 from ._formats import (
     FORMATS as FORMATS,
@@ -59,6 +63,7 @@ __all__ = [
     "ExampleInput",
     "INPUT_DTYPES",
     "example_tensor",
+    "CalibrationSource",
     "PlanLike",
     "Progress",
     "resolve_plan",

@@ -18,7 +18,16 @@
    beyond the modules a rule names (coupled layers, norms), so a plan with
    either snapshots every module of the model, and the values of its
    parameters, which compaction replaces in place.
-4. A dry run does all of that and then restores the model regardless: a dry
+4. A data-aware rule (``wanda``, ``sparsegpt``, a taylor score with the
+   plan's loss; :mod:`~pruneplug.plans._calibrated`) goes through
+   :func:`pruneplug.prune_calibrated`, one call per rule, on the batches the
+   plan's ``calibration`` section names -- imported and called once, after
+   every rule is resolved and before anything is pruned. A strategy that
+   writes new values into the weights it keeps (``sparsegpt``) changes them
+   in place, so their values are kept first (as ``prune_calibrated`` keeps
+   them: in a temporary file for a model in CPU memory) whenever something
+   could still have to undo the rule (a later rule, the compaction, a dry run).
+5. A dry run does all of that and then restores the model regardless: a dry
    run with ``compact`` reports what compaction would give.
 """
 
@@ -32,6 +41,7 @@ import torch
 from torch import nn
 
 from ..api import prune, prune_global
+from ..calibration.state import Rollback
 from ..compaction import CompactionReport, compact as compact_model, prune_channels
 from ..compaction.trace import ExampleInputs
 from ..core.commit import ModuleSnapshot
@@ -51,6 +61,13 @@ from ..errors import (
 )
 from ..io.report import RuleOutcome, report
 from ..storage.formats import MaskStorage
+from ._calibrated import (
+    check_gradient_batches,
+    prune_rule_calibrated,
+    settings_for,
+    updates_values,
+)
+from ._calibration import Batches, CalibrationData, Loss, load_calibration
 from ._errors import PlanError, tensor_error
 from ._formats import load_plan
 from ._model import Plan, parse_plan
@@ -146,7 +163,11 @@ def _prune_channels(model: nn.Module, resolved: ResolvedRule, inputs: ExampleInp
 
 
 def _apply_rule(
-    model: nn.Module, resolved: ResolvedRule, mask_storage: MaskStorage | None, inputs: ExampleInputs | None
+    model: nn.Module,
+    resolved: ResolvedRule,
+    mask_storage: MaskStorage | None,
+    inputs: ExampleInputs | None,
+    data: CalibrationData | None,
 ) -> RuleOutcome:
     rule = resolved.rule
     if resolved.skipped is not None:
@@ -167,6 +188,11 @@ def _apply_rule(
     params = dict(rule.params)
     if rule.channels:
         _prune_channels(model, resolved, inputs)
+    elif resolved.calibrated is not None:
+        if data is None:  # pragma: no cover - _apply loads it for every data-aware rule
+            raise PlanError("a data-aware rule needs calibration data", rule=resolved.index, field="calibration")
+        layers = [t.module_name for t in targets]
+        prune_rule_calibrated(model, rule, resolved.index, layers, data, mask_storage)
     elif rule.scope == "global":
         try:
             prune_global([(t.module, t.tensor) for t in targets], rule.strategy, mask_storage=mask_storage, **params)
@@ -202,6 +228,8 @@ def apply_plan(
     source: str | None = None,
     example_inputs: ExampleInputs | None = None,
     compact: bool | None = None,
+    calibration: Batches | None = None,
+    loss: Loss | None = None,
 ) -> PlanReport:
     """Apply every rule of ``plan`` to ``model``, in order, atomically; return the sparsity report.
 
@@ -217,6 +245,12 @@ def apply_plan(
             ``example_input`` describes.
         compact: after the rules, remove the pruned channels for real
             (:func:`pruneplug.compact`); default: as the plan's ``compact`` says.
+        calibration: the data of data-aware rules (``wanda``, ``sparsegpt``):
+            an iterable of batches or a callable ``run(model)``, as
+            :func:`pruneplug.prune_calibrated` takes; default: what the
+            function the plan's ``calibration.batches`` names returns.
+        loss: ``loss(output, batch) -> scalar tensor``, for rules whose score
+            reads gradients (``taylor``); default: the plan's ``calibration.loss``.
 
     Returns:
         :class:`PlanReport`: the :class:`~pruneplug.Report` of the whole
@@ -232,7 +266,16 @@ def apply_plan(
     if source is None and isinstance(plan, (str, os.PathLike)):
         source = str(plan)
     try:
-        return _apply(model, _as_plan(plan, source), dry_run, progress, example_inputs, compact)
+        return _apply(
+            model,
+            _as_plan(plan, source),
+            dry_run,
+            progress,
+            example_inputs,
+            compact,
+            calibration=calibration,
+            loss=loss,
+        )
     except PlanError as error:
         raise error.locate(source=source) from error.__cause__
 
@@ -283,15 +326,24 @@ def _apply(
     progress: Progress | None,
     example_inputs: ExampleInputs | None,
     compact: bool | None,
+    *,
+    calibration: Batches | None = None,
+    loss: Loss | None = None,
 ) -> PlanReport:
-    """Resolve every rule, snapshot what they select, apply in order; restore on failure or for a dry run."""
+    """Resolve every rule, load the calibration, snapshot what the rules select, apply in order; restore on
+    failure or for a dry run."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"a plan applies to a torch.nn.Module, got {type(model).__name__}")
     compacting = plan.compact if compact is None else compact
     inputs, described = plan_inputs(model, plan, example_inputs)
     if compacting and inputs is None:
         _compact(model, None)  # raises: the example input is missing
-    resolved = resolve_with(model, plan, inputs, described)
+    settings = settings_for(plan.calibration, batches=calibration is not None, loss=loss is not None)
+    resolved = resolve_with(model, plan, inputs, described, settings)
+    active = [item for item in resolved if item.calibrated is not None and item.skipped is None]
+    data = load_calibration(plan.calibration, batches=calibration, loss=loss, passes=len(active)) if active else None
+    if data is not None:
+        check_gradient_batches([(item.index, item.rule) for item in active], data)
     restore_rng = torch.get_rng_state()
     snapshot: _ModelSnapshot | None = None
     snapshots: list[ModuleSnapshot] = []
@@ -300,27 +352,36 @@ def _apply(
     else:
         modules = {id(t.module): t.module for item in resolved for t in item.targets}
         snapshots = [ModuleSnapshot(module) for module in modules.values()]
+    # The old values of weights a rule updates in place (sparsegpt), for a later rule, the compaction or a dry
+    # run to put back (the rule's own failure is undone by prune_calibrated); a temporary file for a CPU model.
+    with Rollback(()) as values:
+        last = max((item.index for item in resolved if item.skipped is None), default=-1)
+        for item in active:
+            if (dry_run or compacting or item.index < last) and updates_values(item.rule, item.index):
+                for target in item.targets:
+                    values.keep_values(target.module)
 
-    def restore() -> None:
-        if snapshot is not None:
-            snapshot.restore()
-        for item in snapshots:
-            item.restore()
-        torch.set_rng_state(restore_rng)
+        def restore() -> None:
+            if snapshot is not None:
+                snapshot.restore()
+            for item in snapshots:
+                item.restore()
+            values.restore()  # after the snapshots: the parameters hold their old tensors again, refilled here
+            torch.set_rng_state(restore_rng)
 
-    outcomes: list[RuleOutcome] = []
-    compaction: CompactionReport | None = None
-    try:
-        for item in resolved:
-            outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs))
-            if progress is not None:
-                progress(len(outcomes), len(resolved))
-        if compacting:
-            compaction = _compact(model, inputs)
-        result = report(model, rules=outcomes, dry_run=dry_run)
-    except BaseException:
-        restore()
-        raise
-    if dry_run:
-        restore()
+        outcomes: list[RuleOutcome] = []
+        compaction: CompactionReport | None = None
+        try:
+            for item in resolved:
+                outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs, data))
+                if progress is not None:
+                    progress(len(outcomes), len(resolved))
+            if compacting:
+                compaction = _compact(model, inputs)
+            result = report(model, rules=outcomes, dry_run=dry_run)
+        except BaseException:
+            restore()
+            raise
+        if dry_run:
+            restore()
     return PlanReport(**dict(result), compaction=compaction)

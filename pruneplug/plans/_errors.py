@@ -16,7 +16,7 @@ plan's (``must be 'local' or 'global', got 'nowhere'``). It is a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -172,11 +172,13 @@ def from_validation_error(
     source: str | None = None,
     plan_fields: Sequence[str] = (),
     rule_fields: Sequence[str] = (),
+    section_fields: Mapping[str, Sequence[str]] | None = None,
 ) -> PlanError:
     """One :class:`PlanError` for every problem pydantic found, located by rule and field.
 
     ``plan_fields`` and ``rule_fields`` are the accepted field names, listed
-    (with close matches) when a field is unknown.
+    (with close matches) when a field is unknown; ``section_fields`` those of
+    the plan's sections (``{"calibration": ("batches", ...)}``).
     """
     problems: list[tuple[int | None, str, str]] = []
     raw_errors: list[dict[str, Any]] = [dict(raw) for raw in error.errors(include_url=False)]
@@ -190,7 +192,12 @@ def from_validation_error(
         rest: tuple[Any, ...] = loc
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             rule, rest = loc[1], loc[2:]
-        fields = rule_fields if rule is not None and len(rest) == 1 else plan_fields
+        if rule is not None and len(rest) == 1:
+            fields = rule_fields
+        elif rule is None and len(rest) == 2 and section_fields and str(rest[0]) in section_fields:
+            fields = section_fields[str(rest[0])]
+        else:
+            fields = plan_fields
         ctx = item.get("ctx") or {}
         # A rule's own check may find several problems (say, in its params): each is a problem of its own.
         found = ctx.get("problems") or [(ctx.get("field", ""), _message(item, fields))]

@@ -43,6 +43,7 @@ from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
 from ..registry import StrategySpec, get_registry
 from ..storage.formats import MaskStorage
+from ._calibration import CalibrationSource
 from ._errors import PlanError, from_validation_error, plain_message
 from ._inputs import ExampleInput
 
@@ -275,11 +276,21 @@ class Plan(BaseModel):
         description="After the rules, remove the pruned channels for real (pruneplug.compact): smaller tensors, "
         "checked to compute what the masked model did. Needs example_input.",
     )
+    calibration: CalibrationSource | None = Field(
+        default=None,
+        description="Where the data of data-aware rules (wanda, sparsegpt, the taylor score with a loss) comes "
+        "from: calibration = { batches = 'mypkg.data:calibration_batches' }. Those rules are applied through "
+        "pruneplug.prune_calibrated, one call per rule, in order.",
+    )
     rules: tuple[Rule, ...] = Field(min_length=1, description="Applied in order.")
 
 
 PLAN_FIELDS = tuple((info.alias or name) for name, info in Plan.model_fields.items())  # as written in files
 RULE_FIELDS = tuple(Rule.model_fields)
+SECTION_FIELDS = {
+    "example_input": tuple(ExampleInput.model_fields),
+    "calibration": tuple(CalibrationSource.model_fields),
+}
 
 
 def parse_plan(data: object, *, source: str | None = None) -> Plan:
@@ -299,4 +310,6 @@ def parse_plan(data: object, *, source: str | None = None) -> Plan:
     try:
         return Plan.model_validate(data)
     except ValidationError as error:
-        raise from_validation_error(error, source=source, plan_fields=PLAN_FIELDS, rule_fields=RULE_FIELDS) from None
+        raise from_validation_error(
+            error, source=source, plan_fields=PLAN_FIELDS, rule_fields=RULE_FIELDS, section_fields=SECTION_FIELDS
+        ) from None

@@ -18,6 +18,10 @@ before any tensor is touched:
   least one channel group (the groups of its modules' outputs that can be
   pruned; see :mod:`pruneplug.plans._channels`).
 
+* a data-aware rule (:mod:`pruneplug.plans._calibrated`) needs the plan's
+  ``calibration``; it selects the linear layers among its modules, which
+  must lie inside the blocks when calibrating block by block.
+
 Later rules act on what earlier rules leave, which only applying can tell;
 :mod:`pruneplug.plans._apply` rolls everything back if one of them fails.
 """
@@ -34,11 +38,22 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from ..calibration.blocks import Block
 from ..compaction import ChannelGraph, trace_channels
 from ..compaction.trace import ExampleInputs
 from ..core.state import default_alive, pruning_hooks, tensor_state
 from ..errors import ChannelGraphWarning, PruneplugError, close_matches_hint
 from ..selection.slices import alive_slices, normalize_dim
+from ._calibrated import (
+    CalibrationSettings,
+    NoLinearLayer,
+    blocks_for,
+    calibration_reasons,
+    check_calibration_given,
+    is_sequential,
+    linear_targets,
+    settings_for,
+)
 from ._channels import ChannelSelection
 from ._errors import PlanError, tensor_error
 from ._inputs import example_tensor, model_device
@@ -76,6 +91,9 @@ class ResolvedRule:
         selection: for a channel rule, which channel groups it prunes
             (:func:`pruneplug.prune_channels`'s ``group_filter``).
         groups: for a channel rule, how many channel groups it prunes.
+        calibrated: for a data-aware rule, why it runs on calibration data
+            (``"it needs the statistic input_sq_norms of its layers' inputs"``);
+            ``None`` for any other rule.
     """
 
     index: int
@@ -84,6 +102,7 @@ class ResolvedRule:
     skipped: str | None = None
     selection: ChannelSelection | None = field(default=None, repr=False)
     groups: int = 0
+    calibrated: str | None = None
 
 
 def type_names(module: nn.Module) -> set[str]:
@@ -281,12 +300,18 @@ def resolve_rule(
     owners: dict[int, str] | None = None,
     *,
     graph: ChannelGraph | None = None,
+    calibrated: str | None = None,
+    settings: CalibrationSettings | None = None,
+    blocks: list[Block] | None = None,
 ) -> ResolvedRule:
     """What ``rule`` selects in ``model`` now, checked (raises :class:`PlanError`).
 
     ``owners`` carries the parameters earlier rules selected, so that a tied
     parameter selected under another name by a later rule is caught too.
     ``graph`` is the model's channel graph, which a channel rule needs.
+    ``calibrated`` says why a data-aware rule runs on calibration data (it
+    then selects linear layers, inside ``blocks`` when ``settings`` say to
+    calibrate block by block).
     """
     try:
         if rule.channels:
@@ -294,13 +319,21 @@ def resolve_rule(
                 raise PlanError("a channel rule needs the model's channel graph", rule=index, field="channels")
             targets, selection, count = _channel_select(model, rule, graph)
             return ResolvedRule(index, rule, tuple(targets), selection=selection, groups=count)
-        targets = _select(model, rule)
+        if calibrated is not None:
+            chosen, _ = _modules(model, rule)
+            try:
+                layers = linear_targets(model, rule, index, chosen, settings or settings_for(None), blocks)
+            except NoLinearLayer as miss:
+                raise _Miss(miss.field, miss.message) from None
+            targets = [Target(name, module, "weight") for name, module in layers]
+        else:
+            targets = _select(model, rule)
     except _Miss as miss:
         if rule.optional:
-            return ResolvedRule(index, rule, (), skipped=f"{miss.field}: {miss.message}")
+            return ResolvedRule(index, rule, (), skipped=f"{miss.field}: {miss.message}", calibrated=calibrated)
         raise PlanError(miss.message, rule=index, field=miss.field) from None
     _check_fit(rule, index, targets, {} if owners is None else owners)
-    return ResolvedRule(index, rule, tuple(targets))
+    return ResolvedRule(index, rule, tuple(targets), calibrated=calibrated)
 
 
 def channel_graph(model: nn.Module, example_inputs: ExampleInputs, described: str) -> ChannelGraph:
@@ -328,9 +361,20 @@ def plan_inputs(model: nn.Module, plan: Plan, given: ExampleInputs | None) -> tu
 
 
 def resolve_with(
-    model: nn.Module, plan: Plan, example_inputs: ExampleInputs | None, described: str
+    model: nn.Module,
+    plan: Plan,
+    example_inputs: ExampleInputs | None,
+    described: str,
+    settings: CalibrationSettings | None = None,
 ) -> list[ResolvedRule]:
-    """:func:`resolve_plan` with the example inputs made already (``described``: how errors name them)."""
+    """:func:`resolve_plan` with the example inputs made already (``described``: how errors name them).
+
+    ``settings`` says what calibration is given (default: the plan's own section).
+    """
+    settings = settings_for(plan.calibration) if settings is None else settings
+    reasons = calibration_reasons(plan, settings)
+    check_calibration_given(plan, reasons, settings)
+    blocks = blocks_for(model, settings) if any(is_sequential(plan.rules[i], settings) for i in reasons) else None
     owners: dict[int, str] = {}
     graph: ChannelGraph | None = None
     channel_rules = [index for index, rule in enumerate(plan.rules) if rule.channels]
@@ -343,13 +387,20 @@ def resolve_with(
                 field="example_input",
             )
         graph = channel_graph(model, example_inputs, described)
-    return [resolve_rule(model, rule, index, owners, graph=graph) for index, rule in enumerate(plan.rules)]
+    return [
+        resolve_rule(
+            model, rule, index, owners, graph=graph, calibrated=reasons.get(index), settings=settings, blocks=blocks
+        )
+        for index, rule in enumerate(plan.rules)
+    ]
 
 
 def resolve_plan(model: nn.Module, plan: Plan, *, example_inputs: ExampleInputs | None = None) -> list[ResolvedRule]:
     """Resolve and check every rule of ``plan`` against ``model``, changing nothing.
 
     ``example_inputs`` (default: the tensor the plan's ``example_input``
-    describes) is what channel rules trace the model on.
+    describes) is what channel rules trace the model on. A data-aware rule
+    needs the plan's ``calibration`` section (its ``calibrated`` says why it
+    runs on calibration data); the section's functions are not imported here.
     """
     return resolve_with(model, plan, *plan_inputs(model, plan, example_inputs))

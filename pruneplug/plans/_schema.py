@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..registry import Registry, StrategySpec, get_registry
 from ..storage.formats import MaskStorage
+from ._calibration import CalibrationSource
 from ._inputs import ExampleInput
 from ._model import PLAN_VERSION, Plan, RuleSelection
 
@@ -98,6 +99,10 @@ def plan_schema(registry: Registry | None = None) -> dict[str, Any]:
             Field(None, description=Plan.model_fields["example_input"].description),
         ),
         compact=(bool, Field(False, description=Plan.model_fields["compact"].description)),
+        calibration=(
+            CalibrationSource | None,
+            Field(None, description=Plan.model_fields["calibration"].description),
+        ),
         rules=(list[rule], Field(min_length=1, description="Applied in order; later rules see earlier masks.")),
     )
     schema = plan.model_json_schema(by_alias=True)

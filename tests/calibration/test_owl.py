@@ -145,3 +145,29 @@ def test_prune_calibrated_with_owl_allocation_uses_owl_amounts(registry: prunepl
             calibration=helpers.feature_batches(),
             allocation="owl",
         )
+
+
+def test_owl_amounts_equal_the_independent_reference_of_owls_code() -> None:
+    """The per-block sparsities of tests/calibration/reference.py (written from OWL's official code, with
+    Wanda's own scaler_row) for the same dense model and calibration inputs."""
+    spec = importlib.util.spec_from_file_location("calibration_reference", Path(__file__).with_name("reference.py"))
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    model = outlier_stack()
+    batches = helpers.feature_batches(count=4, rows=7)
+    inputs: dict[nn.Module, list[Tensor]] = {}
+    layers = [m for block in model.blocks for m in (block.fc1, block.fc2)]
+    handles = [m.register_forward_hook(lambda m, a, o: inputs.setdefault(m, []).append(a[0].detach())) for m in layers]
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for handle in handles:
+        handle.remove()
+    metrics = [
+        [reference.wanda_metric(m.weight.detach(), inputs[m]) for m in (block.fc1, block.fc2)] for block in model.blocks
+    ]
+    for amount, threshold, spread in ((0.5, 5.0, 0.08), (0.7, 3.0, 0.1)):
+        expected = reference.reference_owl_ratios(metrics, sparsity=amount, threshold_m=threshold, lamda=spread)
+        amounts = pruneplug.owl_amounts(model, batches, amount=amount, threshold=threshold, spread=spread)
+        assert [amounts[f"blocks.{i}.fc1"] for i in range(3)] == pytest.approx(expected, abs=1e-6)

@@ -136,3 +136,20 @@ def test_gpt2_conv1d_outputs_are_its_weight_s_columns(registry: pruneplug.Regist
     torch.testing.assert_close(compacted, masked, rtol=1e-4, atol=1e-5)
     assert (model.config.n_embd, model.config.n_inner, model.config.n_head) == (64, 48, 2)
     assert model.transformer.h[0].mlp.c_fc.weight.shape == (64, 48)
+
+
+def test_a_data_aware_plan_prunes_the_layers_inside_the_decoder_layers() -> None:
+    """No module filter: every projection of every decoder layer, never the LM head (outside the blocks);
+    the default blocks are ``model.layers``, and the batches are token ids."""
+    model, reference = llama(), llama()
+    batches = [IDS, IDS.flip(0)]
+    plan = {
+        "calibration": {"batches": "unused.module:given_below"},
+        "rules": [{"strategy": "wanda", "params": {"amount": 0.5}}],
+    }
+    report = apply_plan(model, plan, calibration=batches)
+    assert len(report.rules[0].tensors) == 2 * 7 and all(t.startswith("model.layers.") for t in report.rules[0].tensors)
+    assert not pruneplug.is_pruned(model.lm_head)
+    pruneplug.prune_calibrated(reference, "wanda", amount=0.5, calibration=batches, progress=False)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
