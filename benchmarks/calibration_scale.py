@@ -585,11 +585,12 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
             f"| {_gb(peak + (total_blocks - done) * per_block_masks)} |"
         )
     rounds = layers["per_round"]
+    after = "after the pruned blocks" if done < total_blocks else "in a new, dense model"
     lines += [
         "",
         f"SparseGPT per layer on `{result['compared_block']}`'s 7 linear layers (its Hessians from its inputs "
-        f"after the pruned blocks), {layers['rounds']} rounds taking turns; seconds per round summed over the 7 "
-        "layers, median (min–max):",
+        f"{after}), {layers['rounds']} rounds taking turns; seconds per round summed over the 7 layers, "
+        "median (min–max):",
         "",
         "| implementation | seconds, 7 layers | vs reference (median ratio) |",
         "| --- | ---: | ---: |",
