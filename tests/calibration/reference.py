@@ -44,6 +44,7 @@ __all__ = [
     "reference_outlier_ratio",
     "reference_owl_ratios",
     "reference_sparsegpt",
+    "reference_sparsegpt_from_hessian",
     "reference_sparsegpt_with_mask",
     "reference_wanda",
     "sparsegpt_hessian",
@@ -176,15 +177,49 @@ def reference_sparsegpt_with_mask(
     4. Column by column: ``err = (w - q) / U_ii``, ``W1[:, i:] -= err ⊗ U[i, i:]``
        inside the block; after it, ``W[:, end:] -= Err1 @ U[block, end:]``.
     """
+    return reference_sparsegpt_from_hessian(
+        weight,
+        sparsegpt_hessian(inputs, dtype=dtype),
+        sparsity=sparsity,
+        prune_n=prune_n,
+        prune_m=prune_m,
+        blocksize=blocksize,
+        percdamp=percdamp,
+        dtype=dtype,
+        official_threshold=official_threshold,
+    )
+
+
+def reference_sparsegpt_from_hessian(
+    weight: Tensor,
+    hessian: Tensor,
+    *,
+    sparsity: float | None,
+    prune_n: int = 0,
+    prune_m: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    dtype: torch.dtype = torch.float32,
+    official_threshold: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """:func:`reference_sparsegpt_with_mask` given the Hessian instead of the inputs: ``(new_weight, keep)``.
+
+    ``hessian`` is ``(d_in, d_in)``, e.g. :func:`sparsegpt_hessian` of the
+    inputs, or any positive multiple of it (pruneplug's ``input_hessian``, the
+    mean of ``x xᵀ`` over rows): the dampening is relative to its mean
+    diagonal, so the mask and the new weight do not depend on the scale (up
+    to rounding). Not modified; the steps are those of
+    :func:`reference_sparsegpt_with_mask`.
+    """
     nm = _check_nm(prune_n, prune_m)
     if not nm and sparsity is None:
         raise ValueError("unstructured SparseGPT needs a sparsity (or give prune_n and prune_m for N:M)")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (d_out, d_in), got shape {tuple(weight.shape)}")
     d_out, d_in = weight.shape
-    hessian = sparsegpt_hessian(inputs, dtype=dtype)
     if hessian.shape != (d_in, d_in):
-        raise ValueError(f"inputs have {hessian.shape[0]} features but the weight has d_in={d_in}")
+        raise ValueError(f"the Hessian is {tuple(hessian.shape)}, expected ({d_in}, {d_in}) for d_in={d_in}")
+    hessian = hessian.detach().to(dtype=dtype, copy=True)  # the steps below change it in place
 
     w_all = weight.detach().to(dtype).clone()
     dead = torch.diagonal(hessian) == 0

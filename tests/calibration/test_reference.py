@@ -136,6 +136,22 @@ def test_sparsegpt_hessian_is_two_over_samples_times_xtx() -> None:
     )
 
 
+def test_sparsegpt_from_a_hessian_is_sparsegpt_from_its_inputs_whatever_its_scale() -> None:
+    weight, inputs = _weight(), ref.outlier_inputs(ROWS, D_IN, seed=0)
+    hessian = ref.sparsegpt_hessian(inputs)
+    given = hessian.clone()
+    expected = ref.reference_sparsegpt_with_mask(weight, inputs, sparsity=0.5)
+    got = ref.reference_sparsegpt_from_hessian(weight, given, sparsity=0.5)
+    assert torch.equal(given, hessian)  # not modified
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    # pruneplug's input_hessian is the mean of x xᵀ over rows: half of this one times the rows
+    mean = ref.reference_sparsegpt_from_hessian(weight, hessian / (2 * ROWS), sparsity=0.5)
+    assert torch.equal(mean[1], expected[1])
+    torch.testing.assert_close(mean[0], expected[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected \(256, 256\)"):
+        ref.reference_sparsegpt_from_hessian(weight, hessian[:-1, :-1], sparsity=0.5)
+
+
 @pytest.mark.parametrize(("sparsity", "blocksize"), [(0.5, 128), (0.3, 64), (0.7, 100)])
 def test_sparsegpt_prunes_the_same_count_in_every_block_of_columns(sparsity: float, blocksize: int) -> None:
     weight, inputs = _weight(), ref.outlier_inputs(ROWS, D_IN, seed=0)
