@@ -383,7 +383,7 @@ def render(result: dict[str, Any], about: dict[str, Any], quick: bool) -> str:
         f"{result['calibration']['length']} characters.",
         "",
         "| pattern | method | `prune_calibrated(model, ...)` | held-out perplexity | × dense | sparsity "
-        "| layers' sparsity (min–max) | time |",
+        "| layers' sparsity (least to most) | time |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:

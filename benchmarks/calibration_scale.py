@@ -551,7 +551,7 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
     ]
     seconds = pruning["block_seconds"]
     lines.append(
-        f"| time per block, median of {len(seconds)} (min–max) | **{statistics.median(seconds):.1f} s** "
+        f"| time per block, median of {len(seconds)} (least to most) | **{statistics.median(seconds):.1f} s** "
         f"({min(seconds):.1f}–{max(seconds):.1f} s) |"
     )
     layers = result["per_layer"]
@@ -590,7 +590,7 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
         "",
         f"SparseGPT per layer on `{result['compared_block']}`'s 7 linear layers (its Hessians from its inputs "
         f"{after}), {layers['rounds']} rounds taking turns; seconds per round summed over the 7 layers, "
-        "median (min–max):",
+        "median (least to most):",
         "",
         "| implementation | seconds, 7 layers | vs reference (median ratio) |",
         "| --- | ---: | ---: |",
