@@ -38,6 +38,50 @@ from ..storage.packed import plain
 __all__ = ["obs_prune"]
 
 
+_PANEL = 128
+"""Rows or columns handled at once by the in-place steps below: big enough for BLAS, small next to the matrix."""
+
+
+def _all_finite(matrix: Tensor) -> bool:
+    """Whether every entry is finite, looked at ``_PANEL`` rows at a time (no full-size mask)."""
+    return all(bool(torch.isfinite(rows).all()) for rows in torch.split(matrix, _PANEL))
+
+
+def _invert_lower_(factor: Tensor) -> None:
+    """Replace the lower-triangular ``factor`` (zeros above the diagonal) by its inverse, in place.
+
+    Blocked as LAPACK's ``trtri``, from the last diagonal block to the first:
+    with ``L = [[A, 0], [B, C]]`` and ``C`` already inverted in place,
+    ``L⁻¹ = [[A⁻¹, 0], [-C⁻¹ B A⁻¹, C⁻¹]]``. Each step needs one panel of
+    scratch, so the inverse takes no second ``d x d`` matrix.
+    """
+    size = factor.shape[0]
+    eye = torch.eye(min(_PANEL, size), dtype=factor.dtype, device=factor.device)
+    for start in reversed(range(0, size, _PANEL)):
+        stop = min(start + _PANEL, size)
+        diagonal = factor[start:stop, start:stop]
+        if stop < size:
+            below = factor[stop:, start:stop]
+            product = factor[stop:, stop:] @ below  # C⁻¹ B (C⁻¹ is lower: its zeros above the diagonal stay)
+            below.copy_(torch.linalg.solve_triangular(diagonal, product.neg_(), upper=False, left=False))
+        diagonal.copy_(torch.linalg.solve_triangular(diagonal, eye[: stop - start, : stop - start], upper=False))
+
+
+def _half_turn_(matrix: Tensor) -> None:
+    """Turn the square ``matrix`` by half a turn in place (``matrix.flip(0, 1)`` without a copy)."""
+    size = matrix.shape[0]
+    half = size // 2
+    for start in range(0, half, _PANEL):
+        stop = min(start + _PANEL, half)
+        top, bottom = matrix[start:stop], matrix[size - stop : size - start]
+        kept = top.clone()
+        top.copy_(bottom.flip(0, 1))
+        bottom.copy_(kept.flip(0, 1))
+    if size % 2:
+        middle = matrix[half]
+        middle.copy_(middle.flip(0))
+
+
 def _inverse_factor(hessian: Tensor, damp: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """``(U, dead)``: the upper Cholesky factor of the damped inverse Hessian, and the inputs that never fired.
 
@@ -48,30 +92,36 @@ def _inverse_factor(hessian: Tensor, damp: float, device: torch.device) -> tuple
     one factorization and one triangular inverse: with ``J`` the exchange
     matrix and ``JHJ = L̃L̃ᵀ``, ``H = (JL̃J)(JL̃J)ᵀ`` with ``JL̃J`` upper
     triangular, so ``U = (JL̃J)⁻¹ = J L̃⁻¹ J`` (the Cholesky factor is unique).
-    The same factor, as accurate, several times faster on the CPU (where
-    ``cholesky_inverse`` is slow), and one ``d_in x d_in`` copy fewer.
-    ``hessian`` is not modified.
+
+    All of it happens in one ``d x d`` matrix, the reversed copy ``JHJ``:
+    factored in place (through its column-major view, the layout LAPACK
+    works in, which a symmetric matrix has already), inverted in place
+    (:func:`_invert_lower_`), and turned half a turn in place
+    (:func:`_half_turn_`). ``U`` is returned as that column-major view. Only
+    panels of ``_PANEL`` rows come on top: on a 1.1 B LLaMA's widest layer
+    (5632 inputs) that is 121 MiB where three such matrices were held at
+    once before. ``hessian`` is not modified.
 
     Raises:
         CalibrationError: ``hessian`` is not finite, or the factorization fails
             or overflows, naming the dampening tried.
     """
-    if not bool(torch.isfinite(hessian).all()):
+    if not _all_finite(hessian):
         raise CalibrationError("the Hessian has NaN or infinite entries: the calibration inputs held non-finite values")
     reversed_h = hessian.detach().to(device=device, dtype=torch.float32).flip(0, 1)  # flip copies: ours to change
     diagonal = reversed_h.diagonal()
     dead = diagonal == 0
     diagonal.masked_fill_(dead, 1.0)
     diagonal.add_(damp * diagonal.mean())
-    factor, info = torch.linalg.cholesky_ex(reversed_h)
-    del reversed_h, diagonal
+    factor = reversed_h.mT  # the same symmetric matrix, column-major: LAPACK factors it where it lies
+    info = torch.empty((), dtype=torch.int32, device=factor.device)
+    torch.linalg.cholesky_ex(factor, out=(factor, info))
     failed = int(info)
     if not failed:
-        eye = torch.eye(factor.shape[0], dtype=factor.dtype, device=factor.device)
-        inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
-        del factor, eye
-        if bool(torch.isfinite(inverse).all()):
-            return inverse.flip(0, 1), dead.flip(0)
+        _invert_lower_(factor)
+        if _all_finite(factor):
+            _half_turn_(factor)
+            return factor, dead.flip(0)
     reason = (
         f"(leading minor of order {failed} of the reversed matrix is not positive definite)"
         if failed
@@ -165,8 +215,9 @@ def obs_prune(
 
     Inputs that never fired (``H_jj = 0``) get ``H_jj = 1`` and their column of
     the weight is zeroed, as SparseGPT's code does. The work is in float32;
-    ``new_weight`` has ``weight``'s dtype and memory layout, 0 wherever
-    ``keep`` is False. With nothing to prune (an amount of 0) the Hessian is
+    ``new_weight`` has ``weight``'s dtype, 0 wherever ``keep`` is False (for
+    a float32 weight it is the working copy itself, transposed back: a view
+    in column-major layout, so no second copy is made). With nothing to prune (an amount of 0) the Hessian is
     not used and ``new_weight`` is ``weight`` with its dead entries zeroed.
 
     Raises:
@@ -213,7 +264,7 @@ def obs_prune(
     for block, start in enumerate(range(0, columns, block_size)):
         stop = min(start + block_size, columns)
         w1 = work[start:stop]  # a view: updated in place
-        hinv1 = hinv[start:stop, start:stop]
+        hinv1 = hinv[start:stop, start:stop].contiguous()  # (hinv is column-major: this block's rows, at hand)
         d = hinv1.diagonal()
         # per entry: 1/[H⁻¹]_jj where pruned, 0 where kept (so a column's error is one multiplication)
         scale = torch.empty_like(w1)
@@ -239,5 +290,9 @@ def obs_prune(
         if stop < columns:
             work[stop:].addmm_(hinv[start:stop, stop:].t(), errors1, alpha=-1.0)
 
+    del hinv  # (freed before the result is allocated: the two never coexist)
     keep = torch.empty_like(weight, dtype=torch.bool).copy_(keep_t.t())
+    del keep_t
+    if weight.dtype == torch.float32:  # the working copy is the result: no second copy at the end
+        return keep, work.t()
     return keep, torch.empty_like(weight).copy_(work.t())

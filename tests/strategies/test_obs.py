@@ -15,6 +15,7 @@ from torch import Tensor
 
 from pruneplug import CalibrationError, InvalidAmountError, InvalidParametersError
 from pruneplug.strategies import obs_prune
+from pruneplug.strategies._obs import _all_finite, _half_turn_, _inverse_factor, _invert_lower_
 
 
 def calibration(rows: int, features: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -129,3 +130,40 @@ def test_bad_arguments_are_refused_by_name() -> None:
         obs_prune(weight, hessian, amount=0.5, damp=-1.0)
     with pytest.raises(InvalidParametersError, match=r"must be 2-D \(rows, columns\), got shape \(8,\)"):
         obs_prune(torch.randn(8), hessian, amount=0.5)
+
+
+@pytest.mark.parametrize("size", [1, 2, 127, 128, 129, 300])
+def test_the_in_place_steps_equal_what_they_replace(size: int) -> None:
+    torch.manual_seed(size)
+    matrix = torch.randn(size, size, dtype=torch.float64)
+    turned = matrix.clone()
+    _half_turn_(turned)
+    assert torch.equal(turned, matrix.flip(0, 1))
+
+    lower = torch.linalg.cholesky(matrix @ matrix.T + size * torch.eye(size, dtype=torch.float64))
+    row_major = torch.empty_strided((size, size), (size, 1), dtype=torch.float64).copy_(lower)
+    column_major = torch.empty_strided((size, size), (1, size), dtype=torch.float64).copy_(lower)  # as _inverse_factor
+    for layout in (row_major, column_major):
+        _invert_lower_(layout)
+        torch.testing.assert_close(layout, torch.linalg.inv(lower), rtol=1e-10, atol=1e-12)
+        assert not bool(layout.triu(1).any())  # the zeros above the diagonal stay zeros
+
+
+def test_the_inverse_factor_is_the_one_of_the_paper_code() -> None:
+    _, hessian = calibration(700, 300)  # wider than two panels
+    hessian[:, 7] = hessian[7, :] = 0.0  # an input that never fired
+    factor, dead = _inverse_factor(hessian, 0.01, torch.device("cpu"))
+    damped = hessian.double().clone()
+    diagonal = damped.diagonal()
+    diagonal.masked_fill_(diagonal == 0, 1.0)
+    diagonal.add_(0.01 * diagonal.mean())
+    expected = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+    torch.testing.assert_close(factor.double(), expected, rtol=2e-4, atol=1e-5)
+    assert dead.nonzero().flatten().tolist() == [7]
+
+
+def test_a_non_finite_entry_anywhere_is_found() -> None:
+    matrix = torch.zeros(300, 300)
+    assert _all_finite(matrix)
+    matrix[299, 5] = float("nan")  # in the last, short panel
+    assert not _all_finite(matrix)
