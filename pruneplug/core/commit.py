@@ -109,10 +109,11 @@ def commit(pendings: Sequence[PendingPrune]) -> None:
         for pending in pendings:
             _install(pending)
         with torch.no_grad():
-            for pending in pendings:
-                if pending.values is not None:
-                    replaced.append((pending.state.orig, pending.state.orig.detach().clone()))
-                    pending.state.orig.copy_(pending.values)
+            updating = [(pending.state.orig, pending.values) for pending in pendings if pending.values is not None]
+            for index, (target, values) in enumerate(updating):
+                if index < len(updating) - 1:  # the last write is one copy that cannot fail halfway: no copy kept
+                    replaced.append((target, target.detach().clone()))
+                target.copy_(values)
     except BaseException:
         with torch.no_grad():
             for orig, old in reversed(replaced):
