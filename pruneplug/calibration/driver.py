@@ -48,6 +48,7 @@ from ..storage.formats import MaskStorage
 from .blocks import Block, BlocksLike, find_blocks
 from .collect import Collector
 from .gradients import Loss, calibration_gradients, reads_gradients
+from .memory import release_freed_memory
 from .owl import owl_amounts
 from .progress import BlockProgress, block_progress
 from .report import BlockResult, CalibrationReport, LayerResult
@@ -190,8 +191,10 @@ def _sequential(
                 dense.append(_replay(block, item, b))
         stats = collector.results()
         rows.update(collector.rows)
-        for target in chosen:
-            run.prune(target, stats[target.module] if statistics else None)
+        release_freed_memory()  # what the block's forward used, before the pruning needs its own
+        for target in chosen:  # each layer's statistics are let go once it is pruned (a Hessian is d_in² floats)
+            run.prune(target, stats.pop(target.module) if statistics else None)
+            release_freed_memory()
         del stats, collector
         error = torch.zeros((), dtype=torch.float64)
         norm = torch.zeros((), dtype=torch.float64)
@@ -237,7 +240,8 @@ def _one_pass(
             )
     else:
         for target in selection.targets:
-            run.prune(target, stats[target.module] if statistics else None)
+            run.prune(target, stats.pop(target.module) if statistics else None)
+            release_freed_memory()
     return batches
 
 
@@ -308,8 +312,10 @@ def prune_calibrated(
     excepted) with Hugging Face caches off; its training modes, cache setting
     and gradients are the user's again afterwards. Memory, sequentially: the
     current block's inputs once per batch (on the model's device, in its
-    dtype), its dense outputs until its pruned ones replace them, and its
-    layers' statistics. The old values of weights a strategy updates
+    dtype), its dense outputs until its pruned ones replace them, and the
+    statistics of its layers not pruned yet (each layer's are let go once it
+    is pruned, and glibc is asked to give freed memory back to the system
+    after the block's forward and after each layer). The old values of weights a strategy updates
     (SparseGPT's), kept to restore them on failure, go to a temporary file
     for a model in CPU memory and to CPU memory for one on an accelerator.
 
