@@ -17,7 +17,8 @@ would hold in memory, and roughly what it would take in time.
 1. Memory and time per block, in one process on the model as built::
 
        pruneplug.prune_calibrated(model, "sparsegpt", amount=0.5, calibration=batches,
-                                  sequential=True, progress=False, blocks=first_blocks)
+                                  sequential=True, progress=False, blocks=first_blocks,
+                                  mask_storage="packed")  # --mask-storage
 
    on the first ``--blocks`` decoder layers (3 of the 22; quick: 2 of 4;
    ``--blocks 0``: all of them, the default blocks): each is calibrated on
@@ -32,7 +33,8 @@ would hold in memory, and roughly what it would take in time.
    reset is refused, memory is not reported). The RSS when each block first
    runs is recorded too (a forward pre-hook on every decoder layer): what it
    grows by from block to block is what the pipeline keeps per block pruned
-   (its masks, as ``torch.bool``) plus memory the C allocator keeps after it
+   (its masks: one bit per weight with the default ``--mask-storage packed``,
+   one byte with ``bool``) plus memory the C allocator keeps after it
    is freed, and the RSS after the call what the prune leaves. The peak for
    all 22 blocks is projected as the peak measured plus the masks of the
    blocks not run. The time per
@@ -248,8 +250,17 @@ def memory_target(block: nn.Module, samples: int, seq_len: int, hidden: int) -> 
     }
 
 
-def prune_blocks(model: nn.Module, batches: list[Tensor], count: int, memory: bool) -> dict[str, Any]:
-    """``prune_calibrated`` with SparseGPT on the first ``count`` blocks (0: all), measured."""
+def stored_bytes(mask: Tensor) -> int:
+    """The bytes a mask takes as stored: a packed mask's bits, a plain one's elements."""
+    packed = getattr(mask, "packed", None)
+    stored = packed if isinstance(packed, Tensor) else mask
+    return stored.numel() * stored.element_size()
+
+
+def prune_blocks(
+    model: nn.Module, batches: list[Tensor], count: int, memory: bool, mask_storage: str
+) -> dict[str, Any]:
+    """``prune_calibrated`` with SparseGPT on the first ``count`` blocks (0: all), masks stored so, measured."""
     layers = model.model.layers
     chosen = list(layers) if count == 0 else list(layers)[:count]
     first_run: dict[int, int | None] = {}
@@ -276,6 +287,7 @@ def prune_blocks(model: nn.Module, batches: list[Tensor], count: int, memory: bo
             sequential=True,
             progress=False,
             blocks=None if count == 0 else chosen,
+            mask_storage=mask_storage,
         )
     finally:
         for handle in handles:
@@ -294,6 +306,7 @@ def prune_blocks(model: nn.Module, batches: list[Tensor], count: int, memory: bo
     print(f"  prune_calibrated on {len(chosen)} blocks: {seconds:.1f} s", file=sys.stderr)
     return {
         "blocks_pruned": len(chosen),
+        "mask_storage": mask_storage,
         "seconds": seconds,
         "rss_before": baseline,
         "peak_extra": None if peak is None or baseline is None else peak - baseline,
@@ -302,7 +315,7 @@ def prune_blocks(model: nn.Module, batches: list[Tensor], count: int, memory: bo
         "growth_per_block": statistics.median(growth) if growth else None,
         # what the driver's rollback copies (each updated weight, for as long as the call runs) and the masks
         "pruned_weight_bytes": sum(layer.weight_orig.numel() * layer.weight_orig.element_size() for layer in pruned),
-        "mask_bytes": sum(layer.weight_mask.numel() * layer.weight_mask.element_size() for layer in pruned),
+        "mask_bytes": sum(stored_bytes(layer.weight_mask) for layer in pruned),
         "block_seconds": [block.seconds for block in report.blocks],
         "block_relative_errors": [block.relative_error for block in report.blocks],
         "sparsity": report.sparsity,
@@ -450,7 +463,9 @@ def machine(threads: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool, samples: int, seq_len: int, blocks: int, rounds: int) -> dict[str, Any]:
+def run(
+    quick: bool, samples: int, seq_len: int, blocks: int, rounds: int, mask_storage: str = "packed"
+) -> dict[str, Any]:
     shape = QUICK if quick else FULL
     layers = shape["num_hidden_layers"]
     if not 0 <= blocks < layers:
@@ -472,7 +487,7 @@ def run(quick: bool, samples: int, seq_len: int, blocks: int, rounds: int) -> di
     params = sum(p.numel() for p in model.parameters())
     target = memory_target(model.model.layers[0], samples, seq_len, shape["hidden_size"])
 
-    pruning = prune_blocks(model, batches, blocks, memory)
+    pruning = prune_blocks(model, batches, blocks, memory, mask_storage)
     # per layer: the first block not pruned, on what the pruned ones give it (all pruned: the last one of a new model)
     compared = blocks if blocks else layers - 1
     if not blocks:
@@ -533,7 +548,8 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
         f"Calibration: {calibration['samples']} sequences × {calibration['seq_len']} random tokens "
         f"({calibration['tokens']:,} rows per layer), one sequence per batch. `sparsegpt`, amount {AMOUNT}, "
         f"block size {BLOCK_SIZE}, damp {DAMP}, on the first {done} of the {total_blocks} decoder layers "
-        f"({7 * done} linear layers; sparsity reached {pruning['sparsity']:.1%}).",
+        f"({7 * done} linear layers; sparsity reached {pruning['sparsity']:.1%}); masks stored "
+        f"`mask_storage={pruning['mask_storage']!r}`.",
         "",
     ]
     hessian_terms = "; ".join(f"{count} × {width}² × 4 B" for width, count in sorted(_hessian_widths(shape).items()))
@@ -570,7 +586,8 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
         )
     if after is not None:
         lines.append(
-            f"| RSS left after the call (the masks: {_gb(pruning['mask_bytes'])} as `torch.bool`) | {_gb(after)} |"
+            f"| RSS left after the call (the masks: {_gb(pruning['mask_bytes'])}, stored "
+            f"`mask_storage={pruning['mask_storage']!r}`) | {_gb(after)} |"
         )
     per_block_weights = pruning["pruned_weight_bytes"] / done
     per_block_masks = pruning["mask_bytes"] / done
@@ -644,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", type=Path, default=HERE / "results" / "calibration_scale.json", help="where the raw numbers go"
     )
+    parser.add_argument(
+        "--mask-storage",
+        choices=("packed", "bool"),
+        default="packed",
+        help="how the masks are kept (default packed: 1 bit per weight; bool: 1 byte)",
+    )
     parser.add_argument("--write-docs", action="store_true", help="rewrite its table in docs/benchmarks.md")
     args = parser.parse_args(argv)
     if LlamaForCausalLM is None:
@@ -660,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seq_len or seq_len,
         blocks if args.blocks is None else args.blocks,
         args.rounds or rounds,
+        args.mask_storage,
     )
     about["load_average_end"] = os.getloadavg()[0]
     text = render(result, about)
