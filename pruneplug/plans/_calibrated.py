@@ -33,7 +33,10 @@ from ..calibration.gradients import reads_gradients
 from ..calibration.targets import is_linear_layer, select_targets
 from ..core.fast_path import updating_values
 from ..errors import (
+    CalibrationBatchError,
+    CalibrationBlockError,
     CalibrationError,
+    CalibrationLossError,
     IncompatibleStrategyError,
     InvalidAmountError,
     InvalidParametersError,
@@ -221,8 +224,11 @@ def _blocks_text(blocks: list[Block]) -> str:
     return ", ".join(names[:3]) + (f" ... ({len(names)} in all)" if len(names) > 3 else "")
 
 
-# Which field of a data-aware rule a driver error points at.
+# Which field of a data-aware rule a driver error points at, by its type (the first that matches).
 _FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
+    (CalibrationBatchError, "calibration.batches"),
+    (CalibrationLossError, "calibration.loss"),
+    (CalibrationBlockError, "calibration.blocks"),
     (InvalidAmountError, "params.amount"),
     (InvalidParametersError, "params"),
     (IncompatibleStrategyError, "scope"),
@@ -231,12 +237,14 @@ _FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
 
 
 def _field(error: PruneplugError) -> str:
+    found = next((field for kind, field in _FIELDS if isinstance(error, kind)), None)
+    if found is not None:
+        return found
     if isinstance(error, CalibrationError):
         if error.tensor is not None:  # raised by the strategy on one layer (a Hessian that will not factor)
             return "params"
-        # the loss's errors say so first ("loss(output, batch) raised ..."); the batches' name a batch
-        return "calibration.loss" if error.reason.startswith("loss") else "calibration.batches"
-    return next((field for kind, field in _FIELDS if isinstance(error, kind)), "strategy")
+        return "calibration.batches"  # a block that fails on a batch's inputs, a layer the batches never reach
+    return "strategy"
 
 
 def prune_rule_calibrated(

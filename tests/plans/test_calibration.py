@@ -124,6 +124,15 @@ def fails_at_the_second_batch():
     yield batches()[0]
     raise OSError("the disk went away")
 
+def loss_raises(output, batch):
+    raise KeyError("no labels")
+
+def whole_output(output, batch):
+    return output
+
+def constant(output, batch):
+    return torch.zeros((), requires_grad=True)
+
 NOT_A_FUNCTION = [1, 2]
 '''
 
@@ -463,3 +472,53 @@ def test_a_taylor_rule_needs_the_batches_not_a_run_function(registry: pruneplug.
     with pytest.raises(PlanError, match="return the batches") as caught:
         apply_plan(stack(), plan)
     assert (caught.value.rule, caught.value.field) == (0, "calibration.batches")
+
+
+class Spare(Stack):
+    """A Stack with a ModuleList of blocks its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spare = nn.ModuleList([Block(), Block()])
+
+
+TAYLOR = {"strategy": "scored_unstructured", "modules": ["blocks.*"], "params": {"amount": 0.5, "score": "taylor"}}
+
+
+@pytest.mark.parametrize(
+    ("calibration", "rule", "field", "words"),
+    [
+        ({"loss": "calib_plan_data:loss_raises"}, TAYLOR, "calibration.loss", ["raised KeyError", "'no labels'"]),
+        ({"loss": "calib_plan_data:whole_output"}, TAYLOR, "calibration.loss", ["must return a scalar tensor"]),
+        ({"loss": "calib_plan_data:constant"}, TAYLOR, "calibration.loss", ["no gradient reached 'blocks.0.fc1'"]),
+        ({"batches": "calib_plan_data:fails_at_the_second_batch"}, TAYLOR, "calibration.batches", ["disk went away"]),
+        (
+            {"blocks": "spare"},
+            {"strategy": "wanda", "modules": ["spare.*"], "params": {"amount": 0.5}},
+            "calibration.blocks",
+            ["without calling block 'spare.0'"],
+        ),
+    ],
+)
+def test_a_calibration_failure_names_the_field_at_fault_by_its_type(
+    registry: pruneplug.Registry,
+    data: ModuleType,
+    calibration: dict[str, object],
+    rule: dict[str, object],
+    field: str,
+    words: list[str],
+) -> None:
+    """The loss's errors name calibration.loss, the batches' calibration.batches, the blocks' calibration.blocks."""
+    model = Spare()
+    before = state(model)
+    plan = {
+        "calibration": {**section(loss="calib_plan_data:loss"), **calibration},
+        "rules": [{"strategy": "l1_unstructured", "modules": ["head"], "params": {"amount": 0.5}}, rule],
+    }
+    with pytest.raises(PlanError) as caught:
+        apply_plan(model, plan, source="plan.toml")
+    assert (caught.value.rule, caught.value.field) == (1, field), str(caught.value)
+    assert str(caught.value).startswith(f"plan.toml: rules[1].{field}: ")
+    for word in words:
+        assert word in str(caught.value)
+    assert same(model, before) and not pruneplug.is_pruned(model)
