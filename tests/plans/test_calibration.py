@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from rich.console import Console
 from torch import Tensor, nn
 
 import pruneplug
@@ -18,6 +21,7 @@ from pruneplug.models import LeNet
 from pruneplug.plans import (
     CalibrationSource,
     PlanError,
+    PlanReport,
     apply_plan,
     dumps_plan,
     loads_plan,
@@ -522,3 +526,61 @@ def test_a_calibration_failure_names_the_field_at_fault_by_its_type(
     for word in words:
         assert word in str(caught.value)
     assert same(model, before) and not pruneplug.is_pruned(model)
+
+
+# --- the calibration reports in the plan's report ------------------------------------------------
+
+
+def test_the_report_carries_each_data_aware_rules_calibration_report(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    """Rule 1 (wanda, block by block) and rule 2 (global wanda, one pass) have one; rule 0 (l1) has none."""
+    model, reference = stack(), stack()
+    plan = {
+        "calibration": section(),
+        "rules": [
+            {"strategy": "l1_unstructured", "modules": ["head"], "params": {"amount": 0.25}},
+            {"strategy": "wanda", "modules": ["blocks.0.*"], "params": {"amount": 0.5}},
+            {
+                "strategy": "wanda",
+                "scope": "global",
+                "modules": ["blocks.1.*"],
+                "params": {"amount": 0.5, "compare": "tensor"},
+            },
+        ],
+    }
+    report = apply_plan(model, plan)
+    assert sorted(report.calibration) == [1, 2]
+    pruneplug.prune(reference.head, "weight", "l1_unstructured", amount=0.25)
+    expected = pruneplug.prune_calibrated(
+        reference, "wanda", amount=0.5, calibration=data.batches(), targets=BLOCK_LAYERS[:2], progress=False
+    )
+    wanda = report.calibration[1]
+    assert wanda.strategy == "wanda" and wanda.layers == expected.layers
+    assert [(b.name, b.relative_error) for b in wanda.blocks] == [(b.name, b.relative_error) for b in expected.blocks]
+    assert (wanda.batches, wanda.rows) == (3, 18) and wanda.seconds > 0
+    assert report.calibration[2].blocks == () and list(report.calibration[2].layers) == BLOCK_LAYERS[2:]
+
+
+def test_the_calibration_reports_are_in_the_json_markdown_and_tables(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    plan = {"calibration": section(), "rules": [{"strategy": "wanda", "params": {"amount": 0.5}}]}
+    report = apply_plan(stack(), plan, dry_run=True)  # a dry run reports what calibrating gave, too
+    cal = report.calibration[0]
+    data_ = json.loads(report.to_json())
+    assert data_["calibration"] == {"0": cal.to_dict()}
+    assert data_["calibration"]["0"]["layers"]["blocks.1.fc2"]["sparsity"] == 0.5
+    assert [b["name"] for b in data_["calibration"]["0"]["blocks"]] == ["blocks.0", "blocks.1"]
+    assert PlanReport.model_validate_json(report.to_json()) == report
+    worst = max(cal.blocks, key=lambda block: block.relative_error)
+    markdown = report.to_markdown()
+    assert "| rule | strategy | layers | blocks | worst block error | batches | rows | seconds |" in markdown
+    assert f"| 0 | wanda | 4 | 2 | {worst.relative_error:.4f} ({worst.name}) | 3 | 18 |" in markdown
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(report.to_rich(tensors=False))
+    text = console.export_text()
+    assert "Calibration" in text and f"{worst.relative_error:.4f} ({worst.name})" in text
+    plain = apply_plan(stack(), {"rules": [L1_RULE]})
+    assert plain.calibration == {} and json.loads(plain.to_json())["calibration"] == {}
+    assert "worst block error" not in plain.to_markdown()
