@@ -584,3 +584,109 @@ def test_the_calibration_reports_are_in_the_json_markdown_and_tables(
     plain = apply_plan(stack(), {"rules": [L1_RULE]})
     assert plain.calibration == {} and json.loads(plain.to_json())["calibration"] == {}
     assert "worst block error" not in plain.to_markdown()
+
+
+# --- OWL: per-block amounts from a rule ---------------------------------------------------------
+
+OWL_RULE = {"strategy": "wanda", "allocation": "owl", "owl_threshold": 3, "owl_spread": 0.1, "params": {"amount": 0.5}}
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_an_owl_rule_reads_and_round_trips(registry: pruneplug.Registry, fmt: str) -> None:
+    plan = parse_plan(plan_with(section(), OWL_RULE))
+    rule = plan.rules[0]
+    assert (rule.allocation, rule.owl_threshold, rule.owl_spread) == ("owl", 3, 0.1)
+    assert loads_plan(dumps_plan(plan, fmt), fmt) == plan
+    assert parse_plan(plan_with(section(), {"strategy": "wanda", "params": {"amount": 0.5}})).rules[0].allocation == (
+        "uniform"
+    )
+
+
+def test_the_schema_has_the_allocation_fields(registry: pruneplug.Registry) -> None:
+    schema = plan_schema()
+    mapping = schema["properties"]["rules"]["items"]["discriminator"]["mapping"]
+    wanda = schema["$defs"][mapping["wanda"].rpartition("/")[2]]["properties"]
+    assert wanda["allocation"]["enum"] == ["uniform", "owl"] and wanda["allocation"]["default"] == "uniform"
+    assert {"type": "number", "exclusiveMinimum": 0} in wanda["owl_threshold"]["anyOf"]
+    assert {"type": "number", "minimum": 0, "maximum": 1} in wanda["owl_spread"]["anyOf"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "words"),
+    [
+        ({"strategy": "l1_unstructured"}, "allocation", ["only for a rule that runs on calibration data", "'l1_"]),
+        (
+            {"strategy": "ln_structured", "channels": True, "params": {"amount": 0.5, "n": 1}},
+            "allocation",
+            ["only for a rule that runs on calibration data"],
+        ),
+        (
+            {"scope": "global", "params": {"amount": 0.5, "compare": "tensor"}},
+            "allocation",
+            ["scope 'global' ranks", "one amount"],
+        ),
+        ({"params": {"keep_n": 2, "of_m": 4}}, "allocation", ["needs params.amount"]),
+        ({"params": {"amount": 3}}, "params.amount", ["a fraction", "got 3"]),
+        ({"allocation": "owls"}, "allocation", ["must be 'uniform' or 'owl', got 'owls'"]),
+        ({"allocation": "uniform"}, "owl_threshold", ["only applies with allocation = 'owl'"]),
+        ({"owl_threshold": 0}, "owl_threshold", ["must be greater than 0, got 0"]),
+        ({"owl_threshold": "5"}, "owl_threshold", ["must be a number, got '5'"]),
+        ({"owl_spread": 1.5}, "owl_spread", ["must be less than or equal to 1, got 1.5"]),
+    ],
+)
+def test_a_bad_allocation_names_the_rule_and_field(
+    registry: pruneplug.Registry, rule: dict[str, Any], field: str, words: list[str]
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan(plan_with(section(), L1_RULE, {**OWL_RULE, **rule}), source="plan.toml")
+    assert (caught.value.rule, caught.value.field) == (1, field), str(caught.value)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_owl_on_a_taylor_rule_without_a_loss_is_refused_when_resolved(registry: pruneplug.Registry) -> None:
+    """With the plan's loss, taylor runs on calibration data and OWL applies; without one it does not."""
+    rule = {**TAYLOR, "allocation": "owl"}
+    assert parse_plan(plan_with(section(loss="calib_plan_data:loss"), rule)).rules[0].allocation == "owl"
+    with pytest.raises(PlanError) as caught:
+        resolve_plan(stack(), parse_plan(plan_with(section(), rule)))
+    assert (caught.value.rule, caught.value.field) == (0, "allocation")
+    assert "only for a rule that runs on calibration data" in str(caught.value)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_an_owl_rule_is_prune_calibrated_with_owl(
+    registry: pruneplug.Registry, data: ModuleType, sequential: bool
+) -> None:
+    model, reference = stack(), stack()
+    report = apply_plan(model, {"calibration": section(sequential=sequential), "rules": [OWL_RULE]})
+    expected = pruneplug.prune_calibrated(
+        reference,
+        "wanda",
+        amount=0.5,
+        calibration=data.batches(),
+        sequential=sequential,
+        allocation="owl",
+        owl_threshold=3,
+        owl_spread=0.1,
+        progress=False,
+    )
+    assert same(model, state(reference))
+    amounts = {name: layer.amount for name, layer in report.calibration[0].layers.items()}
+    assert amounts == {name: layer.amount for name, layer in expected.layers.items()}
+    assert list(amounts) == BLOCK_LAYERS and len(set(amounts.values())) == 2  # a sparsity per block
+    assert abs(sum(amounts.values()) / len(amounts) - 0.5) < 1e-9
+
+
+def test_an_owl_rule_in_one_pass_prunes_layers_inside_the_blocks_only(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    plan = {"calibration": section(sequential=False), "rules": [{**OWL_RULE, "types": ["Linear"]}]}
+    with pytest.raises(PlanError) as caught:
+        apply_plan(stack(), plan)
+    assert (caught.value.rule, caught.value.field) == (0, "modules")
+    assert "'head' lies outside the blocks" in str(caught.value) and "allocation = 'owl'" in str(caught.value)
+    with pytest.raises(PlanError) as caught:
+        apply_plan(LeNet(), plan, calibration=[torch.rand(2, 1, 28, 28)])
+    assert (caught.value.rule, caught.value.field) == (0, "allocation"), str(caught.value)
+    assert "calibration.blocks" in str(caught.value)
