@@ -22,7 +22,9 @@
    plan's loss; :mod:`~pruneplug.plans._calibrated`) goes through
    :func:`pruneplug.prune_calibrated`, one call per rule, on the batches the
    plan's ``calibration`` section names -- imported and called once, after
-   every rule is resolved and before anything is pruned. A strategy that
+   every rule is resolved and before anything is pruned; the
+   :class:`~pruneplug.CalibrationReport` each call returns goes into the
+   plan's report (``calibration``, by the rule's index). A strategy that
    writes new values into the weights it keeps (``sparsegpt``) changes them
    in place, so their values are kept first (as ``prune_calibrated`` keeps
    them: in a temporary file for a model in CPU memory) whenever something
