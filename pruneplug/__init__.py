@@ -52,7 +52,10 @@ from .core.fast_path import (
 from .core.method import BasePruningMethod as BasePruningMethod, PruningContainer as PruningContainer
 from .core.packing import pack_masks as pack_masks, unpack_masks as unpack_masks
 from .errors import (
+    CalibrationBatchError as CalibrationBatchError,
+    CalibrationBlockError as CalibrationBlockError,
     CalibrationError as CalibrationError,
+    CalibrationLossError as CalibrationLossError,
     CalibrationRequiredError as CalibrationRequiredError,
     ChannelGraphWarning as ChannelGraphWarning,
     ChannelTraceError as ChannelTraceError,
@@ -209,4 +212,7 @@ __all__ = [
     "ChannelGraphWarning",
     "CalibrationError",
     "CalibrationRequiredError",
+    "CalibrationBatchError",
+    "CalibrationLossError",
+    "CalibrationBlockError",
 ]

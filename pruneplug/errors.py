@@ -41,6 +41,9 @@ __all__ = [
     "CompactionError",
     "CalibrationError",
     "CalibrationRequiredError",
+    "CalibrationBatchError",
+    "CalibrationLossError",
+    "CalibrationBlockError",
     "ChannelGraphWarning",
     "close_matches_hint",
     "cross_tensor_hint",
@@ -361,6 +364,33 @@ class CalibrationRequiredError(CalibrationError):
 
     Run it through :func:`pruneplug.prune_calibrated`, which collects them,
     or inside :func:`pruneplug.using_statistics` with statistics of your own.
+    """
+
+
+class CalibrationBatchError(CalibrationError):
+    """The calibration batches do not run through the model.
+
+    A batch raised (its index named, the model's exception chained), a batch
+    is of a type the model cannot be called with, reading the iterable
+    raised or gave no batch at all, or a callable ``run(model)`` raised.
+    """
+
+
+class CalibrationLossError(CalibrationError):
+    """The loss of a gradient calibration (the ``taylor`` score) cannot give gradients.
+
+    ``loss(output, batch)`` raised, returned something other than a scalar
+    tensor that depends on the model's weights, or no gradient reached one
+    of the layers to prune.
+    """
+
+
+class CalibrationBlockError(CalibrationError):
+    """The blocks of a block by block calibration cannot be run one after another.
+
+    A batch (or the whole ``run(model)``) never called the first block, a
+    block was called without the hidden state as a tensor (first positional
+    argument or ``hidden_states=``), or it returned no tensor.
     """
 
 

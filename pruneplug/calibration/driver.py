@@ -49,7 +49,7 @@ from .blocks import Block, BlocksLike, find_blocks
 from .collect import Collector
 from .gradients import Loss, calibration_gradients, reads_gradients
 from .memory import release_freed_memory
-from .owl import owl_amounts
+from .owl import check_owl_options, owl_amounts
 from .progress import BlockProgress, block_progress
 from .report import BlockResult, CalibrationReport, LayerResult
 from .running import (
@@ -257,6 +257,8 @@ def prune_calibrated(
     scope: Literal["layer", "global"] = "layer",
     loss: Loss | None = None,
     allocation: Literal["uniform", "owl"] = "uniform",
+    owl_threshold: float | None = None,
+    owl_spread: float | None = None,
     progress: bool | None = None,
     mask_storage: MaskStorage | None = None,
     **params: Any,
@@ -301,6 +303,12 @@ def prune_calibrated(
             model as given, and the user's ``.grad`` restored afterwards.
         allocation: ``"uniform"``, or ``"owl"``: per-block amounts from
             :func:`pruneplug.owl_amounts` with ``amount`` as their mean.
+        owl_threshold: with ``allocation="owl"``, ``owl_amounts``'s
+            ``threshold`` (an entry is an outlier above it times its block's
+            mean metric; ``None``: its default, 5).
+        owl_spread: with ``allocation="owl"``, ``owl_amounts``'s ``spread``
+            (half the width of the blocks' range of sparsities; ``None``: its
+            default, 0.08).
         progress: a rich progress bar per block on stderr: ``None`` shows it
             when stderr is a terminal (and rich is installed), ``True``
             always, ``False`` never.
@@ -356,6 +364,9 @@ def prune_calibrated(
             raise InvalidParametersError(f"scope must be 'layer' or 'global', got {scope!r}")
         if allocation not in ("uniform", "owl"):
             raise InvalidParametersError(f"allocation must be 'uniform' or 'owl', got {allocation!r}")
+        if allocation != "owl" and (owl_threshold is not None or owl_spread is not None):
+            raise InvalidParametersError("owl_threshold and owl_spread are used only with allocation='owl'")
+        check_owl_options(owl_threshold, owl_spread, prefix="owl_")
         if scope == "global":
             if sequential:
                 raise InvalidParametersError(
@@ -404,6 +415,7 @@ def prune_calibrated(
             amount=float(amount),
             targets=[t.module for t in selection.targets],
             blocks=[b.module for b in found],
+            **{k: v for k, v in (("threshold", owl_threshold), ("spread", owl_spread)) if v is not None},
         )
         amounts = {name: owl[name] for name in amounts}
     run = _Run(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CalibrationError, InvalidParametersError
+from ..errors import CalibrationLossError, InvalidParametersError
 from .running import Calibration, run_calibration
 from .targets import Target, weight_of
 
@@ -44,8 +44,9 @@ def calibration_gradients(
     Raises:
         InvalidParametersError: ``calibration`` is a callable (``loss`` needs
             each batch), or ``loss`` is not callable.
-        CalibrationError: a batch or the loss raised, the loss is not a
-            scalar tensor with a gradient, or no gradient reached a target.
+        CalibrationBatchError: a batch raised (or was of a type the model cannot take).
+        CalibrationLossError: the loss raised, returned no scalar tensor with
+            a gradient, or no gradient reached a target.
     """
     if callable(calibration):
         raise InvalidParametersError(
@@ -68,14 +69,14 @@ def calibration_gradients(
             try:
                 value = loss(output, batch)
             except Exception as error:
-                raise CalibrationError(
+                raise CalibrationLossError(
                     f"loss(output, batch) raised {type(error).__name__} on calibration batch #{index}: {error}"
                 ) from error
             if not isinstance(value, Tensor) or value.numel() != 1 or not value.requires_grad:
                 what = (
                     type(value).__name__ if not isinstance(value, Tensor) else f"a tensor of shape {tuple(value.shape)}"
                 )
-                raise CalibrationError(
+                raise CalibrationLossError(
                     f"loss(output, batch) must return a scalar tensor that depends on the model's weights; "
                     f"calibration batch #{index} gave {what}"
                     + ("" if not isinstance(value, Tensor) or value.requires_grad else " without a gradient")
@@ -86,7 +87,7 @@ def calibration_gradients(
             run_calibration(model, calibration, each=backward)
         missing = [t.name for t in targets if (w := weight_of(t.module)) is not None and w.grad is None]
         if missing:
-            raise CalibrationError(
+            raise CalibrationLossError(
                 f"no gradient reached {', '.join(map(repr, missing))}: the loss does not depend on "
                 f"{'it' if len(missing) == 1 else 'them'}"
             )

@@ -28,7 +28,7 @@ from .running import Calibration, check_calibration, run_calibration
 from .state import calibrating
 from .targets import Target, TargetsLike, select_targets
 
-__all__ = ["owl_amounts", "outlier_ratio", "owl_sparsities"]
+__all__ = ["owl_amounts", "outlier_ratio", "owl_sparsities", "check_owl_options"]
 
 
 def _check_fraction(value: object, what: str) -> float:
@@ -40,6 +40,24 @@ def _check_fraction(value: object, what: str) -> float:
     ):
         raise InvalidAmountError(f"{what} must be a fraction in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_owl_options(threshold: object, spread: object, *, prefix: str = "") -> None:
+    """Refuse a ``threshold`` that is not a positive number or a ``spread`` outside [0, 1]; ``None`` passes.
+
+    ``prefix`` is how the caller names them (``"owl_"``: ``owl_threshold``).
+
+    Raises:
+        InvalidParametersError: naming the value that is wrong.
+    """
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0
+    ):
+        raise InvalidParametersError(f"{prefix}threshold must be a positive number, got {threshold!r}")
+    if spread is not None and (
+        isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread <= 1
+    ):
+        raise InvalidParametersError(f"{prefix}spread must be a number in [0, 1], got {spread!r}")
 
 
 def _metric(target: Target, sq_norms: Tensor, rows: int) -> Tensor:
@@ -119,10 +137,7 @@ def owl_amounts(
         CalibrationError: a batch failed, no batches, or a layer never called.
     """
     fraction = _check_fraction(amount, "amount")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-        raise InvalidParametersError(f"threshold must be a positive number, got {threshold!r}")
-    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread <= 1:
-        raise InvalidParametersError(f"spread must be a number in [0, 1], got {spread!r}")
+    check_owl_options(threshold, spread)
     check_calibration(calibration)
     found = find_blocks(model, blocks)
     selection = select_targets(model, targets, found, sequential=True)

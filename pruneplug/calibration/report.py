@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["CalibrationReport", "LayerResult", "BlockResult"]
 
@@ -79,6 +80,24 @@ class CalibrationReport:
         if entries == 0:
             return 0.0
         return sum(layer.sparsity * layer.entries for layer in self.layers.values()) / entries
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's fields as plain data for JSON: ``layers`` a dict of dicts, ``blocks`` a list of dicts.
+
+        ``layers`` keeps the model's order; ``json.dumps`` writes the result
+        as it is (the read-only ``layers`` mapping itself it cannot), and
+        ``CalibrationReport(**data)`` with the layers and blocks rebuilt gives
+        the report back. ``sparsity`` is derived, so it is not among them.
+        """
+        return {
+            "strategy": self.strategy,
+            "layers": {name: asdict(layer) for name, layer in self.layers.items()},
+            "blocks": [asdict(block) for block in self.blocks],
+            "skipped": list(self.skipped),
+            "batches": self.batches,
+            "rows": self.rows,
+            "seconds": self.seconds,
+        }
 
     def __str__(self) -> str:
         name_width = max([len("layer"), *(len(name) for name in self.layers)])

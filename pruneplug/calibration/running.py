@@ -3,8 +3,9 @@
 Calibration is an iterable of batches -- a Tensor is run as ``model(batch)``,
 a tuple or list as ``model(*batch)``, a Mapping as ``model(**batch)`` -- or a
 callable ``run(model)`` that runs the model itself. Errors a batch raises
-become a :class:`~pruneplug.errors.CalibrationError` naming the batch, with
-the original error as its ``__cause__``.
+become a :class:`~pruneplug.errors.CalibrationBatchError` naming the batch,
+with the original error as its ``__cause__``; blocks that cannot be run one
+after another raise a :class:`~pruneplug.errors.CalibrationBlockError`.
 
 For a sequential calibration the inputs of the first block are captured once
 per batch (a forward pre-hook that stops the forward right there, through a
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CalibrationError, InvalidParametersError
+from ..errors import CalibrationBatchError, CalibrationBlockError, CalibrationError, InvalidParametersError
 
 __all__ = [
     "Calibration",
@@ -70,9 +71,13 @@ def check_calibration(calibration: object) -> None:
 
 
 def reusable(calibration: Calibration, passes: int) -> Calibration:
-    """``calibration`` as something that can be run ``passes`` times: a one-shot iterator is read into a list."""
+    """``calibration`` as something that can be run ``passes`` times: a one-shot iterator is read into a list.
+
+    Raises:
+        CalibrationBatchError: reading the iterator raised (the batch's index named, the error chained).
+    """
     if passes > 1 and not callable(calibration) and iter(calibration) is calibration:
-        return list(calibration)
+        return [batch for _, batch in _batches(calibration)]
     return calibration
 
 
@@ -91,7 +96,7 @@ def _call(model: nn.Module, batch: object, index: int, extra: Mapping[str, Any])
         return model(*batch, **extra)
     if isinstance(batch, Mapping):
         return model(**{**batch, **extra})
-    raise CalibrationError(
+    raise CalibrationBatchError(
         f"calibration batch #{index} is a {type(batch).__name__}; a batch is a Tensor (run as model(batch)), "
         "a tuple or list (model(*batch)) or a Mapping (model(**batch))"
     )
@@ -107,7 +112,7 @@ def _batches(calibration: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         except StopIteration:
             return
         except Exception as error:
-            raise CalibrationError(
+            raise CalibrationBatchError(
                 f"reading calibration batch #{index} raised {type(error).__name__}: {error}"
             ) from error
         yield index, batch
@@ -131,14 +136,18 @@ def run_calibration(
         stop: an exception that ends one batch's forward early on purpose.
 
     Raises:
-        CalibrationError: a batch raised (its index named, the error chained),
-            the iterable gave no batches, or the callable raised.
+        CalibrationBatchError: a batch raised (its index named, the error
+            chained), the iterable gave no batches, or the callable raised.
+        CalibrationError: what ``each`` raised (the gradient pass's
+            :class:`~pruneplug.errors.CalibrationLossError`).
     """
     if callable(calibration):
         try:
             calibration(model)
+        except CalibrationError:  # raised by a hook of ours (a block without a hidden state): already says what
+            raise
         except Exception as error:
-            raise CalibrationError(f"the calibration run raised {type(error).__name__}: {error}") from error
+            raise CalibrationBatchError(f"the calibration run raised {type(error).__name__}: {error}") from error
         return -1
     extra = {"use_cache": False} if _accepts(model, "use_cache") else {}
     count = 0
@@ -153,10 +162,12 @@ def run_calibration(
             if stop is not None and isinstance(error, stop):
                 pass
             else:
-                raise CalibrationError(f"calibration batch #{index} raised {type(error).__name__}: {error}") from error
+                raise CalibrationBatchError(
+                    f"calibration batch #{index} raised {type(error).__name__}: {error}"
+                ) from error
         count += 1
     if count == 0:
-        raise CalibrationError("the calibration iterable gave no batches; give at least one")
+        raise CalibrationBatchError("the calibration iterable gave no batches; give at least one")
     return count
 
 
@@ -182,7 +193,7 @@ def hidden_of(inputs: BlockInputs, block: str) -> Tensor:
     """The hidden state in a block's inputs: the first positional argument, or ``hidden_states=``.
 
     Raises:
-        CalibrationError: neither is a tensor.
+        CalibrationBlockError: neither is a tensor.
     """
     args, kwargs = inputs
     if args and isinstance(args[0], Tensor):
@@ -190,7 +201,7 @@ def hidden_of(inputs: BlockInputs, block: str) -> Tensor:
     hidden = kwargs.get("hidden_states")
     if isinstance(hidden, Tensor):
         return hidden
-    raise CalibrationError(
+    raise CalibrationBlockError(
         f"block {block!r} was called without a tensor as its first positional argument or as hidden_states=; "
         "a block must take the hidden state so that the next block's inputs can be made from its output"
     )
@@ -210,8 +221,9 @@ def capture_inputs(model: nn.Module, block: nn.Module, block_name: str, calibrat
     Batches run here stop at the block; a callable ``run(model)`` runs whole.
 
     Raises:
-        CalibrationError: as :func:`run_calibration`, or when a batch (or the
-            whole callable run) never reached the block.
+        CalibrationBatchError: as :func:`run_calibration`.
+        CalibrationBlockError: a batch (or the whole callable run) never
+            reached the block, or the block took no hidden state.
     """
     stored: list[BlockInputs] = []
     stops = not callable(calibration)
@@ -229,7 +241,7 @@ def capture_inputs(model: nn.Module, block: nn.Module, block_name: str, calibrat
     finally:
         handle.remove()
     if batches == -1 and not stored:
-        raise CalibrationError(f"the calibration run never called block {block_name!r}")
+        raise CalibrationBlockError(f"the calibration run never called block {block_name!r}")
     return stored
 
 
@@ -237,7 +249,9 @@ def _reached(block_name: str) -> Callable[[int, Any, Any], None]:
     """Raise when a batch ran to its end: it never called the block (which would have stopped it)."""
 
     def check(index: int, output: Any, batch: Any) -> None:
-        raise CalibrationError(f"calibration batch #{index} ran through the model without calling block {block_name!r}")
+        raise CalibrationBlockError(
+            f"calibration batch #{index} ran through the model without calling block {block_name!r}"
+        )
 
     return check
 
@@ -246,8 +260,8 @@ def run_block(block: nn.Module, inputs: BlockInputs, block_name: str) -> Tensor:
     """The block's output hidden state for one batch's stored inputs (``out[0]`` if it returns a tuple).
 
     Raises:
-        CalibrationError: the block returned neither a tensor nor a tuple or
-            list starting with one.
+        CalibrationBlockError: the block returned neither a tensor nor a
+            tuple or list starting with one.
     """
     args, kwargs = inputs
     with torch.no_grad():
@@ -256,7 +270,7 @@ def run_block(block: nn.Module, inputs: BlockInputs, block_name: str) -> Tensor:
         return out[0]
     if isinstance(out, Tensor):
         return out
-    raise CalibrationError(
+    raise CalibrationBlockError(
         f"block {block_name!r} returned a {type(out).__name__}; a block must return the hidden state, "
         "alone or first in a tuple"
     )

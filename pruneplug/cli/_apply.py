@@ -10,6 +10,10 @@ temporary file. ``--input-shape``/``--input-dtype`` give the example input
 that channel rules and compaction run the model on (over the plan's).
 ``--dry-run`` stops after applying: it prints what each rule selects, the
 sparsity it would give and what compaction would give, and writes nothing.
+The output sums up each data-aware rule's calibration in a line (its layers
+and blocks, the worst block's relative output error); ``--json`` prints the
+whole plan report as JSON instead, every calibration report included, with
+the other messages on stderr.
 ``--calibration MODULE:FUNCTION`` names the function giving the batches of
 data-aware rules (``wanda``, ``sparsegpt``), over the plan's
 ``calibration.batches`` (or as a plan's calibration section of its own); the
@@ -36,8 +40,8 @@ from ..api import remove as remove_pruning
 from ..compaction import CompactionReport
 from ..io.checkpoints import check_output, load_checkpoint, save_checkpoint
 from ..io.report import report, tensor_histories
-from ..plans import CalibrationSource, Plan, apply_plan, load_plan
-from ._app import BadInput, command, console
+from ..plans import CalibrationSource, Plan, PlanReport, apply_plan, load_plan
+from ._app import BadInput, command, console, err_console
 from ._factory import build_model, cwd_importable
 from ._hf import check_norms, check_output_dir, load_hf, save_hf, token_input
 from ._inputs import InputDtype, InputShape, example_input
@@ -119,6 +123,14 @@ def apply_command(
             "Imported with the current directory on the path, e.g. my_data:calibration_batches.",
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the plan's report as JSON (the rules, the tensors, each data-aware rule's calibration report "
+            "and the compaction), and nothing else on stdout.",
+        ),
+    ] = False,
 ) -> None:
     """Apply a pruning plan to a model's weights and save the result."""
     if (model is None) == (hf is None):
@@ -181,28 +193,35 @@ def apply_command(
             else:
                 save_checkpoint(output, net.state_dict(), history=history, overwrite=force)
             progress.advance()
+    notes = err_console if as_json else console  # with --json, stdout holds the JSON alone
     if dry_run:
-        console.print(result.to_rich(tensors=False))
+        _show(result, as_json)
         what = "the sparsity the plan would give" + (", and its compaction" if result.compaction else "")
-        console.print(f"Dry run: that is {what}; nothing was changed or written.")
+        notes.print(f"Dry run: that is {what}; nothing was changed or written.")
         ignored = [
             flag for flag, used in (("-o", output is not None), ("--remove", remove), ("--force", force)) if used
         ]
         if ignored:
-            console.print(f"(--dry-run writes nothing, so {', '.join(ignored)} had no effect.)")
+            notes.print(f"(--dry-run writes nothing, so {', '.join(ignored)} had no effect.)")
         return
     final = report(net, history=history, rules=result.rules)
-    console.print(final.to_rich(tensors=False))
-    if result.compaction is not None:
-        console.print(result.compaction.to_rich())
+    _show(PlanReport(**dict(final), compaction=result.compaction, calibration=result.calibration), as_json)
     if hf is not None:
-        console.print(f"Wrote {output}; {_hf_outcome(result.compaction)}.")
+        notes.print(f"Wrote {output}; {_hf_outcome(result.compaction)}.")
         return
     masks = "pruning made permanent (no masks)" if remove else "masks kept: apply another plan to resume"
     if result.compaction is not None:
         compacted = f"compacted: --model {model} loads it, resized to it"
         masks = f"{compacted}; {masks}" if remove or final.totals.masked_tensors else f"{compacted}; no masks left"
-    console.print(f"Wrote {output}; {masks}.")
+    notes.print(f"Wrote {output}; {masks}.")
+
+
+def _show(result: PlanReport, as_json: bool) -> None:
+    """The plan's report on stdout: JSON, or the rules, the calibrated rules, totals and compaction as tables."""
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        console.print(result.to_rich(tensors=False))
 
 
 def _with_calibration(plan: Plan, spec: str | None) -> Plan:

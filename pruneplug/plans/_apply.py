@@ -22,7 +22,9 @@
    plan's loss; :mod:`~pruneplug.plans._calibrated`) goes through
    :func:`pruneplug.prune_calibrated`, one call per rule, on the batches the
    plan's ``calibration`` section names -- imported and called once, after
-   every rule is resolved and before anything is pruned. A strategy that
+   every rule is resolved and before anything is pruned; the
+   :class:`~pruneplug.CalibrationReport` each call returns goes into the
+   plan's report (``calibration``, by the rule's index). A strategy that
    writes new values into the weights it keeps (``sparsegpt``) changes them
    in place, so their values are kept first (as ``prune_calibrated`` keeps
    them: in a temporary file for a model in CPU memory) whenever something
@@ -41,6 +43,7 @@ import torch
 from torch import nn
 
 from ..api import prune, prune_global
+from ..calibration import CalibrationReport
 from ..calibration.state import Rollback
 from ..compaction import CompactionReport, compact as compact_model, prune_channels
 from ..compaction.trace import ExampleInputs
@@ -168,10 +171,11 @@ def _apply_rule(
     mask_storage: MaskStorage | None,
     inputs: ExampleInputs | None,
     data: CalibrationData | None,
-) -> RuleOutcome:
+) -> tuple[RuleOutcome, CalibrationReport | None]:
+    """Apply one rule: what it did, and the calibration report of a data-aware rule (``None`` for others)."""
     rule = resolved.rule
     if resolved.skipped is not None:
-        return RuleOutcome(
+        skipped = RuleOutcome(
             index=resolved.index,
             strategy=rule.strategy,
             scope=rule.scope,
@@ -183,16 +187,18 @@ def _apply_rule(
             sparsity_after=0.0,
             skipped=resolved.skipped,
         )
+        return skipped, None
     targets = resolved.targets
     before = _counts(targets)
     params = dict(rule.params)
+    calibration: CalibrationReport | None = None
     if rule.channels:
         _prune_channels(model, resolved, inputs)
     elif resolved.calibrated is not None:
         if data is None:  # pragma: no cover - _apply loads it for every data-aware rule
             raise PlanError("a data-aware rule needs calibration data", rule=resolved.index, field="calibration")
         layers = [t.module_name for t in targets]
-        prune_rule_calibrated(model, rule, resolved.index, layers, data, mask_storage)
+        calibration = prune_rule_calibrated(model, rule, resolved.index, layers, data, mask_storage)
     elif rule.scope == "global":
         try:
             prune_global([(t.module, t.tensor) for t in targets], rule.strategy, mask_storage=mask_storage, **params)
@@ -206,7 +212,7 @@ def _apply_rule(
                 raise tensor_error(error, target.name, rule=resolved.index, field=_field_of(error)) from error
     after = _counts(targets)
     entries = max(before.entries, 1)
-    return RuleOutcome(
+    outcome = RuleOutcome(
         index=resolved.index,
         strategy=rule.strategy,
         scope=rule.scope,
@@ -217,6 +223,7 @@ def _apply_rule(
         sparsity_before=before.zeros / entries,
         sparsity_after=after.zeros / entries,
     )
+    return outcome, calibration
 
 
 def apply_plan(
@@ -255,7 +262,9 @@ def apply_plan(
     Returns:
         :class:`PlanReport`: the :class:`~pruneplug.Report` of the whole
         model, with ``rules`` saying what each rule selected and the sparsity
-        it gave, and ``compaction`` the :class:`~pruneplug.CompactionReport`
+        it gave, ``calibration`` the :class:`~pruneplug.CalibrationReport` of
+        each data-aware rule by its index (per layer and per block; a dry run
+        included), and ``compaction`` the :class:`~pruneplug.CompactionReport`
         when the plan compacted the model (a dry run included).
 
     Raises:
@@ -370,10 +379,14 @@ def _apply(
             torch.set_rng_state(restore_rng)
 
         outcomes: list[RuleOutcome] = []
+        calibrations: dict[int, CalibrationReport] = {}
         compaction: CompactionReport | None = None
         try:
             for item in resolved:
-                outcomes.append(_apply_rule(model, item, plan.mask_storage, inputs, data))
+                outcome, calibrated = _apply_rule(model, item, plan.mask_storage, inputs, data)
+                outcomes.append(outcome)
+                if calibrated is not None:
+                    calibrations[item.index] = calibrated
                 if progress is not None:
                     progress(len(outcomes), len(resolved))
             if compacting:
@@ -384,4 +397,4 @@ def _apply(
             raise
         if dry_run:
             restore()
-    return PlanReport(**dict(result), compaction=compaction)
+    return PlanReport(**dict(result), compaction=compaction, calibration=calibrations)

@@ -16,7 +16,10 @@ or ``types`` selects what ``prune_calibrated`` prunes by default (every
 linear layer inside the blocks when sequential, every one but the output
 head otherwise), less its ``exclude``. When calibrating block by block, each
 selected layer must lie inside a block; a rule with ``scope = "global"``
-ranks all its layers together, so it always calibrates in one pass.
+ranks all its layers together, so it always calibrates in one pass. A rule
+with ``allocation = "owl"`` gives each block its own amount
+(:func:`pruneplug.owl_amounts`), so its layers lie inside the blocks however
+it calibrates.
 """
 
 from __future__ import annotations
@@ -33,27 +36,31 @@ from ..calibration.gradients import reads_gradients
 from ..calibration.targets import is_linear_layer, select_targets
 from ..core.fast_path import updating_values
 from ..errors import (
+    CalibrationBatchError,
+    CalibrationBlockError,
     CalibrationError,
+    CalibrationLossError,
     IncompatibleStrategyError,
     InvalidAmountError,
     InvalidParametersError,
     InvalidTargetError,
     PruneplugError,
 )
-from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
 from ._calibration import CalibrationData, CalibrationSource
 from ._errors import PlanError
-from ._model import Plan, Rule, strategy_for
+from ._model import OWL_NOT_CALIBRATED, Plan, Rule, calibration_reason, strategy_for
 
 __all__ = [
     "CalibrationSettings",
     "calibration_reasons",
     "check_calibration_given",
+    "check_allocations",
     "settings_for",
     "blocks_for",
     "linear_targets",
     "is_sequential",
+    "in_blocks",
     "NoLinearLayer",
     "updates_values",
     "check_gradient_batches",
@@ -101,15 +108,7 @@ def _reason(rule: Rule, index: int, loss: bool) -> str | None:
     """Why ``rule`` runs on calibration data, or ``None`` when it does not."""
     if rule.channels:
         return None
-    method = _method(rule, index)
-    if isinstance(method, NeedsStatistics):
-        names = tuple(method.required_statistics())
-        if names:
-            plural = "s" if len(names) > 1 else ""
-            return f"it needs the statistic{plural} {', '.join(names)} of its layers' inputs"
-    if loss and reads_gradients(method):
-        return f"its score {getattr(method, 'score', None)!r} reads gradients, computed with the calibration loss"
-    return None
+    return calibration_reason(_method(rule, index), loss=loss)
 
 
 def calibration_reasons(plan: Plan, settings: CalibrationSettings) -> dict[int, str]:
@@ -133,13 +132,40 @@ def check_calibration_given(plan: Plan, reasons: Mapping[int, str], settings: Ca
     )
 
 
-def blocks_for(model: nn.Module, settings: CalibrationSettings) -> list[Block]:
-    """The blocks a sequential calibration goes through (raises :class:`PlanError` naming the field)."""
+def check_allocations(plan: Plan, reasons: Mapping[int, str]) -> None:
+    """Raise :class:`PlanError` for a rule with ``allocation = "owl"`` that does not run on calibration data.
+
+    Reading the plan refuses OWL on a strategy that never does; this finds
+    the one that does only with a loss (``taylor``) when none is given.
+    """
+    for index, rule in enumerate(plan.rules):
+        if rule.allocation == "owl" and index not in reasons:
+            raise PlanError(
+                f"{OWL_NOT_CALIBRATED}; this {rule.strategy!r} rule does not, as no loss is given (the plan's "
+                "calibration.loss, or apply_plan(..., loss=)): give one, or leave allocation out",
+                rule=index,
+                field="allocation",
+            )
+
+
+def blocks_for(model: nn.Module, settings: CalibrationSettings, owl: int | None = None) -> list[Block]:
+    """The blocks a sequential calibration goes through (raises :class:`PlanError` naming the field).
+
+    ``owl``: the index of a rule with ``allocation = "owl"`` that needs them
+    while the plan calibrates in one pass (an error then names it).
+    """
     try:
         return find_blocks(model, settings.blocks)
     except PruneplugError as error:
         if settings.blocks is not None:
             raise PlanError(error.reason, field="calibration.blocks") from error
+        if owl is not None:
+            raise PlanError(
+                f"allocation = 'owl' gives each block its own amount, so it needs the model's blocks: {error.reason}. "
+                "In a plan: name them in calibration.blocks (a ModuleList's qualified name), or leave allocation out",
+                rule=owl,
+                field="allocation",
+            ) from error
         raise PlanError(
             f"calibrating block by block needs the model's blocks: {error.reason}. In a plan: name them in "
             "calibration.blocks (a ModuleList's qualified name), or set calibration.sequential = false",
@@ -150,6 +176,12 @@ def blocks_for(model: nn.Module, settings: CalibrationSettings) -> list[Block]:
 def is_sequential(rule: Rule, settings: CalibrationSettings) -> bool:
     """Whether ``rule`` calibrates block by block: a global rule ranks all its layers together, in one pass."""
     return settings.sequential and rule.scope == "local"
+
+
+def in_blocks(rule: Rule, settings: CalibrationSettings) -> bool:
+    """Whether ``rule`` prunes layers inside the blocks only: it calibrates block by block, or OWL gives each
+    block its amount."""
+    return is_sequential(rule, settings) or rule.allocation == "owl"
 
 
 class NoLinearLayer(Exception):
@@ -183,10 +215,10 @@ def linear_targets(
             rule=index,
             field="tensors",
         )
-    sequential = is_sequential(rule, settings)
+    inside = in_blocks(rule, settings)
     if rule.modules is None and rule.module_regex is None and rule.types is None:
         try:
-            default = select_targets(model, None, blocks if sequential else None, sequential=sequential)
+            default = select_targets(model, None, blocks if inside else None, sequential=inside)
         except PruneplugError as error:
             raise NoLinearLayer("modules", error.reason) from error
         kept = {id(module) for _, module in chosen}
@@ -202,14 +234,18 @@ def linear_targets(
             "data-aware strategies prune linear layers (nn.Linear, GPT-2's Conv1D), and the rule selects none: "
             f"{kinds}{' ...' if len(chosen) > _LISTED else ''}",
         )
-    if sequential and blocks is not None:
-        inside = {id(sub) for block in blocks for sub in block.module.modules()}
-        outside = [name for name, module in found if id(module) not in inside]
+    if inside and blocks is not None:
+        within = {id(sub) for block in blocks for sub in block.module.modules()}
+        outside = [name for name, module in found if id(module) not in within]
         if outside:
+            why, way_out = (
+                ("allocation = 'owl' gives each block its own amount, so it prunes", "or leave allocation out")
+                if rule.allocation == "owl"
+                else ("calibrating block by block prunes", "or set calibration.sequential = false")
+            )
             raise PlanError(
-                f"{outside[0]!r} lies outside the blocks ({_blocks_text(blocks)}); calibrating block by block prunes "
-                "layers inside them only: leave it out (exclude), name blocks that hold it in calibration.blocks, "
-                "or set calibration.sequential = false",
+                f"{outside[0]!r} lies outside the blocks ({_blocks_text(blocks)}); {why} layers inside them only: "
+                f"leave it out (exclude), name blocks that hold it in calibration.blocks, {way_out}",
                 rule=index,
                 field="modules",
             )
@@ -221,8 +257,11 @@ def _blocks_text(blocks: list[Block]) -> str:
     return ", ".join(names[:3]) + (f" ... ({len(names)} in all)" if len(names) > 3 else "")
 
 
-# Which field of a data-aware rule a driver error points at.
+# Which field of a data-aware rule a driver error points at, by its type (the first that matches).
 _FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
+    (CalibrationBatchError, "calibration.batches"),
+    (CalibrationLossError, "calibration.loss"),
+    (CalibrationBlockError, "calibration.blocks"),
     (InvalidAmountError, "params.amount"),
     (InvalidParametersError, "params"),
     (IncompatibleStrategyError, "scope"),
@@ -231,12 +270,14 @@ _FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
 
 
 def _field(error: PruneplugError) -> str:
+    found = next((field for kind, field in _FIELDS if isinstance(error, kind)), None)
+    if found is not None:
+        return found
     if isinstance(error, CalibrationError):
         if error.tensor is not None:  # raised by the strategy on one layer (a Hessian that will not factor)
             return "params"
-        # the loss's errors say so first ("loss(output, batch) raised ..."); the batches' name a batch
-        return "calibration.loss" if error.reason.startswith("loss") else "calibration.batches"
-    return next((field for kind, field in _FIELDS if isinstance(error, kind)), "strategy")
+        return "calibration.batches"  # a block that fails on a batch's inputs, a layer the batches never reach
+    return "strategy"
 
 
 def prune_rule_calibrated(
@@ -252,6 +293,7 @@ def prune_rule_calibrated(
     amount = params.pop("amount", None)
     gradients = reads_gradients(_method(rule, index))
     sequential = data.sequential and rule.scope == "local"
+    owl = rule.allocation == "owl"
     try:
         return prune_calibrated(
             model,
@@ -260,9 +302,12 @@ def prune_rule_calibrated(
             calibration=data.batches,
             targets=list(layers),
             sequential=sequential,
-            blocks=data.blocks if sequential else None,
+            blocks=data.blocks if sequential or owl else None,
             scope="global" if rule.scope == "global" else "layer",
             loss=data.loss if gradients else None,
+            allocation=rule.allocation,
+            owl_threshold=rule.owl_threshold if owl else None,
+            owl_spread=rule.owl_spread if owl else None,
             progress=False,  # the plan's own progress reports rules; one live display at a time
             mask_storage=mask_storage,
             **params,

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -38,25 +39,48 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..calibration.gradients import reads_gradients
 from ..compaction.prune import GroupReduction
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
 from ..registry import StrategySpec, get_registry
+from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
 from ._calibration import CalibrationSource
 from ._errors import PlanError, from_validation_error, plain_message
 from ._inputs import ExampleInput
 
-__all__ = ["Plan", "Rule", "RuleSelection", "Scope", "PLAN_VERSION", "parse_plan", "strategy_for"]
+__all__ = [
+    "Plan",
+    "Rule",
+    "RuleSelection",
+    "Scope",
+    "Allocation",
+    "PLAN_VERSION",
+    "parse_plan",
+    "strategy_for",
+    "calibration_reason",
+    "OWL_NOT_CALIBRATED",
+]
 
 PLAN_VERSION = 1
 
 Scope = Literal["local", "global"]
 
+Allocation = Literal["uniform", "owl"]
+"""How a data-aware rule spreads its amount over its layers: the same for each, or OWL's per-block amounts."""
+
 Name = Annotated[str, StringConstraints(strict=True, min_length=1)]
 
 
 Names = tuple[Name, ...]
+
+
+def _number(value: object) -> object:
+    """A number as a file writes it: a string or a boolean, which pydantic would turn into one, is refused."""
+    if isinstance(value, (bool, str, bytes)):
+        raise PydanticCustomError("number", "must be a number")
+    return value
 
 
 class RuleSelection(BaseModel):
@@ -110,6 +134,23 @@ class RuleSelection(BaseModel):
         description="Channel rules: how a channel's scores in the group's tensors are combined "
         "('mean', 'sum', 'max' or 'min').",
     )
+    allocation: Allocation = Field(
+        default="uniform",
+        description="Data-aware rules (wanda, sparsegpt, ...): how params.amount is spread over the layers. "
+        "'uniform': each layer prunes params.amount; 'owl': each block gets its own amount from the outliers of "
+        "the dense model's Wanda metric, their mean params.amount (pruneplug.owl_amounts). The layers must lie "
+        "in the blocks.",
+    )
+    owl_threshold: Annotated[float, Field(gt=0), BeforeValidator(_number)] | None = Field(
+        default=None,
+        description="allocation = 'owl': an entry of the Wanda metric is an outlier above this many times its "
+        "block's mean (OWL's M). Default: 5.",
+    )
+    owl_spread: Annotated[float, Field(ge=0, le=1), BeforeValidator(_number)] | None = Field(
+        default=None,
+        description="allocation = 'owl': half the width of the range of the blocks' sparsities (OWL's lambda). "
+        "Default: 0.08.",
+    )
 
     @field_validator("module_regex")
     @classmethod
@@ -140,6 +181,30 @@ class RuleSelection(BaseModel):
 def strategy_for(name: str) -> StrategySpec:
     """The registered strategy ``name`` (raises :class:`~pruneplug.StrategyNotFoundError`)."""
     return get_registry().get(name)
+
+
+def calibration_reason(method: object, *, loss: bool) -> str | None:
+    """Why a configured strategy runs on calibration data, or ``None`` when it does not.
+
+    It does when it needs statistics of its layers' inputs (``wanda``,
+    ``sparsegpt``, a plugin's), or, when a loss is given (``loss``), when
+    its score reads gradients (``taylor``).
+    """
+    if isinstance(method, NeedsStatistics):
+        names = tuple(method.required_statistics())
+        if names:
+            plural = "s" if len(names) > 1 else ""
+            return f"it needs the statistic{plural} {', '.join(names)} of its layers' inputs"
+    if loss and reads_gradients(method):
+        return f"its score {getattr(method, 'score', None)!r} reads gradients, computed with the calibration loss"
+    return None
+
+
+OWL_NOT_CALIBRATED = (
+    "allocation = 'owl' is only for a rule that runs on calibration data (wanda, sparsegpt, a strategy that needs "
+    "statistics of its layers' inputs, or the taylor score with the plan's calibration.loss)"
+)
+"""The start of the message refusing OWL on a rule that does not calibrate (here, and when a plan is resolved)."""
 
 
 class Rule(RuleSelection):
@@ -174,10 +239,13 @@ class Rule(RuleSelection):
         except PruneplugError as error:
             raise _problem("strategy", error.reason) from None
         problems = self._channel_problems(spec) if self.channels else []
+        valid = True
         try:
             spec.validate(dict(self.params))
         except InvalidParametersError as error:
+            valid = False
             problems += _params_problems(error, list(spec.params_model.model_fields))[2] or [("params", error.reason)]
+        problems += self._allocation_problems(spec, valid)
         if problems:
             raise _problem(*problems[0], problems=problems)
         if self.channels:
@@ -194,6 +262,55 @@ class Rule(RuleSelection):
                 + (", or channels = true to rank whole channel groups globally" if spec.kind == "structured" else ""),
             )
         return self
+
+    def _allocation_problems(self, spec: StrategySpec, valid: bool) -> list[tuple[str, str]]:
+        """What keeps ``allocation`` and OWL's options from working here: each ``(field, message)``.
+
+        ``valid``: whether the parameters are (only then is the strategy made, to ask whether it calibrates).
+        """
+        if self.allocation != "owl":
+            return [
+                (name, f"{name} only applies with allocation = 'owl'")
+                for name in ("owl_threshold", "owl_spread")
+                if getattr(self, name) is not None
+            ]
+        if self.channels:
+            return [("allocation", f"{OWL_NOT_CALIBRATED}; a channel rule does not: leave allocation out")]
+        if not valid:
+            return []
+        try:
+            method = spec.create(**dict(self.params))
+        except PruneplugError:  # reported when the rule is applied, with the field at fault
+            return []
+        if calibration_reason(method, loss=True) is None:
+            return [("allocation", f"{OWL_NOT_CALIBRATED}; {spec.name!r} does not: leave allocation out")]
+        problems = []
+        if self.scope == "global":
+            problems.append(
+                (
+                    "allocation",
+                    "allocation = 'owl' gives each block its own amount, and scope 'global' ranks the entries of "
+                    "all the layers together for one amount: use one or the other",
+                )
+            )
+        amount = self.params.get("amount")
+        if amount is None:
+            problems.append(
+                (
+                    "allocation",
+                    "allocation = 'owl' needs params.amount, the blocks' mean sparsity (a fraction in [0, 1]); "
+                    "N:M (keep_n, of_m) fixes each layer's own",
+                )
+            )
+        elif not isinstance(amount, float):
+            problems.append(
+                (
+                    "params.amount",
+                    "allocation = 'owl' spreads params.amount over the blocks, so it must be a fraction in [0, 1] "
+                    f"(e.g. 0.5), got {amount!r}",
+                )
+            )
+        return problems
 
     def _channel_problems(self, spec: StrategySpec) -> list[tuple[str, str]]:
         """What keeps this channel rule from working: each ``(field, message)``."""

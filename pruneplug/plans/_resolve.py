@@ -20,7 +20,8 @@ before any tensor is touched:
 
 * a data-aware rule (:mod:`pruneplug.plans._calibrated`) needs the plan's
   ``calibration``; it selects the linear layers among its modules, which
-  must lie inside the blocks when calibrating block by block.
+  must lie inside the blocks when calibrating block by block or with
+  ``allocation = "owl"`` (only such a rule may say it).
 
 Later rules act on what earlier rules leave, which only applying can tell;
 :mod:`pruneplug.plans._apply` rolls everything back if one of them fails.
@@ -49,7 +50,9 @@ from ._calibrated import (
     NoLinearLayer,
     blocks_for,
     calibration_reasons,
+    check_allocations,
     check_calibration_given,
+    in_blocks,
     is_sequential,
     linear_targets,
     settings_for,
@@ -374,7 +377,12 @@ def resolve_with(
     settings = settings_for(plan.calibration) if settings is None else settings
     reasons = calibration_reasons(plan, settings)
     check_calibration_given(plan, reasons, settings)
-    blocks = blocks_for(model, settings) if any(is_sequential(plan.rules[i], settings) for i in reasons) else None
+    check_allocations(plan, reasons)
+    blocks: list[Block] | None = None
+    if any(in_blocks(plan.rules[i], settings) for i in reasons):
+        sequential = any(is_sequential(plan.rules[i], settings) for i in reasons)
+        owl = next((i for i in reasons if plan.rules[i].allocation == "owl"), None)
+        blocks = blocks_for(model, settings, owl=None if sequential else owl)
     owners: dict[int, str] = {}
     graph: ChannelGraph | None = None
     channel_rules = [index for index, rule in enumerate(plan.rules) if rule.channels]

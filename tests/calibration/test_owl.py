@@ -147,6 +147,48 @@ def test_prune_calibrated_with_owl_allocation_uses_owl_amounts(registry: prunepl
         )
 
 
+def test_prune_calibrated_passes_owls_threshold_and_spread_on(registry: pruneplug.Registry) -> None:
+    registry.register(helpers.NormScaled)
+    model = outlier_stack()
+    options = {"amount": 0.5, "threshold": 3.0, "spread": 0.2}
+    amounts = pruneplug.owl_amounts(outlier_stack(), helpers.feature_batches(), **options)
+    assert amounts != pruneplug.owl_amounts(outlier_stack(), helpers.feature_batches(), amount=0.5)  # they matter
+    report = pruneplug.prune_calibrated(
+        model,
+        "calib_norm_scaled",
+        amount=0.5,
+        calibration=helpers.feature_batches(),
+        allocation="owl",
+        owl_threshold=3.0,
+        owl_spread=0.2,
+        progress=False,
+    )
+    assert {name: layer.amount for name, layer in report.layers.items()} == amounts
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"owl_threshold": 3.0}, r"owl_threshold and owl_spread are used only with allocation='owl'"),
+        ({"owl_spread": 0.1, "allocation": "uniform"}, r"used only with allocation='owl'"),
+        ({"owl_threshold": 0.0, "allocation": "owl"}, r"owl_threshold must be a positive number, got 0.0"),
+        ({"owl_spread": 1.5, "allocation": "owl"}, r"owl_spread must be a number in \[0, 1\], got 1.5"),
+    ],
+)
+def test_owl_options_out_of_place_or_range_are_refused_before_anything_runs(
+    registry: pruneplug.Registry, kwargs: dict[str, Any], message: str
+) -> None:
+    registry.register(helpers.NormScaled)
+    model = outlier_stack()
+    before = helpers.state_of(model)
+    with pytest.raises(pruneplug.InvalidParametersError, match=message) as caught:
+        pruneplug.prune_calibrated(
+            model, "calib_norm_scaled", amount=0.5, calibration=helpers.feature_batches(), **kwargs
+        )
+    assert caught.value.strategy == "calib_norm_scaled"
+    assert helpers.same(before, helpers.state_of(model))
+
+
 def test_owl_amounts_equal_the_independent_reference_of_owls_code() -> None:
     """The per-block sparsities of tests/calibration/reference.py (written from OWL's official code, with
     Wanda's own scaler_row) for the same dense model and calibration inputs."""

@@ -429,13 +429,56 @@ def test_taylor_without_a_loss_or_a_loss_without_taylor_is_an_error() -> None:
             loss=lambda o, b: o.sum(),
         )
     with pytest.raises(
-        pruneplug.CalibrationError, match=r"loss\(output, batch\) must return a scalar tensor.*batch #0"
+        pruneplug.CalibrationLossError, match=r"loss\(output, batch\) must return a scalar tensor.*batch #0"
     ):
         pruneplug.prune_calibrated(
             model, "scored_unstructured", amount=0.5, calibration=batches, score="taylor", loss=lambda o, b: o
         )
     assert not pruneplug.is_pruned(model)
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def _fails(output: Tensor, batch: Tensor) -> Tensor:
+    raise KeyError("no labels")
+
+
+@pytest.mark.parametrize(
+    ("loss", "words"),
+    [
+        (_fails, r"loss\(output, batch\) raised KeyError on calibration batch #0: 'no labels'"),
+        (lambda o, b: o.sum().detach(), r"batch #0 gave a tensor of shape \(\) without a gradient"),
+        (
+            lambda o, b: torch.zeros((), requires_grad=True),
+            r"no gradient reached 'blocks.0.fc1', 'blocks.0.fc2': the loss does not depend on them",
+        ),
+    ],
+)
+def test_a_loss_that_fails_is_a_loss_error(loss: Any, words: str) -> None:
+    """What the loss does wrong is a CalibrationLossError, not a batch's (a batch that fails is one)."""
+    model = helpers.Stack(depth=1)
+    before = helpers.state_of(model)
+    with pytest.raises(pruneplug.CalibrationLossError, match=words) as caught:
+        pruneplug.prune_calibrated(
+            model,
+            "scored_unstructured",
+            amount=0.5,
+            score="taylor",
+            loss=loss,
+            calibration=helpers.feature_batches(count=2),
+            progress=False,
+        )
+    assert not isinstance(caught.value, pruneplug.CalibrationBatchError)
+    assert helpers.same(before, helpers.state_of(model))
+    with pytest.raises(pruneplug.CalibrationBatchError, match=r"calibration batch #1 is a str"):
+        pruneplug.prune_calibrated(
+            model,
+            "scored_unstructured",
+            amount=0.5,
+            score="taylor",
+            loss=lambda o, b: o.sum(),
+            calibration=[helpers.feature_batches(count=1)[0], "text"],
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------- all or nothing

@@ -66,7 +66,7 @@ def test_calibration_neither_iterable_nor_callable_is_refused(calibration: objec
 
 
 def test_an_empty_calibration_is_an_error() -> None:
-    with pytest.raises(pruneplug.CalibrationError, match="gave no batches"):
+    with pytest.raises(pruneplug.CalibrationBatchError, match="gave no batches"):
         run_calibration(Recorder(), [])
 
 
@@ -78,20 +78,22 @@ def test_a_batch_that_raises_is_named_and_chained() -> None:
 
     wrapper = nn.Module()
     wrapper.forward = model  # type: ignore[method-assign]
-    with pytest.raises(pruneplug.CalibrationError, match=r"calibration batch #2 raised ValueError: too large") as info:
+    with pytest.raises(
+        pruneplug.CalibrationBatchError, match=r"calibration batch #2 raised ValueError: too large"
+    ) as info:
         run_calibration(wrapper, [torch.zeros(1), torch.zeros(1), torch.ones(2)])
     assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_a_batch_of_another_type_and_a_failing_iterator_are_named() -> None:
-    with pytest.raises(pruneplug.CalibrationError, match=r"batch #1 is a int; a batch is a Tensor"):
+    with pytest.raises(pruneplug.CalibrationBatchError, match=r"batch #1 is a int; a batch is a Tensor"):
         run_calibration(Recorder(), [torch.ones(1), 5])
 
     def failing() -> Iterator[Tensor]:
         yield torch.ones(1)
         raise OSError("disk gone")
 
-    with pytest.raises(pruneplug.CalibrationError, match=r"reading calibration batch #1 raised OSError") as info:
+    with pytest.raises(pruneplug.CalibrationBatchError, match=r"reading calibration batch #1 raised OSError") as info:
         run_calibration(Recorder(), failing())
     assert isinstance(info.value.__cause__, OSError)
 
@@ -100,7 +102,7 @@ def test_a_callable_that_raises_is_chained() -> None:
     def run(model: nn.Module) -> None:
         raise KeyError("where")
 
-    with pytest.raises(pruneplug.CalibrationError, match=r"the calibration run raised KeyError") as info:
+    with pytest.raises(pruneplug.CalibrationBatchError, match=r"the calibration run raised KeyError") as info:
         run_calibration(Recorder(), run)
     assert isinstance(info.value.__cause__, KeyError)
 
@@ -110,6 +112,16 @@ def test_a_one_shot_iterator_needed_twice_is_read_into_a_list() -> None:
     assert reusable(iter(batches), 1) is not batches
     assert reusable(iter(batches), 2) == batches
     assert reusable(batches, 2) is batches
+
+
+def test_a_one_shot_iterator_that_fails_while_read_into_a_list_names_the_batch() -> None:
+    def failing() -> Iterator[Tensor]:
+        yield torch.ones(1)
+        raise OSError("disk gone")
+
+    with pytest.raises(pruneplug.CalibrationBatchError, match=r"reading calibration batch #1 raised OSError") as info:
+        reusable(failing(), 2)
+    assert isinstance(info.value.__cause__, OSError)
 
 
 # --------------------------------------------------------------------------------------------- capture and replay
@@ -140,10 +152,10 @@ def test_capture_names_a_block_never_reached() -> None:
     unused = nn.Linear(2, 2)
     model.unused = unused
     with pytest.raises(
-        pruneplug.CalibrationError, match=r"batch #0 ran through the model without calling block 'unused'"
+        pruneplug.CalibrationBlockError, match=r"batch #0 ran through the model without calling block 'unused'"
     ):
         capture_inputs(model, unused, "unused", helpers.feature_batches(count=2))
-    with pytest.raises(pruneplug.CalibrationError, match=r"never called block 'unused'"):
+    with pytest.raises(pruneplug.CalibrationBlockError, match=r"never called block 'unused'"):
         capture_inputs(model, unused, "unused", lambda m: m(helpers.feature_batches(count=1)[0]))
 
 
@@ -167,8 +179,24 @@ def test_a_block_returning_no_tensor_is_named() -> None:
         def forward(self, x: Tensor) -> dict[str, Tensor]:
             return {"x": x}
 
-    with pytest.raises(pruneplug.CalibrationError, match=r"block 'odd' returned a dict"):
+    with pytest.raises(pruneplug.CalibrationBlockError, match=r"block 'odd' returned a dict"):
         run_block(Odd(), ((torch.ones(1),), {}), "odd")
+
+
+def test_a_block_called_without_a_hidden_state_is_named() -> None:
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Recorder()
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.block(x=x)  # neither positional nor hidden_states=
+
+    model = Outer()
+    with pytest.raises(pruneplug.CalibrationBlockError, match=r"^block 'block' was called without a tensor"):
+        capture_inputs(model, model.block, "block", [torch.ones(1)])
+    with pytest.raises(pruneplug.CalibrationBlockError, match=r"^block 'block' was called without a tensor"):
+        capture_inputs(model, model.block, "block", lambda m: m(torch.ones(1)))  # a run(model) too
 
 
 @pytest.mark.parametrize("build", [helpers.tiny_llama, helpers.tiny_gpt2], ids=["llama", "gpt2"])

@@ -7,6 +7,7 @@ directory the command runs from, imported from there (the calibration's as
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -178,3 +179,33 @@ def test_a_failed_run_writes_nothing(
         "one.yaml",
         "plan.yaml",
     ]
+
+
+def test_the_output_sums_up_each_calibrated_rule_and_json_has_it_whole(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "apply", "plan.yaml", *MODEL, "-o", "a.safetensors", "--json")
+    assert status == 0, err
+    data = json.loads(out)  # nothing else on stdout
+    assert "Wrote a.safetensors" in err and (folder / "a.safetensors").exists()
+    assert [rule["strategy"] for rule in data["rules"]] == ["wanda", "sparsegpt"]
+    assert sorted(data["calibration"]) == ["0", "1"]
+    wanda = data["calibration"]["0"]
+    assert wanda["strategy"] == "wanda" and (wanda["batches"], wanda["rows"]) == (3, 18)
+    assert {name: layer["sparsity"] for name, layer in wanda["layers"].items()} == {
+        name: 0.5 for name in ("blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2")
+    }
+    assert [block["name"] for block in wanda["blocks"]] == ["blocks.0", "blocks.1"]
+    assert data["calibration"]["1"]["layers"]["blocks.1.fc2"]["amount"] is None  # 2:4: the strategy's own
+    worst = max(wanda["blocks"], key=lambda block: block["relative_error"])
+
+    status, out, err = run(capsys, "apply", "plan.yaml", *MODEL, "-o", "b.safetensors")
+    assert status == 0, err
+    assert "Calibration" in out and "worst block" in out and "Wrote b.safetensors" in out
+    assert f"{worst['relative_error']:.4f}" in out and f"({worst['name']})" in out  # (a cell may wrap)
+
+    status, out, err = run(capsys, "apply", "plan.yaml", *MODEL, "--dry-run", "--json")
+    assert status == 0, err
+    preview = json.loads(out)
+    assert preview["dry_run"] and preview["calibration"]["0"]["layers"] == wanda["layers"]
+    assert not (folder / "c.safetensors").exists()

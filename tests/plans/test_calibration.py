@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from rich.console import Console
 from torch import Tensor, nn
 
 import pruneplug
@@ -18,6 +21,7 @@ from pruneplug.models import LeNet
 from pruneplug.plans import (
     CalibrationSource,
     PlanError,
+    PlanReport,
     apply_plan,
     dumps_plan,
     loads_plan,
@@ -123,6 +127,15 @@ def number():
 def fails_at_the_second_batch():
     yield batches()[0]
     raise OSError("the disk went away")
+
+def loss_raises(output, batch):
+    raise KeyError("no labels")
+
+def whole_output(output, batch):
+    return output
+
+def constant(output, batch):
+    return torch.zeros((), requires_grad=True)
 
 NOT_A_FUNCTION = [1, 2]
 '''
@@ -463,3 +476,217 @@ def test_a_taylor_rule_needs_the_batches_not_a_run_function(registry: pruneplug.
     with pytest.raises(PlanError, match="return the batches") as caught:
         apply_plan(stack(), plan)
     assert (caught.value.rule, caught.value.field) == (0, "calibration.batches")
+
+
+class Spare(Stack):
+    """A Stack with a ModuleList of blocks its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spare = nn.ModuleList([Block(), Block()])
+
+
+TAYLOR = {"strategy": "scored_unstructured", "modules": ["blocks.*"], "params": {"amount": 0.5, "score": "taylor"}}
+
+
+@pytest.mark.parametrize(
+    ("calibration", "rule", "field", "words"),
+    [
+        ({"loss": "calib_plan_data:loss_raises"}, TAYLOR, "calibration.loss", ["raised KeyError", "'no labels'"]),
+        ({"loss": "calib_plan_data:whole_output"}, TAYLOR, "calibration.loss", ["must return a scalar tensor"]),
+        ({"loss": "calib_plan_data:constant"}, TAYLOR, "calibration.loss", ["no gradient reached 'blocks.0.fc1'"]),
+        ({"batches": "calib_plan_data:fails_at_the_second_batch"}, TAYLOR, "calibration.batches", ["disk went away"]),
+        (
+            {"blocks": "spare"},
+            {"strategy": "wanda", "modules": ["spare.*"], "params": {"amount": 0.5}},
+            "calibration.blocks",
+            ["without calling block 'spare.0'"],
+        ),
+    ],
+)
+def test_a_calibration_failure_names_the_field_at_fault_by_its_type(
+    registry: pruneplug.Registry,
+    data: ModuleType,
+    calibration: dict[str, object],
+    rule: dict[str, object],
+    field: str,
+    words: list[str],
+) -> None:
+    """The loss's errors name calibration.loss, the batches' calibration.batches, the blocks' calibration.blocks."""
+    model = Spare()
+    before = state(model)
+    plan = {
+        "calibration": {**section(loss="calib_plan_data:loss"), **calibration},
+        "rules": [{"strategy": "l1_unstructured", "modules": ["head"], "params": {"amount": 0.5}}, rule],
+    }
+    with pytest.raises(PlanError) as caught:
+        apply_plan(model, plan, source="plan.toml")
+    assert (caught.value.rule, caught.value.field) == (1, field), str(caught.value)
+    assert str(caught.value).startswith(f"plan.toml: rules[1].{field}: ")
+    for word in words:
+        assert word in str(caught.value)
+    assert same(model, before) and not pruneplug.is_pruned(model)
+
+
+# --- the calibration reports in the plan's report ------------------------------------------------
+
+
+def test_the_report_carries_each_data_aware_rules_calibration_report(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    """Rule 1 (wanda, block by block) and rule 2 (global wanda, one pass) have one; rule 0 (l1) has none."""
+    model, reference = stack(), stack()
+    plan = {
+        "calibration": section(),
+        "rules": [
+            {"strategy": "l1_unstructured", "modules": ["head"], "params": {"amount": 0.25}},
+            {"strategy": "wanda", "modules": ["blocks.0.*"], "params": {"amount": 0.5}},
+            {
+                "strategy": "wanda",
+                "scope": "global",
+                "modules": ["blocks.1.*"],
+                "params": {"amount": 0.5, "compare": "tensor"},
+            },
+        ],
+    }
+    report = apply_plan(model, plan)
+    assert sorted(report.calibration) == [1, 2]
+    pruneplug.prune(reference.head, "weight", "l1_unstructured", amount=0.25)
+    expected = pruneplug.prune_calibrated(
+        reference, "wanda", amount=0.5, calibration=data.batches(), targets=BLOCK_LAYERS[:2], progress=False
+    )
+    wanda = report.calibration[1]
+    assert wanda.strategy == "wanda" and wanda.layers == expected.layers
+    assert [(b.name, b.relative_error) for b in wanda.blocks] == [(b.name, b.relative_error) for b in expected.blocks]
+    assert (wanda.batches, wanda.rows) == (3, 18) and wanda.seconds > 0
+    assert report.calibration[2].blocks == () and list(report.calibration[2].layers) == BLOCK_LAYERS[2:]
+
+
+def test_the_calibration_reports_are_in_the_json_markdown_and_tables(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    plan = {"calibration": section(), "rules": [{"strategy": "wanda", "params": {"amount": 0.5}}]}
+    report = apply_plan(stack(), plan, dry_run=True)  # a dry run reports what calibrating gave, too
+    cal = report.calibration[0]
+    data_ = json.loads(report.to_json())
+    assert data_["calibration"] == {"0": cal.to_dict()}
+    assert data_["calibration"]["0"]["layers"]["blocks.1.fc2"]["sparsity"] == 0.5
+    assert [b["name"] for b in data_["calibration"]["0"]["blocks"]] == ["blocks.0", "blocks.1"]
+    assert PlanReport.model_validate_json(report.to_json()) == report
+    worst = max(cal.blocks, key=lambda block: block.relative_error)
+    markdown = report.to_markdown()
+    assert "| rule | strategy | layers | blocks | worst block error | batches | rows | seconds |" in markdown
+    assert f"| 0 | wanda | 4 | 2 | {worst.relative_error:.4f} ({worst.name}) | 3 | 18 |" in markdown
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(report.to_rich(tensors=False))
+    text = console.export_text()
+    assert "Calibration" in text and f"{worst.relative_error:.4f} ({worst.name})" in text
+    plain = apply_plan(stack(), {"rules": [L1_RULE]})
+    assert plain.calibration == {} and json.loads(plain.to_json())["calibration"] == {}
+    assert "worst block error" not in plain.to_markdown()
+
+
+# --- OWL: per-block amounts from a rule ---------------------------------------------------------
+
+OWL_RULE = {"strategy": "wanda", "allocation": "owl", "owl_threshold": 3, "owl_spread": 0.1, "params": {"amount": 0.5}}
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_an_owl_rule_reads_and_round_trips(registry: pruneplug.Registry, fmt: str) -> None:
+    plan = parse_plan(plan_with(section(), OWL_RULE))
+    rule = plan.rules[0]
+    assert (rule.allocation, rule.owl_threshold, rule.owl_spread) == ("owl", 3, 0.1)
+    assert loads_plan(dumps_plan(plan, fmt), fmt) == plan
+    assert parse_plan(plan_with(section(), {"strategy": "wanda", "params": {"amount": 0.5}})).rules[0].allocation == (
+        "uniform"
+    )
+
+
+def test_the_schema_has_the_allocation_fields(registry: pruneplug.Registry) -> None:
+    schema = plan_schema()
+    mapping = schema["properties"]["rules"]["items"]["discriminator"]["mapping"]
+    wanda = schema["$defs"][mapping["wanda"].rpartition("/")[2]]["properties"]
+    assert wanda["allocation"]["enum"] == ["uniform", "owl"] and wanda["allocation"]["default"] == "uniform"
+    assert {"type": "number", "exclusiveMinimum": 0} in wanda["owl_threshold"]["anyOf"]
+    assert {"type": "number", "minimum": 0, "maximum": 1} in wanda["owl_spread"]["anyOf"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "words"),
+    [
+        ({"strategy": "l1_unstructured"}, "allocation", ["only for a rule that runs on calibration data", "'l1_"]),
+        (
+            {"strategy": "ln_structured", "channels": True, "params": {"amount": 0.5, "n": 1}},
+            "allocation",
+            ["only for a rule that runs on calibration data"],
+        ),
+        (
+            {"scope": "global", "params": {"amount": 0.5, "compare": "tensor"}},
+            "allocation",
+            ["scope 'global' ranks", "one amount"],
+        ),
+        ({"params": {"keep_n": 2, "of_m": 4}}, "allocation", ["needs params.amount"]),
+        ({"params": {"amount": 3}}, "params.amount", ["a fraction", "got 3"]),
+        ({"allocation": "owls"}, "allocation", ["must be 'uniform' or 'owl', got 'owls'"]),
+        ({"allocation": "uniform"}, "owl_threshold", ["only applies with allocation = 'owl'"]),
+        ({"owl_threshold": 0}, "owl_threshold", ["must be greater than 0, got 0"]),
+        ({"owl_threshold": "5"}, "owl_threshold", ["must be a number, got '5'"]),
+        ({"owl_spread": 1.5}, "owl_spread", ["must be less than or equal to 1, got 1.5"]),
+    ],
+)
+def test_a_bad_allocation_names_the_rule_and_field(
+    registry: pruneplug.Registry, rule: dict[str, Any], field: str, words: list[str]
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan(plan_with(section(), L1_RULE, {**OWL_RULE, **rule}), source="plan.toml")
+    assert (caught.value.rule, caught.value.field) == (1, field), str(caught.value)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_owl_on_a_taylor_rule_without_a_loss_is_refused_when_resolved(registry: pruneplug.Registry) -> None:
+    """With the plan's loss, taylor runs on calibration data and OWL applies; without one it does not."""
+    rule = {**TAYLOR, "allocation": "owl"}
+    assert parse_plan(plan_with(section(loss="calib_plan_data:loss"), rule)).rules[0].allocation == "owl"
+    with pytest.raises(PlanError) as caught:
+        resolve_plan(stack(), parse_plan(plan_with(section(), rule)))
+    assert (caught.value.rule, caught.value.field) == (0, "allocation")
+    assert "only for a rule that runs on calibration data" in str(caught.value)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_an_owl_rule_is_prune_calibrated_with_owl(
+    registry: pruneplug.Registry, data: ModuleType, sequential: bool
+) -> None:
+    model, reference = stack(), stack()
+    report = apply_plan(model, {"calibration": section(sequential=sequential), "rules": [OWL_RULE]})
+    expected = pruneplug.prune_calibrated(
+        reference,
+        "wanda",
+        amount=0.5,
+        calibration=data.batches(),
+        sequential=sequential,
+        allocation="owl",
+        owl_threshold=3,
+        owl_spread=0.1,
+        progress=False,
+    )
+    assert same(model, state(reference))
+    amounts = {name: layer.amount for name, layer in report.calibration[0].layers.items()}
+    assert amounts == {name: layer.amount for name, layer in expected.layers.items()}
+    assert list(amounts) == BLOCK_LAYERS and len(set(amounts.values())) == 2  # a sparsity per block
+    assert abs(sum(amounts.values()) / len(amounts) - 0.5) < 1e-9
+
+
+def test_an_owl_rule_in_one_pass_prunes_layers_inside_the_blocks_only(
+    registry: pruneplug.Registry, data: ModuleType
+) -> None:
+    plan = {"calibration": section(sequential=False), "rules": [{**OWL_RULE, "types": ["Linear"]}]}
+    with pytest.raises(PlanError) as caught:
+        apply_plan(stack(), plan)
+    assert (caught.value.rule, caught.value.field) == (0, "modules")
+    assert "'head' lies outside the blocks" in str(caught.value) and "allocation = 'owl'" in str(caught.value)
+    with pytest.raises(PlanError) as caught:
+        apply_plan(LeNet(), plan, calibration=[torch.rand(2, 1, 28, 28)])
+    assert (caught.value.rule, caught.value.field) == (0, "allocation"), str(caught.value)
+    assert "calibration.blocks" in str(caught.value)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 import pruneplug
 from pruneplug.cli import main
-from pruneplug.plans import plan_schema
+from pruneplug.plans import parse_plan, plan_schema
 
 
 def variants(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -78,9 +78,17 @@ def test_the_schema_rejects_what_the_plan_model_rejects(registry: pruneplug.Regi
                 }
             ]
         },
+        {"rules": [{"strategy": "wanda", "allocation": "owls", "params": {"amount": 0.5}}]},
+        {"rules": [{"strategy": "wanda", "allocation": "owl", "owl_threshold": 0, "params": {"amount": 0.5}}]},
+        {"rules": [{"strategy": "wanda", "allocation": "owl", "owl_spread": 1.5, "params": {"amount": 0.5}}]},
+        {"rules": [{"strategy": "wanda", "allocation": "owl", "owl_spread": "0.1", "params": {"amount": 0.5}}]},
     ]
     for plan in bad:
         assert list(validator.iter_errors(plan)), plan
+        with pytest.raises(pruneplug.PruneplugError):
+            parse_plan(plan)
+    good = {"rules": [{"strategy": "wanda", "allocation": "owl", "owl_spread": 0.1, "params": {"amount": 0.5}}]}
+    assert not list(validator.iter_errors(good)) and parse_plan(good).rules[0].owl_spread == 0.1
 
 
 def test_pruneplug_schema_prints_it(registry: pruneplug.Registry, capsys: pytest.CaptureFixture[str]) -> None:
