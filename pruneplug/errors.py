@@ -390,7 +390,8 @@ class CalibrationBlockError(CalibrationError):
 
     A batch (or the whole ``run(model)``) never called the first block, a
     block was called without the hidden state as a tensor (first positional
-    argument or ``hidden_states=``), or it returned no tensor.
+    argument or ``hidden_states=``), it returned no tensor, or it raised on
+    the inputs the blocks before it gave (the original error chained).
     """
 
 

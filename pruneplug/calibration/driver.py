@@ -32,6 +32,7 @@ from ..api.prune import prune
 from ..core.fast_path import updating_values
 from ..core.state import default_alive, tensor_state
 from ..errors import (
+    CalibrationBlockError,
     CalibrationError,
     IncompatibleStrategyError,
     InvalidAmountError,
@@ -150,7 +151,7 @@ def _replay(block: Block, inputs: BlockInputs, batch: int) -> Tensor:
     except CalibrationError:
         raise
     except Exception as error:
-        raise CalibrationError(
+        raise CalibrationBlockError(
             f"block {block.name!r} raised {type(error).__name__} on the inputs of calibration batch #{batch}: {error}"
         ) from error
 
