@@ -63,7 +63,9 @@ class Schedule(BaseModel, ABC):
     implement :meth:`sparsity`; the docstring's first line is the summary
     ``pruneplug list`` shows. Instances are frozen and validated: making one
     with invalid parameters raises :class:`~pruneplug.InvalidScheduleError`
-    naming the schedule and each field at fault.
+    naming the schedule and each field at fault (validated as a field of
+    another pydantic model, or with ``model_validate``, it raises pydantic's
+    ``ValidationError`` as any model does).
 
     Attributes:
         initial: the target sparsity before ``start`` (and at ``start`` for
