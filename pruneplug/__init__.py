@@ -19,6 +19,7 @@ from .api import (
     get_strategy as get_strategy,
     is_pruned as is_pruned,
     list_strategies as list_strategies,
+    make_schedule as make_schedule,
     prune as prune,
     prune_global as prune_global,
     pruning_history as pruning_history,
@@ -66,11 +67,13 @@ from .errors import (
     InvalidImportanceScoresError as InvalidImportanceScoresError,
     InvalidMaskError as InvalidMaskError,
     InvalidParametersError as InvalidParametersError,
+    InvalidScheduleError as InvalidScheduleError,
     InvalidTargetError as InvalidTargetError,
     NotPrunedError as NotPrunedError,
     PackedMaskError as PackedMaskError,
     PruneplugError as PruneplugError,
     PruningStateError as PruningStateError,
+    ScheduleNotFoundError as ScheduleNotFoundError,
     ScoreNotFoundError as ScoreNotFoundError,
     StatisticNotFoundError as StatisticNotFoundError,
     StrategyConflictError as StrategyConflictError,
@@ -101,6 +104,7 @@ from .registry import (
     strategy_spec as strategy_spec,
     use_registry as use_registry,
 )
+from .schedules.base import Schedule as Schedule
 from .selection.scores import (
     ImportanceScore as ImportanceScore,
     ScoreTarget as ScoreTarget,
@@ -149,6 +153,9 @@ __all__ = [
     "UpdatesValues",
     "using_statistics",
     "statistics_for",
+    # pruning while training: schedules
+    "Schedule",
+    "make_schedule",
     # plans, checkpoints, reports
     "Plan",
     "Rule",
@@ -198,6 +205,8 @@ __all__ = [
     "StrategyNotFoundError",
     "ScoreNotFoundError",
     "StatisticNotFoundError",
+    "ScheduleNotFoundError",
+    "InvalidScheduleError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "StrategyFailedError",

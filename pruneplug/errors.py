@@ -31,6 +31,8 @@ __all__ = [
     "StrategyNotFoundError",
     "ScoreNotFoundError",
     "StatisticNotFoundError",
+    "ScheduleNotFoundError",
+    "InvalidScheduleError",
     "StrategyConflictError",
     "IncompatibleStrategyError",
     "UnsupportedNormError",
@@ -262,6 +264,49 @@ class StatisticNotFoundError(PruneplugError, LookupError):
             f"no calibration statistic named {name!r}.{hint} Registered statistics: "
             f"{', '.join(self.available) or 'none'}."
         )
+
+
+class ScheduleNotFoundError(PruneplugError, LookupError):
+    """No pruning schedule of this name is registered; the message lists close matches (then ``extra``).
+
+    Attributes:
+        name: the name that was looked up.
+        available: the names that are registered.
+    """
+
+    def __init__(self, name: str, available: Iterable[str], *, extra: str = "") -> None:
+        self.name = name
+        self.available = sorted(available)
+        self.extra = extra
+        hint = close_matches_hint(name, self.available)
+        super().__init__(
+            f"no schedule named {name!r}.{hint} Registered schedules: {', '.join(self.available) or 'none'}.{extra}"
+        )
+
+
+class InvalidScheduleError(InvalidParametersError):
+    """A pruning schedule's parameters are invalid, or it was asked for what it cannot give.
+
+    Raised when a schedule is made with parameters its pydantic model rejects
+    (``end`` before ``start``, ``every`` below 1, a sparsity outside [0, 1),
+    ``initial`` above ``final``), and when :meth:`pruneplug.Schedule.at` is
+    given a negative step or, for a schedule without a ``final`` of its own,
+    no ``final``. The message starts with ``schedule 'name':``.
+
+    Attributes:
+        schedule: the schedule's registered name, when known.
+        errors: pydantic's list of error dicts (``loc``, ``msg``, ``type``); empty for a call-time problem.
+    """
+
+    def __init__(
+        self, reason: str, *, schedule: str | None = None, errors: list[dict[str, object]] | None = None
+    ) -> None:
+        self.schedule = schedule
+        super().__init__(reason, errors=errors)
+
+    def _render(self) -> str:
+        schedule = getattr(self, "schedule", None)
+        return self.reason if schedule is None else f"schedule {schedule!r}: {self.reason}"
 
 
 class StrategyConflictError(PruneplugError, LookupError):

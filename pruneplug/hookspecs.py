@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch.nn.utils.prune
 
     from .registry import StrategySpec
+    from .schedules.base import Schedule
     from .selection.scores import ImportanceScore
     from .statistics.spec import Statistic
 
@@ -36,6 +37,7 @@ __all__ = [
     "pruneplug_add_strategies",
     "pruneplug_add_importance_scores",
     "pruneplug_add_statistics",
+    "pruneplug_add_schedules",
 ]
 
 PROJECT_NAME = "pruneplug"
@@ -205,5 +207,55 @@ def pruneplug_add_statistics() -> list[Statistic] | tuple[Statistic, ...]:
 
     Returns:
         A list (or tuple) of :class:`pruneplug.Statistic`; it may be empty.
+    """
+    raise NotImplementedError  # pragma: no cover - a specification, never called
+
+
+@hookspec
+def pruneplug_add_schedules() -> list[type[Schedule]] | tuple[type[Schedule], ...]:
+    """Return the pruning schedules this plugin provides.
+
+    Each item is a subclass of :class:`pruneplug.Schedule` (a frozen pydantic
+    model) with a ``name`` class attribute and a ``sparsity(step, initial,
+    final)`` method giving the target sparsity at a pruning step between
+    ``start`` and ``end``; its fields beyond the common ``initial``,
+    ``final``, ``start``, ``end`` and ``every`` are its parameters, and its
+    docstring's first line is its summary. :func:`pruneplug.make_schedule`
+    makes one by name (``{"name": "sine", "final": 0.9, "end": 1000}``)::
+
+        class Sine(pruneplug.Schedule):  # half a sine wave from initial to final
+            name = "sine"
+
+            def sparsity(self, step, initial, final):
+                return initial + (final - initial) * math.sin(math.pi / 2 * self.progress(step))
+
+        @pruneplug.hookimpl
+        def pruneplug_add_schedules():
+            return [Sine]
+
+    Names follow the rules of strategy names (lowercase letters, digits and
+    underscores, starting with a letter).
+
+    Called once per :class:`pruneplug.Registry`, when it is first used, right
+    after :func:`pruneplug_add_statistics`. The built-in schedules
+    (``cubic``, ``linear``, ``exponential``, ``milestones``, ``constant``,
+    ``one_shot``) come through this same hook, from the plugin ``pruneplug``.
+
+    Every implementation is called, each on its own, in registration order
+    (the built-ins first). The hook is neither ``firstresult`` nor historic:
+    all the schedules are collected and merged by name; a plugin cannot
+    replace a built-in schedule, and a name two plugins claim is unusable
+    (looking it up raises :class:`pruneplug.StrategyConflictError`) until
+    one goes.
+
+    A plugin whose implementation raises, or returns anything but a list or
+    tuple, contributes no schedule; an item that is not a concrete subclass
+    of :class:`pruneplug.Schedule`, or has a malformed name, is left out and
+    the plugin's other schedules stay usable. Each emits a
+    :class:`pruneplug.PluginLoadWarning` naming the plugin, and marks it
+    ``broken`` (``conflict`` for a clash); the other plugins are unaffected.
+
+    Returns:
+        A list (or tuple) of :class:`pruneplug.Schedule` subclasses; it may be empty.
     """
     raise NotImplementedError  # pragma: no cover - a specification, never called

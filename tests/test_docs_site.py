@@ -47,6 +47,8 @@ def test_the_strategies_page_lists_every_strategy_and_parameter() -> None:
             assert f"| `{parameter.name}` |" in page.split(f"{{#{spec.name}}}")[1].split("\n## ")[0]
     for score in registry.score_names():
         assert f"| `{score}` |" in page
+    for schedule in registry.schedule_names():
+        assert f"| `{schedule}` |" in page.split("## Pruning schedules")[1]
     assert "```python" not in page  # runnable examples live on pages Sybil runs
 
 
@@ -66,6 +68,20 @@ def test_the_plan_files_page_follows_the_schema() -> None:
         assert f"| `{field}` |" in example
     for spec in registry.specs():
         assert f"[`{spec.name}`](strategies.md#{spec.name})" in page
+
+
+def test_the_schedules_page_has_a_section_for_every_built_in_schedule_and_parameter() -> None:
+    """docs/schedules.md is written by hand: each built-in schedule has a section naming what it takes."""
+    registry = pruneplug.Registry(load_entry_points=False)
+    sections = _sections((ROOT / "docs" / "schedules.md").read_text(encoding="utf-8"))
+    page = (ROOT / "docs" / "schedules.md").read_text(encoding="utf-8")
+    for name in registry.schedule_names():
+        assert f"`{name}`" in sections, f"docs/schedules.md has no section `{name}`"
+        assert f"| `{name}` |" in page, f"the table of docs/schedules.md lacks {name}"
+        schedule = registry.get_schedule(name)
+        for field in schedule.model_fields:
+            if field not in schedule.not_taken:
+                assert f"`{field}`" in sections[f"`{name}`"] or f"| `{field}` |" in page, (name, field)
 
 
 def _hookspecs() -> dict[str, pluggy.HookCaller]:

@@ -3,7 +3,7 @@
 The hook docstrings promise when each hook is called, how the results of
 every implementation combine, and what a plugin that raises or hands over the
 wrong thing causes; these tests hold the registry to those promises, for
-both hooks.
+every hook.
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ import torch
 import pruneplug
 from pruneplug import hookspecs
 from pruneplug.hookspecs import StrategyItem, hookimpl
+from pruneplug.schedules.builtin import Cubic
 from pruneplug.selection.scores import BUILTIN_SCORES
 
-HOOKS = ("pruneplug_add_strategies", "pruneplug_add_importance_scores", "pruneplug_add_statistics")
+HOOKS = (
+    "pruneplug_add_strategies",
+    "pruneplug_add_importance_scores",
+    "pruneplug_add_statistics",
+    "pruneplug_add_schedules",
+)
 
 
 def _strategy(name: str) -> type[pruneplug.BasePruningMethod]:
@@ -64,6 +70,15 @@ class _Norms:
 
 def _statistic(name: str) -> pruneplug.Statistic:
     return pruneplug.Statistic(name, _Norms, summary="max |x_j|")
+
+
+def _schedule(name: str) -> type[pruneplug.Schedule]:
+    """A schedule class registered as ``name``: a linear ramp."""
+
+    def sparsity(self: pruneplug.Schedule, step: int, initial: float, final: float) -> float:
+        return initial + (final - initial) * self.progress(step)
+
+    return type(name.title().replace("_", ""), (pruneplug.Schedule,), {"name": name, "sparsity": sparsity})
 
 
 def _plugin(**hooks: Callable[[], object]) -> types.SimpleNamespace:
@@ -117,6 +132,11 @@ class _Recorder:
         self.calls.append((self.name, "statistics"))
         return [_statistic(f"{self.name}_statistic")]
 
+    @hookimpl
+    def pruneplug_add_schedules(self) -> list[type[pruneplug.Schedule]]:
+        self.calls.append((self.name, "schedules"))
+        return [_schedule(f"{self.name}_schedule")]
+
 
 def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_kept() -> None:
     calls: list[tuple[str, str]] = []
@@ -130,7 +150,9 @@ def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_
     registry.get_score("first_score")
     assert {"first_statistic", "second_statistic", "input_hessian"} <= set(registry.statistic_names())
     assert isinstance(registry.get_statistic("second_statistic"), pruneplug.Statistic)
-    # Once each, every implementation, in registration order: strategies, then scores, then statistics.
+    assert {"first_schedule", "second_schedule", "cubic"} <= set(registry.schedule_names())
+    assert registry.get_schedule("first_schedule")(final=0.5, end=4).at(2) == 0.25
+    # Once each, every implementation, in registration order: strategies, scores, statistics, then schedules.
     assert calls == [
         ("first", "strategies"),
         ("second", "strategies"),
@@ -138,6 +160,8 @@ def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_
         ("second", "scores"),
         ("first", "statistics"),
         ("second", "statistics"),
+        ("first", "schedules"),
+        ("second", "schedules"),
     ]
     impls = registry.plugin_manager.hook.pruneplug_add_strategies.get_hookimpls()
     assert [impl.plugin_name for impl in impls] == ["pruneplug", "first", "second"]  # the built-ins first
@@ -145,7 +169,7 @@ def test_each_hook_is_called_once_per_registry_at_first_use_and_every_result_is_
     another = pruneplug.Registry(load_entry_points=False)
     another.plugin_manager.register(_Recorder("first", calls), name="first")
     assert "first_strategy" in another
-    assert calls[6:] == [("first", "strategies"), ("first", "scores"), ("first", "statistics")]  # once per registry
+    assert calls[8:] == [("first", "strategies"), ("first", "scores"), ("first", "statistics"), ("first", "schedules")]
 
 
 @dataclass(frozen=True)
@@ -223,6 +247,32 @@ CASES = {
     "statistics-built-in-name": Returns(
         HOOKS[2], lambda: [_statistic("input_hessian")], r"it tries to replace the built-in statistic 'input_hessian'"
     ),
+    "schedules-tuple": Returns(HOOKS[3], lambda: (_schedule("kept"),), None, ("kept",), "ok"),
+    "schedules-raises": Returns(HOOKS[3], _raise, r"pruneplug_add_schedules raised RuntimeError: nothing today"),
+    "schedules-a-dict": Returns(
+        HOOKS[3], lambda: {"kept": _schedule("kept")}, r"pruneplug_add_schedules must return a list, got dict"
+    ),
+    "schedules-wrong-item": Returns(
+        HOOKS[3],
+        lambda: [_schedule("kept")(end=3), _schedule("kept")],
+        r"it handed over something that is not a schedule: expected a subclass of pruneplug.Schedule, got .*",
+        ("kept",),
+    ),
+    "schedules-abstract": Returns(
+        HOOKS[3],
+        lambda: [pruneplug.Schedule, _schedule("kept")],
+        r"it handed over something that is not a schedule: schedule class Schedule is abstract: implement sparsity",
+        ("kept",),
+    ),
+    "schedules-bad-name": Returns(
+        HOOKS[3],
+        lambda: [_schedule("Sine"), _schedule("kept")],
+        r"it handed over something that is not a schedule: schedule name 'Sine' of Sine must be lowercase .*",
+        ("kept",),
+    ),
+    "schedules-built-in-name": Returns(
+        HOOKS[3], lambda: [_schedule("cubic")], r"it tries to replace the built-in schedule 'cubic'"
+    ),
 }
 
 
@@ -237,6 +287,7 @@ def test_what_a_hook_returns_is_kept_or_reported_as_its_docstring_says(case: Ret
             pruneplug_add_strategies=lambda: [_strategy("bystander")],
             pruneplug_add_importance_scores=lambda: [_score("bystander")],
             pruneplug_add_statistics=lambda: [_statistic("bystander")],
+            pruneplug_add_schedules=lambda: [_schedule("bystander")],
         ),
         name="bystander",
     )
@@ -255,11 +306,13 @@ def test_what_a_hook_returns_is_kept_or_reported_as_its_docstring_says(case: Ret
         HOOKS[0]: (registry.names(), plugins["bad"].strategies),
         HOOKS[1]: (registry.score_names(), plugins["bad"].scores),
         HOOKS[2]: (registry.statistic_names(), plugins["bad"].statistics),
+        HOOKS[3]: (registry.schedule_names(), plugins["bad"].schedules),
     }[case.hook]
     assert listed == list(case.kept)
     assert set(case.kept) <= set(names) and "bystander" in names
     assert registry.get("l1_unstructured").provider == "pruneplug"
     assert registry.get_score("magnitude") is next(s for s in BUILTIN_SCORES if s.name == "magnitude")
+    assert registry.get_schedule("cubic") is Cubic
 
 
 def test_a_score_two_plugins_claim_is_unusable_and_both_are_marked_conflict() -> None:
@@ -277,6 +330,24 @@ def test_a_score_two_plugins_claim_is_unusable_and_both_are_marked_conflict() ->
     with pytest.raises(pruneplug.StrategyConflictError, match="shared"):
         registry.get_score("shared")
     assert {p.name: p.status for p in registry.plugins()} == {"pruneplug": "ok", "one": "conflict", "two": "conflict"}
+
+
+def test_a_schedule_two_plugins_claim_is_unusable_and_the_error_says_schedule() -> None:
+    registry = pruneplug.Registry(load_entry_points=False)
+    for name in ("one", "two"):
+        registry.plugin_manager.register(_plugin(pruneplug_add_schedules=lambda: [_schedule("shared")]), name=name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "shared" not in registry.schedule_names()
+    assert sorted(str(w.message) for w in caught if issubclass(w.category, pruneplug.PluginLoadWarning)) == [
+        f"pruneplug plugin {plugin}: schedule 'shared' is also provided by {other}; it is unusable until "
+        "one of them is uninstalled or blocked"
+        for plugin, other in (("one", "two"), ("two", "one"))
+    ]
+    with pytest.raises(pruneplug.StrategyConflictError, match="schedule name 'shared' is provided by more than one"):
+        registry.get_schedule("shared")
+    with pruneplug.use_registry(registry), pytest.raises(pruneplug.StrategyConflictError, match="'shared'"):
+        pruneplug.make_schedule("shared", end=3)
 
 
 def test_the_module_imports_neither_pruneplug_nor_torch_at_run_time() -> None:

@@ -21,6 +21,7 @@ every runnable example lives in a page on disk, where Sybil runs it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import textwrap
@@ -260,6 +261,20 @@ def render_strategies(registry: Registry) -> str:
         "| --- | --- |",
     ]
     lines += [f"| `{name}` | {_cell(registry.get_statistic(name).summary)} |" for name in registry.statistic_names()]
+    lines += [
+        "",
+        "## Pruning schedules {#pruning-schedules}",
+        "",
+        "The target sparsity over training steps (`pruneplug.make_schedule`; formulas, parameters and "
+        "examples in [Pruning schedules](../schedules.md)); plugins add more through the "
+        "`pruneplug_add_schedules` hook.",
+        "",
+        "| schedule | what it does |",
+        "| --- | --- |",
+    ]
+    for name in registry.schedule_names():
+        doc = (inspect.getdoc(registry.get_schedule(name)) or "").strip().splitlines()
+        lines.append(f"| `{name}` | {_cell(_markdown(doc[0] if doc else ''))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Layer 5: the native functions -- prune, prune_global, remove, and strategies by name.
+"""Layer 5: the native functions -- prune, prune_global, remove, strategies and schedules by name.
 
 Gathered here for the layers above (plans, the conformance kit, the CLI);
 users import them from :mod:`pruneplug`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from .catalog import get_strategy, list_strategies, register, registered, unregister
 from .global_prune import prune_global
 from .prune import compute_mask, is_pruned, prune, pruning_history, refresh, remove
+from .schedules import make_schedule, schedule_schema
 
 __all__ = [
     "prune",
@@ -23,4 +24,6 @@ __all__ = [
     "register",
     "unregister",
     "registered",
+    "make_schedule",
+    "schedule_schema",
 ]

@@ -11,6 +11,7 @@ is not what global pruning (``scope = "global"``) needs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import textwrap
 from typing import Any
@@ -19,7 +20,8 @@ import typer
 from rich.text import Text
 
 from ..io.tables import FittedTable
-from ..registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry
+from ..registry import KIND_DESCRIPTIONS, KINDS, ParameterInfo, get_registry, model_parameters
+from ..schedules.base import Schedule
 from ._app import command, console
 
 
@@ -28,8 +30,23 @@ def _parameter_text(parameter: ParameterInfo) -> str:
     return text if parameter.required else f"{text} = {parameter.default!r}"
 
 
+def _parameter_json(parameter: ParameterInfo) -> dict[str, Any]:
+    return {
+        "name": parameter.name,
+        "type": parameter.type,
+        "required": parameter.required,
+        "default": None
+        if parameter.required
+        else repr(parameter.default)
+        if not _jsonable(parameter.default)
+        else parameter.default,
+        "description": parameter.description,
+    }
+
+
 def strategies_payload() -> dict[str, Any]:
-    """What ``pruneplug list --json`` prints: strategies, conflicts, deprecated names, scores, plugins and kinds.
+    """What ``pruneplug list --json`` prints: strategies, conflicts, deprecated names, scores, statistics,
+    schedules, plugins and kinds.
 
     ``kinds`` says what each strategy kind means, and whether global pruning
     (``scope = "global"``, ``pruneplug.prune_global``) can use it.
@@ -40,16 +57,7 @@ def strategies_payload() -> dict[str, Any]:
             "name": spec.name,
             "kind": spec.kind,
             "summary": spec.summary,
-            "parameters": [
-                {
-                    "name": p.name,
-                    "type": p.type,
-                    "required": p.required,
-                    "default": None if p.required else repr(p.default) if not _jsonable(p.default) else p.default,
-                    "description": p.description,
-                }
-                for p in spec.parameters()
-            ],
+            "parameters": [_parameter_json(p) for p in spec.parameters()],
             "provider": spec.provider,
             "distribution": spec.distribution,
             "version": spec.version,
@@ -85,6 +93,15 @@ def strategies_payload() -> dict[str, Any]:
         }
         for name in registry.statistic_names()
     ]
+    schedules = [
+        {
+            "name": name,
+            "summary": _summary(registry.get_schedule(name)),
+            "parameters": [_parameter_json(p) for p in _schedule_parameters(registry.get_schedule(name))],
+            "provider": next((p.label for p in registry.plugins() if name in p.schedules), None),
+        }
+        for name in registry.schedule_names()
+    ]
     plugins = [
         {
             "name": p.name,
@@ -97,6 +114,7 @@ def strategies_payload() -> dict[str, Any]:
             "strategies": sorted(p.strategies),
             "scores": sorted(p.scores),
             "statistics": sorted(p.statistics),
+            "schedules": sorted(p.schedules),
         }
         for p in registry.plugins()
     ]
@@ -114,9 +132,21 @@ def strategies_payload() -> dict[str, Any]:
         "deprecated_names": deprecated,
         "scores": scores,
         "statistics": statistics,
+        "schedules": schedules,
         "plugins": plugins,
         "kinds": kinds,
     }
+
+
+def _summary(cls: type) -> str:
+    """The first line of a class's docstring."""
+    lines = (inspect.getdoc(cls) or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _schedule_parameters(cls: type[Schedule]) -> list[ParameterInfo]:
+    """A schedule's parameters: its fields, but those it sets itself."""
+    return model_parameters(cls, exclude=cls.not_taken)
 
 
 def _jsonable(value: object) -> bool:
@@ -162,11 +192,22 @@ def list_command(
     statistics = [(s["name"], s["summary"], s["provider"] or "-") for s in payload["statistics"]]
     title = "Calibration statistics (for data-aware strategies: pruneplug.prune_calibrated)"
     console.print(FittedTable(title, ("statistic", "summary", "provider"), statistics))
+    schedules = [
+        (
+            s["name"],
+            "\n".join(_parameter_text(p) for p in _schedule_parameters(registry.get_schedule(s["name"]))) or "-",
+            s["summary"],
+            s["provider"] or "-",
+        )
+        for s in payload["schedules"]
+    ]
+    title = "Pruning schedules (the target sparsity over training steps: pruneplug.make_schedule)"
+    console.print(FittedTable(title, ("schedule", "parameters", "summary", "provider"), schedules))
     plugins = []
     for plugin in payload["plugins"]:
         dist = f"{plugin['distribution']} {plugin['version'] or ''}".strip() if plugin["distribution"] else "-"
         # A broken plugin may still provide some strategies (only what failed is left out): show both.
-        provided = ", ".join(plugin["strategies"] + plugin["scores"] + plugin["statistics"])
+        provided = ", ".join(plugin["strategies"] + plugin["scores"] + plugin["statistics"] + plugin["schedules"])
         blocked = f"blocked by {plugin['blocked_by']}" if plugin["blocked_by"] else ""
         detail = "\n".join(part for part in (provided, plugin["error"], blocked) if part) or "-"
         plugins.append((plugin["name"], dist, plugin["status"], detail))

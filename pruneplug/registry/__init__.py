@@ -1,12 +1,14 @@
 """Layer 4: the strategy registry -- describing strategies, loading plugins, looking strategies up.
 
 * :mod:`.spec` -- :class:`StrategySpec` and :func:`strategy_spec`: what is known about one strategy,
-  its deprecated names included (:class:`StrategyDeprecationWarning`);
+  its deprecated names included (:class:`StrategyDeprecationWarning`); :func:`model_parameters`, the
+  parameters of a pydantic model (a strategy's, a schedule's) for tables;
 * :mod:`.plugins` -- entry-point plugins, the switches that skip them, :class:`PluginInfo`;
 * :mod:`.claims` -- who gets a name (a strategy's own or deprecated name, a score's) when plugins clash;
 * :mod:`.manager` -- :class:`~.manager.StrategyRegistry`: the pluggy manager, name clashes, lookup and
-  registration, with the built-in plugin it is given;
-* :mod:`.default` -- :class:`Registry`, with pruneplug's strategies as the built-ins, and the default
+  registration, with the built-in plugin it is given; also importance scores, calibration statistics
+  and pruning schedules by name;
+* :mod:`.default` -- :class:`Registry`, with pruneplug's strategies and schedules as the built-ins, and the default
   registry the public API uses (:func:`get_registry`, :func:`use_registry`); the only module here
   that imports :mod:`pruneplug.strategies`.
 
@@ -30,6 +32,7 @@ from .spec import (
     ParameterInfo as ParameterInfo,
     StrategyDeprecationWarning as StrategyDeprecationWarning,
     StrategySpec as StrategySpec,
+    model_parameters as model_parameters,
     strategy_spec as strategy_spec,
 )
 
@@ -49,6 +52,7 @@ __all__ = [
     "Registry",
     "StrategyRegistry",
     "strategy_spec",
+    "model_parameters",
     "get_registry",
     "use_registry",
 ]

@@ -1,8 +1,9 @@
 """pruneplug's registry: :class:`Registry`, with pruneplug's strategies built in, and the default instance.
 
 The one module of the registry that knows the built-in strategies: it hands
-:mod:`pruneplug.strategies` to :class:`~.manager.StrategyRegistry` as its
-built-in plugin. :func:`get_registry` creates the default registry -- and so
+:mod:`pruneplug.strategies` (strategies, scores, statistics) and
+:mod:`pruneplug.schedules` (schedules) to :class:`~.manager.StrategyRegistry`
+as its built-in plugin, :data:`BUILTINS`. :func:`get_registry` creates the default registry -- and so
 loads the plugins -- on first use, never at ``import pruneplug``;
 :func:`use_registry` swaps in another for a ``with`` block (tests use a fresh one).
 """
@@ -12,11 +13,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from types import ModuleType, SimpleNamespace
 
-from .. import strategies
+from .. import schedules, strategies
 from .manager import StrategyRegistry
 
-__all__ = ["Registry", "get_registry", "use_registry"]
+__all__ = ["BUILTINS", "Registry", "get_registry", "use_registry"]
+
+
+def _one_plugin(*modules: ModuleType) -> SimpleNamespace:
+    """The hook implementations of ``modules`` as one plugin (pluggy registers one plugin per name)."""
+    hooks: dict[str, object] = {}
+    for module in modules:
+        for name in module.__all__:
+            if name.startswith("pruneplug_"):
+                if name in hooks:
+                    raise RuntimeError(f"the built-in hook {name} is implemented twice, again in {module.__name__}")
+                hooks[name] = getattr(module, name)
+    return SimpleNamespace(**hooks)
+
+
+BUILTINS = _one_plugin(strategies, schedules)
+"""pruneplug's built-in plugin, registered as ``"pruneplug"``: the hooks of :mod:`pruneplug.strategies` (strategies,
+importance scores, calibration statistics) and of :mod:`pruneplug.schedules` (pruning schedules)."""
 
 
 class Registry(StrategyRegistry):
@@ -26,8 +45,9 @@ class Registry(StrategyRegistry):
         builtins: the built-in plugin -- a module or object with
             ``@pruneplug.hookimpl`` functions, registered as ``"pruneplug"``:
             it cannot be blocked, and no other plugin can take its names.
-            Default: pruneplug's own strategies and scores
-            (:mod:`pruneplug.strategies`); ``None``: none.
+            Default: pruneplug's own strategies, scores and statistics
+            (:mod:`pruneplug.strategies`) and schedules
+            (:mod:`pruneplug.schedules`), as :data:`BUILTINS`; ``None``: none.
         load_entry_points: load plugins from the ``pruneplug`` entry-point
             group. Default: yes, unless ``PRUNEPLUG_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.
@@ -47,7 +67,7 @@ class Registry(StrategyRegistry):
     def __init__(
         self,
         *,
-        builtins: object | None = strategies,
+        builtins: object | None = BUILTINS,
         load_entry_points: bool | None = None,
         blocked: Iterable[str] = (),
         allowed: Iterable[str] | None = None,

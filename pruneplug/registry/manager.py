@@ -28,7 +28,14 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
-from ..errors import ScoreNotFoundError, StatisticNotFoundError, StrategyConflictError, StrategyNotFoundError
+from ..errors import (
+    ScheduleNotFoundError,
+    ScoreNotFoundError,
+    StatisticNotFoundError,
+    StrategyConflictError,
+    StrategyNotFoundError,
+)
+from ..schedules.base import Schedule, schedule_class
 from ..selection.scores import ImportanceScore
 from ..statistics.spec import Statistic
 from .claims import Claim, gather
@@ -78,6 +85,8 @@ class StrategyRegistry:
         self._score_conflicts: dict[str, list[Claim]] = {}
         self._statistic_claims: dict[str, Claim] = {}
         self._statistic_conflicts: dict[str, list[Claim]] = {}
+        self._schedule_claims: dict[str, Claim] = {}
+        self._schedule_conflicts: dict[str, list[Claim]] = {}
         self._manual: dict[str, StrategySpec] = {}  # each name a register()ed strategy holds -> its spec
         self._ready = False
         self._loading = False
@@ -168,6 +177,15 @@ class StrategyRegistry:
             self._broken,
             noun="statistic",
             listing="statistics",
+        )
+        self._schedule_claims, self._schedule_conflicts = gather(
+            self._pm.hook.pruneplug_add_schedules,
+            lambda item, info: schedule_class(item),
+            lambda schedule: (schedule.name,),
+            self._plugins,
+            self._broken,
+            noun="schedule",
+            listing="schedules",
         )
 
     # --- lookup ------------------------------------------------------------------------
@@ -292,6 +310,32 @@ class StrategyRegistry:
         """Sorted names of every usable calibration statistic."""
         self._ensure_ready()
         return sorted(self._statistic_claims)
+
+    def get_schedule(self, name: str) -> type[Schedule]:
+        """The pruning schedule class registered as ``name`` (see ``pruneplug_add_schedules``).
+
+        Make a schedule with ``registry.get_schedule("cubic")(final=0.9, end=1000)``,
+        or :func:`pruneplug.make_schedule`, which looks the name up here.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule (the message lists close matches).
+            StrategyConflictError: two plugins claim the name.
+        """
+        self._ensure_ready()
+        if isinstance(name, str) and name in self._schedule_conflicts:
+            raise StrategyConflictError(
+                name, [self._plugins[c.plugin].label for c in self._schedule_conflicts[name]], kind="schedule"
+            )
+        claim = self._schedule_claims.get(name) if isinstance(name, str) else None
+        if claim is None:
+            raise ScheduleNotFoundError(repr(name) if not isinstance(name, str) else name, self.schedule_names())
+        schedule: type[Schedule] = claim.item
+        return schedule
+
+    def schedule_names(self) -> list[str]:
+        """Sorted names of every usable pruning schedule."""
+        self._ensure_ready()
+        return sorted(self._schedule_claims)
 
     def __contains__(self, name: object) -> bool:
         """Whether :meth:`get` finds a strategy by ``name`` (deprecated names included)."""

@@ -62,6 +62,7 @@ class PluginInfo:
         strategies: the strategy names it registered.
         scores: the importance score names it registered.
         statistics: the calibration statistic names it registered.
+        schedules: the pruning schedule names it registered.
         blocked_by: for a blocked plugin, the switch that blocked it
             (``"'nm' in PRUNEPLUG_BLOCK_PLUGINS"``, or
             ``"PRUNEPLUG_PLUGINS, which names only 'alternating'"``).
@@ -76,6 +77,7 @@ class PluginInfo:
     strategies: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=list)
     statistics: list[str] = field(default_factory=list)
+    schedules: list[str] = field(default_factory=list)
     blocked_by: str | None = None
 
     @property

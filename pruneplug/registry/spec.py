@@ -31,6 +31,7 @@ __all__ = [
     "NAME_PATTERN",
     "ParameterInfo",
     "StrategySpec",
+    "model_parameters",
     "StrategyDeprecationWarning",
     "strategy_spec",
 ]
@@ -129,24 +130,7 @@ class StrategySpec:
 
     def parameters(self) -> list[ParameterInfo]:
         """The parameters, read from the pydantic model (for tables, docs and the CLI)."""
-        try:
-            schema = self.params_model.model_json_schema()
-        except Exception:  # pragma: no cover - a foreign model pydantic cannot render
-            schema = {}
-        properties = schema.get("properties", {})
-        out = []
-        for name, info in self.params_model.model_fields.items():
-            prop = properties.get(name, {})
-            out.append(
-                ParameterInfo(
-                    name=name,
-                    type=_type_text(prop, info.annotation),
-                    required=info.is_required(),
-                    default=None if info.is_required() else info.default,
-                    description=prop.get("description") or info.description or "",
-                )
-            )
-        return out
+        return model_parameters(self.params_model)
 
     @property
     def provider_label(self) -> str:
@@ -154,6 +138,31 @@ class StrategySpec:
         if self.distribution:
             return f"{self.distribution} {self.version}" if self.version else self.distribution
         return self.provider
+
+
+def model_parameters(model: type[BaseModel], *, exclude: Iterable[str] = ()) -> list[ParameterInfo]:
+    """The fields of a pydantic model as parameters (a strategy's, a schedule's), but those in ``exclude``."""
+    try:
+        schema = model.model_json_schema()
+    except Exception:  # pragma: no cover - a foreign model pydantic cannot render
+        schema = {}
+    properties = schema.get("properties", {})
+    left_out = set(exclude)
+    out = []
+    for name, info in model.model_fields.items():
+        if name in left_out:
+            continue
+        prop = properties.get(name, {})
+        out.append(
+            ParameterInfo(
+                name=name,
+                type=_type_text(prop, info.annotation),
+                required=info.is_required(),
+                default=None if info.is_required() else info.default,
+                description=prop.get("description") or info.description or "",
+            )
+        )
+    return out
 
 
 def _type_text(prop: dict[str, Any], annotation: Any) -> str:

@@ -103,3 +103,29 @@ def test_list_explains_the_kinds() -> None:
     assert list(kinds) == ["unstructured", "structured", "global"]
     assert [kind["global_pruning"] for kind in kinds.values()] == [True, False, False]
     assert {"strategies", "conflicts", "scores", "plugins"} <= set(payload)  # what was there stays
+
+
+def test_list_shows_each_schedule_with_the_parameters_it_takes() -> None:
+    """Schedules in the JSON and in a table of their own; the fields a schedule sets itself are not parameters."""
+    payload = json.loads(run("list", "--json").stdout)
+    by_name = {s["name"]: s for s in payload["schedules"]}
+    assert {"constant", "cubic", "exponential", "linear", "milestones", "one_shot"} <= set(by_name)
+    cubic = by_name["cubic"]
+    assert [(p["name"], p["required"], p["default"]) for p in cubic["parameters"]] == [
+        ("initial", False, 0.0),
+        ("final", False, None),
+        ("start", False, 0),
+        ("end", True, None),
+        ("every", False, 1),
+    ]
+    assert (
+        cubic["summary"].startswith("Zhu & Gupta's gradual pruning (AGP)")
+        and cubic["provider"].split()[0] == "pruneplug"
+    )
+    assert [p["name"] for p in by_name["one_shot"]["parameters"]] == ["initial", "final", "start"]
+    assert [p["name"] for p in by_name["milestones"]["parameters"]] == ["initial", "milestones"]
+    assert [p["name"] for p in by_name["constant"]["parameters"]] == ["final", "start"]
+    builtin = next(p for p in payload["plugins"] if p["name"] == "pruneplug")
+    assert "cubic" in builtin["schedules"]
+    table = list_at(120).split("Pruning schedules")[1].split("Plugins")[0]
+    assert set(by_name) <= whole_words(table) and "end: int" in table and "every: int = 1" in table
