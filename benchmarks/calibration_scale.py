@@ -582,7 +582,7 @@ def render(result: dict[str, Any], about: dict[str, Any]) -> str:
     if peak is not None:
         lines.append(
             f"| extra peak RSS over the RSS before the call | **{_gb(peak)}** "
-            f"({peak / target['total']:.1f}× the target, {peak / result['weight_bytes']:.2f}× the weights) |"
+            f"({peak / target['total']:.2f}× the target, {peak / result['weight_bytes']:.2f}× the weights) |"
         )
     if after is not None:
         lines.append(

@@ -217,8 +217,9 @@ def obs_prune(
     the weight is zeroed, as SparseGPT's code does. The work is in float32;
     ``new_weight`` has ``weight``'s dtype, 0 wherever ``keep`` is False (for
     a float32 weight it is the working copy itself, transposed back: a view
-    in column-major layout, so no second copy is made). With nothing to prune (an amount of 0) the Hessian is
-    not used and ``new_weight`` is ``weight`` with its dead entries zeroed.
+    in column-major layout, so no second copy is made). With nothing to
+    prune (an amount of 0) the Hessian is not used and ``new_weight`` is
+    ``weight`` with its dead entries zeroed.
 
     Raises:
         InvalidParametersError: neither or both of ``amount`` and N:M, a bad
