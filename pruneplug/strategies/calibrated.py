@@ -189,6 +189,16 @@ class _RowsOrGroups(UnstructuredStrategy):
             )
         return None
 
+    def row_dim(self, t: Tensor) -> int | None:
+        """The input dim of the weight ``t`` with ``compare="row"`` (each output row counts ``amount``), else ``None``.
+
+        The :class:`~pruneplug.strategies.CountsPerRow` contract: ``"tensor"``
+        counts over the whole weight, and N:M has no ``amount`` to count.
+        """
+        if self.keep_n is not None or self.compare == "tensor":
+            return None
+        return _weight_dim(t, current_target(), "compare='row'")
+
     def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """The alive entries left: ranked per N:M group, per row or over the tensor (see the class docstring)."""
         if self.keep_n is None and self.compare == "tensor":

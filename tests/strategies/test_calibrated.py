@@ -362,3 +362,20 @@ def test_what_each_strategy_needs_from_calibration() -> None:
     assert isinstance(sparsegpt, pruneplug.UpdatesValues) and not isinstance(wanda, pruneplug.UpdatesValues)
     kinds = {s.name: s.kind for s in pruneplug.get_registry().specs()}
     assert (kinds["wanda"], kinds["magnitude"], kinds["sparsegpt"]) == ("unstructured", "unstructured", "global")
+
+
+def test_how_each_strategy_counts_its_amount_is_declared() -> None:
+    """``CountsPerRow.row_dim``: the input dim for compare="row" (0 on GPT-2's Conv1D), else over the tensor."""
+    from transformers.pytorch_utils import Conv1D
+
+    weight = torch.randn(3, 8)
+    wanda, magnitude = Wanda(amount=0.5), Magnitude(amount=0.5, compare="row")
+    assert isinstance(wanda, pruneplug.CountsPerRow) and isinstance(magnitude, pruneplug.CountsPerRow)
+    assert wanda.row_dim(weight) == magnitude.row_dim(weight) == 1
+    assert Wanda(amount=0.5, compare="tensor").row_dim(weight) is None
+    assert Magnitude(amount=0.5).row_dim(weight) is None
+    assert Wanda(keep_n=2, of_m=4).row_dim(weight) is None
+    conv = Conv1D(3, 8)
+    with scoring(conv, "weight", conv.weight):
+        assert wanda.row_dim(conv.weight) == 0
+    assert not isinstance(SparseGPT(amount=0.5), pruneplug.CountsPerRow)  # it counts over the whole tensor
