@@ -9,8 +9,10 @@ was); and every refusal names what is wrong.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,13 @@ from pruneplug import (
 from pruneplug.selection.scores import scoring
 from pruneplug.strategies import Magnitude, SparseGPT, Wanda
 
+_spec = importlib.util.spec_from_file_location(
+    "calibration_helpers", Path(__file__).parents[1] / "calibration" / "helpers.py"
+)
+assert _spec is not None and _spec.loader is not None
+helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helpers)
+
 
 def calibration(features: int, rows: int = 256, seed: int = 0) -> Tensor:
     """Inputs whose features have unequal scales (else Wanda is per-row magnitude)."""
@@ -40,7 +49,7 @@ def calibration(features: int, rows: int = 256, seed: int = 0) -> Tensor:
 
 def statistics(module: nn.Module, x: Tensor) -> dict[nn.Module, dict[str, Tensor]]:
     """What calibration would collect for ``module`` from the inputs ``x``: mean x_j² and mean x xᵀ."""
-    return {module: {"input_sq_norms": x.square().mean(0), "input_hessian": x.T @ x / x.shape[0]}}
+    return {module: helpers.exact_statistics(x)}
 
 
 @contextmanager
