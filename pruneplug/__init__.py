@@ -114,7 +114,11 @@ from .statistics.context import statistics_for as statistics_for, using_statisti
 from .statistics.spec import NeedsStatistics as NeedsStatistics, Statistic as Statistic
 from .storage.formats import MaskStorage as MaskStorage
 from .storage.packed import PackedMask as PackedMask
-from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
+from .strategies import (
+    CountsPerRow as CountsPerRow,
+    StructuredStrategy as StructuredStrategy,
+    UnstructuredStrategy as UnstructuredStrategy,
+)
 
 __version__ = "0.1.0"
 
@@ -180,6 +184,7 @@ __all__ = [
     "StructuredStrategy",
     "SelectsEntries",
     "SelectsSlices",
+    "CountsPerRow",
     "ImportanceScore",
     "ScoreTarget",
     "current_target",

@@ -32,6 +32,7 @@ the model's dtype, as running means (no sum grows with the number of batches).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -131,57 +132,67 @@ def _rows(module: nn.Module, inputs: Tensor, width: int) -> Tensor:
     return inputs.detach().reshape(-1, width).float()
 
 
-class _SquaredNorms:
+class _RunningMean(ABC):
+    """A running mean, over the layer's input rows, of a quantity each row gives (fp32, in place).
+
+    The bookkeeping every built-in shares: the rows checked and reshaped to
+    ``(rows, d_in)``, counted, and folded into one buffer whose size does not
+    grow with the batches. Subclasses say the result's shape and how a batch
+    of rows is folded in.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module
+        self._width = input_features(module)
+        self._mean: Tensor | None = None
+        self.rows = 0
+
+    @abstractmethod
+    def _shape(self) -> tuple[int, ...]:
+        """The result's shape (zeros of it before any row is seen)."""
+
+    @abstractmethod
+    def _fold(self, mean: Tensor | None, rows: Tensor, total: int) -> Tensor:
+        """The mean over ``total`` rows: ``mean`` (over ``self.rows``; ``None`` before any) with ``rows`` in."""
+
+    def add(self, inputs: Tensor) -> None:
+        rows = _rows(self._module, inputs, self._width)
+        if rows.shape[0] == 0:
+            return
+        total = self.rows + rows.shape[0]
+        self._mean = self._fold(self._mean, rows, total)
+        self.rows = total
+
+    def result(self) -> Tensor:
+        if self._mean is None:
+            return torch.zeros(self._shape())
+        return self._mean
+
+
+class _SquaredNorms(_RunningMean):
     """Running mean over rows of each input feature's square."""
 
-    def __init__(self, module: nn.Module) -> None:
-        self._module = module
-        self._width = input_features(module)
-        self._mean: Tensor | None = None
-        self.rows = 0
+    def _shape(self) -> tuple[int, ...]:
+        return (self._width,)
 
-    def add(self, inputs: Tensor) -> None:
-        rows = _rows(self._module, inputs, self._width)
-        if rows.shape[0] == 0:
-            return
-        total = self.rows + rows.shape[0]
+    def _fold(self, mean: Tensor | None, rows: Tensor, total: int) -> Tensor:
         batch = rows.square().sum(dim=0)
-        if self._mean is None:
-            self._mean = batch.div_(total)
-        else:
-            self._mean.mul_(self.rows / total).add_(batch, alpha=1.0 / total)
-        self.rows = total
-
-    def result(self) -> Tensor:
-        if self._mean is None:
-            return torch.zeros(self._width)
-        return self._mean
+        if mean is None:
+            return batch.div_(total)
+        return mean.mul_(self.rows / total).add_(batch, alpha=1.0 / total)
 
 
-class _Hessian:
+class _Hessian(_RunningMean):
     """Running mean over rows of ``x x^T``."""
 
-    def __init__(self, module: nn.Module) -> None:
-        self._module = module
-        self._width = input_features(module)
-        self._mean: Tensor | None = None
-        self.rows = 0
+    def _shape(self) -> tuple[int, ...]:
+        return (self._width, self._width)
 
-    def add(self, inputs: Tensor) -> None:
-        rows = _rows(self._module, inputs, self._width)
-        if rows.shape[0] == 0:
-            return
-        total = self.rows + rows.shape[0]
-        if self._mean is None:
-            self._mean = torch.zeros(self._width, self._width, device=rows.device)
+    def _fold(self, mean: Tensor | None, rows: Tensor, total: int) -> Tensor:
+        if mean is None:
+            mean = torch.zeros(self._width, self._width, device=rows.device)
         # mean <- mean * old/total + X^T X / total, in place: one d_in x d_in buffer per layer
-        self._mean.addmm_(rows.T, rows, beta=self.rows / total, alpha=1.0 / total)
-        self.rows = total
-
-    def result(self) -> Tensor:
-        if self._mean is None:
-            return torch.zeros(self._width, self._width)
-        return self._mean
+        return mean.addmm_(rows.T, rows, beta=self.rows / total, alpha=1.0 / total)
 
 
 INPUT_SQ_NORMS = Statistic(

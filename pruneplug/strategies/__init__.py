@@ -27,7 +27,7 @@ from __future__ import annotations
 from ..hookspecs import StrategyItem, hookimpl
 from ..selection.scores import BUILTIN_SCORES, ImportanceScore
 from ..statistics.spec import BUILTIN_STATISTICS, Statistic
-from ._base import AmountParams, StructuredParams, StructuredStrategy, UnstructuredStrategy
+from ._base import AmountParams, CountsPerRow, StructuredParams, StructuredStrategy, UnstructuredStrategy
 from ._obs import obs_prune
 from .calibrated import (
     Magnitude,
@@ -49,6 +49,7 @@ __all__ = [
     "StructuredParams",
     "UnstructuredStrategy",
     "StructuredStrategy",
+    "CountsPerRow",
     "Identity",
     "RandomUnstructured",
     "RandomUnstructuredParams",

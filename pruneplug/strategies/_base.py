@@ -8,13 +8,15 @@ Most strategies are *how to score* plus *how to pick*. Subclass
 for free and run on the fast selection code. Entries (slices) a strategy must
 never prune it names in :meth:`~UnstructuredStrategy.protected`
 (:meth:`~StructuredStrategy.protected_slices`); the selection leaves them
-out, locally, iteratively and globally.
+out, locally, iteratively and globally. A strategy whose ``amount`` counts
+within each row of the tensor rather than over all of it says so by
+implementing :class:`CountsPerRow`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import StrictBool
@@ -31,6 +33,7 @@ from ..storage.packed import plain
 
 __all__ = [
     "AmountParams",
+    "CountsPerRow",
     "StructuredParams",
     "UnstructuredStrategy",
     "StructuredStrategy",
@@ -50,6 +53,31 @@ class StructuredParams(AmountParams):
 
     dim: DimField = -1
     prune_bias: StrictBool = False
+
+
+@runtime_checkable
+class CountsPerRow(Protocol):
+    """An unstructured strategy whose ``amount`` may count within each row of the tensor, not over all of it.
+
+    ``wanda`` and ``magnitude`` with ``compare="row"`` prune ``amount`` of the
+    still-unpruned entries of every output row on its own (an int is a count
+    per row, a float a fraction of each row's unpruned entries, rounded as
+    torch rounds). :meth:`row_dim` says whether the configured instance does
+    and along which dim its rows run; the conformance kit
+    (:mod:`pruneplug.testing`) then checks its counts row by row instead of
+    over the tensor.
+    """
+
+    def row_dim(self, t: Tensor) -> int | None:
+        """The dim along which the rows of ``t`` run (each row a 1-D slice), or ``None``: ``amount`` counts over ``t``.
+
+        Each row prunes ``amount`` of its own still-unpruned entries. Called
+        like ``compute_mask``: :func:`pruneplug.current_target` names the
+        module being pruned, if any (a linear layer's rows run along its input
+        dim, which depends on the layer's class). The answer may depend on the
+        parameters (``compare``) but not on ``amount``.
+        """
+        ...
 
 
 class UnstructuredStrategy(BasePruningMethod):

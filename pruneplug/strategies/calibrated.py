@@ -114,15 +114,32 @@ class SparseGPTParams(SparsityParams):
     ] = 0.01
 
 
-def _check_sparsity(amount: int | float | None, keep_n: int | None, of_m: int | None, strategy: str | None) -> None:
-    """The constructor's check of what :class:`SparsityParams` validates (for classes built directly)."""
-    problem = _sparsity_problem(amount, keep_n, of_m)
-    if problem is not None:
-        raise InvalidParametersError(problem, strategy=strategy)
-    if amount is not None:
-        check_amount_like_torch(amount)
-    else:
-        check_n_of_m(keep_n, of_m)  # type: ignore[arg-type]
+class _AmountOrNofM:
+    """What ``wanda``, ``magnitude`` and ``sparsegpt`` share: how much they prune, ``amount`` or N:M.
+
+    Exactly one of ``amount`` (unstructured: a count or fraction of the
+    unpruned entries) and ``keep_n`` of every ``of_m`` (N:M), checked by
+    :meth:`_choose_sparsity` as :class:`SparsityParams` validates it (for a
+    class built directly). Each is stored under its parameter's name, which
+    pruneplug reads back (``amount`` by the class: an unstructured strategy's
+    is typed as always given).
+    """
+
+    name: ClassVar[str | None]
+    keep_n: int | None
+    of_m: int | None
+
+    def _choose_sparsity(self, amount: int | float | None, keep_n: int | None, of_m: int | None) -> None:
+        """Check the choice and store ``keep_n`` and ``of_m``."""
+        problem = _sparsity_problem(amount, keep_n, of_m)
+        if problem is not None:
+            raise InvalidParametersError(problem, strategy=self.name)
+        if amount is not None:
+            check_amount_like_torch(amount)
+        else:
+            check_n_of_m(keep_n, of_m)  # type: ignore[arg-type]
+        self.keep_n = keep_n
+        self.of_m = of_m
 
 
 def _weight_dim(t: Tensor, target: ScoreTarget | None, why: str) -> int:
@@ -142,7 +159,7 @@ def _about(target: ScoreTarget | None) -> dict[str, str | None]:
     return {"module_type": type(target.module).__name__, "tensor": target.name}
 
 
-class _RowsOrGroups(UnstructuredStrategy):
+class _RowsOrGroups(_AmountOrNofM, UnstructuredStrategy):
     """An unstructured strategy whose scores may also be compared within rows or N:M groups.
 
     ``compare="tensor"`` ranks all entries of the tensor (and, through
@@ -151,24 +168,32 @@ class _RowsOrGroups(UnstructuredStrategy):
     prunes ``amount`` of the unpruned entries of each output row, and N:M
     keeps ``keep_n`` of each group of ``of_m`` along the input dim (see
     :mod:`pruneplug.selection.groups`: equal scores keep the earlier entry).
+    A subclass gives its default ``compare`` in ``COMPARE``.
     """
 
     PRUNING_TYPE: ClassVar[str] = "unstructured"
+    COMPARE: ClassVar[_Compare] = "tensor"
 
     def __init__(
         self,
         amount: int | float | None = None,
-        compare: str = "tensor",
+        compare: str | None = None,
         keep_n: int | None = None,
         of_m: int | None = None,
     ) -> None:
-        _check_sparsity(amount, keep_n, of_m, self.name)
+        """``compare=None``: the class's default, ``COMPARE``."""
+        self._choose_sparsity(amount, keep_n, of_m)
+        self.amount = amount  # type: ignore[assignment]  # (None in N:M mode)
+        compare = self.COMPARE if compare is None else compare
         if compare not in ("row", "tensor"):
             raise InvalidParametersError(f"compare must be 'row' or 'tensor', got {compare!r}", strategy=self.name)
-        self.amount = amount  # type: ignore[assignment]
         self.compare = compare
-        self.keep_n = keep_n
-        self.of_m = of_m
+
+    def _selection(self) -> Literal["tensor", "row", "n_of_m"]:
+        """How entries are ranked, decided here only: per N:M group if ``keep_n`` is given, else by ``compare``."""
+        if self.keep_n is not None:
+            return "n_of_m"
+        return "row" if self.compare == "row" else "tensor"
 
     def required_statistics(self) -> tuple[str, ...]:
         """The calibration statistics the scores read (none by default)."""
@@ -176,31 +201,42 @@ class _RowsOrGroups(UnstructuredStrategy):
 
     def global_refusal(self) -> str | None:
         """Why :func:`pruneplug.prune_global` cannot use this configuration (N:M and ``compare="row"``)."""
-        if self.keep_n is not None:
+        selection = self._selection()
+        if selection == "n_of_m":
             return (
                 f"N:M ({self.keep_n} of every {self.of_m}) is a rule within each group of one tensor, not a ranking "
                 f"across tensors: prune each tensor with pruneplug.prune(module, name, {self.name!r}, "
                 f"keep_n={self.keep_n}, of_m={self.of_m}), or pass amount= with compare='tensor' to prune_global"
             )
-        if self.compare == "row":
+        if selection == "row":
             return (
                 "compare='row' ranks the entries of each output row on its own; pass compare='tensor' to rank "
                 "the entries of all targets together"
             )
         return None
 
+    def row_dim(self, t: Tensor) -> int | None:
+        """The input dim of the weight ``t`` with ``compare="row"`` (each output row counts ``amount``), else ``None``.
+
+        The :class:`~pruneplug.strategies.CountsPerRow` contract: ``"tensor"``
+        counts over the whole weight, and N:M has no ``amount`` to count.
+        """
+        if self._selection() != "row":
+            return None
+        return _weight_dim(t, current_target(), "compare='row'")
+
     def keep_entries(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """The alive entries left: ranked per N:M group, per row or over the tensor (see the class docstring)."""
-        if self.keep_n is None and self.compare == "tensor":
+        selection = self._selection()
+        if selection == "tensor":
             return super().keep_entries(t, alive)
-        target = current_target()
-        why = f"N:M ({self.keep_n}:{self.of_m})" if self.keep_n is not None else "compare='row'"
-        dim = _weight_dim(t, target, why)
+        why = "compare='row'" if selection == "row" else f"N:M ({self.keep_n}:{self.of_m})"
+        dim = _weight_dim(t, current_target(), why)
         live = None if alive is None else plain(alive)
         scores = self.scores(t.detach(), live)
-        if self.keep_n is not None:
-            return keep_n_of_m(scores, self.keep_n, self.of_m, live, dim=dim)  # type: ignore[arg-type]
-        return keep_highest_per_row(scores, self.amount, live, dim=dim)
+        if selection == "row":
+            return keep_highest_per_row(scores, self.amount, live, dim=dim)
+        return keep_n_of_m(scores, self.keep_n, self.of_m, live, dim=dim)  # type: ignore[arg-type]
 
 
 class Magnitude(_RowsOrGroups):
@@ -213,16 +249,8 @@ class Magnitude(_RowsOrGroups):
 
     name: ClassVar[str | None] = "magnitude"
     Params: ClassVar[type[StrategyParams]] = MagnitudeParams
+    COMPARE: ClassVar[_Compare] = "tensor"
     elementwise_scores: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        amount: int | float | None = None,
-        compare: str = "tensor",
-        keep_n: int | None = None,
-        of_m: int | None = None,
-    ) -> None:
-        super().__init__(amount, compare, keep_n, of_m)
 
     def scores(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """The absolute value of every entry."""
@@ -247,16 +275,8 @@ class Wanda(_RowsOrGroups):
 
     name: ClassVar[str | None] = "wanda"
     Params: ClassVar[type[StrategyParams]] = WandaParams
+    COMPARE: ClassVar[_Compare] = "row"
     STATISTIC: ClassVar[str] = "input_sq_norms"
-
-    def __init__(
-        self,
-        amount: int | float | None = None,
-        compare: str = "row",
-        keep_n: int | None = None,
-        of_m: int | None = None,
-    ) -> None:
-        super().__init__(amount, compare, keep_n, of_m)
 
     def required_statistics(self) -> tuple[str, ...]:
         """``("input_sq_norms",)``."""
@@ -286,7 +306,7 @@ class Wanda(_RowsOrGroups):
         return t.detach().abs().to(dtype).mul_(scale)
 
 
-class SparseGPT(BasePruningMethod):
+class SparseGPT(_AmountOrNofM, BasePruningMethod):
     """Prune by optimal brain surgeon with the calibration Hessian, and update the weights kept (SparseGPT).
 
     Reads the ``input_hessian`` statistic of the module being pruned. The new
@@ -312,10 +332,8 @@ class SparseGPT(BasePruningMethod):
         block_size: int = 128,
         damp: float = 0.01,
     ) -> None:
-        _check_sparsity(amount, keep_n, of_m, self.name)
+        self._choose_sparsity(amount, keep_n, of_m)
         self.amount = amount
-        self.keep_n = keep_n
-        self.of_m = of_m
         self.block_size = block_size
         self.damp = damp
 

@@ -30,6 +30,7 @@ __all__ = [
     "orig_of",
     "pruning_hooks",
     "removed_cleanly",
+    "rows_of",
     "same_bits",
     "show",
     "weight_of",
@@ -121,6 +122,15 @@ def alive_slices(mask: Tensor, dim: int) -> Tensor:
     """Bool vector over ``dim``: which slices of ``mask`` still have an unpruned entry."""
     others = [d for d in range(mask.dim()) if d != dim]
     return mask.any(dim=others) if others else mask.clone()
+
+
+def rows_of(t: Tensor, dim: int) -> Tensor:
+    """``t`` as a 2-D tensor, one row a 1-D slice of ``t`` along ``dim`` (in the order of the other dims).
+
+    Written here, not taken from the library, so that the kit checks the
+    library's per-row counting against a reading of its own.
+    """
+    return t.movedim(dim, -1).reshape(-1, t.shape[dim])
 
 
 def expected_count(amount: int | float, available: int) -> int:

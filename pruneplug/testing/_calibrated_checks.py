@@ -46,7 +46,8 @@ class CalibratedChecks(Checks):
         """A module maybe pruned before: by the strategy itself, or by a random (maybe bit-packed) mask."""
         module, values = self.draw_module(data)
         if data.draw(st.booleans(), label="pruned by the strategy before"):
-            self.prune_valid(module, self.draw_params(data, values, alive_mask(module)), data.draw(SEEDS, label="seed"))
+            params = self.draw_params(data, module, values, alive_mask(module))
+            self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
         else:
             self.draw_earlier_pruning(data, module)
         return module
@@ -54,7 +55,7 @@ class CalibratedChecks(Checks):
     def check_calibration(self, data: DataObject) -> None:
         module = self.draw_start(data)
         held = held_values(module)
-        params = self.draw_params(data, held, alive_mask(module))
+        params = self.draw_params(data, module, held, alive_mask(module))
         seed = data.draw(SEEDS, label="seed")
         names = self.required(params)
         if not names:  # it needs nothing with these parameters: then it must prune with nothing in use
@@ -159,7 +160,7 @@ class CalibratedChecks(Checks):
         assert orig is not None
         held = orig.detach().clone()
         alive = alive_mask(module)
-        params = self.draw_params(data, held, alive)
+        params = self.draw_params(data, module, held, alive)
         seed = data.draw(SEEDS, label="seed")
         keep, values = self.updated(module, orig, held, alive if pruned else None, params, seed)
         # the same prune failing after prune_and_update ran: the values it would have written must not stay

@@ -45,6 +45,7 @@ from ._assertions import (
     orig_of,
     pruning_hooks,
     removed_cleanly,
+    rows_of,
     same_bits,
     show,
     weight_of,
@@ -123,11 +124,12 @@ class Checks(Examples):
         """
         expect(after.dtype == torch.bool, f"the stored mask is {after.dtype}; native masks are torch.bool")
         expect(after.shape == before.shape, f"the mask has shape {tuple(after.shape)}, not {tuple(before.shape)}")
+        orig = orig_of(module)
+        expect(after.device == orig.device, f"the mask is on {after.device}, the tensor on {orig.device}")
         revived = int((after & ~before).sum())
         expect(
             revived == 0, f"{revived} pruned entr{'y' if revived == 1 else 'ies'} came back; masks may only lose ones"
         )
-        orig = orig_of(module)
         if not self.updates:
             expect(same_bits(orig, values), "weight_orig does not hold the original values any more")
         expect(same_bits(weight_of(module), orig.detach() * after), "module.weight is not weight_orig * weight_mask")
@@ -135,6 +137,10 @@ class Checks(Examples):
         if not self.counts or params.get("amount") is None:
             return
         amount = params["amount"]
+        dim = self.row_dim(module, values, params)
+        if dim is not None:
+            self.count_per_row(before, after, amount, dim)
+            return
         if self.spec.kind == "unstructured":
             available = int(before.sum())
             pruned = int((before & ~after).sum())
@@ -161,6 +167,23 @@ class Checks(Examples):
             f"it pruned entries without pruning their whole slice along dim {dim}",
         )
 
+    @staticmethod
+    def count_per_row(before: Tensor, after: Tensor, amount: int | float, dim: int) -> None:
+        """Each row along ``dim`` pruned exactly ``amount`` of its own unpruned entries (a count, or a fraction)."""
+        rows_before, rows_after = rows_of(before, dim), rows_of(after, dim)
+        available = rows_before.sum(dim=1).tolist()
+        pruned = (rows_before & ~rows_after).sum(dim=1).tolist()
+        expected = [expected_count(amount, n) for n in available]
+        wrong = [row for row in range(len(available)) if pruned[row] != expected[row]]
+        if wrong:
+            row = wrong[0]
+            raise Failure(
+                f"amount={amount!r} pruned {pruned[row]} of the {available[row]} unpruned entries of row {row} "
+                f"(of the {len(available)} rows along dim {dim}, as row_dim(t) declares); expected exactly "
+                f"{expected[row]} ({len(wrong)} row{'' if len(wrong) == 1 else 's'} wrong: pruned "
+                f"{pruned}, expected {expected} per row)"
+            )
+
     def kept_protected(
         self, values: Tensor, before: Tensor, after: Tensor, params: Mapping[str, Any], what: str
     ) -> None:
@@ -183,7 +206,7 @@ class Checks(Examples):
         module, values = self.draw_module(data)
         original = module.weight
         shape = tuple(values.shape)
-        params = self.draw_params(data, values, alive_mask(module))
+        params = self.draw_params(data, module, values, alive_mask(module))
         seed = data.draw(SEEDS, label="seed")
         self.prune_valid(module, params, seed)
         mask = module._buffers.get("weight_mask")
@@ -223,7 +246,7 @@ class Checks(Examples):
         module, values = self.draw_module(data)
         self.draw_earlier_pruning(data, module)
         before = alive_mask(module)
-        params = self.draw_params(data, values, before)
+        params = self.draw_params(data, module, values, before)
         self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
         self.step(before, alive_mask(module), params, module, values)
 
@@ -234,7 +257,7 @@ class Checks(Examples):
             before = alive_mask(module)
             history = len(pruning_history(module, "weight"))
             held = held_values(module)  # (the original values, unless the strategy updates them)
-            params = self.draw_params(data, held, before)
+            params = self.draw_params(data, module, held, before)
             self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
             self.step(before, alive_mask(module), params, module, held)
             grown = len(pruning_history(module, "weight"))
@@ -243,10 +266,11 @@ class Checks(Examples):
     def check_rollback(self, data: DataObject) -> None:
         module, values = self.draw_module(data)
         if data.draw(st.booleans(), label="pruned by the strategy before"):
-            self.prune_valid(module, self.draw_params(data, values, alive_mask(module)), data.draw(SEEDS, label="seed"))
+            params = self.draw_params(data, module, values, alive_mask(module))
+            self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
             values = held_values(module)
         alive = alive_mask(module)
-        params = self.draw_params(data, values, alive)
+        params = self.draw_params(data, module, values, alive)
         # (label, strategy, parameters, the error it must raise)
         attempts: list[tuple[str, StrategySpec, dict[str, Any], type[PruneplugError]]] = [
             ("an unknown parameter", self.spec, {**params, _UNKNOWN_PARAMETER: 1}, PruneplugError)
@@ -256,20 +280,21 @@ class Checks(Examples):
             for bad in self.invalid_params
         ]
         if self.counts and params.get("amount") is not None:
-            available = self.available(alive, params)
+            # (per row, for a strategy that counts per row: then too many for the row with the fewest)
+            available, prunable, dim = self.room(module, values, alive, params)
+            where = "" if dim is None else f" in a row along dim {dim}"
             attempts.append(
                 (
-                    f"amount={available + 1}, more than is left",
+                    f"amount={min(available) + 1}, more than is left{where}",
                     self.spec,
-                    {**params, "amount": available + 1},
+                    {**params, "amount": min(available) + 1},
                     PruneplugError,
                 )
             )
-            kept = self.protected_alive(values, alive, params)
-            if kept is not None and bool(kept.any()):
-                over = available - int(kept.sum()) + 1
-                for amount in (over, 1.0):
-                    label = f"amount={amount!r}, more than may be pruned ({int(kept.sum())} protected)"
+            protected = sum(available) - sum(prunable)
+            if protected:
+                for amount in (min(prunable) + 1, 1.0):
+                    label = f"amount={amount!r}, more than may be pruned{where} ({protected} protected)"
                     attempts.append((label, self.spec, {**params, "amount": amount}, InvalidAmountError))
         failing = failing_spec(self.spec)
         if failing is not None:
@@ -302,7 +327,7 @@ class Checks(Examples):
             for module in (first, second):
                 prune(module, "weight", CustomFromMask, mask=keep)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self.draw_params(data, held_values(first), alive_mask(first))
+            params = self.draw_params(data, first, held_values(first), alive_mask(first))
             seed = data.draw(SEEDS, label="seed")
             self.prune_valid(first, params, seed)
             self.prune_valid(second, params, seed)
@@ -321,7 +346,7 @@ class Checks(Examples):
         cls = type(module)
         self.draw_earlier_pruning(data, module)
         for _ in range(data.draw(st.integers(1, 2), label="steps")):
-            params = self.draw_params(data, held_values(module), alive_mask(module))
+            params = self.draw_params(data, module, held_values(module), alive_mask(module))
             self.prune_valid(module, params, data.draw(SEEDS, label="seed"))
         effective = weight_of(module).clone()
         orig = orig_of(module)
@@ -353,7 +378,7 @@ class Checks(Examples):
             originals.append(values)
         before = [alive_mask(m) for m in modules]
         total = sum(int(a.sum()) for a in before)
-        params = self.draw_params(data, originals[0], before[0])
+        params = self.draw_params(data, modules[0], originals[0], before[0])
         kept = [self.protected_alive(values, alive, params) for values, alive in zip(originals, before)]
         protected = sum(int(k.sum()) for k in kept if k is not None)
         targets = [(m, "weight") for m in modules]

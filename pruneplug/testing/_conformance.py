@@ -135,12 +135,14 @@ class Conformance:
 
         Parameters drawn (a hypothesis strategy, or a function of the shape) may vary: then ``None``,
         and the ``global`` check runs. A drawn ``amount`` does not count: it never makes a refusal.
+        No parameters (``None``) are the defaults, fixed.
         """
-        if not isinstance(self.params, Mapping):
+        params = {} if self.params is None else self.params
+        if not isinstance(params, Mapping):
             return None
-        if any(isinstance(v, SearchStrategy) for k, v in self.params.items() if k != "amount"):
+        if any(isinstance(v, SearchStrategy) for k, v in params.items() if k != "amount"):
             return None
-        fixed = {k: v for k, v in self.params.items() if not isinstance(v, SearchStrategy)}
+        fixed = {k: v for k, v in params.items() if not isinstance(v, SearchStrategy)}
         if "amount" in self.spec.params_model.model_fields and "amount" not in fixed:
             fixed["amount"] = 0
         try:

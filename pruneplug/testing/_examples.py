@@ -4,14 +4,15 @@ Values come in three styles -- normal, many ties, many zeros -- because ties
 and zeros are where counting and ranking bugs hide. ``amount`` (and a
 structured strategy's ``dim``) is drawn by the kit unless given, within what
 is still unpruned and not protected at each step, so every drawn prune is a
-valid one. A strategy that reads calibration statistics is given
+valid one -- within every row, for a strategy that counts ``amount`` per row
+(:class:`pruneplug.CountsPerRow`). A strategy that reads calibration statistics is given
 ``nn.Linear`` layers with calibration inputs of their own
 (:mod:`._calibration`), and prunes with the statistics it requires in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,15 +24,16 @@ from torch import Tensor, nn
 from ..api import prune
 from ..core.fast_path import UpdatesValues
 from ..registry import StrategySpec, get_registry
+from ..selection.scores import scoring
 from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
-from ..strategies import CustomFromMask, StructuredStrategy, UnstructuredStrategy
+from ..strategies import CountsPerRow, CustomFromMask, StructuredStrategy, UnstructuredStrategy
 from ..strategies._base import checked_protected, checked_protected_slices
-from ._assertions import Failure, Holder, LinearHolder, alive_slices, expected_count, show
+from ._assertions import Failure, Holder, LinearHolder, alive_slices, expected_count, rows_of, show
 from ._calibration import Calibration
 from ._types import ParamsLike, Shape, StrategyLike
 
-__all__ = ["SEEDS", "Examples", "amounts", "resolve"]
+__all__ = ["SEEDS", "Examples", "amounts", "resolve", "row_amounts"]
 
 SEEDS = st.integers(0, 2**32 - 1)
 _FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -59,8 +61,35 @@ def amounts(available: int, prunable: int | None = None) -> SearchStrategy[int |
     def fits(fraction: float) -> bool:
         return round(fraction * available) <= prunable
 
+    return _within(prunable, share, fits)
+
+
+def row_amounts(available: Sequence[int], prunable: Sequence[int]) -> SearchStrategy[int | float]:
+    """Every kind of ``amount`` valid in every row at once, for a strategy that counts ``amount`` per row.
+
+    ``available[r]``: the unpruned entries of row ``r``; ``prunable[r]``: how
+    many of them may be pruned (not protected). Counts go up to the fewest
+    prunable of any row (an int is a count in *each* row), fractions as far as
+    every row allows.
+
+    >>> from hypothesis import find
+    >>> find(row_amounts([4, 2, 5], [4, 2, 5]), lambda a: isinstance(a, int) and a > 1)
+    2
+    """
+    if all(p >= a for a, p in zip(available, prunable)):
+        return amounts(min(available, default=0))
+    share = min(p / a for a, p in zip(available, prunable) if a > p)
+
+    def fits(fraction: float) -> bool:
+        return all(round(fraction * a) <= p for a, p in zip(available, prunable))
+
+    return _within(min(prunable), share, fits)
+
+
+def _within(count: int, share: float, fits: Callable[[float], bool]) -> SearchStrategy[int | float]:
+    """Counts up to ``count`` and fractions up to ``share`` that ``fits`` (when not everything may be pruned)."""
     return st.one_of(
-        st.integers(0, prunable),
+        st.integers(0, count),
         st.sampled_from([f for f in (*_FRACTIONS, share) if fits(f)]),
         st.floats(0.0, share).filter(fits),
     )
@@ -79,7 +108,8 @@ class Examples:
     """Draws the examples of the checks of one strategy (``spec``), and knows what its parameters allow.
 
     ``counts``: whether the strategy prunes exactly ``amount`` (of kind unstructured or
-    structured, with an ``amount`` parameter). ``calibrated``: whether it may read
+    structured, with an ``amount`` parameter); ``per_row``: whether it may count it row
+    by row (unstructured, implementing :class:`pruneplug.CountsPerRow`). ``calibrated``: whether it may read
     calibration statistics (implements :class:`pruneplug.NeedsStatistics`): it is then
     checked on ``nn.Linear`` layers. ``updates``: whether it changes the values it keeps
     (implements :class:`pruneplug.UpdatesValues`).
@@ -95,6 +125,7 @@ class Examples:
         fields = spec.params_model.model_fields
         self.counts = spec.kind in ("unstructured", "structured") and "amount" in fields
         cls = spec.strategy_class
+        self.per_row = self.counts and spec.kind == "unstructured" and issubclass(cls, CountsPerRow)
         self.calibrated = issubclass(cls, NeedsStatistics)
         self.updates = issubclass(cls, UpdatesValues)
         self.calibration = Calibration()
@@ -200,6 +231,57 @@ class Examples:
             return int(alive_slices(alive, self.dim(params, alive.dim())).sum())
         return int(alive.sum())
 
+    def row_dim(self, module: nn.Module, values: Tensor, params: Mapping[str, Any]) -> int | None:
+        """The dim along whose rows the strategy with ``params`` counts ``amount``, or ``None``: over the tensor.
+
+        What :meth:`pruneplug.CountsPerRow.row_dim` says, asked while ``module.weight``
+        (holding ``values``) is the tensor being pruned, as ``compute_mask`` is asked;
+        normalized to ``0 .. values.dim() - 1``. ``None`` for a strategy that does not
+        implement it, and for parameters with ``amount=None`` (nothing to count).
+        """
+        if not self.per_row or params.get("amount", 0) is None:
+            return None
+        asked = {**params, "amount": params.get("amount", 0)}
+        try:
+            method = self.spec.create(**asked)
+            if not isinstance(method, CountsPerRow):  # pragma: no cover - the class implements it
+                return None
+            parameter = module._parameters.get("weight_orig", module._parameters.get("weight"))
+            assert parameter is not None
+            with scoring(module, "weight", parameter):
+                dim = method.row_dim(values.clone())
+        except Exception as error:
+            raise Failure(
+                f"asking the strategy how it counts amount (row_dim(t), with {show(asked)}) raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        ndim = values.dim()
+        valid = dim is None or (isinstance(dim, int) and not isinstance(dim, bool) and -ndim <= dim < ndim)
+        if not valid:
+            raise Failure(
+                f"row_dim(t) returned {dim!r} for a tensor of shape {tuple(values.shape)}; it must be a dim of "
+                f"the tensor ({-ndim}..{ndim - 1}) or None (amount counts over the whole tensor)"
+            )
+        return None if dim is None else dim % ndim
+
+    def room(
+        self, module: nn.Module, values: Tensor, alive: Tensor, params: Mapping[str, Any]
+    ) -> tuple[list[int], list[int], int | None]:
+        """What ``amount`` counts over: ``(unpruned, prunable, row dim)``, per group the strategy counts in.
+
+        One group -- the tensor's entries, or a structured strategy's slices --
+        unless the strategy counts per row (:meth:`row_dim`): then one per row along
+        that dim. ``prunable``: the unpruned units not protected.
+        """
+        dim = self.row_dim(module, values, params)
+        kept = self.protected_alive(values, alive, params) if self.counts else None
+        if dim is None:
+            available = self.available(alive, params)
+            return [available], [available - (0 if kept is None else int(kept.sum()))], None
+        rows = rows_of(alive, dim).sum(dim=1)
+        guarded = torch.zeros_like(rows) if kept is None else rows_of(kept, dim).sum(dim=1)
+        return rows.tolist(), (rows - guarded).tolist(), dim
+
     def protected(self, values: Tensor, params: Mapping[str, Any]) -> Tensor | None:
         """What the strategy protects in ``values``: entries (unstructured) or slices along ``dim`` (structured).
 
@@ -236,7 +318,8 @@ class Examples:
             return guard & alive_slices(alive, self.dim(params, alive.dim()))
         return guard & alive
 
-    def draw_params(self, data: DataObject, values: Tensor, alive: Tensor) -> dict[str, Any]:
+    def draw_params(self, data: DataObject, module: nn.Module, values: Tensor, alive: Tensor) -> dict[str, Any]:
+        """Parameters for a valid prune of ``module.weight`` (holding ``values``; ``alive``: still unpruned)."""
         shape = tuple(values.shape)
         source: Any = self.params if self.params is not None else {}
         if not isinstance(source, (Mapping, SearchStrategy)) and callable(source):
@@ -249,13 +332,12 @@ class Examples:
         fields = self.spec.params_model.model_fields
         if self.spec.kind == "structured" and "dim" in fields and "dim" not in params and shape:
             params["dim"] = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
-        available = self.available(alive, params)
-        kept = self.protected_alive(values, alive, params) if self.counts else None
-        prunable = available if kept is None else available - int(kept.sum())
+        available, prunable, dim = self.room(module, values, alive, params)
         if "amount" in fields and "amount" not in params:
-            params["amount"] = data.draw(amounts(available, prunable), label="amount")
+            choices = amounts(available[0], prunable[0]) if dim is None else row_amounts(available, prunable)
+            params["amount"] = data.draw(choices, label="amount")
         amount = params.get("amount")
         if self.counts and isinstance(amount, (int, float)) and not isinstance(amount, bool):
             # a fixed amount larger than what may be pruned is a (correctly) failing prune, not an example
-            assume(expected_count(amount, available) <= prunable)
+            assume(all(expected_count(amount, a) <= p for a, p in zip(available, prunable)))
         return params

@@ -48,7 +48,8 @@ ParamsLike: TypeAlias = ParamsSource | Callable[[Shape], ParamsSource] | None
 ``amount`` (if the strategy has one) and, for structured strategies, ``dim`` are drawn by
 the kit when left out, so the checks cover counts, fractions, 0 and everything that may be
 pruned: for a strategy that protects entries (``protected``, ``protected_slices``) the kit
-draws within what is still unpruned and not protected, at every step. Give
+draws within what is still unpruned and not protected, at every step (in every row, for a
+strategy that counts ``amount`` per row: :class:`pruneplug.CountsPerRow`). Give
 ``"amount": None`` to check a strategy whose amount is optional without one (in its N:M
 mode, say): ``count`` is then skipped.
 """
@@ -57,7 +58,7 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
 """Every check, in the order :func:`check_strategy` runs them.
 
 ``mask``
-    The stored mask is ``torch.bool`` of the tensor's shape, ``weight`` is exactly
+    The stored mask is ``torch.bool`` of the tensor's shape and on its device, ``weight`` is exactly
     ``weight_orig * weight_mask``, ``weight_orig`` is the original parameter with its
     values untouched, and ``compute_mask(t, default_mask)`` called the torch way (float
     mask) returns 0/1 values agreeing with the native mask.
@@ -66,10 +67,17 @@ CHECKS: tuple[str, ...] = ("mask", "count", "iterative", "rollback", "determinis
     ``amount`` of the still-unpruned entries / slices (an int is a count, a float a
     fraction rounded with Python's ``round``), structured ones whole slices only --
     starting from arbitrary earlier pruning -- and never an entry or slice the strategy
-    protects (this last part applies to every check that prunes).
+    protects (this last part applies to every check that prunes). An unstructured
+    strategy implementing :class:`pruneplug.CountsPerRow` whose ``row_dim(t)`` names a
+    dim is counted row by row instead: each 1-D slice along that dim prunes exactly
+    ``amount`` of its *own* still-unpruned entries (an int in every row, a fraction of
+    each row's count, rounded the same way), in this check and in every other that
+    prunes (``mask``, ``iterative``); ``rollback`` then tries an ``amount`` one more
+    than the row with the fewest unpruned entries holds.
 ``iterative``
     Pruning again and again: masks only lose ones, the history grows by one each time,
-    ``weight_orig`` is never modified.
+    ``weight_orig`` is never modified, and each step prunes exactly ``amount`` of what is
+    left (of what is left in each row, for a strategy that counts per row).
 ``rollback``
     A prune that fails -- an unknown parameter, the ``invalid_params`` you name, an
     ``amount`` larger than what is left, an exception inside ``compute_mask`` -- raises

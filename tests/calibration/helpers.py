@@ -1,11 +1,14 @@
-"""Small models and test strategies for the calibration driver's tests.
+"""Small models, test strategies and statistics for the tests of data-aware pruning.
 
-Loaded by the test modules with importlib (the suite runs with
-``--import-mode=importlib``, so test folders are not packages).
+Shared by tests/calibration, tests/strategies/test_calibrated.py and
+tests/statistics. Loaded by the test modules with importlib (the suite runs
+with ``--import-mode=importlib``, so test folders are not packages).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +16,7 @@ from torch import Tensor, nn
 
 import pruneplug
 from pruneplug.selection.scores import current_target
-from pruneplug.statistics.spec import input_dim
+from pruneplug.statistics.spec import INPUT_SQ_NORMS, Statistic, input_dim
 from pruneplug.strategies import UnstructuredStrategy
 
 
@@ -44,6 +47,22 @@ class Stack(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h))
+
+
+class FailsOnThreeRows(MLPBlock):
+    """An MLP block that raises ``ValueError`` on a batch of 3 rows, once calibration reaches it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] == 3:
+            raise ValueError("three rows are not allowed here")
+        return super().forward(x)
+
+
+def make_fragile(model: Stack, index: int) -> None:
+    """Replace ``model.blocks[index]`` by a :class:`FailsOnThreeRows` holding the same weights."""
+    fragile = FailsOnThreeRows()
+    fragile.load_state_dict(model.blocks[index].state_dict())
+    model.blocks[index] = fragile
 
 
 class AttentionBlock(nn.Module):
@@ -119,6 +138,41 @@ def feature_batches(count: int = 3, rows: int = 5, d_in: int = 6, seed: int = 1)
     generator = torch.Generator().manual_seed(seed)
     scales = torch.logspace(-1, 1, d_in)
     return [torch.randn(rows, d_in, generator=generator) * scales for _ in range(count)]
+
+
+def exact_statistics(x: Tensor) -> dict[str, Tensor]:
+    """The built-in statistics of the inputs ``x`` ``(rows, d_in)`` by their formulas: mean of x_j², mean of x xᵀ."""
+    return {"input_sq_norms": x.square().mean(0), "input_hessian": x.T @ x / x.shape[0]}
+
+
+@contextmanager
+def forward_hooks(modules: Iterable[nn.Module], hook: Callable[[nn.Module, Any, Any], None]) -> Iterator[None]:
+    """``hook`` on the forward of every module in ``modules`` while the block runs (under ``no_grad``), then removed."""
+    handles = [module.register_forward_hook(hook) for module in modules]
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def collect_statistics(
+    layers: Iterable[nn.Module], run: Callable[[], object], statistics: Sequence[Statistic] = (INPUT_SQ_NORMS,)
+) -> dict[nn.Module, dict[str, Tensor]]:
+    """``statistics`` of ``layers`` while ``run()`` runs, collected with plain forward hooks (not the driver's)."""
+    accumulators = {module: [statistic.create(module) for statistic in statistics] for module in layers}
+
+    def hook(module: nn.Module, args: tuple[Tensor, ...], output: Any) -> None:
+        for accumulator in accumulators[module]:
+            accumulator.add(args[0])
+
+    with forward_hooks(accumulators, hook):
+        run()
+    return {
+        module: {statistic.name: accumulator.result() for statistic, accumulator in zip(statistics, made)}
+        for module, made in accumulators.items()
+    }
 
 
 def norms_for(module: nn.Module) -> Tensor:

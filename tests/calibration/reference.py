@@ -31,8 +31,8 @@ agree to 1e-6 and the masks exactly (50%, 30%, 0%, 2:4); the Wanda masks and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -74,6 +74,29 @@ def _as_hook_input(inp: Tensor) -> tuple[Tensor, int]:
     return inp.reshape(-1, inp.shape[-1]), inp.shape[0]
 
 
+def _accumulate(inputs: Inputs, term: Callable[[Tensor, int], Tensor]) -> Tensor:
+    """The official ``add_batch`` bookkeeping, hook call by hook call: ``s *= n/(n+b); n += b; s += term(X, n)``.
+
+    ``term(rows, n)`` is the call's share given the new sample count ``n``;
+    the running rescale is kept so the float result matches the official
+    one, not just its value in exact arithmetic.
+    """
+    total: Tensor | None = None
+    nsamples = 0
+    for batch in _batches(inputs):
+        rows, count = _as_hook_input(batch)
+        scale = nsamples / (nsamples + count)
+        nsamples += count
+        share = term(rows, nsamples)
+        if total is None:
+            total = torch.zeros_like(share)
+        total *= scale
+        total += share
+    if total is None:
+        raise ValueError("no calibration inputs")
+    return total
+
+
 def _check_nm(prune_n: int, prune_m: int) -> bool:
     """Whether N:M is asked for (``prune_n != 0``, as the official code tests it)."""
     if prune_n == 0:
@@ -90,22 +113,14 @@ def sparsegpt_hessian(inputs: Inputs, *, dtype: torch.dtype = torch.float32) -> 
     """``H = 2/n Σ x xᵀ`` accumulated call by call as the official ``SparseGPT.add_batch``.
 
     ``n`` counts samples (sequences), not rows: a single 2-D input gives
-    ``H = 2 XᵀX``. The running rescale ``H *= n/(n+b)`` is kept so the float
-    result matches the official one, not just its value in exact arithmetic.
+    ``H = 2 XᵀX``.
     """
-    hessian: Tensor | None = None
-    nsamples = 0
-    for batch in _batches(inputs):
-        rows, count = _as_hook_input(batch)
-        if hessian is None:
-            hessian = torch.zeros(rows.shape[1], rows.shape[1], dtype=dtype)
-        hessian *= nsamples / (nsamples + count)
-        nsamples += count
+
+    def term(rows: Tensor, nsamples: int) -> Tensor:
         scaled = math.sqrt(2 / nsamples) * rows.to(dtype).t()
-        hessian += scaled @ scaled.t()
-    if hessian is None:
-        raise ValueError("no calibration inputs")
-    return hessian
+        return scaled @ scaled.t()
+
+    return _accumulate(inputs, term)
 
 
 def _block_mask(score: Tensor, sparsity: float, official_threshold: bool) -> Tensor:
@@ -126,9 +141,9 @@ def _block_mask(score: Tensor, sparsity: float, official_threshold: bool) -> Ten
     return pruned.view_as(score)
 
 
-def reference_sparsegpt_with_mask(
+def reference_sparsegpt_from_hessian(
     weight: Tensor,
-    inputs: Inputs,
+    hessian: Tensor,
     *,
     sparsity: float | None,
     prune_n: int = 0,
@@ -138,12 +153,15 @@ def reference_sparsegpt_with_mask(
     dtype: torch.dtype = torch.float32,
     official_threshold: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """SparseGPT's ``fasterprune``: the pruned-and-updated weight and the bool KEEP mask.
+    """SparseGPT's ``fasterprune`` given the Hessian: the pruned-and-updated weight and the bool KEEP mask.
 
     Args:
         weight: ``(d_out, d_in)``; not modified.
-        inputs: the layer's inputs (see the module docstring); the Hessian is
-            :func:`sparsegpt_hessian`.
+        hessian: ``(d_in, d_in)``, :func:`sparsegpt_hessian` of the layer's
+            inputs, or any positive multiple of it (pruneplug's
+            ``input_hessian``, the mean of ``x xᵀ`` over rows): the dampening
+            is relative to its mean diagonal, so the mask and the new weight do
+            not depend on the scale (up to rounding). Not modified.
         sparsity: fraction pruned in every block of ``blocksize`` columns
             (unstructured); ignored (may be None) with N:M.
         prune_n, prune_m: N:M with ``prune_n`` entries PRUNED of every
@@ -176,40 +194,6 @@ def reference_sparsegpt_with_mask(
        weights.
     4. Column by column: ``err = (w - q) / U_ii``, ``W1[:, i:] -= err ⊗ U[i, i:]``
        inside the block; after it, ``W[:, end:] -= Err1 @ U[block, end:]``.
-    """
-    return reference_sparsegpt_from_hessian(
-        weight,
-        sparsegpt_hessian(inputs, dtype=dtype),
-        sparsity=sparsity,
-        prune_n=prune_n,
-        prune_m=prune_m,
-        blocksize=blocksize,
-        percdamp=percdamp,
-        dtype=dtype,
-        official_threshold=official_threshold,
-    )
-
-
-def reference_sparsegpt_from_hessian(
-    weight: Tensor,
-    hessian: Tensor,
-    *,
-    sparsity: float | None,
-    prune_n: int = 0,
-    prune_m: int = 0,
-    blocksize: int = 128,
-    percdamp: float = 0.01,
-    dtype: torch.dtype = torch.float32,
-    official_threshold: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """:func:`reference_sparsegpt_with_mask` given the Hessian instead of the inputs: ``(new_weight, keep)``.
-
-    ``hessian`` is ``(d_in, d_in)``, e.g. :func:`sparsegpt_hessian` of the
-    inputs, or any positive multiple of it (pruneplug's ``input_hessian``, the
-    mean of ``x xᵀ`` over rows): the dampening is relative to its mean
-    diagonal, so the mask and the new weight do not depend on the scale (up
-    to rounding). Not modified; the steps are those of
-    :func:`reference_sparsegpt_with_mask`.
     """
     nm = _check_nm(prune_n, prune_m)
     if not nm and sparsity is None:
@@ -265,30 +249,22 @@ def reference_sparsegpt_from_hessian(
     return w_all.to(weight.dtype), ~pruned
 
 
-def reference_sparsegpt(
-    weight: Tensor,
-    inputs: Inputs,
-    *,
-    sparsity: float | None,
-    prune_n: int = 0,
-    prune_m: int = 0,
-    blocksize: int = 128,
-    percdamp: float = 0.01,
-    dtype: torch.dtype = torch.float32,
-    official_threshold: bool = False,
-) -> Tensor:
+def reference_sparsegpt_with_mask(
+    weight: Tensor, inputs: Inputs, *, dtype: torch.dtype = torch.float32, **options: Any
+) -> tuple[Tensor, Tensor]:
+    """:func:`reference_sparsegpt_from_hessian` of the layer's ``inputs``: ``(new_weight, keep)``.
+
+    The Hessian is :func:`sparsegpt_hessian` of ``inputs`` (see the module
+    docstring), in ``dtype``; ``options`` are those of
+    :func:`reference_sparsegpt_from_hessian` (``sparsity``, ``prune_n``, ...).
+    """
+    return reference_sparsegpt_from_hessian(weight, sparsegpt_hessian(inputs, dtype=dtype), dtype=dtype, **options)
+
+
+def reference_sparsegpt(weight: Tensor, inputs: Inputs, **options: Any) -> Tensor:
     """The new weight of :func:`reference_sparsegpt_with_mask` (N:M: ``prune_n`` PRUNED of ``prune_m``)."""
-    return reference_sparsegpt_with_mask(
-        weight,
-        inputs,
-        sparsity=sparsity,
-        prune_n=prune_n,
-        prune_m=prune_m,
-        blocksize=blocksize,
-        percdamp=percdamp,
-        dtype=dtype,
-        official_threshold=official_threshold,
-    )[0]
+    new_weight, _ = reference_sparsegpt_with_mask(weight, inputs, **options)
+    return new_weight
 
 
 # --------------------------------------------------------------------------------------------- Wanda
@@ -303,18 +279,9 @@ def wanda_scaler_row(inputs: Inputs) -> Tensor:
     pruneplug's ``input_sq_norms`` (a mean over rows), which no per-row or
     per-tensor ranking of one layer can see.
     """
-    scaler: Tensor | None = None
-    nsamples = 0
-    for batch in _batches(inputs):
-        rows, count = _as_hook_input(batch)
-        if scaler is None:
-            scaler = torch.zeros(rows.shape[1], dtype=torch.float32)
-        scaler *= nsamples / (nsamples + count)
-        nsamples += count
-        scaler += torch.linalg.vector_norm(rows.to(torch.float32), ord=2, dim=0) ** 2 / nsamples
-    if scaler is None:
-        raise ValueError("no calibration inputs")
-    return scaler
+    return _accumulate(
+        inputs, lambda rows, nsamples: torch.linalg.vector_norm(rows.to(torch.float32), ord=2, dim=0) ** 2 / nsamples
+    )
 
 
 def wanda_metric(weight: Tensor, inputs: Inputs) -> Tensor:

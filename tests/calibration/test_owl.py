@@ -27,11 +27,8 @@ def direct_owl(blocks: list[list[nn.Linear]], run: Any, amount: float) -> list[f
         x = args[0].reshape(-1, args[0].shape[-1]).double()
         sums[module] = sums.get(module, torch.zeros(x.shape[1], dtype=torch.float64)) + (x * x).sum(0)
 
-    handles = [m.register_forward_hook(hook) for block in blocks for m in block]
-    with torch.no_grad():
+    with helpers.forward_hooks([m for block in blocks for m in block], hook):
         run()
-    for handle in handles:
-        handle.remove()
     ratios = []
     for block in blocks:
         flat = torch.cat([(m.weight.detach().double().abs() * sums[m].sqrt().reshape(1, -1)).flatten() for m in block])
@@ -74,16 +71,12 @@ def test_owl_amounts_on_gpt2_read_conv1d_weights_transposed() -> None:
     assert len(amounts) == 12
     blocks = [[m for m in block.modules() if type(m).__name__ == "Conv1D"] for block in model.transformer.h]
     sums: dict[nn.Module, Tensor] = {}
-    handles = [
-        m.register_forward_hook(lambda m, a, o: sums.__setitem__(m, sums.get(m, 0) + a[0].double().pow(2).sum((0, 1))))
-        for block in blocks
-        for m in block
-    ]
-    with torch.no_grad():
+    with helpers.forward_hooks(
+        [m for block in blocks for m in block],
+        lambda m, a, o: sums.__setitem__(m, sums.get(m, 0) + a[0].double().pow(2).sum((0, 1))),
+    ):
         for b in batches:
             model(**b, use_cache=False)
-    for handle in handles:
-        handle.remove()
     ratios = []
     for block in blocks:  # Conv1D weights are (in, out): the norms scale the rows
         flat = torch.cat([(m.weight.detach().double().abs() * sums[m].sqrt().reshape(-1, 1)).flatten() for m in block])
@@ -200,12 +193,9 @@ def test_owl_amounts_equal_the_independent_reference_of_owls_code() -> None:
     batches = helpers.feature_batches(count=4, rows=7)
     inputs: dict[nn.Module, list[Tensor]] = {}
     layers = [m for block in model.blocks for m in (block.fc1, block.fc2)]
-    handles = [m.register_forward_hook(lambda m, a, o: inputs.setdefault(m, []).append(a[0].detach())) for m in layers]
-    with torch.no_grad():
+    with helpers.forward_hooks(layers, lambda m, a, o: inputs.setdefault(m, []).append(a[0].detach())):
         for batch in batches:
             model(batch)
-    for handle in handles:
-        handle.remove()
     metrics = [
         [reference.wanda_metric(m.weight.detach(), inputs[m]) for m in (block.fc1, block.fc2)] for block in model.blocks
     ]

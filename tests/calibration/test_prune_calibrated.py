@@ -40,19 +40,6 @@ def masks(model: nn.Module) -> dict[str, Tensor]:
     }
 
 
-def collect_norms(layers: dict[str, nn.Module], run: Any) -> dict[nn.Module, dict[str, Tensor]]:
-    """``input_sq_norms`` of ``layers`` while ``run()`` runs, collected with plain forward hooks."""
-    accumulators = {module: INPUT_SQ_NORMS.create(module) for module in layers.values()}
-    handles = [m.register_forward_hook(lambda m, a, o: accumulators[m].add(a[0])) for m in accumulators]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {module: {"input_sq_norms": acc.result()} for module, acc in accumulators.items()}
-
-
 # --------------------------------------------------------------------------------------------- the sequence
 
 
@@ -67,13 +54,13 @@ def test_the_sequence_by_hand_gives_the_same_masks() -> None:
     block0, block1 = twin.blocks
     with torch.no_grad():
         inputs0 = [twin.inp(b) for b in batches]
-    stats = collect_norms({"fc1": block0.fc1, "fc2": block0.fc2}, lambda: [block0(x) for x in inputs0])
+    stats = helpers.collect_statistics([block0.fc1, block0.fc2], lambda: [block0(x) for x in inputs0])
     with pruneplug.using_statistics(stats):
         for layer in (block0.fc1, block0.fc2):
             pruneplug.prune(layer, "weight", "calib_norm_scaled", amount=0.5)
     with torch.no_grad():
         inputs1 = [block0(x) for x in inputs0]
-    stats = collect_norms({"fc1": block1.fc1, "fc2": block1.fc2}, lambda: [block1(x) for x in inputs1])
+    stats = helpers.collect_statistics([block1.fc1, block1.fc2], lambda: [block1(x) for x in inputs1])
     with pruneplug.using_statistics(stats):
         for layer in (block1.fc1, block1.fc2):
             pruneplug.prune(layer, "weight", "calib_norm_scaled", amount=0.5)
@@ -252,7 +239,7 @@ def test_llama_block_by_block_equals_the_sequence_by_hand() -> None:
     pruneplug.prune_calibrated(model, "calib_norm_scaled", amount=0.5, calibration=batches, progress=False)
     for layer in twin.model.layers:
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        stats = collect_norms(linears, lambda: [twin(**b, use_cache=False) for b in batches])
+        stats = helpers.collect_statistics(linears.values(), lambda: [twin(**b, use_cache=False) for b in batches])
         with pruneplug.using_statistics(stats):
             for linear in linears.values():
                 pruneplug.prune(linear, "weight", "calib_norm_scaled", amount=0.5)
@@ -303,7 +290,7 @@ def test_global_scope_ranks_all_targets_together_in_one_pass() -> None:
         model, "calib_norm_scaled", amount=0.5, calibration=batches, sequential=False, scope="global", targets=names
     )
     layers = {n: m for n, m in twin.named_modules() if n in names}
-    stats = collect_norms(layers, lambda: [twin(b) for b in batches])
+    stats = helpers.collect_statistics(layers.values(), lambda: [twin(b) for b in batches])
     with pruneplug.using_statistics(stats):
         pruneplug.prune_global([(m, "weight") for m in layers.values()], "calib_norm_scaled", amount=0.5)
     first, second = masks(model), masks(twin)
@@ -504,18 +491,8 @@ def test_a_strategy_failing_in_a_later_block_leaves_the_model_exactly_as_it_was(
 
 
 def test_a_batch_failing_mid_run_leaves_the_model_exactly_as_it_was() -> None:
-    class Fragile(helpers.MLPBlock):
-        """Raises on a batch of 3 rows, once it is reached."""
-
-        def forward(self, x: Tensor) -> Tensor:
-            if x.shape[0] == 3:
-                raise ValueError("three rows are not allowed here")
-            return super().forward(x)
-
     model = helpers.Stack(depth=3)
-    fragile = Fragile()
-    fragile.load_state_dict(model.blocks[2].state_dict())
-    model.blocks[2] = fragile
+    helpers.make_fragile(model, 2)
     model.blocks.__class__ = nn.ModuleList
     batches = helpers.feature_batches(count=3, rows=5) + helpers.feature_batches(count=1, rows=3)
     before = helpers.state_of(model)

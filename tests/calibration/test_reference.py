@@ -8,7 +8,7 @@ papers' (or of their official code's) and fails if the reference drifts.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,17 +21,6 @@ ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
 D_OUT, D_IN, ROWS = 64, 256, 1024
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: SparseGPT's column loop is hundreds of tiny ops, which threads only slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _weight(seed: int = 1, shape: tuple[int, int] = (D_OUT, D_IN)) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import pruneplug
 from pruneplug.statistics.spec import INPUT_HESSIAN, INPUT_SQ_NORMS
@@ -17,22 +17,6 @@ _spec = importlib.util.spec_from_file_location("calibration_helpers", Path(__fil
 assert _spec is not None and _spec.loader is not None
 helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helpers)
-
-
-def statistics_of(layers: list[nn.Module], run: Any) -> dict[nn.Module, dict[str, Tensor]]:
-    """Both built-in statistics of ``layers`` while ``run()`` runs, with plain forward hooks."""
-    accumulators = {m: [INPUT_SQ_NORMS.create(m), INPUT_HESSIAN.create(m)] for m in layers}
-
-    def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-        for accumulator in accumulators[module]:
-            accumulator.add(args[0])
-
-    handles = [m.register_forward_hook(hook) for m in layers]
-    with torch.no_grad():
-        run()
-    for handle in handles:
-        handle.remove()
-    return {m: {"input_sq_norms": a[0].result(), "input_hessian": a[1].result()} for m, a in accumulators.items()}
 
 
 @pytest.mark.parametrize(
@@ -55,7 +39,11 @@ def test_the_sequence_by_hand_gives_the_same_masks_and_weights(strategy: str, pa
     with torch.no_grad():
         h = [twin.inp(b) for b in batches]
     for block in twin.blocks:  # statistics from the pruned blocks before, sparsegpt's updates included
-        stats = statistics_of([block.fc1, block.fc2], lambda: [block(x) for x in h])  # noqa: B023
+        stats = helpers.collect_statistics(
+            [block.fc1, block.fc2],
+            lambda: [block(x) for x in h],  # noqa: B023
+            (INPUT_SQ_NORMS, INPUT_HESSIAN),
+        )
         with pruneplug.using_statistics(stats):
             for layer in (block.fc1, block.fc2):
                 pruneplug.prune(layer, "weight", strategy, **({} if amount is None else {"amount": amount}), **params)
@@ -69,17 +57,9 @@ def test_the_sequence_by_hand_gives_the_same_masks_and_weights(strategy: str, pa
 
 
 def test_sparsegpt_updates_survive_and_a_later_failure_restores_them() -> None:
-    class Fragile(helpers.MLPBlock):
-        def forward(self, x: Tensor) -> Tensor:
-            if x.shape[0] == 3:
-                raise ValueError("three rows")
-            return super().forward(x)
-
     torch.manual_seed(10)
     model = helpers.Stack(depth=3)
-    fragile = Fragile()
-    fragile.load_state_dict(model.blocks[2].state_dict())
-    model.blocks[2] = fragile
+    helpers.make_fragile(model, 2)
     pruneplug.prune(model.blocks[0].fc2, "weight", "magnitude", amount=0.25)
     before = helpers.state_of(model)
     batches = helpers.feature_batches(count=2, rows=12) + helpers.feature_batches(count=1, rows=3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -9,6 +12,13 @@ from torch import nn
 
 import pruneplug
 from pruneplug.statistics.spec import INPUT_HESSIAN, INPUT_SQ_NORMS, input_dim, input_features
+
+_spec = importlib.util.spec_from_file_location(
+    "calibration_helpers", Path(__file__).parents[1] / "calibration" / "helpers.py"
+)
+assert _spec is not None and _spec.loader is not None
+helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helpers)
 
 
 @settings(max_examples=30, deadline=None)
@@ -27,8 +37,9 @@ def test_batches_of_any_size_give_the_mean_over_all_rows(sizes: list[int], seed:
         assert torch.equal(norms.result(), torch.zeros(5)) and torch.equal(hessian.result(), torch.zeros(5, 5))
         return
     assert norms.result().dtype == hessian.result().dtype == torch.float32
-    torch.testing.assert_close(norms.result(), rows.square().mean(0).float())
-    torch.testing.assert_close(hessian.result(), (rows.T @ rows / rows.shape[0]).float())
+    expected = helpers.exact_statistics(rows)
+    torch.testing.assert_close(norms.result(), expected["input_sq_norms"].float())
+    torch.testing.assert_close(hessian.result(), expected["input_hessian"].float())
 
 
 def test_bf16_inputs_are_accumulated_in_fp32() -> None:

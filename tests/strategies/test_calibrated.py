@@ -9,8 +9,10 @@ was); and every refusal names what is wrong.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,13 @@ from pruneplug import (
 from pruneplug.selection.scores import scoring
 from pruneplug.strategies import Magnitude, SparseGPT, Wanda
 
+_spec = importlib.util.spec_from_file_location(
+    "calibration_helpers", Path(__file__).parents[1] / "calibration" / "helpers.py"
+)
+assert _spec is not None and _spec.loader is not None
+helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helpers)
+
 
 def calibration(features: int, rows: int = 256, seed: int = 0) -> Tensor:
     """Inputs whose features have unequal scales (else Wanda is per-row magnitude)."""
@@ -40,7 +49,7 @@ def calibration(features: int, rows: int = 256, seed: int = 0) -> Tensor:
 
 def statistics(module: nn.Module, x: Tensor) -> dict[nn.Module, dict[str, Tensor]]:
     """What calibration would collect for ``module`` from the inputs ``x``: mean x_j² and mean x xᵀ."""
-    return {module: {"input_sq_norms": x.square().mean(0), "input_hessian": x.T @ x / x.shape[0]}}
+    return {module: helpers.exact_statistics(x)}
 
 
 @contextmanager
@@ -362,3 +371,20 @@ def test_what_each_strategy_needs_from_calibration() -> None:
     assert isinstance(sparsegpt, pruneplug.UpdatesValues) and not isinstance(wanda, pruneplug.UpdatesValues)
     kinds = {s.name: s.kind for s in pruneplug.get_registry().specs()}
     assert (kinds["wanda"], kinds["magnitude"], kinds["sparsegpt"]) == ("unstructured", "unstructured", "global")
+
+
+def test_how_each_strategy_counts_its_amount_is_declared() -> None:
+    """``CountsPerRow.row_dim``: the input dim for compare="row" (0 on GPT-2's Conv1D), else over the tensor."""
+    from transformers.pytorch_utils import Conv1D
+
+    weight = torch.randn(3, 8)
+    wanda, magnitude = Wanda(amount=0.5), Magnitude(amount=0.5, compare="row")
+    assert isinstance(wanda, pruneplug.CountsPerRow) and isinstance(magnitude, pruneplug.CountsPerRow)
+    assert wanda.row_dim(weight) == magnitude.row_dim(weight) == 1
+    assert Wanda(amount=0.5, compare="tensor").row_dim(weight) is None
+    assert Magnitude(amount=0.5).row_dim(weight) is None
+    assert Wanda(keep_n=2, of_m=4).row_dim(weight) is None
+    conv = Conv1D(3, 8)
+    with scoring(conv, "weight", conv.weight):
+        assert wanda.row_dim(conv.weight) == 0
+    assert not isinstance(SparseGPT(amount=0.5), pruneplug.CountsPerRow)  # it counts over the whole tensor

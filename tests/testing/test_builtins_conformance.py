@@ -77,18 +77,8 @@ class TestScoredStructured(StrategyConformance):
 # The data-aware strategies (and magnitude, their baseline) are checked on nn.Linear layers, with
 # statistics of random calibration inputs in use (the kit's calibration checks).
 
-FRACTIONS = st.sampled_from([0.0, 0.25, 0.5, 1.0]) | st.floats(0.0, 1.0)
-"""Amounts valid in every row whatever is left in it: compare="row" prunes ``amount`` of each row."""
 N_OF_M_SHAPES = st.tuples(st.integers(1, 4), st.sampled_from([4, 8, 12]))
 """Linear weights whose input dim holds whole groups of 4."""
-PER_ROW = (
-    "compare='row' prunes amount of each row, not of the tensor, and the kit counts over the tensor in every "
-    "check that prunes: rows are counted in tests/strategies/test_calibrated.py"
-)
-
-
-def _counts_per_row(self: StrategyConformance) -> None:
-    pytest.skip(PER_ROW)
 
 
 class TestMagnitude(StrategyConformance):
@@ -97,9 +87,10 @@ class TestMagnitude(StrategyConformance):
 
 
 class TestMagnitudeRows(StrategyConformance):
+    """compare="row" declares it (pruneplug.CountsPerRow): the kit counts ``amount`` in each row."""
+
     strategy = "magnitude"
-    params: ClassVar[ParamsLike] = {"compare": "row", "amount": FRACTIONS}
-    test_mask = test_count = test_iterative = _counts_per_row
+    params: ClassVar[ParamsLike] = {"compare": "row"}
 
 
 class TestMagnitudeNM(StrategyConformance):
@@ -117,10 +108,8 @@ class TestWanda(StrategyConformance):
 
 class TestWandaRows(StrategyConformance):
     strategy = "wanda"  # compare="row", its default
-    params: ClassVar[ParamsLike] = {"amount": FRACTIONS}
     dtypes = ALL_FLOATS
     invalid_params = ({"compare": "column"},)
-    test_mask = test_count = test_iterative = _counts_per_row
 
 
 class TestWandaNM(StrategyConformance):
@@ -157,3 +146,12 @@ def test_the_calibration_checks_run_for_the_data_aware_builtins() -> None:
     assert TestWanda.conformance().skip_reason("calibration") is None
     assert TestSparseGPT.conformance().skip_reason("updates") is None
     assert TestWandaRows.conformance().skip_reason("global") is not None  # prune_global refuses compare="row"
+
+
+@pytest.mark.parametrize("conformance", [TestWandaRows, TestMagnitudeRows])
+def test_every_check_that_counts_runs_for_the_row_modes(conformance: type[StrategyConformance]) -> None:
+    """compare="row" is counted row by row (pruneplug.CountsPerRow), not skipped: only prune_global refuses it."""
+    kit = conformance.conformance()
+    assert [check for check in ("mask", "count", "iterative", "rollback") if kit.skip_reason(check)] == []
+    assert not [name for name in vars(conformance) if name.startswith("test_")]  # no check overridden by a skip
+    assert kit._checks.per_row
