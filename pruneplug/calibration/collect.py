@@ -3,10 +3,21 @@
 Each target gets one accumulator per statistic the strategy needs; each call
 of the layer adds its first positional input (any shape ``(..., d_in)``)
 and counts its rows. The hooks are removed whatever happens.
+
+Layers fed the very same tensor -- a transformer's query, key and value
+projections, an MLP's gate and up projections -- share their accumulators
+when ``share=True`` and every statistic declares ``inputs_only``: one
+Hessian for the three attention projections instead of three, which is both
+the memory and the time of two. Whether two layers are fed the same tensor
+is seen on the first batch (the same object, not modified in between); on
+every later batch the collector checks that it still is, and if it is not,
+:attr:`Collector.sharing_broke` tells the caller to collect again without
+sharing.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,10 +25,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import CalibrationError
-from ..statistics.spec import Accumulator, Statistic
+from ..statistics.spec import Accumulator, Statistic, input_dim
 from .targets import Target
 
 __all__ = ["Collector"]
+
+_RECENT = 64
+"""How many recently added inputs are remembered to find layers fed the same tensor (dead ones are dropped first)."""
 
 
 def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -30,28 +44,79 @@ def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
 
 
 class Collector:
-    """The statistics of ``targets`` over the batches run while :meth:`hooked` is active."""
+    """The statistics of ``targets`` over the batches run while :meth:`hooked` is active.
 
-    def __init__(self, targets: Sequence[Target], statistics: Sequence[Statistic]) -> None:
+    Args:
+        targets: the layers measured.
+        statistics: what is measured on each.
+        share: let layers fed the same tensor share their accumulators
+            (when every statistic is ``inputs_only``); the batches must then
+            be run again without sharing if :attr:`sharing_broke`.
+    """
+
+    def __init__(self, targets: Sequence[Target], statistics: Sequence[Statistic], *, share: bool = False) -> None:
         self.targets = tuple(targets)
         self.statistics = tuple(statistics)
         self.rows = {target.name: 0 for target in self.targets}
-        self._accumulators: dict[str, dict[str, Accumulator]] = {
-            target.name: {statistic.name: statistic.create(target.module) for statistic in self.statistics}
-            for target in self.targets
-        }
+        self.sharing_broke = False
+        self._share = share and bool(self.statistics) and all(s.inputs_only for s in self.statistics)
+        self._accumulators: dict[str, dict[str, Accumulator]] = {}
+        self._leader: dict[str, str] = {}  # a layer that shares -> the layer whose accumulators it uses
+        # id(input) -> (the input, its version then, the layers that added it)
+        self._recent: dict[int, tuple[weakref.ref[Tensor], int, list[str]]] = {}
+        self._kind = {target.name: _kind(target.module) for target in self.targets} if self._share else {}
+
+    def _added_by(self, inputs: Tensor) -> list[str]:
+        """The layers that added this very tensor, unchanged since, as far as remembered."""
+        found = self._recent.get(id(inputs))
+        if found is None or found[0]() is not inputs or found[1] != _version(inputs):
+            return []
+        return found[2]
+
+    def _remember(self, inputs: Tensor, name: str) -> None:
+        version = _version(inputs)
+        if version is None:  # (an inference tensor has none: it is never shared)
+            return
+        added = self._added_by(inputs)
+        if added:
+            added.append(name)
+            return
+        if len(self._recent) >= _RECENT:
+            self._recent = {key: value for key, value in self._recent.items() if value[0]() is not None}
+            while len(self._recent) >= _RECENT:
+                del self._recent[next(iter(self._recent))]
+        self._recent[id(inputs)] = (weakref.ref(inputs), version, [name])
+
+    def _accumulators_for(self, target: Target, inputs: Tensor) -> dict[str, Accumulator] | None:
+        """The accumulators this call feeds, or ``None`` when the layer shares and its leader already took it."""
+        name = target.name
+        if name in self._leader:
+            if self._leader[name] not in self._added_by(inputs):
+                self.sharing_broke = True  # fed something else than its leader this time: collect again, unshared
+            return None
+        if name not in self._accumulators:  # its first call
+            same = [other for other in self._added_by(inputs) if self._kind[other] == self._kind[name]]
+            if same:
+                self._leader[name] = same[0]
+                return None
+            self._accumulators[name] = {
+                statistic.name: statistic.create(target.module) for statistic in self.statistics
+            }
+        if self._share:
+            self._remember(inputs, name)
+        return self._accumulators[name]
 
     def _hook(self, target: Target) -> Any:
-        accumulators = self._accumulators[target.name]
-
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             inputs = _input_of(args, kwargs)
             if inputs is None:
                 raise CalibrationError(f"layer {target.name!r} was called without a tensor input")
-            inputs = inputs.detach()
             self.rows[target.name] += inputs.numel() // inputs.shape[-1] if inputs.dim() and inputs.shape[-1] else 0
-            for accumulator in accumulators.values():
-                accumulator.add(inputs)
+            accumulators = self._accumulators_for(target, inputs)
+            if accumulators:
+                detached = inputs.detach()
+                for accumulator in accumulators.values():
+                    accumulator.add(detached)
 
         return hook
 
@@ -66,9 +131,18 @@ class Collector:
         finally:
             for handle in handles:
                 handle.remove()
+            self._recent.clear()
+
+    @property
+    def shared(self) -> dict[str, str]:
+        """``{layer: the layer whose statistics it shares}`` for the layers that share (empty unless ``share``)."""
+        return dict(self._leader)
 
     def results(self) -> dict[nn.Module, dict[str, Tensor]]:
         """Every target's statistics, by module, for :func:`pruneplug.using_statistics`; consumes the accumulators.
+
+        Layers that share get the same tensors (strategies must not modify
+        statistics in place).
 
         Raises:
             CalibrationError: a target saw no rows (never called during
@@ -82,9 +156,27 @@ class Collector:
                     f"{'it' if len(unseen) == 1 else 'them'}, so there are no statistics "
                     f"({', '.join(s.name for s in self.statistics)}) to prune by; leave such layers out of targets"
                 )
+        own = {
+            name: {statistic: accumulator.result() for statistic, accumulator in accumulators.items()}
+            for name, accumulators in self._accumulators.items()
+        }
         out = {
-            target.module: {name: accumulator.result() for name, accumulator in self._accumulators[target.name].items()}
+            target.module: own[self._leader.get(target.name, target.name)] if self.statistics else {}
             for target in self.targets
         }
         self._accumulators.clear()
         return out
+
+
+def _kind(module: nn.Module) -> tuple[type[nn.Module], int | None]:
+    """A layer's type and input width: only layers alike in both share statistics."""
+    weight = module._parameters.get("weight_orig", module._parameters.get("weight"))
+    return type(module), None if weight is None or weight.dim() < 2 else int(weight.shape[input_dim(module)])
+
+
+def _version(tensor: Tensor) -> int | None:
+    """The tensor's in-place version counter (``None`` for an inference tensor, which has none)."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return None

@@ -156,6 +156,18 @@ def _replay(block: Block, inputs: BlockInputs, batch: int) -> Tensor:
         ) from error
 
 
+def _collect(
+    block: Block, inputs: list[BlockInputs], chosen: Sequence[Target], statistics: Sequence[Statistic], *, share: bool
+) -> tuple[Collector, list[Tensor | None]]:
+    """Run the dense block on every batch's inputs with hooks on ``chosen``: the collector and the outputs."""
+    collector = Collector(chosen, statistics, share=share)
+    dense: list[Tensor | None] = []
+    with torch.no_grad(), collector.hooked():
+        for b, item in enumerate(inputs):
+            dense.append(_replay(block, item, b))
+    return collector, dense
+
+
 def _sequential(
     model: nn.Module,
     blocks: list[Block],
@@ -185,11 +197,9 @@ def _sequential(
                 inputs[b] = with_hidden(item, _replay(block, item, b))
             bar.advance()
             continue
-        collector = Collector(chosen, statistics)
-        dense: list[Tensor | None] = []
-        with torch.no_grad(), collector.hooked():
-            for b, item in enumerate(inputs):
-                dense.append(_replay(block, item, b))
+        collector, dense = _collect(block, inputs, chosen, statistics, share=True)
+        if collector.sharing_broke:  # layers fed one tensor on the first batch were not on a later one
+            collector, dense = _collect(block, inputs, chosen, statistics, share=False)
         stats = collector.results()
         rows.update(collector.rows)
         release_freed_memory()  # what the block's forward used, before the pruning needs its own

@@ -81,11 +81,18 @@ class Statistic:
         create: ``create(module) -> Accumulator`` for one layer; raises
             :class:`~pruneplug.CalibrationError` for a layer it cannot measure.
         summary: one line for ``pruneplug list`` and the docs.
+        inputs_only: whether it depends on nothing but the inputs a layer is
+            fed (not on the layer's weights or outputs), so that layers of
+            one type and input width fed the very same tensor (a
+            transformer's query, key and value projections) can share one
+            accumulator, and get the same result tensor: strategies must not
+            modify statistics in place.
     """
 
     name: str
     create: Callable[[nn.Module], Accumulator]
     summary: str = ""
+    inputs_only: bool = False
 
 
 @runtime_checkable
@@ -199,11 +206,13 @@ INPUT_SQ_NORMS = Statistic(
     "input_sq_norms",
     _SquaredNorms,
     summary="mean over rows of each input feature squared, (d_in,): Wanda's ||X_j||^2 up to the row count",
+    inputs_only=True,
 )
 INPUT_HESSIAN = Statistic(
     "input_hessian",
     _Hessian,
     summary="mean over rows of x x^T, (d_in, d_in) fp32: the layer-wise Hessian of SparseGPT/OBS",
+    inputs_only=True,
 )
 
 BUILTIN_STATISTICS = (INPUT_SQ_NORMS, INPUT_HESSIAN)

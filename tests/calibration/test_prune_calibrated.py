@@ -497,7 +497,8 @@ def test_a_batch_failing_mid_run_leaves_the_model_exactly_as_it_was() -> None:
     batches = helpers.feature_batches(count=3, rows=5) + helpers.feature_batches(count=1, rows=3)
     before = helpers.state_of(model)
     with pytest.raises(
-        pruneplug.CalibrationBlockError, match=r"block 'blocks.2' raised ValueError on the inputs of calibration batch #3"
+        pruneplug.CalibrationBlockError,
+        match=r"block 'blocks.2' raised ValueError on the inputs of calibration batch #3",
     ) as info:
         pruneplug.prune_calibrated(
             model, "calib_halves_kept", amount=0.5, calibration=batches, blocks=list(model.blocks)
