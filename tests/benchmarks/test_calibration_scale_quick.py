@@ -78,7 +78,8 @@ def test_quick_run_measures_memory_time_per_block_and_each_layer_against_the_ref
     assert pruning["blocks_pruned"] == 3 and len(pruning["block_seconds"]) == 3
     assert pruning["sparsity"] == pytest.approx(0.5)
     assert pruning["rows"] == 256 and pruning["batches"] == 4
-    assert pruning["mask_bytes"] == 3 * sum((256 * 256, 128 * 256, 128 * 256, 256 * 256, 3 * 704 * 256))
+    assert pruning["mask_storage"] == "packed"  # the default: one bit per weight
+    assert pruning["mask_bytes"] == 3 * sum((256 * 256, 128 * 256, 128 * 256, 256 * 256, 3 * 704 * 256)) // 8
     assert len(pruning["rss_at_block_start_extra"]) == 3
     if result["memory_measured"]:
         assert pruning["peak_extra"] is not None and pruning["peak_extra"] >= pruning["rss_after_extra"]
