@@ -115,6 +115,7 @@ from .statistics.spec import NeedsStatistics as NeedsStatistics, Statistic as St
 from .storage.formats import MaskStorage as MaskStorage
 from .storage.packed import PackedMask as PackedMask
 from .strategies import StructuredStrategy as StructuredStrategy, UnstructuredStrategy as UnstructuredStrategy
+from .training import Pruner as Pruner
 
 __version__ = "0.1.0"
 
@@ -156,6 +157,7 @@ __all__ = [
     # pruning while training: schedules
     "Schedule",
     "make_schedule",
+    "Pruner",
     # plans, checkpoints, reports
     "Plan",
     "Rule",
