@@ -74,7 +74,9 @@ def test_rules_take_their_own_schedule_and_a_schedule_final_over_the_amount() ->
 
 
 def test_a_plan_object_and_a_plan_file_give_the_rules(tmp_path: Path) -> None:
-    plan = Plan(rules=[Rule(types=["Linear"], strategy="l1_unstructured", params={"amount": 0.5})], mask_storage="packed")
+    plan = Plan(
+        rules=[Rule(types=["Linear"], strategy="l1_unstructured", params={"amount": 0.5})], mask_storage="packed"
+    )
     path = tmp_path / "plan.toml"
     path.write_text(
         '[[rules]]\ntypes = ["Linear"]\nstrategy = "l1_unstructured"\nparams = { amount = 0.5 }\n', encoding="utf-8"
