@@ -157,3 +157,19 @@ def test_loading_a_state_of_other_rules_or_schedules_is_refused_and_changes_noth
     same = pruneplug.Pruner(mlp(), RULES, schedule=SCHEDULE)
     same.load_state_dict(state)
     assert same.current_step == 1 and isinstance(state["rng_state"], torch.Tensor)
+
+
+def test_a_rules_own_generator_is_saved_and_put_back() -> None:
+    generator = torch.Generator().manual_seed(3)
+    rules = [
+        {"types": ["Linear"], "strategy": "random_unstructured", "params": {"amount": 0.5, "generator": generator}}
+    ]
+    pruner = pruneplug.Pruner(mlp(), rules, schedule={"name": "linear", "end": 4})
+    pruner.step()
+    pruner.step()
+    state = pruner.state_dict()
+    drawn = torch.rand(4, generator=generator)
+    pruner.load_state_dict(state)
+    assert torch.equal(torch.rand(4, generator=generator), drawn)
+    with pytest.raises(pruneplug.PlanError, match="generator"):
+        pruner.load_state_dict({**state, "generators": []})
