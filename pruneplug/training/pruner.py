@@ -414,13 +414,15 @@ class Pruner:
     # --- saving and resuming ------------------------------------------------------------------
 
     def _uses_random(self) -> bool:
-        return any(driven.rule.strategy.startswith("random") for driven in self._rules)
+        """Whether a rule's strategy draws random numbers: it takes a ``generator`` (``random_unstructured`` ...)."""
+        registry = get_registry()
+        return any("generator" in registry.get(d.rule.strategy).params_model.model_fields for d in self._rules)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the pruner stands, for :meth:`load_state_dict` on a new pruner (``torch.save`` it).
 
         It holds the step, each rule's strategy, schedule (its mapping form),
-        final sparsity and tensors, and, when a rule prunes at random, the
+        final sparsity and tensors, and, when a rule prunes at random (its strategy takes a ``generator``), the
         state of torch's CPU generator (and of each generator a rule was
         given). The masks are the model's: save them with the model's own
         ``state_dict``.

@@ -157,6 +157,7 @@ def test_loading_a_state_of_other_rules_or_schedules_is_refused_and_changes_noth
     same = pruneplug.Pruner(mlp(), RULES, schedule=SCHEDULE)
     same.load_state_dict(state)
     assert same.current_step == 1 and isinstance(state["rng_state"], torch.Tensor)
+    assert fewer.state_dict()["rng_state"] is None  # l1_unstructured draws no random numbers
 
 
 def test_a_rules_own_generator_is_saved_and_put_back() -> None:
