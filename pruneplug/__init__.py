@@ -119,6 +119,7 @@ from .strategies import (
     StructuredStrategy as StructuredStrategy,
     UnstructuredStrategy as UnstructuredStrategy,
 )
+from .training import Pruner as Pruner
 
 __version__ = "0.1.0"
 
@@ -160,6 +161,7 @@ __all__ = [
     # pruning while training: schedules
     "Schedule",
     "make_schedule",
+    "Pruner",
     # plans, checkpoints, reports
     "Plan",
     "Rule",
