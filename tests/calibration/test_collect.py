@@ -120,3 +120,20 @@ def test_the_pipeline_prunes_as_without_sharing(block: type[nn.Module], monkeypa
     assert shared.keys() == alone.keys() and len(shared) == 12
     for name, (mask, weight) in shared.items():
         assert torch.equal(mask, alone[name][0]) and torch.equal(weight, alone[name][1]), name
+
+
+def test_a_llama_block_shares_its_attention_and_mlp_inputs() -> None:
+    pytest.importorskip("transformers")
+    model = helpers.tiny_llama(1).eval()
+    block = model.model.layers[0]
+    targets = [Target(name, module, 0) for name, module in block.named_modules() if isinstance(module, nn.Linear)]
+    collector = Collector(targets, [INPUT_HESSIAN], share=True)
+    with torch.no_grad(), collector.hooked():
+        for batch in helpers.token_batches(count=2):
+            model(batch)
+    assert collector.shared == {
+        "self_attn.k_proj": "self_attn.q_proj",
+        "self_attn.v_proj": "self_attn.q_proj",
+        "mlp.up_proj": "mlp.gate_proj",
+    }
+    assert not collector.sharing_broke
