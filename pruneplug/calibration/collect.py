@@ -9,10 +9,11 @@ projections, an MLP's gate and up projections -- share their accumulators
 when ``share=True`` and every statistic declares ``inputs_only``: one
 Hessian for the three attention projections instead of three, which is both
 the memory and the time of two. Whether two layers are fed the same tensor
-is seen on the first batch (the same object, not modified in between); on
-every later batch the collector checks that it still is, and if it is not,
-:attr:`Collector.sharing_broke` tells the caller to collect again without
-sharing.
+is seen on the first call (the same object, not modified in between); from
+then on each call of a layer that shares must be fed, in order, exactly
+what its leader was fed, call for call, and if it is not (or the leader
+gets calls it does not), :attr:`Collector.sharing_broke` tells the caller to
+collect again without sharing.
 """
 
 from __future__ import annotations
@@ -58,46 +59,59 @@ class Collector:
         self.targets = tuple(targets)
         self.statistics = tuple(statistics)
         self.rows = {target.name: 0 for target in self.targets}
-        self.sharing_broke = False
+        self._broke = False
         self._share = share and bool(self.statistics) and all(s.inputs_only for s in self.statistics)
         self._accumulators: dict[str, dict[str, Accumulator]] = {}
         self._leader: dict[str, str] = {}  # a layer that shares -> the layer whose accumulators it uses
-        # id(input) -> (the input, its version then, the layers that added it)
-        self._recent: dict[int, tuple[weakref.ref[Tensor], int, list[str]]] = {}
+        self._adds: dict[str, int] = {}  # a layer that accumulates -> how many inputs it added
+        self._matched: dict[str, int] = {}  # a layer that shares -> how many of its leader's inputs it was fed
+        # id(input) -> (the input, its version then, {layer that added it: the how-manieth of its inputs})
+        self._recent: dict[int, tuple[weakref.ref[Tensor], int, dict[str, int]]] = {}
         self._kind = {target.name: _kind(target.module) for target in self.targets} if self._share else {}
 
-    def _added_by(self, inputs: Tensor) -> list[str]:
-        """The layers that added this very tensor, unchanged since, as far as remembered."""
+    @property
+    def sharing_broke(self) -> bool:
+        """Whether a layer that shares was not fed exactly its leader's inputs: collect again, with ``share=False``."""
+        return self._broke or any(self._matched[name] != self._adds[leader] for name, leader in self._leader.items())
+
+    def _added_by(self, inputs: Tensor) -> dict[str, int]:
+        """The layers that added this very tensor, unchanged since, as far as remembered: the how-manieth input."""
         found = self._recent.get(id(inputs))
         if found is None or found[0]() is not inputs or found[1] != _version(inputs):
-            return []
+            return {}
         return found[2]
 
     def _remember(self, inputs: Tensor, name: str) -> None:
+        self._adds[name] = count = self._adds.get(name, 0) + 1
         version = _version(inputs)
         if version is None:  # (an inference tensor has none: it is never shared)
             return
         added = self._added_by(inputs)
         if added:
-            added.append(name)
+            added[name] = count
             return
         if len(self._recent) >= _RECENT:
             self._recent = {key: value for key, value in self._recent.items() if value[0]() is not None}
             while len(self._recent) >= _RECENT:
                 del self._recent[next(iter(self._recent))]
-        self._recent[id(inputs)] = (weakref.ref(inputs), version, [name])
+        self._recent[id(inputs)] = (weakref.ref(inputs), version, {name: count})
 
     def _accumulators_for(self, target: Target, inputs: Tensor) -> dict[str, Accumulator] | None:
         """The accumulators this call feeds, or ``None`` when the layer shares and its leader already took it."""
         name = target.name
         if name in self._leader:
-            if self._leader[name] not in self._added_by(inputs):
-                self.sharing_broke = True  # fed something else than its leader this time: collect again, unshared
+            fed = self._added_by(inputs).get(self._leader[name])
+            if fed != self._matched[name] + 1:  # not its leader's next input: collect again, unshared
+                self._broke = True
+            else:
+                self._matched[name] = fed
             return None
-        if name not in self._accumulators:  # its first call
-            same = [other for other in self._added_by(inputs) if self._kind[other] == self._kind[name]]
+        if name not in self._accumulators:  # its first call: share if fed the first input of a layer alike
+            added = self._added_by(inputs)
+            same = [other for other, count in added.items() if count == 1 and self._kind[other] == self._kind[name]]
             if same:
                 self._leader[name] = same[0]
+                self._matched[name] = 1
                 return None
             self._accumulators[name] = {
                 statistic.name: statistic.create(target.module) for statistic in self.statistics

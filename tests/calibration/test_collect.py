@@ -137,3 +137,22 @@ def test_a_llama_block_shares_its_attention_and_mlp_inputs() -> None:
         "mlp.up_proj": "mlp.gate_proj",
     }
     assert not collector.sharing_broke
+
+
+class Reused(nn.Module):
+    """``a`` and ``b`` are fed ``x``, then one of them a second tensor alone: the other sees half of what it does."""
+
+    def __init__(self, twice: str) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.twice = twice
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.a(x) + self.b(x) + getattr(self, self.twice)(torch.tanh(x) * 3)
+
+
+@pytest.mark.parametrize("twice", ["a", "b"], ids=["leader fed again", "follower fed again"])
+def test_a_layer_fed_more_or_less_than_its_leader_breaks_the_sharing(twice: str) -> None:
+    torch.manual_seed(0)
+    collector, _ = collect(Reused(twice), [INPUT_HESSIAN], share=True)
+    assert collector.shared == {"b": "a"} and collector.sharing_broke
