@@ -151,8 +151,9 @@ class Reused(nn.Module):
         return self.a(x) + self.b(x) + getattr(self, self.twice)(torch.tanh(x) * 3)
 
 
+@pytest.mark.parametrize("batches", [1, 3])
 @pytest.mark.parametrize("twice", ["a", "b"], ids=["leader fed again", "follower fed again"])
-def test_a_layer_fed_more_or_less_than_its_leader_breaks_the_sharing(twice: str) -> None:
+def test_a_layer_fed_more_or_less_than_its_leader_breaks_the_sharing(twice: str, batches: int) -> None:
     torch.manual_seed(0)
-    collector, _ = collect(Reused(twice), [INPUT_HESSIAN], share=True)
+    collector, _ = collect(Reused(twice), [INPUT_HESSIAN], share=True, batches=batches)
     assert collector.shared == {"b": "a"} and collector.sharing_broke
