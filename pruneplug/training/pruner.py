@@ -386,24 +386,30 @@ class Pruner:
         return [(g, g.get_state()) for g in found if isinstance(g, torch.Generator)]
 
     @staticmethod
-    def _alive(rules: list[_Driven]) -> dict[int, tuple[Target, nn.Parameter, Tensor]]:
-        """Each target's parameter and bool mask of unpruned entries, by the parameter's id."""
-        alive: dict[int, tuple[Target, nn.Parameter, Tensor]] = {}
+    def _alive(rules: list[_Driven]) -> dict[int, tuple[nn.Module, str, nn.Parameter, Tensor]]:
+        """Every parameter of the rules' modules (a bias a strategy prunes with its weight too), by its id.
+
+        Each: ``(module, tensor name, the parameter, bool mask of its unpruned entries)``.
+        """
+        alive: dict[int, tuple[nn.Module, str, nn.Parameter, Tensor]] = {}
         for driven in rules:
-            for t in driven.targets:
-                state = tensor_state(t.module, t.tensor)
-                alive[id(state.orig)] = (t, state.orig, default_alive(state).clone())
+            for module in {id(t.module): t.module for t in driven.targets}.values():
+                for name in [name for name, value in module._parameters.items() if value is not None]:
+                    tensor = name.removesuffix("_orig")
+                    state = tensor_state(module, tensor)
+                    if id(state.orig) not in alive:
+                        alive[id(state.orig)] = (module, tensor, state.orig, default_alive(state).clone())
         return alive
 
-    def _zero_state(self, before: dict[int, tuple[Target, nn.Parameter, Tensor]]) -> None:
+    def _zero_state(self, before: dict[int, tuple[nn.Module, str, nn.Parameter, Tensor]]) -> None:
         """Zero the optimizer's state tensors of each parameter's shape at the entries newly pruned."""
         assert self.optimizer is not None
         with torch.no_grad():
-            for target, parameter, alive in before.values():
+            for module, tensor, parameter, alive in before.values():
                 state = self.optimizer.state.get(parameter)
                 if not state:
                     continue
-                now = default_alive(tensor_state(target.module, target.tensor))
+                now = default_alive(tensor_state(module, tensor))
                 gone = alive & ~now
                 if not bool(gone.any()):
                     continue

@@ -79,6 +79,25 @@ def test_the_optimizers_state_is_zeroed_where_a_step_prunes_and_pruned_weights_s
         assert isinstance(weight, nn.Parameter) and not weight[gone].any()
 
 
+def test_the_state_of_a_bias_a_strategy_prunes_with_its_weight_is_zeroed_too() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    bias = model[0].bias
+    rule = {"modules": ["0"], "tensors": ["weight"], "strategy": "ln_structured"}
+    rule["params"] = {"amount": 0.5, "n": 1, "dim": 0, "prune_bias": True}
+    other = {"modules": ["2"], "strategy": "l1_unstructured", "params": {"amount": 0.5}}  # a module without a bias
+    schedule = {"name": "one_shot", "start": 0}
+    pruner = pruneplug.Pruner(model, [rule, other], schedule=schedule, optimizer=optimizer)
+    pruner.step()
+    pruned = ~model[0].bias_mask
+    assert int(pruned.sum()) == 3
+    momentum = optimizer.state[bias]["momentum_buffer"]
+    assert bool((momentum[pruned] == 0).all()) and bool((momentum[~pruned] != 0).all())
+
+
 def test_without_the_optimizer_its_state_keeps_the_pruned_entries() -> None:
     """What the optimizer argument is for: momentum left alone keeps moving the pruned weights' originals."""
     model = mlp()
