@@ -72,8 +72,10 @@ class Exponential(Schedule):
     """The unpruned fraction decays geometrically from 1 - initial to 1 - final: the same share of it each step.
 
     ``s(p) = s_i + (1 - s_i) * (1 - r**p)`` with ``r = (1 - s_f) / (1 - s_i)``,
-    that is ``1 - s(p) = (1 - s_i) * r**p``. Slower than ``cubic`` at first
-    and faster near the end.
+    that is ``1 - s(p) = (1 - s_i) * r**p``. Against ``cubic`` it depends on
+    the final sparsity: from 0 to 0.9 it is slower at first and faster near
+    the end, but to 0.99 it is the faster at first too (0.37 against 0.27 a
+    tenth of the way).
     """
 
     name: ClassVar[str] = "exponential"

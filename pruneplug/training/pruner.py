@@ -259,9 +259,12 @@ class Pruner:
             raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
         try:
             default = None if schedule is None else make_schedule(schedule)
+        except PruneplugError as error:
+            raise PlanError(str(error), field="schedule") from error
+        try:
             storage = check_storage(mask_storage)
         except PruneplugError as error:
-            raise PlanError(str(error), field="schedule" if schedule is not None else "mask_storage") from error
+            raise PlanError(str(error), field="mask_storage") from error
         schedules = [_schedule_for(given, default, index) for index, given in enumerate(own)]
         for index, rule in enumerate(plan.rules):  # refused before data-aware rules ask for calibration data
             _check_drivable(rule, index)

@@ -186,3 +186,17 @@ def test_step_takes_the_step_to_handle() -> None:
     assert pruner.current_step == 7 and pruner.sparsity() == [pytest.approx(306 / 382)]
     with pytest.raises(pruneplug.InvalidScheduleError):
         pruner.step(step=-1)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "mask_storage", "field"),
+    [({"name": "linear", "end": 4}, "bits", "mask_storage"), ({"name": "linear", "end": -1}, None, "schedule")],
+)
+def test_a_bad_schedule_or_mask_storage_is_named_as_such(
+    schedule: dict[str, object], mask_storage: str | None, field: str
+) -> None:
+    model = nn.Sequential(nn.Linear(4, 4))
+    rules = [{"types": ["Linear"], "strategy": "l1_unstructured", "params": {"amount": 0.5}}]
+    with pytest.raises(PlanError) as caught:
+        pruneplug.Pruner(model, rules, schedule=schedule, mask_storage=mask_storage)  # type: ignore[arg-type]
+    assert caught.value.field == field
