@@ -198,7 +198,8 @@ def _sequential(
             bar.advance()
             continue
         collector, dense = _collect(block, inputs, chosen, statistics, share=True)
-        if collector.sharing_broke:  # layers fed one tensor on the first batch were not on a later one
+        if collector.sharing_broke:  # layers that shared were not fed the same inputs throughout
+            del collector, dense  # (freed before the second collection, not held beside it)
             collector, dense = _collect(block, inputs, chosen, statistics, share=False)
         stats = collector.results()
         rows.update(collector.rows)
