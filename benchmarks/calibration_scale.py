@@ -98,18 +98,17 @@ import importlib.util
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from contextlib import suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
-from _machine import cpu_name, version
+from _machine import machine
+from _memory import peak_reset_works, proc_status, reset_peak
 from torch import Tensor, nn
 
 import pruneplug
@@ -118,7 +117,7 @@ from pruneplug.strategies import obs_prune
 
 HERE = Path(__file__).resolve().parent
 # benchmarks/transformers.py, in this script's folder (first on sys.path), would be imported as `transformers`:
-# the folder is needed no more (_docs and _machine are in).
+# the folder is needed no more (_docs, _machine and _memory are in).
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 try:
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -162,40 +161,6 @@ DEFAULTS = {"full": (4, 512, 3, 3), "quick": (4, 64, 2, 3)}
 
 
 # --- memory -------------------------------------------------------------------------------------
-
-
-def _status(field_name: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status``, in bytes; None where there is no such file."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(f"{field_name}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak() -> bool:
-    """Reset the kernel's peak RSS of this process (``VmHWM``) to the current RSS; False if refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_reset_works() -> bool:
-    """Whether ``VmHWM`` can be read and reset here: touch 64 MiB, free it, reset, and see the peak fall."""
-    if _status("VmHWM") is None or not reset_peak():
-        return False
-    block = torch.ones(16 << 20)  # 64 MiB, returned to the system when freed (mmap)
-    del block
-    high = _status("VmHWM")
-    reset_peak()
-    low = _status("VmHWM")
-    return high is not None and low is not None and high - low >= 32 << 20
 
 
 # --- the model and its calibration ----------------------------------------------------------------
@@ -268,13 +233,13 @@ def prune_blocks(
     def recorder(index: int) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
             if index not in first_run:
-                first_run[index] = _status("VmRSS") if memory else None
+                first_run[index] = proc_status("VmRSS") if memory else None
 
         return hook
 
     handles = [block.register_forward_pre_hook(recorder(index)) for index, block in enumerate(chosen)]
     gc.collect()
-    baseline = _status("VmRSS") if memory else None
+    baseline = proc_status("VmRSS") if memory else None
     if memory:
         reset_peak()
     start = time.perf_counter()
@@ -293,9 +258,9 @@ def prune_blocks(
         for handle in handles:
             handle.remove()
     seconds = time.perf_counter() - start
-    peak = _status("VmHWM") if memory else None
+    peak = proc_status("VmHWM") if memory else None
     gc.collect()
-    after = _status("VmRSS") if memory else None
+    after = proc_status("VmRSS") if memory else None
     pruned = [layer for block in chosen for layer in linears(block).values()]
     at_start = [first_run.get(index) for index in range(len(chosen))]
     growth = [
@@ -443,24 +408,6 @@ def compare_layers(
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-def machine(threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    total = None
-    with suppress(ValueError, OSError, AttributeError):
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
-        "threads": threads,
-        "memory_bytes": total,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": version("transformers"),
-        "pruneplug": version("pruneplug"),
-        "load_average": os.getloadavg()[0],
-    }
 
 
 def run(

@@ -78,20 +78,20 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
-from _machine import cpu_name, version
+from _machine import machine
+from _memory import peak_reset_works, proc_status, reset_peak
 from torch import Tensor, nn
 
 import pruneplug
@@ -143,40 +143,6 @@ QUICK: dict[str, Any] = {
 # --- memory -------------------------------------------------------------------------------------
 
 
-def _status(field_name: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status``, in bytes; None where there is no such file."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(f"{field_name}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak() -> bool:
-    """Reset the kernel's peak RSS of this process (``VmHWM``) to the current RSS; False if refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_reset_works() -> bool:
-    """Whether ``VmHWM`` can be read and reset here: touch 64 MiB, free it, reset, and see the peak fall."""
-    if _status("VmHWM") is None or not reset_peak():
-        return False
-    block = torch.ones(16 << 20)  # 64 MiB, returned to the system when freed (mmap)
-    del block
-    high = _status("VmHWM")
-    reset_peak()
-    low = _status("VmHWM")
-    return high is not None and low is not None and high - low >= 32 << 20
-
-
 @dataclass
 class Call:
     """One measured call: wall seconds, peak RSS over the RSS before pruning started, RSS after."""
@@ -198,9 +164,9 @@ def measured(name: str, calls: list[Call], baseline: int | None, memory: bool) -
     seconds = time.perf_counter() - start
     call = Call(name, seconds)
     if memory and baseline is not None:
-        peak = _status("VmHWM")
+        peak = proc_status("VmHWM")
         call.peak_extra = None if peak is None else peak - baseline
-        call.rss_after = _status("VmRSS")
+        call.rss_after = proc_status("VmRSS")
     calls.append(call)
     print(f"  {name}: {seconds:.2f} s", file=sys.stderr)
 
@@ -241,25 +207,6 @@ def logits(model: nn.Module, ids: Tensor) -> Tensor:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def machine(threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = cpu_name()
-    total = None
-    with suppress(ValueError, OSError, AttributeError):
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "threads": threads,
-        "memory_bytes": total,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": version("transformers"),
-        "pruneplug": version("pruneplug"),
-        "load_average": os.getloadavg()[0],
-    }
-
-
 def prune_and_compact(
     model: nn.Module, prompt: Tensor, memory: bool
 ) -> tuple[list[Call], int | None, dict[str, Any], int]:
@@ -270,13 +217,13 @@ def prune_and_compact(
     """
     calls: list[Call] = []
     gc.collect()
-    baseline = _status("VmRSS") if memory else None
+    baseline = proc_status("VmRSS") if memory else None
     with measured("trace_channels (alone, for information)", calls, baseline, memory):
         graph = pruneplug.trace_channels(model, (prompt,))
     groups = len(graph.prunable)
     del graph
     gc.collect()
-    baseline = _status("VmRSS") if memory else None
+    baseline = proc_status("VmRSS") if memory else None
     for what, amount, part in (("MLP neurons", MLP_AMOUNT, MLP_GROUPS), ("attention heads", HEAD_AMOUNT, HEAD_GROUPS)):
         with torch.enable_grad(), measured(f"prune_channels, {what}", calls, baseline, memory):
             pruneplug.prune_channels(
