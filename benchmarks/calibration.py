@@ -49,7 +49,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,7 +68,7 @@ from _charlm import (  # benchmarks/ is the script's folder, first on sys.path
     unigram_perplexity,
 )
 from _docs import write_between
-from _machine import cpu_name, version
+from _machine import machine
 from torch import Tensor, nn
 
 import pruneplug
@@ -265,19 +264,6 @@ def run_row(
 
 
 # --- the run --------------------------------------------------------------------------------------
-
-
-def machine(threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    return {
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
-        "threads": threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pruneplug": version("pruneplug"),
-        "load_average": os.getloadavg()[0],
-    }
 
 
 def run(setup: Setup, cache: Path | None, only: set[str] | None) -> dict[str, Any]:

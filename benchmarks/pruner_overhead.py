@@ -44,7 +44,6 @@ import copy
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,7 +54,7 @@ from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
-from _machine import cpu_name, version
+from _machine import machine
 from torch import Tensor, nn
 
 import pruneplug
@@ -173,19 +172,6 @@ def measure(setup: Setup, log: Callable[[str], None]) -> dict[str, Any]:
         "meets_target": {key: value <= TARGET for key, value in ratios.items()},
         "sparsity": {"masked": pruner.sparsity()[0], "pruning": pruning.sparsity()[0]},
         "pruning_steps": pruning.current_step,
-    }
-
-
-def machine(threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    return {
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
-        "threads": threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pruneplug": version("pruneplug"),
-        "load_average": os.getloadavg()[0],
     }
 
 
