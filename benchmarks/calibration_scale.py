@@ -107,6 +107,7 @@ from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _llama import FULL, QUICK, weight_bytes
 from _machine import machine
 from _memory import peak_reset_works, proc_status, reset_peak
 from torch import Tensor, nn
@@ -135,27 +136,6 @@ DAMP = 0.01
 FP32 = 4  # bytes
 PAPER_SAMPLES, PAPER_SEQ_LEN = 128, 2048  # SparseGPT's and Wanda's calibration: 128 C4 sequences of 2048 tokens
 
-# TinyLlama-1.1B's shape (as benchmarks/transformers.py).
-FULL: dict[str, Any] = {
-    "vocab_size": 32000,
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False,
-}
-QUICK: dict[str, Any] = {
-    **FULL,
-    "vocab_size": 1024,
-    "hidden_size": 256,
-    "intermediate_size": 704,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-}
 # (samples, seq_len, blocks pruned, rounds) unless given on the command line
 DEFAULTS = {"full": (4, 512, 3, 3), "quick": (4, 64, 2, 3)}
 
@@ -170,12 +150,6 @@ def build(shape: dict[str, Any]) -> nn.Module:
     """A ``LlamaForCausalLM`` of ``shape`` with random weights drawn from ``SEED``, in eval mode."""
     torch.manual_seed(SEED)
     return LlamaForCausalLM(LlamaConfig(**shape)).eval()
-
-
-def weight_bytes(module: nn.Module) -> int:
-    """The bytes of the module's parameters and buffers (each tensor once)."""
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def linears(block: nn.Module) -> dict[str, nn.Linear]:

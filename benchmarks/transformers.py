@@ -90,6 +90,7 @@ from typing import Any
 
 import torch
 from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _llama import FULL, QUICK, weight_bytes
 from _machine import machine
 from _memory import peak_reset_works, proc_status, reset_peak
 from torch import Tensor, nn
@@ -116,28 +117,6 @@ PREFILL_TOKENS = 512
 MLP_AMOUNT = 0.5
 HEAD_AMOUNT = 0.25
 MEMORY_TARGET = 0.5
-
-# TinyLlama-1.1B's shape.
-FULL: dict[str, Any] = {
-    "vocab_size": 32000,
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False,
-}
-QUICK: dict[str, Any] = {
-    **FULL,
-    "vocab_size": 1024,
-    "hidden_size": 256,
-    "intermediate_size": 704,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-}
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -178,12 +157,6 @@ def build(shape: dict[str, Any]) -> nn.Module:
     """A ``LlamaForCausalLM`` of ``shape`` with random weights drawn from ``SEED``, in eval mode."""
     torch.manual_seed(SEED)
     return LlamaForCausalLM(LlamaConfig(**shape)).eval()
-
-
-def weight_bytes(model: nn.Module) -> int:
-    """The bytes of the model's parameters and buffers (each tensor once)."""
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _part(part: str) -> Callable[[Any], bool]:
