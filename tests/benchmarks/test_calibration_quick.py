@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -19,25 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "calibration.py"
 
 
-def _load(name: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A benchmarks/ module loaded as ``name`` (its folder on sys.path for its own imports)."""
-    monkeypatch.syspath_prepend(str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(load_benchmark: Callable[[Path, str], ModuleType]) -> ModuleType:
+    return load_benchmark(SCRIPT, "bench_calibration")
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return _load("bench_calibration", SCRIPT, monkeypatch)
-
-
-@pytest.fixture
-def charlm(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return _load("bench_charlm", ROOT / "benchmarks" / "_charlm.py", monkeypatch)
+def charlm(load_benchmark: Callable[[Path, str], ModuleType]) -> ModuleType:
+    return load_benchmark(ROOT / "benchmarks" / "_charlm.py", "bench_charlm")
 
 
 def test_quick_run_trains_prunes_every_row_and_writes_the_json(tmp_path: Path, bench: ModuleType) -> None:

@@ -7,11 +7,11 @@ so what is checked is that every measurement is there and consistent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -100,15 +100,9 @@ def test_quick_run_measures_memory_time_per_block_and_each_layer_against_the_ref
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def bench(load_benchmark: Callable[[Path, str], ModuleType]) -> ModuleType:
     """The script as a module (its folder on sys.path for ``_docs`` and ``_machine``)."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_calibration_scale", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_calibration_scale", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(SCRIPT, "bench_calibration_scale")
 
 
 def test_the_docs_page_has_the_markers_write_docs_fills(bench: ModuleType) -> None:

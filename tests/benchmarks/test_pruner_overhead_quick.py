@@ -7,12 +7,12 @@ in the state its variant says (masked at 50 %, pruned further at every step).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,14 +23,8 @@ SCRIPT = ROOT / "benchmarks" / "pruner_overhead.py"
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_pruner_overhead", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_pruner_overhead", module)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark: Callable[[Path, str], ModuleType]) -> ModuleType:
+    return load_benchmark(SCRIPT, "bench_pruner_overhead")
 
 
 def test_quick_run_times_every_variant_and_writes_the_ratios(tmp_path: Path, bench: ModuleType) -> None:

@@ -6,11 +6,11 @@ script (as people run it) or loaded under another module name.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -65,15 +65,9 @@ def test_quick_run_prunes_compacts_times_and_reloads_the_small_llama(tmp_path: P
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def bench(load_benchmark: Callable[[Path, str], ModuleType]) -> ModuleType:
     """The script as a module named ``bench_transformers`` (its folder on sys.path for ``_docs``)."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_transformers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_transformers", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(SCRIPT, "bench_transformers")
 
 
 def _tiny(bench: ModuleType, heads_amount: float) -> tuple[torch.nn.Module, torch.Tensor, Any]:
