@@ -17,14 +17,18 @@ round) so that whatever else runs on the machine hits all of them alike:
   Pruner's linear schedule goes from 50 % to 90 % with ``every=1``, so that
   each of its steps ranks all four weights globally again and prunes a few
   more entries (the optimizer's state zeroed there too), reaching 90 % at
-  the last step timed.
+  the last step timed;
+- ``in_place+step`` and ``in_place pruning``: ``masked+step`` and
+  ``pruning`` with ``Pruner(..., masking="in_place")``: plain weights, the
+  pruner multiplying them by its masks after each optimizer step.
 
 Each variant's time in a round is the mean of its steps in that round; the
 medians over rounds are reported, and the ratios: ``masked+step / masked``
 (the Pruner's bookkeeping on a non-pruning step), ``masked / dense`` (a
 masked forward and backward against a dense one), ``masked+step / dense``
 (a non-pruning step with the Pruner attached against a plain training step,
-the issue's target of at most 1.05 times) and ``pruning / dense``.
+the issue's target of at most 1.05 times), ``pruning / dense``, and the
+same two for masking in place.
 
 Usage::
 
@@ -62,7 +66,7 @@ import pruneplug
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 MARKERS = ("<!-- pruner-overhead:start -->", "<!-- pruner-overhead:end -->")
-VARIANTS = ("dense", "masked", "masked+step", "pruning")
+VARIANTS = ("dense", "masked", "masked+step", "pruning", "in_place+step", "in_place pruning")
 TARGET = 1.05  # the issue's bound on a non-pruning step with the Pruner attached
 
 
@@ -115,26 +119,32 @@ def _adamw(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 
 
+def _pruned(dense: nn.Module, schedule: dict[str, Any], masking: pruneplug.Masking) -> Variant:
+    """A copy of ``dense`` with its AdamW and a Pruner, after the pruner's step 0 (50 %)."""
+    model = copy.deepcopy(dense)
+    optimizer = _adamw(model)
+    pruner = pruneplug.Pruner(model, RULES, schedule=schedule, optimizer=optimizer, masking=masking)
+    pruner.step()
+    return Variant(model, pruner, optimizer)
+
+
 def variants(setup: Setup) -> dict[str, Variant]:
-    """The four variants, each with a model of the same initial weights (``masked`` and ``masked+step`` share one)."""
+    """The variants, each with a model of the same initial weights (``masked`` and ``masked+step`` share one)."""
     torch.manual_seed(0)
     dense = mlp(setup.widths)
-    masked, pruning = copy.deepcopy(dense), copy.deepcopy(dense)
-    masked_optimizer, pruning_optimizer = _adamw(masked), _adamw(pruning)
     # prunes to 50 % at step 0, next at step 10**9: every step timed is a non-pruning one
     hold = {"name": "linear", "initial": 0.5, "final": 0.9, "start": 0, "end": 10**9, "every": 10**9}
-    masked_pruner = pruneplug.Pruner(masked, RULES, schedule=hold, optimizer=masked_optimizer)
-    masked_pruner.step()
     # 50 % at step 0, then a little more at every step, reaching 90 % at the last step timed
     end = setup.warmup + setup.rounds * setup.steps
     ramp = {"name": "linear", "initial": 0.5, "final": 0.9, "start": 0, "end": end, "every": 1}
-    pruning_pruner = pruneplug.Pruner(pruning, RULES, schedule=ramp, optimizer=pruning_optimizer)
-    pruning_pruner.step()
+    masked = _pruned(dense, hold, "reparametrize")
     return {
         "dense": Variant(dense, None, _adamw(dense)),
-        "masked": Variant(masked, None, masked_optimizer),
-        "masked+step": Variant(masked, masked_pruner, masked_optimizer),
-        "pruning": Variant(pruning, pruning_pruner, pruning_optimizer),
+        "masked": Variant(masked.model, None, masked.optimizer),
+        "masked+step": masked,
+        "pruning": _pruned(dense, ramp, "reparametrize"),
+        "in_place+step": _pruned(dense, hold, "in_place"),
+        "in_place pruning": _pruned(dense, ramp, "in_place"),
     }
 
 
@@ -156,12 +166,16 @@ def measure(setup: Setup, log: Callable[[str], None]) -> dict[str, Any]:
     median = {name: statistics.median(times) for name, times in rounds.items()}
     pruner = runs["masked+step"].pruner
     pruning = runs["pruning"].pruner
-    assert pruner is not None and pruning is not None
+    in_place = runs["in_place pruning"].pruner
+    assert pruner is not None and pruning is not None and in_place is not None
+    assert in_place.sparsity() == pruning.sparsity()  # the same run, masked the other way
     ratios = {
         "bookkeeping": median["masked+step"] / median["masked"],
         "masked_forward": median["masked"] / median["dense"],
         "non_pruning_step": median["masked+step"] / median["dense"],
         "pruning_step": median["pruning"] / median["dense"],
+        "in_place_non_pruning_step": median["in_place+step"] / median["dense"],
+        "in_place_pruning_step": median["in_place pruning"] / median["dense"],
     }
     return {
         "setup": asdict(setup),
@@ -176,10 +190,12 @@ def measure(setup: Setup, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 ROWS = (
-    ("non-pruning step, Pruner attached / plain step", "masked+step", "dense", "non_pruning_step"),
-    ("`pruner.step()` bookkeeping (same masked model)", "masked+step", "masked", "bookkeeping"),
-    ("masked model / dense model (no `pruner.step()`)", "masked", "dense", "masked_forward"),
-    ("pruning step / plain step", "pruning", "dense", "pruning_step"),
+    ('non-pruning step, `masking="in_place"` / plain step', "in_place+step", "dense", "in_place_non_pruning_step"),
+    ('pruning step, `masking="in_place"` / plain step', "in_place pruning", "dense", "in_place_pruning_step"),
+    ("non-pruning step, reparametrized (default) / plain step", "masked+step", "dense", "non_pruning_step"),
+    ("`pruner.step()` bookkeeping (same reparametrized model)", "masked+step", "masked", "bookkeeping"),
+    ("reparametrized model / dense model (no `pruner.step()`)", "masked", "dense", "masked_forward"),
+    ("pruning step, reparametrized / plain step", "pruning", "dense", "pruning_step"),
 )
 
 

@@ -119,7 +119,7 @@ from .strategies import (
     StructuredStrategy as StructuredStrategy,
     UnstructuredStrategy as UnstructuredStrategy,
 )
-from .training import Pruner as Pruner
+from .training import Masking as Masking, Pruner as Pruner
 
 __version__ = "0.1.0"
 
@@ -161,6 +161,7 @@ __all__ = [
     # pruning while training: schedules
     "Schedule",
     "make_schedule",
+    "Masking",
     "Pruner",
     # plans, checkpoints, reports
     "Plan",

@@ -9,6 +9,6 @@ Internal: the public name is exported by :mod:`pruneplug`. See ``docs/training.m
 
 from __future__ import annotations
 
-from .pruner import STATE_VERSION as STATE_VERSION, Pruner as Pruner, RulesLike as RulesLike
+from .pruner import STATE_VERSION as STATE_VERSION, Masking as Masking, Pruner as Pruner, RulesLike as RulesLike
 
-__all__ = ["Pruner", "RulesLike", "STATE_VERSION"]
+__all__ = ["Masking", "Pruner", "RulesLike", "STATE_VERSION"]

@@ -12,6 +12,19 @@ int amount, which counts among the entries still unpruned. Masks only ever
 lose ones. A pruning step is all or nothing: every module its rules select is
 snapshotted first (the core's own snapshot) and restored, with the random
 generators, if any rule fails.
+
+Two ways to keep the pruned entries at zero (``masking``):
+
+- ``"reparametrize"``: the core's ``weight = weight_orig * weight_mask``; the
+  model is a pruned model at every step (reports, ``pack_masks``, compaction,
+  checkpoints see its masks), and every forward multiplies the masks in,
+  which autograd runs backwards too.
+- ``"in_place"``: the pruner holds each mask, in its tensor's dtype, and
+  multiplies the weights by it after every optimizer step (:meth:`Pruner.step`);
+  the model keeps plain parameters, and a training step costs one
+  multiplication per pruned tensor more than a dense one. At a pruning step
+  the masks are installed (``custom_from_mask``), pruned further by the rules
+  and folded back.
 """
 
 from __future__ import annotations
@@ -19,15 +32,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from ..api import make_schedule, prune, prune_global
+from ..api import make_schedule, prune, prune_global, remove
 from ..api.schedules import ScheduleLike
 from ..core.commit import ModuleSnapshot
-from ..core.state import default_alive, tensor_state
+from ..core.state import default_alive, pruning_hooks, tensor_state
 from ..errors import (
     InvalidAmountError,
     InvalidDimError,
@@ -44,13 +57,16 @@ from ..selection.slices import alive_slices, normalize_dim
 from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage, check_storage
 
-__all__ = ["Pruner", "RulesLike", "STATE_VERSION"]
+__all__ = ["Masking", "Pruner", "RulesLike", "STATE_VERSION"]
 
 RulesLike = Plan | str | os.PathLike[str] | Sequence[Rule | Mapping[str, Any]]
 """What :class:`Pruner` takes as rules: a plan, a plan file's path, or a list of rules (mappings or :class:`Rule`)."""
 
-STATE_VERSION = 1
-"""The version of :meth:`Pruner.state_dict`'s layout."""
+STATE_VERSION = 2
+"""The version of :meth:`Pruner.state_dict`'s layout (2: ``masking`` and the held ``masks``)."""
+
+Masking = Literal["reparametrize", "in_place"]
+"""How a :class:`Pruner` keeps the pruned entries at zero (see the module's docs)."""
 
 # Which field of a rule a core error points at.
 _FIELDS: tuple[tuple[type[PruneplugError], str], ...] = (
@@ -77,13 +93,32 @@ class _Driven:
     dim: int | None  # the dim whose slices a structured strategy prunes; None: entries
     params: dict[str, Any]  # the strategy's parameters but the amount
 
-    def units(self, target: Target) -> tuple[int, int]:
-        """``(total, pruned)`` entries of ``target`` (slices along :attr:`dim` for a structured strategy)."""
-        alive = default_alive(tensor_state(target.module, target.tensor))
+    def units(self, alive: Tensor) -> tuple[int, int]:
+        """``(total, pruned)`` entries of a target whose unpruned entries are ``alive`` (slices along :attr:`dim`)."""
         if self.dim is None:
             return alive.numel(), alive.numel() - int(alive.count_nonzero())
         kept = alive_slices(alive, normalize_dim(self.dim, alive.dim()))
         return kept.numel(), kept.numel() - int(kept.count_nonzero())
+
+
+@dataclass
+class _Held:
+    """A mask the pruner holds for ``masking="in_place"``: 1 keeps an entry, 0 prunes it, in the tensor's dtype."""
+
+    module: nn.Module
+    tensor: str
+    mask: Tensor
+
+    def parameter(self) -> Tensor:
+        """The module's parameter the mask applies to (looked up on every use: it may have been replaced)."""
+        value = self.module._parameters.get(self.tensor)
+        if value is None:
+            raise PlanError(
+                f"{type(self.module).__name__}.{self.tensor} is no parameter any more: the in-place pruner holds a "
+                "mask for it (was it pruned or removed outside the pruner?)",
+                field="masking",
+            )
+        return value
 
 
 def _split_rules(rules: RulesLike) -> tuple[Plan, list[ScheduleLike | None]]:
@@ -235,6 +270,14 @@ class Pruner:
             each pruning step prunes, so that it does not carry them on.
         mask_storage: ``"bool"`` or ``"packed"`` (see :func:`pruneplug.prune`);
             default: the plan's ``mask_storage``, else as the masks are stored now.
+            With ``masking="in_place"``, how :meth:`reparametrize` stores them.
+        masking: ``"reparametrize"`` (the default: ``weight = weight_orig *
+            weight_mask`` through a forward pre-hook, the model a pruned
+            model at every step) or ``"in_place"`` (the pruner holds the
+            masks and multiplies the weights by them in :meth:`step`: a
+            training step as fast as a dense one, plain parameters in the
+            model; tensors of the rules' modules pruned already are taken
+            over, made plain with their masks held). See docs/training.md.
 
     Raises:
         PlanError: a rule is invalid, selects nothing in ``model``, has no
@@ -251,7 +294,12 @@ class Pruner:
         schedule: ScheduleLike | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         mask_storage: MaskStorage | None = None,
+        masking: Masking = "reparametrize",
     ) -> None:
+        if masking not in get_args(Masking):
+            raise PlanError(
+                f"masking must be one of {', '.join(map(repr, get_args(Masking)))}, got {masking!r}", field="masking"
+            )
         if not isinstance(model, nn.Module):
             raise PlanError(f"the Pruner prunes a torch.nn.Module, got {type(model).__name__}")
         plan, own = _split_rules(rules)
@@ -274,6 +322,11 @@ class Pruner:
         self.mask_storage: MaskStorage | None = storage if storage is not None else plan.mask_storage
         self._rules = [_drive(item, schedules[item.index]) for item in resolved if item.skipped is None]
         self._step = 0
+        self.masking: Masking = masking
+        self._names = {id(module): name for name, module in model.named_modules()}
+        self._held: dict[str, _Held] = {}
+        if masking == "in_place":
+            self._take_over(self._modules(self._rules))
 
     # --- where it stands ----------------------------------------------------------------------
 
@@ -302,7 +355,7 @@ class Pruner:
         for driven in self._rules:
             total = pruned = 0
             for target in driven.targets:
-                units, gone = driven.units(target)
+                units, gone = driven.units(self._alive_of(target.module, target.tensor))
                 total, pruned = total + units, pruned + gone
             reached.append(pruned / total if total else 0.0)
         return reached
@@ -317,27 +370,40 @@ class Pruner:
         steps only count. ``step`` sets the step handled (after it,
         :attr:`current_step` is ``step + 1``).
 
+        With ``masking="in_place"``, every call also multiplies each weight
+        by its mask (one ``torch._foreach_mul_`` per device and dtype), which
+        sets back to zero what the optimizer step moved.
+
         Raises:
             PlanError: a rule failed (named with the field at fault); every
                 rule of this step is undone, the optimizer's state untouched,
-                and the step not counted.
+                and the step not counted (in place, the masks held before
+                the step are applied).
             InvalidScheduleError: ``step`` is not an int >= 0.
         """
         at = self._step if step is None else step
         due = [driven for driven in self._rules if driven.schedule.prunes_at(at)]
-        if due:
-            self._prune(due, at)
+        try:
+            if due:
+                self._prune(due, at)
+        finally:
+            if self.masking == "in_place":
+                self.apply_masks()
         self._step = at + 1
 
     def _prune(self, due: list[_Driven], step: int) -> None:
-        modules = {id(t.module): t.module for driven in due for t in driven.targets}
-        snapshots = [ModuleSnapshot(module) for module in modules.values()]
+        modules = self._modules(due)
+        snapshots = [ModuleSnapshot(module) for module in modules]
         rng = torch.get_rng_state()
         generators = self._generators(due)
-        before = self._alive(due) if self.optimizer is not None else {}
+        in_place = self.masking == "in_place"
+        before = self._alive(due) if self.optimizer is not None and not in_place else {}
         try:
+            if in_place:
+                self._install(modules)
             for driven in due:
                 self._prune_rule(driven, driven.schedule.at(step, driven.final))
+            held = self._fold(modules) if in_place else {}
         except BaseException:
             for snapshot in snapshots:
                 snapshot.restore()
@@ -345,11 +411,114 @@ class Pruner:
             for generator, state in generators:
                 generator.set_state(state)
             raise
-        if self.optimizer is not None:
+        self._held.update(held)
+        if before:
             self._zero_state(before)
 
+    # --- masking in place ---------------------------------------------------------------------
+
+    @staticmethod
+    def _modules(rules: list[_Driven]) -> list[nn.Module]:
+        """The modules of ``rules``' targets, each once, in their order."""
+        return list({id(t.module): t.module for driven in rules for t in driven.targets}.values())
+
+    def _alive_of(self, module: nn.Module, tensor: str) -> Tensor:
+        """Bool mask of the unpruned entries of ``module.<tensor>``: the model's while it is pruned, else held ones.
+
+        (In place, the held masks are installed on the model during a pruning step, so a rule sees what the
+        rules before it pruned.)
+        """
+        state = tensor_state(module, tensor)
+        held = self._held.get(self._qualified(module, tensor)) if self.masking == "in_place" else None
+        if held is not None and not state.pruned:
+            return held.mask != 0
+        return default_alive(state)
+
+    def _qualified(self, module: nn.Module, tensor: str) -> str:
+        prefix = self._names.get(id(module), "")
+        return f"{prefix}.{tensor}" if prefix else tensor
+
+    def _fold(self, modules: list[nn.Module]) -> dict[str, _Held]:
+        """Hold the masks of every pruned tensor of ``modules`` and make them plain parameters (the masks applied)."""
+        held: dict[str, _Held] = {}
+        for module in modules:
+            for _, hook in pruning_hooks(module):
+                name = hook._tensor_name
+                state = tensor_state(module, name)
+                held[self._qualified(module, name)] = _Held(module, name, default_alive(state).to(state.orig.dtype))
+        for item in held.values():
+            remove(item.module, item.tensor)
+        return held
+
+    def _take_over(self, modules: list[nn.Module]) -> None:
+        """``masking="in_place"`` on a model pruned already: hold its masks, make its tensors plain."""
+        snapshots = [ModuleSnapshot(module) for module in modules]
+        try:
+            self._held.update(self._fold(modules))
+        except BaseException:  # pragma: no cover - folding the core's own prunes does not fail
+            for snapshot in snapshots:
+                snapshot.restore()
+            raise
+
+    def _install(self, modules: list[nn.Module]) -> None:
+        """Put the held masks of ``modules`` back as prunes (``custom_from_mask``), for the rules to prune further."""
+        wanted = {id(module) for module in modules}
+        for item in self._held.values():
+            if id(item.module) in wanted:
+                prune(item.module, item.tensor, "custom_from_mask", mask=item.mask != 0)
+
+    def apply_masks(self) -> None:
+        """``masking="in_place"``: multiply each weight by its held mask (:meth:`step` does it after every step).
+
+        Call it yourself after changing the weights outside a training step
+        (loading a state dict of other weights, say); with
+        ``masking="reparametrize"`` there is nothing to do.
+        """
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        for item in self._held.values():
+            parameter = item.parameter()
+            params, masks = groups.setdefault((parameter.device, parameter.dtype), ([], []))
+            params.append(parameter)
+            masks.append(item.mask)
+        with torch.no_grad():
+            for params, masks in groups.values():
+                torch._foreach_mul_(params, masks)
+
+    def masks(self) -> dict[str, Tensor]:
+        """The bool mask of every pruned tensor of the rules' modules, by qualified name (copies; True keeps)."""
+        if self.masking == "in_place":
+            return {name: item.mask != 0 for name, item in self._held.items()}
+        found: dict[str, Tensor] = {}
+        for module in self._modules(self._rules):
+            for _, hook in pruning_hooks(module):
+                name = hook._tensor_name
+                found[self._qualified(module, name)] = default_alive(tensor_state(module, name)).clone()
+        return found
+
+    def reparametrize(self) -> None:
+        """Switch from ``masking="in_place"`` to ``"reparametrize"``: the held masks become the model's prunes.
+
+        Each held mask is installed with ``custom_from_mask`` (stored as
+        ``mask_storage`` says), so the model is a pruned model again, which
+        reports, ``pack_masks``, compaction and checkpoints understand; the
+        pruner goes on with masking ``"reparametrize"``. All or nothing.
+        """
+        if self.masking == "reparametrize":
+            return
+        modules = list({id(item.module): item.module for item in self._held.values()}.values())
+        snapshots = [ModuleSnapshot(module) for module in modules]
+        try:
+            for item in self._held.values():
+                prune(item.module, item.tensor, "custom_from_mask", mask=item.mask != 0, mask_storage=self.mask_storage)
+        except BaseException:
+            for snapshot in snapshots:
+                snapshot.restore()
+            raise
+        self._held.clear()
+        self.masking = "reparametrize"
+
     def _prune_rule(self, driven: _Driven, target: float) -> None:
-        counts = [driven.units(t) for t in driven.targets]
+        counts = [driven.units(self._alive_of(t.module, t.tensor)) for t in driven.targets]
         index = driven.index
         if driven.rule.scope == "global":
             total = sum(units for units, _ in counts)
@@ -433,13 +602,17 @@ class Pruner:
         It holds the step, each rule's strategy, schedule (its mapping form),
         final sparsity and tensors, and, when a rule prunes at random (its strategy takes a ``generator``), the
         state of torch's CPU generator (and of each generator a rule was
-        given). The masks are the model's: save them with the model's own
-        ``state_dict``.
+        given). With ``masking="reparametrize"`` the masks are the model's:
+        save them with the model's own ``state_dict``; in place, the masks
+        the pruner holds are in it too (``"masks"``: bool tensors by
+        qualified name), and the model's state dict holds plain weights.
         """
         random = self._uses_random()
         return {
             "version": STATE_VERSION,
             "step": self._step,
+            "masking": self.masking,
+            "masks": {name: item.mask != 0 for name, item in self._held.items()},
             "rules": [
                 {
                     "strategy": driven.rule.strategy,
@@ -466,11 +639,17 @@ class Pruner:
         Raises:
             PlanError: the state is not a pruner's, or its rules differ from this pruner's (the rule named).
         """
-        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+        if not isinstance(state, Mapping) or state.get("version") not in (1, STATE_VERSION):
             raise PlanError(
-                f"not a Pruner state_dict of version {STATE_VERSION} (a mapping with 'version', 'step', 'rules'): "
-                f"got {type(state).__name__}"
+                f"not a Pruner state_dict of version 1 or {STATE_VERSION} (a mapping with 'version', 'step', "
+                f"'rules'): got {type(state).__name__}"
                 + (f" of version {state.get('version')!r}" if isinstance(state, Mapping) else "")
+            )
+        masking = state.get("masking", "reparametrize")  # version 1 knew only the model's masks
+        if masking != self.masking:
+            raise PlanError(
+                f"the state was saved by a pruner with masking={masking!r}, this one has masking={self.masking!r}",
+                field="masking",
             )
         step = state.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -499,9 +678,41 @@ class Pruner:
                 f"the state holds {len(saved_generators)} generator states, this pruner's rules have {len(generators)}",
                 field="generators",
             )
+        held = self._held_from(state.get("masks") or {}) if masking == "in_place" else {}
         rng = state.get("rng_state")
         if rng is not None:
             torch.set_rng_state(rng)
         for (generator, _), saved_state in zip(generators, saved_generators):
             generator.set_state(saved_state)
+        if masking == "in_place":
+            self._take_over(self._modules(self._rules))  # a model loaded pruned: its prunes give way to the state's
+            self._held = held
+            self.apply_masks()
         self._step = step
+
+    def _held_from(self, saved: object) -> dict[str, _Held]:
+        """The held masks of a saved state, checked against the model (raises :class:`PlanError`, changes nothing)."""
+        if not isinstance(saved, Mapping):
+            raise PlanError(
+                f"the state's masks must map tensor names to masks, got {type(saved).__name__}", field="masks"
+            )
+        modules = dict(self.model.named_modules())
+        held: dict[str, _Held] = {}
+        for name, mask in saved.items():
+            prefix, _, tensor = str(name).rpartition(".")
+            module = modules.get(prefix)
+            params = {} if module is None else module._parameters
+            parameter = params.get(tensor, params.get(f"{tensor}_orig"))
+            if module is None or parameter is None:
+                raise PlanError(
+                    f"the state holds a mask for {name!r}, which the model has no parameter of", field="masks"
+                )
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != parameter.shape:
+                shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                raise PlanError(
+                    f"the state's mask for {name!r} must be a bool tensor of shape {tuple(parameter.shape)}, "
+                    f"got {shape}",
+                    field="masks",
+                )
+            held[name] = _Held(module, tensor, mask.to(device=parameter.device, dtype=parameter.dtype))
+        return held

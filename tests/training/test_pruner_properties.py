@@ -33,22 +33,26 @@ def schedules(draw: st.DrawFn) -> dict[str, Any]:
     schedule=schedules(),
     steps=st.lists(st.integers(0, 24), min_size=1, max_size=12, unique=True).map(sorted),
     scope=st.sampled_from(["local", "global"]),
+    masking=st.sampled_from(["reparametrize", "in_place"]),
 )
 def test_masks_only_lose_ones_and_reach_the_schedules_count_at_pruning_steps(
-    schedule: dict[str, Any], steps: list[int], scope: str
+    schedule: dict[str, Any], steps: list[int], scope: str, masking: str
 ) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(7, 5), nn.Linear(5, 3))
     rules = [{"types": ["Linear"], "strategy": "l1_unstructured", "scope": scope, "params": {"amount": 0.5}}]
-    pruner = pruneplug.Pruner(model, rules, schedule=schedule)
+    pruner = pruneplug.Pruner(model, rules, schedule=schedule, masking=masking)  # type: ignore[arg-type]
     made = pruneplug.make_schedule(schedule)
     alive = {name: torch.ones_like(layer.weight, dtype=torch.bool) for name, layer in model.named_children()}
     for step in steps:
         pruner.step(step=step)
+        masks = pruner.masks()
         now = {
-            name: layer.weight_mask if pruneplug.is_pruned(layer) else torch.ones_like(layer.weight, dtype=torch.bool)
+            name: masks.get(f"{name}.weight", torch.ones_like(layer.weight, dtype=torch.bool))
             for name, layer in model.named_children()
         }
+        for name, layer in model.named_children():
+            assert not layer.weight.detach()[~now[name]].any(), (step, name)  # pruned entries are zero
         for name in alive:
             assert not (now[name] & ~alive[name]).any(), (step, name)  # no entry comes back
         if made.prunes_at(step):
