@@ -381,6 +381,8 @@ class Pruner:
                 the step are applied).
             InvalidScheduleError: ``step`` is not an int >= 0.
         """
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise InvalidScheduleError(f"step must be an int >= 0 (the optimizer steps taken before it), got {step!r}")
         at = self._step if step is None else step
         due = [driven for driven in self._rules if driven.schedule.prunes_at(at)]
         try:

@@ -186,6 +186,16 @@ def test_step_takes_the_step_to_handle() -> None:
     assert pruner.current_step == 7 and pruner.sparsity() == [pytest.approx(306 / 382)]
     with pytest.raises(pruneplug.InvalidScheduleError):
         pruner.step(step=-1)
+    skipped = pruneplug.Pruner(
+        model,
+        [{"types": ["Conv2d"], "optional": True, "strategy": "l1_unstructured", "params": {"amount": 0.5}}],
+        schedule=SCHEDULE,
+    )
+    assert skipped.schedules == []  # every rule skipped: the step is still checked
+    for bad in (-1, 1.5, True):
+        with pytest.raises(pruneplug.InvalidScheduleError, match="step must be an int >= 0"):
+            skipped.step(step=bad)  # type: ignore[arg-type]
+    assert skipped.current_step == 0
 
 
 @pytest.mark.parametrize(
