@@ -136,7 +136,9 @@ def run(tmp_path: Path, steps: int, *, stop_at: int | None = None, micro_batches
     return model
 
 
-@pytest.mark.parametrize("options", [{}, {"mask_storage": "packed"}], ids=["bool", "packed"])
+@pytest.mark.parametrize(
+    "options", [{}, {"mask_storage": "packed"}, {"masking": "in_place"}], ids=["bool", "packed", "in-place"]
+)
 def test_a_run_saved_and_resumed_is_bit_identical_to_one_that_was_not(tmp_path: Path, options: dict[str, Any]) -> None:
     torch.manual_seed(7)
     trained = run(tmp_path, 12, **options)
@@ -147,7 +149,10 @@ def test_a_run_saved_and_resumed_is_bit_identical_to_one_that_was_not(tmp_path: 
         assert whole.keys() == resumed.keys()
         for key in whole:
             assert torch.equal(whole[key], resumed[key]), (stop_at, key)
-    assert isinstance(trained[0].weight_mask, pruneplug.PackedMask) == bool(options)
+    if "masking" in options:  # plain weights: the masks are the pruner's, in its state_dict
+        assert not pruneplug.is_pruned(trained) and "0.weight" in whole
+    else:
+        assert isinstance(trained[0].weight_mask, pruneplug.PackedMask) == ("mask_storage" in options)
 
 
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
