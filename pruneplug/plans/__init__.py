@@ -41,6 +41,11 @@ from ._inputs import INPUT_DTYPES as INPUT_DTYPES, ExampleInput as ExampleInput,
 from ._model import PLAN_VERSION as PLAN_VERSION, Plan as Plan, Rule as Rule, Scope as Scope, parse_plan as parse_plan
 from ._report import PlanReport as PlanReport
 from ._resolve import ResolvedRule as ResolvedRule, Target as Target, resolve_plan as resolve_plan
+from ._schedules import (
+    ScheduleSpec as ScheduleSpec,
+    final_sparsity as final_sparsity,
+    scheduled_params as scheduled_params,
+)
 from ._schema import plan_schema as plan_schema
 
 __all__ = [
@@ -70,4 +75,7 @@ __all__ = [
     "ResolvedRule",
     "Target",
     "plan_schema",
+    "ScheduleSpec",
+    "final_sparsity",
+    "scheduled_params",
 ]
