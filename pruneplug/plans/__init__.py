@@ -17,7 +17,10 @@ channels for real (:func:`pruneplug.compact`), and the :class:`PlanReport`
 says what that gave. A data-aware rule (``wanda``, ``sparsegpt``) runs on the
 batches the plan's ``calibration`` section names (:class:`CalibrationSource`,
 a ``MODULE:FUNCTION``), through :func:`pruneplug.prune_calibrated`, one call
-per rule, in order. Anything wrong raises :class:`PlanError` naming the
+per rule, in order. A plan's ``schedule`` (and a rule's own) is for
+:class:`pruneplug.Pruner`, which follows it while a model trains;
+:func:`apply_plan` prunes such a rule at once to its final sparsity, the
+schedule's end state. Anything wrong raises :class:`PlanError` naming the
 file, the rule and the field, and leaves the model unchanged. See
 ``docs/plans.md``.
 """

@@ -8,7 +8,9 @@ selected tensor on its own, ``global`` pools them all through
 the coupled channel groups of the selected modules' outputs instead
 (:func:`pruneplug.prune_channels`), with a structured strategy, no
 ``tensors`` and no ``dim``; the plan then needs an ``example_input``
-(:class:`~pruneplug.plans.ExampleInput`), as ``compact = true`` does.
+(:class:`~pruneplug.plans.ExampleInput`), as ``compact = true`` does. A
+plan's ``schedule``, and a rule's, say how :class:`pruneplug.Pruner` prunes
+while a model trains (:mod:`pruneplug.plans._schedules`).
 
 Validation happens here, before a plan ever meets a model: unknown fields
 (typos) are rejected with the closest field named, the strategy must be
