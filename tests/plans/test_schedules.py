@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from typing import Any
 
@@ -11,9 +12,26 @@ from hypothesis import given, strategies as st
 from torch import nn
 
 import pruneplug
-from pruneplug.plans import FORMATS, Plan, PlanError, Rule, apply_plan, dumps_plan, loads_plan, parse_plan
+from pruneplug.plans import (
+    FORMATS,
+    Plan,
+    PlanError,
+    Rule,
+    apply_plan,
+    dumps_plan,
+    loads_plan,
+    parse_plan,
+    plan_schema,
+)
 
 L1 = {"strategy": "l1_unstructured", "params": {"amount": 0.5}}
+
+
+@functools.cache
+def schema_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    with pruneplug.use_registry(pruneplug.Registry(load_entry_points=False)):
+        return jsonschema.Draft202012Validator(plan_schema())
 
 
 def canonical(plan: Plan) -> str:
@@ -57,6 +75,7 @@ def test_plans_with_schedules_round_trip_through_every_format(
     data: dict[str, Any] = {"rules": rules} if plan_schedule is None else {"schedule": plan_schedule, "rules": rules}
     plan = parse_plan(data)
     assert plan.schedule == plan_schedule and [rule.schedule for rule in plan.rules] == rule_schedules
+    assert not list(schema_validator().iter_errors(data))  # the schema accepts what the model does
     for fmt in FORMATS:
         text = dumps_plan(plan, fmt)
         again = loads_plan(text, fmt)
