@@ -17,7 +17,10 @@ channels for real (:func:`pruneplug.compact`), and the :class:`PlanReport`
 says what that gave. A data-aware rule (``wanda``, ``sparsegpt``) runs on the
 batches the plan's ``calibration`` section names (:class:`CalibrationSource`,
 a ``MODULE:FUNCTION``), through :func:`pruneplug.prune_calibrated`, one call
-per rule, in order. Anything wrong raises :class:`PlanError` naming the
+per rule, in order. A plan's ``schedule`` (and a rule's own) is for
+:class:`pruneplug.Pruner`, which follows it while a model trains;
+:func:`apply_plan` prunes such a rule at once to its final sparsity, the
+schedule's end state. Anything wrong raises :class:`PlanError` naming the
 file, the rule and the field, and leaves the model unchanged. See
 ``docs/plans.md``.
 """
@@ -41,6 +44,11 @@ from ._inputs import INPUT_DTYPES as INPUT_DTYPES, ExampleInput as ExampleInput,
 from ._model import PLAN_VERSION as PLAN_VERSION, Plan as Plan, Rule as Rule, Scope as Scope, parse_plan as parse_plan
 from ._report import PlanReport as PlanReport
 from ._resolve import ResolvedRule as ResolvedRule, Target as Target, resolve_plan as resolve_plan
+from ._schedules import (
+    ScheduleSpec as ScheduleSpec,
+    final_sparsity as final_sparsity,
+    scheduled_params as scheduled_params,
+)
 from ._schema import plan_schema as plan_schema
 
 __all__ = [
@@ -70,4 +78,7 @@ __all__ = [
     "ResolvedRule",
     "Target",
     "plan_schema",
+    "ScheduleSpec",
+    "final_sparsity",
+    "scheduled_params",
 ]

@@ -31,6 +31,11 @@
    could still have to undo the rule (a later rule, the compaction, a dry run).
 5. A dry run does all of that and then restores the model regardless: a dry
    run with ``compact`` reports what compaction would give.
+6. A rule with a schedule (its own or the plan's) is applied at once to the
+   schedule's end state: its amount is its final sparsity, the schedule's
+   ``final`` when it has one (:meth:`Plan.end_state`). The report lists those
+   rules with their schedules (``schedules``); :class:`pruneplug.Pruner`
+   follows the schedules while a model trains.
 """
 
 from __future__ import annotations
@@ -264,8 +269,10 @@ def apply_plan(
         model, with ``rules`` saying what each rule selected and the sparsity
         it gave, ``calibration`` the :class:`~pruneplug.CalibrationReport` of
         each data-aware rule by its index (per layer and per block; a dry run
-        included), and ``compaction`` the :class:`~pruneplug.CompactionReport`
-        when the plan compacted the model (a dry run included).
+        included), ``compaction`` the :class:`~pruneplug.CompactionReport`
+        when the plan compacted the model (a dry run included), and
+        ``schedules`` the schedule of each rule that has one, by its index:
+        such a rule is pruned at once to its final sparsity, the schedule's end state.
 
     Raises:
         PlanError: the plan is invalid, does not fit the model, or a rule (or
@@ -314,6 +321,18 @@ class _ModelSnapshot:
             parameter.data = data
 
 
+def _end_state(plan: Plan) -> tuple[Plan, dict[int, str]]:
+    """One shot: the plan with each scheduled rule's amount its final sparsity, and those rules' schedules."""
+    ended = plan.end_state()
+    schedules = {}
+    for index, rule in enumerate(ended.rules):
+        schedule = plan.schedule_for(index)
+        if schedule is not None:
+            final = rule.params.get("amount")
+            schedules[index] = schedule.describe() + ("" if final is None else f": final sparsity {final:g}")
+    return ended, schedules
+
+
 def _compact(model: nn.Module, inputs: ExampleInputs | None) -> CompactionReport:
     if inputs is None:
         raise PlanError(
@@ -343,6 +362,7 @@ def _apply(
     failure or for a dry run."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"a plan applies to a torch.nn.Module, got {type(model).__name__}")
+    plan, schedules = _end_state(plan)
     compacting = plan.compact if compact is None else compact
     inputs, described = plan_inputs(model, plan, example_inputs)
     if compacting and inputs is None:
@@ -397,4 +417,4 @@ def _apply(
             raise
         if dry_run:
             restore()
-    return PlanReport(**dict(result), compaction=compaction, calibration=calibrations)
+    return PlanReport(**dict(result), compaction=compaction, calibration=calibrations, schedules=schedules)

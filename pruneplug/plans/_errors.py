@@ -199,11 +199,12 @@ def from_validation_error(
         else:
             fields = plan_fields
         ctx = item.get("ctx") or {}
-        # A rule's own check may find several problems (say, in its params): each is a problem of its own.
-        found = ctx.get("problems") or [(ctx.get("field", ""), _message(item, fields))]
-        for extra, message in found:
+        # A rule's own check may find several problems (say, in its params): each is a problem of its own. The
+        # plan's checks of its rules name the rule in the context: (field, message, rule).
+        found = ctx.get("problems") or [(ctx.get("field", ""), _message(item, fields), ctx.get("rule"))]
+        for extra, message, *at in found:
             field = _field_path([*rest, *(str(extra).split(".") if extra else [])])
-            problems.append((rule, field, message))
+            problems.append((rule if rule is not None or not at else at[0], field, message))
     if not problems:  # pragma: no cover - pydantic always reports at least one
         return PlanError("invalid plan", source=source)
     # By rule; within one, unknown fields first: a typo ('stratgy') explains the missing field it causes.

@@ -8,7 +8,9 @@ selected tensor on its own, ``global`` pools them all through
 the coupled channel groups of the selected modules' outputs instead
 (:func:`pruneplug.prune_channels`), with a structured strategy, no
 ``tensors`` and no ``dim``; the plan then needs an ``example_input``
-(:class:`~pruneplug.plans.ExampleInput`), as ``compact = true`` does.
+(:class:`~pruneplug.plans.ExampleInput`), as ``compact = true`` does. A
+plan's ``schedule``, and a rule's, say how :class:`pruneplug.Pruner` prunes
+while a model trains (:mod:`pruneplug.plans._schedules`).
 
 Validation happens here, before a plan ever meets a model: unknown fields
 (typos) are rejected with the closest field named, the strategy must be
@@ -34,6 +36,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,11 +47,13 @@ from ..compaction.prune import GroupReduction
 from ..errors import InvalidParametersError, PruneplugError, cross_tensor_hint
 from ..params import _describe_error as describe_param_error
 from ..registry import StrategySpec, get_registry
+from ..schedules.base import Schedule
 from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
 from ._calibration import CalibrationSource
 from ._errors import PlanError, from_validation_error, plain_message
 from ._inputs import ExampleInput
+from ._schedules import ScheduleSpec, final_sparsity, lenient_schedule, schedule_from, scheduled_params, takes_amount
 
 __all__ = [
     "Plan",
@@ -218,6 +223,12 @@ class Rule(RuleSelection):
     params: dict[Name, Any] = Field(
         default_factory=dict, description="The strategy's parameters, validated by its own model."
     )
+    schedule: ScheduleSpec | None = Field(
+        default=None,
+        description="This rule's pruning schedule, over the plan's: {name = 'cubic', final = 0.9, end = 1000} "
+        "(see `pruneplug list`). params.amount is the final sparsity unless the schedule gives final (the amount "
+        "may then be left out). pruneplug.Pruner follows it while training; apply_plan prunes to its end state.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -233,19 +244,22 @@ class Rule(RuleSelection):
         return data
 
     @model_validator(mode="after")
-    def _check_strategy(self) -> Rule:
+    def _check_strategy(self, info: ValidationInfo) -> Rule:
         try:
             spec = strategy_for(self.strategy)
         except PruneplugError as error:
             raise _problem("strategy", error.reason) from None
         problems = self._channel_problems(spec) if self.channels else []
         valid = True
+        params = self._params_with_amount(spec, info)
         try:
-            spec.validate(dict(self.params))
+            spec.validate(params)
         except InvalidParametersError as error:
             valid = False
             problems += _params_problems(error, list(spec.params_model.model_fields))[2] or [("params", error.reason)]
-        problems += self._allocation_problems(spec, valid)
+        problems += self._allocation_problems(spec, params, valid)
+        if valid:
+            problems += self._schedule_problems(spec)
         if problems:
             raise _problem(*problems[0], problems=problems)
         if self.channels:
@@ -263,10 +277,41 @@ class Rule(RuleSelection):
             )
         return self
 
-    def _allocation_problems(self, spec: StrategySpec, valid: bool) -> list[tuple[str, str]]:
+    def _params_with_amount(self, spec: StrategySpec, info: ValidationInfo) -> dict[str, Any]:
+        """The parameters to validate: a left-out amount is the ``final`` of the rule's schedule (else the plan's).
+
+        The plan's schedule reaches a rule only through :func:`parse_plan`'s
+        validation context: a :class:`Rule` made on its own knows its own schedule alone.
+        """
+        if "amount" in self.params:
+            return dict(self.params)
+        schedule = schedule_from(self.schedule)
+        if schedule is None and isinstance(info.context, Mapping):
+            schedule = info.context.get("schedule")
+        return scheduled_params(spec, self.params, schedule if isinstance(schedule, Schedule) else None)
+
+    def _schedule_problems(self, spec: StrategySpec) -> list[tuple[str, str]]:
+        """What keeps the rule's own schedule from setting its amount: each ``(field, message)``.
+
+        (A rule that follows the plan's schedule is checked by the plan, which knows it.)
+        """
+        schedule = schedule_from(self.schedule)
+        if schedule is None:
+            return []
+        if not takes_amount(spec):
+            return [("schedule", f"{spec.name!r} takes no amount, which a schedule sets: leave the schedule out")]
+        try:
+            final_sparsity(schedule, self.params.get("amount"))
+        except PlanError as error:
+            return [(error.field or "params.amount", error.reason)]
+        return []
+
+    def _allocation_problems(self, spec: StrategySpec, params: dict[str, Any], valid: bool) -> list[tuple[str, str]]:
         """What keeps ``allocation`` and OWL's options from working here: each ``(field, message)``.
 
-        ``valid``: whether the parameters are (only then is the strategy made, to ask whether it calibrates).
+        ``params``: the parameters as validated (an amount a schedule gives
+        filled in); ``valid``: whether they are (only then is the strategy
+        made, to ask whether it calibrates).
         """
         if self.allocation != "owl":
             return [
@@ -279,7 +324,7 @@ class Rule(RuleSelection):
         if not valid:
             return []
         try:
-            method = spec.create(**dict(self.params))
+            method = spec.create(**params)
         except PruneplugError:  # reported when the rule is applied, with the field at fault
             return []
         if calibration_reason(method, loss=True) is None:
@@ -293,7 +338,7 @@ class Rule(RuleSelection):
                     "all the layers together for one amount: use one or the other",
                 )
             )
-        amount = self.params.get("amount")
+        amount = params.get("amount")
         if amount is None:
             problems.append(
                 (
@@ -399,7 +444,62 @@ class Plan(BaseModel):
         "from: calibration = { batches = 'mypkg.data:calibration_batches' }. Those rules are applied through "
         "pruneplug.prune_calibrated, one call per rule, in order.",
     )
+    schedule: ScheduleSpec | None = Field(
+        default=None,
+        description="The pruning schedule of every rule without its own: {name = 'cubic', final = 0.9, end = 1000} "
+        "(see `pruneplug list`). pruneplug.Pruner follows it while training; apply_plan prunes each rule that has "
+        "a schedule to its end state, the final sparsity, at once.",
+    )
     rules: tuple[Rule, ...] = Field(min_length=1, description="Applied in order.")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Plan:
+        """Each rule that follows the plan's schedule must give it a final sparsity (see :func:`final_sparsity`)."""
+        schedule = schedule_from(self.schedule)
+        if schedule is None:
+            return self
+        problems: list[tuple[str, str, int]] = []
+        for index, rule in enumerate(self.rules):
+            if rule.schedule is not None or not takes_amount(strategy_for(rule.strategy)):
+                continue
+            try:
+                final_sparsity(schedule, rule.params.get("amount"))
+            except PlanError as error:
+                problems.append((error.field or "params.amount", error.reason, index))
+        if problems:
+            field, message, index = problems[0]
+            raise PydanticCustomError(
+                "plan_rule", "{message}", {"field": field, "message": message, "rule": index, "problems": problems}
+            )
+        return self
+
+    def schedule_for(self, index: int) -> Schedule | None:
+        """The schedule of rule ``index``: its own, else the plan's; ``None`` when neither has one.
+
+        >>> plan = Plan(schedule={"name": "linear", "end": 10}, rules=[Rule(strategy="l1_unstructured",
+        ...     params={"amount": 0.5}), Rule(strategy="l1_unstructured", schedule={"name": "one_shot", "final": 0.2})])
+        >>> [plan.schedule_for(index).name for index in range(2)]
+        ['linear', 'one_shot']
+        """
+        rule = self.rules[index]
+        return schedule_from(rule.schedule if rule.schedule is not None else self.schedule)
+
+    def end_state(self) -> Plan:
+        """This plan with each scheduled rule's ``params.amount`` its final sparsity (see :func:`final_sparsity`).
+
+        What the rules prune to at the end of their schedules, in one shot:
+        what :func:`~pruneplug.plans.apply_plan` applies, and what
+        :class:`pruneplug.Pruner` resolves against the model. Rules without a
+        schedule, and those whose strategy takes no amount, are as they are.
+        """
+        rules = []
+        for index, rule in enumerate(self.rules):
+            schedule = self.schedule_for(index)
+            if schedule is not None and takes_amount(strategy_for(rule.strategy)):
+                final = final_sparsity(schedule, rule.params.get("amount"))
+                rule = rule.model_copy(update={"params": {**rule.params, "amount": final}})
+            rules.append(rule)
+        return self.model_copy(update={"rules": tuple(rules)})
 
 
 PLAN_FIELDS = tuple((info.alias or name) for name, info in Plan.model_fields.items())  # as written in files
@@ -425,7 +525,8 @@ def parse_plan(data: object, *, source: str | None = None) -> Plan:
         else:
             raise PlanError(f"a plan is a table/mapping with a 'rules' list, got {type(data).__name__}", source=source)
     try:
-        return Plan.model_validate(data)
+        # The plan's schedule, for its rules to fill in an amount they leave to its final (see Rule).
+        return Plan.model_validate(data, context={"schedule": lenient_schedule(data.get("schedule"))})
     except ValidationError as error:
         raise from_validation_error(
             error, source=source, plan_fields=PLAN_FIELDS, rule_fields=RULE_FIELDS, section_fields=SECTION_FIELDS

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PlanReport"]
 
+_SCHEDULED = "Scheduled rules, pruned at once to their final sparsity (pruneplug.Pruner follows the schedule)"
+
 _COLUMNS = ("rule", "strategy", "layers", "blocks", "worst block error", "batches", "rows", "seconds")
 
 
@@ -61,6 +63,13 @@ class PlanReport(Report):
         "per block the relative output error; batches, rows and seconds.",
     )
 
+    schedules: dict[int, str] = Field(
+        default_factory=dict,
+        description="The schedule of each rule that has one (its own or the plan's), by the rule's index. "
+        "apply_plan prunes such a rule at once to the schedule's end state: its amount is the final sparsity "
+        "(the schedule's final, else params.amount); pruneplug.Pruner follows the schedule while training.",
+    )
+
     @field_serializer("calibration")
     def _calibration_data(self, reports: dict[int, CalibrationReport]) -> dict[str, dict[str, Any]]:
         return {str(index): report.to_dict() for index, report in reports.items()}
@@ -68,9 +77,16 @@ class PlanReport(Report):
     def _calibration_rows(self) -> list[tuple[str, ...]]:
         return [_calibration_cells(index, report) for index, report in sorted(self.calibration.items())]
 
+    def _schedule_rows(self) -> list[tuple[str, str]]:
+        return [(str(index), text) for index, text in sorted(self.schedules.items())]
+
     def to_markdown(self) -> str:
-        """The sparsity tables, a line per calibrated rule, then the compaction's."""
+        """The sparsity tables, a line per calibrated rule, a line per scheduled rule, then the compaction's."""
         text = super().to_markdown()
+        if self.schedules:
+            lines = [f"{_SCHEDULED}:", "", "| rule | schedule |", "| --- | --- |"]
+            lines += [f"| {index} | {schedule} |" for index, schedule in self._schedule_rows()]
+            text = f"{text}\n" + "\n".join(lines) + "\n"
         if self.calibration:
             lines = ["| " + " | ".join(_COLUMNS) + " |", "| " + " | ".join("---" for _ in _COLUMNS) + " |"]
             lines += [
@@ -94,6 +110,8 @@ class PlanReport(Report):
                     justify=dict.fromkeys(numbers, "right"),
                 )
             )
+        if self.schedules:
+            parts.append(FittedTable(_SCHEDULED, ("rule", "schedule"), self._schedule_rows()))
         if self.compaction is not None:
             parts.append(self.compaction.to_rich())
         return parts[0] if len(parts) == 1 else Group(*parts)

@@ -47,10 +47,19 @@ from ..errors import (
     InvalidParametersError,
     InvalidScheduleError,
     PruneplugError,
-    ScheduleNotFoundError,
     TensorNotFoundError,
 )
-from ..plans import Plan, PlanError, ResolvedRule, Rule, Target, load_plan, parse_plan, resolve_plan
+from ..plans import (
+    Plan,
+    PlanError,
+    ResolvedRule,
+    Rule,
+    Target,
+    final_sparsity,
+    load_plan,
+    parse_plan,
+    resolve_plan,
+)
 from ..registry import get_registry
 from ..schedules.base import Schedule
 from ..selection.slices import alive_slices, normalize_dim
@@ -121,59 +130,38 @@ class _Held:
         return value
 
 
-def _split_rules(rules: RulesLike) -> tuple[Plan, list[ScheduleLike | None]]:
-    """The rules as a validated :class:`Plan`, and each rule's own schedule (``None``: the pruner's)."""
+def _split_rules(rules: RulesLike) -> Plan:
+    """The rules as a validated :class:`Plan`, holding each rule's own schedule and the plan's."""
     if isinstance(rules, Plan):
-        return rules, [None] * len(rules.rules)
+        return rules
     if isinstance(rules, (str, os.PathLike)):
-        plan = load_plan(rules)
-        return plan, [None] * len(plan.rules)
+        return load_plan(rules)
     if isinstance(rules, Mapping) or not isinstance(rules, Sequence) or not rules:
         raise PlanError(
             "rules must be a pruneplug.plans.Plan, a plan file's path, or a non-empty list of rules "
             f"(mappings with the fields of a plan rule), got {type(rules).__name__}"
         )
     data: list[object] = []
-    schedules: list[ScheduleLike | None] = []
     for index, rule in enumerate(rules):
-        if isinstance(rule, Rule):
-            data.append(rule)
-            schedules.append(None)
-        elif isinstance(rule, Mapping):
-            fields = dict(rule)
-            schedule = fields.pop("schedule", None)
-            schedules.append(schedule)
-            data.append(_with_amount(fields, schedule, index))
-        else:
+        if not isinstance(rule, (Rule, Mapping)):
             raise PlanError(f"a rule is a mapping of a plan rule's fields, got {type(rule).__name__}", rule=index)
-    return parse_plan({"rules": data}), schedules
+        data.append(rule if isinstance(rule, Rule) else dict(rule))
+    return parse_plan({"rules": data})
 
 
-def _with_amount(fields: dict[str, Any], schedule: object, index: int) -> dict[str, Any]:
-    """A rule without ``params.amount`` whose own schedule gives ``final`` gets it as the amount, to validate."""
-    params = fields.get("params", {})
-    if not isinstance(params, Mapping) or "amount" in params or schedule is None:
-        return fields
-    try:
-        final = make_schedule(schedule).final  # type: ignore[arg-type]
-    except PruneplugError as error:
-        raise PlanError(error.reason, rule=index, field="schedule") from error
-    return fields if final is None else {**fields, "params": {**params, "amount": final}}
-
-
-def _schedule_for(given: ScheduleLike | None, default: Schedule | None, index: int) -> Schedule:
-    if given is None:
-        if default is None:
-            raise PlanError(
-                "no schedule: give the Pruner one (schedule=...) or the rule its own ('schedule' in the rule)",
-                rule=index,
-                field="schedule",
-            )
-        return default
-    try:
-        return make_schedule(given)
-    except (InvalidScheduleError, ScheduleNotFoundError) as error:
-        raise PlanError(str(error), rule=index, field="schedule") from error
+def _schedule_for(plan: Plan, default: Schedule | None, index: int) -> Schedule:
+    """Rule ``index``'s schedule: its own, else the plan's, else the pruner's ``default``."""
+    schedule = plan.schedule_for(index)
+    if schedule is not None:
+        return schedule
+    if default is None:
+        raise PlanError(
+            "no schedule: give the rule its own ('schedule' in the rule), the plan one (its 'schedule') or the "
+            "Pruner one (schedule=...)",
+            rule=index,
+            field="schedule",
+        )
+    return default
 
 
 def _check_drivable(rule: Rule, index: int) -> None:
@@ -224,17 +212,10 @@ def _drive(resolved: ResolvedRule, schedule: Schedule) -> _Driven:
     except PruneplugError as error:  # pragma: no cover - the plan's rules are validated already
         raise PlanError(error.reason, rule=index, field=_field_of(error)) from error
     amount = params.pop("amount", None)
-    if schedule.final is None and not isinstance(amount, float):
-        raise PlanError(
-            f"the rule's amount is its final sparsity, a fraction in [0, 1), got {amount!r} (or give the schedule "
-            "a final of its own)",
-            rule=index,
-            field="params.amount",
-        )
     try:
-        final = schedule.resolve_final(amount if schedule.final is None else None)
-    except InvalidScheduleError as error:
-        raise PlanError(str(error), rule=index, field="params.amount") from error
+        final = final_sparsity(schedule, amount)
+    except PlanError as error:
+        raise PlanError(error.reason, rule=index, field=error.field) from error
     dim = getattr(validated, "dim", None) if spec.kind == "structured" else None
     return _Driven(index, rule, resolved.targets, schedule, final, dim, params)
 
@@ -263,8 +244,10 @@ class Pruner:
             ``strategy``, ``params``, ``scope``), each may carry its own
             ``schedule`` too. A rule's ``params.amount`` is its final
             sparsity unless its schedule gives ``final``.
-        schedule: the schedule of every rule without its own: a
-            :class:`~pruneplug.Schedule` or what :func:`pruneplug.make_schedule` takes.
+        schedule: the schedule of every rule that has none in the plan: a
+            :class:`~pruneplug.Schedule` or what :func:`pruneplug.make_schedule`
+            takes. A rule's schedule is its own, else the plan's ``schedule``,
+            else this one: the plan says more about its rules than a default does.
         optimizer: its per-parameter state (momentum, Adam's moments: the
             state tensors of the parameter's shape) is zeroed at the entries
             each pruning step prunes, so that it does not carry them on.
@@ -302,7 +285,7 @@ class Pruner:
             )
         if not isinstance(model, nn.Module):
             raise PlanError(f"the Pruner prunes a torch.nn.Module, got {type(model).__name__}")
-        plan, own = _split_rules(rules)
+        plan = _split_rules(rules)
         if plan.compact:
             raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
         try:
@@ -313,7 +296,8 @@ class Pruner:
             storage = check_storage(mask_storage)
         except PruneplugError as error:
             raise PlanError(str(error), field="mask_storage") from error
-        schedules = [_schedule_for(given, default, index) for index, given in enumerate(own)]
+        schedules = [_schedule_for(plan, default, index) for index in range(len(plan.rules))]
+        plan = plan.end_state()  # an amount left to the schedule's final filled in
         for index, rule in enumerate(plan.rules):  # refused before data-aware rules ask for calibration data
             _check_drivable(rule, index)
         resolved = resolve_plan(model, plan)

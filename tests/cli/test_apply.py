@@ -311,3 +311,25 @@ def test_a_plan_with_packed_masks_writes_the_same_checkpoint(
     assert packed.keys() == plain.keys()
     for key, value in plain.items():
         assert packed[key].dtype == value.dtype and torch.equal(packed[key], value), key
+
+
+def test_a_plan_with_schedules_is_applied_at_their_end_and_says_so(
+    work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "scheduled.toml").write_text(
+        'schedule = { name = "cubic", end = 1000, every = 100 }\n\n'
+        '[[rules]]\nstrategy = "l1_unstructured"\ntypes = ["Linear"]\nparams = { amount = 0.5 }\n',
+        encoding="utf-8",
+    )
+    args = ("apply", "scheduled.toml", "-m", LENET, "-w", "lenet.safetensors", "--dry-run")
+    status, out, err = in_process(capsys, *args)
+    assert status == 0, err
+    assert "pruned at once to their final sparsity" in " ".join(out.split()) and "cubic(" in out
+    status, out, err = in_process(capsys, *args, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["schedules"] == {
+        "0": "cubic(initial=0.0, final=None, start=0, end=1000, every=100): final sparsity 0.5"
+    }
+    assert report["rules"][0]["sparsity_after"] == pytest.approx(0.5, abs=0.01)

@@ -131,7 +131,7 @@ def test_every_problem_is_a_line_of_the_message(registry: pruneplug.Registry) ->
         "Accepted parameters: amount, n, dim, prune_bias",
         "plan.toml: rules[1].typo: unknown field 'typo'. Did you mean 'types'? Fields: description, modules, "
         "module_regex, types, exclude, tensors, scope, optional, channels, round_to, group_reduction, allocation, "
-        "owl_threshold, owl_spread, strategy, params",
+        "owl_threshold, owl_spread, strategy, params, schedule",
         "plan.toml: rules[1].scope: must be 'local' or 'global', got 'everywhere'",
         "plan.toml: rules[3].optional: must be a valid boolean, got 'perhaps'",
     ]

@@ -94,3 +94,45 @@ def test_the_schema_rejects_what_the_plan_model_rejects(registry: pruneplug.Regi
 def test_pruneplug_schema_prints_it(registry: pruneplug.Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(plan_schema()))
+
+
+def test_schedules_are_in_the_schema_with_each_registered_schedules_parameters(registry: pruneplug.Registry) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = plan_schema()
+    union = schema["$defs"]["Schedule"]["oneOf"]
+    assert {variant["title"] for variant in union} == set(registry.schedule_names())
+    cubic = next(variant for variant in union if variant["title"] == "cubic")
+    assert set(cubic["properties"]) == {"name", "initial", "final", "start", "end", "every"}
+    assert cubic["additionalProperties"] is False and "end" in cubic["required"]
+    reference = {"anyOf": [{"$ref": "#/$defs/Schedule"}, {"type": "null"}]}
+    assert {key: schema["properties"]["schedule"][key] for key in reference} == reference
+    assert all(
+        variant["properties"]["schedule"]["anyOf"] == reference["anyOf"] for variant in variants(schema).values()
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    l1 = {"strategy": "l1_unstructured", "params": {"amount": 0.5}}
+    good = [
+        {"schedule": {"name": "cubic", "end": 1000, "every": 10}, "rules": [l1]},
+        {"rules": [{**l1, "schedule": {"name": "milestones", "milestones": [[0, 0.2], [10, 0.5]]}}]},
+        {"rules": [{"strategy": "l1_unstructured", "schedule": {"name": "one_shot", "final": 0.3}}]},  # no amount
+        {"schedule": {"name": "linear", "final": 0.5, "end": 9}, "rules": [{"strategy": "l1_unstructured"}]},
+        {"schedule": {"name": "linear", "end": 9}, "rules": [l1, {"strategy": "identity"}]},
+    ]
+    for plan in good:
+        assert not list(validator.iter_errors(plan)), plan
+        parse_plan(plan)
+    bad = [
+        {"schedule": {"name": "cubc", "end": 10}, "rules": [l1]},
+        {"schedule": {"name": "cubic", "ned": 10}, "rules": [l1]},
+        {"schedule": {"name": "cubic"}, "rules": [l1]},  # no end
+        {"rules": [{**l1, "schedule": {"name": "linear", "end": 9, "every": 0}}]},
+        {"rules": [{**l1, "schedule": {"name": "one_shot", "end": 9}}]},  # one_shot sets end itself
+        {"rules": [{**l1, "schedule": {"end": 9}}]},
+        {"rules": [{**l1, "schedule": "cubic"}]},
+        {"rules": [{"strategy": "l1_unstructured", "schedule": {"name": "cubic", "end": 9}}]},  # no final, no amount
+        {"schedule": {"name": "cubic", "end": 9}, "rules": [{"strategy": "l1_unstructured"}]},
+    ]
+    for plan in bad:
+        assert list(validator.iter_errors(plan)), plan
+        with pytest.raises(pruneplug.PruneplugError):
+            parse_plan(plan)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pruneplug
-from pruneplug.plans import Plan, PlanError, Rule
+from pruneplug.plans import Plan, PlanError, Rule, parse_plan
 
 
 def mlp() -> nn.Sequential:
@@ -210,3 +210,65 @@ def test_a_bad_schedule_or_mask_storage_is_named_as_such(
     with pytest.raises(PlanError) as caught:
         pruneplug.Pruner(model, rules, schedule=schedule, mask_storage=mask_storage)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+PLAN_YAML = """
+schedule: {name: linear, end: 4, every: 2}
+rules:
+  - {modules: ["0"], strategy: l1_unstructured, params: {amount: 0.5}}
+  - modules: ["2"]
+    strategy: ln_structured
+    params: {amount: 0.5, n: 2, dim: 0}
+    schedule: {name: milestones, milestones: [[1, 0.25], [3, 0.5]]}
+  - {modules: ["4"], strategy: l1_unstructured, scope: global, params: {amount: 0.75}}
+"""
+
+
+def test_a_plan_files_schedules_drive_it_as_the_same_rules_as_mappings_do(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN_YAML, encoding="utf-8")
+    linear = {"name": "linear", "end": 4, "every": 2}
+    as_mappings = [
+        {"modules": ["0"], "strategy": "l1_unstructured", "params": {"amount": 0.5}, "schedule": linear},
+        {
+            "modules": ["2"],
+            "strategy": "ln_structured",
+            "params": {"amount": 0.5, "n": 2, "dim": 0},
+            "schedule": {"name": "milestones", "milestones": [[1, 0.25], [3, 0.5]]},
+        },
+        {"modules": ["4"], "strategy": "l1_unstructured", "scope": "global", "params": {"amount": 0.75}},
+    ]
+    from_file, from_mappings = mlp(), mlp()
+    pruners = [
+        pruneplug.Pruner(from_file, path, schedule={"name": "constant"}),  # the plan's schedule comes before it
+        pruneplug.Pruner(from_mappings, as_mappings, schedule=linear),
+    ]
+    assert [[s.name for s in pruner.schedules] for pruner in pruners] == [["linear", "milestones", "linear"]] * 2
+    for step in range(6):
+        for pruner in pruners:
+            pruner.step()
+        ours, theirs = from_file.state_dict(), from_mappings.state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours), step
+    assert pruners[0].sparsity() == pruners[1].sparsity() == [0.5, 0.5, pytest.approx(0.75, abs=0.02)]
+    assert pruners[0].state_dict()["rules"] == pruners[1].state_dict()["rules"]
+
+
+def test_a_rules_schedule_comes_before_the_plans_which_comes_before_the_pruners() -> None:
+    one_shot = {"name": "one_shot", "start": 2}
+    plan = parse_plan(
+        {
+            "schedule": {"name": "linear", "final": 0.5, "end": 2},
+            "rules": [
+                {"modules": ["0"], "strategy": "l1_unstructured", "schedule": {"name": "constant", "final": 0.25}},
+                {"modules": ["2"], "strategy": "l1_unstructured"},  # its amount: the plan's final
+            ],
+        }
+    )
+    pruner = pruneplug.Pruner(mlp(), plan, schedule=one_shot)
+    assert [s.describe() for s in pruner.schedules] == [
+        "constant(final=0.25, start=0)",
+        "linear(initial=0.0, final=0.5, start=0, end=2, every=1)",
+    ]
+    assert pruner.target_sparsity(1) == [0.25, 0.25] and pruner.target_sparsity(2) == [0.25, 0.5]
+    keyword = pruneplug.Pruner(mlp(), [{"strategy": "l1_unstructured", "params": {"amount": 0.5}}], schedule=one_shot)
+    assert [s.name for s in keyword.schedules] == ["one_shot"]  # a rule that has none in the plan gets the keyword's
