@@ -73,7 +73,7 @@ def train(storage: str, steps: int, every: int, end: int) -> tuple[Counting, lis
 
 
 @pytest.mark.parametrize("storage", ["bool", "packed"])
-def test_only_the_forward_after_a_pruning_step_recompiles_and_once(storage: str) -> None:
+def test_only_the_forward_after_a_pruning_step_recompiles_at_most_once(storage: str) -> None:
     steps, every = 22, 5  # pruning steps 0, 5, 10, 15, 20: under Dynamo's recompile_limit (8)
     backend, pruned = train(storage, steps, every, end=20)
     assert sum(pruned) == 5
