@@ -3,7 +3,8 @@
 An MLP defined here (784 → 512 → 512 → 10, ReLU, a fixed batch of 128
 random inputs and labels) is trained with AdamW and a Pruner whose linear
 schedule prunes its three Linear weights globally (L1) from 50 % at step 0
-to 90 %, every ``every`` steps, for bool and for packed masks: two copies,
+to 90 %, every ``every`` steps, for bool and for packed masks and for
+``masking="in_place"`` (plain weights, the masks the pruner's): two copies,
 one eager and one through ``torch.compile`` (inductor when a C++ compiler
 is found, else aot_eager; ``--backend`` to choose), step by step in turn
 (which goes first alternates) so that the load of a shared machine hits
@@ -63,7 +64,7 @@ import pruneplug
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 MARKERS = ("<!-- pruner-compile:start -->", "<!-- pruner-compile:end -->")
-STORAGES = ("bool", "packed")
+STORAGES = ("bool", "packed", "in_place")  # the masks: stored as bool or packed, or held by the pruner
 RULES = [{"types": ["Linear"], "strategy": "l1_unstructured", "scope": "global", "params": {"amount": 0.9}}]
 
 
@@ -153,7 +154,8 @@ class Trainer:
             RULES,
             schedule=schedule,
             optimizer=self.optimizer,
-            mask_storage=storage,  # type: ignore[arg-type]
+            mask_storage=None if storage == "in_place" else storage,  # type: ignore[arg-type]
+            masking="in_place" if storage == "in_place" else "reparametrize",
         )
         self.counting = Counting(backend) if backend is not None else None
         self.forward = self.model if self.counting is None else torch.compile(self.model, backend=self.counting)

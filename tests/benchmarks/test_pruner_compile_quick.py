@@ -42,7 +42,7 @@ def test_quick_run_counts_the_recompilations_of_each_storage(tmp_path: Path, ben
     result = json.loads(out.read_text())
     setup = bench.QUICK
     assert result["quick"] and result["backend"] == "eager" and "load_average_end" in result["machine"]
-    assert list(result["storages"]) == list(bench.STORAGES) == ["bool", "packed"]
+    assert list(result["storages"]) == list(bench.STORAGES) == ["bool", "packed", "in_place"]
     for storage, run in result["storages"].items():
         summary, steps = run["summary"], run["compiled_steps"]
         assert len(steps) == len(run["eager_steps"]) == setup.steps, storage
@@ -54,6 +54,7 @@ def test_quick_run_counts_the_recompilations_of_each_storage(tmp_path: Path, ben
         assert summary["forwards_compiled"] == setup.steps and summary["eager_from_step"] is None, storage
         assert summary["median_eager"] > 0 and summary["median_compiled"] > 0, storage
         assert bool(summary["guards"]) == (summary["graphs_compiled"] > 1), storage
+    assert result["storages"]["in_place"]["summary"]["graphs_compiled"] == 1  # plain weights: nothing to guard
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + len(bench.STORAGES) and "| graphs compiled |" in table[0]
 

@@ -9,7 +9,8 @@ module's ``_forward_pre_hooks``, and Dynamo guards on those keys (the
 guard failure reads ``list(dict.keys(fn._modules['0'].__dict__['_forward_pre_hooks']))[0] == 10``).
 Steps that do not prune never recompile. After ``recompile_limit`` (8)
 recompilations of the model's frame Dynamo gives up on it and runs it
-eagerly: the strict xfail below records that.
+eagerly: the strict xfail below records that. With ``masking="in_place"``
+the model keeps plain parameters and no hooks, and it is compiled once.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Counting:
         return run
 
 
-def train(storage: str, steps: int, every: int, end: int) -> tuple[Counting, list[bool]]:
+def train(
+    storage: str, steps: int, every: int, end: int, masking: pruneplug.Masking = "reparametrize"
+) -> tuple[Counting, list[bool]]:
     """Train a compiled MLP with a Pruner whose linear schedule prunes every ``every`` steps until ``end``.
 
     Returns the backend's counts and, per step, whether that step's ``pruner.step()`` pruned.
@@ -56,7 +59,14 @@ def train(storage: str, steps: int, every: int, end: int) -> tuple[Counting, lis
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     schedule = {"name": "linear", "initial": 0.1, "start": 0, "end": end, "every": every}
-    pruner = pruneplug.Pruner(model, RULES, schedule=schedule, optimizer=optimizer, mask_storage=storage)  # type: ignore[arg-type]
+    pruner = pruneplug.Pruner(
+        model,
+        RULES,
+        schedule=schedule,
+        optimizer=optimizer,
+        mask_storage=storage,  # type: ignore[arg-type]
+        masking=masking,
+    )
     backend = Counting()
     compiled = torch.compile(model, backend=backend)
     inputs, labels = torch.randn(8, 16), torch.randint(0, 4, (8,))
@@ -103,3 +113,11 @@ def test_recompilations_do_not_grow_with_the_number_of_pruning_steps() -> None:
     assert all(pruned)
     assert backend.compiled <= 3  # the dense model, the first masked one, and at most one more
     assert backend.calls == steps  # every forward ran compiled, the last ones too
+
+
+def test_in_place_masking_compiles_the_model_once_however_many_pruning_steps() -> None:
+    steps = int(torch._dynamo.config.recompile_limit) + 6
+    backend, pruned = train("bool", steps, every=1, end=steps, masking="in_place")
+    assert all(pruned)
+    assert backend.compiled == 1  # plain parameters, no hooks: the masks are applied outside the graph
+    assert backend.calls == steps  # every forward ran compiled
