@@ -41,7 +41,7 @@ class DeferredMasks:
         # The private registration: the public one (torch >= 2.5) calls the hook the same way.
         self._handle = model._register_load_state_dict_pre_hook(self._defer, with_module=True)
 
-    def _defer(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: object) -> None:
+    def _defer(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *others: object) -> None:
         for key in [key for key in state_dict if key.startswith(prefix) and key.endswith("_orig")]:
             name = key[len(prefix) : -len("_orig")]
             mask = f"{prefix}{name}_mask"

@@ -154,7 +154,8 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
 
     def _saved(self, state: TrainerState) -> dict[str, Any] | None:
         """The pruner's state that the resumed checkpoint holds, if any."""
-        data = (state.stateful_callbacks or {}).get(type(self).__name__)
+        stored: Any = state.stateful_callbacks or {}  # (typed a list of callbacks; a dict of their states by then)
+        data = stored.get(type(self).__name__)
         if isinstance(data, list):  # (Transformers keeps a list for callbacks of one class)
             data = data[0] if data else None
         pruner = data.get("attributes", {}).get("pruner") if isinstance(data, dict) else None

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 import pruneplug
 
@@ -66,7 +65,8 @@ class Recorder(transformers.TrainerCallback):  # type: ignore[misc]
         self.seen[state.global_step] = self.pruning.pruner.sparsity()
 
 
-def train(tmp_path: Path, max_steps: int, callbacks: list[Any], resume: str | None = None, **options: Any) -> nn.Module:
+def train(tmp_path: Path, max_steps: int, callbacks: list[Any], resume: str | None = None, **options: Any) -> Any:
+    """The trainer, after training a new tiny Llama for ``max_steps`` optimizer steps."""
     model = tiny()
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path),
@@ -85,7 +85,7 @@ def train(tmp_path: Path, max_steps: int, callbacks: list[Any], resume: str | No
     )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(16), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
-    return model
+    return trainer
 
 
 def test_the_masks_reach_the_schedules_targets_at_its_steps(tmp_path: Path) -> None:
@@ -107,16 +107,53 @@ def test_accumulated_gradients_count_optimizer_steps_not_batches(tmp_path: Path)
 
 def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path) -> None:
     """The central test: a checkpoint mid-training, a fresh trainer and callback, the same masks and weights."""
-    whole = train(tmp_path / "whole", 8, [PruningCallback(rules(), schedule=SCHEDULE)], save_strategy="no")
+    whole = train(tmp_path / "whole", 8, [PruningCallback(rules(), schedule=SCHEDULE)], save_strategy="no").model
     train(tmp_path / "part", 4, [PruningCallback(rules(), schedule=SCHEDULE)], save_strategy="steps", save_steps=4)
     checkpoint = tmp_path / "part" / "checkpoint-4"
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["PruningCallback"]
     assert saved["attributes"]["pruner"]["step"] == 4
     pruning = PruningCallback(rules(), schedule=SCHEDULE)
-    resumed = train(tmp_path / "part", 8, [pruning], resume=str(checkpoint), save_strategy="no")
+    resumed = train(tmp_path / "part", 8, [pruning], resume=str(checkpoint), save_strategy="steps", save_steps=4).model
     ours, theirs = resumed.state_dict(), whole.state_dict()
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
         assert torch.equal(ours[name], value), name
     assert pruning.pruner is not None and pruning.pruner.current_step == 8
     assert pruning.pruner.sparsity() == [pytest.approx(0.5), pytest.approx(0.75)]
+
+
+def test_any_registered_strategy_prunes_a_submodule_and_zeroes_the_optimizers_state(tmp_path: Path) -> None:
+    rule = {"modules": ["down_proj"], "strategy": "ln_structured", "params": {"amount": 0.5, "n": 2, "dim": 1}}
+    pruning = PruningCallback([rule], schedule={"name": "one_shot", "start": 0}, module="model.layers.0.mlp")
+    trained = train(tmp_path, 2, [pruning], save_strategy="no")
+    assert pruning.pruner is not None and pruning.pruner.targets() == [("down_proj.weight",)]
+    layer = trained.model.model.layers[0].mlp.down_proj
+    kept = layer.weight_mask.all(dim=0)
+    assert int(kept.sum()) == 16 and not layer.weight_mask[:, ~kept].any()  # whole columns pruned
+    moments = trained.optimizer.state[layer.weight_orig]["exp_avg"]
+    assert not moments[:, ~kept].any() and moments[:, kept].any()
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"rules": [{"types": ["Linear"], "strategy": "wanda", "params": {"amount": 0.5}}]}, "strategy"),
+        ({"schedule": {"name": "no_such_schedule"}}, "schedule"),
+        ({"mask_storage": "zip"}, "mask_storage"),
+    ],
+)
+def test_bad_arguments_raise_the_pruners_plan_error_when_the_callback_is_made(
+    options: dict[str, Any], field: str
+) -> None:
+    arguments: dict[str, Any] = {"rules": rules(), "schedule": SCHEDULE, **options}
+    with pytest.raises(pruneplug.PlanError) as caught:
+        PruningCallback(arguments.pop("rules"), **arguments)
+    assert caught.value.field == field
+
+
+def test_a_trainer_that_would_remake_the_callback_from_saved_arguments_is_refused(tmp_path: Path) -> None:
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", restore_callback_states_from_checkpoint=True
+    )
+    with pytest.raises(pruneplug.PlanError, match="restore_callback_states_from_checkpoint"):
+        transformers.Trainer(model=tiny(), args=args, callbacks=[PruningCallback(rules(), schedule=SCHEDULE)])

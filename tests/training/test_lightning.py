@@ -85,12 +85,13 @@ def trainer(tmp_path: Path, max_steps: int, callbacks: list[Any], **options: Any
     )
 
 
-def fit(tmp_path: Path, max_steps: int, callbacks: list[Any], ckpt_path: Path | None = None, **options: Any) -> Tiny:
-    model = Tiny()
+def fit(tmp_path: Path, max_steps: int, callbacks: list[Any], ckpt_path: Path | None = None, **options: Any) -> Any:
+    """The trainer, after fitting a new :class:`Tiny` for ``max_steps`` optimizer steps."""
+    fitted = trainer(tmp_path, max_steps, callbacks, **options)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer(tmp_path, max_steps, callbacks, **options).fit(model, ckpt_path=ckpt_path)
-    return model
+        fitted.fit(Tiny(), ckpt_path=ckpt_path)
+    return fitted
 
 
 def test_the_masks_reach_the_schedules_targets_at_its_steps(tmp_path: Path) -> None:
@@ -116,15 +117,53 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path) -> None:
-    """The central test: a checkpoint at an epoch's last step, a fresh trainer and callback, the same masks and weights."""
+    """The central test: a checkpoint at the end of an epoch, a fresh trainer and callback: the same weights, masks."""
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_train_steps=BATCHES)
-    whole = fit(tmp_path, 12, [PruningCallback(rules(), schedule=SCHEDULE), checkpoint])
+    whole = fit(tmp_path, 12, [PruningCallback(rules(), schedule=SCHEDULE), checkpoint]).lightning_module
     path = tmp_path / "ckpt" / "epoch=0-step=4.ckpt"
     assert path.is_file(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     pruning = PruningCallback(rules(), schedule=SCHEDULE)
-    resumed = fit(tmp_path / "again", 12, [pruning], ckpt_path=path)
+    resumed = fit(tmp_path / "again", 12, [pruning], ckpt_path=path).lightning_module
     ours, theirs = weights(resumed), weights(whole)
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
         assert torch.equal(ours[name], value), name
     assert pruning.pruner is not None and pruning.pruner.current_step == 12
+
+
+def test_any_registered_strategy_prunes_a_submodule_zeroes_the_optimizers_state_and_logs(tmp_path: Path) -> None:
+    rule = {"modules": ["0"], "strategy": "ln_structured", "params": {"amount": 0.5, "n": 2, "dim": 0}}
+    pruning = PruningCallback([rule], schedule={"name": "one_shot", "start": 0}, module="model")
+    fitted = fit(tmp_path, 3, [pruning])
+    assert pruning.pruner is not None and pruning.pruner.targets() == [("0.weight",)]
+    layer = fitted.lightning_module.model[0]
+    kept = layer.weight_mask.all(dim=1)
+    assert int(kept.sum()) == 4 and not layer.weight_mask[~kept].any()  # whole rows pruned
+    state = fitted.optimizers[0].state[layer.weight_orig]
+    assert not state["exp_avg"][~kept].any() and state["exp_avg"][kept].any()
+    assert float(fitted.callback_metrics["pruning/sparsity/0"]) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"rules": [{"types": ["Linear"], "strategy": "wanda", "params": {"amount": 0.5}}]}, "strategy"),
+        ({"schedule": {"name": "no_such_schedule"}}, "schedule"),
+        ({"mask_storage": "zip"}, "mask_storage"),
+        ({"optimizer": True}, "optimizer"),
+    ],
+)
+def test_bad_arguments_raise_the_pruners_plan_error_when_the_callback_is_made(
+    options: dict[str, Any], field: str
+) -> None:
+    arguments: dict[str, Any] = {"rules": rules(), "schedule": SCHEDULE, **options}
+    with pytest.raises(pruneplug.PlanError) as caught:
+        PruningCallback(arguments.pop("rules"), **arguments)
+    assert caught.value.field == field
+
+
+def test_a_rule_that_selects_nothing_fails_when_training_starts(tmp_path: Path) -> None:
+    rule = {"modules": ["model.9"], "strategy": "l1_unstructured", "params": {"amount": 0.5}}
+    pruning = PruningCallback([rule], schedule=SCHEDULE)  # fine until it meets the model
+    with pytest.raises(pruneplug.PlanError, match="model.9"):
+        fit(tmp_path, 1, [pruning])
