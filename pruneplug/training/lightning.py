@@ -48,6 +48,8 @@ class PruningCallback(pl.Callback):
     which the optimizer's saved state follows), and the pruner's state,
     torch's random generator included when a rule prunes at random, is
     loaded when training starts, so the run goes on as if it had not stopped.
+    ``trainer.validate``, ``test`` and ``predict`` with ``ckpt_path=`` set the
+    checkpoint's masks up too.
 
     Args:
         rules: as the Pruner's: a plan, a plan file's path, or a list of plan rules.
@@ -100,14 +102,32 @@ class PruningCallback(pl.Callback):
     # --- the checkpoint being resumed -----------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._deferred is None:
+        if self._deferred is None:
             self._deferred = DeferredMasks(pl_module)
+
+    def _set_up_masks(self) -> None:
+        """Set up the masks of the checkpoint that loaded (if one did): the optimizer, if any, is made by now."""
+        if self._deferred is not None:
+            self._deferred.apply(self.mask_storage)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The optimizers are made, and the checkpoint's model state is loaded (unless the strategy restores
         # after setting up): the masks set aside get set up now, the optimizer holding the parameters already.
+        self._set_up_masks()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._set_up_masks()  # trainer.validate(model, ckpt_path=...) of a pruned checkpoint
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._set_up_masks()
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._set_up_masks()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._deferred is not None:
-            self._deferred.apply(self.mask_storage)
+            self._deferred.remove()
+            self._deferred = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = dict(state_dict) if state_dict else None
@@ -120,10 +140,7 @@ class PruningCallback(pl.Callback):
     # --- training -------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._deferred is not None:
-            self._deferred.apply(self.mask_storage)  # strategies that restore the checkpoint after setup
-            self._deferred.remove()
-            self._deferred = None
+        self._set_up_masks()  # (strategies that restore the checkpoint after setting up)
         target: nn.Module = pl_module if self.module is None else pl_module.get_submodule(self.module)
         self.pruner = Pruner(
             target,

@@ -50,6 +50,12 @@ class Tiny(pl.LightningModule):  # type: ignore[misc]
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=0.05, weight_decay=0.1)
 
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("loss", self.training_step(batch, batch_idx))
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self.train_dataloader()
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         generator = torch.Generator().manual_seed(1)
         data = torch.utils.data.TensorDataset(
@@ -129,6 +135,9 @@ def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: P
     for name, value in theirs.items():
         assert torch.equal(ours[name], value), name
     assert pruning.pruner is not None and pruning.pruner.current_step == 12
+    tested = trainer(tmp_path / "test", 1, [PruningCallback(rules(), schedule=SCHEDULE)])
+    tested.test(Tiny(), ckpt_path=tmp_path / "ckpt" / "epoch=2-step=12.ckpt", verbose=False)
+    assert all(torch.equal(value, tested.lightning_module.state_dict()[name]) for name, value in theirs.items())
 
 
 def test_any_registered_strategy_prunes_a_submodule_zeroes_the_optimizers_state_and_logs(tmp_path: Path) -> None:
