@@ -31,6 +31,16 @@ from .pruner import Pruner, RulesLike, check_rules
 __all__ = ["PruningCallback"]
 
 
+def _submodule(model: nn.Module, name: str | None) -> nn.Module:
+    """``model``'s submodule ``name`` (``None``: ``model``); :class:`PlanError` if it has none of that name."""
+    if name is None:
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError as error:
+        raise PlanError(f"the model has no submodule {name!r} (module=...)", field="module") from error
+
+
 def _encode(state: dict[str, Any]) -> dict[str, Any]:
     """The pruner's state in JSON's terms: its random generators' states (byte tensors) as base64 text."""
 
@@ -141,7 +151,7 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
             )
         if self._deferred is not None:
             self._deferred.apply(self.mask_storage)  # the optimizer is made: it holds the parameters already
-        target = model if self.module is None else model.get_submodule(self.module)
+        target = _submodule(model, self.module)
         self.pruner = Pruner(
             target,
             self.rules,

@@ -30,6 +30,16 @@ from .pruner import Pruner, RulesLike, check_rules
 __all__ = ["PruningCallback"]
 
 
+def _submodule(model: nn.Module, name: str | None) -> nn.Module:
+    """``model``'s submodule ``name`` (``None``: ``model``); :class:`PlanError` if it has none of that name."""
+    if name is None:
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError as error:
+        raise PlanError(f"the LightningModule has no submodule {name!r} (module=...)", field="module") from error
+
+
 class PruningCallback(pl.Callback):
     """Prunes the LightningModule (or one of its modules) as a schedule says, after each optimizer step.
 
@@ -141,7 +151,7 @@ class PruningCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_up_masks()  # (strategies that restore the checkpoint after setting up)
-        target: nn.Module = pl_module if self.module is None else pl_module.get_submodule(self.module)
+        target = _submodule(pl_module, self.module)
         self.pruner = Pruner(
             target,
             self.rules,
