@@ -1,7 +1,7 @@
 """Pruning while a Lightning model trains: :class:`PruningCallback`, a ``lightning.pytorch.Callback``.
 
 Lightning's own ``ModelPruning`` prunes with ``torch.nn.utils.prune``'s
-functions at the ends of epochs; this callback drives a
+methods at the ends of epochs; this callback drives a
 :class:`~pruneplug.training.pruner.Pruner` instead: any registered strategy
 that prunes an amount, a schedule over optimizer steps, the optimizer's state
 zeroed where it prunes, and a run resumed from a Lightning checkpoint goes on
