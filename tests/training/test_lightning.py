@@ -131,20 +131,25 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mask_storage", [None, "packed"])
+def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path, mask_storage: str | None) -> None:
     """The central test: a checkpoint at the end of an epoch, a fresh trainer and callback: the same weights, masks."""
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_train_steps=BATCHES)
-    whole = fit(tmp_path, 12, [PruningCallback(rules(), schedule=SCHEDULE), checkpoint]).lightning_module
+    whole = fit(
+        tmp_path, 12, [PruningCallback(rules(), schedule=SCHEDULE, mask_storage=mask_storage), checkpoint]
+    ).lightning_module
     path = tmp_path / "ckpt" / "epoch=0-step=4.ckpt"
     assert path.is_file(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    pruning = PruningCallback(rules(), schedule=SCHEDULE)
+    pruning = PruningCallback(rules(), schedule=SCHEDULE, mask_storage=mask_storage)
     resumed = fit(tmp_path / "again", 12, [pruning], ckpt_path=path).lightning_module
     ours, theirs = weights(resumed), weights(whole)
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
         assert torch.equal(ours[name], value), name
     assert pruning.pruner is not None and pruning.pruner.current_step == 12
-    tested = trainer(tmp_path / "test", 1, [PruningCallback(rules(), schedule=SCHEDULE)])
+    packed = isinstance(resumed.model[0]._buffers["weight_mask"], pruneplug.PackedMask)
+    assert packed == (mask_storage == "packed")
+    tested = trainer(tmp_path / "test", 1, [PruningCallback(rules(), schedule=SCHEDULE, mask_storage=mask_storage)])
     tested.test(Tiny(), ckpt_path=tmp_path / "ckpt" / "epoch=2-step=12.ckpt", verbose=False)
     assert all(torch.equal(value, tested.lightning_module.state_dict()[name]) for name, value in theirs.items())
 
