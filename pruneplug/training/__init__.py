@@ -3,6 +3,10 @@
 * :mod:`.pruner` -- :class:`~.pruner.Pruner`, which prunes a model's tensors, rule by rule (plan rules), up
   to the target sparsity a :class:`~pruneplug.Schedule` gives at each training step, keeps the optimizer's
   state from carrying pruned entries on, and saves where it stands (:meth:`~.pruner.Pruner.state_dict`).
+* :mod:`.lightning`, :mod:`.hf` -- the pruner as a Lightning callback and as a Transformers ``TrainerCallback``;
+  each imports its library (the ``lightning`` and ``hf`` extras), so neither is imported here: import
+  ``pruneplug.training.lightning`` or ``pruneplug.training.hf`` yourself.
+* :mod:`.deferred` -- how those two resume a pruned checkpoint: its masks set up once the optimizer is made.
 
 Internal: the public name is exported by :mod:`pruneplug`. See ``docs/training.md``.
 """

@@ -66,7 +66,7 @@ from ..selection.slices import alive_slices, normalize_dim
 from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage, check_storage
 
-__all__ = ["Masking", "Pruner", "RulesLike", "STATE_VERSION"]
+__all__ = ["Masking", "Pruner", "RulesLike", "STATE_VERSION", "check_rules"]
 
 RulesLike = Plan | str | os.PathLike[str] | Sequence[Rule | Mapping[str, Any]]
 """What :class:`Pruner` takes as rules: a plan, a plan file's path, or a list of rules (mappings or :class:`Rule`)."""
@@ -220,6 +220,54 @@ def _drive(resolved: ResolvedRule, schedule: Schedule) -> _Driven:
     return _Driven(index, rule, resolved.targets, schedule, final, dim, params)
 
 
+def _prepare(
+    rules: RulesLike, schedule: ScheduleLike | None, mask_storage: MaskStorage | None, masking: object
+) -> tuple[Plan, list[Schedule], MaskStorage | None]:
+    """The validated plan, each rule's schedule and the mask storage: all the checks that need no model."""
+    if masking not in get_args(Masking):
+        raise PlanError(
+            f"masking must be one of {', '.join(map(repr, get_args(Masking)))}, got {masking!r}", field="masking"
+        )
+    plan = _split_rules(rules)
+    if plan.compact:
+        raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
+    try:
+        default = None if schedule is None else make_schedule(schedule)
+    except PruneplugError as error:
+        raise PlanError(str(error), field="schedule") from error
+    try:
+        storage = check_storage(mask_storage)
+    except PruneplugError as error:
+        raise PlanError(str(error), field="mask_storage") from error
+    schedules = [_schedule_for(plan, default, index) for index in range(len(plan.rules))]
+    plan = plan.end_state()  # an amount left to the schedule's final filled in
+    for index, rule in enumerate(plan.rules):  # refused before data-aware rules ask for calibration data
+        _check_drivable(rule, index)
+    return plan, schedules, storage
+
+
+def check_rules(
+    rules: RulesLike,
+    *,
+    schedule: ScheduleLike | None = None,
+    mask_storage: MaskStorage | None = None,
+    masking: Masking = "reparametrize",
+) -> None:
+    """Raise the :class:`PlanError` that ``Pruner(model, rules, ...)`` would raise for its arguments, with no model.
+
+    What needs the model (a rule that selects nothing in it) is left to the
+    :class:`Pruner`. The training integrations call it when they are made,
+    so that a bad rule fails before training starts, not at its first step.
+
+    >>> rules = [{"types": ["Linear"], "strategy": "wanda", "params": {"amount": 0.5}}]
+    >>> check_rules(rules, schedule="one_shot")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneplug.plans._errors.PlanError: rules[0].strategy: 'wanda' reads statistics of calibration data; ...
+    """
+    _prepare(rules, schedule, mask_storage, masking)
+
+
 class Pruner:
     """Prunes a model while it trains, following a schedule: call :meth:`step` after each ``optimizer.step()``.
 
@@ -279,27 +327,9 @@ class Pruner:
         mask_storage: MaskStorage | None = None,
         masking: Masking = "reparametrize",
     ) -> None:
-        if masking not in get_args(Masking):
-            raise PlanError(
-                f"masking must be one of {', '.join(map(repr, get_args(Masking)))}, got {masking!r}", field="masking"
-            )
         if not isinstance(model, nn.Module):
             raise PlanError(f"the Pruner prunes a torch.nn.Module, got {type(model).__name__}")
-        plan = _split_rules(rules)
-        if plan.compact:
-            raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
-        try:
-            default = None if schedule is None else make_schedule(schedule)
-        except PruneplugError as error:
-            raise PlanError(str(error), field="schedule") from error
-        try:
-            storage = check_storage(mask_storage)
-        except PruneplugError as error:
-            raise PlanError(str(error), field="mask_storage") from error
-        schedules = [_schedule_for(plan, default, index) for index in range(len(plan.rules))]
-        plan = plan.end_state()  # an amount left to the schedule's final filled in
-        for index, rule in enumerate(plan.rules):  # refused before data-aware rules ask for calibration data
-            _check_drivable(rule, index)
+        plan, schedules, storage = _prepare(rules, schedule, mask_storage, masking)
         resolved = resolve_plan(model, plan)
         self.model = model
         self.optimizer = optimizer

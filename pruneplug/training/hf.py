@@ -1,0 +1,188 @@
+"""Pruning while a Transformers ``Trainer`` trains: :class:`PruningCallback`, a ``transformers.TrainerCallback``.
+
+It drives a :class:`~pruneplug.training.pruner.Pruner` over the trainer's
+optimizer steps (``state.global_step``), and saves where the pruner stands
+in the checkpoint's ``trainer_state.json``, as Transformers saves its own
+stateful callbacks, so that ``trainer.train(resume_from_checkpoint=...)``
+goes on bit for bit. Needs the ``hf`` extra (``pip install 'pruneplug[hf]'``).
+See ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import ExportableState
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("pruneplug.training.hf needs Transformers: pip install 'pruneplug[hf]'") from error
+
+import torch
+from torch import nn
+
+from ..api.schedules import ScheduleLike
+from ..plans import PlanError
+from ..storage.formats import MaskStorage
+from .deferred import DeferredMasks
+from .pruner import Masking, Pruner, RulesLike, check_rules
+
+__all__ = ["PruningCallback"]
+
+
+def _submodule(model: nn.Module, name: str | None) -> nn.Module:
+    """``model``'s submodule ``name`` (``None``: ``model``); :class:`PlanError` if it has none of that name."""
+    if name is None:
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError as error:
+        raise PlanError(f"the model has no submodule {name!r} (module=...)", field="module") from error
+
+
+def _encode(state: dict[str, Any]) -> dict[str, Any]:
+    """The pruner's state in JSON's terms: its random generators' states (byte tensors) as base64 text."""
+
+    def text(tensor: torch.Tensor) -> str:
+        return base64.b64encode(tensor.numpy().tobytes()).decode("ascii")
+
+    rng = state["rng_state"]
+    return {
+        **state,
+        "rng_state": None if rng is None else text(rng),
+        "generators": [text(g) for g in state["generators"]],
+    }
+
+
+def _decode(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`_encode`."""
+
+    def tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    rng = state.get("rng_state")
+    generators = state.get("generators") or []
+    return {**state, "rng_state": None if rng is None else tensor(rng), "generators": [tensor(g) for g in generators]}
+
+
+class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
+    """Prunes the trainer's model as a schedule says, after each optimizer step.
+
+    It takes the :class:`~pruneplug.Pruner`'s arguments and checks them when
+    it is made; the pruner itself is made when training starts, with the
+    trainer's model and optimizer (whose state is zeroed where a step prunes).
+    Steps count ``state.global_step``, the optimizer steps taken, so with
+    ``gradient_accumulation_steps`` a step is one optimizer step, not one
+    batch: after each optimizer step it handles step ``global_step - 1``.
+
+    Give it to the trainer when making it, ``Trainer(..., callbacks=[...])``:
+    to resume, it sets aside the masks of the checkpoint's model until the
+    optimizer is made (which then lists the parameters in their first order,
+    as the optimizer's saved state does), and sets the pruning up with them
+    when training starts. The pruner's state is saved as the state of a
+    Transformers ``ExportableState`` callback, in ``trainer_state.json``; the
+    callback reads it back itself, so leave
+    ``restore_callback_states_from_checkpoint`` off (it would make a new
+    callback from saved arguments, which rules holding a generator cannot be).
+
+    Args:
+        rules: as the Pruner's: a plan, a plan file's path, or a list of plan rules.
+        schedule: as the Pruner's: the schedule of every rule without its own.
+        mask_storage: as the Pruner's: ``"bool"`` or ``"packed"``.
+        masking: ``"reparametrize"`` only, for now: the masks of ``"in_place"``
+            would have to go into ``trainer_state.json`` (a :class:`PlanError` says so).
+        module: the dotted name of the model's submodule that the rules select
+            in; default: the model itself.
+        zero_optimizer_state: zero the optimizer's state where a step prunes.
+
+    Raises:
+        PlanError: the rules, schedule or mask storage are invalid (named as
+            the Pruner names them); when the trainer is made, it restores
+            callback states itself; when training starts, a rule selects
+            nothing, or a resumed run's callback was not given to the trainer
+            when it was made.
+    """
+
+    def __init__(
+        self,
+        rules: RulesLike,
+        *,
+        schedule: ScheduleLike | None = None,
+        mask_storage: MaskStorage | None = None,
+        masking: Masking = "reparametrize",
+        module: str | None = None,
+        zero_optimizer_state: bool = True,
+    ) -> None:
+        check_rules(rules, schedule=schedule, mask_storage=mask_storage, masking=masking)
+        if masking != "reparametrize":
+            raise PlanError(
+                "the Transformers callback keeps the pruner's state in trainer_state.json, which cannot hold the "
+                "masks masking='in_place' keeps out of the model: use masking='reparametrize' (the default) here",
+                field="masking",
+            )
+        self.rules = rules
+        self.schedule = schedule
+        self.mask_storage = mask_storage
+        self.masking: Masking = masking
+        self.module = module
+        self.zero_optimizer_state = zero_optimizer_state
+        self.pruner: Pruner | None = None
+        """The pruner, made when training starts."""
+        self._deferred: DeferredMasks | None = None
+
+    def state(self) -> dict[str, Any]:
+        """The callback's state for ``trainer_state.json``: the pruner's, JSON's way (``None`` before training)."""
+        pruner = None if self.pruner is None else _encode(self.pruner.state_dict())
+        return {"args": {}, "attributes": {"pruner": pruner}}
+
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if args.restore_callback_states_from_checkpoint:
+            raise PlanError(
+                "the pruning callback restores the pruner's state itself: leave "
+                "TrainingArguments.restore_callback_states_from_checkpoint off",
+                field="restore_callback_states_from_checkpoint",
+            )
+        model = kwargs.get("model")
+        if isinstance(model, nn.Module) and self._deferred is None:
+            self._deferred = DeferredMasks(model)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        if not isinstance(model, nn.Module):
+            raise PlanError(f"the trainer gave the callback no model, got {type(model).__name__}")
+        saved = self._saved(state) if state.global_step > 0 else None  # (a fresh run's state holds an old pruner's)
+        if self._deferred is None and saved is not None:
+            raise PlanError(
+                "resuming, the pruning callback must see the checkpoint's model load: give it to the trainer when "
+                "making it, Trainer(..., callbacks=[...]), not with add_callback"
+            )
+        if self._deferred is not None:
+            self._deferred.apply(self.mask_storage)  # the optimizer is made: it holds the parameters already
+        target = _submodule(model, self.module)
+        self.pruner = Pruner(
+            target,
+            self.rules,
+            schedule=self.schedule,
+            optimizer=optimizer if self.zero_optimizer_state and isinstance(optimizer, torch.optim.Optimizer) else None,
+            mask_storage=self.mask_storage,
+            masking=self.masking,
+        )
+        if saved is not None:
+            self.pruner.load_state_dict(saved)
+
+    def _saved(self, state: TrainerState) -> dict[str, Any] | None:
+        """The pruner's state that the resumed checkpoint holds, if any."""
+        stored: Any = state.stateful_callbacks or {}  # (typed a list of callbacks; a dict of their states by then)
+        data = stored.get(type(self).__name__)
+        if isinstance(data, list):  # (Transformers keeps a list for callbacks of one class)
+            data = data[0] if data else None
+        pruner = data.get("attributes", {}).get("pruner") if isinstance(data, dict) else None
+        return _decode(pruner) if isinstance(pruner, dict) else None
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        pruner = self.pruner
+        if pruner is not None and state.global_step > pruner.current_step:
+            pruner.step(state.global_step - 1)
