@@ -4,7 +4,9 @@
 the docs quote); :func:`draw_gradual_plot` draws one panel per target
 sparsity on a bare :class:`matplotlib.figure.Figure`: the median test
 accuracy over the seeds against the step for each method, the seeds' range
-shaded around it, and each pruned method's sparsity on a second axis.
+shaded around it, and each pruned method's target sparsity (its schedule's,
+step by step: the count reached is exact, see ``docs/training.md``) on a
+second axis.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import statistics
 from typing import IO
 
+from ..api import make_schedule
 from ._data import NUM_CLASSES
 from ._gradual import GRADUAL_STRATEGY, GradualComparison, GradualRow, Method
 
@@ -121,14 +124,15 @@ def draw_gradual_plot(comparison: GradualComparison, file: IO[bytes], *, seed: i
                     linewidth=0,
                 )
             if method != "dense":
+                schedule = make_schedule(settings.schedule(method))
                 sparsity_ax.plot(
-                    steps,
-                    [100.0 * share for share in runs[0].sparsity],
+                    range(settings.total_steps + 1),
+                    [0.0] + [100.0 * schedule.at(step, final=amount) for step in range(settings.total_steps)],
                     color=colour,
                     linestyle=":",
                     linewidth=1.5,
                     drawstyle="steps-post",
-                    label=f"{method_label(method)}: sparsity",
+                    label=f"{method_label(method)}: target sparsity",
                 )
         for step in (settings.warmup, settings.ramp_end):
             ax.axvline(step + 1, color="grey", linewidth=0.8, linestyle="--")
