@@ -153,3 +153,17 @@ def test_too_short_a_budget_and_bad_fields_are_refused(digits: Digits) -> None:
         DemoConfig(gradual_amounts=(1.0,))
     with pytest.raises(ValueError, match="gradual_seeds"):
         DemoConfig(gradual_seeds=0)
+
+
+def test_the_demo_refuses_too_short_a_comparison_before_training(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruneplug.demo import _run
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before checking the comparison's budget")
+
+    monkeypatch.setattr(_run, "load_digits_data", lambda: digits)
+    monkeypatch.setattr(_run, "train_lenet", no_training)
+    with pytest.raises(ValueError, match="too few for a warm-up"):
+        _run.run_demo(DemoConfig(gradual_epochs=1, batch_size=1000))
