@@ -8,6 +8,9 @@ sparsity, with and without a short fine-tune, and measures test accuracy.
 Then it prunes whole coupled channel groups (:func:`pruneplug.prune_channels`),
 fine-tunes, compacts the networks (:func:`pruneplug.compact`) and measures
 what that buys: parameters, MACs and CPU latency against the dense network.
+Last, it compares gradual pruning while training (a :class:`pruneplug.Pruner`
+following a cubic schedule) with one-shot pruning and fine-tuning, to 90% and
+95% global sparsity with the same number of training steps, over a few seeds.
 
 ::
 
@@ -15,7 +18,7 @@ what that buys: parameters, MACs and CPU latency against the dense network.
     from pruneplug.demo import DemoConfig, run_demo, write_outputs
 
     result = run_demo(DemoConfig.quick(seed=0))
-    write_outputs(result, Path("pruneplug-demo"))   # results.json, accuracy-vs-sparsity.png
+    write_outputs(result, Path("pruneplug-demo"))   # results.json, accuracy-vs-sparsity.png, gradual-vs-one-shot.*
 
 It needs the ``demo`` extra (``pip install 'pruneplug[demo]'``: scikit-learn
 and matplotlib); :func:`require_extra` says so when they are missing. This
@@ -23,9 +26,10 @@ package imports without them.
 
 Modules: ``_data`` (the digits), ``_training`` (train, fine-tune, score),
 ``_variants`` (which runs, from the registry), ``_sweep`` (prune copies and
-measure), ``_channels`` (channel pruning, compaction, latency), ``_run``
-(the whole demo), ``_output`` (JSON and PNG files), ``_table`` (the printed
-tables).
+measure), ``_channels`` (channel pruning, compaction, latency),
+``_gradual`` (gradual against one-shot pruning), ``_run`` (the whole demo),
+``_output`` (the files), ``_gradual_output`` (the comparison's table and
+plot), ``_table`` (the printed tables).
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ from ._extra import (
     DemoError as DemoError,
     MissingExtraError as MissingExtraError,
     require_extra as require_extra,
+)
+from ._gradual import (
+    GradualComparison as GradualComparison,
+    GradualRow as GradualRow,
+    GradualSettings as GradualSettings,
+    TrainingRun as TrainingRun,
+    compare_gradual as compare_gradual,
+    gradual_settings as gradual_settings,
+)
+from ._gradual_output import (
+    GRADUAL_PLOT_FILE as GRADUAL_PLOT_FILE,
+    GRADUAL_TABLE_FILE as GRADUAL_TABLE_FILE,
+    gradual_markdown as gradual_markdown,
 )
 from ._output import (
     PLOT_FILE as PLOT_FILE,
@@ -104,6 +121,15 @@ __all__ = [
     "ChannelSweep",
     "ChannelPoint",
     "LeftOut",
+    "compare_gradual",
+    "gradual_settings",
+    "gradual_markdown",
+    "GradualSettings",
+    "GradualComparison",
+    "GradualRow",
+    "TrainingRun",
+    "GRADUAL_PLOT_FILE",
+    "GRADUAL_TABLE_FILE",
     "Phases",
     "Step",
     "silent",

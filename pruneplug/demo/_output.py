@@ -1,4 +1,4 @@
-"""The demo's files: the raw numbers as JSON and the curves as a PNG, written atomically.
+"""The demo's files: the raw numbers as JSON, the curves as a PNG, the gradual comparison's table and plot.
 
 Each file is written under a temporary name in the output folder and
 renamed into place, so a reader (or an interrupted run) never sees half a
@@ -24,6 +24,7 @@ from .. import __version__
 from ._channels import ChannelSweep
 from ._data import IMAGE_SIZE, NUM_CLASSES
 from ._extra import DemoError
+from ._gradual_output import GRADUAL_PLOT_FILE, GRADUAL_TABLE_FILE, draw_gradual_plot, gradual_markdown
 from ._run import DemoResult, fine_tune_text
 from ._sweep import Curve
 
@@ -45,12 +46,12 @@ __all__ = [
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy-vs-sparsity.png"
-FORMAT = "pruneplug-demo/2"
-"""The ``format`` field of the JSON file; bumped when its layout changes (2: the ``channels`` section)."""
+FORMAT = "pruneplug-demo/3"
+"""The ``format`` field of the JSON file; bumped when its layout changes (2: ``channels``; 3: ``gradual``)."""
 
 
 def result_payload(result: DemoResult) -> dict[str, Any]:
-    """The JSON document for ``result``: settings, data, baseline, curves, skipped strategies, channels, timings."""
+    """The JSON document for ``result``: settings, data, baseline, curves, skipped, channels, gradual, timings."""
     train_size, test_size = result.data_sizes
     return {
         "format": FORMAT,
@@ -68,6 +69,7 @@ def result_payload(result: DemoResult) -> dict[str, Any]:
         "curves": [asdict(curve) for curve in result.curves],
         "skipped": [asdict(skipped) for skipped in result.skipped],
         "channels": None if result.channels is None else asdict(result.channels),
+        "gradual": None if result.gradual is None else asdict(result.gradual),
         "seconds": result.seconds,
     }
 
@@ -294,17 +296,28 @@ def prepare_output_folder(out: Path) -> Path:
 def write_outputs(result: DemoResult, out: Path) -> dict[str, Path]:
     """Write ``results.json`` and ``accuracy-vs-sparsity.png`` into ``out`` (created if needed).
 
-    Returns the paths by kind (``"json"``, ``"plot"``).
+    With the gradual comparison, also ``gradual-vs-one-shot.md`` (its table)
+    and ``gradual-vs-one-shot.png`` (accuracy and sparsity against the step).
+    Returns the paths by kind (``"json"``, ``"plot"``, ``"gradual_table"``,
+    ``"gradual_plot"``).
 
     Raises:
         DemoError: ``out`` cannot be created or written (it is a file, permissions, ...).
     """
     prepare_output_folder(out)
     payload = json.dumps(result_payload(result), indent=2, ensure_ascii=False).encode() + b"\n"
+    gradual = result.gradual
     try:
-        return {
+        written = {
             "json": atomic_write(out / RESULTS_FILE, lambda file: file.write(payload)),
             "plot": atomic_write(out / PLOT_FILE, lambda file: _draw_plot(result, file)),
         }
+        if gradual is not None:
+            table = gradual_markdown(gradual).encode()
+            written["gradual_table"] = atomic_write(out / GRADUAL_TABLE_FILE, lambda file: file.write(table))
+            written["gradual_plot"] = atomic_write(
+                out / GRADUAL_PLOT_FILE, lambda file: draw_gradual_plot(gradual, file, seed=result.config.seed)
+            )
+        return written
     except OSError as error:
         raise DemoError(f"cannot write the demo's results into {out}: {error.strerror or error}") from None

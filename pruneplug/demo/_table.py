@@ -5,7 +5,8 @@ Strategies that sweep ``amount`` get two tables with one column per amount
 ``amount`` (run once) get a table of their own with the sparsity they
 reached. The channel pruning run gets two tables with one row per amount:
 accuracy (pruned, fine-tuned, compacted), then size and latency (layer
-widths, parameters, MACs per image, milliseconds, speed-up).
+widths, parameters, MACs per image, milliseconds, speed-up). The gradual
+against one-shot comparison gets one table with a row per method and target.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ._channels import ChannelSweep
+from ._gradual import GradualComparison
+from ._gradual_output import table_rows
 from ._run import DemoResult, fine_tune_text
 
-__all__ = ["accuracy_tables", "channel_tables"]
+__all__ = ["accuracy_tables", "channel_tables", "gradual_table"]
 
 
 def _percent(share: float) -> str:
@@ -102,6 +105,35 @@ def channel_tables(channels: ChannelSweep) -> list[RenderableType]:
     return [Text(""), accuracy, Text(""), size, Text(""), *(Text(note, style="dim") for note in notes)]
 
 
+def gradual_table(comparison: GradualComparison) -> list[RenderableType]:
+    """The gradual against one-shot comparison: one row per method and target, and how it was run."""
+    settings = comparison.settings
+    seeds = len(settings.seeds)
+    table = Table(
+        title=f"Gradual against one-shot pruning: test accuracy (%), {settings.total_steps} steps each",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("\nmethod", no_wrap=True)
+    for column in ("sparsity\n%", "at ramp\nend", "final\nmedian", "\nmin", "\nmax"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for cells in table_rows(comparison):
+        table.add_row(*cells)
+    note = (
+        f"Each run trains LeNet from scratch for {settings.total_steps} Adam steps; pruned runs: global "
+        f"l1_unstructured. One-shot: dense to step {settings.ramp_end}, pruned there at once. Gradual: a Pruner "
+        f"with a cubic schedule from step {settings.warmup} to {settings.ramp_end}, every {settings.every} steps. "
+        f"Both then fine-tune for {settings.fine_tune_steps} steps. At ramp end: right after step "
+        f"{settings.ramp_end} (one-shot: right after pruning). Median, min and max over {seeds} "
+        f"seed{'' if seeds == 1 else 's'}."
+    )
+    return [Text(""), table, Text(note, style="dim")]
+
+
 class _SweptTables:
     """Accuracy per strategy and amount, as many tables as it takes to fit the console.
 
@@ -166,4 +198,6 @@ def accuracy_tables(result: DemoResult) -> RenderableType:
     parts += [Text(note, style="dim") for note in notes]
     if result.channels is not None:
         parts += channel_tables(result.channels)
+    if result.gradual is not None:
+        parts += gradual_table(result.gradual)
     return Group(*parts)

@@ -166,7 +166,7 @@ def test_median_latencies_times_the_models_in_turns_in_eval_and_inference_mode()
 
 def test_results_json_holds_the_channel_run(quick_result: DemoResult, tmp_path: Path) -> None:
     payload = json.loads(write_outputs(quick_result, tmp_path)["json"].read_text())
-    assert payload["format"] == "pruneplug-demo/2"
+    assert payload["format"] == "pruneplug-demo/3"
     channels = payload["channels"]
     assert channels == json.loads(json.dumps(dataclasses.asdict(_channels(quick_result))))
     assert set(channels) == {
@@ -195,7 +195,7 @@ def test_results_json_holds_the_channel_run(quick_result: DemoResult, tmp_path: 
         "speedup",
     }
     assert payload["settings"]["latency_repeats"] == quick_result.config.latency_repeats
-    assert set(payload["seconds"]) == {"train", "sweep", "channels", "total"}
+    assert set(payload["seconds"]) == {"train", "sweep", "channels", "gradual", "total"}
 
 
 @pytest.mark.parametrize("width", [60, 80, 200])

@@ -11,6 +11,8 @@ from torch import Tensor
 
 import pruneplug
 from pruneplug.demo import (
+    GRADUAL_PLOT_FILE,
+    GRADUAL_TABLE_FILE,
     PLOT_FILE,
     RESULTS_FILE,
     DemoConfig,
@@ -69,9 +71,10 @@ def test_points_follow_the_amounts(quick_result: DemoResult) -> None:
 def test_outputs_are_written_atomically(quick_result: DemoResult, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "out"
     written = write_outputs(quick_result, out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([RESULTS_FILE, PLOT_FILE])  # no temporary files left
+    files = [RESULTS_FILE, PLOT_FILE, GRADUAL_TABLE_FILE, GRADUAL_PLOT_FILE]
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)  # no temporary files left
     payload = json.loads(written["json"].read_text())
-    assert payload["format"] == "pruneplug-demo/2" and payload["settings"]["mode"] == "quick"
+    assert payload["format"] == "pruneplug-demo/3" and payload["settings"]["mode"] == "quick"
     assert [c["label"] for c in payload["curves"]] == [c.label for c in quick_result.curves]
     assert payload["baseline"]["accuracy"] == quick_result.baseline_accuracy
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
