@@ -62,12 +62,19 @@ from ..errors import (
     PruneplugError,
 )
 
-__all__ = ["DistributedSelection", "LocalScores", "keep_highest_across_distributed", "select_lowest_distributed"]
+__all__ = [
+    "DistributedSelection",
+    "LocalScores",
+    "count_alive_distributed",
+    "keep_highest_across_distributed",
+    "select_lowest_distributed",
+]
 
 #: Entries per chunk when a rank reads its scores (4 MiB of float32).
 _CHUNK = 1 << 20
-#: Digit width of the radix select: 2**16 counts (512 KiB) per all-reduce, two passes for float32 keys.
-DEFAULT_BITS = 16
+#: Digit width of the radix select: 2**11 counts (16 KiB) per all-reduce, three passes for float32 keys
+#: (the fastest of 8, 11 and 16 bits on 10 M entries over 2 gloo ranks: benchmarks/distributed_selection.py).
+DEFAULT_BITS = 11
 DEFAULT_TIMEOUT = timedelta(seconds=60)
 
 
@@ -104,26 +111,40 @@ class LocalScores:
         """This rank's shard of a DTensor of scores (``Shard(d)`` and ``Replicate`` placements).
 
         ``alive`` may be a DTensor placed like ``scores`` or this rank's
-        local bool tensor. Replicas other than the first (coordinate 0 on
-        every mesh dim that replicates) are not counted.
+        local bool tensor.
+        """
+        from torch.distributed.tensor import DTensor
+
+        if not isinstance(scores, DTensor):
+            raise InvalidImportanceScoresError(f"expected a DTensor of scores, got {type(scores).__name__}")
+        return cls.shard_of(scores, scores.to_local(), alive)
+
+    @classmethod
+    def shard_of(cls, tensor: Tensor, scores: Tensor, alive: Tensor | None = None) -> LocalScores:
+        """``scores`` of this rank's shard of the DTensor ``tensor`` (``Shard(d)`` and ``Replicate`` placements).
+
+        ``scores`` is shaped like ``tensor.to_local()``; ``alive`` is a
+        DTensor placed like ``tensor`` or a local bool tensor. Replicas other
+        than the first (coordinate 0 on every mesh dim that replicates) are
+        not counted.
         """
         from torch.distributed.tensor import DTensor, Replicate, Shard
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-        if not isinstance(scores, DTensor):
-            raise InvalidImportanceScoresError(f"expected a DTensor of scores, got {type(scores).__name__}")
-        for placement in scores.placements:
+        if not isinstance(tensor, DTensor):
+            raise InvalidImportanceScoresError(f"expected a DTensor, got {type(tensor).__name__}")
+        for placement in tensor.placements:
             if type(placement) not in (Shard, Replicate):  # Partial sums, strided shards: not a box of entries
                 raise InvalidImportanceScoresError(
-                    f"placement {placement} of the scores is not supported: only Shard(d) and Replicate"
+                    f"placement {placement} is not supported: only Shard(d) and Replicate"
                 )
-        mesh = scores.device_mesh
-        _, offset = compute_local_shape_and_global_offset(scores.shape, mesh, scores.placements)
+        mesh = tensor.device_mesh
+        _, offset = compute_local_shape_and_global_offset(tensor.shape, mesh, tensor.placements)
         counted = all(
-            mesh.get_local_rank(dim) == 0 for dim, placement in enumerate(scores.placements) if placement.is_replicate()
+            mesh.get_local_rank(dim) == 0 for dim, placement in enumerate(tensor.placements) if placement.is_replicate()
         )
         local_alive = alive.to_local() if isinstance(alive, DTensor) else alive
-        return cls(scores.to_local(), tuple(scores.shape), tuple(offset), local_alive, counted)
+        return cls(scores, tuple(tensor.shape), tuple(offset), local_alive, counted)
 
 
 @dataclass(frozen=True)
@@ -396,6 +417,17 @@ def _select_position(
         prefix = (prefix << width) | digit
         remaining = [values[_digit(values, shift, width) == digit] for values in remaining]
     return prefix
+
+
+def count_alive_distributed(
+    shards: Sequence[LocalScores], group: dist.ProcessGroup | None = None, *, timeout: timedelta = DEFAULT_TIMEOUT
+) -> int:
+    """How many entries are alive over every rank (each counted once): one all-reduce of 8 bytes."""
+    if not dist.is_available() or not dist.is_initialized():
+        raise DistributedSelectionError("torch.distributed is not initialized: call init_process_group first")
+    local = sum((s.scores.numel() if s.alive is None else int(s.alive.count_nonzero())) for s in shards if s.counted)
+    collective = _Collective(group, timeout, _comm_device(group))
+    return int(collective.all_reduce(torch.tensor([local], dtype=torch.int64), dist.ReduceOp.SUM)[0])
 
 
 def keep_highest_across_distributed(

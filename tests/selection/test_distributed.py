@@ -1,29 +1,23 @@
 """Tests of the selection across ranks (``pruneplug.selection.distributed``) on 2 and 4 gloo processes.
 
-Each test starts its ranks as processes that run this file (with
-``runpy``, under the module name ``RANK_MAIN``): every rank builds
+Each test runs a scenario on several gloo processes (``tests/ranks.py``,
+through the ``run_ranks`` fixture): every rank builds
 the same random global scores from a seeded ``torch.Generator``, takes its
 shard, selects, and checks its masks against the matching slice of the
 one-process :func:`~pruneplug.selection.exact.keep_highest_across` on the
-whole tensors. A rank that fails exits non-zero with its traceback; ranks
-still running after the deadline are killed, so a hang fails the test.
+whole tensors.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
-import runpy
-import socket
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from pruneplug.errors import DistributedSelectionError, InvalidAmountError, InvalidMaskError
@@ -34,11 +28,8 @@ from pruneplug.selection.distributed import (
 )
 from pruneplug.selection.exact import ScoreSource, keep_highest_across
 
-#: How long a group of ranks may take, start-up included, before it counts as hung.
-DEADLINE_S = 90.0
 SEEDS = 12
-#: The module name under which a rank's process runs this file.
-RANK_MAIN = "__pruneplug_rank__"
+RunRanks = Callable[[str | Path, str, int], None]
 
 
 # --- the scenarios (run in each rank) ---------------------------------------------------
@@ -195,82 +186,22 @@ SCENARIOS: dict[str, Callable[[int, int], None]] = {
 }
 
 
-def rank_main(scenario: str, rank: int, world: int, port: int) -> int:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
-    try:
-        SCENARIOS[scenario](rank, world)
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    if scenario != "errors":  # after a timed-out all-reduce the group is not usable (nor needed) any more
-        dist.destroy_process_group()
-    return 0
-
-
 # --- the tests (run by pytest) ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run_ranks(scenario: str, world: int) -> None:
-    """Run ``scenario`` on ``world`` processes; fail if a rank fails (its traceback is printed) or hangs.
-
-    The ranks are forked from a forkserver that has imported torch and
-    pruneplug once, rather than spawned: each spawned rank would import them
-    again, which takes longer than the scenarios themselves.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch.distributed", "pruneplug"])
-    port = free_port()
-    ranks = [
-        context.Process(
-            target=runpy.run_path,
-            args=(__file__,),
-            kwargs={"run_name": RANK_MAIN, "init_globals": {"RANK": (scenario, rank, world, port)}},
-        )
-        for rank in range(world)
-    ]
-    for process in ranks:
-        process.start()
-    deadline = time.monotonic() + DEADLINE_S
-    hung = []
-    for rank, process in enumerate(ranks):
-        process.join(timeout=max(0.1, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-            hung.append(rank)
-    failed = [rank for rank, process in enumerate(ranks) if process.exitcode != 0 and rank not in hung]
-    if hung or failed:
-        pytest.fail(
-            f"{scenario} on {world} ranks: hung {hung}, failed {failed} (their tracebacks are in the captured output)"
-        )
-
-
 @pytest.mark.parametrize("world", [2, 4])
-def test_sharded_selection_equals_one_process(world: int) -> None:
-    run_ranks("random", world)
+def test_sharded_selection_equals_one_process(run_ranks: RunRanks, world: int) -> None:
+    run_ranks(__file__, "random", world)
 
 
-def test_dtensor_shards_equal_one_process() -> None:
-    run_ranks("dtensor", 4)
+def test_dtensor_shards_equal_one_process(run_ranks: RunRanks) -> None:
+    run_ranks(__file__, "dtensor", 4)
 
 
-def test_bad_input_raises_on_every_rank_and_nothing_hangs() -> None:
-    run_ranks("errors", 2)
+def test_bad_input_raises_on_every_rank_and_nothing_hangs(run_ranks: RunRanks) -> None:
+    run_ranks(__file__, "errors", 2)
 
 
 def test_not_initialized_is_refused() -> None:
     with pytest.raises(DistributedSelectionError, match="not initialized"):
         keep_highest_across_distributed([LocalScores.unsharded(torch.ones(3))], 1)
-
-
-if __name__ == RANK_MAIN:  # this file run by runpy in a rank's process, with RANK set
-    sys.exit(rank_main(*RANK))  # type: ignore[name-defined]  # noqa: F821
