@@ -19,7 +19,7 @@ the bytes each rank put into them (independent of ``--numel``).
 Usage::
 
     python benchmarks/distributed_selection.py                 # 10 M entries, 2 ranks, bits 8, 11 and 16
-    python benchmarks/distributed_selection.py --quick         # 100 k entries, one repeat: seconds
+    python benchmarks/distributed_selection.py --quick         # 100 k entries, one repeat, bits 11: seconds
     python benchmarks/distributed_selection.py --numel 40000000 --world 4
 
 It prints a markdown table and writes the raw numbers to
@@ -130,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numel", type=int, default=10_000_000)
     parser.add_argument("--world", type=int, default=2)
-    parser.add_argument("--bits", type=int, nargs="+", default=[8, 11, 16])
+    parser.add_argument("--bits", type=int, nargs="+", help="digit widths to time (default 8 11 16; 11 with --quick)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="100 k entries, one repeat")
+    parser.add_argument("--quick", action="store_true", help="100 k entries, one repeat, 11-bit digits")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "distributed_selection.json")
     args = parser.parse_args(argv)
     numel, repeats = (100_000, 1) if args.quick else (args.numel, args.repeats)
     rows = [one_process(numel, threads, repeats) for threads in sorted({1, args.world})]
-    rows += [distributed(numel, args.world, bits, repeats) for bits in args.bits]
+    widths = args.bits or ([11] if args.quick else [8, 11, 16])
+    rows += [distributed(numel, args.world, bits, repeats) for bits in widths]
     print(f"{numel:,} entries, k = half, median of {repeats}\n")
     print("| variant | seconds | all-reduces | bytes per call |")
     print("|---|---:|---:|---:|")
