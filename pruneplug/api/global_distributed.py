@@ -28,7 +28,7 @@ from torch.nn.utils import prune as torch_prune
 from ..core.fast_path import fast_path
 from ..core.hook import method_name
 from ..core.state import TensorState
-from ..errors import IncompatibleStrategyError, InvalidImportanceScoresError
+from ..errors import IncompatibleStrategyError
 from ..selection.amount import count_to_prune
 from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
 from ..storage.packed import PackedMask
@@ -115,10 +115,7 @@ def distributed_global_masks(
     for tensor, values, live in zip(tensors, importance, alive, strict=True):
         local = cast(DTensor, values if values is not None else tensor).to_local().detach()
         local_alive = live.to_local() if isinstance(live, DTensor) else live
-        scores = method.scores(local, local_alive)
-        if scores.shape != local.shape:
-            raise InvalidImportanceScoresError(f"the strategy's scores of a shard have shape {tuple(scores.shape)}")
-        shards.append(LocalScores.shard_of(tensor, scores, local_alive))
+        shards.append(LocalScores.shard_of(tensor, local, local_alive, score=method.scores_into))
     total = count_alive_distributed(shards, group)
     count = count_to_prune(method.amount, total, strategy=method_name(method))
     selection = keep_highest_across_distributed(shards, count, group)

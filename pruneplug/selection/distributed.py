@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -84,7 +84,8 @@ class LocalScores:
 
     Attributes:
         scores: the shard's scores, shaped like the box (any dtype the
-            one-process selection takes).
+            one-process selection takes); its values instead when ``score``
+            is given.
         global_shape: shape of the unsharded tensor.
         offset: index in the unsharded tensor of the shard's first entry
             (``scores[0, ..., 0]``), one per dim.
@@ -93,6 +94,11 @@ class LocalScores:
         counted: ``False`` on a rank whose shard duplicates another rank's
             (a ``Replicate`` placement): it gets its masks but adds nothing to
             the counts, so that no entry is counted twice.
+        score: elementwise scoring ``score(values, out)`` of a flat part of
+            ``scores`` (which then holds values), which may write into ``out``
+            (a float buffer of the part's size): the shard's scores are then
+            computed a chunk at a time and never held whole. ``None``:
+            ``scores`` are the scores.
     """
 
     scores: Tensor
@@ -100,6 +106,7 @@ class LocalScores:
     offset: tuple[int, ...]
     alive: Tensor | None = None
     counted: bool = True
+    score: Callable[[Tensor, Tensor], Tensor] | None = None
 
     @classmethod
     def unsharded(cls, scores: Tensor, alive: Tensor | None = None, *, counted: bool = True) -> LocalScores:
@@ -120,13 +127,19 @@ class LocalScores:
         return cls.shard_of(scores, scores.to_local(), alive)
 
     @classmethod
-    def shard_of(cls, tensor: Tensor, scores: Tensor, alive: Tensor | None = None) -> LocalScores:
+    def shard_of(
+        cls,
+        tensor: Tensor,
+        scores: Tensor,
+        alive: Tensor | None = None,
+        score: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> LocalScores:
         """``scores`` of this rank's shard of the DTensor ``tensor`` (``Shard(d)`` and ``Replicate`` placements).
 
-        ``scores`` is shaped like ``tensor.to_local()``; ``alive`` is a
-        DTensor placed like ``tensor`` or a local bool tensor. Replicas other
-        than the first (coordinate 0 on every mesh dim that replicates) are
-        not counted.
+        ``scores`` is shaped like ``tensor.to_local()`` (values, with an
+        elementwise ``score``); ``alive`` is a DTensor placed like ``tensor``
+        or a local bool tensor. Replicas other than the first (coordinate 0
+        on every mesh dim that replicates) are not counted.
         """
         from torch.distributed.tensor import DTensor, Replicate, Shard
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -144,7 +157,7 @@ class LocalScores:
             mesh.get_local_rank(dim) == 0 for dim, placement in enumerate(tensor.placements) if placement.is_replicate()
         )
         local_alive = alive.to_local() if isinstance(alive, DTensor) else alive
-        return cls(scores, tuple(tensor.shape), tuple(offset), local_alive, counted)
+        return cls(scores, tuple(tensor.shape), tuple(offset), local_alive, counted, score)
 
 
 @dataclass(frozen=True)
@@ -335,13 +348,19 @@ class _Candidates:
         self.keys[index] = self.keys[index][where]
 
 
-def _chunks(shard: LocalScores) -> list[tuple[int, Tensor, Tensor | None]]:
-    scores = shard.scores.detach().reshape(-1)
+def _chunks(shard: LocalScores) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    """``(start, scores, alive)`` of consecutive chunks of the shard (the scores valid until the next chunk)."""
+    values = shard.scores.detach().reshape(-1)
     alive = None if shard.alive is None else shard.alive.reshape(-1)
-    return [
-        (start, scores[start : start + _CHUNK], None if alive is None else alive[start : start + _CHUNK])
-        for start in range(0, scores.numel(), _CHUNK)
-    ]
+    buffer = None
+    for start in range(0, values.numel(), _CHUNK):
+        part = values[start : start + _CHUNK]
+        if shard.score is not None:
+            if buffer is None:  # one buffer for every chunk: scores of a chunk are used before the next is read
+                dtype = torch.float64 if _needs_float64(values.dtype) else torch.float32
+                buffer = torch.empty(min(_CHUNK, values.numel()), dtype=dtype, device=values.device)
+            part = shard.score(part, buffer[: part.numel()])
+        yield start, part, None if alive is None else alive[start : start + _CHUNK]
 
 
 def _select_key(

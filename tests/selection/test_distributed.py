@@ -10,6 +10,7 @@ whole tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -75,6 +76,10 @@ def shard_of(
     return local, tuple(box)
 
 
+def magnitude(values: Tensor, out: Tensor) -> Tensor:
+    return torch.abs(values, out=out) if values.dtype == out.dtype else values.abs()
+
+
 def reference(sources: list[tuple[Tensor, Tensor]], k: int) -> list[Tensor]:
     whole = [ScoreSource.whole(lambda v=v: v, v.numel(), v.device, a) for v, a in sources]
     return [keep.reshape(v.shape) for keep, (v, _) in zip(keep_highest_across(whole, k), sources, strict=True)]
@@ -94,9 +99,11 @@ def scenario_random(rank: int, world: int) -> None:
             shard, box = shard_of(values, alive, dim, bounds, rank)
             shards.append(shard)
             boxes.append(box)
+        if seed % 2:  # scored a chunk at a time from the values, as prune_global scores |w|
+            shards = [dataclasses.replace(shard, score=magnitude) for shard in shards]
         bits = (16, 8, 5)[seed % 3]
         selection = keep_highest_across_distributed(shards, k, bits=bits, timeout=timedelta(seconds=30))
-        expected = reference(sources, k)
+        expected = reference([(v.abs(), a) if seed % 2 else (v, a) for v, a in sources], k)
         for index, (keep, box) in enumerate(zip(selection.keep, boxes, strict=True)):
             if not torch.equal(keep, expected[index][box]):
                 raise AssertionError(f"seed {seed}, k {k}, source {index}: {keep} != {expected[index][box]}")
