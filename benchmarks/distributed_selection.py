@@ -14,7 +14,11 @@ global L1 step would.
   its masks. Each run checks that the ranks pruned exactly ``k`` in all.
 
 The medians over ``--repeats`` calls are reported, with the all-reduces and
-the bytes each rank put into them (independent of ``--numel``).
+the bytes each rank put into them (independent of ``--numel``), and the
+largest rank's extra peak resident memory during the call (the masks it
+returns included) as a multiple of its shard's bytes, where Linux lets the
+peak be reset. The scores are computed a chunk at a time from the shard
+(``LocalScores(score=...)``), as ``prune_global`` does.
 
 Usage::
 
@@ -43,12 +47,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _machine import machine  # benchmarks/ is the script's folder, first on sys.path
+from _memory import peak_reset_works, proc_status, reset_peak
 
 from pruneplug.selection.distributed import LocalScores, keep_highest_across_distributed
 from pruneplug.selection.exact import ScoreSource, keep_highest_across
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = 1000
+
+
+def magnitude(values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.abs(values, out=out)
 
 
 def weights(numel: int) -> torch.Tensor:
@@ -82,15 +91,24 @@ def rank(index: int, world: int, port: int, numel: int, bits: int, repeats: int,
     offset = int(rows[0]) if rows.numel() else 0
     del w
     k = math.ceil(numel / COLUMNS) * COLUMNS // 2
-    times, selection = [], None
+    measure_memory = peak_reset_works()
+    shard_bytes = max(1, local.numel() * local.element_size())
+    times, extras, selection = [], [], None
     for _ in range(repeats):
+        selection = None  # the previous call's masks are not part of this call's peak
         dist.barrier()
+        if measure_memory:
+            reset_peak()
+            before = proc_status("VmRSS")
         start = time.perf_counter()
-        shard = LocalScores(local.abs(), (math.ceil(numel / COLUMNS), COLUMNS), (offset, 0))
+        shard = LocalScores(local, (math.ceil(numel / COLUMNS), COLUMNS), (offset, 0), score=magnitude)
         selection = keep_highest_across_distributed([shard], k, bits=bits)
-        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        elapsed = torch.tensor([time.perf_counter() - start, 0.0], dtype=torch.float64)
+        if measure_memory:
+            elapsed[1] = (proc_status("VmHWM") or 0) - (before or 0)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-        times.append(float(elapsed))
+        times.append(float(elapsed[0]))
+        extras.append(float(elapsed[1]))
         pruned = torch.tensor([int((~selection.keep[0]).sum())])
         dist.all_reduce(pruned)
         if int(pruned) != k:
@@ -102,6 +120,8 @@ def rank(index: int, world: int, port: int, numel: int, bits: int, repeats: int,
                 "seconds": statistics.median(times),
                 "all_reduces": selection.all_reduces,
                 "bytes_communicated": selection.bytes_communicated,
+                "extra_peak_bytes": statistics.median(extras) if measure_memory else None,
+                "extra_peak_per_shard": statistics.median(extras) / shard_bytes if measure_memory else None,
             }
         )
     dist.destroy_process_group()
@@ -140,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     widths = args.bits or ([11] if args.quick else [8, 11, 16])
     rows += [distributed(numel, args.world, bits, repeats) for bits in widths]
     print(f"{numel:,} entries, k = half, median of {repeats}\n")
-    print("| variant | seconds | all-reduces | bytes per call |")
-    print("|---|---:|---:|---:|")
+    print("| variant | seconds | all-reduces | bytes per call | extra peak / shard | extra peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         calls, sent = row.get("all_reduces", ""), row.get("bytes_communicated", "")
-        print(f"| {row['variant']} | {row['seconds']:.3f} | {calls} | {sent} |")
+        extra = "" if row.get("extra_peak_per_shard") is None else f"{row['extra_peak_per_shard']:.2f}"
+        mib = "" if row.get("extra_peak_bytes") is None else f"{row['extra_peak_bytes'] / 2**20:.1f}"
+        print(f"| {row['variant']} | {row['seconds']:.3f} | {calls} | {sent} | {extra} | {mib} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.json.with_suffix(".tmp")
     temporary.write_text(

@@ -35,10 +35,13 @@ ranks agree on ``k``, the sources' shapes and ``bits``, and carries any rank's
 input error, so that bad input raises on every rank instead of leaving the
 others waiting. Every all-reduce waits at most ``timeout``.
 
-Each rank reads its scores three times (counts of the first digit, the
-candidates that share it, the masks), a chunk at a time; what it holds in
-between is the candidates: about ``1 / 2**bits`` of its entries for spread
-scores, all of them when most scores are equal.
+Each rank reads its scores a chunk at a time: once per pass while the
+entries that share the digits picked so far (the candidates) are more than
+1/64 of its own, then once to gather them (12 bytes each; later passes count
+them in memory), and once to write the masks. For spread scores that is
+three or four reads; beyond the masks it holds a few MiB of chunk
+temporaries and at most 1/64 of its entries as candidates, except for the
+ties at the threshold (all of them when most scores are equal).
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ __all__ = [
     "select_lowest_distributed",
 ]
 
-#: Entries per chunk when a rank reads its scores (4 MiB of float32).
-_CHUNK = 1 << 20
+#: Entries per chunk when a rank reads its scores: 1 MiB of float32, a few MiB of temporaries in all.
+_CHUNK = 1 << 18
+#: A rank holds its candidates in memory once they are at most 1/64 of its entries (12 bytes each).
+_HOLD_FRACTION = 64
 #: Digit width of the radix select: 2**11 counts (16 KiB) per all-reduce, three passes for float32 keys
 #: (the fastest of 8, 11 and 16 bits on 10 M entries over 2 gloo ranks: benchmarks/distributed_selection.py).
 DEFAULT_BITS = 11
@@ -363,39 +368,49 @@ def _chunks(shard: LocalScores) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         yield start, part, None if alive is None else alive[start : start + _CHUNK]
 
 
-def _select_key(
-    shards: Sequence[LocalScores], k: int, keys: _Keys, bits: int, collective: _Collective
-) -> tuple[int, int, int, _Candidates] | None:
-    """Radix select of the k-th lowest alive key: ``(key, its rank among the ties, ties, candidates)``.
+def _matches(keys: Tensor, prefix: int, done: int, width: int) -> Tensor:
+    """Whether each key's top ``done`` bits (of ``width``) are ``prefix``."""
+    return _digit(keys, width - done, done) == prefix
 
-    Returns ``None`` when ``k`` is 0 or every alive entry (nothing to search).
+
+def _scan_counts(
+    shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int, shift: int, width: int
+) -> tuple[Tensor, Tensor]:
+    """Counts per digit of the alive entries that match ``prefix``, read from the shards: ``(counted, local)``.
+
+    ``counted`` is what goes into the all-reduce (counted shards only);
+    ``local`` counts every shard of this rank, for deciding what to hold.
     """
-    widths = _widths(keys.width, bits)
-    shift = keys.width - widths[0]
-    bins = 1 << widths[0]
-    counts = torch.zeros(bins + 1, dtype=torch.int64)  # the last bin takes the entries that are not alive
+    bins = 1 << width
+    counted = torch.zeros(bins + 1, dtype=torch.int64)  # the last bin takes the entries that do not match
+    local = counted if all(s.counted for s in shards) else torch.zeros(bins + 1, dtype=torch.int64)
     for shard in shards:
-        if not shard.counted:
-            continue
         for _, scores, alive in _chunks(shard):
-            digits = _digit(keys.of(scores), shift, widths[0])
-            if alive is not None:
-                digits = torch.where(alive, digits, bins)
-            counts += torch.bincount(digits, minlength=bins + 1).cpu()
-    counts = collective.all_reduce(counts[:bins].contiguous(), dist.ReduceOp.SUM)
-    total = int(counts.sum())
-    if not 0 <= k <= total:
-        raise InvalidAmountError(f"cannot select {k} of {total} alive entries (over every rank)")
-    if k in (0, total):
-        return None
-    digit, rank, ties = _pick(counts, k)
-    prefix = digit
+            chunk_keys = keys.of(scores)
+            digits = _digit(chunk_keys, shift, width)
+            hit = alive
+            if done:
+                hit = _matches(chunk_keys, prefix, done, keys.width)
+                if alive is not None:
+                    hit &= alive
+            if hit is not None:
+                digits = torch.where(hit, digits, bins)
+            found = torch.bincount(digits, minlength=bins + 1).cpu()
+            if shard.counted:
+                counted += found
+            if local is not counted:
+                local += found
+    return counted[:bins].contiguous(), local[:bins]
+
+
+def _collect(shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int) -> _Candidates:
+    """This rank's alive entries whose keys start with ``prefix`` (``done`` bits), read from the shards."""
     candidates = _Candidates(len(shards))
     for index, shard in enumerate(shards):
         indices, found = [], []
         for start, scores, alive in _chunks(shard):
             chunk_keys = keys.of(scores)
-            hit = _digit(chunk_keys, shift, widths[0]) == digit
+            hit = _matches(chunk_keys, prefix, done, keys.width)
             if alive is not None:
                 hit &= alive
             where = hit.nonzero().reshape(-1)
@@ -403,17 +418,61 @@ def _select_key(
             found.append(chunk_keys[where].cpu())
         if indices:
             candidates.indices[index], candidates.keys[index] = torch.cat(indices), torch.cat(found)
-    for width in widths[1:]:
-        shift -= width
-        counts = torch.zeros(1 << width, dtype=torch.int64)
-        for index, shard in enumerate(shards):
-            if shard.counted:
-                counts += torch.bincount(_digit(candidates.keys[index], shift, width), minlength=1 << width)
-        counts = collective.all_reduce(counts, dist.ReduceOp.SUM)
+    return candidates
+
+
+def _candidate_counts(
+    shards: Sequence[LocalScores], candidates: _Candidates, shift: int, width: int
+) -> tuple[Tensor, Tensor]:
+    """Counts per digit of the held candidates: ``(counted, local)`` as :func:`_scan_counts`."""
+    counted = torch.zeros(1 << width, dtype=torch.int64)
+    local = torch.zeros(1 << width, dtype=torch.int64)
+    for index, shard in enumerate(shards):
+        found = torch.bincount(_digit(candidates.keys[index], shift, width), minlength=1 << width)
+        local += found
+        if shard.counted:
+            counted += found
+    return counted, local
+
+
+def _select_key(
+    shards: Sequence[LocalScores], k: int, keys: _Keys, bits: int, collective: _Collective
+) -> tuple[int, int, int, _Candidates] | None:
+    """Radix select of the k-th lowest alive key: ``(key, its rank among the ties, ties, candidates)``.
+
+    The candidates (entries whose keys start with the digits picked so far)
+    are read from the shards on each pass until few enough remain on this
+    rank (:data:`_HOLD_FRACTION` of its entries); then they are gathered once
+    and the later passes count them in memory. Every pass makes one
+    all-reduce either way, so ranks that decide differently stay in step.
+    Returns ``None`` when ``k`` is 0 or every alive entry (nothing to search).
+    """
+    widths = _widths(keys.width, bits)
+    limit = max(_CHUNK, sum(s.scores.numel() for s in shards) // _HOLD_FRACTION)
+    prefix, done, rank, ties = 0, 0, k, 0
+    candidates: _Candidates | None = None
+    for step, width in enumerate(widths):
+        shift = keys.width - done - width
+        if candidates is None:
+            counted, local = _scan_counts(shards, keys, prefix, done, shift, width)
+        else:
+            counted, local = _candidate_counts(shards, candidates, shift, width)
+        counts = collective.all_reduce(counted, dist.ReduceOp.SUM)
+        if step == 0:
+            total = int(counts.sum())
+            if not 0 <= k <= total:
+                raise InvalidAmountError(f"cannot select {k} of {total} alive entries (over every rank)")
+            if k in (0, total):
+                return None
         digit, rank, ties = _pick(counts, rank)
-        prefix = (prefix << width) | digit
-        for index in range(len(shards)):
-            candidates.narrow(index, _digit(candidates.keys[index], shift, width) == digit)
+        prefix, done = (prefix << width) | digit, done + width
+        if candidates is not None:
+            for index in range(len(shards)):
+                candidates.narrow(index, _digit(candidates.keys[index], shift, width) == digit)
+        elif step + 1 < len(widths) and int(local[digit]) <= limit:
+            candidates = _collect(shards, keys, prefix, done)
+    if candidates is None:  # never few enough: the ties at the threshold, which the masks need
+        candidates = _collect(shards, keys, prefix, done)
     return prefix, rank, ties, candidates
 
 

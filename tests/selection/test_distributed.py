@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import pruneplug.selection.distributed as distributed
 from pruneplug.errors import DistributedSelectionError, InvalidAmountError, InvalidMaskError
 from pruneplug.selection.distributed import (
     LocalScores,
@@ -86,8 +87,13 @@ def reference(sources: list[tuple[Tensor, Tensor]], k: int) -> list[Tensor]:
 
 
 def scenario_random(rank: int, world: int) -> None:
-    """Random scores sharded on dim 0, dim 1 or replicated, uneven; masks equal the one-process slices."""
+    """Random scores sharded on dim 0, dim 1 or replicated, uneven; masks equal the one-process slices.
+
+    Odd seeds read the shards in chunks of 4 entries and never hold the
+    candidates until the last pass, as big shards do.
+    """
     for seed in range(SEEDS):
+        distributed._CHUNK, distributed._HOLD_FRACTION = (4, 1 << 40) if seed % 2 else (1 << 18, 64)
         gen = torch.Generator().manual_seed(seed)
         sources = global_sources(gen, mixed_dtypes=seed % 4 == 3)
         total = sum(int(alive.sum()) for _, alive in sources)
