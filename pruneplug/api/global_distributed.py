@@ -22,6 +22,7 @@ from typing import cast
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
@@ -53,8 +54,15 @@ def _refusal(
     if not all(isinstance(state.orig, DTensor) for state in states):
         plain = [f"{s.module_type}.{s.name}" for s in states if not isinstance(s.orig, DTensor)]
         return f"some targets are DTensors and some are not ({', '.join(plain)}); shard all or none"
-    meshes = {id(state.orig.device_mesh) for state in states}  # type: ignore[attr-defined]
-    if len(meshes) > 1:
+    managed = [f"{s.module_type}.{s.name}" for s in states if isinstance(s.module, FSDPModule)]
+    if managed:  # its forward registers the gathered parameter under the name the pruning hook sets
+        return (
+            f"{', '.join(managed)} belong to FSDP2 (fully_shard) modules, whose forward is not supported "
+            "with pruning hooks yet; prune before fully_shard, or shard with DTensor placements"
+        )
+    first = states[0].orig.device_mesh  # type: ignore[attr-defined]
+    # (equal meshes, not one object: FSDP2 makes a mesh per fully_shard call, all over the same ranks)
+    if any(state.orig.device_mesh != first for state in states):  # type: ignore[attr-defined]
         return "the targets are on different device meshes; put them on one"
     if not (isinstance(method, UnstructuredStrategy) and fast_path(method)):
         return "the strategy computes its own masks from whole tensors, which no rank holds"
