@@ -30,7 +30,9 @@ What travels per call is independent of the model's size:
 ``14 * 8 + (key passes + position passes) * 2**bits * 8`` bytes, where
 ``key passes = ceil(32 / bits)`` (``ceil(64 / bits)`` for float64 scores) and
 ``position passes`` is 0 unless the ties at the threshold are split, and then
-``ceil(log2(total entries) / bits)``. The first all-reduce checks that the
+``ceil(log2(total entries) / bits)``; a last pass whose digit is narrower
+(``w`` bits left) carries ``2**w * 8`` bytes, and when ``k`` is 0 or every
+alive entry the first key pass is the only one. The first all-reduce checks that the
 ranks agree on ``k``, the sources' shapes and ``bits``, and carries any rank's
 input error, so that bad input raises on every rank instead of leaving the
 others waiting. Every all-reduce waits at most ``timeout``.
