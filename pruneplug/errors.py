@@ -39,6 +39,7 @@ __all__ = [
     "StrategyFailedError",
     "PruningStateError",
     "PackedMaskError",
+    "DistributedSelectionError",
     "ChannelTraceError",
     "CompactionError",
     "CalibrationError",
@@ -374,6 +375,16 @@ class PackedMaskError(PruneplugError, RuntimeError):
     In-place operations that change its shape, tracing with
     ``torch.jit.trace`` (which would freeze the mask into the trace), and
     the like. :func:`pruneplug.unpack_masks` gives the model plain bool masks.
+    """
+
+
+class DistributedSelectionError(PruneplugError, RuntimeError):
+    """A selection across ranks (``torch.distributed``) that cannot go on.
+
+    The process group is not initialized, the ranks disagree on what to
+    select (``k``, the sources' shapes), another rank's input is invalid, or
+    an all-reduce did not finish within the timeout. Raised on every rank
+    that gets that far, before any mask is returned.
     """
 
 

@@ -6,8 +6,10 @@ the same examples; ``HYPOTHESIS_PROFILE=dev`` explores new ones.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +45,13 @@ def registry() -> Iterator[pruneplug.Registry]:
 def _seed() -> None:
     """Every test starts from the same global RNG state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def run_ranks() -> Callable[[str | Path, str, int], None]:
+    """``run_ranks(file, scenario, world)``: a test file's scenario on ``world`` gloo processes (``tests/ranks.py``)."""
+    spec = importlib.util.spec_from_file_location("pruneplug_test_ranks", Path(__file__).parent / "ranks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_ranks  # type: ignore[no-any-return]

@@ -4,7 +4,9 @@ Scored strategies (L1, random, a plugin's :class:`~pruneplug.UnstructuredStrateg
 stream through :func:`pruneplug.selection.exact.keep_highest_across`: a chunk of
 scores (elementwise scores) or one tensor's scores in memory at a time,
 nothing concatenated; entries a strategy :meth:`~pruneplug.UnstructuredStrategy.protected`
-are left out of the selection. Any other unstructured
+are left out of the selection. DTensor targets go to
+:mod:`pruneplug.api.global_distributed` (each rank scores its shard, the
+selection runs across ranks). Any other unstructured
 strategy (one that only knows ``compute_mask``) gets torch's treatment: the
 tensors are flattened into one vector and the strategy sees it whole.
 """
@@ -31,6 +33,7 @@ from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy
 from ..storage.packed import PackedMask, plain
 from ..strategies import UnstructuredStrategy
 from ..strategies._base import checked_protected
+from .global_distributed import distributed_global_masks, has_dtensors
 
 __all__ = ["global_masks"]
 
@@ -155,6 +158,8 @@ def global_masks(
     refusal = method.global_refusal() if isinstance(method, UnstructuredStrategy) else None
     if refusal is not None:
         raise IncompatibleStrategyError(f"global pruning cannot use this configuration: {refusal}")
+    if has_dtensors(states):
+        return distributed_global_masks(states, method, importance, alive, packed=packed)
     kept: list[Tensor | None] = [None] * len(states)  # per target: its protected, still unpruned entries
 
     def finish(index: int, keep: Tensor) -> Tensor:

@@ -1,0 +1,140 @@
+"""Global pruning of DTensor parameters: each rank scores its shard, the selection runs across ranks.
+
+:func:`pruneplug.api.global_masks.global_masks` comes here when its targets
+are DTensors (tensor parallelism, FSDP2's ``fully_shard``). Each rank scores
+the local shard of every target, counts and selects with
+:func:`pruneplug.selection.distributed.keep_highest_across_distributed` (only
+counts are all-reduced, never scores or weights), and gets its masks back as
+DTensors placed like the targets: the same masks, gathered, as one process
+computes on the unsharded tensors.
+
+What is supported: unstructured strategies whose scores are elementwise
+(``l1_unstructured``, a plugin's with ``elementwise_scores``), every target
+a DTensor on one mesh with ``Shard(d)``/``Replicate`` placements, bool masks.
+Anything else is refused on every rank before any collective is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+from torch.nn.utils import prune as torch_prune
+
+from ..core.fast_path import fast_path
+from ..core.hook import method_name
+from ..core.state import TensorState
+from ..errors import IncompatibleStrategyError
+from ..selection.amount import count_to_prune
+from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
+from ..storage.packed import PackedMask
+from ..strategies import UnstructuredStrategy
+
+__all__ = ["distributed_global_masks", "has_dtensors"]
+
+
+def has_dtensors(states: Sequence[TensorState]) -> bool:
+    """Whether any target is a DTensor (then every target must be one)."""
+    return any(isinstance(state.orig, DTensor) for state in states)
+
+
+def _refusal(
+    states: Sequence[TensorState],
+    method: torch_prune.BasePruningMethod,
+    importance: Sequence[Tensor | None],
+    alive: Sequence[Tensor | None],
+    packed: Sequence[bool] | None,
+) -> str | None:
+    """Why these targets cannot be pruned together across ranks, or ``None``."""
+    if not all(isinstance(state.orig, DTensor) for state in states):
+        plain = [f"{s.module_type}.{s.name}" for s in states if not isinstance(s.orig, DTensor)]
+        return f"some targets are DTensors and some are not ({', '.join(plain)}); shard all or none"
+    managed = [f"{s.module_type}.{s.name}" for s in states if isinstance(s.module, FSDPModule)]
+    if managed:  # its forward registers the gathered parameter under the name the pruning hook sets
+        return (
+            f"{', '.join(managed)} belong to FSDP2 (fully_shard) modules, whose forward is not supported "
+            "with pruning hooks yet; prune before fully_shard, or shard with DTensor placements"
+        )
+    first = states[0].orig.device_mesh  # type: ignore[attr-defined]
+    # (equal meshes, not one object: FSDP2 makes a mesh per fully_shard call, all over the same ranks)
+    if any(state.orig.device_mesh != first for state in states):  # type: ignore[attr-defined]
+        return "the targets are on different device meshes; put them on one"
+    if not (isinstance(method, UnstructuredStrategy) and fast_path(method)):
+        return "the strategy computes its own masks from whole tensors, which no rank holds"
+    if type(method).score_rewinder is not UnstructuredStrategy.score_rewinder:
+        return "random scores are not supported across ranks yet (their draws depend on the sharding)"
+    if not method.elementwise_scores:
+        return "the strategy's scores are not elementwise, so a rank cannot score its shard alone"
+    if type(method).protected is not UnstructuredStrategy.protected:
+        return "the strategy protects entries, which is not supported across ranks yet"
+    if (packed is not None and any(packed)) or any(isinstance(live, PackedMask) for live in alive):
+        return "packed masks are not supported across ranks yet; use mask_storage='bool'"
+    for state, values in zip(states, importance, strict=True):
+        if values is not None and (
+            not isinstance(values, DTensor) or values.placements != state.orig.placements  # type: ignore[attr-defined]
+        ):
+            return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
+    return None
+
+
+def _group(mesh: object) -> dist.ProcessGroup | None:
+    """The group of every rank of ``mesh``: its own for a 1-D mesh, the world's for a mesh over the world."""
+    if mesh.ndim == 1:  # type: ignore[attr-defined]
+        return mesh.get_group()  # type: ignore[attr-defined, no-any-return]
+    if mesh.size() != dist.get_world_size():  # type: ignore[attr-defined]
+        raise IncompatibleStrategyError(
+            "a mesh of more than one dim must span every rank of the default group to prune across it"
+        )
+    return None
+
+
+def distributed_global_masks(
+    states: Sequence[TensorState],
+    method: torch_prune.BasePruningMethod,
+    importance: Sequence[Tensor | None],
+    alive: Sequence[Tensor | None],
+    *,
+    packed: Sequence[bool] | None = None,
+) -> list[Tensor]:
+    """New bool DTensor masks, placed like the targets, after pruning ``method.amount`` of them across ranks.
+
+    Every rank of the targets' mesh must call this (through
+    :func:`pruneplug.prune_global`) with the same targets and amount.
+
+    Raises:
+        IncompatibleStrategyError: what :func:`_refusal` names (raised on
+            every rank alike, since the ranks hold the same strategy and
+            targets).
+        DistributedSelectionError: the ranks disagree or a collective fails.
+    """
+    refusal = _refusal(states, method, importance, alive, packed)
+    if refusal is not None:
+        raise IncompatibleStrategyError(f"global pruning of DTensors: {refusal}")
+    method = cast(UnstructuredStrategy, method)  # (checked by _refusal)
+    tensors: list[DTensor] = [state.orig for state in states]  # type: ignore[misc]
+    group = _group(tensors[0].device_mesh)
+    method.prepare_global([(values if values is not None else t).dtype for t, values in zip(tensors, importance)])
+    shards = []
+    for tensor, values, live in zip(tensors, importance, alive, strict=True):
+        local = cast(DTensor, values if values is not None else tensor).to_local().detach()
+        local_alive = live.to_local() if isinstance(live, DTensor) else live
+        shards.append(LocalScores.shard_of(tensor, local, local_alive, score=method.scores_into))
+    total = count_alive_distributed(shards, group)
+    count = count_to_prune(method.amount, total, strategy=method_name(method))
+    selection = keep_highest_across_distributed(shards, count, group)
+    return [
+        DTensor.from_local(
+            keep.to(torch.bool),
+            tensor.device_mesh,
+            tensor.placements,
+            run_check=False,
+            shape=tensor.shape,
+            stride=tensor.stride(),
+        )
+        for tensor, keep in zip(tensors, selection.keep, strict=True)
+    ]

@@ -1,0 +1,100 @@
+"""``prune_global`` over DTensor parameters on 2 gloo ranks, against one process on the unsharded model.
+
+Each rank builds the same small model from a seed, shards it (tensor
+parallelism: a column-wise and a row-wise Linear, and an unevenly sharded
+third weight), prunes it globally, and checks that the masks are DTensors
+placed like their weights, that each local mask is its slice of the mask one
+process computes on the unsharded copy, that a second prune (over what is
+still alive) agrees too, and that the forward gives the same outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import pruneplug
+
+RunRanks = Callable[[str | Path, str, int], None]
+
+
+def models() -> tuple[nn.Sequential, nn.Sequential]:
+    torch.manual_seed(0)
+    sharded = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3), nn.Linear(3, 7))
+    reference = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3), nn.Linear(3, 7))
+    reference.load_state_dict(sharded.state_dict())
+    with torch.no_grad():  # many ties, across tensors and within them
+        for model in (sharded, reference):
+            for index in (0, 2, 3):
+                model[index].weight.copy_(torch.round(model[index].weight * 4) / 4)
+    return sharded, reference
+
+
+def targets(model: nn.Sequential) -> list[tuple[nn.Module, str]]:
+    return [(model[0], "weight"), (model[2], "weight"), (model[3], "weight")]
+
+
+def scenario_l1(rank: int, world: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    mesh = init_device_mesh("cpu", (world,))
+    sharded, reference = models()
+    parallelize_module(sharded[:3], mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    # 7 rows on 2 ranks: 4 and 3 (this Linear is not run sharded: its weight alone is)
+    sharded[3].weight = nn.Parameter(distribute_tensor(sharded[3].weight.detach(), mesh, [Shard(0)]))
+    for amount in (0.5, 0.3):
+        pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=amount)
+        pruneplug.prune_global(targets(reference), "l1_unstructured", amount=amount)
+        for (module, _), (expected, _) in zip(targets(sharded), targets(reference), strict=True):
+            mask = module.weight_mask
+            if not isinstance(mask, DTensor) or mask.placements != module.weight_orig.placements:
+                raise AssertionError(f"the mask is not a DTensor placed like its weight: {mask!r}")
+            if not torch.equal(mask.full_tensor(), expected.weight_mask.bool()):
+                raise AssertionError(f"amount {amount}: the gathered mask differs from one process's")
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    out = sharded[:3](x)
+    if not torch.allclose(out, reference[:3](x), atol=1e-6):
+        raise AssertionError("the sharded forward differs")
+    if not torch.equal(sharded[3].weight.full_tensor(), reference[3].weight):
+        raise AssertionError("the unevenly sharded weight differs after pruning")
+
+
+def scenario_refusals(rank: int, world: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    model, _ = models()
+    model[0].weight = nn.Parameter(distribute_tensor(model[0].weight.detach(), mesh, [Shard(0)]))
+    fsdp = nn.Linear(4, 6)
+    fully_shard(fsdp, mesh=mesh)
+    cases = [
+        (targets(model), "l1_unstructured", "some targets are DTensors and some are not"),
+        ([(model[0], "weight")], "random_unstructured", "random scores are not supported"),
+        ([(fsdp, "weight")], "l1_unstructured", "FSDP2 (fully_shard) modules"),
+    ]
+    for pairs, strategy, message in cases:
+        try:
+            pruneplug.prune_global(pairs, strategy, amount=0.5)
+        except pruneplug.IncompatibleStrategyError as error:
+            if message not in str(error):
+                raise
+        else:
+            raise AssertionError(f"{strategy} over {len(pairs)} targets was not refused")
+        if pruneplug.is_pruned(model[0]) or pruneplug.is_pruned(fsdp):
+            raise AssertionError("a refused prune_global changed the model")
+
+
+SCENARIOS = {"l1": scenario_l1, "refusals": scenario_refusals}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_prune_global_over_dtensors_on_two_ranks(run_ranks: RunRanks, scenario: str) -> None:
+    run_ranks(__file__, scenario, 2)

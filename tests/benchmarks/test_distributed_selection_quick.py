@@ -1,0 +1,40 @@
+"""``benchmarks/distributed_selection.py``: its ``--quick`` run end to end (2 gloo ranks on 100 k entries).
+
+The times depend on the machine; what is checked is that every variant was
+timed and that the bytes communicated are the documented formula's: one
+agreement check of 14 int64, then 11-bit digits of the float32 keys (11, 11
+and 10 bits: 2**11, 2**11 and 2**10 counts of 8 bytes), no tie passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "distributed_selection.py"
+
+
+def test_quick_run_times_one_process_and_two_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "distributed_selection.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert set(rows) == {"one process, 1 thread(s)", "one process, 2 thread(s)", "2 ranks, bits 11"}
+    assert all(row["seconds"] > 0 for row in rows.values())
+    ranks = rows["2 ranks, bits 11"]
+    assert ranks["all_reduces"] == 4
+    assert ranks["bytes_communicated"] == 14 * 8 + (2**11 + 2**11 + 2**10) * 8
+    assert result["numel"] == 100_000
