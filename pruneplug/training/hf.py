@@ -4,18 +4,23 @@ It drives a :class:`~pruneplug.training.pruner.Pruner` over the trainer's
 optimizer steps (``state.global_step``), and saves where the pruner stands
 in the checkpoint's ``trainer_state.json``, as Transformers saves its own
 stateful callbacks, so that ``trainer.train(resume_from_checkpoint=...)``
-goes on bit for bit. Needs the ``hf`` extra (``pip install 'pruneplug[hf]'``).
+goes on bit for bit. With ``masking="in_place"`` the masks the pruner holds
+go into a file of their own beside it, :data:`MASKS_FILE`, whose path the
+JSON records. Needs the ``hf`` extra (``pip install 'pruneplug[hf]'``).
 See ``docs/training.md``.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+from pathlib import Path
 from typing import Any
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
     from transformers.trainer_callback import ExportableState
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("pruneplug.training.hf needs Transformers: pip install 'pruneplug[hf]'") from error
 
@@ -28,7 +33,10 @@ from ..storage.formats import MaskStorage
 from .deferred import DeferredMasks
 from .pruner import Masking, Pruner, RulesLike, check_rules
 
-__all__ = ["PruningCallback"]
+__all__ = ["MASKS_FILE", "PruningCallback"]
+
+MASKS_FILE = "pruneplug_masks.pt"
+"""The file of a checkpoint's folder that holds an in-place pruner's masks (``torch.save``, bool tensors by name)."""
 
 
 def _submodule(model: nn.Module, name: str | None) -> nn.Module:
@@ -90,8 +98,8 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         rules: as the Pruner's: a plan, a plan file's path, or a list of plan rules.
         schedule: as the Pruner's: the schedule of every rule without its own.
         mask_storage: as the Pruner's: ``"bool"`` or ``"packed"``.
-        masking: ``"reparametrize"`` only, for now: the masks of ``"in_place"``
-            would have to go into ``trainer_state.json`` (a :class:`PlanError` says so).
+        masking: as the Pruner's: ``"reparametrize"`` or ``"in_place"`` (plain
+            weights; the masks go into :data:`MASKS_FILE` in each checkpoint's folder).
         module: the dotted name of the model's submodule that the rules select
             in; default: the model itself.
         zero_optimizer_state: zero the optimizer's state where a step prunes.
@@ -115,12 +123,6 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         zero_optimizer_state: bool = True,
     ) -> None:
         check_rules(rules, schedule=schedule, mask_storage=mask_storage, masking=masking)
-        if masking != "reparametrize":
-            raise PlanError(
-                "the Transformers callback keeps the pruner's state in trainer_state.json, which cannot hold the "
-                "masks masking='in_place' keeps out of the model: use masking='reparametrize' (the default) here",
-                field="masking",
-            )
         self.rules = rules
         self.schedule = schedule
         self.mask_storage = mask_storage
@@ -130,11 +132,32 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         self.pruner: Pruner | None = None
         """The pruner, made when training starts."""
         self._deferred: DeferredMasks | None = None
+        self._output_dir = "."  # the trainer's output_dir, known when training begins
 
     def state(self) -> dict[str, Any]:
-        """The callback's state for ``trainer_state.json``: the pruner's, JSON's way (``None`` before training)."""
-        pruner = None if self.pruner is None else _encode(self.pruner.state_dict())
-        return {"args": {}, "attributes": {"pruner": pruner}}
+        """The callback's state for ``trainer_state.json``: the pruner's, JSON's way (``None`` before training).
+
+        In place, the masks are left out and the path of the checkpoint's
+        :data:`MASKS_FILE` is put in (:meth:`on_save` writes it).
+        """
+        if self.pruner is None:
+            return {"args": {}, "attributes": {"pruner": None}}
+        saved = self.pruner.state_dict()
+        if self.pruner.masking == "in_place":
+            saved.pop("masks")
+            saved["masks_file"] = str(self._masks_file())
+        return {"args": {}, "attributes": {"pruner": _encode(saved)}}
+
+    def _masks_file(self) -> Path:
+        """Where the checkpoint of the step just handled keeps the held masks (the trainer's own folder naming)."""
+        step = self.pruner.current_step if self.pruner is not None else 0
+        return Path(self._output_dir).resolve() / f"{PREFIX_CHECKPOINT_DIR}-{step}" / MASKS_FILE
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.pruner is not None and self.pruner.masking == "in_place":
+            path = self._masks_file()
+            if path.parent.is_dir():  # (hyperparameter searches save elsewhere: nothing to resume from there)
+                torch.save(self.pruner.masks(), path)
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if args.restore_callback_states_from_checkpoint:
@@ -150,6 +173,7 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._output_dir = args.output_dir or "."
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if not isinstance(model, nn.Module):
             raise PlanError(f"the trainer gave the callback no model, got {type(model).__name__}")
@@ -180,7 +204,19 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         if isinstance(data, list):  # (Transformers keeps a list for callbacks of one class)
             data = data[0] if data else None
         pruner = data.get("attributes", {}).get("pruner") if isinstance(data, dict) else None
-        return _decode(pruner) if isinstance(pruner, dict) else None
+        if not isinstance(pruner, dict):
+            return None
+        saved = _decode(pruner)
+        masks_file = saved.pop("masks_file", None)
+        if masks_file is not None:
+            if not os.path.isfile(masks_file):
+                raise PlanError(
+                    f"the checkpoint's pruner keeps its masks in {masks_file}, which is not there (was the checkpoint "
+                    "moved? its trainer_state.json records that path)",
+                    field="masks_file",
+                )
+            saved["masks"] = torch.load(masks_file, weights_only=True)
+        return saved
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         pruner = self.pruner

@@ -13,7 +13,7 @@ import pruneplug
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-from pruneplug.training.hf import PruningCallback  # noqa: E402
+from pruneplug.training.hf import MASKS_FILE, PruningCallback  # noqa: E402
 
 SCHEDULE = {"name": "linear", "start": 1, "end": 5, "every": 2}  # to 0, half the final, the final at steps 1, 3, 5
 
@@ -105,15 +105,27 @@ def test_accumulated_gradients_count_optimizer_steps_not_batches(tmp_path: Path)
     assert recorder.seen[2] == [0.0] and recorder.seen[3] == [pytest.approx(0.5)]
 
 
-def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("masking", ["reparametrize", "in_place"])
+def test_stopping_and_resuming_from_a_checkpoint_goes_on_bit_for_bit(tmp_path: Path, masking: str) -> None:
     """The central test: a checkpoint mid-training, a fresh trainer and callback, the same masks and weights."""
-    whole = train(tmp_path / "whole", 8, [PruningCallback(rules(), schedule=SCHEDULE)], save_strategy="no").model
-    train(tmp_path / "part", 4, [PruningCallback(rules(), schedule=SCHEDULE)], save_strategy="steps", save_steps=4)
+    options: dict[str, Any] = {"schedule": SCHEDULE, "masking": masking}
+    whole = train(tmp_path / "whole", 8, [PruningCallback(rules(), **options)], save_strategy="no").model
+    train(tmp_path / "part", 4, [PruningCallback(rules(), **options)], save_strategy="steps", save_steps=4)
     checkpoint = tmp_path / "part" / "checkpoint-4"
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["PruningCallback"]
     assert saved["attributes"]["pruner"]["step"] == 4
-    pruning = PruningCallback(rules(), schedule=SCHEDULE)
+    held = {}
+    if masking == "in_place":  # plain weights in the checkpoint, the masks in a file of their own beside them
+        assert saved["attributes"]["pruner"]["masks_file"] == str((checkpoint / MASKS_FILE).resolve())
+        assert "masks" not in saved["attributes"]["pruner"]
+        held = torch.load(checkpoint / MASKS_FILE, weights_only=True)
+    pruning = PruningCallback(rules(), **options)
     resumed = train(tmp_path / "part", 8, [pruning], resume=str(checkpoint), save_strategy="steps", save_steps=4).model
+    assert pruning.pruner is not None
+    if masking == "in_place":
+        assert set(held) == {name for names in pruning.pruner.targets() for name in names}
+        assert all(mask.dtype == torch.bool and not mask.all() for mask in held.values())  # pruned at step 3
+        assert not any(name.endswith("_orig") for name in resumed.state_dict())
     ours, theirs = resumed.state_dict(), whole.state_dict()
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
@@ -141,7 +153,6 @@ def test_any_registered_strategy_prunes_a_submodule_and_zeroes_the_optimizers_st
         ({"schedule": {"name": "no_such_schedule"}}, "schedule"),
         ({"mask_storage": "zip"}, "mask_storage"),
         ({"masking": "hooks"}, "masking"),
-        ({"masking": "in_place"}, "masking"),  # its masks would have to go into trainer_state.json
     ],
 )
 def test_bad_arguments_raise_the_pruners_plan_error_when_the_callback_is_made(
