@@ -30,6 +30,7 @@ from torch import nn
 from ..api.schedules import ScheduleLike
 from ..plans import PlanError
 from ..storage.formats import MaskStorage
+from ._modules import submodule
 from .deferred import DeferredMasks
 from .pruner import Masking, Pruner, RulesLike, check_rules
 
@@ -37,16 +38,6 @@ __all__ = ["MASKS_FILE", "PruningCallback"]
 
 MASKS_FILE = "pruneplug_masks.pt"
 """The file of a checkpoint's folder that holds an in-place pruner's masks (``torch.save``, bool tensors by name)."""
-
-
-def _submodule(model: nn.Module, name: str | None) -> nn.Module:
-    """``model``'s submodule ``name`` (``None``: ``model``); :class:`PlanError` if it has none of that name."""
-    if name is None:
-        return model
-    try:
-        return model.get_submodule(name)
-    except AttributeError as error:
-        raise PlanError(f"the model has no submodule {name!r} (module=...)", field="module") from error
 
 
 def _encode(state: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +176,7 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
             )
         if self._deferred is not None:
             self._deferred.apply(self.mask_storage)  # the optimizer is made: it holds the parameters already
-        target = _submodule(model, self.module)
+        target = submodule(model, self.module, "the model")
         self.pruner = Pruner(
             target,
             self.rules,

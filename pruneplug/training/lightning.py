@@ -19,25 +19,15 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("pruneplug.training.lightning needs Lightning: pip install 'pruneplug[lightning]'") from error
 
 import torch
-from torch import nn
 
 from ..api.schedules import ScheduleLike
 from ..plans import PlanError
 from ..storage.formats import MaskStorage
+from ._modules import submodule
 from .deferred import DeferredMasks
 from .pruner import Masking, Pruner, RulesLike, check_rules
 
 __all__ = ["PruningCallback"]
-
-
-def _submodule(model: nn.Module, name: str | None) -> nn.Module:
-    """``model``'s submodule ``name`` (``None``: ``model``); :class:`PlanError` if it has none of that name."""
-    if name is None:
-        return model
-    try:
-        return model.get_submodule(name)
-    except AttributeError as error:
-        raise PlanError(f"the LightningModule has no submodule {name!r} (module=...)", field="module") from error
 
 
 class PruningCallback(pl.Callback):
@@ -155,7 +145,7 @@ class PruningCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_up_masks()  # (strategies that restore the checkpoint after setting up)
-        target = _submodule(pl_module, self.module)
+        target = submodule(pl_module, self.module, "the LightningModule")
         self.pruner = Pruner(
             target,
             self.rules,

@@ -146,24 +146,6 @@ def test_any_registered_strategy_prunes_a_submodule_and_zeroes_the_optimizers_st
     assert not moments[:, ~kept].any() and moments[:, kept].any()
 
 
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"rules": [{"types": ["Linear"], "strategy": "wanda", "params": {"amount": 0.5}}]}, "strategy"),
-        ({"schedule": {"name": "no_such_schedule"}}, "schedule"),
-        ({"mask_storage": "zip"}, "mask_storage"),
-        ({"masking": "hooks"}, "masking"),
-    ],
-)
-def test_bad_arguments_raise_the_pruners_plan_error_when_the_callback_is_made(
-    options: dict[str, Any], field: str
-) -> None:
-    arguments: dict[str, Any] = {"rules": rules(), "schedule": SCHEDULE, **options}
-    with pytest.raises(pruneplug.PlanError) as caught:
-        PruningCallback(arguments.pop("rules"), **arguments)
-    assert caught.value.field == field
-
-
 def test_a_trainer_that_would_remake_the_callback_from_saved_arguments_is_refused(tmp_path: Path) -> None:
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to="none", restore_callback_states_from_checkpoint=True
