@@ -39,30 +39,27 @@ def _widths(widths: dict[str, int]) -> str:
     return "-".join(str(width) for width in list(widths.values())[:-1])
 
 
+def _compact_table(title: str) -> Table:
+    """A table with a left-aligned title and no outer edge or padding, narrow enough for 60 columns."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+
+
 def channel_tables(channels: ChannelSweep) -> list[RenderableType]:
     """The channel pruning run: an accuracy table and a size-and-latency table, one row per amount."""
     label = f"{channels.strategy} channels"
-    accuracy = Table(
-        title=f"{label}: test accuracy (%)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-    )
+    accuracy = _compact_table(f"{label}: test accuracy (%)")
     # Two-line headers and no wrapping: both tables fit in 60 columns, and no number or width is ever cut.
     for column in ("amount\n%", "sparsity\n%", "\npruned", "fine-\ntuned", "\ncompacted"):
         accuracy.add_column(column, justify="right", no_wrap=True)
-    size = Table(
-        title=f"{label}, compacted: size and CPU latency",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-    )
+    size = _compact_table(f"{label}, compacted: size and CPU latency")
     for column in ("amount\n%", "\nwidths", "\nparams", "MACs\n/image", "latency\nms", "dense\nms", "speed-\nup"):
         size.add_column(column, justify="right", no_wrap=True)
     size.add_row(
@@ -109,15 +106,7 @@ def gradual_table(comparison: GradualComparison) -> list[RenderableType]:
     """The gradual against one-shot comparison: one row per method and target, and how it was run."""
     settings = comparison.settings
     seeds = len(settings.seeds)
-    table = Table(
-        title=f"Gradual against one-shot pruning: test accuracy (%), {settings.total_steps} steps each",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-    )
+    table = _compact_table(f"Gradual against one-shot pruning: test accuracy (%), {settings.total_steps} steps each")
     table.add_column("\nmethod", no_wrap=True)
     for column in ("sparsity\n%", "at ramp\nend", "final\nmedian", "\nmin", "\nmax"):
         table.add_column(column, justify="right", no_wrap=True)

@@ -6,8 +6,10 @@ import importlib
 from typing import Any
 
 import pytest
+from torch import nn
 
 import pruneplug
+from pruneplug.training._modules import submodule
 
 # library: (the library it needs, the callback's module)
 CALLBACKS = {
@@ -37,3 +39,11 @@ def test_bad_arguments_raise_the_pruners_plan_error_when_the_callback_is_made(
     with pytest.raises(pruneplug.PlanError) as caught:
         callback(arguments.pop("rules"), **arguments)
     assert caught.value.field == field
+
+
+def test_a_module_name_the_model_lacks_is_named_with_the_field() -> None:
+    model = nn.Sequential(nn.Linear(2, 2))
+    assert submodule(model, None, "the model") is model and submodule(model, "0", "the model") is model[0]
+    with pytest.raises(pruneplug.PlanError, match="the LightningModule has no submodule 'encoder'") as caught:
+        submodule(model, "encoder", "the LightningModule")
+    assert caught.value.field == "module"
