@@ -39,10 +39,10 @@ others waiting. Every all-reduce waits at most ``timeout``.
 
 Each rank reads its scores a chunk at a time: once per pass while the
 entries that share the digits picked so far (the candidates) are more than
-1/64 of its own, then once to gather them (12 bytes each; later passes count
+max(2**18, 1/64 of its own), then once to gather them (12 bytes each; later passes count
 them in memory), and once to write the masks. For spread scores that is
 three or four reads; beyond the masks it holds a few MiB of chunk
-temporaries and at most 1/64 of its entries as candidates, except for the
+temporaries and at most max(2**18, 1/64 of its entries) candidates, except for the
 ties at the threshold (all of them when most scores are equal).
 """
 
@@ -77,7 +77,7 @@ __all__ = [
 
 #: Entries per chunk when a rank reads its scores: 1 MiB of float32, a few MiB of temporaries in all.
 _CHUNK = 1 << 18
-#: A rank holds its candidates in memory once they are at most 1/64 of its entries (12 bytes each).
+#: A rank holds its candidates in memory once they are at most max(_CHUNK, 1/64 of its entries) (12 bytes each).
 _HOLD_FRACTION = 64
 #: Digit width of the radix select: 2**11 counts (16 KiB) per all-reduce, three passes for float32 keys
 #: (the fastest of 8, 11 and 16 bits on 10 M entries over 2 gloo ranks: benchmarks/distributed_selection.py).

@@ -145,7 +145,7 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
         return Path(self._output_dir).resolve() / f"{PREFIX_CHECKPOINT_DIR}-{step}" / MASKS_FILE
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self.pruner is not None and self.pruner.masking == "in_place":
+        if self.pruner is not None and self.pruner.masking == "in_place" and state.is_world_process_zero:
             path = self._masks_file()
             if path.parent.is_dir():  # (hyperparameter searches save elsewhere: nothing to resume from there)
                 torch.save(self.pruner.masks(), path)
@@ -176,6 +176,8 @@ class PruningCallback(TrainerCallback, ExportableState):  # type: ignore[misc]
             )
         if self._deferred is not None:
             self._deferred.apply(self.mask_storage)  # the optimizer is made: it holds the parameters already
+        if self.pruner is not None and self.pruner.masking == "in_place":
+            self.pruner.reparametrize()  # a second run: the masks the last pruner held, for the new one to take over
         target = submodule(model, self.module, "the model")
         self.pruner = Pruner(
             target,

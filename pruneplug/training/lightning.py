@@ -42,7 +42,8 @@ class PruningCallback(pl.Callback):
     the first ``optimizer.step()``, as with the Pruner in a loop of your own).
 
     The pruner's state (:meth:`Pruner.state_dict`) is the callback's, saved in
-    Lightning's checkpoints; the masks are the model's. ``trainer.fit(model,
+    Lightning's checkpoints; the masks are the model's (with ``masking="in_place"``,
+    the pruner's, in its state). ``trainer.fit(model,
     ckpt_path=...)`` resumes: the checkpoint's masks are set up once the
     optimizer is made (so that it lists the parameters in their first order,
     which the optimizer's saved state follows), and the pruner's state,
@@ -145,6 +146,8 @@ class PruningCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_up_masks()  # (strategies that restore the checkpoint after setting up)
+        if self.pruner is not None and self.pruner.masking == "in_place":
+            self.pruner.reparametrize()  # a second run: the masks the last pruner held, for the new one to take over
         target = submodule(pl_module, self.module, "the LightningModule")
         self.pruner = Pruner(
             target,

@@ -114,24 +114,34 @@ class _Driven:
 class _Held:
     """A mask the pruner holds for ``masking="in_place"``: 1 keeps an entry, 0 prunes it, in the tensor's dtype."""
 
+    name: str  # qualified, "fc1.weight"
     module: nn.Module
     tensor: str
     mask: Tensor
 
     def parameter(self) -> Tensor:
-        """The module's parameter the mask applies to (looked up on every use: it may have been replaced)."""
+        """The module's parameter the mask applies to (looked up on every use: it may have been replaced).
+
+        The mask follows the parameter to its device and dtype (``model.to(...)`` after the pruner was made).
+        """
         value = self.module._parameters.get(self.tensor)
         if value is None:
             raise PlanError(
-                f"{type(self.module).__name__}.{self.tensor} is no parameter any more: the in-place pruner holds a "
-                "mask for it (was it pruned or removed outside the pruner?)",
+                f"{self.name} is no parameter any more: the in-place pruner holds a mask for it (was it pruned or "
+                "removed outside the pruner?)",
                 field="masking",
             )
+        if self.mask.device != value.device or self.mask.dtype != value.dtype:
+            self.mask = self.mask.to(device=value.device, dtype=value.dtype)
         return value
 
 
-def _split_rules(rules: RulesLike) -> Plan:
-    """The rules as a validated :class:`Plan`, holding each rule's own schedule and the plan's."""
+def _split_rules(rules: RulesLike, default: Schedule | None = None) -> Plan:
+    """The rules as a validated :class:`Plan`, holding each rule's own schedule and the plan's.
+
+    A list of rules is a plan whose schedule is the pruner's ``default`` when
+    that has a ``final``, so that a rule may leave its amount to it.
+    """
     if isinstance(rules, Plan):
         return rules
     if isinstance(rules, (str, os.PathLike)):
@@ -146,7 +156,9 @@ def _split_rules(rules: RulesLike) -> Plan:
         if not isinstance(rule, (Rule, Mapping)):
             raise PlanError(f"a rule is a mapping of a plan rule's fields, got {type(rule).__name__}", rule=index)
         data.append(rule if isinstance(rule, Rule) else dict(rule))
-    return parse_plan({"rules": data})
+    if default is None or default.final is None:  # (only a final the rules may leave their amount to)
+        return parse_plan({"rules": data})
+    return parse_plan({"rules": data, "schedule": default})
 
 
 def _schedule_for(plan: Plan, default: Schedule | None, index: int) -> Schedule:
@@ -228,13 +240,13 @@ def _prepare(
         raise PlanError(
             f"masking must be one of {', '.join(map(repr, get_args(Masking)))}, got {masking!r}", field="masking"
         )
-    plan = _split_rules(rules)
-    if plan.compact:
-        raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
     try:
         default = None if schedule is None else make_schedule(schedule)
     except PruneplugError as error:
         raise PlanError(str(error), field="schedule") from error
+    plan = _split_rules(rules, default)
+    if plan.compact:
+        raise PlanError("the Pruner does not compact while training; compact after it", field="compact")
     try:
         storage = check_storage(mask_storage)
     except PruneplugError as error:
@@ -461,7 +473,8 @@ class Pruner:
             for _, hook in pruning_hooks(module):
                 name = hook._tensor_name
                 state = tensor_state(module, name)
-                held[self._qualified(module, name)] = _Held(module, name, default_alive(state).to(state.orig.dtype))
+                qualified = self._qualified(module, name)
+                held[qualified] = _Held(qualified, module, name, default_alive(state).to(state.orig.dtype))
         for item in held.values():
             remove(item.module, item.tensor)
         return held
@@ -650,7 +663,11 @@ class Pruner:
         schedule, final sparsity and tensors are checked first, and nothing
         changes if one differs. Load the model's state (with
         :func:`pruneplug.load_pruned_state_dict` into an unpruned model)
-        before or after: the masks are the model's.
+        before or after: the masks are the model's. With
+        ``masking="in_place"`` the masks are the state's (``"masks"``): they
+        must name tensors of the rules' modules, with their shapes; tensors of
+        those modules pruned on the model are taken over first, then the
+        state's masks held and applied.
 
         Raises:
             PlanError: the state is not a pruner's, or its rules differ from this pruner's (the rule named).
@@ -694,7 +711,7 @@ class Pruner:
                 f"the state holds {len(saved_generators)} generator states, this pruner's rules have {len(generators)}",
                 field="generators",
             )
-        held = self._held_from(state.get("masks") or {}) if masking == "in_place" else {}
+        held = self._held_from(state.get("masks")) if masking == "in_place" else {}
         rng = state.get("rng_state")
         if rng is not None:
             torch.set_rng_state(rng)
@@ -710,9 +727,12 @@ class Pruner:
         """The held masks of a saved state, checked against the model (raises :class:`PlanError`, changes nothing)."""
         if not isinstance(saved, Mapping):
             raise PlanError(
-                f"the state's masks must map tensor names to masks, got {type(saved).__name__}", field="masks"
+                "an in-place pruner's state holds its masks: 'masks' must map tensor names to bool masks, got "
+                f"{type(saved).__name__}",
+                field="masks",
             )
-        modules = dict(self.model.named_modules())
+        ours = {id(module) for module in self._modules(self._rules)}
+        modules = {name: module for name, module in self.model.named_modules() if id(module) in ours}
         held: dict[str, _Held] = {}
         for name, mask in saved.items():
             prefix, _, tensor = str(name).rpartition(".")
@@ -721,7 +741,8 @@ class Pruner:
             parameter = params.get(tensor, params.get(f"{tensor}_orig"))
             if module is None or parameter is None:
                 raise PlanError(
-                    f"the state holds a mask for {name!r}, which the model has no parameter of", field="masks"
+                    f"the state holds a mask for {name!r}, which no module of the rules has as a parameter",
+                    field="masks",
                 )
             if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != parameter.shape:
                 shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
@@ -730,5 +751,5 @@ class Pruner:
                     f"got {shape}",
                     field="masks",
                 )
-            held[name] = _Held(module, tensor, mask.to(device=parameter.device, dtype=parameter.dtype))
+            held[name] = _Held(name, module, tensor, mask.to(device=parameter.device, dtype=parameter.dtype))
         return held

@@ -171,6 +171,18 @@ def test_in_place_masking_resumes_bit_for_bit_from_the_checkpoints_pruner_state(
     assert not ours["model.0.weight"][~masks["model.0.weight"]].any()
 
 
+def test_a_second_fit_goes_on_with_the_masks_an_in_place_pruner_held(tmp_path: Path) -> None:
+    pruning = PruningCallback(rules()[:1], schedule={"name": "one_shot", "start": 1}, masking="in_place")
+    module = Tiny()
+    for root, steps in ((tmp_path / "first", 3), (tmp_path / "second", 1)):  # the second fit's step 0 prunes nothing
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            trainer(root, steps, [pruning]).fit(module)
+        assert pruning.pruner is not None and pruning.pruner.sparsity() == [0.75]
+        mask = pruning.pruner.masks()["model.0.weight"]
+        assert not module.model[0].weight.detach()[~mask].any()
+
+
 def test_any_registered_strategy_prunes_a_submodule_zeroes_the_optimizers_state_and_logs(tmp_path: Path) -> None:
     rule = {"modules": ["0"], "strategy": "ln_structured", "params": {"amount": 0.5, "n": 2, "dim": 0}}
     pruning = PruningCallback([rule], schedule={"name": "one_shot", "start": 0}, module="model")

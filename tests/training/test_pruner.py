@@ -163,6 +163,14 @@ def test_rules_a_schedule_cannot_drive_are_refused_naming_the_field() -> None:
         pruneplug.Pruner(mlp(), [], schedule=SCHEDULE)
 
 
+def test_a_rule_may_leave_its_amount_to_the_pruners_schedule_final() -> None:
+    rules = [{"types": ["Linear"], "strategy": "l1_unstructured"}]
+    pruner = pruneplug.Pruner(mlp(), rules, schedule={"name": "linear", "final": 0.5, "end": 4})
+    for _ in range(5):
+        pruner.step()
+    assert pruner.sparsity() == [0.5] and pruner.schedules[0].final == 0.5
+
+
 def test_a_model_pruned_already_counts_toward_the_target() -> None:
     model = mlp()
     pruneplug.prune(model[0], "weight", "l1_unstructured", amount=0.6)

@@ -16,10 +16,8 @@ from .test_pruner_training import OPTIMIZERS, SCHEDULE, batch, mlp, train_step
 RULES: list[dict[str, Any]] = [
     {"modules": ["0"], "strategy": "l1_unstructured", "params": {"amount": 0.75}},
     {"modules": ["2"], "strategy": "ln_structured", "params": {"amount": 0.5, "n": 2, "dim": 0}},
-    {"modules": ["0", "4"], "strategy": "random_unstructured", "scope": "global", "params": {"amount": 0.9}},
-]
-# (A structured rule ranks a slice by all its entries. Reparametrized, the entries an unstructured rule pruned keep
-# their old values in ``weight_orig``; in place they are zero: the two differ where both kinds prune one tensor.)
+    {"modules": ["2", "4"], "strategy": "random_unstructured", "scope": "global", "params": {"amount": 0.9}},
+]  # 2.weight: a structured and an unstructured rule on one tensor (the entries the one pruned, the other skips)
 LINEARS = ("0.weight", "2.weight", "4.weight")
 
 
@@ -112,8 +110,7 @@ def test_reparametrize_gives_the_model_its_masks_back() -> None:
     assert isinstance(model[0].weight_mask, pruneplug.PackedMask)
     assert all(torch.equal(pruner.masks()[name], masks[name]) for name in masks)
     assert torch.equal(model(inputs), expected)
-    reached = pruner.sparsity()  # the global rule prunes 0.weight past rule 0's 0.75 (and counts what it pruned)
-    assert reached[0] >= 0.75 and reached[1:] == [0.5, round(0.9 * 222) / 222]
+    assert pruner.sparsity() == [0.75, 0.5, round(0.9 * 190) / 190]  # 2.weight and 4.weight: 190 entries
 
 
 def test_a_failed_in_place_step_keeps_the_masks_and_applies_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +152,9 @@ def test_bad_masking_and_mismatched_states_are_refused_naming_the_field() -> Non
     fresh = pruneplug.Pruner(mlp(), RULES[:1], schedule=SCHEDULE, masking="in_place")
     for bad, message in (
         ({"0.weight": torch.ones(3, 3, dtype=torch.bool)}, "shape"),
-        ({"9.weight": torch.ones(16, 12, dtype=torch.bool)}, "no parameter"),
+        ({"9.weight": torch.ones(16, 12, dtype=torch.bool)}, "no module of the rules"),
+        ({"2.weight": torch.ones(10, 16, dtype=torch.bool)}, "no module of the rules"),  # a module no rule selects
+        (None, "holds its masks"),
         ({"0.weight": torch.ones(16, 12)}, "bool tensor"),
     ):
         with pytest.raises(PlanError, match=message) as caught:
@@ -164,3 +163,16 @@ def test_bad_masking_and_mismatched_states_are_refused_naming_the_field() -> Non
     fresh.load_state_dict(state)
     assert fresh.current_step == 4 and torch.equal(fresh.masks()["0.weight"], state["masks"]["0.weight"])
     assert not fresh.model[0].weight.detach()[~state["masks"]["0.weight"]].any()  # type: ignore[index]
+
+
+def test_the_held_masks_follow_the_model_to_another_dtype() -> None:
+    model = mlp()
+    pruner = pruneplug.Pruner(model, RULES[:1], schedule={"name": "one_shot", "start": 0}, masking="in_place")
+    pruner.step()
+    model.to(torch.float64)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # what an optimizer step might do
+    pruner.apply_masks()
+    gone = ~pruner.masks()["0.weight"]
+    assert int(gone.sum()) == 144 and not model[0].weight.detach()[gone].any()
+    assert pruner._held["0.weight"].mask.dtype == torch.float64  # multiplied in the weight's dtype again
