@@ -124,9 +124,18 @@ def _add_schedules(schema: dict[str, Any], registry: Registry, amounts: list[str
         "if": {"required": ["strategy"], "properties": {"strategy": {"enum": amounts}}, "not": gives_final},
         "then": {"required": ["params"], "properties": {"params": {"required": ["amount"]}}},
     }
-    # The plan's schedule, when it gives final, gives it to every rule: only without one is the rule asked.
+    definitions["AmountNeededOwnSchedule"] = {
+        "description": (
+            "Under a plan schedule that gives final: a rule whose strategy takes an amount and whose own schedule "
+            "(which replaces the plan's) gives no final gives params.amount."
+        ),
+        "if": {"required": ["strategy", "schedule"], "properties": {"strategy": {"enum": amounts}}, "not": gives_final},
+        "then": {"required": ["params"], "properties": {"params": {"required": ["amount"]}}},
+    }
+    # The plan's schedule, when it gives final, gives it to every rule without a schedule of its own.
     schema["if"] = {"not": gives_final}
     schema["then"] = {"properties": {"rules": {"items": {"$ref": "#/$defs/AmountNeeded"}}}}
+    schema["else"] = {"properties": {"rules": {"items": {"$ref": "#/$defs/AmountNeededOwnSchedule"}}}}
 
 
 def _relax_amounts(schema: dict[str, Any], names: list[str]) -> None:

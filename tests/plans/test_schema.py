@@ -117,6 +117,10 @@ def test_schedules_are_in_the_schema_with_each_registered_schedules_parameters(r
         {"rules": [{"strategy": "l1_unstructured", "schedule": {"name": "one_shot", "final": 0.3}}]},  # no amount
         {"schedule": {"name": "linear", "final": 0.5, "end": 9}, "rules": [{"strategy": "l1_unstructured"}]},
         {"schedule": {"name": "linear", "end": 9}, "rules": [l1, {"strategy": "identity"}]},
+        {  # under a plan schedule with final, a rule with its own schedule without one gives its amount
+            "schedule": {"name": "linear", "final": 0.9, "end": 10},
+            "rules": [{**l1, "schedule": {"name": "linear", "end": 10}}, {"strategy": "l1_unstructured"}],
+        },
     ]
     for plan in good:
         assert not list(validator.iter_errors(plan)), plan
@@ -131,6 +135,10 @@ def test_schedules_are_in_the_schema_with_each_registered_schedules_parameters(r
         {"rules": [{**l1, "schedule": "cubic"}]},
         {"rules": [{"strategy": "l1_unstructured", "schedule": {"name": "cubic", "end": 9}}]},  # no final, no amount
         {"schedule": {"name": "cubic", "end": 9}, "rules": [{"strategy": "l1_unstructured"}]},
+        {  # the rule's own schedule replaces the plan's, and gives no final: the rule needs an amount
+            "schedule": {"name": "linear", "final": 0.9, "end": 10},
+            "rules": [{"strategy": "l1_unstructured", "schedule": {"name": "linear", "end": 10}}],
+        },
     ]
     for plan in bad:
         assert list(validator.iter_errors(plan)), plan
