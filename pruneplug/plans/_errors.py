@@ -20,10 +20,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from ..errors import PruneplugError, close_matches_hint
 
-__all__ = ["PlanError", "Problem", "from_validation_error", "location_text", "plain_message", "tensor_error"]
+__all__ = [
+    "PlanError",
+    "Problem",
+    "custom_problem",
+    "from_validation_error",
+    "location_text",
+    "plain_message",
+    "tensor_error",
+]
 
 Problem = tuple[str, str]
 """``(location, message)`` of one problem, e.g. ``("rules[0].stratgy", "unknown field ...")``."""
@@ -151,6 +160,20 @@ def _message(error: dict[str, Any], known_fields: Sequence[str]) -> str:
     if kind == "too_short" and name == "rules" and len(loc) == 1:
         return "a plan needs at least 1 rule; this one has none"
     return plain_message(error)
+
+
+def custom_problem(
+    kind: str, field: str, message: str, problems: list[tuple[str, str]] | None = None
+) -> PydanticCustomError:
+    """A plan check's problem for pydantic to report (:func:`from_validation_error` reads it back).
+
+    ``kind`` is pydantic's error type (``"plan_rule"``, ``"plan_schedule"``); ``field`` where it is, relative to
+    the model that raises it (may be empty); ``problems`` lists several, each ``(field, message)``.
+    """
+    ctx: dict[str, Any] = {"field": field, "message": message}
+    if problems:
+        ctx["problems"] = problems
+    return PydanticCustomError(kind, "{message}", ctx)
 
 
 def tensor_error(error: PruneplugError, tensor: str, *, rule: int, field: str) -> PlanError:

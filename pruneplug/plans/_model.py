@@ -51,7 +51,7 @@ from ..schedules.base import Schedule
 from ..statistics.spec import NeedsStatistics
 from ..storage.formats import MaskStorage
 from ._calibration import CalibrationSource
-from ._errors import PlanError, from_validation_error, plain_message
+from ._errors import PlanError, custom_problem, from_validation_error, plain_message
 from ._inputs import ExampleInput
 from ._schedules import ScheduleSpec, final_sparsity, lenient_schedule, schedule_from, scheduled_params, takes_amount
 
@@ -248,7 +248,7 @@ class Rule(RuleSelection):
         try:
             spec = strategy_for(self.strategy)
         except PruneplugError as error:
-            raise _problem("strategy", error.reason) from None
+            raise custom_problem("plan_rule", "strategy", error.reason) from None
         problems = self._channel_problems(spec) if self.channels else []
         valid = True
         params = self._params_with_amount(spec, info)
@@ -261,14 +261,15 @@ class Rule(RuleSelection):
         if valid:
             problems += self._schedule_problems(spec)
         if problems:
-            raise _problem(*problems[0], problems=problems)
+            raise custom_problem("plan_rule", *problems[0], problems=problems)
         if self.channels:
             return self
         for field in ("round_to", "group_reduction"):
             if field in self.model_fields_set:
-                raise _problem(field, f"{field} only applies to a channel rule (channels = true)")
+                raise custom_problem("plan_rule", field, f"{field} only applies to a channel rule (channels = true)")
         if self.scope == "global" and spec.kind != "unstructured":
-            raise _problem(
+            raise custom_problem(
+                "plan_rule",
                 "scope",
                 "scope 'global' ranks the entries of all selected tensors together, which needs a strategy "
                 f"of kind 'unstructured'; {cross_tensor_hint(spec.name, spec.kind)}. "
@@ -384,14 +385,6 @@ class Rule(RuleSelection):
             if name in self.params and name in spec.params_model.model_fields:  # else: an unknown parameter
                 problems.append((f"params.{name}", f"a channel rule takes no {name!r}: {why}; leave it out"))
         return problems
-
-
-def _problem(field: str, message: str, problems: list[tuple[str, str]] | None = None) -> PydanticCustomError:
-    """A rule's problem for pydantic to report; ``problems`` lists several, each ``(field, message)``."""
-    ctx: dict[str, Any] = {"field": field, "message": message}
-    if problems:
-        ctx["problems"] = problems
-    return PydanticCustomError("plan_rule", "{message}", ctx)
 
 
 def _params_problems(error: InvalidParametersError, fields: list[str]) -> tuple[str, str, list[tuple[str, str]]]:

@@ -25,14 +25,13 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
 
 from ..api.schedules import make_schedule
 from ..errors import InvalidScheduleError, PruneplugError
 from ..params import _describe_error as describe_param_error
 from ..registry import StrategySpec, get_registry
 from ..schedules.base import Schedule
-from ._errors import PlanError, plain_message
+from ._errors import PlanError, custom_problem, plain_message
 
 __all__ = [
     "ScheduleSpec",
@@ -62,21 +61,13 @@ def _as_mapping(value: object) -> object:
     return value
 
 
-def _problem(field: str, message: str, problems: list[tuple[str, str]] | None = None) -> PydanticCustomError:
-    """A schedule's problem for pydantic to report, at ``schedule.<field>`` (``field`` may be empty)."""
-    ctx: dict[str, Any] = {"field": field, "message": message}
-    if problems:
-        ctx["problems"] = problems
-    return PydanticCustomError("plan_schedule", "{message}", ctx)
-
-
 def _checked(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` once the registered schedule's model accepts it, with ``None`` s that restate a default dropped."""
     try:
         schedule = make_schedule(spec)
     except InvalidScheduleError as error:
         if not error.errors:  # no 'name', or not a mapping's problem: the message says it all
-            raise _problem("name" if "name" not in spec else "", error.reason) from None
+            raise custom_problem("plan_schedule", "name" if "name" not in spec else "", error.reason) from None
         fields = _fields(spec.get("name"))
         problems = []
         for item in error.errors:
@@ -88,9 +79,9 @@ def _checked(spec: dict[str, Any]) -> dict[str, Any]:
             else:
                 message = plain_message(item)
             problems.append((field, message))
-        raise _problem(*problems[0], problems=problems) from None
+        raise custom_problem("plan_schedule", *problems[0], problems=problems) from None
     except PruneplugError as error:  # no such schedule (the registered ones listed), or two plugins claim it
-        raise _problem("name", error.reason) from None
+        raise custom_problem("plan_schedule", "name", error.reason) from None
     defaults = type(schedule).model_fields
     return {
         key: value
