@@ -642,19 +642,23 @@ class Pruner:
             "step": self._step,
             "masking": self.masking,
             "masks": {name: item.mask != 0 for name, item in self._held.items()},
-            "rules": [
-                {
-                    "strategy": driven.rule.strategy,
-                    "scope": driven.rule.scope,
-                    "schedule": driven.schedule.to_spec(),
-                    "final": driven.final,
-                    "tensors": [t.name for t in driven.targets],
-                }
-                for driven in self._rules
-            ],
+            "rules": self._rules_state(),
             "rng_state": torch.get_rng_state() if random else None,
             "generators": [state for _, state in self._generators(self._rules)],
         }
+
+    def _rules_state(self) -> list[dict[str, Any]]:
+        """Each rule as :meth:`state_dict` saves it and :meth:`load_state_dict` checks it."""
+        return [
+            {
+                "strategy": driven.rule.strategy,
+                "scope": driven.rule.scope,
+                "schedule": driven.schedule.to_spec(),
+                "final": driven.final,
+                "tensors": [t.name for t in driven.targets],
+            }
+            for driven in self._rules
+        ]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: set the step (and the random generators' states, if saved).
@@ -688,7 +692,7 @@ class Pruner:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise PlanError(f"the state's step must be an int >= 0, got {step!r}", field="step")
         saved = state.get("rules")
-        mine = self.state_dict()["rules"]
+        mine = self._rules_state()  # (not state_dict(): in place, that copies every held mask)
         if not isinstance(saved, Sequence) or len(saved) != len(mine):
             count = len(saved) if isinstance(saved, Sequence) else saved
             raise PlanError(f"the state holds {count} rules, this pruner drives {len(mine)}", field="rules")
