@@ -48,8 +48,8 @@ def _seed() -> None:
 
 
 @pytest.fixture(scope="session")
-def run_ranks() -> Callable[[str | Path, str, int], None]:
-    """``run_ranks(file, scenario, world)``: a test file's scenario on ``world`` gloo processes (``tests/ranks.py``)."""
+def run_ranks() -> Callable[..., None]:
+    """``run_ranks(file, scenario, world, *args)``: a scenario on ``world`` gloo processes (``tests/ranks.py``)."""
     spec = importlib.util.spec_from_file_location("pruneplug_test_ranks", Path(__file__).parent / "ranks.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

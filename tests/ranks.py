@@ -1,8 +1,8 @@
 """Scenarios on several gloo processes: :func:`run_ranks` (in pytest) starts them, this file runs one rank.
 
 A test file that runs on several ranks defines ``SCENARIOS``, a dict of
-functions ``scenario(rank, world)`` that raise on failure, and calls
-``run_ranks(__file__, name, world)`` (the ``run_ranks`` fixture of
+functions ``scenario(rank, world, *args)`` that raise on failure, and calls
+``run_ranks(__file__, name, world, *args)`` (``args``: strings, a path say) (the ``run_ranks`` fixture of
 ``tests/conftest.py``). Each rank is a process forked from a forkserver
 that has imported torch and pruneplug once (spawning each rank would import
 them again, which takes longer than most scenarios); it runs this file
@@ -35,8 +35,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_ranks(file: str | Path, scenario: str, world: int) -> None:
-    """Run ``SCENARIOS[scenario]`` of the test file ``file`` on ``world`` ranks; raise if one fails or hangs."""
+def run_ranks(file: str | Path, scenario: str, world: int, *args: str) -> None:
+    """Run ``SCENARIOS[scenario](rank, world, *args)`` of the test file ``file`` on ``world`` ranks.
+
+    Raises (fails the test) if a rank fails or hangs.
+    """
     import pytest
 
     context = multiprocessing.get_context("forkserver")
@@ -46,7 +49,7 @@ def run_ranks(file: str | Path, scenario: str, world: int) -> None:
         context.Process(
             target=runpy.run_path,
             args=(__file__,),
-            kwargs={"run_name": RANK_MAIN, "init_globals": {"RANK": (str(file), scenario, rank, world, port)}},
+            kwargs={"run_name": RANK_MAIN, "init_globals": {"RANK": (str(file), scenario, rank, world, port, args)}},
         )
         for rank in range(world)
     ]
@@ -65,7 +68,7 @@ def run_ranks(file: str | Path, scenario: str, world: int) -> None:
         pytest.fail(f"{scenario} on {world} ranks: hung {hung}, failed {failed} (tracebacks in the captured output)")
 
 
-def _rank_main(file: str, scenario: str, rank: int, world: int, port: int) -> int:
+def _rank_main(file: str, scenario: str, rank: int, world: int, port: int, args: tuple[str, ...]) -> int:
     import torch
     import torch.distributed as dist
 
@@ -74,7 +77,7 @@ def _rank_main(file: str, scenario: str, rank: int, world: int, port: int) -> in
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
     )
     try:
-        runpy.run_path(file, run_name="__pruneplug_scenarios__")["SCENARIOS"][scenario](rank, world)
+        runpy.run_path(file, run_name="__pruneplug_scenarios__")["SCENARIOS"][scenario](rank, world, *args)
     except BaseException:
         traceback.print_exc()
         return 1
