@@ -22,7 +22,6 @@ from typing import cast
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
@@ -33,14 +32,27 @@ from ..errors import IncompatibleStrategyError
 from ..selection.amount import count_to_prune
 from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
 from ..storage.packed import PackedMask
-from ..strategies import UnstructuredStrategy
+from ..strategies import CustomFromMask, Identity, UnstructuredStrategy
 
-__all__ = ["distributed_global_masks", "has_dtensors"]
+__all__ = ["distributed_global_masks", "has_dtensors", "is_dtensor_target", "mask_given"]
 
 
 def has_dtensors(states: Sequence[TensorState]) -> bool:
     """Whether any target is a DTensor (then every target must be one)."""
     return any(isinstance(state.orig, DTensor) for state in states)
+
+
+def is_dtensor_target(module: object, name: object) -> bool:
+    """Whether ``module.<name>`` (or its ``_orig``) is a DTensor parameter; ``False`` for anything malformed."""
+    parameters = getattr(module, "_parameters", None)
+    if not isinstance(parameters, dict) or not isinstance(name, str):
+        return False
+    return isinstance(parameters.get(f"{name}_orig", parameters.get(name)), DTensor)
+
+
+def mask_given(method: torch_prune.BasePruningMethod) -> bool:
+    """Whether ``method``'s mask is given to it (``custom_from_mask``, ``identity``): DTensor ops compute it."""
+    return isinstance(method, (CustomFromMask, Identity))
 
 
 def _refusal(
@@ -54,12 +66,6 @@ def _refusal(
     if not all(isinstance(state.orig, DTensor) for state in states):
         plain = [f"{s.module_type}.{s.name}" for s in states if not isinstance(s.orig, DTensor)]
         return f"some targets are DTensors and some are not ({', '.join(plain)}); shard all or none"
-    managed = [f"{s.module_type}.{s.name}" for s in states if isinstance(s.module, FSDPModule)]
-    if managed:  # its forward registers the gathered parameter under the name the pruning hook sets
-        return (
-            f"{', '.join(managed)} belong to FSDP2 (fully_shard) modules, whose forward is not supported "
-            "with pruning hooks yet; prune before fully_shard, or shard with DTensor placements"
-        )
     first = states[0].orig.device_mesh  # type: ignore[attr-defined]
     # (equal meshes, not one object: FSDP2 makes a mesh per fully_shard call, all over the same ranks)
     if any(state.orig.device_mesh != first for state in states):  # type: ignore[attr-defined]
@@ -100,8 +106,11 @@ def distributed_global_masks(
     alive: Sequence[Tensor | None],
     *,
     packed: Sequence[bool] | None = None,
+    alone: bool = False,
 ) -> list[Tensor]:
     """New bool DTensor masks, placed like the targets, after pruning ``method.amount`` of them across ranks.
+
+    ``alone``: the one target is pruned by :func:`pruneplug.prune` (errors say so), not ``prune_global``.
 
     Every rank of the targets' mesh must call this (through
     :func:`pruneplug.prune_global`) with the same targets and amount.
@@ -114,7 +123,8 @@ def distributed_global_masks(
     """
     refusal = _refusal(states, method, importance, alive, packed)
     if refusal is not None:
-        raise IncompatibleStrategyError(f"global pruning of DTensors: {refusal}")
+        what = "global pruning of DTensors" if len(states) > 1 or not alone else "pruning a DTensor"
+        raise IncompatibleStrategyError(f"{what}: {refusal}")
     method = cast(UnstructuredStrategy, method)  # (checked by _refusal)
     tensors: list[DTensor] = [state.orig for state in states]  # type: ignore[misc]
     group = _group(tensors[0].device_mesh)

@@ -22,6 +22,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import NotPrunedError, PruningStateError, close_matches_hint
 from ..storage.packed import plain
 from .cache import forget
+from .fsdp import follow_rename, renaming
 from .hook import MaskingHook
 from .lazy import is_lazy, make_eager, make_lazy
 from .module_hooks import install_support, uninstall_support
@@ -105,6 +106,12 @@ def commit(pendings: Sequence[PendingPrune]) -> None:
         if id(module) not in snapshots:
             snapshots[id(module)] = ModuleSnapshot(module)
     replaced: list[tuple[torch.Tensor, torch.Tensor]] = []  # (orig, its old values) for UpdatesValues
+    renames = []  # checked before anything changes: a shared FSDP2 parameter is refused here
+    for pending in pendings:
+        state = pending.state
+        rename = None if state.pruned else renaming(state.module, state.orig, state.name, state.name + "_orig")
+        if rename is not None:
+            renames.append(rename)
     try:
         for pending in pendings:
             _install(pending)
@@ -114,6 +121,8 @@ def commit(pendings: Sequence[PendingPrune]) -> None:
                 if index < len(updating) - 1:  # the last write is one copy that cannot fail halfway: no copy kept
                     replaced.append((target, target.detach().clone()))
                 target.copy_(values)
+        for rename in renames:  # last: FSDP2 all-gathers <name>_orig from now on (these cannot fail)
+            rename()
     except BaseException:
         with torch.no_grad():
             for orig, old in reversed(replaced):
@@ -157,6 +166,7 @@ def unreparametrize(module: nn.Module, hook: torch_prune.BasePruningMethod, *, u
     del module._buffers[name + "_mask"]
     module._non_persistent_buffers_set.discard(name + "_mask")
     setattr(module, name, orig)
+    follow_rename(module, orig, name + "_orig", name)
     if not any(other is not hook for _, other in pruning_hooks(module)):
         # Nothing else is pruned (torch's remove drops the hook itself right after).
         make_eager(module)

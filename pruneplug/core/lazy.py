@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import parametrize, prune as torch_prune
 
 from ..storage.packed import plain
 from .cache import cache_key, cacheable, held, remember, reusable
+from .fsdp import masked_unsharded
 from .subclass import mixed_class
 
 __all__ = ["LazyMaskedModule", "make_lazy", "make_eager", "is_lazy", "lazily_masked_hook"]
@@ -52,6 +54,8 @@ def masked_tensor(module: nn.Module, name: str) -> Tensor:
     """``<name>_orig * <name>_mask``, in the parameter's dtype (autograd flows to ``_orig``)."""
     orig: Tensor = getattr(module, name + "_orig")
     mask: Tensor = getattr(module, name + "_mask")
+    if type(mask) is not Tensor and isinstance(mask, DTensor) and not isinstance(orig, DTensor):
+        return masked_unsharded(orig, mask)  # FSDP2 gathered orig for its forward; the mask stays sharded
     if mask.dtype == torch.bool:
         return orig * plain(mask)
     return mask.to(dtype=orig.dtype) * orig

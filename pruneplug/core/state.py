@@ -232,6 +232,8 @@ def alive_mask(mask: Tensor, state: TensorState) -> Tensor:
 def default_alive(state: TensorState) -> Tensor:
     """Bool mask of the entries of the tensor still unpruned (all ``True`` if never pruned)."""
     if not state.pruned:
+        if type(state.orig) not in (Tensor, nn.Parameter):  # a DTensor's is a DTensor placed like it
+            return torch.ones_like(state.orig.detach(), dtype=torch.bool)
         return torch.ones(state.orig.shape, dtype=torch.bool, device=state.orig.device)
     assert state.mask is not None
     return alive_mask(state.mask.detach(), state)

@@ -36,6 +36,7 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ..api import make_schedule, prune, prune_global, remove
 from ..api.schedules import ScheduleLike
@@ -105,9 +106,15 @@ class _Driven:
     def units(self, alive: Tensor) -> tuple[int, int]:
         """``(total, pruned)`` entries of a target whose unpruned entries are ``alive`` (slices along :attr:`dim`)."""
         if self.dim is None:
-            return alive.numel(), alive.numel() - int(alive.count_nonzero())
+            return alive.numel(), alive.numel() - _nonzero(alive)
         kept = alive_slices(alive, normalize_dim(self.dim, alive.dim()))
-        return kept.numel(), kept.numel() - int(kept.count_nonzero())
+        return kept.numel(), kept.numel() - _nonzero(kept)
+
+
+def _nonzero(alive: Tensor) -> int:
+    """How many entries of ``alive`` are set, over every rank's shard when it is a DTensor."""
+    count = alive.count_nonzero()
+    return int(count.full_tensor() if isinstance(count, DTensor) else count)
 
 
 @dataclass

@@ -67,18 +67,14 @@ def scenario_l1(rank: int, world: int) -> None:
 
 def scenario_refusals(rank: int, world: int) -> None:
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import Shard, distribute_tensor
 
     mesh = init_device_mesh("cpu", (world,))
     model, _ = models()
     model[0].weight = nn.Parameter(distribute_tensor(model[0].weight.detach(), mesh, [Shard(0)]))
-    fsdp = nn.Linear(4, 6)
-    fully_shard(fsdp, mesh=mesh)
     cases = [
         (targets(model), "l1_unstructured", "some targets are DTensors and some are not"),
         ([(model[0], "weight")], "random_unstructured", "random scores are not supported"),
-        ([(fsdp, "weight")], "l1_unstructured", "FSDP2 (fully_shard) modules"),
     ]
     for pairs, strategy, message in cases:
         try:
@@ -88,7 +84,7 @@ def scenario_refusals(rank: int, world: int) -> None:
                 raise
         else:
             raise AssertionError(f"{strategy} over {len(pairs)} targets was not refused")
-        if pruneplug.is_pruned(model[0]) or pruneplug.is_pruned(fsdp):
+        if pruneplug.is_pruned(model[0]):
             raise AssertionError("a refused prune_global changed the model")
 
 
