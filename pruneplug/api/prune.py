@@ -16,14 +16,17 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import commit, remove_pruning
+from ..core.hook import MaskingHook
 from ..core.method import combine_masks, with_history
 from ..core.module_hooks import refresh_all
-from ..core.plan import plan_prune
+from ..core.plan import PendingPrune, plan_prune
 from ..core.state import (
     check_importance_scores,
+    default_alive,
     find_hook,
     is_pruned as _is_pruned,
     pruned_tensors,
+    tensor_state,
 )
 from ..errors import (
     InvalidMaskError,
@@ -32,8 +35,10 @@ from ..errors import (
     PruneplugError,
 )
 from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
+from ..strategies import PrecomputedMask
 from ..strategies.bias import plan_bias, release_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
+from .global_distributed import distributed_global_masks, is_dtensor_target, mask_given
 
 __all__ = ["prune", "remove", "is_pruned", "pruning_history", "compute_mask", "refresh"]
 
@@ -107,16 +112,19 @@ def prune(
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
         storage = check_storage(mask_storage)
         method = instantiate(strategy, spec, params)
-        pending = plan_prune(
-            module,
-            name,
-            method,
-            stack=with_history,
-            importance_scores=importance_scores,
-            policy=NATIVE_POLICY,
-            label=spec.name,
-            storage=storage,
-        )
+        if is_dtensor_target(module, name) and not mask_given(method):
+            pending = _plan_across_ranks(module, name, method, importance_scores, spec.name, storage)
+        else:
+            pending = plan_prune(
+                module,
+                name,
+                method,
+                stack=with_history,
+                importance_scores=importance_scores,
+                policy=NATIVE_POLICY,
+                label=spec.name,
+                storage=storage,
+            )
         pendings = [pending]
         if getattr(method, "prune_bias", False):
             bias = plan_bias(pending, spec.name, storage)
@@ -128,6 +136,33 @@ def prune(
     for extra in pendings[1:]:
         release_precomputed(extra.hook)
     return module
+
+
+def _plan_across_ranks(
+    module: nn.Module,
+    name: str,
+    method: torch_prune.BasePruningMethod,
+    importance_scores: Tensor | None,
+    label: str,
+    storage: MaskStorage | None,
+) -> PendingPrune:
+    """Plan the prune of one DTensor: its mask selected across the ranks, as ``prune_global`` over it alone does."""
+    state = tensor_state(module, name)
+    alive = default_alive(state) if state.pruned else None
+    mask = distributed_global_masks(
+        [state], method, [importance_scores], [alive], packed=[storage == "packed"], alone=True
+    )[0]
+    description = method.describe() if isinstance(method, MaskingHook) else label
+    return plan_prune(
+        module,
+        name,
+        PrecomputedMask(mask, description),
+        stack=with_history,
+        mask=mask,
+        policy=NATIVE_POLICY,
+        label=label,
+        storage="bool",
+    )
 
 
 def remove(module: nn.Module, name: str | None = None) -> nn.Module:
