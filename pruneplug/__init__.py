@@ -91,6 +91,7 @@ from .io.checkpoints import (
     load_checkpoint as load_checkpoint,
     save_checkpoint as save_checkpoint,
 )
+from .io.distributed_checkpoint import load_sharded as load_sharded, save_sharded as save_sharded
 from .io.report import Report as Report, report as report, tensor_histories as tensor_histories
 from .io.state_dict import load_pruned_state_dict as load_pruned_state_dict
 from .params import StrategyParams as StrategyParams
@@ -135,6 +136,7 @@ __all__ = [
     "pruning_history",
     "refresh",
     "load_pruned_state_dict",
+    "load_sharded",
     "pack_masks",
     "unpack_masks",
     "PackedMask",
@@ -174,6 +176,7 @@ __all__ = [
     "tensor_histories",
     "load_checkpoint",
     "save_checkpoint",
+    "save_sharded",
     "Checkpoint",
     # strategies and the registry
     "list_strategies",

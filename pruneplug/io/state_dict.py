@@ -175,7 +175,7 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
             continue
         parameter = tensor.module._parameters[tensor.name]
         assert parameter is not None  # (_find skips None)
-        ones = torch.ones(tensor.shape, dtype=torch.bool, device=parameter.device)
+        ones = torch.ones_like(parameter.detach(), dtype=torch.bool)  # (a DTensor's is placed like it)
         pendings.append(
             plan_prune(
                 tensor.module,

@@ -1,0 +1,225 @@
+"""Sharded checkpoints of pruned models with ``torch.distributed.checkpoint`` (DCP).
+
+:func:`save_sharded` writes a model's state dict as DCP does: every rank
+writes its own shards (DTensor ``<name>_orig`` and ``<name>_mask`` included)
+into one folder, with a ``pruneplug.json`` that names the tensors saved
+pruned. :func:`load_sharded` loads such a folder into a model on any number
+of ranks and any sharding (DCP reshards), or into one process without
+``torch.distributed`` (the whole tensors): it reads into new tensors placed
+like the model's first, then sets up pruning where the checkpoint has masks
+(as :func:`pruneplug.load_pruned_state_dict` does), so a failed load leaves
+the model as it was.
+
+Every rank of the group calls both with the same path, on a file system
+they share; a problem one rank sees (the output exists, the folder is not a
+checkpoint) is raised on every rank, so none is left waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
+from torch.distributed.checkpoint.api import CheckpointException
+
+from ..core.state import pruned_tensors
+from ..storage.formats import MaskStorage
+from .checkpoints import CheckpointError, CheckpointExistsError
+from .state_dict import load_pruned_state_dict
+
+__all__ = ["SHARDED_METADATA", "load_sharded", "save_sharded"]
+
+#: The file of a sharded checkpoint's folder that names the tensors saved pruned.
+SHARDED_METADATA = "pruneplug.json"
+
+
+class _ShardedMetadata(BaseModel):
+    """What ``pruneplug.json`` holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    pruned: list[str]  # qualified names of the tensors saved as <name>_orig + <name>_mask
+
+
+def _distributed(group: dist.ProcessGroup | None) -> bool:
+    if group is not None and not (dist.is_available() and dist.is_initialized()):
+        raise CheckpointError("a process_group was given but torch.distributed is not initialized")
+    return dist.is_available() and dist.is_initialized()
+
+
+def _agree(problem: str | None, group: dist.ProcessGroup | None, path: Path, distributed: bool) -> None:
+    """Raise on every rank if any rank has a ``problem`` (its own message where it has one)."""
+    failed = torch.tensor([problem is not None], dtype=torch.int64)
+    if distributed:
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
+    if problem is not None:
+        error = CheckpointExistsError if "exists" in problem else CheckpointError
+        raise error(problem, path=path)
+    if int(failed):
+        raise CheckpointError("another rank could not go on (its error is raised there)", path=path)
+
+
+@contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """Silence DCP's warning that, without a process group, it saves or loads in one process: that is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def save_sharded(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    process_group: dist.ProcessGroup | None = None,
+) -> Path:
+    """Write ``model``'s state dict as a DCP checkpoint folder at ``path``, each rank its own shards.
+
+    The folder is written under a temporary name beside ``path`` and renamed
+    once every rank has written, so a failed save leaves no partial output;
+    an existing ``path`` is replaced only with ``overwrite=True``. Without an
+    initialized process group, one process writes everything.
+
+    Raises:
+        CheckpointExistsError: ``path`` exists and ``overwrite`` is false.
+        CheckpointError: the parent folder is missing, or writing failed.
+    """
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+    target = Path(path)
+    distributed = _distributed(process_group)
+    leader = not distributed or dist.get_rank(process_group) == 0
+    problem = None
+    if target.exists() and not overwrite:
+        problem = "the output exists; pass overwrite=True to replace it"
+    elif not target.parent.is_dir():
+        problem = f"the folder {target.parent} does not exist"
+    _agree(problem, process_group, target, distributed)
+    token = [secrets.token_hex(6)]
+    if distributed:  # one temporary name for all ranks: rank 0's
+        dist.broadcast_object_list(token, src=dist.get_global_rank(process_group, 0) if process_group else 0)
+    temporary = target.parent / f".{target.name}.{token[0]}.tmp"
+    pruned = sorted(f"{qualname}.{name}" if qualname else name for qualname, _, name in pruned_tensors(model))
+    problem = None
+    try:
+        with _one_process_quietly():
+            dcp_save(model.state_dict(), checkpoint_id=temporary, process_group=process_group, no_dist=not distributed)
+    except (Exception, CheckpointException) as error:  # DCP raises on every rank when one fails to write
+        problem = f"cannot write the checkpoint: {error}"
+    if problem is None and leader:
+        try:
+            metadata = _ShardedMetadata(pruned=pruned).model_dump_json(indent=2)
+            (temporary / SHARDED_METADATA).write_text(metadata + "\n", encoding="utf-8")
+            _publish(temporary, target, overwrite)
+        except CheckpointError as error:
+            problem = error.args[0]
+        except OSError as error:
+            problem = f"cannot write the checkpoint: {error.strerror or error}"
+    if problem is not None and leader:
+        shutil.rmtree(temporary, ignore_errors=True)
+    _agree(problem, process_group, target, distributed)
+    return target
+
+
+def _publish(temporary: Path, target: Path, overwrite: bool) -> None:
+    """Rename the finished folder to ``target`` (an existing one is replaced only with ``overwrite``)."""
+    if target.exists():
+        if not overwrite:
+            raise CheckpointExistsError("the output exists; pass overwrite=True to replace it", path=target)
+        old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+        os.replace(target, old)
+        os.replace(temporary, target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+        return
+    os.replace(temporary, target)
+
+
+def _read_metadata(folder: Path) -> _ShardedMetadata:
+    file = folder / SHARDED_METADATA
+    if not folder.is_dir():
+        raise CheckpointError("no such checkpoint folder", path=folder)
+    try:
+        return _ShardedMetadata.model_validate_json(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        missing = f"not a sharded pruneplug checkpoint: {SHARDED_METADATA} is missing"
+        raise CheckpointError(missing, path=folder) from None
+    except (ValidationError, OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{SHARDED_METADATA} cannot be read: {error}", path=file) from error
+
+
+def _template(model: nn.Module, pruned: set[str]) -> dict[str, Tensor]:
+    """Empty tensors placed like the model's, under the checkpoint's keys (``<name>_orig``, ``_mask`` if pruned)."""
+    current = model.state_dict()
+    template: dict[str, Tensor] = {}
+    for key, value in current.items():
+        if not isinstance(value, Tensor):
+            continue
+        base = key.removesuffix("_orig").removesuffix("_mask")
+        model_pruned = base != key and f"{base}_orig" in current and f"{base}_mask" in current
+        if model_pruned and base not in pruned:
+            raise CheckpointError(
+                f"the model has {base} pruned, the checkpoint holds it unpruned; remove its pruning before loading"
+            )
+        if not model_pruned and key in pruned:
+            template[f"{key}_orig"] = torch.empty_like(value)
+            template[f"{key}_mask"] = torch.empty_like(value, dtype=torch.bool)
+        else:
+            template[key] = torch.empty_like(value)
+    missing = sorted(name for name in pruned if f"{name}_orig" not in template)
+    if missing:
+        raise CheckpointError(f"the checkpoint holds pruned tensors the model does not have: {', '.join(missing)}")
+    return template
+
+
+def load_sharded(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    mask_storage: MaskStorage | None = None,
+    process_group: dist.ProcessGroup | None = None,
+) -> nn.Module:
+    """Load a folder :func:`save_sharded` wrote into ``model``, pruned or not, on any number of ranks.
+
+    Each rank reads the parts of the checkpoint its own shards cover (placed
+    like ``model``'s tensors, whatever the sharding at save time), then every
+    tensor saved pruned is set up pruned (an ``identity`` prune first where
+    the model holds it unpruned) with the saved mask. ``mask_storage`` as in
+    :func:`pruneplug.load_pruned_state_dict`. Returns ``model``.
+
+    Raises:
+        CheckpointError: the folder is not such a checkpoint, or it does not
+            fit the model (missing tensors, other shapes, a tensor pruned in
+            the model but not in the checkpoint); the model is unchanged.
+    """
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+
+    folder = Path(path)
+    distributed = _distributed(process_group)
+    problem: str | None = None
+    template: dict[str, Any] = {}
+    try:
+        template = _template(model, set(_read_metadata(folder).pruned))
+    except CheckpointError as error:
+        problem = str(error)
+    _agree(problem, process_group, folder, distributed)
+    try:
+        with _one_process_quietly():
+            dcp_load(template, checkpoint_id=folder, process_group=process_group, no_dist=not distributed)
+    except (Exception, CheckpointException) as error:  # on every rank (missing keys, other shapes, bad files)
+        raise CheckpointError(f"cannot load the checkpoint into the model: {error}", path=folder) from error
+    return load_pruned_state_dict(model, template, mask_storage=mask_storage)
