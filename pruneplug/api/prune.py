@@ -29,16 +29,18 @@ from ..core.state import (
     tensor_state,
 )
 from ..errors import (
+    IncompatibleStrategyError,
     InvalidMaskError,
     InvalidParametersError,
     InvalidTargetError,
     PruneplugError,
 )
 from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
-from ..strategies import PrecomputedMask
+from ..strategies import PrecomputedMask, StructuredStrategy
 from ..strategies.bias import plan_bias, release_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
 from .global_distributed import distributed_global_masks, is_dtensor_target, mask_given
+from .structured_distributed import distributed_structured_mask
 
 __all__ = ["prune", "remove", "is_pruned", "pruning_history", "compute_mask", "refresh"]
 
@@ -148,10 +150,15 @@ def _plan_across_ranks(
 ) -> PendingPrune:
     """Plan the prune of one DTensor: its mask selected across the ranks, as ``prune_global`` over it alone does."""
     state = tensor_state(module, name)
-    alive = default_alive(state) if state.pruned else None
-    mask = distributed_global_masks(
-        [state], method, [importance_scores], [alive], packed=[storage == "packed"], alone=True
-    )[0]
+    if isinstance(method, StructuredStrategy):
+        if storage == "packed":
+            raise IncompatibleStrategyError("pruning a DTensor: packed masks are not supported across ranks yet")
+        mask = distributed_structured_mask(state, method, importance_scores)
+    else:
+        alive = default_alive(state) if state.pruned else None
+        mask = distributed_global_masks(
+            [state], method, [importance_scores], [alive], packed=[storage == "packed"], alone=True
+        )[0]
     description = method.describe() if isinstance(method, MaskingHook) else label
     return plan_prune(
         module,

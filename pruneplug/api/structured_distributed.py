@@ -1,0 +1,164 @@
+"""Structured pruning of one DTensor: slices chosen across the ranks, as one process chooses them.
+
+:func:`pruneplug.prune` comes here for ``ln_structured`` and
+``random_structured`` on a DTensor on a 1-D mesh. The slices along ``dim``
+are few (channels, rows), so every rank ends up holding one score per
+slice, and then selects the same slices with the one-process selection
+(:func:`~pruneplug.selection.exact.select_lowest_slices`: a stable sort,
+ties to the lower index):
+
+* ``Replicate``: each rank scores the whole tensor it holds;
+* ``Shard(dim)``: each slice lives on one rank, which scores it exactly as
+  one process does; the scores are all-gathered (4 bytes per slice);
+* ``Shard(d)``, ``d != dim``: each rank holds a part of every slice. The
+  L``n`` norm is combined from per-rank parts all-reduced over the ranks
+  (``max``/``min`` for ``n = ±inf``, counts for ``n = 0``, and sums of
+  ``|x|^n`` in float64 otherwise), so it can differ from one process's in
+  its last bits: the same slices are chosen unless two slices' norms are that
+  close (exact ties, as of integer-valued weights, are chosen alike);
+* ``random_structured`` draws one number per alive slice, as one process
+  does, on every rank from its own generator, after checking that every
+  rank's generator is in the same state.
+
+Which slices are still alive is combined the same way (a slice is alive if
+any rank holds an unpruned entry of it), so repeated pruning counts the
+amount over the alive slices, as in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import cast
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor, Replicate, Shard
+
+from ..core.state import TensorState, default_alive
+from ..errors import IncompatibleStrategyError
+from ..selection.amount import count_to_prune
+from ..selection.exact import select_lowest_slices
+from ..selection.slices import alive_slices, normalize_dim
+from ..strategies import LnStructured, RandomStructured, StructuredStrategy
+
+__all__ = ["distributed_structured_mask"]
+
+
+def _refusal(state: TensorState, method: StructuredStrategy, importance: Tensor | None) -> str | None:
+    tensor = cast(DTensor, state.orig)
+    if type(method) not in (LnStructured, RandomStructured):
+        return f"{type(method).__name__} scores slices its own way; ln_structured and random_structured are supported"
+    if method.prune_bias:
+        return "prune_bias is not supported across ranks yet; prune the bias on its own"
+    if tensor.device_mesh.ndim != 1:
+        return "structured pruning across ranks needs a 1-D mesh"
+    if isinstance(method, LnStructured) and method.n == "nuc":
+        return "the nuclear norm of a slice cannot be combined from the ranks' parts"
+    if importance is not None and (not isinstance(importance, DTensor) or importance.placements != tensor.placements):
+        return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
+    return None
+
+
+def _gathered(local: Tensor, mesh: object, length: int) -> Tensor:
+    """The whole vector whose rows ``local`` holds, this rank's share of a ``Shard(0)`` split."""
+    vector = DTensor.from_local(local, mesh, [Shard(0)], run_check=False, shape=(length,), stride=(1,))  # type: ignore[arg-type]
+    return vector.full_tensor()
+
+
+def _combined_norms(local: Tensor, dim: int, n: int | float | str, group: dist.ProcessGroup) -> Tensor:
+    """The L``n`` norm of each slice along ``dim`` from every rank's part of it (all-reduced)."""
+    others = [d for d in range(local.dim()) if d != dim]
+    order = 2.0 if n == "fro" else float(n)
+    values = local.detach().abs().to(torch.float64)
+    empty = values.numel() == 0  # (an uneven split can leave a rank no entries; max and min need a neutral part)
+    if order == float("inf"):
+        part = values.new_zeros(local.shape[dim]) if empty else values.amax(dim=others) if others else values
+        op = dist.ReduceOp.MAX
+    elif order == float("-inf"):
+        part = (
+            values.new_full((local.shape[dim],), math.inf) if empty else values.amin(dim=others) if others else values
+        )
+        op = dist.ReduceOp.MIN
+    elif order == 0:
+        part, op = (values != 0).sum(dim=others, dtype=torch.float64), dist.ReduceOp.SUM
+    else:
+        part, op = values.pow(order).sum(dim=others), dist.ReduceOp.SUM
+    dist.all_reduce(part, op=op, group=group)
+    if order not in (0.0, float("inf"), float("-inf")):
+        part = part.pow(1.0 / order)
+    return part.to(local.dtype)
+
+
+def _same_generator(method: RandomStructured, group: dist.ProcessGroup) -> None:
+    state = (method.generator.get_state() if method.generator is not None else torch.get_rng_state()).numpy()
+    digest = int.from_bytes(hashlib.blake2b(state.tobytes(), digest_size=7).digest(), "little")
+    seen = torch.tensor([digest, -digest], dtype=torch.int64)
+    dist.all_reduce(seen, op=dist.ReduceOp.MAX, group=group)
+    if int(seen[0]) != digest or int(seen[1]) != -digest:
+        where = "the strategy's generator" if method.generator is not None else "torch's global generator"
+        raise IncompatibleStrategyError(
+            f"random_structured across ranks: {where} is not in the same state on every rank; seed it alike"
+        )
+
+
+def distributed_structured_mask(state: TensorState, method: StructuredStrategy, importance: Tensor | None) -> Tensor:
+    """The new bool DTensor mask of ``state``'s tensor after ``method`` prunes slices of it across the ranks.
+
+    Every rank of the tensor's mesh calls this with the same strategy.
+
+    Raises:
+        IncompatibleStrategyError: the strategy, mesh or scores are not
+            supported (raised on every rank alike, before any collective).
+    """
+    refusal = _refusal(state, method, importance)
+    if refusal is not None:
+        raise IncompatibleStrategyError(f"structured pruning of a DTensor: {refusal}")
+    tensor = cast(DTensor, state.orig)
+    mesh = tensor.device_mesh
+    group = mesh.get_group()
+    placement = tensor.placements[0]
+    dim = normalize_dim(method.dim, tensor.dim())
+    length = tensor.shape[dim]
+    scored = cast(DTensor, importance if importance is not None else tensor).to_local().detach()
+    mask = default_alive(state)
+    local_mask = mask.to_local() if isinstance(mask, DTensor) else mask
+    local_alive = alive_slices(local_mask, dim)
+    if isinstance(placement, Replicate):
+        alive = local_alive
+    elif isinstance(placement, Shard) and placement.dim == dim:
+        alive = _gathered(local_alive, mesh, length)
+    else:
+        flags = local_alive.to(torch.int64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
+        alive = flags.bool()
+    count = count_to_prune(method.amount, int(alive.count_nonzero()), unit=f"slices along dim {dim}")
+    if count == 0:  # (the same count on every rank: none goes on to a collective alone)
+        return DTensor.from_local(
+            local_mask.clone(), mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
+        )
+    if isinstance(method, RandomStructured):
+        _same_generator(method, group)
+        scores = method.slice_scores(torch.empty(tensor.shape, device="meta"), dim, alive)
+    elif isinstance(placement, Replicate):
+        scores = method.slice_scores(scored, dim, alive)
+    elif isinstance(placement, Shard) and placement.dim == dim:
+        scores = _gathered(method.slice_scores(scored, dim, None), mesh, length)
+    else:
+        scores = _combined_norms(scored, dim, cast(LnStructured, method).n, group)
+    pruned = select_lowest_slices(scores, count, alive)
+    if isinstance(placement, Shard) and placement.dim == dim:
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        shape, offset = compute_local_shape_and_global_offset(tensor.shape, mesh, tensor.placements)
+        pruned = pruned[offset[dim] : offset[dim] + shape[dim]]
+    survivors = (~pruned).to(local_mask.device).reshape([-1 if d == dim else 1 for d in range(tensor.dim())])
+    return DTensor.from_local(
+        local_mask & survivors,
+        mesh,
+        tensor.placements,
+        run_check=False,
+        shape=tensor.shape,
+        stride=tensor.stride(),
+    )
