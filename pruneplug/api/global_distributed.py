@@ -17,6 +17,7 @@ Anything else is refused on every rank before any collective is made.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 import torch
@@ -32,7 +33,8 @@ from ..errors import IncompatibleStrategyError
 from ..selection.amount import count_to_prune
 from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
 from ..storage.packed import PackedMask
-from ..strategies import CustomFromMask, Identity, UnstructuredStrategy
+from ..strategies import CustomFromMask, Identity, RandomUnstructured, UnstructuredStrategy
+from .random_distributed import check_same_generator, local_draws
 
 __all__ = ["distributed_global_masks", "has_dtensors", "is_dtensor_target", "mask_given"]
 
@@ -72,9 +74,12 @@ def _refusal(
         return "the targets are on different device meshes; put them on one"
     if not (isinstance(method, UnstructuredStrategy) and fast_path(method)):
         return "the strategy computes its own masks from whole tensors, which no rank holds"
-    if type(method).score_rewinder is not UnstructuredStrategy.score_rewinder:
-        return "random scores are not supported across ranks yet (their draws depend on the sharding)"
-    if not method.elementwise_scores:
+    if type(method) is RandomUnstructured:
+        if states[0].orig.device_mesh.ndim != 1:  # type: ignore[attr-defined]
+            return "random_unstructured across ranks needs a 1-D mesh"
+    elif type(method).score_rewinder is not UnstructuredStrategy.score_rewinder:
+        return "random scores other than random_unstructured's are not supported across ranks"
+    if not method.elementwise_scores and type(method) is not RandomUnstructured:  # (its draws are made below)
         return "the strategy's scores are not elementwise, so a rank cannot score its shard alone"
     if type(method).protected is not UnstructuredStrategy.protected:
         return "the strategy protects entries, which is not supported across ranks yet"
@@ -129,13 +134,22 @@ def distributed_global_masks(
     tensors: list[DTensor] = [state.orig for state in states]  # type: ignore[misc]
     group = _group(tensors[0].device_mesh)
     method.prepare_global([(values if values is not None else t).dtype for t, values in zip(tensors, importance)])
+    random = method if isinstance(method, RandomUnstructured) else None
+    if random is not None:
+        check_same_generator(random.generator, group, method_name(method))
     shards = []
     for tensor, values, live in zip(tensors, importance, alive, strict=True):
         local = cast(DTensor, values if values is not None else tensor).to_local().detach()
         local_alive = live.to_local() if isinstance(live, DTensor) else live
-        shards.append(LocalScores.shard_of(tensor, local, local_alive, score=method.scores_into))
+        shards.append(
+            LocalScores.shard_of(tensor, local, local_alive, score=None if random is not None else method.scores_into)
+        )
     total = count_alive_distributed(shards, group)
     count = count_to_prune(method.amount, total, strategy=method_name(method))
+    if random is not None and count:  # (one process draws nothing when it prunes nothing)
+        dtype = random.draw_dtype or tensors[0].dtype
+        draws = local_draws(tensors, [shard.alive for shard in shards], random, dtype, group)
+        shards = [replace(shard, scores=values.neg_()) for shard, values in zip(shards, draws, strict=True)]
     selection = keep_highest_across_distributed(shards, count, group)
     return [
         DTensor.from_local(

@@ -27,7 +27,6 @@ amount over the alive slices, as in one process.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import cast
 
@@ -42,6 +41,7 @@ from ..selection.amount import count_to_prune
 from ..selection.exact import select_lowest_slices
 from ..selection.slices import alive_slices, normalize_dim
 from ..strategies import LnStructured, RandomStructured, StructuredStrategy
+from .random_distributed import check_same_generator
 
 __all__ = ["distributed_structured_mask"]
 
@@ -91,18 +91,6 @@ def _combined_norms(local: Tensor, dim: int, n: int | float | str, group: dist.P
     return part.to(local.dtype)
 
 
-def _same_generator(method: RandomStructured, group: dist.ProcessGroup) -> None:
-    state = (method.generator.get_state() if method.generator is not None else torch.get_rng_state()).numpy()
-    digest = int.from_bytes(hashlib.blake2b(state.tobytes(), digest_size=7).digest(), "little")
-    seen = torch.tensor([digest, -digest], dtype=torch.int64)
-    dist.all_reduce(seen, op=dist.ReduceOp.MAX, group=group)
-    if int(seen[0]) != digest or int(seen[1]) != -digest:
-        where = "the strategy's generator" if method.generator is not None else "torch's global generator"
-        raise IncompatibleStrategyError(
-            f"random_structured across ranks: {where} is not in the same state on every rank; seed it alike"
-        )
-
-
 def distributed_structured_mask(state: TensorState, method: StructuredStrategy, importance: Tensor | None) -> Tensor:
     """The new bool DTensor mask of ``state``'s tensor after ``method`` prunes slices of it across the ranks.
 
@@ -139,7 +127,7 @@ def distributed_structured_mask(state: TensorState, method: StructuredStrategy, 
             local_mask.clone(), mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
         )
     if isinstance(method, RandomStructured):
-        _same_generator(method, group)
+        check_same_generator(method.generator, group, "random_structured")
         scores = method.slice_scores(torch.empty(tensor.shape, device="meta"), dim, alive)
     elif isinstance(placement, Replicate):
         scores = method.slice_scores(scored, dim, alive)

@@ -98,6 +98,11 @@ class RandomUnstructured(UnstructuredStrategy):
             joint = torch.promote_types(joint, dtype)
         self._draw_dtype = joint
 
+    @property
+    def draw_dtype(self) -> torch.dtype | None:
+        """The dtype :meth:`prepare_global` chose for the draws (``None``: each tensor's own)."""
+        return getattr(self, "_draw_dtype", None)  # (instances unpickled from older versions lack it)
+
     def _draws(self, t: Tensor, alive: Tensor | None) -> Tensor:
         """One uniform draw per alive entry, in torch's order, laid out like ``t`` (0 where dead)."""
         count = t.numel() if alive is None else int(alive.count_nonzero())
@@ -105,7 +110,7 @@ class RandomUnstructured(UnstructuredStrategy):
             raise InvalidParametersError(
                 f"the generator is on {self.generator.device} but the tensor is on {t.device}", strategy=self.name
             )
-        dtype = getattr(self, "_draw_dtype", None) or t.dtype  # (instances unpickled from older versions lack it)
+        dtype = self.draw_dtype or t.dtype
         draws = torch.rand(count, dtype=dtype, device=t.device, generator=self.generator)
         if alive is None:
             return draws.reshape(t.shape)

@@ -74,7 +74,6 @@ def scenario_refusals(rank: int, world: int) -> None:
     model[0].weight = nn.Parameter(distribute_tensor(model[0].weight.detach(), mesh, [Shard(0)]))
     cases = [
         (targets(model), "l1_unstructured", "some targets are DTensors and some are not"),
-        ([(model[0], "weight")], "random_unstructured", "random scores are not supported"),
     ]
     for pairs, strategy, message in cases:
         try:

@@ -71,7 +71,6 @@ def scenario_refusals(rank: int, world: int) -> None:
     layer.weight = nn.Parameter(distribute_tensor(layer.weight.detach(), mesh, [Shard(0)]))
     cases = [
         ({"strategy": "l1_unstructured", "amount": 0.5, "mask_storage": "packed"}, "packed masks"),
-        ({"strategy": "random_unstructured", "amount": 0.5}, "random scores"),
     ]
     for kwargs, message in cases:
         try:
