@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import InvalidTargetError
@@ -46,6 +47,8 @@ def _convert(model: nn.Module, packed: bool) -> nn.Module:
             mask = module._buffers.get(key)
             if mask is None or mask.dtype != torch.bool or isinstance(mask, PackedMask) is packed:
                 continue
+            if isinstance(mask, DTensor):
+                continue  # a sharded mask stays bool: a PackedMask holds a whole tensor's bits, not a shard's
             store_mask(module, hook, PackedMask.pack(mask) if packed else mask.unpack())  # type: ignore[attr-defined]
     return model
 
@@ -56,7 +59,9 @@ def pack_masks(model: nn.Module) -> nn.Module:
     Each ``<name>_mask`` becomes a :class:`~pruneplug.PackedMask`: 1/32 of
     fp32 weights instead of 1/4. Masks that are not ``torch.bool`` (torch's
     float masks, from ``torch.nn.utils.prune`` or :mod:`pruneplug.compat`)
-    are left as they are. Nothing the model computes changes.
+    are left as they are, and so are the masks of DTensors (sharded
+    models: each rank holds its shard as bool, a quarter of its float32
+    weights). Nothing the model computes changes.
 
     Raises:
         InvalidTargetError: ``model`` is not a module.

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ..core.hook import describe_method
 from ..core.state import pruning_hooks
@@ -235,10 +236,12 @@ def _masked(value: Tensor, alive: Tensor) -> Tensor:
 
 
 def _count_nonzero(value: Tensor) -> int:
+    """Nonzero entries of ``value``, of the whole tensor when it is a DTensor (then every rank must ask)."""
     try:
-        return int(value.count_nonzero())
+        count = value.count_nonzero()
     except (NotImplementedError, RuntimeError):  # float8 and other narrow dtypes have no count_nonzero
-        return int((value != 0).sum())
+        count = (value != 0).sum()
+    return int(count.full_tensor() if isinstance(count, DTensor) else count)
 
 
 def _describe(
