@@ -207,6 +207,24 @@ class _Collective:
             ) from error
         return tensor.cpu()
 
+    def all_reduce_status(self, counts: Tensor, error: Exception | None) -> Tensor:
+        """Sum ``counts`` over the ranks with one more entry, 1 where a rank failed; raise on every rank if one did.
+
+        A rank that failed computing its counts (its scores raised) sends
+        zeros and the flag, so that the others learn of it at this all-reduce
+        instead of waiting for the timeout at the next one.
+        """
+        flagged = torch.cat([counts.to(torch.int64), torch.tensor([int(error is not None)], dtype=torch.int64)])
+        reduced = self.all_reduce(flagged, dist.ReduceOp.SUM)
+        if error is not None:
+            raise error
+        if int(reduced[-1]):
+            raise DistributedSelectionError(
+                f"{int(reduced[-1])} other rank(s) failed while scoring or selecting (their errors say why); "
+                "nothing was selected"
+            )
+        return reduced[:-1]
+
 
 def _comm_device(group: dist.ProcessGroup | None) -> torch.device:
     """Where the counts go for the all-reduce: the current CUDA device for a NCCL-only group, else the CPU."""
@@ -439,27 +457,37 @@ def _candidate_counts(
 
 def _select_key(
     shards: Sequence[LocalScores], k: int, keys: _Keys, bits: int, collective: _Collective
-) -> tuple[int, int, int, _Candidates] | None:
+) -> tuple[int, int, int, _Candidates | None] | None:
     """Radix select of the k-th lowest alive key: ``(key, its rank among the ties, ties, candidates)``.
 
     The candidates (entries whose keys start with the digits picked so far)
     are read from the shards on each pass until few enough remain on this
     rank (:data:`_HOLD_FRACTION` of its entries); then they are gathered once
     and the later passes count them in memory. Every pass makes one
-    all-reduce either way, so ranks that decide differently stay in step.
+    all-reduce either way, so ranks that decide differently stay in step,
+    and carries whether a rank failed (:meth:`_Collective.all_reduce_status`).
+    The candidates are ``None`` if they were never few enough to gather.
     Returns ``None`` when ``k`` is 0 or every alive entry (nothing to search).
     """
     widths = _widths(keys.width, bits)
     limit = max(_CHUNK, sum(s.scores.numel() for s in shards) // _HOLD_FRACTION)
     prefix, done, rank, ties = 0, 0, k, 0
     candidates: _Candidates | None = None
+    gather = False  # gather the candidates before the next pass (inside its error check)
     for step, width in enumerate(widths):
         shift = keys.width - done - width
-        if candidates is None:
-            counted, local = _scan_counts(shards, keys, prefix, done, shift, width)
-        else:
-            counted, local = _candidate_counts(shards, candidates, shift, width)
-        counts = collective.all_reduce(counted, dist.ReduceOp.SUM)
+        counted = local = torch.zeros(1 << width, dtype=torch.int64)
+        error: Exception | None = None
+        try:
+            if gather:
+                candidates, gather = _collect(shards, keys, prefix, done), False
+            if candidates is None:
+                counted, local = _scan_counts(shards, keys, prefix, done, shift, width)
+            else:
+                counted, local = _candidate_counts(shards, candidates, shift, width)
+        except Exception as exc:  # told to every rank by this pass's all-reduce
+            error = exc
+        counts = collective.all_reduce_status(counted, error)
         if step == 0:
             total = int(counts.sum())
             if not 0 <= k <= total:
@@ -472,16 +500,23 @@ def _select_key(
             for index in range(len(shards)):
                 candidates.narrow(index, _digit(candidates.keys[index], shift, width) == digit)
         elif step + 1 < len(widths) and int(local[digit]) <= limit:
-            candidates = _collect(shards, keys, prefix, done)
-    if candidates is None:  # never few enough: the ties at the threshold, which the masks need
-        candidates = _collect(shards, keys, prefix, done)
+            gather = True
     return prefix, rank, ties, candidates
 
 
 def _select_position(
-    positions: Sequence[Tensor], counted: Sequence[bool], rank: int, total: int, bits: int, collective: _Collective
+    positions: Sequence[Tensor],
+    counted: Sequence[bool],
+    rank: int,
+    total: int,
+    bits: int,
+    collective: _Collective,
+    error: Exception | None,
 ) -> int:
-    """Radix select of the ``rank``-th lowest (1-based) of the ranks' tie positions, all below ``total``."""
+    """Radix select of the ``rank``-th lowest (1-based) of the ranks' tie positions, all below ``total``.
+
+    ``error``: this rank failed to find its ties; the first all-reduce tells every rank, which all raise.
+    """
     width_total = max(1, (total - 1).bit_length())
     shift = width_total
     prefix = 0
@@ -492,7 +527,7 @@ def _select_position(
         for values, is_counted in zip(remaining, counted, strict=True):
             if is_counted:
                 counts += torch.bincount(_digit(values, shift, width), minlength=1 << width)
-        counts = collective.all_reduce(counts, dist.ReduceOp.SUM)
+        counts = collective.all_reduce_status(counts, error)
         digit, rank, _ = _pick(counts, rank)
         prefix = (prefix << width) | digit
         remaining = [values[_digit(values, shift, width) == digit] for values in remaining]
@@ -549,20 +584,49 @@ def keep_highest_across_distributed(
             else:
                 keep.append(shard.alive.clone() if k == 0 else torch.zeros_like(shard.alive))
         return DistributedSelection(keep, collective.calls, collective.bytes)
-    threshold_key, rank, ties, candidates = found
+    threshold_key, rank, ties, held = found
     threshold = keys.to_float(threshold_key)
     bases = [0]
     for shard in shards:
         bases.append(bases[-1] + math.prod(shard.global_shape))
-    # candidates now hold exactly this rank's alive entries whose key is the threshold's.
-    tie_positions = [
-        _global_positions(shard, candidates.indices[index], bases[index]) for index, shard in enumerate(shards)
-    ]
+    error: Exception | None = None
+    candidates = _Candidates(len(shards))
+    tie_positions = list(candidates.indices)
+    try:
+        # never few enough to gather on the way: gather the ties at the threshold now, which the masks need
+        candidates = held if held is not None else _collect(shards, keys, threshold_key, keys.width)
+        # candidates now hold exactly this rank's alive entries whose key is the threshold's.
+        tie_positions = [
+            _global_positions(shard, candidates.indices[index], bases[index]) for index, shard in enumerate(shards)
+        ]
+    except Exception as exc:  # told to every rank by the next all-reduce
+        error = exc
     if rank == ties:
         last = bases[-1]  # every tie is pruned
     else:
         counted = [shard.counted for shard in shards]
-        last = _select_position(tie_positions, counted, rank, bases[-1], bits, collective)
+        last = _select_position(tie_positions, counted, rank, bases[-1], bits, collective, error)
+        error = None  # (raised there if it was not None)
+    keep: list[Tensor] = []
+    try:
+        if error is None:
+            keep = _masks(shards, keys, threshold, candidates, tie_positions, last)
+    except Exception as exc:
+        error = exc
+    collective.all_reduce_status(torch.zeros(0, dtype=torch.int64), error)  # all masks made, or none kept
+    return DistributedSelection(keep, collective.calls, collective.bytes)
+
+
+def _masks(
+    shards: Sequence[LocalScores],
+    keys: _Keys,
+    threshold: float,
+    candidates: _Candidates,
+    tie_positions: Sequence[Tensor],
+    last: int,
+) -> list[Tensor]:
+    """This rank's masks: alive entries above the threshold, and the ties past position ``last``."""
+    keep: list[Tensor] = []
     for index, shard in enumerate(shards):
         flat = torch.empty(shard.scores.numel(), dtype=torch.bool, device=shard.scores.device)
         for start, scores, alive in _chunks(shard):
@@ -576,7 +640,7 @@ def keep_highest_across_distributed(
         pruned_ties = candidates.indices[index][tie_positions[index] <= last]
         flat[pruned_ties.to(flat.device)] = False
         keep.append(flat.reshape(shard.scores.shape))
-    return DistributedSelection(keep, collective.calls, collective.bytes)
+    return keep
 
 
 def select_lowest_distributed(

@@ -35,6 +35,6 @@ def test_quick_run_times_one_process_and_two_ranks(tmp_path: Path) -> None:
     assert set(rows) == {"one process, 1 thread(s)", "one process, 2 thread(s)", "2 ranks, bits 11"}
     assert all(row["seconds"] > 0 for row in rows.values())
     ranks = rows["2 ranks, bits 11"]
-    assert ranks["all_reduces"] == 4
-    assert ranks["bytes_communicated"] == 14 * 8 + (2**11 + 2**11 + 2**10) * 8
+    assert ranks["all_reduces"] == 5  # the agreement, 3 key passes, the final status
+    assert ranks["bytes_communicated"] == 14 * 8 + (2**11 + 1 + 2**11 + 1 + 2**10 + 1) * 8 + 8
     assert result["numel"] == 100_000

@@ -119,10 +119,12 @@ def scenario_random(rank: int, world: int) -> None:
                 raise AssertionError(f"seed {seed}, source {index}: select_lowest_distributed is not the complement")
         key_bits = 64 if seed % 4 == 3 else 32
         position_bits = max(1, (sum(v.numel() for v, _ in sources) - 1).bit_length())
-        expected_bytes = {14 * 8 + 2 ** min(bits, key_bits) * 8}  # k is 0 or all: one count shows it
+        # each pass's counts carry one more entry, whether a rank failed; a last 8-byte status ends the call
+        expected_bytes = {14 * 8 + (2 ** min(bits, key_bits) + 1) * 8}  # k is 0 or all: one count shows it
         if k not in (0, total):
-            key_counts = 14 * 8 + sum(2 ** min(bits, key_bits - start) * 8 for start in range(0, key_bits, bits))
-            ties = sum(2 ** min(bits, position_bits - start) * 8 for start in range(0, position_bits, bits))
+            passes = sum((2 ** min(bits, key_bits - start) + 1) * 8 for start in range(0, key_bits, bits))
+            key_counts = 14 * 8 + passes + 8
+            ties = sum((2 ** min(bits, position_bits - start) + 1) * 8 for start in range(0, position_bits, bits))
             expected_bytes = {key_counts, key_counts + ties}  # ties split or not
         if selection.bytes_communicated not in expected_bytes:
             raise AssertionError(f"seed {seed}: {selection.bytes_communicated} bytes, expected {expected_bytes}")
@@ -192,10 +194,46 @@ def scenario_errors(rank: int, world: int) -> None:
             raise AssertionError("an all-reduce without the other ranks did not time out")
 
 
+def scenario_scoring_fails(rank: int, world: int) -> None:
+    """A rank whose scores raise after the ranks agreed: every rank raises at once, none waits for the timeout.
+
+    The scores of this small shard are read three times (counted, gathered,
+    masked); rank 1 raises at each of those reads in turn.
+    """
+    values = torch.arange(40.0).reshape(5, 8) % 7  # ties: the masks need the threshold's ties too
+
+    def failing_at(failing_read: int) -> Callable[[Tensor, Tensor], Tensor]:
+        reads = 0
+
+        def magnitude_or_fail(part: Tensor, out: Tensor) -> Tensor:
+            nonlocal reads
+            reads += 1
+            if rank == 1 and reads == failing_read:
+                raise RuntimeError("scoring failed on rank 1")
+            return torch.abs(part, out=out)
+
+        return magnitude_or_fail
+
+    for failing_read in (1, 2, 3):
+        shard = dataclasses.replace(LocalScores.unsharded(values, counted=rank == 0), score=failing_at(failing_read))
+        started = time.monotonic()
+        try:
+            keep_highest_across_distributed([shard], 17, timeout=timedelta(seconds=30))
+        except RuntimeError as error:
+            expected = "scoring failed on rank 1" if rank == 1 else "other rank(s) failed"
+            if expected not in str(error):
+                raise
+        else:
+            raise AssertionError(f"read {failing_read}: a failed scoring on rank 1 was not raised on rank {rank}")
+        if time.monotonic() - started > 15:  # (the timeout is 30 s: waiting for it would be a hang)
+            raise AssertionError(f"read {failing_read}: rank {rank} learnt of the failure only at the timeout")
+
+
 SCENARIOS: dict[str, Callable[[int, int], None]] = {
     "random": scenario_random,
     "dtensor": scenario_dtensor,
     "errors": scenario_errors,
+    "scoring_fails": scenario_scoring_fails,
 }
 
 
@@ -213,6 +251,10 @@ def test_dtensor_shards_equal_one_process(run_ranks: RunRanks) -> None:
 
 def test_bad_input_raises_on_every_rank_and_nothing_hangs(run_ranks: RunRanks) -> None:
     run_ranks(__file__, "errors", 2)
+
+
+def test_a_failure_after_the_agreement_raises_on_every_rank_at_once(run_ranks: RunRanks) -> None:
+    run_ranks(__file__, "scoring_fails", 2)
 
 
 def test_not_initialized_is_refused() -> None:
