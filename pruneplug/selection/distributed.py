@@ -607,7 +607,6 @@ def keep_highest_across_distributed(
         counted = [shard.counted for shard in shards]
         last = _select_position(tie_positions, counted, rank, bases[-1], bits, collective, error)
         error = None  # (raised there if it was not None)
-    keep: list[Tensor] = []
     try:
         if error is None:
             keep = _masks(shards, keys, threshold, candidates, tie_positions, last)
