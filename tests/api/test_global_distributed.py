@@ -87,7 +87,40 @@ def scenario_refusals(rank: int, world: int) -> None:
             raise AssertionError("a refused prune_global changed the model")
 
 
-SCENARIOS = {"l1": scenario_l1, "refusals": scenario_refusals}
+def scenario_disagreements(rank: int, world: int) -> None:
+    """Ranks that disagree on the amount or the targets, and targets on two meshes: refused on every rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    other = init_device_mesh("cpu", (world,), mesh_dim_names=("other",))
+    model, _ = models()
+    for index, placed_on in ((0, mesh), (2, mesh), (3, other)):
+        weight = model[index].weight.detach()
+        model[index].weight = nn.Parameter(distribute_tensor(weight, placed_on, [Shard(0)]))
+    before = {key: value.full_tensor() for key, value in model.state_dict().items() if hasattr(value, "full_tensor")}
+    pairs = [(model[0], "weight"), (model[2], "weight")]
+    cases = [
+        (pairs, 0.5 if rank == 0 else 0.25, pruneplug.DistributedSelectionError, "disagree on k"),
+        (pairs[: 1 + rank], 0.5, pruneplug.DistributedSelectionError, "disagree on"),
+        (targets(model), 0.5, pruneplug.IncompatibleStrategyError, "different device meshes"),
+    ]
+    for pairs_here, amount, expected, message in cases:
+        try:
+            pruneplug.prune_global(pairs_here, "l1_unstructured", amount=amount)
+        except expected as error:
+            if message not in str(error):
+                raise
+        else:
+            raise AssertionError(f"{message}: not refused on rank {rank}")
+        if any(pruneplug.is_pruned(module) for module in model):
+            raise AssertionError(f"{message}: a refused prune_global changed the model")
+    after = {key: value.full_tensor() for key, value in model.state_dict().items() if hasattr(value, "full_tensor")}
+    if any(not torch.equal(before[key], after[key]) for key in before):
+        raise AssertionError("a refused prune_global changed a weight")
+
+
+SCENARIOS = {"l1": scenario_l1, "refusals": scenario_refusals, "disagreements": scenario_disagreements}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
