@@ -13,8 +13,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..core.commit import commit
-from ..core.method import with_history
-from ..core.plan import plan_prune
 from ..core.state import TensorState, check_importance_scores, check_untied, default_alive, tensor_state
 from ..errors import (
     IncompatibleStrategyError,
@@ -26,10 +24,10 @@ from ..errors import (
     blamed,
     cross_tensor_hint,
 )
-from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage, storage_for
+from ..storage.formats import MaskStorage, check_storage, storage_for
 from ..storage.packed import PackedMask
-from ..strategies import PrecomputedMask
 from ..strategies.bias import release_precomputed
+from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
 from .global_masks import global_masks
 
@@ -198,16 +196,7 @@ def prune_global(
             f"{method.describe() if hasattr(method, 'describe') else spec.name} [global over {len(pairs)} tensors]"
         )
         pendings = [
-            plan_prune(
-                module,
-                name,
-                PrecomputedMask(mask, description),
-                stack=with_history,
-                mask=mask,
-                policy=NATIVE_POLICY,
-                label=spec.name,
-                storage="packed" if pack else "bool",
-            )
+            plan_precomputed(module, name, mask, description, label=spec.name, storage="packed" if pack else "bool")
             for (module, name), mask, pack in zip(pairs, masks, packed)
         ]
     except PruneplugError as error:

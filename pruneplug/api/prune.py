@@ -36,8 +36,9 @@ from ..errors import (
     PruneplugError,
 )
 from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
-from ..strategies import PrecomputedMask, StructuredStrategy
+from ..strategies import StructuredStrategy
 from ..strategies.bias import plan_bias, release_precomputed
+from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
 from .global_distributed import distributed_global_masks, is_dtensor_target, mask_given
 from .structured_distributed import distributed_structured_mask
@@ -160,16 +161,7 @@ def _plan_across_ranks(
             [state], method, [importance_scores], [alive], packed=[storage == "packed"], alone=True
         )[0]
     description = method.describe() if isinstance(method, MaskingHook) else label
-    return plan_prune(
-        module,
-        name,
-        PrecomputedMask(mask, description),
-        stack=with_history,
-        mask=mask,
-        policy=NATIVE_POLICY,
-        label=label,
-        storage="bool",
-    )
+    return plan_precomputed(module, name, mask, description, label=label, storage="bool")
 
 
 def remove(module: nn.Module, name: str | None = None) -> nn.Module:

@@ -41,9 +41,8 @@ from torch import Tensor, nn
 
 from ..api.catalog import StrategyLike, instantiate, resolve_strategy
 from ..core.commit import ModuleSnapshot, commit
-from ..core.method import with_history
 from ..core.norms import mask_norm_channels, norm_channels_mask
-from ..core.plan import PendingPrune, plan_prune
+from ..core.plan import PendingPrune
 from ..core.state import TensorState, default_alive, tensor_state
 from ..errors import (
     IncompatibleStrategyError,
@@ -54,10 +53,10 @@ from ..errors import (
 )
 from ..selection.amount import check_amount, count_to_prune
 from ..selection.scores import scoring
-from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
+from ..storage.formats import MaskStorage, check_storage
 from ..storage.packed import plain
-from ..strategies import PrecomputedMask
 from ..strategies.bias import release_precomputed
+from ..strategies.custom import plan_precomputed
 from .graph import ChannelGraph, ChannelGroup, IgnoreLike, Member, trace_channels
 from .resize import norm_width
 from .trace import ExampleInputs
@@ -303,18 +302,7 @@ def _commit(model: nn.Module, plan: _Plan, spec_name: str, storage: MaskStorage 
         module = model.get_submodule(path)
         groups = ", ".join(plan.descriptions[(path, name)])
         description = f"{spec_name} [channels of group {groups}, prune_channels]"
-        pendings.append(
-            plan_prune(
-                module,
-                name,
-                PrecomputedMask(mask, description),
-                stack=with_history,
-                mask=mask,
-                policy=NATIVE_POLICY,
-                label=spec_name,
-                storage=storage,
-            )
-        )
+        pendings.append(plan_precomputed(module, name, mask, description, label=spec_name, storage=storage))
     norms = [(model.get_submodule(path), keep) for path, keep in plan.norms.items()]
     snapshots = [ModuleSnapshot(module) for module, _ in norms]
     try:

@@ -11,12 +11,13 @@ from pydantic_core import PydanticCustomError
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ..core.method import BasePruningMethod
+from ..core.method import BasePruningMethod, with_history
+from ..core.plan import PendingPrune, plan_prune
 from ..errors import InvalidMaskError
 from ..params import StrategyParams
-from ..storage.formats import is_binary
+from ..storage.formats import NATIVE_POLICY, MaskStorage, is_binary
 
-__all__ = ["CustomFromMask", "CustomFromMaskParams", "PrecomputedMask"]
+__all__ = ["CustomFromMask", "CustomFromMaskParams", "PrecomputedMask", "plan_precomputed"]
 
 
 def _mask_tensor(value: object) -> Tensor:
@@ -81,3 +82,22 @@ class PrecomputedMask(CustomFromMask):
     def __init__(self, mask: Tensor | None, description: str) -> None:
         self.mask = mask  # type: ignore[assignment]
         self.description = description
+
+
+def plan_precomputed(
+    module: torch.nn.Module, name: str, mask: Tensor, description: str, *, label: str, storage: MaskStorage | None
+) -> PendingPrune:
+    """Plan pruning ``module.<name>`` with a ``mask`` computed beforehand, recorded in its history as ``description``.
+
+    ``label`` names the strategy in errors; ``storage`` as in :func:`pruneplug.prune`.
+    """
+    return plan_prune(
+        module,
+        name,
+        PrecomputedMask(mask, description),
+        stack=with_history,
+        mask=mask,
+        policy=NATIVE_POLICY,
+        label=label,
+        storage=storage,
+    )
