@@ -128,7 +128,7 @@ def distributed_global_masks(
     """
     refusal = _refusal(states, method, importance, alive, packed)
     if refusal is not None:
-        what = "global pruning of DTensors" if len(states) > 1 or not alone else "pruning a DTensor"
+        what = "pruning a DTensor" if alone else "global pruning of DTensors"
         raise IncompatibleStrategyError(f"{what}: {refusal}")
     method = cast(UnstructuredStrategy, method)  # (checked by _refusal)
     tensors: list[DTensor] = [state.orig for state in states]  # type: ignore[misc]

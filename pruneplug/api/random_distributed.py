@@ -6,8 +6,7 @@ prunes the largest draws. Across ranks, every rank runs through that same
 sequence of draws, a chunk (2^20 draws) at a time, and keeps the ones that
 fall on its own shard: so the masks are one process's, bit for bit, for any
 number of ranks and any sharding, and every rank's generator ends where one
-process's would. The price is time: each rank draws for the whole model
-(uniform draws are cheap next to a forward pass, but they are not free),
+process's would. The price is time: each rank draws for all the targets,
 while it holds only its own shard's draws and one chunk.
 
 Where a rank's entries fall in the sequence follows from how many alive

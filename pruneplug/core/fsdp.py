@@ -10,12 +10,11 @@ the sharded DTensor and the all-gathered plain tensor. Pruning renames
   hook reads it unsharded inside the forward;
 * the mask stays a sharded DTensor buffer (FSDP2 shards parameters only),
   and :func:`masked_unsharded` multiplies the gathered ``<name>_orig`` by the
-  gathered mask: one bool all-gather in the forward and one in the
-  backward (1 byte per entry: a quarter more bytes than FSDP's float32
-  all-gathers of the weight, half as much again for bfloat16), while
-  autograd keeps only the sharded mask between them, so a layer's full mask
-  is alive only while its
-  own forward or backward runs.
+  gathered mask: one bool all-gather in the forward and one in the backward,
+  1 byte per entry (25 % on top of FSDP2's all-gather of a float32 weight,
+  50 % on top of a bfloat16 one). Autograd keeps only the sharded mask
+  between the two, so a layer's whole mask exists only while its own forward
+  or backward runs.
 
 Modules a ``fully_shard`` reaches through a parent are handled alike: the
 record is found from the parameter, whichever module's state holds it.
@@ -32,7 +31,7 @@ from torch.distributed.tensor import DTensor
 
 from ..errors import IncompatibleStrategyError
 
-__all__ = ["follow_rename", "fsdp_managed", "masked_unsharded", "renaming"]
+__all__ = ["follow_rename", "masked_unsharded", "renaming"]
 
 
 def _fsdp_params() -> list[Any]:
@@ -56,11 +55,6 @@ def _record_of(param: Tensor) -> Any | None:
         if fsdp_param.sharded_param is param:
             return fsdp_param
     return None
-
-
-def fsdp_managed(param: Tensor) -> bool:
-    """Whether ``param`` is a sharded parameter of a ``fully_shard`` module (itself or through a parent)."""
-    return isinstance(param, DTensor) and _record_of(param) is not None
 
 
 def renaming(module: nn.Module, param: Tensor, old: str, new: str) -> Callable[[], None] | None:

@@ -58,14 +58,13 @@ def _distributed(group: dist.ProcessGroup | None) -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _agree(problem: str | None, group: dist.ProcessGroup | None, path: Path, distributed: bool) -> None:
-    """Raise on every rank if any rank has a ``problem`` (its own message where it has one)."""
-    failed = torch.tensor([problem is not None], dtype=torch.int64)
+def _agree(error: CheckpointError | None, group: dist.ProcessGroup | None, path: Path, distributed: bool) -> None:
+    """Raise on every rank if any rank has an ``error`` (that rank its own, the others a :class:`CheckpointError`)."""
+    failed = torch.tensor([error is not None], dtype=torch.int64)
     if distributed:
         dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
-    if problem is not None:
-        error = CheckpointExistsError if "exists" in problem else CheckpointError
-        raise error(problem, path=path)
+    if error is not None:
+        raise error
     if int(failed):
         raise CheckpointError("another rank could not go on (its error is raised there)", path=path)
 
@@ -101,32 +100,31 @@ def save_sharded(
     target = Path(path)
     distributed = _distributed(process_group)
     leader = not distributed or dist.get_rank(process_group) == 0
-    problem = None
+    problem: CheckpointError | None = None
     if target.exists() and not overwrite:
-        problem = "the output exists; pass overwrite=True to replace it"
+        problem = CheckpointExistsError("the output exists; pass overwrite=True to replace it", path=target)
     elif not target.parent.is_dir():
-        problem = f"the folder {target.parent} does not exist"
+        problem = CheckpointError(f"the folder {target.parent} does not exist", path=target)
     _agree(problem, process_group, target, distributed)
     token = [secrets.token_hex(6)]
     if distributed:  # one temporary name for all ranks: rank 0's
         dist.broadcast_object_list(token, src=dist.get_global_rank(process_group, 0) if process_group else 0)
     temporary = target.parent / f".{target.name}.{token[0]}.tmp"
     pruned = sorted(f"{qualname}.{name}" if qualname else name for qualname, _, name in pruned_tensors(model))
-    problem = None
     try:
         with _one_process_quietly():
             dcp_save(model.state_dict(), checkpoint_id=temporary, process_group=process_group, no_dist=not distributed)
     except (Exception, CheckpointException) as error:  # DCP raises on every rank when one fails to write
-        problem = f"cannot write the checkpoint: {error}"
+        problem = CheckpointError(f"cannot write the checkpoint: {error}", path=target)
     if problem is None and leader:
         try:
             metadata = _ShardedMetadata(pruned=pruned).model_dump_json(indent=2)
             (temporary / SHARDED_METADATA).write_text(metadata + "\n", encoding="utf-8")
             _publish(temporary, target, overwrite)
         except CheckpointError as error:
-            problem = error.args[0]
+            problem = error
         except OSError as error:
-            problem = f"cannot write the checkpoint: {error.strerror or error}"
+            problem = CheckpointError(f"cannot write the checkpoint: {error.strerror or error}", path=target)
     if problem is not None and leader:
         shutil.rmtree(temporary, ignore_errors=True)
     _agree(problem, process_group, target, distributed)
@@ -210,12 +208,12 @@ def load_sharded(
 
     folder = Path(path)
     distributed = _distributed(process_group)
-    problem: str | None = None
+    problem: CheckpointError | None = None
     template: dict[str, Any] = {}
     try:
         template = _template(model, set(_read_metadata(folder).pruned))
     except CheckpointError as error:
-        problem = str(error)
+        problem = error if error.path is not None else CheckpointError(error.args[0], path=folder)
     _agree(problem, process_group, folder, distributed)
     try:
         with _one_process_quietly():

@@ -21,6 +21,7 @@ from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import ModuleSnapshot, commit
@@ -185,7 +186,7 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
                 mask=ones,
                 policy=NATIVE_POLICY,
                 label="identity",
-                storage=storage,
+                storage="bool" if isinstance(parameter, DTensor) else storage,  # (sharded masks stay bool)
             )
         )
         renamed.update({f"{prefix}{tensor.name}": f"{prefix}{tensor.name}_orig" for prefix in tensor.prefixes})
@@ -226,7 +227,8 @@ def _store(layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]
         if isinstance(layout, torch.dtype):
             stored = mask if mask.dtype == layout else plain(mask).to(layout)
         else:
-            stored = PackedMask.pack(_alive(mask)) if layout == "packed" else plain(_alive(mask))
+            sharded = isinstance(mask, DTensor)  # (a sharded mask stays bool, as pack_masks leaves it)
+            stored = PackedMask.pack(_alive(mask)) if layout == "packed" and not sharded else plain(_alive(mask))
         if stored is not mask:
             store_mask(module, hook, stored)
         elif not refreshes_after_load(module):  # modules torch.nn.utils.prune pruned: loading left them stale

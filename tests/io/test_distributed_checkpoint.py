@@ -103,6 +103,10 @@ def scenario_load(rank: int, world: int, folder: str) -> None:
         if not all(pruneplug.is_pruned(module) for module, _ in targets(net)):
             raise AssertionError(f"{name}: the loaded model is not pruned")
         check_equal(net, expected, f"{name} loaded on {world} ranks")
+    packed = pruneplug.load_sharded(sharded(1), Path(folder) / "tp", mask_storage="packed")
+    if type(packed[2].bias_mask).__name__ != "PackedMask" or packed[2].weight_mask.dtype != torch.bool:
+        raise AssertionError("mask_storage='packed' did not pack the plain mask, or changed the sharded one")
+    check_equal(packed, expected, "loaded with packed masks")
     again = sharded(1)  # pruned otherwise already: the checkpoint's masks replace its own
     pruneplug.prune_global(targets(again), "l1_unstructured", amount=0.2)
     pruneplug.prune(again[2], "bias", "l1_unstructured", amount=1)
