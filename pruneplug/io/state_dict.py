@@ -21,6 +21,7 @@ from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import ModuleSnapshot, commit
@@ -31,7 +32,7 @@ from ..core.packing import store_mask
 from ..core.plan import PendingPrune, plan_prune
 from ..core.refresh import refresh
 from ..core.state import pruning_hooks
-from ..errors import InvalidMaskError, InvalidTargetError
+from ..errors import InvalidMaskError, InvalidTargetError, PackedMaskError
 from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
 from ..storage.packed import PackedMask, plain
 from ..strategies import Identity
@@ -192,6 +193,25 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
     return pendings, renamed
 
 
+def _refuse_packed_shards(tensors: list[_Tensor], storage: MaskStorage | None) -> None:
+    """Refuse ``mask_storage="packed"`` for DTensors: a :class:`PackedMask` holds a whole tensor's bits, a rank a shard.
+
+    (:func:`pruneplug.pack_masks` leaves the masks of DTensors bool alike.)
+    """
+    if storage != "packed":
+        return
+    sharded = [
+        f"{tensor.prefixes[0] if tensor.prefixes else ''}{tensor.name}"
+        for tensor in tensors
+        if isinstance(tensor.module._parameters.get(f"{tensor.name}_orig" if tensor.pruned else tensor.name), DTensor)
+    ]
+    if sharded:
+        raise PackedMaskError(
+            f"mask_storage='packed' cannot hold the masks of DTensors ({', '.join(sharded)}): each rank holds "
+            "a shard and a packed mask a whole tensor; use mask_storage='bool' (or None) for a sharded model"
+        )
+
+
 Layout: TypeAlias = MaskStorage | torch.dtype
 """How one mask is stored: bool or bit-packed, or (torch's masks) as a tensor of that dtype."""
 
@@ -290,6 +310,8 @@ def load_pruned_state_dict(
             to the same module; a norm's channel mask is not one
             :func:`~pruneplug.core.norms.mask_norm_channels` takes.
         InvalidParametersError: ``mask_storage`` is none of those.
+        PackedMaskError: ``mask_storage="packed"`` for tensors that are
+            DTensors (a rank holds a shard; a packed mask, a whole tensor).
     """
     if not isinstance(model, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -299,6 +321,7 @@ def load_pruned_state_dict(
         )
     storage = check_storage(mask_storage)
     tensors = _find(model, state_dict)
+    _refuse_packed_shards(tensors, storage)
     for tensor in tensors:
         tensor.check(state_dict)
     norms = _find_norms(model, state_dict)
