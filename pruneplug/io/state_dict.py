@@ -193,17 +193,25 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
     return pendings, renamed
 
 
-def _refuse_packed_shards(tensors: list[_Tensor], storage: MaskStorage | None) -> None:
+def _refuse_packed_shards(model: nn.Module, tensors: list[_Tensor], storage: MaskStorage | None) -> None:
     """Refuse ``mask_storage="packed"`` for DTensors: a :class:`PackedMask` holds a whole tensor's bits, a rank a shard.
 
-    (:func:`pruneplug.pack_masks` leaves the masks of DTensors bool alike.)
+    Both the tensors the load prunes and those the model has pruned (all
+    their masks are stored as asked). :func:`pruneplug.pack_masks` leaves
+    the masks of DTensors bool alike.
     """
     if storage != "packed":
         return
     sharded = [
         f"{tensor.prefixes[0] if tensor.prefixes else ''}{tensor.name}"
         for tensor in tensors
-        if isinstance(tensor.module._parameters.get(f"{tensor.name}_orig" if tensor.pruned else tensor.name), DTensor)
+        if not tensor.pruned and isinstance(tensor.module._parameters.get(tensor.name), DTensor)
+    ]
+    sharded += [
+        f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name
+        for module_name, module in model.named_modules()
+        for _, hook in pruning_hooks(module)
+        if isinstance(module._buffers.get(f"{hook._tensor_name}_mask"), DTensor)
     ]
     if sharded:
         raise PackedMaskError(
@@ -321,7 +329,7 @@ def load_pruned_state_dict(
         )
     storage = check_storage(mask_storage)
     tensors = _find(model, state_dict)
-    _refuse_packed_shards(tensors, storage)
+    _refuse_packed_shards(model, tensors, storage)
     for tensor in tensors:
         tensor.check(state_dict)
     norms = _find_norms(model, state_dict)

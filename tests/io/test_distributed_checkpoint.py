@@ -142,6 +142,14 @@ def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
     pruneplug.prune(copy[2], "bias", "l1_unstructured", amount=1)
     copy.load_state_dict(net.state_dict())  # DTensor <name>_orig and <name>_mask keys
     check_equal(copy, expected, "load_state_dict of a sharded pruned state dict")
+    try:  # the masks it holds already would be packed too
+        pruneplug.load_pruned_state_dict(copy, {}, strict=False, mask_storage="packed")
+    except pruneplug.PackedMaskError as error:
+        if "DTensors (0.weight, 2.weight, 2.bias)" not in str(error):
+            raise
+    else:
+        raise AssertionError("packing the held masks of DTensors was not refused")
+    check_equal(copy, expected, "after a refused load_pruned_state_dict")
     fresh = parallelize_module(model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
     try:
         pruneplug.load_sharded(fresh, Path(folder) / "tp", mask_storage="packed")
