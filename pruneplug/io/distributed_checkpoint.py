@@ -94,7 +94,8 @@ def save_sharded(
 
     Raises:
         CheckpointExistsError: ``path`` exists and ``overwrite`` is false.
-        CheckpointError: the parent folder is missing, or writing failed.
+        CheckpointError: the parent folder is missing, the ranks' models
+            differ in which tensors are pruned, or writing failed.
     """
     from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
@@ -106,12 +107,15 @@ def save_sharded(
         problem = "the output exists; pass overwrite=True to replace it"
     elif not target.parent.is_dir():
         problem = f"the folder {target.parent} does not exist"
-    _agree(problem, process_group, target, distributed)
-    token = [secrets.token_hex(6)]
-    if distributed:  # one temporary name for all ranks: rank 0's
-        dist.broadcast_object_list(token, src=dist.get_global_rank(process_group, 0) if process_group else 0)
-    temporary = target.parent / f".{target.name}.{token[0]}.tmp"
     pruned = sorted(f"{qualname}.{name}" if qualname else name for qualname, _, name in pruned_tensors(model))
+    shared: list[Any] = [secrets.token_hex(6), pruned]
+    if distributed:  # one temporary name for all ranks, and the pruned tensors the metadata will name: rank 0's
+        dist.broadcast_object_list(shared, src=dist.get_global_rank(process_group, 0) if process_group else 0)
+    if problem is None and shared[1] != pruned:
+        differing = ", ".join(sorted(set(pruned) ^ set(shared[1])))
+        problem = f"this rank's model and rank 0's differ in which tensors are pruned ({differing})"
+    _agree(problem, process_group, target, distributed)
+    temporary = target.parent / f".{target.name}.{shared[0]}.tmp"
     problem = None
     try:
         with _one_process_quietly():

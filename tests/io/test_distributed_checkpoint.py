@@ -89,6 +89,18 @@ def scenario_save(rank: int, world: int, folder: str) -> None:
         pass
     else:
         raise AssertionError("saving over an existing checkpoint was not refused")
+    differing = sharded(0)  # rank 1 has one more tensor pruned: refused on both ranks, nothing written
+    pruneplug.prune_global(targets(differing), "l1_unstructured", amount=0.5)
+    if rank == 1:
+        pruneplug.prune(differing[2], "bias", "l1_unstructured", amount=2)
+    try:
+        pruneplug.save_sharded(differing, Path(folder) / "differing")
+    except pruneplug.CheckpointError as error:
+        mine = "differ in which tensors are pruned (2.bias)" in str(error)
+        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
+            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
+    else:
+        raise AssertionError("models that differ in their pruning were saved")
     pruneplug.save_sharded(net, path, overwrite=True)
     leftovers = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
     if leftovers:
