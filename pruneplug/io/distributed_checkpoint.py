@@ -93,7 +93,8 @@ def save_sharded(
 
     Raises:
         CheckpointExistsError: ``path`` exists and ``overwrite`` is false.
-        CheckpointError: the parent folder is missing, or writing failed.
+        CheckpointError: the parent folder is missing, the ranks' models
+            differ in which tensors are pruned, or writing failed.
     """
     from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
@@ -105,17 +106,22 @@ def save_sharded(
         problem = CheckpointExistsError("the output exists; pass overwrite=True to replace it", path=target)
     elif not target.parent.is_dir():
         problem = CheckpointError(f"the folder {target.parent} does not exist", path=target)
-    _agree(problem, process_group, target, distributed)
-    token = [secrets.token_hex(6)]
-    if distributed:  # one temporary name for all ranks: rank 0's
-        dist.broadcast_object_list(token, src=dist.get_global_rank(process_group, 0) if process_group else 0)
-    temporary = target.parent / f".{target.name}.{token[0]}.tmp"
     pruned = sorted(f"{qualname}.{name}" if qualname else name for qualname, _, name in pruned_tensors(model))
+    shared: list[Any] = [secrets.token_hex(6), pruned]
+    if distributed:  # one temporary name for all ranks, and the pruned tensors the metadata will name: rank 0's
+        dist.broadcast_object_list(shared, src=dist.get_global_rank(process_group, 0) if process_group else 0)
+    if problem is None and shared[1] != pruned:
+        differing = ", ".join(sorted(set(pruned) ^ set(shared[1])))
+        problem = CheckpointError(
+            f"this rank's model and rank 0's differ in which tensors are pruned ({differing})", path=target
+        )
+    _agree(problem, process_group, target, distributed)
+    temporary = target.parent / f".{target.name}.{shared[0]}.tmp"
     try:
         with _one_process_quietly():
             dcp_save(model.state_dict(), checkpoint_id=temporary, process_group=process_group, no_dist=not distributed)
     except (Exception, CheckpointException) as error:  # DCP raises on every rank when one fails to write
-        problem = CheckpointError(f"cannot write the checkpoint: {error}", path=target)
+        problem = CheckpointError(f"cannot write the checkpoint: {_failures(error)}", path=target)
     if problem is None and leader:
         try:
             metadata = _ShardedMetadata(pruned=pruned).model_dump_json(indent=2)
@@ -184,6 +190,41 @@ def _template(model: nn.Module, pruned: set[str]) -> dict[str, Tensor]:
     return template
 
 
+def _check_fit(template: dict[str, Any], folder: Path) -> None:
+    """Compare the tensors to load with DCP's index of the checkpoint, so a misfit names the tensor on every rank."""
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    try:
+        saved = FileSystemReader(folder).read_metadata().state_dict_metadata
+    except Exception as error:  # a missing or unreadable .metadata: not a finished DCP checkpoint
+        raise CheckpointError(f"DCP's index of the checkpoint (.metadata) cannot be read: {error}") from error
+    problems = []
+    for key, value in template.items():
+        entry = saved.get(key)
+        if not isinstance(entry, TensorStorageMetadata):
+            problems.append(f"{key}: not in the checkpoint")
+        elif entry.size != value.shape:
+            problems.append(f"{key}: shape {tuple(entry.size)} in the checkpoint, {tuple(value.shape)} in the model")
+    problems += [
+        f"{key}: in the checkpoint, not in the model"
+        for key, entry in sorted(saved.items())
+        if isinstance(entry, TensorStorageMetadata) and key not in template
+    ]
+    if problems:
+        shown = "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else "")
+        raise CheckpointError(f"the checkpoint does not fit the model: {shown}")
+
+
+def _failures(error: BaseException) -> str:
+    """DCP's failure, one line per failing rank (its ``CheckpointException`` prints every traceback)."""
+    if not isinstance(error, CheckpointException):
+        return str(error)
+    return "; ".join(
+        f"rank {rank}: {type(failure[0]).__name__}: {failure[0]}" for rank, failure in sorted(error.failures.items())
+    )
+
+
 def load_sharded(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -201,8 +242,10 @@ def load_sharded(
 
     Raises:
         CheckpointError: the folder is not such a checkpoint, or it does not
-            fit the model (missing tensors, other shapes, a tensor pruned in
-            the model but not in the checkpoint); the model is unchanged.
+            fit the model (missing or extra tensors, other shapes, a tensor
+            pruned in the model but not in the checkpoint), each named; on
+            every rank, and the model is unchanged.
+        PackedMaskError: ``mask_storage="packed"`` for a sharded model.
     """
     from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
@@ -212,12 +255,13 @@ def load_sharded(
     template: dict[str, Any] = {}
     try:
         template = _template(model, set(_read_metadata(folder).pruned))
+        _check_fit(template, folder)
     except CheckpointError as error:
-        problem = error if error.path is not None else CheckpointError(error.args[0], path=folder)
+        problem = error if error.path is not None else CheckpointError(error.reason, path=folder)
     _agree(problem, process_group, folder, distributed)
     try:
         with _one_process_quietly():
             dcp_load(template, checkpoint_id=folder, process_group=process_group, no_dist=not distributed)
-    except (Exception, CheckpointException) as error:  # on every rank (missing keys, other shapes, bad files)
-        raise CheckpointError(f"cannot load the checkpoint into the model: {error}", path=folder) from error
+    except (Exception, CheckpointException) as error:  # on every rank (unreadable shard files, say)
+        raise CheckpointError(f"cannot load the checkpoint into the model: {_failures(error)}", path=folder) from error
     return load_pruned_state_dict(model, template, mask_storage=mask_storage)

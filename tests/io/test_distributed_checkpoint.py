@@ -1,14 +1,19 @@
 """Sharded checkpoints: saved pruned on 2 ranks, loaded on 4 ranks, on 2 other ranks and in one process.
 
 The model is saved tensor-parallel (rows sharded, 7 rows on 2 ranks: 4 and
-3) and FSDP2-sharded, and loaded sharded by columns on 4 ranks and whole
-in this process: the masks and weights must be those one process computes
-on the unsharded model, and the loaded model must be pruned (its forward
-masks). Bad folders and misfits raise ``CheckpointError`` and change nothing.
+3) and FSDP2-sharded, and loaded sharded by columns on 4 ranks, through
+``parallelize_module`` (Colwise then Rowwise) on 2 ranks, and whole in this
+process (``load_sharded`` without a group, or DCP's ``dcp_to_torch_save``
+then ``load_pruned_state_dict``): the masks and weights must be those one
+process computes on the unsharded model, and the loaded model must be
+pruned (its forward masks). Bad folders and misfits raise
+``CheckpointError`` (on every rank, where one rank's model differs) and
+change nothing.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +89,18 @@ def scenario_save(rank: int, world: int, folder: str) -> None:
         pass
     else:
         raise AssertionError("saving over an existing checkpoint was not refused")
+    differing = sharded(0)  # rank 1 has one more tensor pruned: refused on both ranks, nothing written
+    pruneplug.prune_global(targets(differing), "l1_unstructured", amount=0.5)
+    if rank == 1:
+        pruneplug.prune(differing[2], "bias", "l1_unstructured", amount=2)
+    try:
+        pruneplug.save_sharded(differing, Path(folder) / "differing")
+    except pruneplug.CheckpointError as error:
+        mine = "differ in which tensors are pruned (2.bias)" in str(error)
+        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
+            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
+    else:
+        raise AssertionError("models that differ in their pruning were saved")
     pruneplug.save_sharded(net, path, overwrite=True)
     leftovers = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
     if leftovers:
@@ -103,10 +120,6 @@ def scenario_load(rank: int, world: int, folder: str) -> None:
         if not all(pruneplug.is_pruned(module) for module, _ in targets(net)):
             raise AssertionError(f"{name}: the loaded model is not pruned")
         check_equal(net, expected, f"{name} loaded on {world} ranks")
-    packed = pruneplug.load_sharded(sharded(1), Path(folder) / "tp", mask_storage="packed")
-    if type(packed[2].bias_mask).__name__ != "PackedMask" or packed[2].weight_mask.dtype != torch.bool:
-        raise AssertionError("mask_storage='packed' did not pack the plain mask, or changed the sharded one")
-    check_equal(packed, expected, "loaded with packed masks")
     again = sharded(1)  # pruned otherwise already: the checkpoint's masks replace its own
     pruneplug.prune_global(targets(again), "l1_unstructured", amount=0.2)
     pruneplug.prune(again[2], "bias", "l1_unstructured", amount=1)
@@ -121,24 +134,91 @@ def scenario_load(rank: int, world: int, folder: str) -> None:
         raise AssertionError("a missing folder was not refused")
 
 
-SCENARIOS = {"save": scenario_save, "load": scenario_load}
+def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
+    """Load into a ``parallelize_module`` model on 2 ranks; then ``remove``, ``state_dict`` and a misfit on one rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    mesh = init_device_mesh("cpu", (world,))
+    expected = reference()
+    net = parallelize_module(model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    placements = {index: net[index].weight.placements for index in (0, 2)}
+    pruneplug.load_sharded(net, Path(folder) / "tp")
+    check_equal(net, expected, "loaded into a parallelized model")
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(2))
+    if not torch.allclose(net(x), expected(x), atol=1e-6):
+        raise AssertionError("the parallelized model's forward differs")
+    copy = parallelize_module(model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    pruneplug.prune_global(targets(copy), "l1_unstructured", amount=0.1)
+    pruneplug.prune(copy[2], "bias", "l1_unstructured", amount=1)
+    copy.load_state_dict(net.state_dict())  # DTensor <name>_orig and <name>_mask keys
+    check_equal(copy, expected, "load_state_dict of a sharded pruned state dict")
+    try:  # the masks it holds already would be packed too
+        pruneplug.load_pruned_state_dict(copy, {}, strict=False, mask_storage="packed")
+    except pruneplug.PackedMaskError as error:
+        if "DTensors (0.weight, 2.weight, 2.bias)" not in str(error):
+            raise
+    else:
+        raise AssertionError("packing the held masks of DTensors was not refused")
+    check_equal(copy, expected, "after a refused load_pruned_state_dict")
+    fresh = parallelize_module(model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    try:
+        pruneplug.load_sharded(fresh, Path(folder) / "tp", mask_storage="packed")
+    except pruneplug.PackedMaskError as error:
+        if "DTensors (0.weight, 2.weight, 2.bias)" not in str(error):
+            raise
+    else:
+        raise AssertionError("packed masks of DTensors were not refused")
+    if any(pruneplug.is_pruned(module) for module in fresh):
+        raise AssertionError("a refused load pruned the model")
+    bad = model() if rank == 0 else nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6))
+    before = {key: value.clone() for key, value in bad.state_dict().items()}
+    try:
+        pruneplug.load_sharded(bad, Path(folder) / "tp")
+    except pruneplug.CheckpointError as error:
+        mine = "2.weight_orig: shape (7, 8) in the checkpoint, (6, 8) in the model" in str(error)
+        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
+            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
+    else:
+        raise AssertionError("a model that differs on one rank was loaded")
+    if pruneplug.is_pruned(bad[0]) or any(not torch.equal(v, before[k]) for k, v in bad.state_dict().items()):
+        raise AssertionError("a failed load changed the model")
+    pruneplug.remove(net)
+    for index in (0, 2):
+        weight = net[index].weight
+        if not (isinstance(weight, nn.Parameter) and isinstance(weight, DTensor)):
+            raise AssertionError(f"{index}.weight after remove is a {type(weight).__name__}")
+        if weight.placements != placements[index]:
+            raise AssertionError(f"{index}.weight after remove is placed {weight.placements}")
+        if not torch.equal(gathered(weight.detach()), expected[index].weight_orig * expected[index].weight_mask):
+            raise AssertionError(f"{index}.weight after remove is not orig * mask")
+
+
+SCENARIOS = {"save": scenario_save, "load": scenario_load, "load_parallelized": scenario_load_parallelized}
 
 
 def test_saved_on_two_ranks_loads_on_four_ranks_and_in_one_process(run_ranks: RunRanks, tmp_path: Path) -> None:
     run_ranks(__file__, "save", 2, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fsdp", "tp"]
     run_ranks(__file__, "load", 4, str(tmp_path))
+    run_ranks(__file__, "load_parallelized", 2, str(tmp_path))
     expected = reference()
     for name in ("tp", "fsdp"):  # no process group: whole tensors
         net = pruneplug.load_sharded(model(), tmp_path / name)
         check_equal(net, expected, f"{name} loaded in one process", forward=True)
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(tmp_path / "tp", tmp_path / "tp.pt")  # DCP's own conversion: a plain pruned state dict
+    net = pruneplug.load_pruned_state_dict(model(), torch.load(tmp_path / "tp.pt", weights_only=True))
+    check_equal(net, expected, "dcp_to_torch_save then load_pruned_state_dict", forward=True)
 
 
 def test_a_misfit_changes_nothing(tmp_path: Path) -> None:
     pruneplug.save_sharded(reference(), tmp_path / "ckpt")
     wider = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 7))
     before = {k: v.clone() for k, v in wider.state_dict().items()}
-    with pytest.raises(pruneplug.CheckpointError, match="cannot load the checkpoint"):
+    with pytest.raises(pruneplug.CheckpointError, match=r"0.bias: shape \(8,\) in the checkpoint, \(9,\) in the"):
         pruneplug.load_sharded(wider, tmp_path / "ckpt")
     assert not pruneplug.is_pruned(wider[0])
     assert all(torch.equal(v, before[k]) for k, v in wider.state_dict().items())
@@ -146,8 +226,20 @@ def test_a_misfit_changes_nothing(tmp_path: Path) -> None:
     pruneplug.prune(pruned_otherwise[0], "bias", "l1_unstructured", amount=1)
     with pytest.raises(pruneplug.CheckpointError, match="0.bias pruned, the checkpoint holds it unpruned"):
         pruneplug.load_sharded(pruned_otherwise, tmp_path / "ckpt")
+    longer = nn.Sequential(*model(), nn.Linear(7, 2))
+    with pytest.raises(pruneplug.CheckpointError, match=r"3.weight: not in the checkpoint; 3.bias: not in"):
+        pruneplug.load_sharded(longer, tmp_path / "ckpt")
+    no_bias = nn.Sequential(nn.Linear(5, 8, bias=False), nn.ReLU(), nn.Linear(8, 7))
+    with pytest.raises(pruneplug.CheckpointError, match=r"0.bias: in the checkpoint, not in the model"):
+        pruneplug.load_sharded(no_bias, tmp_path / "ckpt")
+    assert not pruneplug.is_pruned(longer[0])
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "unfinished")
+    (tmp_path / "unfinished" / ".metadata").unlink()
+    with pytest.raises(pruneplug.CheckpointError, match=r"index of the checkpoint \(.metadata\) cannot be read"):
+        pruneplug.load_sharded(model(), tmp_path / "unfinished")
     (tmp_path / "plain").mkdir()
-    with pytest.raises(pruneplug.CheckpointError, match="pruneplug.json is missing"):
+    with pytest.raises(pruneplug.CheckpointError, match="pruneplug.json is missing") as raised:
         pruneplug.load_sharded(model(), tmp_path / "plain")
+    assert str(raised.value).count(str(tmp_path)) == 1  # the folder named once
     with pytest.raises(pruneplug.CheckpointError, match="does not exist"):
         pruneplug.save_sharded(model(), tmp_path / "no" / "ckpt")
