@@ -6,7 +6,8 @@ The model is saved tensor-parallel (rows sharded, 7 rows on 2 ranks: 4 and
 process (``load_sharded`` without a group, or DCP's ``dcp_to_torch_save``
 then ``load_pruned_state_dict``): the masks and weights must be those one
 process computes on the unsharded model, and the loaded model must be
-pruned (its forward masks). Bad folders and misfits raise
+pruned (its forward masks). ``load_state_dict`` and ``remove`` are checked on
+the unevenly sharded model and on the parallelized one. Bad folders and misfits raise
 ``CheckpointError`` (on every rank, where one rank's model differs) and
 change nothing.
 """
@@ -16,12 +17,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from torch import nn
 
 import pruneplug
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import Placement
 
 RunRanks = Callable[..., None]
 
@@ -74,6 +79,25 @@ def check_equal(net: nn.Module, expected: nn.Module, where: str, *, forward: boo
         raise AssertionError(f"{where}: the forward differs")
 
 
+def check_removed(
+    net: nn.Sequential, expected: nn.Sequential, placements: dict[int, tuple[Placement, ...]], where: str
+) -> None:
+    """``remove`` leaves each weight a DTensor parameter placed as before, holding ``orig * mask``."""
+    from torch.distributed.tensor import DTensor
+
+    pruneplug.remove(net)
+    for index in (0, 2):
+        weight = net[index].weight
+        if not (isinstance(weight, nn.Parameter) and isinstance(weight, DTensor)):
+            raise AssertionError(f"{where}: {index}.weight after remove is a {type(weight).__name__}")
+        if weight.placements != placements[index]:
+            raise AssertionError(f"{where}: {index}.weight after remove is placed {weight.placements}")
+        if not torch.equal(gathered(weight.detach()), expected[index].weight_orig * expected[index].weight_mask):
+            raise AssertionError(f"{where}: {index}.weight after remove is not orig * mask")
+        if pruneplug.is_pruned(net[index]):
+            raise AssertionError(f"{where}: {index} is still pruned after remove")
+
+
 def scenario_save(rank: int, world: int, folder: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
@@ -105,6 +129,12 @@ def scenario_save(rank: int, world: int, folder: str) -> None:
     leftovers = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
     if leftovers:
         raise AssertionError(f"temporary folders left behind: {leftovers}")
+    copy = sharded(0)  # uneven rows (7 on 2 ranks: 4 and 3), pruned otherwise
+    pruneplug.prune_global(targets(copy), "l1_unstructured", amount=0.1)
+    pruneplug.prune(copy[2], "bias", "l1_unstructured", amount=1)
+    copy.load_state_dict(net.state_dict())  # DTensor <name>_orig and <name>_mask keys
+    check_equal(copy, reference(), "load_state_dict of an unevenly sharded pruned state dict")
+    check_removed(copy, reference(), {0: net[0].weight_orig.placements, 2: net[2].weight_orig.placements}, "uneven")
     fsdp = model()
     fully_shard(fsdp)
     pruneplug.prune_global(targets(fsdp), "l1_unstructured", amount=0.5)
@@ -137,7 +167,6 @@ def scenario_load(rank: int, world: int, folder: str) -> None:
 def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
     """Load into a ``parallelize_module`` model on 2 ranks; then ``remove``, ``state_dict`` and a misfit on one rank."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     mesh = init_device_mesh("cpu", (world,))
@@ -184,15 +213,7 @@ def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
         raise AssertionError("a model that differs on one rank was loaded")
     if pruneplug.is_pruned(bad[0]) or any(not torch.equal(v, before[k]) for k, v in bad.state_dict().items()):
         raise AssertionError("a failed load changed the model")
-    pruneplug.remove(net)
-    for index in (0, 2):
-        weight = net[index].weight
-        if not (isinstance(weight, nn.Parameter) and isinstance(weight, DTensor)):
-            raise AssertionError(f"{index}.weight after remove is a {type(weight).__name__}")
-        if weight.placements != placements[index]:
-            raise AssertionError(f"{index}.weight after remove is placed {weight.placements}")
-        if not torch.equal(gathered(weight.detach()), expected[index].weight_orig * expected[index].weight_mask):
-            raise AssertionError(f"{index}.weight after remove is not orig * mask")
+    check_removed(net, expected, placements, "parallelized")
 
 
 SCENARIOS = {"save": scenario_save, "load": scenario_load, "load_parallelized": scenario_load_parallelized}
