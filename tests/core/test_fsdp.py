@@ -6,7 +6,8 @@ root's call; 7 rows on 2 ranks shard 4 and 3), the other stays whole in
 the rank's process as the reference. Both are pruned globally and trained
 with AdamW on the same batches: the masks, outputs and weights must agree
 at every step, the pruned entries must stay zero, and ``remove`` must hand
-FSDP back a plain parameter.
+FSDP back a plain parameter. ``pruneplug.prune`` on the Linear sharded only
+through its parent takes the same path.
 """
 
 from __future__ import annotations
@@ -109,7 +110,32 @@ def scenario_tied_refused(rank: int, world: int) -> None:
     model(torch.ones(2, 4)).sum().backward()  # FSDP still swaps "weight"
 
 
-SCENARIOS = {"train": scenario_train, "tied_refused": scenario_tied_refused}
+def scenario_prune_one(rank: int, world: int) -> None:
+    """``pruneplug.prune`` on the Linear sharded only through its parent: the same mask, forward and gradients."""
+    sharded, reference = models()
+    pruneplug.prune(sharded[2], "weight", "l1_unstructured", amount=0.4)
+    pruneplug.prune(reference[2], "weight", "l1_unstructured", amount=0.4)
+    mask = sharded[2].weight_mask
+    if not torch.equal(mask.full_tensor(), reference[2].weight_mask.bool()):
+        raise AssertionError("the gathered mask differs from one process's")
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(2))
+    out, expected = sharded(x), reference(x)
+    if not torch.allclose(out, expected, atol=1e-6):
+        raise AssertionError(f"the FSDP2 forward differs by {(out - expected).abs().max()}")
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    grad = sharded[2].weight_orig.grad.full_tensor()
+    if not torch.allclose(grad, reference[2].weight_orig.grad, rtol=1e-5, atol=1e-6) or grad[~mask.full_tensor()].any():
+        raise AssertionError("the gradient of weight_orig differs from one process's or reaches a pruned entry")
+    pruneplug.remove(sharded[2], "weight")
+    pruneplug.remove(reference[2], "weight")
+    out = sharded(x)
+    out.sum().backward()  # FSDP swaps "weight" again
+    if not torch.allclose(out, reference(x), atol=1e-6):
+        raise AssertionError("after remove, the FSDP2 forward differs")
+
+
+SCENARIOS = {"train": scenario_train, "tied_refused": scenario_tied_refused, "prune_one": scenario_prune_one}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
