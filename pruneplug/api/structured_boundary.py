@@ -41,14 +41,17 @@ def norm_bounds(sums: Tensor, order: float, per_slice: int, dtype: torch.dtype) 
     entries; ``order`` finite and not 0.
     """
     finfo = torch.finfo(dtype)
-    unit = finfo.eps  # (twice the unit roundoff: a margin of 2 on every rounding)
+    # torch accumulates 16-bit floats in float32 and rounds the norm to the dtype once, at the end.
+    accumulated = torch.finfo(torch.float32) if finfo.bits < 32 else finfo
+    unit = accumulated.eps  # (twice the unit roundoff: a margin of 2 on every rounding)
     relative = (per_slice + 8) * unit
-    floor = per_slice * finfo.tiny  # (terms that underflow to subnormals or to 0)
+    floor = per_slice * accumulated.tiny  # (terms that underflow to subnormals or to 0)
     low_sum = (sums * (1 - relative) - floor).clamp(min=0)
     high_sum = sums * (1 + relative) + floor
     ends = torch.stack([low_sum.pow(1.0 / order), high_sum.pow(1.0 / order)])  # (a negative order swaps the ends)
-    low = ends.amin(dim=0) * (1 - unit)
-    high = ends.amax(dim=0) * (1 + unit)
+    rounding = (1 + unit) * (1 + finfo.eps) - 1  # (the last power, then the cast to the dtype)
+    low = ends.amin(dim=0) * (1 - rounding)
+    high = ends.amax(dim=0) * (1 + rounding)
     return low, high.masked_fill(high > finfo.max, float("inf"))
 
 

@@ -29,6 +29,13 @@ def test_bounds_hold_one_process_norm(dtype: torch.dtype, order: float) -> None:
         low, high = norm_bounds(sums, order, 50, dtype)
         norms = torch.norm(rows, p=order, dim=1).to(torch.float64)
         assert bool(((low <= norms) & (norms <= high)).all()), (seed, low, norms, high)
+    wide = torch.randn(4, 8192, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    sums = wide.abs().to(torch.float64).pow(order).sum(dim=1)
+    low, high = norm_bounds(sums, order, 8192, dtype)
+    norms = torch.norm(wide, p=order, dim=1).to(torch.float64)
+    assert bool(((low <= norms) & (norms <= high)).all()), (low, norms, high)
+    if order >= 1:  # (the others overflow or underflow a float16 norm of 8,192 entries)
+        assert bool((high - low < 0.05 * norms).all())  # (narrow enough that long rows are not all in doubt)
 
 
 @pytest.mark.parametrize("order", ORDERS)

@@ -111,9 +111,9 @@ def scenario_near_ties(rank: int, world: int) -> None:
     from torch.distributed.tensor import Shard
 
     for placement, dim in ((Shard(1), 0), (Shard(0), 1), (Shard(0), -1)):
-        for n in (1, 2, 3, 0.5, "fro"):
+        for n in (1, 2, 0.5, "fro"):
             for seed in range(3):
-                for amount in range(1, 7):
+                for amount in (2, 4):
                     layer, reference = near_ties(seed), near_ties(seed)
                     shard(layer, placement)
                     pruneplug.prune(layer, "weight", "ln_structured", amount=amount, n=n, dim=dim)
