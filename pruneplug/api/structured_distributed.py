@@ -13,9 +13,10 @@ ties to the lower index):
 * ``Shard(d)``, ``d != dim``: each rank holds a part of every slice. The
   L``n`` norm is combined from per-rank parts all-reduced over the ranks
   (``max``/``min`` for ``n = ±inf``, counts for ``n = 0``, and sums of
-  ``|x|^n`` in float64 otherwise), so it can differ from one process's in
-  its last bits: the same slices are chosen unless two slices' norms are that
-  close (exact ties, as of integer-valued weights, are chosen alike);
+  ``|x|^n`` in float64 otherwise). Sums can differ from one process's
+  norms in their last bits, so the few slices whose order they leave in
+  doubt are gathered and scored as one process scores them
+  (:mod:`pruneplug.api.structured_boundary`): the choice is one process's;
 * ``random_structured`` draws one number per alive slice, as one process
   does, on every rank from its own generator, after checking that every
   rank's generator is in the same state.
@@ -42,6 +43,7 @@ from ..selection.exact import select_lowest_slices
 from ..selection.slices import alive_slices, normalize_dim
 from ..strategies import LnStructured, RandomStructured, StructuredStrategy
 from .random_distributed import check_same_generator
+from .structured_boundary import norm_bounds, settle_lowest_slices
 
 __all__ = ["distributed_structured_mask"]
 
@@ -67,10 +69,10 @@ def _gathered(local: Tensor, mesh: object, length: int) -> Tensor:
     return vector.full_tensor()
 
 
-def _combined_norms(local: Tensor, dim: int, n: int | float | str, group: dist.ProcessGroup) -> Tensor:
-    """The L``n`` norm of each slice along ``dim`` from every rank's part of it (all-reduced)."""
+def _combined_parts(local: Tensor, dim: int, order: float, group: dist.ProcessGroup) -> Tensor:
+    """Per slice along ``dim``, from every rank's part of it (all-reduced, float64): the max or min of ``|x|``
+    (``order = ±inf``), the count of nonzeros (``0``), or the sum of ``|x|^order``."""
     others = [d for d in range(local.dim()) if d != dim]
-    order = 2.0 if n == "fro" else float(n)
     values = local.detach().abs().to(torch.float64)
     empty = values.numel() == 0  # (an uneven split can leave a rank no entries; max and min need a neutral part)
     if order == float("inf"):
@@ -86,9 +88,58 @@ def _combined_norms(local: Tensor, dim: int, n: int | float | str, group: dist.P
     else:
         part, op = values.pow(order).sum(dim=others), dist.ReduceOp.SUM
     dist.all_reduce(part, op=op, group=group)
-    if order not in (0.0, float("inf"), float("-inf")):
-        part = part.pow(1.0 / order)
-    return part.to(local.dtype)
+    return part
+
+
+def _lowest_by_combined_norms(
+    scored: Tensor,
+    tensor: DTensor,
+    dim: int,
+    method: LnStructured,
+    count: int,
+    alive: Tensor,
+    group: dist.ProcessGroup,
+) -> Tensor:
+    """The slices one process prunes, from norms combined from every rank's part of each slice.
+
+    Max, min and counts combine exactly; sums of ``|x|^n`` do not, so the
+    slices whose order they leave in doubt are scored again from their
+    gathered entries (:mod:`pruneplug.api.structured_boundary`).
+    """
+    order = 2.0 if method.n == "fro" else float(method.n)
+    parts = _combined_parts(scored, dim, order, group)
+    if order in (0.0, float("inf"), float("-inf")):
+        return select_lowest_slices(parts.to(scored.dtype), count, alive)
+    approximate = parts.pow(1.0 / order)
+    if not scored.dtype.is_floating_point:  # (torch.norm refuses integer tensors in one process as well)
+        return select_lowest_slices(approximate.to(scored.dtype), count, alive)
+    low, high = norm_bounds(parts, order, tensor.numel() // max(tensor.shape[dim], 1), scored.dtype)
+
+    def exact_scores(indices: Tensor) -> Tensor:
+        shape = list(tensor.shape)
+        shape[dim] = indices.numel()
+        part = scored.index_select(dim, indices.to(scored.device)).contiguous()
+        slices = DTensor.from_local(
+            part,
+            tensor.device_mesh,
+            tensor.placements,
+            run_check=False,
+            shape=torch.Size(shape),
+            stride=_contiguous(shape),
+        )
+        return method.slice_scores(slices.full_tensor(), dim, None)
+
+    pruned, _ = settle_lowest_slices(approximate, low, high, count, alive, exact_scores)
+    return pruned
+
+
+def _contiguous(shape: list[int]) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def distributed_structured_mask(state: TensorState, method: StructuredStrategy, importance: Tensor | None) -> Tensor:
@@ -126,6 +177,7 @@ def distributed_structured_mask(state: TensorState, method: StructuredStrategy, 
         return DTensor.from_local(
             local_mask.clone(), mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
         )
+    scores: Tensor | None
     if isinstance(method, RandomStructured):
         check_same_generator(method.generator, group, "random_structured")
         scores = method.slice_scores(torch.empty(tensor.shape, device="meta"), dim, alive)
@@ -134,8 +186,11 @@ def distributed_structured_mask(state: TensorState, method: StructuredStrategy, 
     elif isinstance(placement, Shard) and placement.dim == dim:
         scores = _gathered(method.slice_scores(scored, dim, None), mesh, length)
     else:
-        scores = _combined_norms(scored, dim, cast(LnStructured, method).n, group)
-    pruned = select_lowest_slices(scores, count, alive)
+        scores = None
+    if scores is None:
+        pruned = _lowest_by_combined_norms(scored, tensor, dim, cast(LnStructured, method), count, alive, group)
+    else:
+        pruned = select_lowest_slices(scores, count, alive)
     if isinstance(placement, Shard) and placement.dim == dim:
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 

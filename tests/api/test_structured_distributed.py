@@ -89,6 +89,38 @@ def scenario_scores_and_random(rank: int, world: int) -> None:
                 check(layer, reference, f"{placement}, random_structured along {dim}, own generator {generator}")
 
 
+def near_ties(seed: int) -> nn.Linear:
+    """A 7 x 11 layer of unrounded weights with rows 0, 2, 5 permutations of each other, and columns 1, 4, 8.
+
+    Such slices' norms are equal up to rounding, so the norms combined from
+    the ranks' parts leave their order in doubt.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(7, 11, generator=generator)
+    for row in (2, 5):
+        weight[row] = weight[0][torch.randperm(11, generator=generator)]
+    for column in (4, 8):
+        weight[:, column] = weight[:, 1][torch.randperm(7, generator=generator)]
+    layer = nn.Linear(11, 7)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
+def scenario_near_ties(rank: int, world: int) -> None:
+    from torch.distributed.tensor import Shard
+
+    for placement, dim in ((Shard(1), 0), (Shard(0), 1), (Shard(0), -1)):
+        for n in (1, 2, 0.5, "fro"):
+            for seed in range(3):
+                for amount in (2, 4):
+                    layer, reference = near_ties(seed), near_ties(seed)
+                    shard(layer, placement)
+                    pruneplug.prune(layer, "weight", "ln_structured", amount=amount, n=n, dim=dim)
+                    pruneplug.prune(reference, "weight", "ln_structured", amount=amount, n=n, dim=dim)
+                    check(layer, reference, f"{placement}, dim {dim}, n {n}, seed {seed}, amount {amount}")
+
+
 def scenario_refusals(rank: int, world: int) -> None:
     from torch.distributed.tensor import Shard
 
@@ -113,9 +145,24 @@ def scenario_refusals(rank: int, world: int) -> None:
             raise AssertionError("a refused prune changed the layer")
 
 
-SCENARIOS = {"ln": scenario_ln, "scores_and_random": scenario_scores_and_random, "refusals": scenario_refusals}
+SCENARIOS = {
+    "ln": scenario_ln,
+    "near_ties": scenario_near_ties,
+    "scores_and_random": scenario_scores_and_random,
+    "refusals": scenario_refusals,
+}
 
 
-@pytest.mark.parametrize(("scenario", "world"), [("ln", 2), ("ln", 4), ("scores_and_random", 2), ("refusals", 2)])
+@pytest.mark.parametrize(
+    ("scenario", "world"),
+    [
+        ("ln", 2),
+        ("ln", 4),
+        ("near_ties", 2),
+        ("near_ties", 4),
+        ("scores_and_random", 2),
+        ("refusals", 2),
+    ],
+)
 def test_structured_pruning_of_a_dtensor(run_ranks: RunRanks, scenario: str, world: int) -> None:
     run_ranks(__file__, scenario, world)
