@@ -1,7 +1,8 @@
 """Structured pruning of one DTensor: slices chosen across the ranks, as one process chooses them.
 
-:func:`pruneplug.prune` comes here for ``ln_structured`` and
-``random_structured`` on a DTensor on a 1-D mesh. The slices along ``dim``
+:func:`pruneplug.prune` comes here for ``ln_structured``,
+``random_structured`` and ``scored_structured`` (with an elementwise score)
+on a DTensor on a 1-D mesh. The slices along ``dim``
 are few (channels, rows), so every rank ends up holding one score per
 slice, and then selects the same slices with the one-process selection
 (:func:`~pruneplug.selection.exact.select_lowest_slices`: a stable sort,
@@ -17,6 +18,10 @@ ties to the lower index):
   norms in their last bits, so the few slices whose order they leave in
   doubt are gathered and scored as one process scores them
   (:mod:`pruneplug.api.structured_boundary`): the choice is one process's;
+* ``scored_structured`` scores a rank's entries itself (its score must be
+  elementwise) and reduces them per slice as one process does; along an
+  unsharded dim only ``reduce="max"`` is exact (all-reduced max), sums and
+  means are refused;
 * ``random_structured`` draws one number per alive slice, as one process
   does, on every rank from its own generator, after checking that every
   rank's generator is in the same state.
@@ -41,7 +46,7 @@ from ..errors import IncompatibleStrategyError
 from ..selection.amount import count_to_prune
 from ..selection.exact import select_lowest_slices
 from ..selection.slices import alive_slices, normalize_dim
-from ..strategies import LnStructured, RandomStructured, StructuredStrategy
+from ..strategies import LnStructured, RandomStructured, ScoredStructured, StructuredStrategy
 from .random_distributed import check_same_generator
 from .structured_boundary import norm_bounds, settle_lowest_slices
 
@@ -50,8 +55,15 @@ __all__ = ["distributed_structured_mask"]
 
 def _refusal(state: TensorState, method: StructuredStrategy, importance: Tensor | None) -> str | None:
     tensor = cast(DTensor, state.orig)
-    if type(method) not in (LnStructured, RandomStructured):
-        return f"{type(method).__name__} scores slices its own way; ln_structured and random_structured are supported"
+    if type(method) not in (LnStructured, RandomStructured, ScoredStructured):
+        return (
+            f"{type(method).__name__} scores slices its own way; "
+            "ln_structured, random_structured and scored_structured are supported"
+        )
+    if isinstance(method, ScoredStructured):
+        refusal = _scored_refusal(tensor, method)
+        if refusal is not None:
+            return refusal
     if method.prune_bias:
         return "prune_bias is not supported across ranks yet; prune the bias on its own"
     if tensor.device_mesh.ndim != 1:
@@ -61,6 +73,31 @@ def _refusal(state: TensorState, method: StructuredStrategy, importance: Tensor 
     if importance is not None and (not isinstance(importance, DTensor) or importance.placements != tensor.placements):
         return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
     return None
+
+
+def _scored_refusal(tensor: DTensor, method: ScoredStructured) -> str | None:
+    """Why ``scored_structured`` cannot prune ``tensor`` across ranks as one process does, or ``None``."""
+    if not method.elementwise_scores:
+        return f"score {method.score!r} is not elementwise, so a rank cannot score its shard alone"
+    placement = tensor.placements[0] if tensor.placements else None
+    dim = normalize_dim(method.dim, tensor.dim())
+    across = isinstance(placement, Shard) and placement.dim != dim
+    if across and method.reduce != "max":
+        return (
+            f"reduce={method.reduce!r} along an unsharded dim would add float32 scores in another order than one "
+            "process (its masks could differ); prune along the sharded dim, or use reduce='max'"
+        )
+    return None
+
+
+def _combined_max(local: Tensor, dim: int, method: ScoredStructured, group: dist.ProcessGroup) -> Tensor:
+    """Per slice along ``dim``, the max of its entries' scores over every rank's part (exact, as one process's)."""
+    if local.numel() == 0:  # (an uneven split can leave a rank no entries: the neutral part)
+        part = torch.full((local.shape[dim],), -math.inf, dtype=torch.float32, device=local.device)
+    else:
+        part = method.slice_scores(local, dim, None)
+    dist.all_reduce(part, op=dist.ReduceOp.MAX, group=group)
+    return part
 
 
 def _gathered(local: Tensor, mesh: object, length: int) -> Tensor:
@@ -187,6 +224,8 @@ def distributed_structured_mask(state: TensorState, method: StructuredStrategy, 
         scores = _gathered(method.slice_scores(scored, dim, None), mesh, length)
     else:
         scores = None
+    if scores is None and isinstance(method, ScoredStructured):
+        scores = _combined_max(scored, dim, method, group)  # (the only reduce _refusal lets through here)
     if scores is None:
         pruned = _lowest_by_combined_norms(scored, tensor, dim, cast(LnStructured, method), count, alive, group)
     else:

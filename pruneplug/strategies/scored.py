@@ -139,6 +139,8 @@ class ScoredStructured(StructuredStrategy):
         self._importance = _importance(score)
         self.score = self._importance.name
         self.reduce = reduce
+        self.elementwise_scores = self._importance.elementwise
+        """Whether each entry's score depends on that entry alone (a rank can score its shard of a DTensor)."""
 
     def slice_scores(self, t: Tensor, dim: int, alive: Tensor | None) -> Tensor:
         """Entry scores reduced over every dim but ``dim``."""

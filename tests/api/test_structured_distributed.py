@@ -5,8 +5,8 @@ that rows shard unevenly; values rounded to quarters, so that many slices
 tie and the norms combined from the ranks' parts are exact) and prunes it
 with ``ln_structured`` along the sharded dim and along an unsharded one,
 for several norms, twice in a row (the second time over the alive slices),
-with importance scores, and with ``random_structured``: every mask must be
-the one one process computes.
+with importance scores, with ``random_structured``, and with
+``scored_structured``: every mask must be the one one process computes.
 """
 
 from __future__ import annotations
@@ -89,6 +89,30 @@ def scenario_scores_and_random(rank: int, world: int) -> None:
                 check(layer, reference, f"{placement}, random_structured along {dim}, own generator {generator}")
 
 
+def scenario_scored(rank: int, world: int) -> None:
+    """scored_structured along the sharded dim (every reduce) and along another (reduce="max"), twice in a row,
+    on rounded weights (many ties) and unrounded ones (sums in float32 must come out as one process's)."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    for placement in (Shard(0), Shard(1), Replicate()):
+        for dim in (0, 1, -1):
+            along = isinstance(placement, Shard) and placement.dim == dim % 4
+            reduces = ("sum", "mean", "max", "l2") if along or isinstance(placement, Replicate) else ("max",)
+            for reduce in reduces:
+                for seed, rounded in ((0, True), (1, True), (2, False)):
+                    layer, reference = conv(seed), conv(seed)
+                    if not rounded:
+                        with torch.no_grad():
+                            for model in (layer, reference):
+                                model.weight.copy_(torch.randn(7, 5, 3, 3, generator=torch.Generator().manual_seed(9)))
+                    shard(layer, placement)
+                    for amount in (0.3, 1):
+                        kwargs = {"amount": amount, "dim": dim, "reduce": reduce}
+                        pruneplug.prune(layer, "weight", "scored_structured", **kwargs)
+                        pruneplug.prune(reference, "weight", "scored_structured", **kwargs)
+                        check(layer, reference, f"{placement}, dim {dim}, {reduce}, seed {seed}, amount {amount}")
+
+
 def near_ties(seed: int) -> nn.Linear:
     """A 7 x 11 layer of unrounded weights with rows 0, 2, 5 permutations of each other, and columns 1, 4, 8.
 
@@ -132,6 +156,8 @@ def scenario_refusals(rank: int, world: int) -> None:
         ({"strategy": "ln_structured", "amount": 1, "n": 1, "dim": 0, "mask_storage": "packed"}, "packed masks"),
         ({"strategy": "ln_structured", "amount": 1, "n": 1, "dim": 0, "prune_bias": True}, "prune_bias"),
         ({"strategy": "random_structured", "amount": 1, "dim": 0}, "not in the same state on every rank"),
+        ({"strategy": "scored_structured", "amount": 1, "dim": 0, "reduce": "sum"}, "reduce='sum' along an unsharded"),
+        ({"strategy": "scored_structured", "amount": 1, "dim": 0, "score": "taylor"}, "not elementwise"),
     ]
     for kwargs, message in cases:
         try:
@@ -150,6 +176,7 @@ SCENARIOS = {
     "near_ties": scenario_near_ties,
     "scores_and_random": scenario_scores_and_random,
     "refusals": scenario_refusals,
+    "scored": scenario_scored,
 }
 
 
@@ -162,6 +189,8 @@ SCENARIOS = {
         ("near_ties", 4),
         ("scores_and_random", 2),
         ("refusals", 2),
+        ("scored", 2),
+        ("scored", 4),
     ],
 )
 def test_structured_pruning_of_a_dtensor(run_ranks: RunRanks, scenario: str, world: int) -> None:
