@@ -41,7 +41,8 @@ Each rank reads its scores a chunk at a time: once per pass while the
 entries that share the digits picked so far (the candidates) are more than
 max(2**18, 1/64 of its own), then once to gather them (12 bytes each; later passes count
 them in memory), and once to write the masks. For spread scores that is
-three or four reads; beyond the masks it holds a few MiB of chunk
+three or four reads; beyond the masks (bool, or packed to one bit per
+entry a chunk at a time with ``pack=True``) it holds a few MiB of chunk
 temporaries and at most max(2**18, 1/64 of its entries) candidates, except for the
 ties at the threshold (all of them when most scores are equal).
 """
