@@ -78,9 +78,13 @@ def rows_per_tensor(per_rank: int, tensors: int, world: int) -> int:
     return max(world, math.ceil(per_rank * world / (tensors * COLUMNS)))
 
 
-def formula_bytes(bits: int, key_bits: int = 32) -> int:
-    """Bytes a rank puts into one call when no ties are split: agreement, key passes, final status."""
+def formula_bytes(bits: int, all_reduces: int, total: int, key_bits: int = 32) -> int:
+    """Bytes a rank puts into one call: agreement, key passes, tie passes if the call made them, final status."""
+    key_passes = math.ceil(key_bits / bits)
     passes = sum((2 ** min(bits, key_bits - start) + 1) * 8 for start in range(0, key_bits, bits))
+    if all_reduces > key_passes + 2:  # the ties at the threshold were split
+        position_bits = max(1, (total - 1).bit_length())
+        passes += sum((2 ** min(bits, position_bits - start) + 1) * 8 for start in range(0, position_bits, bits))
     return 14 * 8 + passes + 8
 
 
@@ -166,7 +170,7 @@ def rank(
                 "seconds": statistics.median(times),
                 "all_reduces": selection.all_reduces,
                 "bytes_communicated": selection.bytes_communicated,
-                "formula_bytes": formula_bytes(bits),
+                "formula_bytes": formula_bytes(bits, selection.all_reduces, rows * COLUMNS * tensors),
                 "extra_peak_bytes": statistics.median(extras) if measure else None,
                 "extra_peak_per_shard": statistics.median(extras) / shard_bytes if measure else None,
             }
@@ -197,8 +201,7 @@ def distributed(world: int, per_rank: int, tensors: int, bits: int, packed: bool
     return spawn(rank, world, (world, port, per_rank, tensors, bits, packed, repeats))
 
 
-def table(rows: list[dict[str, Any]], world: int, tensors: int, repeats: int) -> str:
-    about = machine(1)
+def table(rows: list[dict[str, Any]], about: dict[str, Any], world: int, tensors: int, repeats: int) -> str:
     lines = [
         f"Machine: {about['cpus']} CPUs ({about['cpu']}), torch {about['torch']}, one thread per process, "
         f"load average {about['load_average']:.1f}; {tensors} float32 tensors sharded on dim 0 over "
@@ -241,13 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     rows += [
         distributed(args.world, middle, args.tensors, bits, False, repeats) for bits in widths if bits != DEFAULT_BITS
     ]
-    text = table(rows, args.world, args.tensors, repeats)
+    about = machine(1)
+    text = table(rows, about, args.world, args.tensors, repeats)
     print(text)
     if args.write_docs:
         write_between(MARKERS, text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.json.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"machine": machine(1), "repeats": repeats, "rows": rows}, indent=2))
+    temporary.write_text(json.dumps({"machine": about, "repeats": repeats, "rows": rows}, indent=2))
     temporary.replace(args.json)
     return 0
 
