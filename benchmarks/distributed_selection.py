@@ -1,30 +1,37 @@
-"""Exact global selection across ranks against one process: time and bytes communicated per call.
+"""Exact global selection across ranks against one process: time, bytes communicated and memory per call.
 
-The scores are ``|w|`` of one float32 tensor of ``--numel`` standard normal
-entries (a fixed seed), shaped ``(rows, 1000)`` and sharded on dim 0 (uneven
-when the rows do not divide). Half of the entries are pruned, as a 50 %
-global L1 step would.
+The model is ``--tensors`` float32 tensors of standard normal weights,
+``(rows, 1000)`` each, holding ``--sizes`` entries per rank in all; each
+tensor is sharded on dim 0 (every rank draws its own shard, seeded by its
+rank). The scores are ``|w|``, computed a chunk at a time from the shards
+(``LocalScores(score=...)``), as ``prune_global`` does, and half of all the
+entries are pruned, as a 50 % global L1 step would.
 
 - ``one process``: :func:`pruneplug.selection.exact.keep_highest_across` on
-  the whole tensor, with 1 and with ``--world`` intra-op threads;
-- ``N ranks, bits B``: ``--world`` gloo processes on this machine (one
-  intra-op thread each), each scoring its shard and calling
+  the same number of entries as one rank holds, one intra-op thread, its
+  masks bool or packed as they are made (``finish``, as
+  ``prune_global(mask_storage="packed")`` does);
+- ``N ranks``: ``--world`` gloo processes on this machine (one intra-op
+  thread each) calling
   :func:`pruneplug.selection.distributed.keep_highest_across_distributed`
-  with digit width ``B``; the time is the slowest rank's, from a barrier to
-  its masks. Each run checks that the ranks pruned exactly ``k`` in all.
+  (``pack=True`` for packed masks) with digit width ``bits``; the time is
+  the slowest rank's, from a barrier to its masks. Each run checks that the
+  ranks pruned exactly ``k`` in all.
 
-The medians over ``--repeats`` calls are reported, with the all-reduces and
-the bytes each rank put into them (independent of ``--numel``), and the
-largest rank's extra peak resident memory during the call (the masks it
-returns included) as a multiple of its shard's bytes, where Linux lets the
-peak be reset. The scores are computed a chunk at a time from the shard
-(``LocalScores(score=...)``), as ``prune_global`` does.
+Every variant runs in fresh processes with glibc's mmap threshold fixed at
+128 KiB, so that freed temporaries go back to the system and the peak is
+what a call holds at once, not where the allocator happened to grow. The
+medians over ``--repeats`` calls after one warm-up call are reported, with the all-reduces, the
+bytes each rank put into them (independent of the size: the formula is
+printed beside them), and the largest rank's extra peak resident memory
+(``VmHWM`` reset before the call; the masks it returns included) as a
+multiple of its shard's bytes.
 
 Usage::
 
-    python benchmarks/distributed_selection.py                 # 10 M entries, 2 ranks, bits 8, 11 and 16
-    python benchmarks/distributed_selection.py --quick         # 100 k entries, one repeat, bits 11: seconds
-    python benchmarks/distributed_selection.py --numel 40000000 --world 4
+    python benchmarks/distributed_selection.py                 # 2.5, 10, 40 M per rank; bits 8, 11, 16 at 10 M
+    python benchmarks/distributed_selection.py --quick         # 400 k per rank, one repeat: seconds
+    python benchmarks/distributed_selection.py --write-docs    # also rewrite its table in docs/benchmarks.md
 
 It prints a markdown table and writes the raw numbers to
 ``benchmarks/results/distributed_selection.json`` (``--json`` elsewhere).
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import socket
 import statistics
 import sys
@@ -46,132 +54,204 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _machine import machine  # benchmarks/ is the script's folder, first on sys.path
+from _docs import write_between  # benchmarks/ is the script's folder, first on sys.path
+from _machine import machine
 from _memory import peak_reset_works, proc_status, reset_peak
 
-from pruneplug.selection.distributed import LocalScores, keep_highest_across_distributed
+from pruneplug.selection.distributed import DEFAULT_BITS, LocalScores, keep_highest_across_distributed
 from pruneplug.selection.exact import ScoreSource, keep_highest_across
+from pruneplug.storage.packed import PackedMask
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = 1000
+MARKERS = ("<!-- table:distributed:start -->", "<!-- table:distributed:end -->")
+#: Fixed (not dynamic) mmap threshold: freed chunk temporaries are returned, so the peak is not allocator history.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def magnitude(values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.abs(values, out=out)
 
 
-def weights(numel: int) -> torch.Tensor:
-    rows = math.ceil(numel / COLUMNS)
-    return torch.randn(rows, COLUMNS, generator=torch.Generator().manual_seed(0))
+def rows_per_tensor(per_rank: int, tensors: int, world: int) -> int:
+    """Rows of each unsharded tensor so that a rank holds about ``per_rank`` entries in all."""
+    return max(world, math.ceil(per_rank * world / (tensors * COLUMNS)))
 
 
-def one_process(numel: int, threads: int, repeats: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    w = weights(numel)
-    k = w.numel() // 2
-    times = []
+def formula_bytes(bits: int, all_reduces: int, total: int, key_bits: int = 32) -> int:
+    """Bytes a rank puts into one call: agreement, key passes, tie passes if the call made them, final status."""
+    key_passes = math.ceil(key_bits / bits)
+    passes = sum((2 ** min(bits, key_bits - start) + 1) * 8 for start in range(0, key_bits, bits))
+    if all_reduces > key_passes + 2:  # the ties at the threshold were split
+        position_bits = max(1, (total - 1).bit_length())
+        passes += sum((2 ** min(bits, position_bits - start) + 1) * 8 for start in range(0, position_bits, bits))
+    return 14 * 8 + passes + 8
+
+
+def extra_peak(before: int | None) -> float:
+    return float((proc_status("VmHWM") or 0) - (before or 0))
+
+
+def one_process(per_rank: int, tensors: int, packed: bool, repeats: int, out: Any) -> None:
+    """The same number of entries as one rank holds, selected by the one-process selection."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    rows = rows_per_tensor(per_rank, tensors, 1)
+    weights = [torch.randn(rows, COLUMNS, generator=gen) for _ in range(tensors)]
+    numel = sum(w.numel() for w in weights)
+    k = numel // 2
+    measure = peak_reset_works()
+    finish = (lambda index, keep: PackedMask.pack(keep)) if packed else None
+    times, extras = [], []
+    keep_highest_across([ScoreSource.elementwise(w, magnitude) for w in weights], k, finish=finish)  # warm-up
     for _ in range(repeats):
+        keep: list[torch.Tensor] | None = None
+        before = proc_status("VmRSS") if measure and reset_peak() else None
         start = time.perf_counter()
-        source = ScoreSource.elementwise(w, lambda values, out: torch.abs(values, out=out))
-        keep = keep_highest_across([source], k)[0]
+        sources = [ScoreSource.elementwise(w, magnitude) for w in weights]
+        keep = keep_highest_across(sources, k, finish=finish)
         times.append(time.perf_counter() - start)
-        if int((~keep).sum()) != k:
+        extras.append(extra_peak(before) if measure else math.nan)
+        pruned = sum(int((~(m.unpack() if isinstance(m, PackedMask) else m)).sum()) for m in keep)
+        if pruned != k:
             raise RuntimeError("one process did not prune k entries")
-    return {"variant": f"one process, {threads} thread(s)", "seconds": statistics.median(times)}
+    out.put(
+        {
+            "variant": f"one process, {'packed' if packed else 'bool'} masks",
+            "per_rank": numel,
+            "seconds": statistics.median(times),
+            "extra_peak_bytes": statistics.median(extras) if measure else None,
+            "extra_peak_per_shard": statistics.median(extras) / (numel * 4) if measure else None,
+        }
+    )
 
 
-def rank(index: int, world: int, port: int, numel: int, bits: int, repeats: int, out: Any) -> None:
+def rank(
+    index: int, world: int, port: int, per_rank: int, tensors: int, bits: int, packed: bool, repeats: int, out: Any
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=world, timeout=timedelta(seconds=120)
     )
-    w = weights(numel)
-    rows = torch.tensor_split(torch.arange(w.shape[0]), world)[index]
-    local = w[int(rows[0]) : int(rows[-1]) + 1].clone() if rows.numel() else w[:0].clone()
-    offset = int(rows[0]) if rows.numel() else 0
-    del w
-    k = math.ceil(numel / COLUMNS) * COLUMNS // 2
-    measure_memory = peak_reset_works()
-    shard_bytes = max(1, local.numel() * local.element_size())
+    rows = rows_per_tensor(per_rank, tensors, world)
+    mine = torch.tensor_split(torch.arange(rows), world)[index]
+    gen = torch.Generator().manual_seed(1 + index)
+    shards = [torch.randn(mine.numel(), COLUMNS, generator=gen) for _ in range(tensors)]
+    offset = int(mine[0]) if mine.numel() else 0
+    k = rows * COLUMNS * tensors // 2
+    measure = peak_reset_works()
+    shard_bytes = max(1, sum(s.numel() * s.element_size() for s in shards))
     times, extras, selection = [], [], None
+    warm_up = [LocalScores(s, (rows, COLUMNS), (offset, 0), score=magnitude) for s in shards]
+    keep_highest_across_distributed(warm_up, k, bits=bits, pack=packed)  # (first calls load kernels, grow pools)
+    del warm_up
     for _ in range(repeats):
         selection = None  # the previous call's masks are not part of this call's peak
         dist.barrier()
-        if measure_memory:
-            reset_peak()
-            before = proc_status("VmRSS")
+        before = proc_status("VmRSS") if measure and reset_peak() else None
         start = time.perf_counter()
-        shard = LocalScores(local, (math.ceil(numel / COLUMNS), COLUMNS), (offset, 0), score=magnitude)
-        selection = keep_highest_across_distributed([shard], k, bits=bits)
-        elapsed = torch.tensor([time.perf_counter() - start, 0.0], dtype=torch.float64)
-        if measure_memory:
-            elapsed[1] = (proc_status("VmHWM") or 0) - (before or 0)
+        local = [LocalScores(s, (rows, COLUMNS), (offset, 0), score=magnitude) for s in shards]
+        selection = keep_highest_across_distributed(local, k, bits=bits, pack=packed)
+        elapsed = torch.tensor([time.perf_counter() - start, extra_peak(before) if measure else 0.0])
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         times.append(float(elapsed[0]))
         extras.append(float(elapsed[1]))
-        pruned = torch.tensor([int((~selection.keep[0]).sum())])
+        masks = [m.unpack() if isinstance(m, PackedMask) else m for m in selection.keep]
+        pruned = torch.tensor([sum(int((~m).sum()) for m in masks)])
+        del masks
         dist.all_reduce(pruned)
         if int(pruned) != k:
             raise RuntimeError(f"the ranks pruned {int(pruned)} entries, not {k}")
     if index == 0 and selection is not None:
         out.put(
             {
-                "variant": f"{world} ranks, bits {bits}",
+                "variant": f"{world} ranks, {'packed' if packed else 'bool'} masks, bits {bits}",
+                "per_rank": sum(s.numel() for s in shards),
                 "seconds": statistics.median(times),
                 "all_reduces": selection.all_reduces,
                 "bytes_communicated": selection.bytes_communicated,
-                "extra_peak_bytes": statistics.median(extras) if measure_memory else None,
-                "extra_peak_per_shard": statistics.median(extras) / shard_bytes if measure_memory else None,
+                "formula_bytes": formula_bytes(bits, selection.all_reduces, rows * COLUMNS * tensors),
+                "extra_peak_bytes": statistics.median(extras) if measure else None,
+                "extra_peak_per_shard": statistics.median(extras) / shard_bytes if measure else None,
             }
         )
     dist.destroy_process_group()
 
 
-def distributed(numel: int, world: int, bits: int, repeats: int) -> dict[str, Any]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+def spawn(target: Any, count: int, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Run ``target(index, *args, out)`` in ``count`` fresh processes; what the first puts in ``out``."""
     context = mp.get_context("spawn")
     out = context.Queue()
-    processes = [
-        context.Process(target=rank, args=(index, world, port, numel, bits, repeats, out)) for index in range(world)
-    ]
+    os.environ.update(MALLOC_ENV)  # read by glibc when each child starts
+    processes = [context.Process(target=target, args=(*(index,)[: count > 1], *args, out)) for index in range(count)]
     for process in processes:
         process.start()
     result: dict[str, Any] = out.get(timeout=600)
     for process in processes:
         process.join(timeout=60)
         if process.exitcode != 0:
-            raise RuntimeError(f"a rank exited with {process.exitcode}")
+            raise RuntimeError(f"a process exited with {process.exitcode}")
     return result
+
+
+def distributed(world: int, per_rank: int, tensors: int, bits: int, packed: bool, repeats: int) -> dict[str, Any]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return spawn(rank, world, (world, port, per_rank, tensors, bits, packed, repeats))
+
+
+def table(rows: list[dict[str, Any]], about: dict[str, Any], world: int, tensors: int, repeats: int) -> str:
+    lines = [
+        f"Machine: {about['cpus']} CPUs ({about['cpu']}), torch {about['torch']}, one thread per process, "
+        f"load average {about['load_average']:.1f}; {tensors} float32 tensors sharded on dim 0 over "
+        f"{world} gloo ranks, half pruned, median of {repeats}",
+        "",
+        "| entries per rank | variant | seconds | all-reduces | bytes per call (formula) | extra peak / shard |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        sent = ""
+        if "bytes_communicated" in row:
+            sent = f"{row['bytes_communicated']:,} ({row['formula_bytes']:,})"
+        extra = "" if row.get("extra_peak_per_shard") is None else f"{row['extra_peak_per_shard']:.3f}×"
+        lines.append(
+            f"| {row['per_rank'] / 1e6:g} M | {row['variant']} | {row['seconds']:.3f} | "
+            f"{row.get('all_reduces', '')} | {sent} | {extra} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--numel", type=int, default=10_000_000)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[2.5e6, 1e7, 4e7], help="entries per rank")
+    parser.add_argument("--tensors", type=int, default=8)
     parser.add_argument("--world", type=int, default=2)
-    parser.add_argument("--bits", type=int, nargs="+", help="digit widths to time (default 8 11 16; 11 with --quick)")
+    parser.add_argument("--bits", type=int, nargs="+", default=[8, 11, 16], help="digit widths, at the middle size")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="100 k entries, one repeat, 11-bit digits")
+    parser.add_argument("--quick", action="store_true", help="400 k entries per rank, one repeat, 11-bit digits")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite its table in docs/benchmarks.md")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "distributed_selection.json")
     args = parser.parse_args(argv)
-    numel, repeats = (100_000, 1) if args.quick else (args.numel, args.repeats)
-    rows = [one_process(numel, threads, repeats) for threads in sorted({1, args.world})]
-    widths = args.bits or ([11] if args.quick else [8, 11, 16])
-    rows += [distributed(numel, args.world, bits, repeats) for bits in widths]
-    print(f"{numel:,} entries, k = half, median of {repeats}\n")
-    print("| variant | seconds | all-reduces | bytes per call | extra peak / shard | extra peak MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        calls, sent = row.get("all_reduces", ""), row.get("bytes_communicated", "")
-        extra = "" if row.get("extra_peak_per_shard") is None else f"{row['extra_peak_per_shard']:.2f}"
-        mib = "" if row.get("extra_peak_bytes") is None else f"{row['extra_peak_bytes'] / 2**20:.1f}"
-        print(f"| {row['variant']} | {row['seconds']:.3f} | {calls} | {sent} | {extra} | {mib} |")
+    sizes, repeats, widths = ([4e5], 1, [DEFAULT_BITS]) if args.quick else (args.sizes, args.repeats, args.bits)
+    rows = []
+    for size in sizes:
+        per_rank = int(size)
+        for packed in (False, True):
+            rows.append(spawn(one_process, 1, (per_rank, args.tensors, packed, repeats)))
+            rows.append(distributed(args.world, per_rank, args.tensors, DEFAULT_BITS, packed, repeats))
+    middle = int(sizes[len(sizes) // 2])
+    rows += [
+        distributed(args.world, middle, args.tensors, bits, False, repeats) for bits in widths if bits != DEFAULT_BITS
+    ]
+    about = machine(1)
+    text = table(rows, about, args.world, args.tensors, repeats)
+    print(text)
+    if args.write_docs:
+        write_between(MARKERS, text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.json.with_suffix(".tmp")
-    temporary.write_text(
-        json.dumps({"machine": machine(1), "numel": numel, "repeats": repeats, "rows": rows}, indent=2)
-    )
+    temporary.write_text(json.dumps({"machine": about, "repeats": repeats, "rows": rows}, indent=2))
     temporary.replace(args.json)
     return 0
 

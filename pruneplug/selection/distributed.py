@@ -41,7 +41,8 @@ Each rank reads its scores a chunk at a time: once per pass while the
 entries that share the digits picked so far (the candidates) are more than
 max(2**18, 1/64 of its own), then once to gather them (12 bytes each; later passes count
 them in memory), and once to write the masks. For spread scores that is
-three or four reads; beyond the masks it holds a few MiB of chunk
+three or four reads; beyond the masks (bool, or packed to one bit per
+entry a chunk at a time with ``pack=True``) it holds a few MiB of chunk
 temporaries and at most max(2**18, 1/64 of its entries) candidates, except for the
 ties at the threshold (all of them when most scores are equal).
 """
@@ -66,6 +67,7 @@ from ..errors import (
     InvalidMaskError,
     PruneplugError,
 )
+from ..storage.packed import PackedMask, pack_bits
 
 __all__ = [
     "DistributedSelection",
@@ -75,7 +77,8 @@ __all__ = [
     "select_lowest_distributed",
 ]
 
-#: Entries per chunk when a rank reads its scores: 1 MiB of float32, a few MiB of temporaries in all.
+#: Entries per chunk when a rank reads its scores: 1 MiB of float32, a few MiB of temporaries in all
+#: (a multiple of 8: packed masks are packed a chunk at a time, in whole bytes).
 _CHUNK = 1 << 18
 #: A rank holds its candidates in memory once they are at most max(_CHUNK, 1/64 of its entries) (12 bytes each).
 _HOLD_FRACTION = 64
@@ -552,6 +555,7 @@ def keep_highest_across_distributed(
     *,
     timeout: timedelta = DEFAULT_TIMEOUT,
     bits: int = DEFAULT_BITS,
+    pack: bool = False,
 ) -> DistributedSelection:
     """Prune the ``k`` lowest alive scores across every rank's shards; return what stays alive here.
 
@@ -561,6 +565,10 @@ def keep_highest_across_distributed(
     its own shards; put together they are what
     :func:`~pruneplug.selection.exact.keep_highest_across` returns on the
     unsharded scores in one process.
+
+    ``pack``: the masks are :class:`~pruneplug.PackedMask` (one bit per
+    entry), packed a chunk at a time as they are made: the extra memory of
+    the call is then about 1/32 of float32 scores instead of 1/4.
 
     Raises:
         InvalidImportanceScoresError: this rank's scores or ``k`` are invalid
@@ -583,6 +591,8 @@ def keep_highest_across_distributed(
                 keep.append(torch.full_like(shard.scores, k == 0, dtype=torch.bool))
             else:
                 keep.append(shard.alive.clone() if k == 0 else torch.zeros_like(shard.alive))
+        if pack:
+            keep = [PackedMask.pack(mask) for mask in keep]
         return DistributedSelection(keep, collective.calls, collective.bytes)
     threshold_key, rank, ties, held = found
     threshold = keys.to_float(threshold_key)
@@ -609,7 +619,7 @@ def keep_highest_across_distributed(
         error = None  # (raised there if it was not None)
     try:
         if error is None:
-            keep = _masks(shards, keys, threshold, candidates, tie_positions, last)
+            keep = _masks(shards, keys, threshold, candidates, tie_positions, last, pack)
     except Exception as exc:
         error = exc
     collective.all_reduce_status(torch.zeros(0, dtype=torch.int64), error)  # all masks made, or none kept
@@ -623,22 +633,34 @@ def _masks(
     candidates: _Candidates,
     tie_positions: Sequence[Tensor],
     last: int,
+    pack: bool,
 ) -> list[Tensor]:
-    """This rank's masks: alive entries above the threshold, and the ties past position ``last``."""
+    """This rank's masks: alive entries above the threshold, and the ties past position ``last``.
+
+    ``pack``: each chunk is packed to bits as soon as it is made (chunks are
+    whole bytes), so no bool mask of a whole shard is ever held.
+    """
     keep: list[Tensor] = []
     for index, shard in enumerate(shards):
-        flat = torch.empty(shard.scores.numel(), dtype=torch.bool, device=shard.scores.device)
+        device = shard.scores.device
+        numel = shard.scores.numel()
+        flat = torch.empty(min(numel, _CHUNK) if pack else numel, dtype=torch.bool, device=device)
+        packed = torch.empty((numel + 7) // 8 if pack else 0, dtype=torch.uint8, device=device)
+        # (the ties are gathered chunk by chunk, so their indices ascend)
+        pruned_ties = candidates.indices[index][tie_positions[index] <= last].to(device)
         for start, scores, alive in _chunks(shard):
-            part = flat[start : start + scores.numel()]
+            part = flat[: scores.numel()] if pack else flat[start : start + scores.numel()]
             if math.isnan(threshold):
                 part.copy_(torch.isnan(scores.to(keys.float)))  # every other score goes; NaNs are the ties
             else:
                 torch.lt(scores.to(keys.float), threshold, out=part).logical_not_()  # NaN scores stay
             if alive is not None:
                 part &= alive
-        pruned_ties = candidates.indices[index][tie_positions[index] <= last]
-        flat[pruned_ties.to(flat.device)] = False
-        keep.append(flat.reshape(shard.scores.shape))
+            bounds = torch.searchsorted(pruned_ties, torch.tensor([start, start + scores.numel()], device=device))
+            part[pruned_ties[int(bounds[0]) : int(bounds[1])] - start] = False
+            if pack:
+                packed[start // 8 : start // 8 + (scores.numel() + 7) // 8] = pack_bits(part)
+        keep.append(PackedMask(packed, shard.scores.shape) if pack else flat.reshape(shard.scores.shape))
     return keep
 
 

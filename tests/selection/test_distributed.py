@@ -29,6 +29,7 @@ from pruneplug.selection.distributed import (
     select_lowest_distributed,
 )
 from pruneplug.selection.exact import ScoreSource, keep_highest_across
+from pruneplug.storage.packed import PackedMask
 
 SEEDS = 12
 RunRanks = Callable[[str | Path, str, int], None]
@@ -89,11 +90,12 @@ def reference(sources: list[tuple[Tensor, Tensor]], k: int) -> list[Tensor]:
 def scenario_random(rank: int, world: int) -> None:
     """Random scores sharded on dim 0, dim 1 or replicated, uneven; masks equal the one-process slices.
 
-    Odd seeds read the shards in chunks of 4 entries and never hold the
-    candidates until the last pass, as big shards do.
+    Odd seeds read the shards in chunks of 8 entries and never hold the
+    candidates until the last pass, as big shards do. Packed masks
+    (``pack=True``, packed a chunk at a time) unpack to the same masks.
     """
     for seed in range(SEEDS):
-        distributed._CHUNK, distributed._HOLD_FRACTION = (4, 1 << 40) if seed % 2 else (1 << 18, 64)
+        distributed._CHUNK, distributed._HOLD_FRACTION = (8, 1 << 40) if seed % 2 else (1 << 18, 64)
         gen = torch.Generator().manual_seed(seed)
         sources = global_sources(gen, mixed_dtypes=seed % 4 == 3)
         total = sum(int(alive.sum()) for _, alive in sources)
@@ -113,6 +115,10 @@ def scenario_random(rank: int, world: int) -> None:
         for index, (keep, box) in enumerate(zip(selection.keep, boxes, strict=True)):
             if not torch.equal(keep, expected[index][box]):
                 raise AssertionError(f"seed {seed}, k {k}, source {index}: {keep} != {expected[index][box]}")
+        packed = keep_highest_across_distributed(shards, k, bits=bits, pack=True).keep
+        for index, (keep, box) in enumerate(zip(packed, boxes, strict=True)):
+            if not isinstance(keep, PackedMask) or not torch.equal(keep.unpack(), expected[index][box]):
+                raise AssertionError(f"seed {seed}, k {k}, source {index}: the packed masks differ")
         lowest = select_lowest_distributed(shards, k, bits=bits)
         for index, (selected, (_, alive), box) in enumerate(zip(lowest, sources, boxes, strict=True)):
             if not torch.equal(selected, alive[box] & ~expected[index][box]):
