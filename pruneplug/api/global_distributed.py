@@ -36,7 +36,7 @@ from ..storage.packed import PackedMask
 from ..strategies import CustomFromMask, Identity, RandomUnstructured, UnstructuredStrategy
 from .random_distributed import check_same_generator, local_draws
 
-__all__ = ["distributed_global_masks", "has_dtensors", "is_dtensor_target", "mask_given"]
+__all__ = ["distributed_global_masks", "has_dtensors", "is_dtensor_target", "mask_given", "misplaced_scores"]
 
 
 def has_dtensors(states: Sequence[TensorState]) -> bool:
@@ -86,11 +86,17 @@ def _refusal(
     if (packed is not None and any(packed)) or any(isinstance(live, PackedMask) for live in alive):
         return "packed masks are not supported across ranks yet; use mask_storage='bool'"
     for state, values in zip(states, importance, strict=True):
-        if values is not None and (
-            not isinstance(values, DTensor) or values.placements != state.orig.placements  # type: ignore[attr-defined]
-        ):
-            return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
+        misplaced = misplaced_scores(state, values)
+        if misplaced is not None:
+            return misplaced
     return None
+
+
+def misplaced_scores(state: TensorState, values: Tensor | None) -> str | None:
+    """Why ``values``, importance scores of a DTensor target, cannot be scored shard by shard, or ``None``."""
+    if values is None or (isinstance(values, DTensor) and values.placements == state.orig.placements):  # type: ignore[attr-defined]
+        return None
+    return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
 
 
 def _group(mesh: object) -> dist.ProcessGroup | None:

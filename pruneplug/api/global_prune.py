@@ -31,7 +31,7 @@ from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
 from .global_masks import global_masks
 
-__all__ = ["prune_global"]
+__all__ = ["alive_or_none", "prune_global"]
 
 
 def _pair_context(item: object) -> dict[str, str | None]:
@@ -95,7 +95,7 @@ def _importance_for(
     return out
 
 
-def _alive_or_none(state: TensorState) -> Tensor | None:
+def alive_or_none(state: TensorState) -> Tensor | None:
     """What is still unpruned of a global target: ``None`` if never pruned, a packed mask as it is stored."""
     if isinstance(state.mask, PackedMask):
         return state.mask.detach()  # read a chunk at a time by the selection, never unpacked whole
@@ -183,7 +183,7 @@ def prune_global(
         alive = []
         for state in states:
             with blamed(module_type=state.module_type, tensor=state.name):
-                alive.append(_alive_or_none(state))
+                alive.append(alive_or_none(state))
         try:
             masks = global_masks(states, method, importance, alive, packed=packed)
         except PruneplugError:

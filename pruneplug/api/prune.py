@@ -22,7 +22,6 @@ from ..core.module_hooks import refresh_all
 from ..core.plan import PendingPrune, plan_prune
 from ..core.state import (
     check_importance_scores,
-    default_alive,
     find_hook,
     is_pruned as _is_pruned,
     pruned_tensors,
@@ -41,6 +40,7 @@ from ..strategies.bias import plan_bias, release_precomputed
 from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
 from .global_distributed import distributed_global_masks, is_dtensor_target, mask_given
+from .global_prune import alive_or_none
 from .structured_distributed import distributed_structured_mask
 
 __all__ = ["prune", "remove", "is_pruned", "pruning_history", "compute_mask", "refresh"]
@@ -156,9 +156,8 @@ def _plan_across_ranks(
             raise IncompatibleStrategyError("pruning a DTensor: packed masks are not supported across ranks yet")
         mask = distributed_structured_mask(state, method, importance_scores)
     else:
-        alive = default_alive(state) if state.pruned else None
         mask = distributed_global_masks(
-            [state], method, [importance_scores], [alive], packed=[storage == "packed"], alone=True
+            [state], method, [importance_scores], [alive_or_none(state)], packed=[storage == "packed"], alone=True
         )[0]
     description = method.describe() if isinstance(method, MaskingHook) else label
     return plan_precomputed(module, name, mask, description, label=label, storage="bool")

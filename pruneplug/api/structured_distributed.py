@@ -47,6 +47,7 @@ from ..selection.amount import count_to_prune
 from ..selection.exact import select_lowest_slices
 from ..selection.slices import alive_slices, normalize_dim
 from ..strategies import LnStructured, RandomStructured, ScoredStructured, StructuredStrategy
+from .global_distributed import misplaced_scores
 from .random_distributed import check_same_generator
 from .structured_boundary import norm_bounds, settle_lowest_slices
 
@@ -70,9 +71,7 @@ def _refusal(state: TensorState, method: StructuredStrategy, importance: Tensor 
         return "structured pruning across ranks needs a 1-D mesh"
     if isinstance(method, LnStructured) and method.n == "nuc":
         return "the nuclear norm of a slice cannot be combined from the ranks' parts"
-    if importance is not None and (not isinstance(importance, DTensor) or importance.placements != tensor.placements):
-        return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
-    return None
+    return misplaced_scores(state, importance)
 
 
 def _scored_refusal(tensor: DTensor, method: ScoredStructured) -> str | None:

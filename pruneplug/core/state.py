@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "current_values",
     "alive_mask",
     "default_alive",
+    "count_nonzero",
     "pruned_tensors",
 ]
 
@@ -237,6 +239,15 @@ def default_alive(state: TensorState) -> Tensor:
         return torch.ones(state.orig.shape, dtype=torch.bool, device=state.orig.device)
     assert state.mask is not None
     return alive_mask(state.mask.detach(), state)
+
+
+def count_nonzero(value: Tensor) -> int:
+    """Nonzero entries of ``value``, of the whole tensor when it is a DTensor (then every rank must ask)."""
+    try:
+        count = value.count_nonzero()
+    except (NotImplementedError, RuntimeError):  # float8 and other narrow dtypes have no count_nonzero
+        count = (value != 0).sum()
+    return int(count.full_tensor() if isinstance(count, DTensor) else count)
 
 
 def pruned_tensors(module: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:

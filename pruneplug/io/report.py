@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 
 from ..core.hook import describe_method
-from ..core.state import pruning_hooks
+from ..core.state import count_nonzero, pruning_hooks
 from ..errors import InvalidMaskError, InvalidTargetError
 from ..storage.packed import plain, storage_of
 from ..strategies import Identity
@@ -235,22 +234,13 @@ def _masked(value: Tensor, alive: Tensor) -> Tensor:
         return (value.float() * alive).to(value.dtype)
 
 
-def _count_nonzero(value: Tensor) -> int:
-    """Nonzero entries of ``value``, of the whole tensor when it is a DTensor (then every rank must ask)."""
-    try:
-        count = value.count_nonzero()
-    except (NotImplementedError, RuntimeError):  # float8 and other narrow dtypes have no count_nonzero
-        count = (value != 0).sum()
-    return int(count.full_tensor() if isinstance(count, DTensor) else count)
-
-
 def _describe(
     name: str, module_type: str | None, value: Tensor, mask: Tensor | None, history: Sequence[str]
 ) -> TensorReport:
     value = value.detach()
     entries = value.numel()
-    zeros = entries - _count_nonzero(value)
-    masked = 0 if mask is None else mask.numel() - _count_nonzero(mask)
+    zeros = entries - count_nonzero(value)
+    masked = 0 if mask is None else mask.numel() - count_nonzero(mask)
     status: TensorStatus = "masked" if mask is not None else "zeroed" if zeros else "dense"
     size = value.element_size()
     return TensorReport(

@@ -36,12 +36,11 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 
 from ..api import make_schedule, prune, prune_global, remove
 from ..api.schedules import ScheduleLike
 from ..core.commit import ModuleSnapshot
-from ..core.state import default_alive, pruning_hooks, tensor_state
+from ..core.state import count_nonzero, default_alive, pruning_hooks, tensor_state
 from ..errors import (
     InvalidAmountError,
     InvalidDimError,
@@ -106,15 +105,9 @@ class _Driven:
     def units(self, alive: Tensor) -> tuple[int, int]:
         """``(total, pruned)`` entries of a target whose unpruned entries are ``alive`` (slices along :attr:`dim`)."""
         if self.dim is None:
-            return alive.numel(), alive.numel() - _nonzero(alive)
+            return alive.numel(), alive.numel() - count_nonzero(alive)
         kept = alive_slices(alive, normalize_dim(self.dim, alive.dim()))
-        return kept.numel(), kept.numel() - _nonzero(kept)
-
-
-def _nonzero(alive: Tensor) -> int:
-    """How many entries of ``alive`` are set, over every rank's shard when it is a DTensor."""
-    count = alive.count_nonzero()
-    return int(count.full_tensor() if isinstance(count, DTensor) else count)
+        return kept.numel(), kept.numel() - count_nonzero(kept)
 
 
 @dataclass
