@@ -232,9 +232,11 @@ def prune_blocks(
         for handle in handles:
             handle.remove()
     seconds = time.perf_counter() - start
-    peak = proc_status("VmHWM") if memory else None
     gc.collect()
     after = proc_status("VmRSS") if memory else None
+    # read last: the high-water mark covers the call and the RSS read just before (the
+    # collection may touch a fresh page, which read first would put the peak under it)
+    peak = proc_status("VmHWM") if memory else None
     pruned = [layer for block in chosen for layer in linears(block).values()]
     at_start = [first_run.get(index) for index in range(len(chosen))]
     growth = [
