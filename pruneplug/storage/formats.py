@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidParametersError
-from .packed import PackedMask
+from .packed import is_packed
 
 __all__ = [
     "MaskPolicy",
@@ -63,7 +63,7 @@ def storage_for(current: Tensor | None, storage: MaskStorage | None) -> MaskStor
     """How a tensor's new mask is stored: as asked, else as its ``current`` mask is (``"bool"`` if none)."""
     if storage is not None:
         return storage
-    return "packed" if isinstance(current, PackedMask) else "bool"
+    return "packed" if is_packed(current) else "bool"
 
 
 def is_binary(mask: Tensor) -> bool:

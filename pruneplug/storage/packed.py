@@ -15,12 +15,24 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 
 from ..errors import PackedMaskError
 
-__all__ = ["PackedMask", "pack_bits", "unpack_bits", "plain", "storage_of", "flat_mask", "mask_range"]
+__all__ = [
+    "PackedMask",
+    "pack_bits",
+    "unpack_bits",
+    "pack_mask",
+    "is_packed",
+    "added_entries",
+    "plain",
+    "storage_of",
+    "flat_mask",
+    "mask_range",
+]
 
 _aten = torch.ops.aten
 _ALIASES = {_aten.detach.default, _aten.alias.default}
@@ -86,8 +98,10 @@ class PackedMask(Tensor):
 
     It has no storage of its own (``data_ptr()`` is 0, ``untyped_storage()``
     fails; ``share_memory_()`` shares the packed bytes), writing through a
-    *view* of it (``mask.view(-1)[i] = False``, ``mask[0].zero_()``) changes
-    a temporary copy -- write to the mask itself -- and in-place operations
+    *view* of it of another shape (``mask.view(-1)[i] = False``,
+    ``mask[0].zero_()``) changes a temporary copy -- write to the mask
+    itself; ``detach()`` and a view of its own shape share its bits, which
+    is how a DTensor holds a packed shard -- and in-place operations
     that would change its shape raise :class:`~pruneplug.PackedMaskError`,
     as does ``torch.jit.trace``, which would freeze the mask into the trace
     (``torch.compile`` and ``torch.export`` follow it). Call
@@ -212,7 +226,8 @@ class PackedMask(Tensor):
         cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _ALIASES:
+        if func in _ALIASES or (func is _aten.view.default and list(args[1]) == list(args[0].shape)):
+            # (view_as(itself) too: DTensor.from_local and to_local wrap a shard that way)
             # A view of a tensor made outside inference mode must not be an inference tensor.
             with torch.inference_mode(args[0].is_inference()):
                 return PackedMask(args[0].packed, args[0].shape)
@@ -265,8 +280,61 @@ def _rebuild(packed: Tensor, shape: tuple[int, ...]) -> PackedMask:
     return PackedMask(packed, shape)
 
 
+def _with_local(mask: DTensor, local: Tensor) -> DTensor:
+    """A DTensor placed like ``mask`` whose shard here is ``local``."""
+    return DTensor.from_local(
+        local, mask.device_mesh, mask.placements, run_check=False, shape=mask.shape, stride=mask.stride()
+    )
+
+
+def is_packed(mask: Tensor | None) -> bool:
+    """Whether ``mask`` is stored bit-packed: a :class:`PackedMask`, or a DTensor whose shard here is one."""
+    if isinstance(mask, DTensor):
+        return isinstance(mask._local_tensor, PackedMask)
+    return isinstance(mask, PackedMask)
+
+
+def pack_mask(mask: Tensor) -> Tensor:
+    """A bool mask stored bit-packed; a DTensor stays a DTensor placed alike, its shard packed on each rank.
+
+    (A :class:`PackedMask` holds a whole tensor's bits; a sharded mask is
+    one per rank, each packing its own shard.) Packed masks are returned as
+    they are.
+    """
+    if isinstance(mask, DTensor):
+        return mask if is_packed(mask) else _with_local(mask, PackedMask.pack(mask._local_tensor.detach()))
+    return PackedMask.pack(mask)
+
+
+def added_entries(mask: Tensor, previous: Tensor) -> int:
+    """How many entries ``mask`` keeps that ``previous`` does not: two packed masks of one shape.
+
+    Read from their bytes (``mask & ~previous``, 1/8 of a bool mask at
+    most); two DTensors placed alike are counted over every rank (each
+    shard once), so every rank must ask.
+    """
+    if isinstance(mask, DTensor):
+        from torch.distributed.tensor import Partial, Replicate
+
+        local = added_entries(mask._local_tensor, previous._local_tensor)  # type: ignore[attr-defined]
+        placements = [Partial() if placement.is_shard() else Replicate() for placement in mask.placements]
+        count = torch.tensor(local, dtype=torch.int64, device=storage_of(mask).device)
+        return int(DTensor.from_local(count, mask.device_mesh, placements, run_check=False).full_tensor())
+    assert isinstance(mask, PackedMask) and isinstance(previous, PackedMask)
+    bits = _byte_table(mask.packed.device).sum(dim=1)
+    total = 0
+    for start in range(0, mask.packed.numel(), 1 << 20):
+        stop = start + (1 << 20)
+        added = mask.packed[start:stop] & ~previous.packed[start:stop]  # (padding bits are 0 in both)
+        total += int(bits[added.to(torch.int64)].sum())
+    return total
+
+
 def plain(mask: Tensor) -> Tensor:
-    """``mask`` as a plain tensor: unpacked if it is a :class:`PackedMask`, else itself."""
+    """``mask`` as a plain tensor: unpacked if it is packed (a DTensor's shard too), else itself."""
+    if isinstance(mask, DTensor):
+        local = mask._local_tensor
+        return _with_local(mask, local.unpack()) if isinstance(local, PackedMask) else mask
     return mask.unpack() if isinstance(mask, PackedMask) else mask
 
 
@@ -287,5 +355,7 @@ def mask_range(flat: Tensor, start: int, stop: int) -> Tensor:
 
 
 def storage_of(mask: Tensor) -> Tensor:
-    """The tensor that holds ``mask``'s data: its packed bytes for a :class:`PackedMask`."""
+    """The tensor that holds ``mask``'s data here: its packed bytes for a :class:`PackedMask`, a DTensor's shard's."""
+    if isinstance(mask, DTensor):
+        return storage_of(mask._local_tensor)
     return mask.packed if isinstance(mask, PackedMask) else mask

@@ -14,7 +14,17 @@ from torch import Tensor
 
 import pruneplug
 from pruneplug import PackedMask
-from pruneplug.storage.packed import flat_mask, mask_range, pack_bits, plain, storage_of, unpack_bits
+from pruneplug.storage.packed import (
+    added_entries,
+    flat_mask,
+    is_packed,
+    mask_range,
+    pack_bits,
+    pack_mask,
+    plain,
+    storage_of,
+    unpack_bits,
+)
 
 SHAPES = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
 
@@ -123,6 +133,29 @@ def test_plain_and_storage_of() -> None:
     assert PackedMask.pack(packed) is packed
     assert plain(mask) is mask and type(plain(packed)) is Tensor and torch.equal(plain(packed), mask)
     assert storage_of(mask) is mask and storage_of(packed) is packed.packed
+    assert is_packed(packed) and not is_packed(mask) and not is_packed(None)
+    assert pack_mask(packed) is packed and type(pack_mask(mask)) is PackedMask and torch.equal(pack_mask(mask), mask)
+
+
+def test_a_view_of_the_same_shape_is_an_alias() -> None:
+    """``view_as(itself)`` (how DTensor wraps and unwraps a shard) keeps the bits packed and shared."""
+    mask = random_mask((3, 4), 6)
+    packed = PackedMask.pack(mask)
+    for alias in (packed.view_as(packed), packed.view(3, 4)):
+        assert type(alias) is PackedMask and alias.packed is packed.packed
+    packed.view(3, 4)[1, 2] = not bool(mask[1, 2])
+    assert bool(packed[1, 2]) is not bool(mask[1, 2]), "a write through a same-shape view was lost"
+    other = packed.view(4, 3)  # another shape: a plain temporary, as documented
+    assert type(other) is Tensor and torch.equal(other, packed.unpack().view(4, 3))
+
+
+@settings(max_examples=80)
+@given(shape=SHAPES, seed=st.integers(0, 2**31 - 1))
+def test_added_entries_counts_from_the_bytes(shape: tuple[int, ...], seed: int) -> None:
+    mask, previous = random_mask(shape, seed), random_mask(shape, seed + 1)
+    expected = int((mask & ~previous).sum())
+    assert added_entries(PackedMask.pack(mask), PackedMask.pack(previous)) == expected
+    assert added_entries(PackedMask.pack(mask & previous), PackedMask.pack(previous)) == 0
 
 
 @settings(max_examples=60)
