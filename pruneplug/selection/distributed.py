@@ -67,7 +67,7 @@ from ..errors import (
     InvalidMaskError,
     PruneplugError,
 )
-from ..storage.packed import PackedMask, pack_bits
+from ..storage.packed import PackedMask, flat_mask, mask_range, pack_bits
 
 __all__ = [
     "DistributedSelection",
@@ -77,10 +77,11 @@ __all__ = [
     "select_lowest_distributed",
 ]
 
-#: Entries per chunk when a rank reads its scores: 1 MiB of float32, a few MiB of temporaries in all
-#: (a multiple of 8: packed masks are packed a chunk at a time, in whole bytes).
-_CHUNK = 1 << 18
-#: A rank holds its candidates in memory once they are at most max(_CHUNK, 1/64 of its entries) (12 bytes each).
+#: Entries per chunk when a rank reads its scores: about 1/128 of its entries, a power of two from 2**14 to
+#: 2**18, so that the temporaries of a chunk (some 24 bytes an entry) stay near 1/20 of float32 scores at
+#: any size, and a few MiB at most (powers of two: packed masks are packed a chunk at a time, in whole bytes).
+_MIN_CHUNK, _MAX_CHUNK, _CHUNK_FRACTION = 1 << 14, 1 << 18, 128
+#: A rank holds its candidates in memory once they are at most max(chunk, 1/64 of its entries) (12 bytes each).
 _HOLD_FRACTION = 64
 #: Digit width of the radix select: 2**11 counts (16 KiB) per all-reduce, three passes for float32 keys
 #: (the fastest of 8, 11 and 16 bits on 10 M entries over 2 gloo ranks: benchmarks/distributed_selection.py).
@@ -100,7 +101,8 @@ class LocalScores:
         offset: index in the unsharded tensor of the shard's first entry
             (``scores[0, ..., 0]``), one per dim.
         alive: bool tensor shaped like ``scores``: the entries that may be
-            selected (``None``: all).
+            selected (``None``: all). A :class:`~pruneplug.PackedMask` is
+            read a chunk at a time, never unpacked whole.
         counted: ``False`` on a rank whose shard duplicates another rank's
             (a ``Replicate`` placement): it gets its masks but adds nothing to
             the counts, so that no entry is counted twice.
@@ -376,19 +378,25 @@ class _Candidates:
         self.keys[index] = self.keys[index][where]
 
 
-def _chunks(shard: LocalScores) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+def _chunk_size(shards: Sequence[LocalScores]) -> int:
+    """Entries per chunk for this rank's shards (see :data:`_CHUNK_FRACTION`)."""
+    wanted = sum(shard.scores.numel() for shard in shards) // _CHUNK_FRACTION
+    return min(_MAX_CHUNK, max(_MIN_CHUNK, 1 << max(0, wanted.bit_length() - 1)))
+
+
+def _chunks(shard: LocalScores, chunk: int) -> Iterator[tuple[int, Tensor, Tensor | None]]:
     """``(start, scores, alive)`` of consecutive chunks of the shard (the scores valid until the next chunk)."""
     values = shard.scores.detach().reshape(-1)
-    alive = None if shard.alive is None else shard.alive.reshape(-1)
+    alive = None if shard.alive is None else flat_mask(shard.alive)
     buffer = None
-    for start in range(0, values.numel(), _CHUNK):
-        part = values[start : start + _CHUNK]
+    for start in range(0, values.numel(), chunk):
+        part = values[start : start + chunk]
         if shard.score is not None:
             if buffer is None:  # one buffer for every chunk: scores of a chunk are used before the next is read
                 dtype = torch.float64 if _needs_float64(values.dtype) else torch.float32
-                buffer = torch.empty(min(_CHUNK, values.numel()), dtype=dtype, device=values.device)
+                buffer = torch.empty(min(chunk, values.numel()), dtype=dtype, device=values.device)
             part = shard.score(part, buffer[: part.numel()])
-        yield start, part, None if alive is None else alive[start : start + _CHUNK]
+        yield start, part, None if alive is None else mask_range(alive, start, start + part.numel())
 
 
 def _matches(keys: Tensor, prefix: int, done: int, width: int) -> Tensor:
@@ -397,7 +405,7 @@ def _matches(keys: Tensor, prefix: int, done: int, width: int) -> Tensor:
 
 
 def _scan_counts(
-    shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int, shift: int, width: int
+    shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int, shift: int, width: int, chunk: int
 ) -> tuple[Tensor, Tensor]:
     """Counts per digit of the alive entries that match ``prefix``, read from the shards: ``(counted, local)``.
 
@@ -408,7 +416,7 @@ def _scan_counts(
     counted = torch.zeros(bins + 1, dtype=torch.int64)  # the last bin takes the entries that do not match
     local = counted if all(s.counted for s in shards) else torch.zeros(bins + 1, dtype=torch.int64)
     for shard in shards:
-        for _, scores, alive in _chunks(shard):
+        for _, scores, alive in _chunks(shard, chunk):
             chunk_keys = keys.of(scores)
             digits = _digit(chunk_keys, shift, width)
             hit = alive
@@ -426,12 +434,12 @@ def _scan_counts(
     return counted[:bins].contiguous(), local[:bins]
 
 
-def _collect(shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int) -> _Candidates:
+def _collect(shards: Sequence[LocalScores], keys: _Keys, prefix: int, done: int, chunk: int) -> _Candidates:
     """This rank's alive entries whose keys start with ``prefix`` (``done`` bits), read from the shards."""
     candidates = _Candidates(len(shards))
     for index, shard in enumerate(shards):
         indices, found = [], []
-        for start, scores, alive in _chunks(shard):
+        for start, scores, alive in _chunks(shard, chunk):
             chunk_keys = keys.of(scores)
             hit = _matches(chunk_keys, prefix, done, keys.width)
             if alive is not None:
@@ -473,7 +481,8 @@ def _select_key(
     Returns ``None`` when ``k`` is 0 or every alive entry (nothing to search).
     """
     widths = _widths(keys.width, bits)
-    limit = max(_CHUNK, sum(s.scores.numel() for s in shards) // _HOLD_FRACTION)
+    chunk = _chunk_size(shards)
+    limit = max(chunk, sum(s.scores.numel() for s in shards) // _HOLD_FRACTION)
     prefix, done, rank, ties = 0, 0, k, 0
     candidates: _Candidates | None = None
     gather = False  # gather the candidates before the next pass (inside its error check)
@@ -483,9 +492,9 @@ def _select_key(
         error: Exception | None = None
         try:
             if gather:
-                candidates, gather = _collect(shards, keys, prefix, done), False
+                candidates, gather = _collect(shards, keys, prefix, done, chunk), False
             if candidates is None:
-                counted, local = _scan_counts(shards, keys, prefix, done, shift, width)
+                counted, local = _scan_counts(shards, keys, prefix, done, shift, width, chunk)
             else:
                 counted, local = _candidate_counts(shards, candidates, shift, width)
         except Exception as exc:  # told to every rank by this pass's all-reduce
@@ -543,9 +552,21 @@ def count_alive_distributed(
     """How many entries are alive over every rank (each counted once): one all-reduce of 8 bytes."""
     if not dist.is_available() or not dist.is_initialized():
         raise DistributedSelectionError("torch.distributed is not initialized: call init_process_group first")
-    local = sum((s.scores.numel() if s.alive is None else int(s.alive.count_nonzero())) for s in shards if s.counted)
+    local = sum(s.scores.numel() if s.alive is None else _count_alive(s.alive) for s in shards if s.counted)
     collective = _Collective(group, timeout, _comm_device(group))
     return int(collective.all_reduce(torch.tensor([local], dtype=torch.int64), dist.ReduceOp.SUM)[0])
+
+
+def _count_alive(alive: Tensor) -> int:
+    """``alive.count_nonzero()``; a :class:`~pruneplug.PackedMask` counted a chunk at a time."""
+    if not isinstance(alive, PackedMask):
+        return int(alive.count_nonzero())
+    flat = flat_mask(alive)
+    numel = flat.numel()
+    return sum(
+        int(mask_range(flat, start, min(start + _MAX_CHUNK, numel)).count_nonzero())
+        for start in range(0, numel, _MAX_CHUNK)
+    )
 
 
 def keep_highest_across_distributed(
@@ -604,7 +625,9 @@ def keep_highest_across_distributed(
     tie_positions = list(candidates.indices)
     try:
         # never few enough to gather on the way: gather the ties at the threshold now, which the masks need
-        candidates = held if held is not None else _collect(shards, keys, threshold_key, keys.width)
+        candidates = (
+            held if held is not None else _collect(shards, keys, threshold_key, keys.width, _chunk_size(shards))
+        )
         # candidates now hold exactly this rank's alive entries whose key is the threshold's.
         tie_positions = [
             _global_positions(shard, candidates.indices[index], bases[index]) for index, shard in enumerate(shards)
@@ -619,7 +642,7 @@ def keep_highest_across_distributed(
         error = None  # (raised there if it was not None)
     try:
         if error is None:
-            keep = _masks(shards, keys, threshold, candidates, tie_positions, last, pack)
+            keep = _masks(shards, keys, threshold, candidates, tie_positions, last, pack, _chunk_size(shards))
     except Exception as exc:
         error = exc
     collective.all_reduce_status(torch.zeros(0, dtype=torch.int64), error)  # all masks made, or none kept
@@ -634,6 +657,7 @@ def _masks(
     tie_positions: Sequence[Tensor],
     last: int,
     pack: bool,
+    chunk: int,
 ) -> list[Tensor]:
     """This rank's masks: alive entries above the threshold, and the ties past position ``last``.
 
@@ -644,11 +668,11 @@ def _masks(
     for index, shard in enumerate(shards):
         device = shard.scores.device
         numel = shard.scores.numel()
-        flat = torch.empty(min(numel, _CHUNK) if pack else numel, dtype=torch.bool, device=device)
+        flat = torch.empty(min(numel, chunk) if pack else numel, dtype=torch.bool, device=device)
         packed = torch.empty((numel + 7) // 8 if pack else 0, dtype=torch.uint8, device=device)
         # (the ties are gathered chunk by chunk, so their indices ascend)
         pruned_ties = candidates.indices[index][tie_positions[index] <= last].to(device)
-        for start, scores, alive in _chunks(shard):
+        for start, scores, alive in _chunks(shard, chunk):
             part = flat[: scores.numel()] if pack else flat[start : start + scores.numel()]
             if math.isnan(threshold):
                 part.copy_(torch.isnan(scores.to(keys.float)))  # every other score goes; NaNs are the ties

@@ -91,11 +91,13 @@ def scenario_random(rank: int, world: int) -> None:
     """Random scores sharded on dim 0, dim 1 or replicated, uneven; masks equal the one-process slices.
 
     Odd seeds read the shards in chunks of 8 entries and never hold the
-    candidates until the last pass, as big shards do. Packed masks
+    candidates until the last pass, as big shards do; every third seed
+    gives the alive masks bit-packed (read a chunk at a time). Packed masks
     (``pack=True``, packed a chunk at a time) unpack to the same masks.
     """
     for seed in range(SEEDS):
-        distributed._CHUNK, distributed._HOLD_FRACTION = (8, 1 << 40) if seed % 2 else (1 << 18, 64)
+        small = (8, 8, 1 << 40) if seed % 2 else (1 << 14, 1 << 18, 64)
+        distributed._MIN_CHUNK, distributed._MAX_CHUNK, distributed._HOLD_FRACTION = small
         gen = torch.Generator().manual_seed(seed)
         sources = global_sources(gen, mixed_dtypes=seed % 4 == 3)
         total = sum(int(alive.sum()) for _, alive in sources)
@@ -109,6 +111,8 @@ def scenario_random(rank: int, world: int) -> None:
             boxes.append(box)
         if seed % 2:  # scored a chunk at a time from the values, as prune_global scores |w|
             shards = [dataclasses.replace(shard, score=magnitude) for shard in shards]
+        if seed % 3 == 1:  # alive masks as bit-packed shards (prune_global over packed masks)
+            shards = [dataclasses.replace(shard, alive=PackedMask.pack(shard.alive)) for shard in shards]
         bits = (16, 8, 5)[seed % 3]
         selection = keep_highest_across_distributed(shards, k, bits=bits, timeout=timedelta(seconds=30))
         expected = reference([(v.abs(), a) if seed % 2 else (v, a) for v, a in sources], k)
