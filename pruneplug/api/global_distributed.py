@@ -10,7 +10,8 @@ computes on the unsharded tensors.
 
 What is supported: unstructured strategies whose scores are elementwise
 (``l1_unstructured``, a plugin's with ``elementwise_scores``), every target
-a DTensor on one mesh with ``Shard(d)``/``Replicate`` placements, bool masks.
+a DTensor on one mesh with ``Shard(d)``/``Replicate`` placements; masks
+bool or bit-packed (each rank packs its shard).
 Anything else is refused on every rank before any collective is made.
 """
 
@@ -20,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.tensor import DTensor
@@ -32,7 +32,7 @@ from ..core.state import TensorState
 from ..errors import IncompatibleStrategyError
 from ..selection.amount import count_to_prune
 from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
-from ..storage.packed import PackedMask
+from ..storage.packed import plain
 from ..strategies import CustomFromMask, Identity, RandomUnstructured, UnstructuredStrategy
 from .random_distributed import check_same_generator, local_draws
 
@@ -62,7 +62,6 @@ def _refusal(
     method: torch_prune.BasePruningMethod,
     importance: Sequence[Tensor | None],
     alive: Sequence[Tensor | None],
-    packed: Sequence[bool] | None,
 ) -> str | None:
     """Why these targets cannot be pruned together across ranks, or ``None``."""
     if not all(isinstance(state.orig, DTensor) for state in states):
@@ -83,8 +82,6 @@ def _refusal(
         return "the strategy's scores are not elementwise, so a rank cannot score its shard alone"
     if type(method).protected is not UnstructuredStrategy.protected:
         return "the strategy protects entries, which is not supported across ranks yet"
-    if (packed is not None and any(packed)) or any(isinstance(live, PackedMask) for live in alive):
-        return "packed masks are not supported across ranks yet; use mask_storage='bool'"
     for state, values in zip(states, importance, strict=True):
         misplaced = misplaced_scores(state, values)
         if misplaced is not None:
@@ -121,7 +118,10 @@ def distributed_global_masks(
 ) -> list[Tensor]:
     """New bool DTensor masks, placed like the targets, after pruning ``method.amount`` of them across ranks.
 
-    ``alone``: the one target is pruned by :func:`pruneplug.prune` (errors say so), not ``prune_global``.
+    ``packed[i]``: target ``i``'s mask is bit-packed (each rank's shard a
+    :class:`~pruneplug.PackedMask`). ``alive[i]`` may be packed alike: it
+    is read a chunk at a time. ``alone``: the one target is pruned by
+    :func:`pruneplug.prune` (errors say so), not ``prune_global``.
 
     Every rank of the targets' mesh must call this (through
     :func:`pruneplug.prune_global`) with the same targets and amount.
@@ -132,7 +132,7 @@ def distributed_global_masks(
             targets).
         DistributedSelectionError: the ranks disagree or a collective fails.
     """
-    refusal = _refusal(states, method, importance, alive, packed)
+    refusal = _refusal(states, method, importance, alive)
     if refusal is not None:
         what = "pruning a DTensor" if alone else "global pruning of DTensors"
         raise IncompatibleStrategyError(f"{what}: {refusal}")
@@ -156,15 +156,17 @@ def distributed_global_masks(
         dtype = random.draw_dtype or tensors[0].dtype
         draws = local_draws(tensors, [shard.alive for shard in shards], random, dtype, group)
         shards = [replace(shard, scores=values.neg_()) for shard, values in zip(shards, draws, strict=True)]
-    selection = keep_highest_across_distributed(shards, count, group)
+    pack = [bool(packed is not None and packed[index]) for index in range(len(tensors))]
+    # (packed a chunk at a time as the selection makes them: no whole bool shard is held)
+    selection = keep_highest_across_distributed(shards, count, group, pack=any(pack))
     return [
         DTensor.from_local(
-            keep.to(torch.bool),
+            keep if wanted else plain(keep),
             tensor.device_mesh,
             tensor.placements,
             run_check=False,
             shape=tensor.shape,
             stride=tensor.stride(),
         )
-        for tensor, keep in zip(tensors, selection.keep, strict=True)
+        for tensor, keep, wanted in zip(tensors, selection.keep, pack, strict=True)
     ]

@@ -25,7 +25,7 @@ from ..errors import (
     cross_tensor_hint,
 )
 from ..storage.formats import MaskStorage, check_storage, storage_for
-from ..storage.packed import PackedMask
+from ..storage.packed import is_packed
 from ..strategies.bias import release_precomputed
 from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
@@ -97,7 +97,7 @@ def _importance_for(
 
 def alive_or_none(state: TensorState) -> Tensor | None:
     """What is still unpruned of a global target: ``None`` if never pruned, a packed mask as it is stored."""
-    if isinstance(state.mask, PackedMask):
+    if is_packed(state.mask):
         return state.mask.detach()  # read a chunk at a time by the selection, never unpacked whole
     return default_alive(state) if state.pruned else None
 

@@ -28,13 +28,12 @@ from ..core.state import (
     tensor_state,
 )
 from ..errors import (
-    IncompatibleStrategyError,
     InvalidMaskError,
     InvalidParametersError,
     InvalidTargetError,
     PruneplugError,
 )
-from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
+from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage, storage_for
 from ..strategies import StructuredStrategy
 from ..strategies.bias import plan_bias, release_precomputed
 from ..strategies.custom import plan_precomputed
@@ -152,15 +151,14 @@ def _plan_across_ranks(
     """Plan the prune of one DTensor: its mask selected across the ranks, as ``prune_global`` over it alone does."""
     state = tensor_state(module, name)
     if isinstance(method, StructuredStrategy):
-        if storage == "packed":
-            raise IncompatibleStrategyError("pruning a DTensor: packed masks are not supported across ranks yet")
         mask = distributed_structured_mask(state, method, importance_scores)
     else:
+        packed = storage_for(state.mask, storage) == "packed"
         mask = distributed_global_masks(
-            [state], method, [importance_scores], [alive_or_none(state)], packed=[storage == "packed"], alone=True
+            [state], method, [importance_scores], [alive_or_none(state)], packed=[packed], alone=True
         )[0]
     description = method.describe() if isinstance(method, MaskingHook) else label
-    return plan_precomputed(module, name, mask, description, label=label, storage="bool")
+    return plan_precomputed(module, name, mask, description, label=label, storage=storage)
 
 
 def remove(module: nn.Module, name: str | None = None) -> nn.Module:

@@ -13,11 +13,12 @@ module looks like:
 * A ``load_state_dict`` post-hook recomputes the masked tensors right after
   loading.
 * A ``state_dict`` post-hook hands out bit-packed masks
-  (:class:`~pruneplug.PackedMask`) as plain bool tensors, so a state_dict is
-  in torch's format whichever way the masks are stored (with
-  ``keep_vars=True`` it holds the buffers themselves, as torch's does), and
-  a ``load_state_dict`` pre-hook notes which masks are packed, so that
-  ``assign=True`` (which replaces buffers) leaves them packed.
+  (:class:`~pruneplug.PackedMask`, or DTensors whose shards are) as plain
+  bool tensors, so a state_dict is in torch's format whichever way the
+  masks are stored (with ``keep_vars=True`` it holds the buffers
+  themselves, as torch's does), and a ``load_state_dict`` pre-hook notes
+  which masks are packed, so that ``assign=True`` (which replaces buffers)
+  leaves them packed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..storage.packed import PackedMask
+from ..storage.packed import is_packed, pack_mask, plain
 from .hook import MaskingHook
 from .lazy import is_lazy
 from .refresh import refresh
@@ -71,13 +72,13 @@ class NotePackedMasks:
         self.names: tuple[str, ...] = ()
 
     def __call__(self, module: nn.Module, *args: Any) -> None:
-        self.names = tuple(name for name, buffer in module._buffers.items() if isinstance(buffer, PackedMask))
+        self.names = tuple(name for name, buffer in module._buffers.items() if is_packed(buffer))
 
     def repack(self, module: nn.Module) -> None:
         for name in self.names:
             buffer = module._buffers.get(name)
-            if isinstance(buffer, Tensor) and not isinstance(buffer, PackedMask) and buffer.dtype == torch.bool:
-                module._buffers[name] = PackedMask.pack(buffer)
+            if isinstance(buffer, Tensor) and not is_packed(buffer) and buffer.dtype == torch.bool:
+                module._buffers[name] = pack_mask(buffer)
         self.names = ()
 
 
@@ -89,8 +90,8 @@ class UnpackMasksInStateDict:
             key = prefix + name
             saved = state_dict.get(key)
             # (keep_vars=True saves the buffer itself: that one stays, as it would for a bool mask)
-            if isinstance(buffer, PackedMask) and isinstance(saved, PackedMask) and saved is not buffer:
-                state_dict[key] = buffer.unpack()
+            if is_packed(buffer) and isinstance(saved, Tensor) and is_packed(saved) and saved is not buffer:
+                state_dict[key] = plain(buffer)  # (a DTensor's: a DTensor placed alike, its shard unpacked)
 
 
 class _FinishRebuild:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import InvalidTargetError
-from ..storage.packed import PackedMask
+from ..storage.packed import is_packed, pack_mask, plain
 from .cache import forget
 from .lazy import is_lazy
 from .module_hooks import install_packed_support
@@ -27,11 +26,11 @@ __all__ = ["pack_masks", "unpack_masks", "store_mask"]
 def store_mask(module: nn.Module, hook: torch_prune.BasePruningMethod, mask: Tensor) -> None:
     """Make ``mask`` the stored mask of ``hook``'s tensor, and the masked tensor current.
 
-    A :class:`~pruneplug.PackedMask` also gets the hooks that keep it packed
-    (modules ``torch.nn.utils.prune`` pruned have none yet).
+    A packed mask also gets the hooks that keep it packed (modules
+    ``torch.nn.utils.prune`` pruned have none yet).
     """
     module._buffers[f"{hook._tensor_name}_mask"] = mask
-    if isinstance(mask, PackedMask):
+    if is_packed(mask):
         install_packed_support(module)
     forget(hook)
     if not is_lazy(module):
@@ -45,11 +44,9 @@ def _convert(model: nn.Module, packed: bool) -> nn.Module:
         for _, hook in pruning_hooks(module):
             key = f"{hook._tensor_name}_mask"
             mask = module._buffers.get(key)
-            if mask is None or mask.dtype != torch.bool or isinstance(mask, PackedMask) is packed:
+            if mask is None or mask.dtype != torch.bool or is_packed(mask) is packed:
                 continue
-            if isinstance(mask, DTensor):
-                continue  # a sharded mask stays bool: a PackedMask holds a whole tensor's bits, not a shard's
-            store_mask(module, hook, PackedMask.pack(mask) if packed else mask.unpack())  # type: ignore[attr-defined]
+            store_mask(module, hook, pack_mask(mask) if packed else plain(mask))
     return model
 
 
@@ -59,9 +56,9 @@ def pack_masks(model: nn.Module) -> nn.Module:
     Each ``<name>_mask`` becomes a :class:`~pruneplug.PackedMask`: 1/32 of
     fp32 weights instead of 1/4. Masks that are not ``torch.bool`` (torch's
     float masks, from ``torch.nn.utils.prune`` or :mod:`pruneplug.compat`)
-    are left as they are, and so are the masks of DTensors (sharded
-    models: each rank holds its shard as bool, a quarter of its float32
-    weights). Nothing the model computes changes.
+    are left as they are. The mask of a DTensor stays a DTensor placed
+    like its weight, each rank packing its own shard. Nothing the model
+    computes changes.
 
     Raises:
         InvalidTargetError: ``model`` is not a module.

@@ -23,7 +23,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import InvalidMaskError, PruningStateError, blamed
 from ..selection.scores import scoring
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, MaskStorage, is_binary, storage_for
-from ..storage.packed import PackedMask, plain
+from ..storage.packed import added_entries, is_packed, pack_mask, plain
 from .fast_path import selecting_entries, updating_values
 from .hook import method_name
 from .state import TensorState, check_importance_scores, current_values, default_alive, tensor_state
@@ -59,8 +59,13 @@ def _check_mask(raw: object, state: TensorState, previous: Tensor | None, label:
     if not is_binary(raw):
         raise InvalidMaskError("the mask holds values other than 0 and 1", **context)
     mask = raw.detach() if raw.dtype == torch.bool else raw.detach() != 0
-    if previous is not None and bool((mask & ~previous).any()):
-        count = int((mask & ~previous).sum())
+    if previous is None:
+        return mask
+    if is_packed(mask) and is_packed(previous):
+        count = added_entries(mask, previous)  # read from the bytes, neither unpacked
+    else:
+        count = int((mask & ~plain(previous)).sum())
+    if count:
         raise InvalidMaskError(
             f"the mask would un-prune {count} entr{'y' if count == 1 else 'ies'} that an earlier prune removed; "
             "masks may only lose ones",
@@ -124,7 +129,11 @@ def plan_prune(
         check_importance_scores(importance_scores, state.orig, module_type=state.module_type, tensor=name)
     method._tensor_name = name
     hook = stack(state, method)
-    previous = default_alive(state) if state.pruned else None  # what the new mask may not exceed
+    # what the new mask may not exceed (a given mask checks against packed bits as they are stored)
+    if mask is not None and is_packed(state.mask):
+        previous: Tensor | None = state.mask.detach()  # type: ignore[union-attr]
+    else:
+        previous = default_alive(state) if state.pruned else None
     values = None
     if mask is None:
         if importance_scores is not None:
@@ -152,7 +161,7 @@ def plan_prune(
     if policy is not NATIVE_POLICY:
         return PendingPrune(state, hook, raw.detach(), alive)  # type: ignore[union-attr]
     if storage_for(state.mask, storage) == "packed":
-        packed = PackedMask.pack(alive)
+        packed = pack_mask(alive)
         return PendingPrune(state, hook, packed, packed, lazy=True, values=values)
     return PendingPrune(state, hook, plain(alive), alive, lazy=True, values=values)
 

@@ -245,7 +245,6 @@ def load_sharded(
             fit the model (missing or extra tensors, other shapes, a tensor
             pruned in the model but not in the checkpoint), each named; on
             every rank, and the model is unchanged.
-        PackedMaskError: ``mask_storage="packed"`` for a sharded model.
     """
     from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ..core.hook import describe_method
 from ..core.state import count_nonzero, pruning_hooks
 from ..errors import InvalidMaskError, InvalidTargetError
-from ..storage.packed import plain, storage_of
+from ..storage.packed import is_packed, plain, storage_of
 from ..strategies import Identity
 from .tables import FittedTable
 
@@ -310,6 +311,18 @@ def tensor_histories(model: nn.Module, earlier: Mapping[str, Sequence[str]] | No
     return {name: history for name, history in out.items() if history}
 
 
+def _mask_bytes(mask: Tensor) -> int:
+    """The bytes ``mask`` takes: a bit-packed mask's, not the bool tensor's it stands for.
+
+    A DTensor's are the whole tensor's, stored as one process stores it (as
+    the rest of the report counts the whole model on every rank).
+    """
+    if isinstance(mask, DTensor):
+        return (mask.numel() + 7) // 8 if is_packed(mask) else mask.numel() * mask.element_size()
+    stored = storage_of(mask)
+    return stored.numel() * stored.element_size()
+
+
 def _model_tensors(model: nn.Module) -> Iterable[tuple[str, str, Tensor, Tensor | None]]:
     """``(qualified name, module type, current value, mask or None)`` of every parameter, each once.
 
@@ -361,8 +374,7 @@ def report(
                 _describe(name, module_type, value, None if mask is None else plain(mask), histories.get(name, ()))
             )
             if mask is not None:
-                stored = storage_of(mask)  # a bit-packed mask's bytes, not the bool tensor it stands for
-                mask_bytes += stored.numel() * stored.element_size()
+                mask_bytes += _mask_bytes(mask)
     return Report(
         source=source, dry_run=dry_run, tensors=tuple(items), totals=_totals(items, mask_bytes), rules=tuple(rules)
     )

@@ -21,7 +21,6 @@ from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import ModuleSnapshot, commit
@@ -32,9 +31,9 @@ from ..core.packing import store_mask
 from ..core.plan import PendingPrune, plan_prune
 from ..core.refresh import refresh
 from ..core.state import pruning_hooks
-from ..errors import InvalidMaskError, InvalidTargetError, PackedMaskError
+from ..errors import InvalidMaskError, InvalidTargetError
 from ..storage.formats import NATIVE_POLICY, MaskStorage, check_storage
-from ..storage.packed import PackedMask, plain
+from ..storage.packed import is_packed, pack_mask, plain
 from ..strategies import Identity
 
 __all__ = ["load_pruned_state_dict"]
@@ -193,33 +192,6 @@ def _plan(tensors: list[_Tensor], storage: MaskStorage) -> tuple[list[PendingPru
     return pendings, renamed
 
 
-def _refuse_packed_shards(model: nn.Module, tensors: list[_Tensor], storage: MaskStorage | None) -> None:
-    """Refuse ``mask_storage="packed"`` for DTensors: a :class:`PackedMask` holds a whole tensor's bits, a rank a shard.
-
-    Both the tensors the load prunes and those the model has pruned (all
-    their masks are stored as asked). :func:`pruneplug.pack_masks` leaves
-    the masks of DTensors bool alike.
-    """
-    if storage != "packed":
-        return
-    sharded = [
-        f"{tensor.prefixes[0] if tensor.prefixes else ''}{tensor.name}"
-        for tensor in tensors
-        if not tensor.pruned and isinstance(tensor.module._parameters.get(tensor.name), DTensor)
-    ]
-    sharded += [
-        f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name
-        for module_name, module in model.named_modules()
-        for _, hook in pruning_hooks(module)
-        if isinstance(module._buffers.get(f"{hook._tensor_name}_mask"), DTensor)
-    ]
-    if sharded:
-        raise PackedMaskError(
-            f"mask_storage='packed' cannot hold the masks of DTensors ({', '.join(sharded)}): each rank holds "
-            "a shard and a packed mask a whole tensor; use mask_storage='bool' (or None) for a sharded model"
-        )
-
-
 Layout: TypeAlias = MaskStorage | torch.dtype
 """How one mask is stored: bool or bit-packed, or (torch's masks) as a tensor of that dtype."""
 
@@ -237,7 +209,7 @@ def _layouts(
             if mask.dtype != torch.bool:
                 layout: Layout = mask.dtype  # torch's float masks stay as they are (as pack_masks leaves them)
             else:
-                layout = storage or ("packed" if isinstance(mask, PackedMask) else "bool")
+                layout = storage or ("packed" if is_packed(mask) else "bool")
             layouts.append((module, hook, layout))
     return layouts
 
@@ -254,7 +226,7 @@ def _store(layouts: list[tuple[nn.Module, torch_prune.BasePruningMethod, Layout]
         if isinstance(layout, torch.dtype):
             stored = mask if mask.dtype == layout else plain(mask).to(layout)
         else:
-            stored = PackedMask.pack(_alive(mask)) if layout == "packed" else plain(_alive(mask))
+            stored = pack_mask(_alive(mask)) if layout == "packed" else plain(_alive(mask))
         if stored is not mask:
             store_mask(module, hook, stored)
         elif not refreshes_after_load(module):  # modules torch.nn.utils.prune pruned: loading left them stale
@@ -318,8 +290,6 @@ def load_pruned_state_dict(
             to the same module; a norm's channel mask is not one
             :func:`~pruneplug.core.norms.mask_norm_channels` takes.
         InvalidParametersError: ``mask_storage`` is none of those.
-        PackedMaskError: ``mask_storage="packed"`` for tensors that are
-            DTensors (a rank holds a shard; a packed mask, a whole tensor).
     """
     if not isinstance(model, nn.Module):
         raise InvalidTargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -329,7 +299,6 @@ def load_pruned_state_dict(
         )
     storage = check_storage(mask_storage)
     tensors = _find(model, state_dict)
-    _refuse_packed_shards(model, tensors, storage)
     for tensor in tensors:
         tensor.check(state_dict)
     norms = _find_norms(model, state_dict)

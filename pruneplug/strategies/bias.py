@@ -22,7 +22,7 @@ from ..core.state import default_alive, find_hook, tensor_state
 from ..errors import InvalidParametersError
 from ..selection.slices import alive_slices, normalize_dim
 from ..storage.formats import NATIVE_POLICY, MaskStorage
-from ..storage.packed import PackedMask, plain
+from ..storage.packed import is_packed, plain
 from .custom import PrecomputedMask
 
 __all__ = ["plan_bias", "release_precomputed"]
@@ -63,7 +63,7 @@ def plan_bias(pending: PendingPrune, label: str, storage: MaskStorage | None) ->
     if not bool((~new_mask).any()) and not bias_state.pruned:
         return None
     record = PrecomputedMask(new_mask, f"bias of the output channels pruned from weight by {label}")
-    if storage is None and isinstance(pending.mask, PackedMask):
+    if storage is None and is_packed(pending.mask):
         storage = "packed"  # the bias is stored as the weight is
     return plan_prune(
         module, "bias", record, stack=with_history, mask=new_mask, policy=NATIVE_POLICY, label=label, storage=storage

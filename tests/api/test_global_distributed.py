@@ -65,6 +65,63 @@ def scenario_l1(rank: int, world: int) -> None:
         raise AssertionError("the unevenly sharded weight differs after pruning")
 
 
+def scenario_packed(rank: int, world: int) -> None:
+    """Bit-packed masks: each rank packs its shard; the same masks, forward, state_dict and remove."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    from pruneplug.storage.packed import PackedMask, added_entries, plain
+
+    mesh = init_device_mesh("cpu", (world,))
+    sharded, reference = models()
+    parallelize_module(sharded[:3], mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    sharded[3].weight = nn.Parameter(distribute_tensor(sharded[3].weight.detach(), mesh, [Shard(0)]))
+    # packed as asked, then kept packed (storage None), the second prune reading the packed shards
+    for amount, storage in ((0.5, "packed"), (0.3, None), (4, None)):
+        before = [module.weight_mask.detach() for module, _ in targets(sharded)] if storage is None else None
+        pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=amount, mask_storage=storage)
+        pruneplug.prune_global(targets(reference), "l1_unstructured", amount=amount)
+        for index, ((module, _), (expected, _)) in enumerate(zip(targets(sharded), targets(reference), strict=True)):
+            mask = module.weight_mask
+            if not isinstance(mask, DTensor) or mask.placements != module.weight_orig.placements:
+                raise AssertionError(f"the mask is not a DTensor placed like its weight: {mask!r}")
+            if (
+                type(mask.to_local()) is not PackedMask
+                or mask.to_local().packed.numel() != (mask.to_local().numel() + 7) // 8
+            ):
+                raise AssertionError(f"amount {amount}: the shard of the mask is not bit-packed: {mask.to_local()!r}")
+            if not torch.equal(mask.full_tensor(), expected.weight_mask):
+                raise AssertionError(f"amount {amount}: the gathered mask differs from one process's")
+            if before is not None:  # what the prune removed, counted from the bytes over both ranks
+                removed = added_entries(before[index], mask)
+                if removed != int(plain(before[index]).full_tensor().sum() - expected.weight_mask.sum()):
+                    raise AssertionError(f"amount {amount}: added_entries counted {removed}")
+                if added_entries(mask, before[index]) != 0:
+                    raise AssertionError(f"amount {amount}: the new mask keeps entries the old one did not")
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    if not torch.allclose(sharded[:3](x), reference[:3](x), atol=1e-6):
+        raise AssertionError("the sharded forward with packed masks differs")
+    state = sharded.state_dict()
+    for key, value in reference.state_dict().items():
+        saved = state[key]
+        if key.endswith("_mask") and (type(saved.to_local()) is not torch.Tensor or saved.dtype != torch.bool):
+            raise AssertionError(f"{key}: the state_dict holds {type(saved.to_local()).__name__}, not a bool shard")
+        if not torch.equal(saved.full_tensor() if isinstance(saved, DTensor) else saved, value):
+            raise AssertionError(f"{key}: the state_dict differs from one process's")
+    pruneplug.unpack_masks(sharded)
+    if any(type(module.weight_mask.to_local()) is not torch.Tensor for module, _ in targets(sharded)):
+        raise AssertionError("unpack_masks left a sharded mask packed")
+    pruneplug.pack_masks(sharded)
+    if any(type(module.weight_mask.to_local()) is not PackedMask for module, _ in targets(sharded)):
+        raise AssertionError("pack_masks left a sharded mask unpacked")
+    for (module, _), (expected, _) in zip(targets(sharded), targets(reference), strict=True):
+        pruneplug.remove(module, "weight")
+        pruneplug.remove(expected, "weight")
+        if not torch.equal(module.weight.full_tensor(), expected.weight):
+            raise AssertionError("after remove, a weight differs from one process's")
+
+
 def scenario_refusals(rank: int, world: int) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
@@ -120,7 +177,12 @@ def scenario_disagreements(rank: int, world: int) -> None:
         raise AssertionError("a refused prune_global changed a weight")
 
 
-SCENARIOS = {"l1": scenario_l1, "refusals": scenario_refusals, "disagreements": scenario_disagreements}
+SCENARIOS = {
+    "l1": scenario_l1,
+    "packed": scenario_packed,
+    "refusals": scenario_refusals,
+    "disagreements": scenario_disagreements,
+}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

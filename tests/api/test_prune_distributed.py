@@ -5,7 +5,7 @@ many entries tie), places its weight by rows, by columns (5 columns on 2
 ranks: 3 and 2) or replicated, prunes it twice with ``l1_unstructured``
 (a fraction, then a count of what is still alive) and once more with
 DTensor importance scores, and checks every mask against one process's,
-and the weight ``remove`` leaves.
+and the weight ``remove`` leaves; then the same with bit-packed masks.
 """
 
 from __future__ import annotations
@@ -62,29 +62,34 @@ def scenario_placements(rank: int, world: int) -> None:
                 raise AssertionError(f"{placement}: after remove, the weight differs from one process's")
 
 
-def scenario_refusals(rank: int, world: int) -> None:
+def scenario_packed(rank: int, world: int) -> None:
+    """``mask_storage="packed"``: each rank packs its shard; the same masks, pruned again over packed shards."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from pruneplug.storage.packed import PackedMask
 
     mesh = init_device_mesh("cpu", (world,))
-    layer = linear(0)
-    layer.weight = nn.Parameter(distribute_tensor(layer.weight.detach(), mesh, [Shard(0)]))
-    cases = [
-        ({"strategy": "l1_unstructured", "amount": 0.5, "mask_storage": "packed"}, "packed masks"),
-    ]
-    for kwargs, message in cases:
-        try:
-            pruneplug.prune(layer, "weight", **kwargs)
-        except pruneplug.IncompatibleStrategyError as error:
-            if "pruning a DTensor" not in str(error) or message not in str(error):
-                raise
-        else:
-            raise AssertionError(f"{kwargs} was not refused")
-        if pruneplug.is_pruned(layer):
-            raise AssertionError("a refused prune changed the layer")
+    for placement in (Shard(0), Shard(1), Replicate()):
+        sharded, reference = linear(0), linear(0)
+        sharded.weight = nn.Parameter(distribute_tensor(sharded.weight.detach(), mesh, [placement]))
+        for step, (amount, storage) in enumerate(((0.4, "packed"), (6, None), (0.5, "packed"))):
+            pruneplug.prune(sharded, "weight", "l1_unstructured", amount=amount, mask_storage=storage)
+            pruneplug.prune(reference, "weight", "l1_unstructured", amount=amount)
+            local = sharded.weight_mask.to_local()
+            if type(local) is not PackedMask:
+                raise AssertionError(f"{placement}, prune {step}: the mask's shard is {type(local).__name__}")
+            if not torch.equal(sharded.weight_mask.full_tensor(), reference.weight_mask):
+                raise AssertionError(f"{placement}, prune {step}: the mask differs from one process's")
+        pruneplug.prune(sharded, "weight", "l1_unstructured", amount=2, mask_storage="bool")
+        pruneplug.prune(reference, "weight", "l1_unstructured", amount=2)
+        if type(sharded.weight_mask.to_local()) is not torch.Tensor:
+            raise AssertionError(f"{placement}: mask_storage='bool' left the shard packed")
+        if not torch.equal(sharded.weight_mask.full_tensor(), reference.weight_mask):
+            raise AssertionError(f"{placement}: after unpacking, the mask differs from one process's")
 
 
-SCENARIOS = {"placements": scenario_placements, "refusals": scenario_refusals}
+SCENARIOS = {"placements": scenario_placements, "packed": scenario_packed}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

@@ -5,8 +5,9 @@ that rows shard unevenly; values rounded to quarters, so that many slices
 tie and the norms combined from the ranks' parts are exact) and prunes it
 with ``ln_structured`` along the sharded dim and along an unsharded one,
 for several norms, twice in a row (the second time over the alive slices),
-with importance scores, with ``random_structured``, and with
-``scored_structured``: every mask must be the one one process computes.
+with importance scores, with ``random_structured``, with
+``scored_structured``, and with bit-packed masks: every mask must be the
+one one process computes.
 """
 
 from __future__ import annotations
@@ -145,6 +146,28 @@ def scenario_near_ties(rank: int, world: int) -> None:
                     check(layer, reference, f"{placement}, dim {dim}, n {n}, seed {seed}, amount {amount}")
 
 
+def scenario_packed(rank: int, world: int) -> None:
+    """Bit-packed masks (each rank packs its shard): structured twice, then unstructured over the alive entries."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    from pruneplug.storage.packed import PackedMask
+
+    for placement in (Shard(0), Shard(1), Replicate()):
+        layer, reference = conv(0), conv(0)
+        shard(layer, placement)
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("ln_structured", {"amount": 2, "n": 1, "dim": 0, "mask_storage": "packed"}),
+            ("ln_structured", {"amount": 0.5, "n": 2, "dim": 1}),
+            ("l1_unstructured", {"amount": 0.3}),
+        ]
+        for step, (strategy, params) in enumerate(steps):
+            pruneplug.prune(layer, "weight", strategy, **params)
+            pruneplug.prune(reference, "weight", strategy, **params)
+            check(layer, reference, f"{placement}, step {step}")
+            if type(layer.weight_mask.to_local()) is not PackedMask:
+                raise AssertionError(f"{placement}, step {step}: the mask's shard is not bit-packed")
+
+
 def scenario_refusals(rank: int, world: int) -> None:
     from torch.distributed.tensor import Shard
 
@@ -153,7 +176,6 @@ def scenario_refusals(rank: int, world: int) -> None:
     torch.manual_seed(rank)  # the ranks' generators differ
     cases = [
         ({"strategy": "ln_structured", "amount": 1, "n": "nuc", "dim": 0}, "nuclear norm"),
-        ({"strategy": "ln_structured", "amount": 1, "n": 1, "dim": 0, "mask_storage": "packed"}, "packed masks"),
         ({"strategy": "ln_structured", "amount": 1, "n": 1, "dim": 0, "prune_bias": True}, "prune_bias"),
         ({"strategy": "random_structured", "amount": 1, "dim": 0}, "not in the same state on every rank"),
         ({"strategy": "scored_structured", "amount": 1, "dim": 0, "reduce": "sum"}, "reduce='sum' along an unsharded"),
@@ -177,6 +199,7 @@ SCENARIOS = {
     "scores_and_random": scenario_scores_and_random,
     "refusals": scenario_refusals,
     "scored": scenario_scored,
+    "packed": scenario_packed,
 }
 
 
@@ -189,6 +212,7 @@ SCENARIOS = {
         ("near_ties", 4),
         ("scores_and_random", 2),
         ("refusals", 2),
+        ("packed", 2),
         ("scored", 2),
         ("scored", 4),
     ],

@@ -13,7 +13,6 @@ through its parent takes the same path.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 
 import pruneplug
 
-RunRanks = Callable[[str | Path, str, int], None]
+RunRanks = Callable[..., None]
 
 
 def models() -> tuple[nn.Sequential, nn.Sequential]:
@@ -51,11 +50,16 @@ def check_masks(sharded: nn.Sequential, reference: nn.Sequential, when: str) -> 
             raise AssertionError(f"{when}: the gathered mask differs from one process's")
 
 
-def scenario_train(rank: int, world: int) -> None:
+def scenario_train(rank: int, world: int, storage: str = "bool") -> None:
+    from pruneplug.storage.packed import PackedMask
+
     sharded, reference = models()
-    pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=0.5)
+    pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=0.5, mask_storage=storage)
     pruneplug.prune_global(targets(reference), "l1_unstructured", amount=0.5)
     check_masks(sharded, reference, "first prune")
+    kinds = {type(module.weight_mask.to_local()) for module, _ in targets(sharded)}
+    if kinds != {PackedMask if storage == "packed" else torch.Tensor}:
+        raise AssertionError(f"mask_storage={storage!r}: the masks' shards are {kinds}")
     optimizers = [torch.optim.AdamW(model.parameters(), lr=0.05) for model in (sharded, reference)]
     batches = torch.Generator().manual_seed(1)
     for step in range(3):
@@ -141,3 +145,8 @@ SCENARIOS = {"train": scenario_train, "tied_refused": scenario_tied_refused, "pr
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_fsdp2_pruned_on_two_ranks(run_ranks: RunRanks, scenario: str) -> None:
     run_ranks(__file__, scenario, 2)
+
+
+def test_fsdp2_trained_with_bit_packed_masks(run_ranks: RunRanks) -> None:
+    """Each rank packs its shard of the masks; FSDP2 gathers them unpacked for its forward and backward."""
+    run_ranks(__file__, "train", 2, "packed")

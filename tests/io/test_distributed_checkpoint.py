@@ -9,7 +9,8 @@ process computes on the unsharded model, and the loaded model must be
 pruned (its forward masks). ``load_state_dict`` and ``remove`` are checked on
 the unevenly sharded model and on the parallelized one. Bad folders and misfits raise
 ``CheckpointError`` (on every rank, where one rank's model differs) and
-change nothing.
+change nothing. Bit-packed masks (each rank packs its shard) are saved as
+bool masks and loaded packed with ``mask_storage="packed"``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,16 @@ def check_equal(net: nn.Module, expected: nn.Module, where: str, *, forward: boo
         raise AssertionError(f"{where}: the forward differs")
 
 
+def check_packed(net: nn.Sequential, where: str) -> None:
+    """Every weight mask of ``net`` is a DTensor whose shard here is bit-packed."""
+    from pruneplug.storage.packed import PackedMask
+
+    for index in (0, 2):
+        local = net[index].weight_mask.to_local()
+        if type(local) is not PackedMask:
+            raise AssertionError(f"{where}: {index}.weight_mask's shard is a {type(local).__name__}")
+
+
 def check_removed(
     net: nn.Sequential, expected: nn.Sequential, placements: dict[int, tuple[Placement, ...]], where: str
 ) -> None:
@@ -125,6 +136,7 @@ def scenario_save(rank: int, world: int, folder: str) -> None:
             raise AssertionError(f"rank {rank}: unexpected error {error}") from error
     else:
         raise AssertionError("models that differ in their pruning were saved")
+    pruneplug.pack_masks(net)  # saved from bit-packed shards: the checkpoint holds bool masks all the same
     pruneplug.save_sharded(net, path, overwrite=True)
     leftovers = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
     if leftovers:
@@ -183,24 +195,15 @@ def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
     pruneplug.prune(copy[2], "bias", "l1_unstructured", amount=1)
     copy.load_state_dict(net.state_dict())  # DTensor <name>_orig and <name>_mask keys
     check_equal(copy, expected, "load_state_dict of a sharded pruned state dict")
-    try:  # the masks it holds already would be packed too
-        pruneplug.load_pruned_state_dict(copy, {}, strict=False, mask_storage="packed")
-    except pruneplug.PackedMaskError as error:
-        if "DTensors (0.weight, 2.weight, 2.bias)" not in str(error):
-            raise
-    else:
-        raise AssertionError("packing the held masks of DTensors was not refused")
-    check_equal(copy, expected, "after a refused load_pruned_state_dict")
+    pruneplug.load_pruned_state_dict(copy, {}, strict=False, mask_storage="packed")  # the masks it holds, packed
+    check_packed(copy, "load_pruned_state_dict(mask_storage='packed')")
+    check_equal(copy, expected, "after packing the held masks")
     fresh = parallelize_module(model(), mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
-    try:
-        pruneplug.load_sharded(fresh, Path(folder) / "tp", mask_storage="packed")
-    except pruneplug.PackedMaskError as error:
-        if "DTensors (0.weight, 2.weight, 2.bias)" not in str(error):
-            raise
-    else:
-        raise AssertionError("packed masks of DTensors were not refused")
-    if any(pruneplug.is_pruned(module) for module in fresh):
-        raise AssertionError("a refused load pruned the model")
+    pruneplug.load_sharded(fresh, Path(folder) / "tp", mask_storage="packed")
+    check_packed(fresh, "load_sharded(mask_storage='packed')")
+    check_equal(fresh, expected, "loaded with packed masks")
+    if not torch.allclose(fresh(x), expected(x), atol=1e-6):
+        raise AssertionError("the forward with packed masks loaded differs")
     bad = model() if rank == 0 else nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6))
     before = {key: value.clone() for key, value in bad.state_dict().items()}
     try:

@@ -2,8 +2,8 @@
 
 The model's weights are sharded by rows (unevenly), by columns and
 replicated; each rank's report must equal the report one process makes of
-the unsharded model, pruned alike. ``pack_masks`` leaves the sharded masks
-bool (a packed mask holds a whole tensor's bits), and the report stays the same.
+the unsharded model, pruned alike. ``pack_masks`` packs each rank's shard
+of the sharded masks, and the report stays the same (mask bytes included).
 On a 2 x 2 mesh, entries replicated over one mesh dim are counted once.
 """
 
@@ -41,12 +41,15 @@ def scenario_report(rank: int, world: int) -> None:
     if got.tensors != expected.tensors or got.totals != expected.totals:
         raise AssertionError(f"the sharded model's report differs:\n{got.tensors}\n{expected.tensors}")
     pruneplug.pack_masks(sharded)
-    if not isinstance(sharded[0].weight_mask, DTensor) or sharded[0].weight_mask.dtype != torch.bool:
-        raise AssertionError("pack_masks changed a sharded mask")
+    pruneplug.pack_masks(reference)
+    mask = sharded[0].weight_mask
+    if not isinstance(mask, DTensor) or mask.dtype != torch.bool or type(mask.to_local()).__name__ != "PackedMask":
+        raise AssertionError(f"pack_masks did not pack the shard of a sharded mask: {mask!r}")
     if type(sharded[2].bias_mask).__name__ != "PackedMask":
         raise AssertionError("pack_masks left an unsharded mask of a sharded model unpacked")
-    if pruneplug.report(sharded).tensors != expected.tensors:
-        raise AssertionError("after pack_masks, the report differs")
+    packed, expected = pruneplug.report(sharded), pruneplug.report(reference)
+    if packed.tensors != expected.tensors or packed.totals != expected.totals:
+        raise AssertionError(f"after pack_masks, the report differs:\n{packed.totals}\n{expected.totals}")
 
 
 def scenario_report_2d(rank: int, world: int) -> None:

@@ -1,7 +1,8 @@
 """A :class:`pruneplug.Pruner` on an FSDP2 (``fully_shard``) model, 2 gloo ranks, against one process.
 
 Each rank trains the sharded model and an unsharded copy on the same
-batches with a global L1 rule on a cubic schedule, in both masking modes:
+batches with a global L1 rule on a cubic schedule, in both masking modes
+(and reparametrized with bit-packed masks, each rank packing its shard):
 at every step the outputs, the pruner's masks (gathered) and, at the end,
 the weights must agree with the copy's.
 """
@@ -9,7 +10,6 @@ the weights must agree with the copy's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 import pruneplug
 
-RunRanks = Callable[[str | Path, str, int], None]
+RunRanks = Callable[..., None]
 RULES = [{"modules": ["0", "2"], "strategy": "l1_unstructured", "scope": "global", "params": {"amount": 0.6}}]
 SCHEDULE = {"name": "cubic", "start": 0, "end": 4, "every": 2}  # prunes at steps 0 (nothing), 2 and 4
 
@@ -28,7 +28,7 @@ def gathered(tensor: Tensor) -> Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def train(masking: str) -> None:
+def train(masking: str, mask_storage: str | None = None) -> nn.Sequential:
     from torch.distributed.fsdp import fully_shard
 
     torch.manual_seed(0)
@@ -40,7 +40,9 @@ def train(masking: str) -> None:
     runs = []
     for model in (sharded, reference):
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-        pruner = pruneplug.Pruner(model, RULES, schedule=SCHEDULE, optimizer=optimizer, masking=masking)
+        pruner = pruneplug.Pruner(
+            model, RULES, schedule=SCHEDULE, optimizer=optimizer, masking=masking, mask_storage=mask_storage
+        )
         runs.append((model, optimizer, pruner))
     batches = torch.Generator().manual_seed(1)
     for step in range(6):
@@ -64,6 +66,7 @@ def train(masking: str) -> None:
     for (name, value), expected in zip(sharded.state_dict().items(), reference.state_dict().values(), strict=True):
         if not torch.allclose(gathered(value).float(), expected.float(), rtol=1e-5, atol=1e-6):
             raise AssertionError(f"{masking}: {name} differs after training")
+    return sharded
 
 
 def scenario_reparametrize(rank: int, world: int) -> None:
@@ -74,7 +77,16 @@ def scenario_in_place(rank: int, world: int) -> None:
     train("in_place")
 
 
-SCENARIOS = {"reparametrize": scenario_reparametrize, "in_place": scenario_in_place}
+def scenario_packed(rank: int, world: int) -> None:
+    from pruneplug.storage.packed import PackedMask
+
+    sharded = train("reparametrize", "packed")
+    kinds = {type(sharded[index].weight_mask.to_local()) for index in (0, 2)}
+    if kinds != {PackedMask}:
+        raise AssertionError(f"the Pruner's masks of FSDP2 shards are {kinds}, not bit-packed")
+
+
+SCENARIOS = {"reparametrize": scenario_reparametrize, "in_place": scenario_in_place, "packed": scenario_packed}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
