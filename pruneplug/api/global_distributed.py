@@ -29,14 +29,28 @@ from torch.nn.utils import prune as torch_prune
 from ..core.fast_path import fast_path
 from ..core.hook import method_name
 from ..core.state import TensorState
-from ..errors import IncompatibleStrategyError
+from ..errors import DistributedSelectionError, IncompatibleStrategyError, InvalidParametersError
 from ..selection.amount import count_to_prune
-from ..selection.distributed import LocalScores, count_alive_distributed, keep_highest_across_distributed
+from ..selection.distributed import (
+    DEFAULT_TIMEOUT,
+    LocalScores,
+    count_alive_distributed,
+    keep_highest_across_distributed,
+)
 from ..storage.packed import plain
 from ..strategies import CustomFromMask, Identity, RandomUnstructured, UnstructuredStrategy
 from .random_distributed import check_same_generator, local_draws
+from .stages_distributed import stage_global_masks
 
-__all__ = ["distributed_global_masks", "has_dtensors", "is_dtensor_target", "mask_given", "misplaced_scores"]
+__all__ = [
+    "check_mesh_group",
+    "check_process_group",
+    "distributed_global_masks",
+    "has_dtensors",
+    "is_dtensor_target",
+    "mask_given",
+    "misplaced_scores",
+]
 
 
 def has_dtensors(states: Sequence[TensorState]) -> bool:
@@ -64,19 +78,27 @@ def _refusal(
     alive: Sequence[Tensor | None],
 ) -> str | None:
     """Why these targets cannot be pruned together across ranks, or ``None``."""
-    if not all(isinstance(state.orig, DTensor) for state in states):
+    sharded = [isinstance(state.orig, DTensor) for state in states]
+    if any(sharded) and not all(sharded):
         plain = [f"{s.module_type}.{s.name}" for s in states if not isinstance(s.orig, DTensor)]
         return f"some targets are DTensors and some are not ({', '.join(plain)}); shard all or none"
-    first = states[0].orig.device_mesh  # type: ignore[attr-defined]
-    # (equal meshes, not one object: FSDP2 makes a mesh per fully_shard call, all over the same ranks)
-    if any(state.orig.device_mesh != first for state in states):  # type: ignore[attr-defined]
-        return "the targets are on different device meshes; put them on one"
+    if any(sharded):
+        first = states[0].orig.device_mesh  # type: ignore[attr-defined]
+        # (equal meshes, not one object: FSDP2 makes a mesh per fully_shard call, all over the same ranks)
+        if any(state.orig.device_mesh != first for state in states):  # type: ignore[attr-defined]
+            return "the targets are on different device meshes; put them on one"
     if not (isinstance(method, UnstructuredStrategy) and fast_path(method)):
         return "the strategy computes its own masks from whole tensors, which no rank holds"
+    random = type(method).score_rewinder is not UnstructuredStrategy.score_rewinder
+    if random and not any(sharded):
+        return (
+            "random scores are not supported for plain tensors held by different ranks "
+            "(their draws would depend on how the model is split)"
+        )
     if type(method) is RandomUnstructured:
         if states[0].orig.device_mesh.ndim != 1:  # type: ignore[attr-defined]
             return "random_unstructured across ranks needs a 1-D mesh"
-    elif type(method).score_rewinder is not UnstructuredStrategy.score_rewinder:
+    elif random:
         return "random scores other than random_unstructured's are not supported across ranks"
     if not method.elementwise_scores and type(method) is not RandomUnstructured:  # (its draws are made below)
         return "the strategy's scores are not elementwise, so a rank cannot score its shard alone"
@@ -96,15 +118,48 @@ def misplaced_scores(state: TensorState, values: Tensor | None) -> str | None:
     return f"the importance scores of {state.module_type}.{state.name} must be a DTensor placed like it"
 
 
-def _group(mesh: object) -> dist.ProcessGroup | None:
-    """The group of every rank of ``mesh``: its own for a 1-D mesh, the world's for a mesh over the world."""
+def check_mesh_group(mesh: object, given: dist.ProcessGroup | None) -> None:
+    """Raise unless ``given`` (if any) holds exactly the ranks of ``mesh``."""
+    if given is None:
+        return
+    ranks = sorted(mesh.mesh.flatten().tolist())  # type: ignore[attr-defined]
+    held = sorted(dist.get_process_group_ranks(given))
+    if held != ranks:
+        raise InvalidParametersError(
+            f"process_group holds the ranks {held}, the targets' device mesh the ranks {ranks}: pass a group "
+            "of exactly the mesh's ranks, or none (the mesh's own is used)"
+        )
+
+
+def _group(mesh: object, given: dist.ProcessGroup | None) -> dist.ProcessGroup | None:
+    """The group of every rank of ``mesh``: ``given`` if it holds exactly those ranks, else the mesh's own
+    for a 1-D mesh, the world's for a mesh over the world."""
+    if given is not None:
+        check_mesh_group(mesh, given)
+        return given
     if mesh.ndim == 1:  # type: ignore[attr-defined]
         return mesh.get_group()  # type: ignore[attr-defined, no-any-return]
     if mesh.size() != dist.get_world_size():  # type: ignore[attr-defined]
         raise IncompatibleStrategyError(
-            "a mesh of more than one dim must span every rank of the default group to prune across it"
+            "a mesh of more than one dim must span every rank of the default group to prune across it, "
+            "or pass process_group= holding exactly its ranks"
         )
     return None
+
+
+def check_process_group(process_group: object) -> dist.ProcessGroup | None:
+    """``process_group`` as a user passed it: ``None``, or a group of an initialized ``torch.distributed``."""
+    if process_group is None:
+        return None
+    if not dist.is_available() or not dist.is_initialized():
+        raise DistributedSelectionError(
+            "process_group was given but torch.distributed is not initialized: call init_process_group first"
+        )
+    if not isinstance(process_group, dist.ProcessGroup):
+        raise InvalidParametersError(
+            f"process_group must be a torch.distributed.ProcessGroup (or None), got {type(process_group).__name__}"
+        )
+    return process_group
 
 
 def distributed_global_masks(
@@ -115,8 +170,14 @@ def distributed_global_masks(
     *,
     packed: Sequence[bool] | None = None,
     alone: bool = False,
+    process_group: dist.ProcessGroup | None = None,
 ) -> list[Tensor]:
-    """New bool DTensor masks, placed like the targets, after pruning ``method.amount`` of them across ranks.
+    """New bool masks after pruning ``method.amount`` of the targets' entries across ranks.
+
+    DTensor targets get DTensor masks placed like them, selected over the
+    ranks of their mesh (``process_group``, if given, must hold exactly
+    those). Plain targets with a ``process_group`` are each rank's own
+    tensors (see :mod:`pruneplug.api.stages_distributed`).
 
     ``packed[i]``: target ``i``'s mask is bit-packed (each rank's shard a
     :class:`~pruneplug.PackedMask`). ``alive[i]`` may be packed alike: it
@@ -134,11 +195,16 @@ def distributed_global_masks(
     """
     refusal = _refusal(states, method, importance, alive)
     if refusal is not None:
-        what = "pruning a DTensor" if alone else "global pruning of DTensors"
+        sharded = has_dtensors(states)
+        what = ("pruning a DTensor" if alone else "global pruning of DTensors") if sharded else "pruning across ranks"
         raise IncompatibleStrategyError(f"{what}: {refusal}")
     method = cast(UnstructuredStrategy, method)  # (checked by _refusal)
+    pack = [bool(packed is not None and packed[index]) for index in range(len(states))]
+    if not has_dtensors(states):
+        assert process_group is not None  # (plain targets come here only with a group)
+        return stage_global_masks(states, method, importance, alive, pack, process_group, timeout=DEFAULT_TIMEOUT)
     tensors: list[DTensor] = [state.orig for state in states]  # type: ignore[misc]
-    group = _group(tensors[0].device_mesh)
+    group = _group(tensors[0].device_mesh, process_group)
     method.prepare_global([(values if values is not None else t).dtype for t, values in zip(tensors, importance)])
     random = method if isinstance(method, RandomUnstructured) else None
     if random is not None:
@@ -156,7 +222,6 @@ def distributed_global_masks(
         dtype = random.draw_dtype or tensors[0].dtype
         draws = local_draws(tensors, [shard.alive for shard in shards], random, dtype, group)
         shards = [replace(shard, scores=values.neg_()) for shard, values in zip(shards, draws, strict=True)]
-    pack = [bool(packed is not None and packed[index]) for index in range(len(tensors))]
     # (packed a chunk at a time as the selection makes them: no whole bool shard is held)
     selection = keep_highest_across_distributed(shards, count, group, pack=any(pack))
     return [

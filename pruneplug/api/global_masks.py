@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
@@ -133,6 +134,7 @@ def global_masks(
     *,
     packed: Sequence[bool] | None = None,
     policy: MaskPolicy = NATIVE_POLICY,
+    process_group: dist.ProcessGroup | None = None,
 ) -> list[Tensor]:
     """New bool masks for every target after pruning ``method.amount`` of their alive entries together.
 
@@ -150,6 +152,8 @@ def global_masks(
             a strategy raises scoring one target propagate as it is; by
             default it becomes a :class:`~pruneplug.StrategyFailedError`
             naming the target.
+        process_group: select across its ranks (DTensor targets: the ranks
+            of their mesh; plain targets: each rank's own tensors).
 
     Raises:
         IncompatibleStrategyError: the strategy's ``global_refusal()`` says
@@ -158,8 +162,8 @@ def global_masks(
     refusal = method.global_refusal() if isinstance(method, UnstructuredStrategy) else None
     if refusal is not None:
         raise IncompatibleStrategyError(f"global pruning cannot use this configuration: {refusal}")
-    if has_dtensors(states):
-        return distributed_global_masks(states, method, importance, alive, packed=packed)
+    if has_dtensors(states) or process_group is not None:
+        return distributed_global_masks(states, method, importance, alive, packed=packed, process_group=process_group)
     kept: list[Tensor | None] = [None] * len(states)  # per target: its protected, still unpruned entries
 
     def finish(index: int, keep: Tensor) -> Tensor:

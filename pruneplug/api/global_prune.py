@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core.commit import commit
@@ -29,6 +30,7 @@ from ..storage.packed import is_packed
 from ..strategies.bias import release_precomputed
 from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
+from .global_distributed import check_process_group
 from .global_masks import global_masks
 
 __all__ = ["alive_or_none", "prune_global"]
@@ -43,7 +45,7 @@ def _pair_context(item: object) -> dict[str, str | None]:
     }
 
 
-def _targets(targets: Iterable[tuple[nn.Module, str]]) -> list[tuple[nn.Module, str]]:
+def _targets(targets: Iterable[tuple[nn.Module, str]], *, may_be_empty: bool = False) -> list[tuple[nn.Module, str]]:
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
         raise InvalidTargetError(f"targets must be an iterable of (module, name) pairs, got {type(targets).__name__}")
     out: list[tuple[nn.Module, str]] = []
@@ -62,8 +64,10 @@ def _targets(targets: Iterable[tuple[nn.Module, str]]) -> list[tuple[nn.Module, 
             )
         seen.add(key)
         out.append(item)
-    if not out:
-        raise InvalidTargetError("prune_global needs at least one (module, name) target")
+    if not out and not may_be_empty:
+        raise InvalidTargetError(
+            "prune_global needs at least one (module, name) target (with process_group=, a rank may have none)"
+        )
     return out
 
 
@@ -109,6 +113,7 @@ def prune_global(
     amount: int | float | None = None,
     importance_scores: Mapping[tuple[nn.Module, str], Tensor] | None = None,
     mask_storage: MaskStorage | None = None,
+    process_group: dist.ProcessGroup | None = None,
     **params: Any,
 ) -> None:
     """Prune the ``amount`` lowest-importance entries across all ``targets`` together.
@@ -130,6 +135,14 @@ def prune_global(
             pruned yet. With ``"packed"``, each mask is packed as soon as it
             is computed, so the extra memory of the whole selection stays
             near 1/32 of fp32 weights plus one tensor's bool mask.
+        process_group: prune across the ranks of this ``torch.distributed``
+            group, every rank calling with the same strategy and amount.
+            With DTensor targets it must hold exactly the ranks of their
+            mesh (default: the mesh's). With plain tensors each rank passes
+            its own targets (pipeline stages; a rank may pass none) and the
+            selection ranks the targets of every rank together, as one
+            process would over all of them in rank order. Default: none,
+            one process (or the DTensors' mesh).
         **params: the strategy's other parameters.
 
     Each target's history records the selection as one step,
@@ -162,7 +175,8 @@ def prune_global(
     try:
         spec = resolve_strategy(strategy)
         label = spec.name
-        pairs = _targets(targets)
+        group = check_process_group(process_group)
+        pairs = _targets(targets, may_be_empty=group is not None)
         if spec.kind != "unstructured":
             raise IncompatibleStrategyError(
                 "prune_global ranks single entries across all targets together, so it needs a strategy of kind "
@@ -185,7 +199,7 @@ def prune_global(
             with blamed(module_type=state.module_type, tensor=state.name):
                 alive.append(alive_or_none(state))
         try:
-            masks = global_masks(states, method, importance, alive, packed=packed)
+            masks = global_masks(states, method, importance, alive, packed=packed, process_group=group)
         except PruneplugError:
             raise
         except Exception as error:

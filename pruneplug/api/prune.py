@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import prune as torch_prune
 
 from ..core.commit import commit, remove_pruning
@@ -28,6 +30,7 @@ from ..core.state import (
     tensor_state,
 )
 from ..errors import (
+    IncompatibleStrategyError,
     InvalidMaskError,
     InvalidParametersError,
     InvalidTargetError,
@@ -38,7 +41,13 @@ from ..strategies import StructuredStrategy
 from ..strategies.bias import plan_bias, release_precomputed
 from ..strategies.custom import plan_precomputed
 from .catalog import StrategyLike, instantiate, resolve_strategy
-from .global_distributed import distributed_global_masks, is_dtensor_target, mask_given
+from .global_distributed import (
+    check_mesh_group,
+    check_process_group,
+    distributed_global_masks,
+    is_dtensor_target,
+    mask_given,
+)
 from .global_prune import alive_or_none
 from .structured_distributed import distributed_structured_mask
 
@@ -60,6 +69,7 @@ def prune(
     *,
     importance_scores: Tensor | None = None,
     mask_storage: MaskStorage | None = None,
+    process_group: dist.ProcessGroup | None = None,
     **params: Any,
 ) -> nn.Module:
     """Prune tensor ``name`` of ``module`` with a strategy; returns ``module``.
@@ -83,6 +93,11 @@ def prune(
             weights); default: as the tensor's mask is stored now, ``"bool"``
             for a tensor not pruned yet. ``prune_bias=True`` stores the bias
             mask the same way.
+        process_group: for a DTensor, the group of its mesh's ranks (the
+            mesh's own by default). For a plain tensor, prune across the
+            ranks of this group as :func:`prune_global` does: each rank
+            passes its own tensor, and ``amount`` counts over all of them
+            (unstructured strategies only). Every rank must call.
         **params: the strategy's parameters, validated by its pydantic model
             before anything is touched (e.g. ``amount=0.3``, ``dim=0``).
 
@@ -114,8 +129,9 @@ def prune(
             raise InvalidParametersError(f"{spec.name} does not use importance scores")
         storage = check_storage(mask_storage)
         method = instantiate(strategy, spec, params)
-        if is_dtensor_target(module, name) and not mask_given(method):
-            pending = _plan_across_ranks(module, name, method, importance_scores, spec.name, storage)
+        group = check_process_group(process_group)
+        if (group is not None or is_dtensor_target(module, name)) and not mask_given(method):
+            pending = _plan_across_ranks(module, name, method, importance_scores, spec.name, storage, group)
         else:
             pending = plan_prune(
                 module,
@@ -147,15 +163,29 @@ def _plan_across_ranks(
     importance_scores: Tensor | None,
     label: str,
     storage: MaskStorage | None,
+    group: dist.ProcessGroup | None,
 ) -> PendingPrune:
-    """Plan the prune of one DTensor: its mask selected across the ranks, as ``prune_global`` over it alone does."""
+    """Plan the prune of one DTensor (or of each rank's tensor, with a ``group``): its mask selected across
+    the ranks, as ``prune_global`` over it alone does."""
     state = tensor_state(module, name)
     if isinstance(method, StructuredStrategy):
+        if not isinstance(state.orig, DTensor):
+            raise IncompatibleStrategyError(
+                "pruning a plain tensor across a process group ranks single entries over every rank's tensor: "
+                "use an unstructured strategy, or no process_group (each rank prunes its own slices)"
+            )
+        check_mesh_group(state.orig.device_mesh, group)
         mask = distributed_structured_mask(state, method, importance_scores)
     else:
         packed = storage_for(state.mask, storage) == "packed"
         mask = distributed_global_masks(
-            [state], method, [importance_scores], [alive_or_none(state)], packed=[packed], alone=True
+            [state],
+            method,
+            [importance_scores],
+            [alive_or_none(state)],
+            packed=[packed],
+            alone=True,
+            process_group=group,
         )[0]
     description = method.describe() if isinstance(method, MaskingHook) else label
     return plan_precomputed(module, name, mask, description, label=label, storage=storage)

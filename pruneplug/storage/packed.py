@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -287,7 +287,7 @@ def _with_local(mask: DTensor, local: Tensor) -> DTensor:
     )
 
 
-def is_packed(mask: Tensor | None) -> bool:
+def is_packed(mask: Tensor | None) -> TypeGuard[Tensor]:
     """Whether ``mask`` is stored bit-packed: a :class:`PackedMask`, or a DTensor whose shard here is one."""
     if isinstance(mask, DTensor):
         return isinstance(mask._local_tensor, PackedMask)
