@@ -44,7 +44,7 @@ from ..core.cache import uncached
 from ..core.commit import ModuleSnapshot, remove_pruning
 from ..core.norms import norm_channels_mask, unmask_norm_channels
 from ..errors import CompactionError, PruneplugError
-from ..storage.packed import PackedMask, plain
+from ..storage.packed import is_packed, pack_mask, plain
 from .graph import ChannelGraph, ChannelGroup, trace_channels
 from .hf import AttributeLog, rewrite_sizes_safely
 from .macs import count_params, counting_macs
@@ -227,7 +227,7 @@ def _cut_tensor(module: nn.Module, path: str, name: str, cut: _Cut, undo: _Undo)
         mask = plain(stored)
         _slice_parameter(orig, cut, where, undo)
         new_mask = _slice(mask, cut, where).contiguous()
-        module._buffers[name + "_mask"] = PackedMask.pack(new_mask) if isinstance(stored, PackedMask) else new_mask
+        module._buffers[name + "_mask"] = pack_mask(new_mask) if is_packed(stored) else new_mask
         if bool(new_mask.all()):
             remove_pruning(module, name, unmasked=True)
         return

@@ -23,7 +23,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import InvalidMaskError, PruningStateError, blamed
 from ..selection.scores import scoring
 from ..storage.formats import NATIVE_POLICY, TORCH_POLICY, MaskPolicy, MaskStorage, is_binary, storage_for
-from ..storage.packed import added_entries, is_packed, pack_mask, plain
+from ..storage.packed import added_entries, is_packed, pack_mask, packed_alike, plain
 from .fast_path import selecting_entries, updating_values
 from .hook import method_name
 from .state import TensorState, check_importance_scores, current_values, default_alive, tensor_state
@@ -61,7 +61,7 @@ def _check_mask(raw: object, state: TensorState, previous: Tensor | None, label:
     mask = raw.detach() if raw.dtype == torch.bool else raw.detach() != 0
     if previous is None:
         return mask
-    if is_packed(mask) and is_packed(previous):
+    if packed_alike(mask, previous):
         count = added_entries(mask, previous)  # read from the bytes, neither unpacked
     else:
         count = int((mask & ~plain(previous)).sum())

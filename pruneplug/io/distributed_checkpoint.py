@@ -168,7 +168,7 @@ def _read_metadata(folder: Path) -> _ShardedMetadata:
 
 def _template(model: nn.Module, pruned: set[str]) -> dict[str, Tensor]:
     """Empty tensors placed like the model's, under the checkpoint's keys (``<name>_orig``, ``_mask`` if pruned)."""
-    current = model.state_dict()
+    current = model.state_dict(keep_vars=True)  # (the buffers themselves: packed masks are not unpacked whole)
     template: dict[str, Tensor] = {}
     for key, value in current.items():
         if not isinstance(value, Tensor):
@@ -180,10 +180,10 @@ def _template(model: nn.Module, pruned: set[str]) -> dict[str, Tensor]:
                 f"the model has {base} pruned, the checkpoint holds it unpruned; remove its pruning before loading"
             )
         if not model_pruned and key in pruned:
-            template[f"{key}_orig"] = torch.empty_like(value)
-            template[f"{key}_mask"] = torch.empty_like(value, dtype=torch.bool)
+            template[f"{key}_orig"] = torch.empty_like(value.detach())
+            template[f"{key}_mask"] = torch.empty_like(value.detach(), dtype=torch.bool)
         else:
-            template[key] = torch.empty_like(value)
+            template[key] = torch.empty_like(value.detach())
     missing = sorted(name for name in pruned if f"{name}_orig" not in template)
     if missing:
         raise CheckpointError(f"the checkpoint holds pruned tensors the model does not have: {', '.join(missing)}")

@@ -37,14 +37,15 @@ ranks agree on ``k``, the sources' shapes and ``bits``, and carries any rank's
 input error, so that bad input raises on every rank instead of leaving the
 others waiting. Every all-reduce waits at most ``timeout``.
 
-Each rank reads its scores a chunk at a time: once per pass while the
-entries that share the digits picked so far (the candidates) are more than
-max(2**18, 1/64 of its own), then once to gather them (12 bytes each; later passes count
-them in memory), and once to write the masks. For spread scores that is
-three or four reads; beyond the masks (bool, or packed to one bit per
-entry a chunk at a time with ``pack=True``) it holds a few MiB of chunk
-temporaries and at most max(2**18, 1/64 of its entries) candidates, except for the
-ties at the threshold (all of them when most scores are equal).
+Each rank reads its scores a chunk at a time (:func:`_chunk_size`): once
+per pass while the entries that share the digits picked so far (the
+candidates) are more than max(chunk, 1/64 of its own), then once to gather
+them (12 bytes each; later passes count them in memory), and once to write
+the masks. For spread scores that is three or four reads; beyond the masks
+(bool, or packed to one bit per entry a chunk at a time with ``pack=True``)
+it holds the temporaries of one chunk (about 1/20 of its scores, a few MiB
+at most) and at most max(chunk, 1/64 of its entries) candidates, except
+for the ties at the threshold (all of them when most scores are equal).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from ..errors import (
     InvalidMaskError,
     PruneplugError,
 )
-from ..storage.packed import PackedMask, flat_mask, mask_range, pack_bits
+from ..storage.packed import PackedMask, flat_mask, mask_range, pack_bits, plain
 
 __all__ = [
     "DistributedSelection",
@@ -177,8 +178,9 @@ class DistributedSelection:
     """What :func:`keep_highest_across_distributed` returns.
 
     Attributes:
-        keep: one bool tensor per source, shaped like its local scores:
-            ``True`` where an entry was alive and is not among the ``k`` lowest.
+        keep: one bool tensor per source (a :class:`~pruneplug.PackedMask`
+            with ``pack=True``), shaped like its local scores: ``True``
+            where an entry was alive and is not among the ``k`` lowest.
         all_reduces: how many all-reduces the call made.
         bytes_communicated: the payload of those all-reduces, in bytes (what
             this rank contributes; a ring all-reduce moves about twice that).
@@ -608,12 +610,14 @@ def keep_highest_across_distributed(
     if found is None:
         # k is 0 or every alive entry; the first count told every rank which (and checked k).
         for shard in shards:
-            if shard.alive is None:
-                keep.append(torch.full_like(shard.scores, k == 0, dtype=torch.bool))
+            shape, device = shard.scores.shape, shard.scores.device
+            if k == 0 and shard.alive is not None:  # (a packed alive mask's clone stays packed)
+                kept = shard.alive.clone()
+                keep.append(PackedMask.pack(kept) if pack else plain(kept))
+            elif pack:  # made as bytes: no whole bool shard
+                keep.append(PackedMask.filled(shape, shard.alive is None and k == 0, device))
             else:
-                keep.append(shard.alive.clone() if k == 0 else torch.zeros_like(shard.alive))
-        if pack:
-            keep = [PackedMask.pack(mask) for mask in keep]
+                keep.append(torch.full(shape, shard.alive is None and k == 0, dtype=torch.bool, device=device))
         return DistributedSelection(keep, collective.calls, collective.bytes)
     threshold_key, rank, ties, held = found
     threshold = keys.to_float(threshold_key)

@@ -28,6 +28,7 @@ __all__ = [
     "pack_mask",
     "is_packed",
     "added_entries",
+    "packed_alike",
     "plain",
     "storage_of",
     "flat_mask",
@@ -141,6 +142,15 @@ class PackedMask(Tensor):
         if mask.dtype != torch.bool:
             raise TypeError(f"only bool masks can be packed, got {mask.dtype}")
         return cls(pack_bits(mask), mask.shape)
+
+    @classmethod
+    def filled(cls, shape: Sequence[int], value: bool, device: torch.device | str | None = None) -> PackedMask:
+        """A mask of ``shape`` whose entries are all ``value``, made as bytes (no bool tensor of ``shape``)."""
+        numel = math.prod(shape)
+        packed = torch.full(((numel + 7) // 8,), 255 if value else 0, dtype=torch.uint8, device=device)
+        if value and numel % 8:
+            packed[-1] = (1 << (numel % 8)) - 1  # (the padding bits stay 0, as pack_bits leaves them)
+        return cls(packed, shape)
 
     def unpack(self) -> Tensor:
         """The mask as a plain, compact bool tensor (a new one at every call)."""
@@ -306,13 +316,33 @@ def pack_mask(mask: Tensor) -> Tensor:
     return PackedMask.pack(mask)
 
 
+def packed_alike(mask: Tensor, previous: Tensor) -> bool:
+    """Whether two masks are packed the same way: two :class:`PackedMask` of one shape, or two DTensors
+    on one mesh with the same placements whose shards are (so that their bytes line up)."""
+    if isinstance(mask, DTensor) or isinstance(previous, DTensor):
+        return (
+            isinstance(mask, DTensor)
+            and isinstance(previous, DTensor)
+            and mask.device_mesh == previous.device_mesh
+            and mask.placements == previous.placements
+            and mask.shape == previous.shape
+            and packed_alike(mask._local_tensor, previous._local_tensor)
+        )
+    return isinstance(mask, PackedMask) and isinstance(previous, PackedMask) and mask.shape == previous.shape
+
+
 def added_entries(mask: Tensor, previous: Tensor) -> int:
-    """How many entries ``mask`` keeps that ``previous`` does not: two packed masks of one shape.
+    """How many entries ``mask`` keeps that ``previous`` does not: two masks :func:`packed_alike`.
 
     Read from their bytes (``mask & ~previous``, 1/8 of a bool mask at
-    most); two DTensors placed alike are counted over every rank (each
-    shard once), so every rank must ask.
+    most); two DTensors are counted over every rank (each shard once), so
+    every rank must ask.
+
+    Raises:
+        ValueError: the masks are not packed alike.
     """
+    if not packed_alike(mask, previous):
+        raise ValueError("added_entries needs two masks packed alike (see packed_alike)")
     if isinstance(mask, DTensor):
         from torch.distributed.tensor import Partial, Replicate
 
@@ -322,10 +352,13 @@ def added_entries(mask: Tensor, previous: Tensor) -> int:
         return int(DTensor.from_local(count, mask.device_mesh, placements, run_check=False).full_tensor())
     assert isinstance(mask, PackedMask) and isinstance(previous, PackedMask)
     bits = _byte_table(mask.packed.device).sum(dim=1)
+    size = mask.packed.numel()
     total = 0
-    for start in range(0, mask.packed.numel(), 1 << 20):
-        stop = start + (1 << 20)
-        added = mask.packed[start:stop] & ~previous.packed[start:stop]  # (padding bits are 0 in both)
+    for start in range(0, size, 1 << 20):
+        stop = min(start + (1 << 20), size)
+        added = mask.packed[start:stop] & ~previous.packed[start:stop]
+        if stop == size and mask.numel() % 8:  # the bits past the last entry count for nothing
+            added[-1] &= (1 << (mask.numel() % 8)) - 1
         total += int(bits[added.to(torch.int64)].sum())
     return total
 

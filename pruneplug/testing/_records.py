@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import prune as torch_prune
 
-from ..storage.packed import PackedMask
+from ..storage.packed import is_packed, plain
 
 __all__ = [
     "HookRecord",
@@ -170,8 +170,8 @@ def _copy(t: Tensor) -> Tensor | None:
     t = t.detach()
     if t.is_meta:
         return None
-    if isinstance(t, PackedMask):
-        return t.unpack()
+    if is_packed(t):
+        return plain(t).clone()  # (a DTensor's shard unpacked into a copy of its own)
     return t.clone()
 
 

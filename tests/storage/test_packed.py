@@ -21,6 +21,7 @@ from pruneplug.storage.packed import (
     mask_range,
     pack_bits,
     pack_mask,
+    packed_alike,
     plain,
     storage_of,
     unpack_bits,
@@ -156,6 +157,25 @@ def test_added_entries_counts_from_the_bytes(shape: tuple[int, ...], seed: int) 
     expected = int((mask & ~previous).sum())
     assert added_entries(PackedMask.pack(mask), PackedMask.pack(previous)) == expected
     assert added_entries(PackedMask.pack(mask & previous), PackedMask.pack(previous)) == 0
+
+
+def test_added_entries_ignores_the_padding_and_needs_masks_packed_alike() -> None:
+    garbage = PackedMask(torch.tensor([255], dtype=torch.uint8), (3,))  # bits past the third entry set
+    assert added_entries(garbage, PackedMask.pack(torch.ones(3, dtype=torch.bool))) == 0
+    assert added_entries(garbage, PackedMask.pack(torch.tensor([True, False, False]))) == 2
+    with pytest.raises(ValueError, match="packed alike"):
+        added_entries(
+            PackedMask.pack(torch.ones(2, 4, dtype=torch.bool)), PackedMask.pack(torch.ones(8, dtype=torch.bool))
+        )
+    assert not packed_alike(PackedMask.pack(torch.ones(3, dtype=torch.bool)), torch.ones(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("shape", [(0,), (3,), (8,), (2, 5)])
+@pytest.mark.parametrize("value", [True, False])
+def test_filled_masks_are_made_as_bytes(shape: tuple[int, ...], value: bool) -> None:
+    filled = PackedMask.filled(shape, value)
+    assert torch.equal(filled.unpack(), torch.full(shape, value))
+    assert torch.equal(filled.packed, PackedMask.pack(torch.full(shape, value)).packed)  # padding 0 as pack_bits
 
 
 @settings(max_examples=60)
