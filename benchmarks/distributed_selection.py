@@ -17,20 +17,31 @@ entries are pruned, as a 50 % global L1 step would.
   (``pack=True`` for packed masks) with digit width ``bits``; the time is
   the slowest rank's, from a barrier to its masks. Each run checks that the
   ranks pruned exactly ``k`` in all.
+- ``prune_global``: the whole call, :func:`pruneplug.prune_global` with
+  ``l1_unstructured`` over the same tensors as DTensor parameters (the
+  ranks' shards, ``Shard(0)``), ``mask_storage="bool"`` or ``"packed"``,
+  and in one process over the same number of entries as one rank holds:
+  what a user's call costs, checks and the masks it stores on the modules
+  included.
 
 Every variant runs in fresh processes with glibc's mmap threshold fixed at
-128 KiB, so that freed temporaries go back to the system and the peak is
-what a call holds at once, not where the allocator happened to grow. The
-medians over ``--repeats`` calls after one warm-up call are reported, with the all-reduces, the
-bytes each rank put into them (independent of the size: the formula is
-printed beside them), and the largest rank's extra peak resident memory
-(``VmHWM`` reset before the call; the masks it returns included) as a
+32 KiB and its heap trimmed on every free, so that freed temporaries go
+back to the system and the peak is what a call holds at once, not pages
+the warm-up call left in the heap (with the default settings a call whose
+temporaries fit in the heap looks free, and one whose temporaries do not
+is charged for the heap's growth). Small allocations are slower so, and
+the times are measured in a second run of each variant with glibc's
+default settings. The medians over ``--repeats`` calls
+after one warm-up call are reported, with the all-reduces, the bytes each
+rank put into them (independent of the size: the formula is printed beside
+them), and the largest rank's extra peak resident memory (``VmHWM`` reset
+before the call; the masks it returns included) as a
 multiple of its shard's bytes.
 
 Usage::
 
     python benchmarks/distributed_selection.py                 # 2.5, 10, 40 M per rank; bits 8, 11, 16 at 10 M
-    python benchmarks/distributed_selection.py --quick         # 400 k per rank, one repeat: seconds
+    python benchmarks/distributed_selection.py --quick         # 400 k per rank, one repeat, one run: seconds
     python benchmarks/distributed_selection.py --write-docs    # also rewrite its table in docs/benchmarks.md
 
 It prints a markdown table and writes the raw numbers to
@@ -58,6 +69,7 @@ from _docs import write_between  # benchmarks/ is the script's folder, first on 
 from _machine import machine
 from _memory import peak_reset_works, proc_status, reset_peak
 
+import pruneplug
 from pruneplug.selection.distributed import DEFAULT_BITS, LocalScores, keep_highest_across_distributed
 from pruneplug.selection.exact import ScoreSource, keep_highest_across
 from pruneplug.storage.packed import PackedMask
@@ -65,8 +77,12 @@ from pruneplug.storage.packed import PackedMask
 HERE = Path(__file__).resolve().parent
 COLUMNS = 1000
 MARKERS = ("<!-- table:distributed:start -->", "<!-- table:distributed:end -->")
-#: Fixed (not dynamic) mmap threshold: freed chunk temporaries are returned, so the peak is not allocator history.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+#: A fixed, low mmap threshold and a heap trimmed at once: the peak is what a call holds, not allocator history.
+#: Whether the times come from a second run with glibc's defaults (``--quick``: one run, its times).
+TIME_APART = True
+#: Stands for a free port in the arguments of :func:`spawn` (each start of a rank group takes a new one).
+PORT = object()
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "32768", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def magnitude(values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -178,11 +194,112 @@ def rank(
     dist.destroy_process_group()
 
 
+def holders(weights: list[torch.Tensor]) -> list[tuple[torch.nn.Module, str]]:
+    """One module per weight, holding it as its parameter ``weight`` (the tensor itself, not a copy)."""
+    pairs = []
+    for weight in weights:
+        holder = torch.nn.Module()
+        holder.weight = torch.nn.Parameter(weight, requires_grad=False)
+        pairs.append((holder, "weight"))
+    return pairs
+
+
+def pruned_entries(pairs: list[tuple[torch.nn.Module, str]]) -> int:
+    """How many entries the masks of ``pairs`` prune (here; a DTensor's local shard)."""
+    total = 0
+    for module, _ in pairs:
+        mask = module.weight_mask
+        local = mask.to_local() if hasattr(mask, "to_local") else mask
+        total += int((~(local.unpack() if isinstance(local, PackedMask) else local)).sum())
+    return total
+
+
+def prune_global_call(
+    index: int, world: int, port: int, per_rank: int, tensors: int, storage: str, repeats: int, out: Any
+) -> None:
+    """``prune_global`` over DTensor weights (``world`` > 1) or, in one process, over plain ones."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    torch.set_num_threads(1)
+    rows = rows_per_tensor(per_rank, tensors, world)
+    mesh = None
+    if world > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=world, timeout=timedelta(seconds=120)
+        )
+        mesh = init_device_mesh("cpu", (world,))
+    mine = torch.tensor_split(torch.arange(rows), world)[index]
+    gen = torch.Generator().manual_seed(1 + index)
+    shards = [torch.randn(mine.numel(), COLUMNS, generator=gen) for _ in range(tensors)]
+    shard_bytes = max(1, sum(t.numel() * t.element_size() for t in shards))
+
+    def weights() -> list[torch.Tensor]:
+        if mesh is None:
+            return list(shards)
+        return [
+            DTensor.from_local(t, mesh, [Shard(0)], run_check=False, shape=(rows, COLUMNS), stride=(COLUMNS, 1))
+            for t in shards
+        ]
+
+    measure = peak_reset_works()
+    k = rows * COLUMNS * tensors // 2
+    pruneplug.prune_global(holders(weights()), "l1_unstructured", amount=k, mask_storage=storage)  # warm-up
+    times, extras = [], []
+    for _ in range(repeats):
+        pairs = holders(weights())  # the shards themselves: pruning leaves them as they are
+        if mesh is not None:
+            dist.barrier()
+        before = proc_status("VmRSS") if measure and reset_peak() else None
+        start = time.perf_counter()
+        pruneplug.prune_global(pairs, "l1_unstructured", amount=k, mask_storage=storage)
+        elapsed = torch.tensor([time.perf_counter() - start, extra_peak(before) if measure else 0.0])
+        pruned = torch.tensor([pruned_entries(pairs)])
+        if mesh is not None:
+            dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+            dist.all_reduce(pruned)
+        times.append(float(elapsed[0]))
+        extras.append(float(elapsed[1]))
+        if int(pruned) != k:
+            raise RuntimeError(f"prune_global pruned {int(pruned)} entries, not {k}")
+        del pairs
+    if index == 0:
+        where = f"{world} ranks" if mesh is not None else "one process"
+        out.put(
+            {
+                "variant": f"{where}, prune_global, {storage} masks",
+                "per_rank": sum(t.numel() for t in shards),
+                "seconds": statistics.median(times),
+                "extra_peak_bytes": statistics.median(extras) if measure else None,
+                "extra_peak_per_shard": statistics.median(extras) / shard_bytes if measure else None,
+            }
+        )
+    if mesh is not None:
+        dist.destroy_process_group()
+
+
 def spawn(target: Any, count: int, args: tuple[Any, ...]) -> dict[str, Any]:
-    """Run ``target(index, *args, out)`` in ``count`` fresh processes; what the first puts in ``out``."""
+    """Run ``target(index, *args, out)`` in ``count`` fresh processes, twice: what the first puts in ``out``.
+
+    Once with :data:`MALLOC_ENV`, for the memory, once with glibc's default
+    settings, for the time (with a low mmap threshold every temporary of a
+    chunk is mapped and faulted in again, which is not what a run costs).
+    """
+    memory = _spawn_once(target, count, args, MALLOC_ENV)
+    if not TIME_APART:
+        return memory
+    timing = _spawn_once(target, count, args, {})
+    return {**memory, "seconds": timing["seconds"]}
+
+
+def _spawn_once(target: Any, count: int, args: tuple[Any, ...], malloc: dict[str, str]) -> dict[str, Any]:
     context = mp.get_context("spawn")
     out = context.Queue()
-    os.environ.update(MALLOC_ENV)  # read by glibc when each child starts
+    for key in MALLOC_ENV:  # read by glibc when each child starts
+        os.environ.pop(key, None)
+    os.environ.update(malloc)
+    args = tuple(free_port() if value is PORT else value for value in args)  # a fresh port for each start
     processes = [context.Process(target=target, args=(*(index,)[: count > 1], *args, out)) for index in range(count)]
     for process in processes:
         process.start()
@@ -194,11 +311,21 @@ def spawn(target: Any, count: int, args: tuple[Any, ...]) -> dict[str, Any]:
     return result
 
 
-def distributed(world: int, per_rank: int, tensors: int, bits: int, packed: bool, repeats: int) -> dict[str, Any]:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    return spawn(rank, world, (world, port, per_rank, tensors, bits, packed, repeats))
+        return int(probe.getsockname()[1])
+
+
+def distributed(world: int, per_rank: int, tensors: int, bits: int, packed: bool, repeats: int) -> dict[str, Any]:
+    return spawn(rank, world, (world, PORT, per_rank, tensors, bits, packed, repeats))
+
+
+def whole_call(world: int, per_rank: int, tensors: int, storage: str, repeats: int) -> dict[str, Any]:
+    """``prune_global`` on ``world`` ranks (1: one process, plain tensors)."""
+    if world == 1:
+        return spawn(prune_global_call, 1, (0, 1, 0, per_rank, tensors, storage, repeats))
+    return spawn(prune_global_call, world, (world, PORT, per_rank, tensors, storage, repeats))
 
 
 def table(rows: list[dict[str, Any]], about: dict[str, Any], world: int, tensors: int, repeats: int) -> str:
@@ -229,17 +356,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 11, 16], help="digit widths, at the middle size")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="400 k entries per rank, one repeat, 11-bit digits")
+    parser.add_argument(
+        "--quick", action="store_true", help="400 k entries per rank, one repeat, 11-bit digits, one run per variant"
+    )
     parser.add_argument("--write-docs", action="store_true", help="rewrite its table in docs/benchmarks.md")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "distributed_selection.json")
     args = parser.parse_args(argv)
     sizes, repeats, widths = ([4e5], 1, [DEFAULT_BITS]) if args.quick else (args.sizes, args.repeats, args.bits)
+    global TIME_APART
+    TIME_APART = not args.quick
     rows = []
     for size in sizes:
         per_rank = int(size)
         for packed in (False, True):
             rows.append(spawn(one_process, 1, (per_rank, args.tensors, packed, repeats)))
             rows.append(distributed(args.world, per_rank, args.tensors, DEFAULT_BITS, packed, repeats))
+        for storage in ("bool", "packed"):
+            rows.append(whole_call(1, per_rank, args.tensors, storage, repeats))
+            rows.append(whole_call(args.world, per_rank, args.tensors, storage, repeats))
     middle = int(sizes[len(sizes) // 2])
     rows += [
         distributed(args.world, middle, args.tensors, bits, False, repeats) for bits in widths if bits != DEFAULT_BITS
