@@ -141,17 +141,47 @@ def scenario_mesh_group(rank: int, world: int) -> None:
             raise AssertionError(f"layer {index}: the mask with the world as the group differs")
 
 
+def scenario_partial_mesh(rank: int, world: int) -> None:
+    """A 1 x 2 mesh over ranks 0 and 1 of 4: pruned with a group of exactly those ranks, refused without one."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = DeviceMesh("cpu", torch.tensor([[0, 1]]))  # every rank makes it (and its groups); ranks 2 and 3 stay out
+    pair = dist.new_group([0, 1])
+    if rank > 1:
+        return
+    sharded, reference = model(2), model(2)
+    for index in (0, 2):
+        weight = sharded[index].weight.detach()
+        sharded[index].weight = nn.Parameter(distribute_tensor(weight, mesh, [Replicate(), Shard(0)]))
+    targets = [(sharded[0], "weight"), (sharded[2], "weight")]
+    try:
+        pruneplug.prune_global(targets, "l1_unstructured", amount=0.5)
+    except pruneplug.IncompatibleStrategyError as error:
+        if "or pass process_group= holding exactly its ranks" not in str(error):
+            raise
+    else:
+        raise AssertionError("a 2-D mesh over part of the world was pruned without a group")
+    pruneplug.prune_global(targets, "l1_unstructured", amount=0.5, process_group=pair)
+    pruneplug.prune_global([(reference[0], "weight"), (reference[2], "weight")], "l1_unstructured", amount=0.5)
+    for index in (0, 2):
+        if not torch.equal(sharded[index].weight_mask.full_tensor(), reference[index].weight_mask):
+            raise AssertionError(f"layer {index}: the mask over the partial mesh differs from one process's")
+
+
 SCENARIOS = {
     "stages": scenario_stages,
     "prune_one": scenario_prune_one,
     "refusals": scenario_refusals,
     "mesh_group": scenario_mesh_group,
+    "partial_mesh": scenario_partial_mesh,
 }
 
 
 @pytest.mark.parametrize(
     ("scenario", "world"),
-    [("stages", 2), ("stages", 4), ("prune_one", 2), ("refusals", 2), ("mesh_group", 2)],
+    [("stages", 2), ("stages", 4), ("prune_one", 2), ("refusals", 2), ("mesh_group", 2), ("partial_mesh", 4)],
 )
 def test_pruning_across_a_process_group(run_ranks: RunRanks, scenario: str, world: int) -> None:
     run_ranks(__file__, scenario, world)
