@@ -41,6 +41,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import is_fake
+from torch.distributed.tensor import DTensor
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
@@ -101,6 +102,8 @@ def cacheable(orig: Tensor, mask: Tensor) -> bool:
         return False
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:  # dynamo/export, jit.trace
         return False
+    if isinstance(orig, DTensor) or isinstance(mask, DTensor):
+        return False  # a DTensor product, or under FSDP2 a whole gathered weight: it must not outlive its use
     for tensor in (orig, storage_of(mask)):
         if tensor.is_meta or _functorch_wrapped(tensor) or tensor.is_inference():
             return False  # (inference tensors have no version counter: their changes cannot be seen)

@@ -51,6 +51,8 @@ def check_masks(sharded: nn.Sequential, reference: nn.Sequential, when: str) -> 
 
 
 def scenario_train(rank: int, world: int, storage: str = "bool") -> None:
+    from pruneplug.core.cache import held
+    from pruneplug.core.state import find_hook
     from pruneplug.storage.packed import PackedMask
 
     sharded, reference = models()
@@ -82,6 +84,15 @@ def scenario_train(rank: int, world: int, storage: str = "bool") -> None:
     pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=0.3)
     pruneplug.prune_global(targets(reference), "l1_unstructured", amount=0.3)
     check_masks(sharded, reference, "second prune")
+    sharded.eval()
+    with torch.no_grad():  # inference: the gathered weight's product is never kept past the forward
+        sharded(torch.randn(2, 5, generator=batches))
+    for module, _ in targets(sharded):
+        found = find_hook(module, "weight")
+        if found is None or held(found[1]) is not None:
+            raise AssertionError("an FSDP2 module kept its gathered masked weight after an inference forward")
+    sharded.reshard()  # (FSDP2 leaves the root's parameters gathered after a forward without backward)
+    sharded.train()
     for pair, expected_pair in zip(targets(sharded), targets(reference), strict=True):
         pruneplug.remove(*pair)
         pruneplug.remove(*expected_pair)
