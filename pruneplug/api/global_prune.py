@@ -160,7 +160,11 @@ def prune_global(
         StrategyNotFoundError, StrategyConflictError: as for :func:`prune`.
         InvalidAmountError, InvalidParametersError,
         InvalidImportanceScoresError, InvalidMaskError, StrategyFailedError:
-            the selection cannot be done.
+            the selection cannot be done (``InvalidParametersError`` too for a
+            ``process_group`` that is not one, or not the DTensors' mesh's).
+        DistributedSelectionError: across ranks, ``torch.distributed`` is
+            not initialized, the ranks disagree (targets, strategy,
+            amount), or a collective failed or timed out; on every rank.
 
     >>> import torch, pruneplug
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))

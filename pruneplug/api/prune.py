@@ -113,6 +113,9 @@ def prune(
         PruningStateError: the tensor's pruning was left half-undone.
         InvalidAmountError, InvalidDimError, InvalidImportanceScoresError,
         InvalidMaskError, StrategyFailedError: the prune cannot be done.
+        DistributedSelectionError: across ranks (a DTensor, or a
+            ``process_group``), ``torch.distributed`` is not initialized,
+            the ranks disagree, or a collective failed; on every rank.
 
     >>> import torch, pruneplug
     >>> layer = torch.nn.Linear(4, 2)
