@@ -14,7 +14,14 @@ the sharded DTensor and the all-gathered plain tensor. Pruning renames
   1 byte per entry (25 % on top of FSDP2's all-gather of a float32 weight,
   50 % on top of a bfloat16 one). Autograd keeps only the sharded mask
   between the two, so a layer's whole mask exists only while its own forward
-  or backward runs.
+  or backward runs;
+* the masked weight ``<name>_orig * mask`` is a new tensor, which the
+  layer's own operations (``F.linear``) would keep for the backward: a whole
+  weight per pruned layer from its forward to its backward, where FSDP2
+  frees a gathered weight after the forward. While a pruned module runs its
+  forward, saved-tensor hooks (:func:`recompute_masked_weights`) keep in
+  its place how to make it again, from the ``<name>_orig`` FSDP2 gathers
+  again for the backward, and the mask.
 
 Modules a ``fully_shard`` reaches through a parent are handled alike: the
 record is found from the parameter, whichever module's state holds it.
@@ -22,6 +29,7 @@ record is found from the parameter, whichever module's state holds it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +39,7 @@ from torch.distributed.tensor import DTensor
 
 from ..errors import IncompatibleStrategyError
 
-__all__ = ["follow_rename", "masked_unsharded", "renaming"]
+__all__ = ["follow_rename", "masked_unsharded", "recompute_masked_weights", "renaming"]
 
 
 def _fsdp_params() -> list[Any]:
@@ -86,6 +94,7 @@ def renaming(module: nn.Module, param: Tensor, old: str, new: str) -> Callable[[
 
     def rename() -> None:
         info.param_name = new
+        recompute_masked_weights(module, on=any(key.endswith("_orig") for key in module._parameters))
 
     return rename
 
@@ -117,4 +126,91 @@ def masked_unsharded(orig: Tensor, mask: Tensor) -> Tensor:
         raise IncompatibleStrategyError(
             f"the mask's global shape {tuple(mask.shape)} differs from the gathered tensor's {tuple(orig.shape)}"
         )
-    return _GatheredMask.apply(orig, mask)  # type: ignore[no-any-return, no-untyped-call]
+    product: Tensor = _GatheredMask.apply(orig, mask)  # type: ignore[no-untyped-call]
+    _products[product.untyped_storage().data_ptr()] = _Product(product, orig, mask)
+    return product
+
+
+class _Product:
+    """A masked weight made by :func:`masked_unsharded`, and what it was made from."""
+
+    __slots__ = ("made", "mask", "orig")
+
+    def __init__(self, made: Tensor, orig: Tensor, mask: Tensor) -> None:
+        self.made = weakref.ref(made)
+        self.orig, self.mask = orig, mask
+
+
+#: The masked weights alive now, by the address of their storage (an entry goes with its tensor's storage).
+_products: dict[int, _Product] = {}
+
+
+class _Remake:
+    """What autograd keeps instead of a masked weight (or a view of it): how to make it again."""
+
+    __slots__ = ("mask", "offset", "orig", "size", "stride")
+
+    def __init__(self, product: _Product, view: Tensor) -> None:
+        self.orig, self.mask = product.orig, product.mask
+        self.size, self.stride, self.offset = tuple(view.shape), view.stride(), view.storage_offset()
+
+    def __call__(self) -> Tensor:
+        with torch.no_grad():  # (the gradient flows through the product made in the forward, not this copy)
+            gathered: Tensor = self.mask.full_tensor()  # type: ignore[attr-defined]
+            whole = self.orig.detach() * gathered.to(dtype=self.orig.dtype)
+        return whole.as_strided(self.size, self.stride, self.offset)
+
+
+def _pack(saved: Tensor) -> Any:
+    if type(saved) is not Tensor and type(saved) is not nn.Parameter:
+        return saved  # (DTensors, fake tensors under compile: kept as they are)
+    address = saved.untyped_storage().data_ptr()
+    product = _products.get(address)
+    made = None if product is None else product.made()
+    if made is None or made.untyped_storage().data_ptr() != address:
+        _products.pop(address, None)
+        return saved
+    return _Remake(product, saved)  # type: ignore[arg-type]
+
+
+def _unpack(saved: Any) -> Tensor:
+    return saved() if isinstance(saved, _Remake) else saved  # type: ignore[no-any-return]
+
+
+class _SavedHooks:
+    """Forward pre-hook and (always called) forward hook: :func:`_pack` and :func:`_unpack` during the forward."""
+
+    def __init__(self) -> None:
+        self.active: list[Any] = []
+
+    def enter(self, module: nn.Module, args: Any) -> None:
+        hooks = torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
+        hooks.__enter__()
+        self.active.append(hooks)
+
+    def exit(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.active:
+            self.active.pop().__exit__(None, None, None)
+        _forget_dead()
+
+
+def _forget_dead() -> None:
+    for address in [address for address, product in _products.items() if product.made() is None]:
+        del _products[address]
+
+
+_HANDLES = "_pruneplug_fsdp_recompute"
+
+
+def recompute_masked_weights(module: nn.Module, on: bool) -> None:
+    """Make autograd keep how to remake ``module``'s masked weights, not their values (``on``), or stop."""
+    handles = module.__dict__.pop(_HANDLES, None)
+    if handles is not None:
+        for handle in handles:
+            handle.remove()
+    if on:
+        hooks = _SavedHooks()
+        module.__dict__[_HANDLES] = (
+            module.register_forward_pre_hook(hooks.enter),
+            module.register_forward_hook(hooks.exit, always_call=True),
+        )

@@ -150,7 +150,42 @@ def scenario_prune_one(rank: int, world: int) -> None:
         raise AssertionError("after remove, the FSDP2 forward differs")
 
 
-SCENARIOS = {"train": scenario_train, "tied_refused": scenario_tied_refused, "prune_one": scenario_prune_one}
+def scenario_not_kept(rank: int, world: int) -> None:
+    """Between forward and backward no masked weight is alive (autograd keeps how to remake it); the gradients
+    are one process's. Without the saved-tensor hooks the same forward keeps one per pruned layer."""
+    from pruneplug.core import fsdp
+
+    sharded, reference = models()
+    pruneplug.prune_global(targets(sharded), "l1_unstructured", amount=0.5)
+    pruneplug.prune_global(targets(reference), "l1_unstructured", amount=0.5)
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    for hooked in (True, False):
+        for module, _ in targets(sharded):
+            fsdp.recompute_masked_weights(module, on=hooked)
+        out = sharded(x)
+        alive = [product for product in fsdp._products.values() if product.made() is not None]
+        if len(alive) != (0 if hooked else 2):
+            raise AssertionError(f"hooks {hooked}: {len(alive)} masked weights alive between forward and backward")
+        del alive
+        out.square().sum().backward()
+        expected_x = x.detach().clone().requires_grad_(True)
+        reference(expected_x).square().sum().backward()
+        if not torch.allclose(x.grad, expected_x.grad, atol=1e-6):
+            raise AssertionError(f"hooks {hooked}: the input's gradient differs from one process's")
+        for (module, _), (expected, _) in zip(targets(sharded), targets(reference), strict=True):
+            if not torch.allclose(module.weight_orig.grad.full_tensor(), expected.weight_orig.grad, atol=1e-6):
+                raise AssertionError(f"hooks {hooked}: a weight's gradient differs from one process's")
+        x.grad = None
+        for model in (sharded, reference):
+            model.zero_grad()
+
+
+SCENARIOS = {
+    "train": scenario_train,
+    "tied_refused": scenario_tied_refused,
+    "prune_one": scenario_prune_one,
+    "not_kept": scenario_not_kept,
+}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
