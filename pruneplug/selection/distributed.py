@@ -469,7 +469,7 @@ def _candidate_counts(
 
 
 def _select_key(
-    shards: Sequence[LocalScores], k: int, keys: _Keys, bits: int, collective: _Collective
+    shards: Sequence[LocalScores], k: int, keys: _Keys, bits: int, collective: _Collective, chunk: int
 ) -> tuple[int, int, int, _Candidates | None] | None:
     """Radix select of the k-th lowest alive key: ``(key, its rank among the ties, ties, candidates)``.
 
@@ -483,7 +483,6 @@ def _select_key(
     Returns ``None`` when ``k`` is 0 or every alive entry (nothing to search).
     """
     widths = _widths(keys.width, bits)
-    chunk = _chunk_size(shards)
     limit = max(chunk, sum(s.scores.numel() for s in shards) // _HOLD_FRACTION)
     prefix, done, rank, ties = 0, 0, k, 0
     candidates: _Candidates | None = None
@@ -605,7 +604,8 @@ def keep_highest_across_distributed(
         raise DistributedSelectionError("torch.distributed is not initialized: call init_process_group first")
     collective = _Collective(group, timeout, _comm_device(group))
     keys = _Keys(_agree(shards, k, bits, collective))
-    found = _select_key(shards, k, keys, bits, collective)
+    chunk = _chunk_size(shards)
+    found = _select_key(shards, k, keys, bits, collective, chunk)
     keep: list[Tensor] = []
     if found is None:
         # k is 0 or every alive entry; the first count told every rank which (and checked k).
@@ -629,9 +629,7 @@ def keep_highest_across_distributed(
     tie_positions = list(candidates.indices)
     try:
         # never few enough to gather on the way: gather the ties at the threshold now, which the masks need
-        candidates = (
-            held if held is not None else _collect(shards, keys, threshold_key, keys.width, _chunk_size(shards))
-        )
+        candidates = held if held is not None else _collect(shards, keys, threshold_key, keys.width, chunk)
         # candidates now hold exactly this rank's alive entries whose key is the threshold's.
         tie_positions = [
             _global_positions(shard, candidates.indices[index], bases[index]) for index, shard in enumerate(shards)
@@ -646,7 +644,7 @@ def keep_highest_across_distributed(
         error = None  # (raised there if it was not None)
     try:
         if error is None:
-            keep = _masks(shards, keys, threshold, candidates, tie_positions, last, pack, _chunk_size(shards))
+            keep = _masks(shards, keys, threshold, candidates, tie_positions, last, pack, chunk)
     except Exception as exc:
         error = exc
     collective.all_reduce_status(torch.zeros(0, dtype=torch.int64), error)  # all masks made, or none kept
