@@ -104,6 +104,14 @@ def formula_bytes(bits: int, all_reduces: int, total: int, key_bits: int = 32) -
     return 14 * 8 + passes + 8
 
 
+def rank_shards(rows: int, world: int, index: int, tensors: int) -> tuple[list[torch.Tensor], int]:
+    """This rank's row shards of each tensor (drawn from a generator seeded by the rank) and their first row."""
+    mine = torch.tensor_split(torch.arange(rows), world)[index]
+    gen = torch.Generator().manual_seed(1 + index)
+    shards = [torch.randn(mine.numel(), COLUMNS, generator=gen) for _ in range(tensors)]
+    return shards, int(mine[0]) if mine.numel() else 0
+
+
 def extra_peak(before: int | None) -> float:
     return float((proc_status("VmHWM") or 0) - (before or 0))
 
@@ -150,10 +158,7 @@ def rank(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=world, timeout=timedelta(seconds=120)
     )
     rows = rows_per_tensor(per_rank, tensors, world)
-    mine = torch.tensor_split(torch.arange(rows), world)[index]
-    gen = torch.Generator().manual_seed(1 + index)
-    shards = [torch.randn(mine.numel(), COLUMNS, generator=gen) for _ in range(tensors)]
-    offset = int(mine[0]) if mine.numel() else 0
+    shards, offset = rank_shards(rows, world, index, tensors)
     k = rows * COLUMNS * tensors // 2
     measure = peak_reset_works()
     shard_bytes = max(1, sum(s.numel() * s.element_size() for s in shards))
@@ -230,9 +235,7 @@ def prune_global_call(
             "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=world, timeout=timedelta(seconds=120)
         )
         mesh = init_device_mesh("cpu", (world,))
-    mine = torch.tensor_split(torch.arange(rows), world)[index]
-    gen = torch.Generator().manual_seed(1 + index)
-    shards = [torch.randn(mine.numel(), COLUMNS, generator=gen) for _ in range(tensors)]
+    shards, _ = rank_shards(rows, world, index, tensors)
     shard_bytes = max(1, sum(t.numel() * t.element_size() for t in shards))
 
     def weights() -> list[torch.Tensor]:
