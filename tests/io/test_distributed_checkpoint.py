@@ -80,6 +80,18 @@ def check_equal(net: nn.Module, expected: nn.Module, where: str, *, forward: boo
         raise AssertionError(f"{where}: the forward differs")
 
 
+def refused_on_both_ranks(call: Callable[[], object], fault: str, rank: int, accepted: str) -> None:
+    """``call`` raises ``CheckpointError`` on both ranks: rank 1 (at fault) naming ``fault``, rank 0 "another rank"."""
+    try:
+        call()
+    except pruneplug.CheckpointError as error:
+        mine = fault in str(error)
+        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
+            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
+    else:
+        raise AssertionError(accepted)
+
+
 def check_packed(net: nn.Sequential, where: str) -> None:
     """Every weight mask of ``net`` is a DTensor whose shard here is bit-packed."""
     from pruneplug.storage.packed import PackedMask
@@ -128,14 +140,12 @@ def scenario_save(rank: int, world: int, folder: str) -> None:
     pruneplug.prune_global(targets(differing), "l1_unstructured", amount=0.5)
     if rank == 1:
         pruneplug.prune(differing[2], "bias", "l1_unstructured", amount=2)
-    try:
-        pruneplug.save_sharded(differing, Path(folder) / "differing")
-    except pruneplug.CheckpointError as error:
-        mine = "differ in which tensors are pruned (2.bias)" in str(error)
-        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
-            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
-    else:
-        raise AssertionError("models that differ in their pruning were saved")
+    refused_on_both_ranks(
+        lambda: pruneplug.save_sharded(differing, Path(folder) / "differing"),
+        "differ in which tensors are pruned (2.bias)",
+        rank,
+        "models that differ in their pruning were saved",
+    )
     pruneplug.pack_masks(net)  # saved from bit-packed shards: the checkpoint holds bool masks all the same
     pruneplug.save_sharded(net, path, overwrite=True)
     leftovers = [p.name for p in Path(folder).iterdir() if p.name.startswith(".")]
@@ -206,14 +216,12 @@ def scenario_load_parallelized(rank: int, world: int, folder: str) -> None:
         raise AssertionError("the forward with packed masks loaded differs")
     bad = model() if rank == 0 else nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6))
     before = {key: value.clone() for key, value in bad.state_dict().items()}
-    try:
-        pruneplug.load_sharded(bad, Path(folder) / "tp")
-    except pruneplug.CheckpointError as error:
-        mine = "2.weight_orig: shape (7, 8) in the checkpoint, (6, 8) in the model" in str(error)
-        if mine != (rank == 1) or (rank == 0 and "another rank" not in str(error)):
-            raise AssertionError(f"rank {rank}: unexpected error {error}") from error
-    else:
-        raise AssertionError("a model that differs on one rank was loaded")
+    refused_on_both_ranks(
+        lambda: pruneplug.load_sharded(bad, Path(folder) / "tp"),
+        "2.weight_orig: shape (7, 8) in the checkpoint, (6, 8) in the model",
+        rank,
+        "a model that differs on one rank was loaded",
+    )
     if pruneplug.is_pruned(bad[0]) or any(not torch.equal(v, before[k]) for k, v in bad.state_dict().items()):
         raise AssertionError("a failed load changed the model")
     check_removed(net, expected, placements, "parallelized")
